@@ -1,0 +1,19 @@
+//! Rotation plans: the reviewed artifact that `apply` executes exactly.
+//!
+//! - [`model`]: the types (and so the JSON Schema);
+//! - [`load`]: reading YAML with errors that name file, line and column;
+//! - [`validate`]: the semantic checks serde cannot express;
+//! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
+//! - [`build`]: from an inventory and its classification to a plan.
+
+pub mod build;
+pub mod duration;
+pub mod load;
+pub mod located;
+pub mod model;
+pub mod validate;
+pub mod write;
+
+pub use duration::PlanDuration;
+pub use located::{Located, Pos};
+pub use model::*;

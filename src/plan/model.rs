@@ -1,0 +1,597 @@
+//! The rotation plan's types: what a reviewer reads, commits, and `apply` executes.
+//!
+//! These types are the plan's single source of truth: the YAML loader deserializes them, the
+//! planner builds them, and `plans/rekey-plan.schema.json` is generated from them. Every value
+//! that validation may point at is a [`Located`] so errors can name line and column.
+
+use super::duration::PlanDuration;
+use super::located::Located;
+use crate::inventory::{InventoryError, InventorySource, Masked};
+use chrono::{DateTime, TimeZone, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The only `apiVersion` this build reads and writes.
+pub const API_VERSION: &str = "rekey/v1";
+/// The only `kind` of document `rekey` reads as a plan.
+pub const KIND: &str = "RotationPlan";
+/// Written by the planner where a person must decide; `validate` rejects a plan that still has it.
+pub const REVIEW_REQUIRED: &str = "REVIEW-REQUIRED";
+
+/// Start of the CircleCI incident window (CircleCI's guidance: activity from 2022-12-21 on).
+pub fn default_incident_start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2022, 12, 21, 0, 0, 0).single().unwrap_or_default()
+}
+
+/// A declarative rotation plan (`apiVersion: rekey/v1`, `kind: RotationPlan`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "rekey rotation plan")]
+pub struct Plan {
+    /// Always `rekey/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: Located<String>,
+    /// Always `RotationPlan`.
+    pub kind: Located<String>,
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub incident: Incident,
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Hunts run around every target (a target's policy may replace them).
+    #[serde(default)]
+    pub hunts: HuntSelection,
+    /// Networks (CIDR) from which use of a credential is expected: CircleCI's ranges, your egress.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cidrs: Vec<Located<String>>,
+    /// Endpoint overrides for providers without a standard environment variable.
+    #[serde(default, skip_serializing_if = "Endpoints::is_empty")]
+    pub endpoints: Endpoints,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    /// Variables recognised as configuration, not secrets; listed so nothing is dropped silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<Finding>,
+    /// Variables no rule recognised: a person decides what they are.
+    #[serde(default)]
+    pub unclassified: Vec<Finding>,
+    /// Places the inventory could not read.
+    #[serde(default)]
+    pub errors: Vec<InventoryError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: Located<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The inventory the plan was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryRef {
+    pub source: InventorySource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub taken_at: DateTime<Utc>,
+}
+
+/// The window in which exposed credentials may have been abused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// Start of the window (RFC 3339); default 2022-12-21T00:00:00Z.
+    #[serde(default = "located_incident_start")]
+    pub since: Located<DateTime<Utc>>,
+    /// End of the window; default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Located<DateTime<Utc>>>,
+}
+
+fn located_incident_start() -> Located<DateTime<Utc>> {
+    Located::new(default_incident_start())
+}
+
+impl Default for Incident {
+    fn default() -> Self {
+        Incident { since: located_incident_start(), until: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// How long the old credential stays disabled (not deleted) after the switch.
+    #[serde(default = "default_grace")]
+    pub grace: Located<PlanDuration>,
+    /// Scheduled runs skip credentials younger than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Located<PlanDuration>>,
+    #[serde(default)]
+    pub on_findings: OnFindings,
+}
+
+fn default_grace() -> Located<PlanDuration> {
+    Located::new(PlanDuration::from_hours(24))
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            grace: default_grace(),
+            max_age: Some(Located::new(PlanDuration::from_days(90))),
+            on_findings: OnFindings::default(),
+        }
+    }
+}
+
+/// What a rotation does when a hunt reports findings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnFindings {
+    #[serde(default)]
+    pub pre: PreFindings,
+    #[serde(default)]
+    pub post: PostFindings,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PreFindings {
+    /// Record the evidence and rotate anyway (rotation is the remedy).
+    #[default]
+    Continue,
+    /// Wait for a person to confirm before rotating this target.
+    Pause,
+    /// Do not rotate this target.
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostFindings {
+    /// Report and go on to revoke the old credential.
+    Continue,
+    /// Reactivate the old credential where the owner allows it, stop, and report.
+    #[default]
+    Reactivate,
+    /// Stop before revoking and report; the old credential stays disabled.
+    Abort,
+}
+
+/// Names of hunts (see `rekey hunt --list`) to run before and after a rotation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HuntSelection {
+    #[serde(default)]
+    pub pre: Vec<Located<String>>,
+    #[serde(default)]
+    pub post: Vec<Located<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoints {
+    /// GCP IAM API base URL (default https://iam.googleapis.com).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_iam: Option<Located<String>>,
+    /// GCP OAuth token URL (default https://oauth2.googleapis.com/token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_token: Option<Located<String>>,
+    /// Azure authority host (default https://login.microsoftonline.com).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_authority: Option<Located<String>>,
+    /// Microsoft Graph base URL (default https://graph.microsoft.com/v1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_graph: Option<Located<String>>,
+}
+
+impl Endpoints {
+    pub fn is_empty(&self) -> bool {
+        self.all().all(|(_, v)| v.is_none())
+    }
+
+    /// Every endpoint with its field name, for validation.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Option<Located<String>>)> {
+        [
+            ("gcp_iam", &self.gcp_iam),
+            ("gcp_token", &self.gcp_token),
+            ("azure_authority", &self.azure_authority),
+            ("azure_graph", &self.azure_graph),
+        ]
+        .into_iter()
+    }
+}
+
+/// One credential at its owner, and every CircleCI place that holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Unique within the plan; used in the journal, reports and `--target`.
+    pub id: Located<String>,
+    pub provider: Located<ProviderKind>,
+    /// How sure the classifier was that these places hold this one credential.
+    #[serde(default)]
+    pub confidence: Confidence,
+    /// `false` when the planner grouped places it could not compare (context variables carry no
+    /// value): a reviewer checks the grouping and sets `true`. `apply` refuses unconfirmed targets.
+    #[serde(default = "yes")]
+    pub confirmed: bool,
+    /// Who owns the credential at the provider (IAM user, service account, app, repository…).
+    #[serde(default)]
+    pub principal: Principal,
+    /// Every CircleCI place that holds the credential, and the variable of each of its fields.
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    /// What the plan was made from; `apply` refuses to run if live state no longer matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed: Vec<Observed>,
+    #[serde(default, skip_serializing_if = "Policy::is_empty")]
+    pub policy: Policy,
+    /// Commands for the `exec` provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecCommands>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// IAM user access key (id + secret).
+    AwsIam,
+    /// GitHub repository deploy key (SSH).
+    GithubDeployKey,
+    /// CircleCI checkout key of a project.
+    CircleciCheckoutKey,
+    /// GitHub personal access token (minted by a person).
+    GithubToken,
+    /// GCP service-account key (JSON).
+    GcpSaKey,
+    /// Azure app registration client secret.
+    AzureAppSecret,
+    /// Anything else, through user commands.
+    Exec,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 7] = [
+        ProviderKind::AwsIam,
+        ProviderKind::GithubDeployKey,
+        ProviderKind::CircleciCheckoutKey,
+        ProviderKind::GithubToken,
+        ProviderKind::GcpSaKey,
+        ProviderKind::AzureAppSecret,
+        ProviderKind::Exec,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::AwsIam => "aws-iam",
+            ProviderKind::GithubDeployKey => "github-deploy-key",
+            ProviderKind::CircleciCheckoutKey => "circleci-checkout-key",
+            ProviderKind::GithubToken => "github-token",
+            ProviderKind::GcpSaKey => "gcp-sa-key",
+            ProviderKind::AzureAppSecret => "azure-app-secret",
+            ProviderKind::Exec => "exec",
+        }
+    }
+
+    /// The credential fields a binding may map to variables, and which of them it must map.
+    /// `None` means any field name is allowed (exec: the commands define the fields).
+    pub fn binding_fields(self) -> Option<(&'static [&'static str], &'static [&'static str])> {
+        match self {
+            ProviderKind::AwsIam => Some((
+                &["access_key_id", "secret_access_key"],
+                &["access_key_id", "secret_access_key"],
+            )),
+            ProviderKind::GithubDeployKey => Some((&["private_key"], &["private_key"])),
+            ProviderKind::CircleciCheckoutKey => Some((&[], &[])),
+            ProviderKind::GithubToken => Some((&["token"], &["token"])),
+            ProviderKind::GcpSaKey => Some((&["key_json"], &["key_json"])),
+            ProviderKind::AzureAppSecret => {
+                Some((&["client_secret", "client_id", "tenant_id"], &["client_secret"]))
+            }
+            ProviderKind::Exec => None,
+        }
+    }
+
+    /// Principal fields the provider needs to find the credential's owner.
+    pub fn required_principal(self) -> &'static [&'static str] {
+        match self {
+            ProviderKind::AwsIam => &["user"],
+            ProviderKind::GithubDeployKey => &["repository"],
+            ProviderKind::CircleciCheckoutKey => &["project"],
+            ProviderKind::GithubToken => &[],
+            ProviderKind::GcpSaKey => &["service_account"],
+            ProviderKind::AzureAppSecret => &["app_id", "tenant_id"],
+            ProviderKind::Exec => &[],
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Confidence {
+    Low,
+    Medium,
+    #[default]
+    High,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
+/// The owner of a credential at its provider; which fields are needed depends on the provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    /// aws-iam: IAM user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Located<String>>,
+    /// aws-iam: expected account id (checked against STS when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<Located<String>>,
+    /// github-deploy-key: `owner/repo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Located<String>>,
+    /// circleci-checkout-key: project slug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Located<String>>,
+    /// gcp-sa-key: service account email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<Located<String>>,
+    /// azure-app-secret: application (object) id of the app registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<Located<String>>,
+    /// azure-app-secret: directory (tenant) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<Located<String>>,
+    /// github-deploy-key / azure-app-secret: title or display name of the new credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<Located<String>>,
+    /// github-deploy-key: whether the key is read-only (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// exec / github-token: free text naming the owner (for the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Located<String>>,
+}
+
+impl Principal {
+    /// The principal field of that name, if the name is known.
+    pub fn field(&self, name: &str) -> Option<&Option<Located<String>>> {
+        Some(match name {
+            "user" => &self.user,
+            "account_id" => &self.account_id,
+            "repository" => &self.repository,
+            "project" => &self.project,
+            "service_account" => &self.service_account,
+            "app_id" => &self.app_id,
+            "tenant_id" => &self.tenant_id,
+            "title" => &self.title,
+            "service" => &self.service,
+            _ => return None,
+        })
+    }
+
+    /// Every string field that is set, with its name.
+    pub fn set_fields(&self) -> impl Iterator<Item = (&'static str, &Located<String>)> {
+        [
+            "user",
+            "account_id",
+            "repository",
+            "project",
+            "service_account",
+            "app_id",
+            "tenant_id",
+            "title",
+            "service",
+        ]
+        .into_iter()
+        .filter_map(|name| self.field(name).and_then(|f| f.as_ref()).map(|v| (name, v)))
+    }
+}
+
+/// One CircleCI place (project or context) and the variable that holds each credential field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// Project slug; exactly one of `project` and `context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Located<String>>,
+    /// Context name; exactly one of `project` and `context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Located<String>>,
+    /// Context id (the API addresses contexts by id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID`.
+    pub vars: BTreeMap<Located<String>, Located<String>>,
+    /// Credential field → how the value is written (default raw).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encoding: BTreeMap<Located<String>, Located<Encoding>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Encoding {
+    #[default]
+    Raw,
+    Base64,
+}
+
+/// A CircleCI place, borrowed from a binding, observation or finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Place<'a> {
+    Project(&'a str),
+    Context(&'a str),
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Project(p) => write!(f, "project {p}"),
+            Place::Context(c) => write!(f, "context {c}"),
+        }
+    }
+}
+
+fn place_of<'a>(
+    project: &'a Option<Located<String>>,
+    context: &'a Option<Located<String>>,
+) -> Option<Place<'a>> {
+    match (project, context) {
+        (Some(p), None) => Some(Place::Project(p.as_str())),
+        (None, Some(c)) => Some(Place::Context(c.as_str())),
+        _ => None,
+    }
+}
+
+impl Binding {
+    /// The place, or `None` when both or neither of project/context are set (invalid).
+    pub fn place(&self) -> Option<Place<'_>> {
+        place_of(&self.project, &self.context)
+    }
+}
+
+/// State seen when the plan was made, compared with live state by `apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Observed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub var: Option<String>,
+    /// Project variables: CircleCI's mask (`xxxx` + last four).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masked: Option<Masked>,
+    /// Context variables: when the value last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Keys: fingerprint of the key in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl Observed {
+    pub fn place(&self) -> Option<Place<'_>> {
+        place_of(&self.project, &self.context)
+    }
+}
+
+/// A variable the planner did not turn into a target, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<Located<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Located<String>>,
+    pub var: String,
+    pub reason: String,
+}
+
+impl Finding {
+    pub fn place(&self) -> Option<Place<'_>> {
+        place_of(&self.project, &self.context)
+    }
+}
+
+/// Per-target overrides of the plan's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<Located<PlanDuration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Located<PlanDuration>>,
+    /// Replaces the plan's `hunts` for this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hunts: Option<HuntSelection>,
+    /// Extra credentials of the principal (key ids) that may be deleted to make room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removable_keys: Vec<Located<String>>,
+    /// A pipeline that must succeed with the new credential before the old one is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyPolicy>,
+}
+
+impl Policy {
+    pub fn is_empty(&self) -> bool {
+        *self == Policy::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    pub project: Located<String>,
+    pub branch: String,
+    /// How long to wait for the pipeline's workflows (default 30m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Located<PlanDuration>>,
+}
+
+/// Bounded retries for proving a new credential works (providers are eventually consistent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyPolicy {
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Located<PlanDuration>>,
+}
+
+fn default_attempts() -> u32 {
+    10
+}
+
+/// Commands of an `exec` target: argv arrays; values travel as JSON on stdin/stdout only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecCommands {
+    pub mint: Located<Vec<String>>,
+    pub verify: Located<Vec<String>>,
+    pub revoke: Located<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspect: Option<Located<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivate: Option<Located<Vec<String>>>,
+    /// Per command (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Located<PlanDuration>>,
+}
+
+impl ExecCommands {
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Located<Vec<String>>)> {
+        [("mint", Some(&self.mint)), ("verify", Some(&self.verify)), ("revoke", Some(&self.revoke))]
+            .into_iter()
+            .chain([("inspect", self.inspect.as_ref()), ("deactivate", self.deactivate.as_ref())])
+            .filter_map(|(n, c)| c.map(|c| (n, c)))
+    }
+}
