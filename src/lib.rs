@@ -19,6 +19,9 @@
 
 pub mod circleci;
 pub mod classify;
+pub mod credentials;
+pub mod diagnostic;
+pub mod fsio;
 pub mod http;
 pub mod hunt;
 pub mod inventory;

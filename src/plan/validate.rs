@@ -1,1 +1,404 @@
-//! (being written)
+//! Semantic validation of a parsed plan: what serde's types cannot say.
+//!
+//! Duplicate target ids, a CircleCI variable bound by two targets, provider-specific fields that
+//! are missing or unknown, unknown hunts, malformed CIDRs, slugs and URLs, decisions still marked
+//! `REVIEW-REQUIRED`, and groupings nobody confirmed (a warning). Every diagnostic points at the
+//! line and column of the value it is about.
+
+use super::located::{Located, Pos};
+use super::model::*;
+use crate::diagnostic::Diagnostic;
+use std::collections::{BTreeSet, HashMap};
+
+/// Collects every problem of `plan` (parsed from `text`, the content of `file`).
+pub fn validate(file: &str, text: &str, plan: &Plan) -> Vec<Diagnostic> {
+    let mut v = Validator { file, text, out: Vec::new() };
+    v.header(plan);
+    v.hunts(&plan.hunts, "hunts");
+    v.cidrs(&plan.allow_cidrs);
+    v.endpoints(&plan.endpoints);
+    v.targets(plan);
+    v.out
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+    out: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
+        self.out.push(Diagnostic::error(self.file, self.text, pos.line, pos.column, message));
+        let last = self.out.len() - 1;
+        &mut self.out[last]
+    }
+
+    fn warning(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
+        self.out.push(Diagnostic::warning(self.file, self.text, pos.line, pos.column, message));
+        let last = self.out.len() - 1;
+        &mut self.out[last]
+    }
+
+    fn header(&mut self, plan: &Plan) {
+        if plan.api_version.as_str() != API_VERSION {
+            let msg = format!("unsupported apiVersion `{}`: this rekey reads `{API_VERSION}`", *plan.api_version);
+            self.error(plan.api_version.pos, msg);
+        }
+        if plan.kind.as_str() != KIND {
+            let msg = format!("unexpected kind `{}`: a plan is `{KIND}`", *plan.kind);
+            self.error(plan.kind.pos, msg);
+        }
+        if plan.metadata.name.trim().is_empty() {
+            self.error(plan.metadata.name.pos, "metadata.name is empty");
+        }
+        if let Some(until) = &plan.incident.until {
+            if until.value <= plan.incident.since.value {
+                let msg = format!(
+                    "incident.until ({}) is not after incident.since ({})",
+                    until.value.to_rfc3339(),
+                    plan.incident.since.value.to_rfc3339()
+                );
+                self.error(until.pos, msg);
+            }
+        }
+        if plan.incident.since.value > chrono::Utc::now() {
+            let msg = "incident.since is in the future: hunts would search an empty window";
+            self.error(plan.incident.since.pos, msg);
+        }
+        if let Some(max_age) = &plan.defaults.max_age {
+            if plan.defaults.grace.value > max_age.value {
+                let msg = format!(
+                    "defaults.grace ({}) is longer than defaults.max_age ({}): a credential would be due again before its predecessor is revoked",
+                    plan.defaults.grace.value, max_age.value
+                );
+                self.warning(plan.defaults.grace.pos, msg);
+            }
+        }
+    }
+
+    fn hunts(&mut self, hunts: &HuntSelection, at: &str) {
+        for (phase, names) in [("pre", &hunts.pre), ("post", &hunts.post)] {
+            for name in names {
+                if crate::hunt::find(name).is_none() {
+                    let known: Vec<&str> = crate::hunt::CATALOGUE.iter().map(|h| h.name).collect();
+                    let msg = format!("{at}.{phase}: unknown hunt `{}`", name.value);
+                    let help = format!("known hunts: {}", known.join(", "));
+                    self.error(name.pos, msg).help = Some(help);
+                }
+            }
+        }
+    }
+
+    fn cidrs(&mut self, cidrs: &[Located<String>]) {
+        for cidr in cidrs {
+            if let Err(why) = parse_cidr(cidr) {
+                self.error(cidr.pos, format!("allow_cidrs: `{}` is not a CIDR block: {why}", cidr.value));
+            }
+        }
+    }
+
+    fn endpoints(&mut self, endpoints: &Endpoints) {
+        for (name, value) in endpoints.all() {
+            let Some(value) = value else { continue };
+            match url::Url::parse(value) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+                Ok(u) => {
+                    let msg = format!("endpoints.{name}: scheme `{}` is not http or https", u.scheme());
+                    self.error(value.pos, msg);
+                }
+                Err(e) => {
+                    self.error(value.pos, format!("endpoints.{name}: `{}` is not a URL: {e}", value.value));
+                }
+            }
+        }
+    }
+
+    fn targets(&mut self, plan: &Plan) {
+        let mut ids: HashMap<&str, Pos> = HashMap::new();
+        // (place, variable) → (target id, where it was first bound)
+        let mut bound: HashMap<(Place<'_>, &str), (&str, Pos)> = HashMap::new();
+        for target in &plan.targets {
+            let id = target.id.as_str();
+            if let Some(first) = ids.get(id) {
+                let msg = format!("duplicate target id `{id}` (first defined at line {})", first.line);
+                self.error(target.id.pos, msg);
+            } else {
+                ids.insert(id, target.id.pos);
+            }
+            if !is_kebab_id(id) {
+                let msg = format!("target id `{id}` must be lower-case letters, digits and dashes");
+                self.error(target.id.pos, msg);
+            }
+            self.principal(target);
+            self.bindings(target, &mut bound);
+            self.policy(target);
+            self.exec(target);
+            self.observed(target);
+            if !target.confirmed {
+                let msg = format!(
+                    "target `{id}` groups places whose values could not be compared; check that they hold one credential, then set `confirmed: true` (apply skips unconfirmed targets)"
+                );
+                self.warning(target.id.pos, msg);
+            }
+        }
+    }
+
+    fn principal(&mut self, target: &Target) {
+        let provider = target.provider.value;
+        for required in provider.required_principal() {
+            match target.principal.field(required).and_then(|f| f.as_ref()) {
+                None => {
+                    let msg = format!(
+                        "target `{}`: provider {provider} needs `principal.{required}`",
+                        *target.id
+                    );
+                    self.error(target.provider.pos, msg);
+                }
+                Some(v) if v.trim().is_empty() => {
+                    self.error(v.pos, format!("target `{}`: principal.{required} is empty", *target.id));
+                }
+                Some(_) => {}
+            }
+        }
+        for (name, value) in target.principal.set_fields() {
+            if value.as_str() == REVIEW_REQUIRED {
+                let help = match (provider, name) {
+                    (ProviderKind::AwsIam, "user") => {
+                        "fill in the IAM user that owns the key, or run `rekey plan --discover aws`"
+                    }
+                    _ => "fill in the value, or remove the target and list the variable as ignored",
+                };
+                let msg = format!("target `{}`: principal.{name} needs a reviewer's decision", *target.id);
+                self.error(value.pos, msg).help = Some(help.into());
+            }
+        }
+        match (provider, &target.principal.repository) {
+            (ProviderKind::GithubDeployKey, Some(repo)) if repo.as_str() != REVIEW_REQUIRED => {
+                if !is_owner_repo(repo) {
+                    let msg = format!("target `{}`: repository `{}` is not `owner/repo`", *target.id, repo.value);
+                    self.error(repo.pos, msg);
+                }
+            }
+            _ => {}
+        }
+        if let Some(project) = &target.principal.project {
+            self.slug(project, &format!("target `{}`: principal.project", *target.id));
+        }
+    }
+
+    fn slug(&mut self, slug: &Located<String>, what: &str) {
+        if !is_project_slug(slug) {
+            let msg = format!("{what}: `{}` is not a project slug like gh/org/repo", slug.value);
+            self.error(slug.pos, msg);
+        }
+    }
+
+    fn bindings<'p>(&mut self, target: &'p Target, bound: &mut HashMap<(Place<'p>, &'p str), (&'p str, Pos)>) {
+        let id = target.id.as_str();
+        let provider = target.provider.value;
+        let fields = provider.binding_fields();
+        if target.bindings.is_empty() && provider != ProviderKind::CircleciCheckoutKey {
+            let msg = format!("target `{id}` has no bindings: nothing in CircleCI would receive the new credential");
+            self.error(target.id.pos, msg);
+        }
+        let mut places = BTreeSet::new();
+        for binding in &target.bindings {
+            let anchor = binding
+                .project
+                .as_ref()
+                .or(binding.context.as_ref())
+                .map(|l| l.pos)
+                .or_else(|| binding.vars.keys().next().map(|k| k.pos))
+                .unwrap_or(target.id.pos);
+            let Some(place) = binding.place() else {
+                let msg = format!("target `{id}`: a binding names exactly one of `project` or `context`");
+                self.error(anchor, msg);
+                continue;
+            };
+            if let Some(project) = &binding.project {
+                self.slug(project, &format!("target `{id}`: binding project"));
+            }
+            if !places.insert(place) {
+                self.error(anchor, format!("target `{id}` binds {place} twice"));
+            }
+            if let Some((allowed, required)) = fields {
+                if allowed.is_empty() && !binding.vars.is_empty() {
+                    let msg = format!("target `{id}`: provider {provider} keeps its key inside CircleCI; it takes no variables");
+                    self.error(anchor, msg);
+                }
+                for field in binding.vars.keys() {
+                    if !allowed.is_empty() && !allowed.contains(&field.as_str()) {
+                        let msg = format!(
+                            "target `{id}`: provider {provider} has no field `{}` (fields: {})",
+                            field.value,
+                            allowed.join(", ")
+                        );
+                        self.error(field.pos, msg);
+                    }
+                }
+                for req in required.iter() {
+                    if !binding.vars.keys().any(|k| k.as_str() == *req) {
+                        let msg = format!("target `{id}`: binding at {place} does not map required field `{req}`");
+                        self.error(anchor, msg);
+                    }
+                }
+            }
+            for field in binding.encoding.keys() {
+                if !binding.vars.contains_key(field) {
+                    let msg = format!("target `{id}`: encoding for `{}`, which this binding does not map", field.value);
+                    self.error(field.pos, msg);
+                }
+            }
+            for var in binding.vars.values() {
+                if !is_env_var_name(var) {
+                    let msg = format!("target `{id}`: `{}` is not a valid environment variable name", var.value);
+                    self.error(var.pos, msg);
+                }
+                match bound.get(&(place, var.as_str())) {
+                    Some((other, first)) if *other != id => {
+                        let msg = format!(
+                            "{place} variable {} is bound by target `{other}` (line {}) and by target `{id}`: one variable holds one credential",
+                            var.value, first.line
+                        );
+                        self.error(var.pos, msg);
+                    }
+                    Some((_, first)) => {
+                        let msg = format!("target `{id}` writes {place} variable {} twice (also line {})", var.value, first.line);
+                        self.error(var.pos, msg);
+                    }
+                    None => {
+                        bound.insert((place, var.as_str()), (id, var.pos));
+                    }
+                }
+            }
+        }
+    }
+
+    fn policy(&mut self, target: &Target) {
+        let id = target.id.as_str();
+        if let Some(hunts) = &target.policy.hunts {
+            self.hunts(hunts, &format!("target `{id}`: policy.hunts"));
+        }
+        for key in &target.policy.removable_keys {
+            if key.as_str() == REVIEW_REQUIRED || key.trim().is_empty() {
+                self.error(key.pos, format!("target `{id}`: policy.removable_keys entry needs a key id"));
+            }
+        }
+        if let Some(canary) = &target.policy.canary {
+            self.slug(&canary.project, &format!("target `{id}`: policy.canary.project"));
+            if canary.branch.trim().is_empty() {
+                self.error(canary.project.pos, format!("target `{id}`: policy.canary.branch is empty"));
+            }
+        }
+        if let Some(verify) = &target.policy.verify {
+            if verify.attempts == 0 {
+                let pos = verify.timeout.as_ref().map(|t| t.pos).unwrap_or(target.id.pos);
+                self.error(pos, format!("target `{id}`: policy.verify.attempts must be at least 1"));
+            }
+        }
+        if let (Some(grace), Some(max_age)) = (&target.policy.grace, &target.policy.max_age) {
+            if grace.value > max_age.value {
+                let msg = format!("target `{id}`: grace ({}) is longer than max_age ({})", grace.value, max_age.value);
+                self.warning(grace.pos, msg);
+            }
+        }
+    }
+
+    fn exec(&mut self, target: &Target) {
+        let id = target.id.as_str();
+        match (target.provider.value, &target.exec) {
+            (ProviderKind::Exec, None) => {
+                let msg = format!("target `{id}`: provider exec needs an `exec` block with mint, verify and revoke commands");
+                self.error(target.provider.pos, msg);
+            }
+            (ProviderKind::Exec, Some(exec)) => {
+                for (name, command) in exec.all() {
+                    if command.is_empty() || command.iter().any(|a| a == REVIEW_REQUIRED) {
+                        let msg = format!("target `{id}`: exec.{name} needs a command (argv list)");
+                        let help = "secret values reach the command as JSON on stdin, never in argv";
+                        self.error(command.pos, msg).help = Some(help.into());
+                    }
+                }
+            }
+            (other, Some(_)) => {
+                let msg = format!("target `{id}`: `exec` commands only apply to provider exec, not {other}");
+                self.error(target.provider.pos, msg);
+            }
+            (_, None) => {}
+        }
+    }
+
+    fn observed(&mut self, target: &Target) {
+        let id = target.id.as_str();
+        let places: BTreeSet<Place<'_>> = target.bindings.iter().filter_map(Binding::place).collect();
+        for obs in &target.observed {
+            let anchor = obs.project.as_ref().or(obs.context.as_ref()).map(|l| l.pos).unwrap_or(target.id.pos);
+            match obs.place() {
+                None => {
+                    self.error(anchor, format!("target `{id}`: an observed entry names exactly one of `project` or `context`"));
+                }
+                Some(place) if target.provider.value != ProviderKind::CircleciCheckoutKey && !places.contains(&place) => {
+                    let msg = format!("target `{id}`: observed state for {place}, which the target does not bind");
+                    self.error(anchor, msg);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+fn is_kebab_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+}
+
+fn is_env_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_owner_repo(s: &str) -> bool {
+    let mut parts = s.split('/');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(o), Some(r), None) if !o.is_empty() && !r.is_empty())
+}
+
+/// `gh/org/repo`, `bb/org/repo`, `github/…`, `bitbucket/…` or `circleci/<org-id>/<project-id>`.
+pub fn is_project_slug(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    parts.len() == 3
+        && matches!(parts[0], "gh" | "bb" | "github" | "bitbucket" | "circleci")
+        && parts[1..].iter().all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
+}
+
+/// Checks `addr/len` with a prefix length that fits the address family.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, len) = s.split_once('/').ok_or("missing /prefix-length")?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
+    let len: u8 = len.parse().map_err(|_| format!("`{len}` is not a prefix length"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix length {len} is larger than {max}"));
+    }
+    Ok((addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_checks() {
+        assert!(is_project_slug("gh/acme/api"));
+        assert!(!is_project_slug("acme/api"));
+        assert!(is_env_var_name("AWS_ACCESS_KEY_ID"));
+        assert!(!is_env_var_name("9X"));
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("2001:db8::/32").is_ok());
+        assert!(!is_kebab_id("Aws"));
+    }
+}

@@ -1,1 +1,175 @@
-//! (being written)
+//! Writing a plan as YAML for a reviewer: stable order, and comments that say what each target
+//! is and why it was classified so. The output parses back to the same [`Plan`].
+
+use super::model::*;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the plan as YAML: {0}")]
+pub struct WriteError(String);
+
+/// Renders `plan`; `notes` maps a target id to the sentence that explains its classification.
+pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, WriteError> {
+    let mut out = String::with_capacity(512 + plan.targets.len() * 600);
+    header(&mut out, plan);
+    section(&mut out, "apiVersion", &plan.api_version)?;
+    section(&mut out, "kind", &plan.kind)?;
+    section(&mut out, "metadata", &plan.metadata)?;
+    out.push_str("# The window in which exposed credentials may have been used (CircleCI: from 2022-12-21).\n");
+    section(&mut out, "incident", &plan.incident)?;
+    out.push_str("# grace: how long an old credential stays disabled before it is deleted.\n");
+    out.push_str("# max_age: scheduled runs skip credentials younger than this.\n");
+    section(&mut out, "defaults", &plan.defaults)?;
+    section(&mut out, "hunts", &plan.hunts)?;
+    if !plan.allow_cidrs.is_empty() {
+        section(&mut out, "allow_cidrs", &plan.allow_cidrs)?;
+    }
+    if !plan.endpoints.is_empty() {
+        section(&mut out, "endpoints", &plan.endpoints)?;
+    }
+
+    out.push_str("\n# Targets: one credential each, with every CircleCI place that holds it.\n");
+    if plan.targets.is_empty() {
+        out.push_str("targets: []\n");
+    } else {
+        out.push_str("targets:\n");
+        for target in &plan.targets {
+            out.push('\n');
+            target_comment(&mut out, target, notes.get(target.id.as_str()));
+            let yaml = yaml_of(std::slice::from_ref(target))?;
+            indent_into(&mut out, &yaml, "  ");
+        }
+    }
+    list_section(
+        &mut out,
+        "ignored",
+        "Recognised as configuration, not secrets: not rotated.",
+        &plan.ignored,
+    )?;
+    list_section(
+        &mut out,
+        "unclassified",
+        "No rule recognised these: decide for each, then move it into a target or `ignored`.",
+        &plan.unclassified,
+    )?;
+    list_section(
+        &mut out,
+        "errors",
+        "Places the inventory could not read: secrets there are NOT in this plan.",
+        &plan.errors,
+    )?;
+    Ok(out)
+}
+
+fn header(out: &mut String, plan: &Plan) {
+    out.push_str("# rekey rotation plan. Review every target, then run `rekey validate` and\n");
+    out.push_str("# `rekey apply --dry-run`; `apply` does exactly what this file says.\n");
+    if let Some(inv) = &plan.metadata.inventory {
+        let org = inv.org.as_deref().unwrap_or("(several organizations)");
+        let _ = writeln!(
+            out,
+            "# Made from the {} inventory of {org} taken at {}.",
+            match inv.source {
+                crate::inventory::InventorySource::CircleciApi => "live CircleCI API",
+                crate::inventory::InventorySource::EnvInspector => "Env-Inspector",
+            },
+            inv.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    let review = plan.targets.iter().filter(|t| needs_review(t)).count();
+    let unconfirmed = plan.targets.iter().filter(|t| !t.confirmed).count();
+    let _ = writeln!(
+        out,
+        "# {} targets ({review} with {REVIEW_REQUIRED} decisions, {unconfirmed} groupings to confirm), {} unclassified, {} ignored, {} places not read.",
+        plan.targets.len(),
+        plan.unclassified.len(),
+        plan.ignored.len(),
+        plan.errors.len()
+    );
+}
+
+fn needs_review(t: &Target) -> bool {
+    t.principal.set_fields().any(|(_, v)| v.as_str() == REVIEW_REQUIRED)
+        || t.exec.as_ref().is_some_and(|e| e.all().any(|(_, c)| c.iter().any(|a| a == REVIEW_REQUIRED)))
+}
+
+fn target_comment(out: &mut String, t: &Target, note: Option<&String>) {
+    let places = t.bindings.len();
+    let _ = writeln!(
+        out,
+        "  # {} — {}, {} confidence, {places} place{}",
+        t.id.as_str(),
+        t.provider.value,
+        t.confidence.as_str(),
+        if places == 1 { "" } else { "s" }
+    );
+    if let Some(note) = note {
+        for line in wrap(note, 94) {
+            let _ = writeln!(out, "  # {line}");
+        }
+    }
+    if !t.confirmed {
+        out.push_str("  # CONFIRM: these places were grouped by name only (context values cannot be read);\n");
+        out.push_str("  # check they hold one credential, then set `confirmed: true`.\n");
+    }
+    if needs_review(t) {
+        let _ = writeln!(out, "  # REVIEW: replace every {REVIEW_REQUIRED} below before applying.");
+    }
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+fn list_section<T: Serialize>(out: &mut String, key: &str, why: &str, items: &[T]) -> Result<(), WriteError> {
+    if items.is_empty() && key == "ignored" {
+        return Ok(());
+    }
+    let _ = writeln!(out, "\n# {why}");
+    if items.is_empty() {
+        let _ = writeln!(out, "{key}: []");
+        return Ok(());
+    }
+    section(out, key, items)
+}
+
+fn section<T: Serialize + ?Sized>(out: &mut String, key: &str, value: &T) -> Result<(), WriteError> {
+    let mut one = BTreeMap::new();
+    one.insert(key, value);
+    out.push_str(&yaml_of(&one)?);
+    Ok(())
+}
+
+fn yaml_of<T: Serialize + ?Sized>(value: &T) -> Result<String, WriteError> {
+    let mut text = serde_saphyr::to_string(&value).map_err(|e| WriteError(e.to_string()))?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+fn indent_into(out: &mut String, yaml: &str, pad: &str) {
+    for line in yaml.lines() {
+        if !line.is_empty() {
+            out.push_str(pad);
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+}
