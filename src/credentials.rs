@@ -36,14 +36,19 @@ impl Service {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error("no {service} token: set {env} or run `rekey auth set {name}`")]
-    Missing { service: &'static str, env: &'static str, name: &'static str },
+    Missing {
+        service: &'static str,
+        env: &'static str,
+        name: &'static str,
+    },
     #[error("OS keyring: {0}")]
     Keyring(String),
 }
 
 fn keyring_entry(service: Service) -> Result<keyring_core::Entry, CredentialError> {
     install_platform_store()?;
-    keyring_core::Entry::new(SERVICE, service.entry_name()).map_err(|e| CredentialError::Keyring(e.to_string()))
+    keyring_core::Entry::new(SERVICE, service.entry_name())
+        .map_err(|e| CredentialError::Keyring(e.to_string()))
 }
 
 fn install_platform_store() -> Result<(), CredentialError> {
@@ -53,7 +58,8 @@ fn install_platform_store() -> Result<(), CredentialError> {
             #[cfg(target_os = "linux")]
             let store = linux_keyutils_keyring_store::Store::new().map_err(|e| e.to_string())?;
             #[cfg(target_os = "macos")]
-            let store = apple_native_keyring_store::keychain::Store::new().map_err(|e| e.to_string())?;
+            let store =
+                apple_native_keyring_store::keychain::Store::new().map_err(|e| e.to_string())?;
             #[cfg(target_os = "windows")]
             let store = windows_native_keyring_store::Store::new().map_err(|e| e.to_string())?;
             keyring_core::set_default_store(store);
@@ -75,7 +81,14 @@ pub fn token(service: Service) -> Result<Secret, CredentialError> {
         env: service.env_var(),
         name: service.entry_name(),
     };
-    match keyring_entry(service).and_then(|e| e.get_password().map_err(|e| CredentialError::Keyring(e.to_string()))) {
+    // Tests and CI set this so that a developer's own stored token is never picked up.
+    if std::env::var_os("REKEY_KEYRING_DISABLED").is_some() {
+        return Err(missing());
+    }
+    match keyring_entry(service).and_then(|e| {
+        e.get_password()
+            .map_err(|e| CredentialError::Keyring(e.to_string()))
+    }) {
         Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
         _ => Err(missing()),
     }
@@ -98,5 +111,10 @@ pub fn forget(service: Service) -> Result<(), CredentialError> {
 
 /// Whether a keyring entry exists for `service` (its value is not returned).
 pub fn stored(service: Service) -> bool {
-    keyring_entry(service).and_then(|e| e.get_password().map_err(|e| CredentialError::Keyring(e.to_string()))).is_ok()
+    keyring_entry(service)
+        .and_then(|e| {
+            e.get_password()
+                .map_err(|e| CredentialError::Keyring(e.to_string()))
+        })
+        .is_ok()
 }

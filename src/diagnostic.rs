@@ -33,11 +33,23 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error at `line:column` of `source` (the file's text), quoting the offending line.
-    pub fn error(file: &str, source: &str, line: u32, column: u32, message: impl Into<String>) -> Self {
+    pub fn error(
+        file: &str,
+        source: &str,
+        line: u32,
+        column: u32,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Severity::Error, file, source, line, column, message)
     }
 
-    pub fn warning(file: &str, source: &str, line: u32, column: u32, message: impl Into<String>) -> Self {
+    pub fn warning(
+        file: &str,
+        source: &str,
+        line: u32,
+        column: u32,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(Severity::Warning, file, source, line, column, message)
     }
 
@@ -50,7 +62,11 @@ impl Diagnostic {
         message: impl Into<String>,
     ) -> Self {
         let source_line = if line > 0 {
-            source.lines().nth(line as usize - 1).unwrap_or("").to_string()
+            source
+                .lines()
+                .nth(line as usize - 1)
+                .unwrap_or("")
+                .to_string()
         } else {
             String::new()
         };
@@ -102,7 +118,11 @@ impl fmt::Display for Diagnostic {
                 .take(self.column.saturating_sub(1) as usize)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            write!(f, "\n {pad} |\n {number} | {}\n {pad} | {prefix}^", self.source_line)?;
+            write!(
+                f,
+                "\n {pad} |\n {number} | {}\n {pad} | {prefix}^",
+                self.source_line
+            )?;
         }
         if let Some(help) = &self.help {
             write!(f, "\n  = help: {help}")?;
@@ -115,7 +135,11 @@ impl fmt::Display for Diagnostic {
 pub fn render_all(diagnostics: &[Diagnostic]) -> String {
     let mut sorted: Vec<&Diagnostic> = diagnostics.iter().collect();
     sorted.sort_by_key(|d| (d.severity != Severity::Error, d.line, d.column));
-    sorted.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n\n")
+    sorted
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 #[cfg(test)]

@@ -20,12 +20,34 @@ fn committed_schema_is_up_to_date() {
 fn schema_describes_the_plan() {
     let schema: serde_json::Value = serde_json::from_str(&rekey::plan::schema_json()).unwrap();
     let props = &schema["properties"];
-    for key in ["apiVersion", "kind", "metadata", "incident", "defaults", "hunts", "targets", "unclassified", "errors"] {
+    for key in [
+        "apiVersion",
+        "kind",
+        "metadata",
+        "incident",
+        "defaults",
+        "hunts",
+        "targets",
+        "unclassified",
+        "errors",
+    ] {
         assert!(props.get(key).is_some(), "schema lacks {key}");
     }
-    assert_eq!(schema["additionalProperties"], serde_json::json!(false), "unknown fields are rejected");
+    assert_eq!(
+        schema["additionalProperties"],
+        serde_json::json!(false),
+        "unknown fields are rejected"
+    );
     let providers = serde_json::to_string(&schema["$defs"]["ProviderKind"]).unwrap();
-    for p in ["aws-iam", "github-deploy-key", "circleci-checkout-key", "github-token", "gcp-sa-key", "azure-app-secret", "exec"] {
+    for p in [
+        "aws-iam",
+        "github-deploy-key",
+        "circleci-checkout-key",
+        "github-token",
+        "gcp-sa-key",
+        "azure-app-secret",
+        "exec",
+    ] {
         assert!(providers.contains(p), "schema lacks provider {p}");
     }
 }

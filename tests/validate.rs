@@ -47,12 +47,24 @@ fn assert_one_error(text: &str, needle: &str, line: u32, column: u32) {
     let errors: Vec<&Diagnostic> = diags.iter().filter(|d| d.is_error()).collect();
     assert_eq!(errors.len(), 1, "expected one error, got {diags:#?}");
     let e = errors[0];
-    assert!(e.message.contains(needle), "message {:?} lacks {needle:?}", e.message);
-    assert_eq!((e.line, e.column), (line, column), "position of {:?}", e.message);
+    assert!(
+        e.message.contains(needle),
+        "message {:?} lacks {needle:?}",
+        e.message
+    );
+    assert_eq!(
+        (e.line, e.column),
+        (line, column),
+        "position of {:?}",
+        e.message
+    );
     let quoted = text.lines().nth(line as usize - 1).unwrap();
     assert_eq!(e.source_line, quoted);
     let rendered = e.to_string();
-    assert!(rendered.contains(&format!("plan.yaml:{line}:{column}")), "{rendered}");
+    assert!(
+        rendered.contains(&format!("plan.yaml:{line}:{column}")),
+        "{rendered}"
+    );
     assert!(rendered.contains(quoted), "{rendered}");
 }
 
@@ -63,17 +75,32 @@ fn base_plan_is_valid() {
 
 #[test]
 fn unknown_field() {
-    assert_one_error(&replace(11, "    principle: {user: ci}"), "unknown field `principle`", 11, 5);
+    assert_one_error(
+        &replace(11, "    principle: {user: ci}"),
+        "unknown field `principle`",
+        11,
+        5,
+    );
 }
 
 #[test]
 fn wrong_type() {
-    assert_one_error(&replace(13, "      - project: [gh/acme/api]"), "expected string", 13, 18);
+    assert_one_error(
+        &replace(13, "      - project: [gh/acme/api]"),
+        "expected string",
+        13,
+        18,
+    );
 }
 
 #[test]
 fn unknown_provider() {
-    assert_one_error(&replace(10, "    provider: aws"), "unknown variant `aws`", 10, 15);
+    assert_one_error(
+        &replace(10, "    provider: aws"),
+        "unknown variant `aws`",
+        10,
+        15,
+    );
 }
 
 #[test]
@@ -93,7 +120,12 @@ fn duplicate_target_id() {
     let text = append(
         "  - id: aws-a\n    provider: aws-iam\n    principal: {user: ci2}\n    bindings:\n      - project: gh/acme/web\n        vars: {access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}\n",
     );
-    assert_one_error(&text, "duplicate target id `aws-a` (first defined at line 9)", 15, 9);
+    assert_one_error(
+        &text,
+        "duplicate target id `aws-a` (first defined at line 9)",
+        15,
+        9,
+    );
 }
 
 #[test]
@@ -101,12 +133,22 @@ fn variable_bound_by_two_targets() {
     let text = append(
         "  - id: aws-b\n    provider: aws-iam\n    principal: {user: ci2}\n    bindings:\n      - project: gh/acme/api\n        vars: {access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: OTHER_SECRET}\n",
     );
-    assert_one_error(&text, "project gh/acme/api variable AWS_ACCESS_KEY_ID is bound by target `aws-a` (line 14)", 20, 31);
+    assert_one_error(
+        &text,
+        "project gh/acme/api variable AWS_ACCESS_KEY_ID is bound by target `aws-a` (line 14)",
+        20,
+        31,
+    );
 }
 
 #[test]
 fn missing_provider_specific_field() {
-    assert_one_error(&replace(11, "    principal: {account_id: \"123\"}"), "provider aws-iam needs `principal.user`", 10, 15);
+    assert_one_error(
+        &replace(11, "    principal: {account_id: \"123\"}"),
+        "provider aws-iam needs `principal.user`",
+        10,
+        15,
+    );
 }
 
 #[test]
@@ -122,7 +164,10 @@ fn binding_without_a_required_credential_field() {
 #[test]
 fn field_the_provider_does_not_have() {
     assert_one_error(
-        &replace(14, "        vars: {access_key_id: A, secret_access_key: B, region: AWS_REGION}"),
+        &replace(
+            14,
+            "        vars: {access_key_id: A, secret_access_key: B, region: AWS_REGION}",
+        ),
         "has no field `region`",
         14,
         56,
@@ -131,41 +176,70 @@ fn field_the_provider_does_not_have() {
 
 #[test]
 fn unknown_hunt() {
-    assert_one_error(&replace(6, "  pre: [aws-recon, aws-rekon]"), "unknown hunt `aws-rekon`", 6, 20);
+    assert_one_error(
+        &replace(6, "  pre: [aws-recon, aws-rekon]"),
+        "unknown hunt `aws-rekon`",
+        6,
+        20,
+    );
 }
 
 #[test]
 fn review_required_left_in() {
-    assert_one_error(&replace(11, "    principal: {user: REVIEW-REQUIRED}"), "principal.user needs a reviewer's decision", 11, 23);
+    assert_one_error(
+        &replace(11, "    principal: {user: REVIEW-REQUIRED}"),
+        "principal.user needs a reviewer's decision",
+        11,
+        23,
+    );
 }
 
 #[test]
 fn cidr_that_does_not_parse() {
-    assert_one_error(&append("allow_cidrs: [10.0.0.0/33]\n"), "prefix length 33 is larger than 32", 15, 15);
+    assert_one_error(
+        &append("allow_cidrs: [10.0.0.0/33]\n"),
+        "prefix length 33 is larger than 32",
+        15,
+        15,
+    );
 }
 
 #[test]
 fn binding_with_both_project_and_context() {
-    let text = replace(13, "      - project: gh/acme/api\n        context: aws-prod");
+    let text = replace(
+        13,
+        "      - project: gh/acme/api\n        context: aws-prod",
+    );
     assert_one_error(&text, "names exactly one of `project` or `context`", 13, 18);
 }
 
 #[test]
 fn wrong_api_version() {
-    assert_one_error(&replace(1, "apiVersion: rekey/v2"), "unsupported apiVersion `rekey/v2`", 1, 13);
+    assert_one_error(
+        &replace(1, "apiVersion: rekey/v2"),
+        "unsupported apiVersion `rekey/v2`",
+        1,
+        13,
+    );
 }
 
 #[test]
 fn duplicate_yaml_key() {
     let diags = check(&replace(10, "    provider: aws-iam\n    provider: exec"));
     assert_eq!(diags.len(), 1, "{diags:#?}");
-    assert!(diags[0].message.to_lowercase().contains("duplicate"), "{:?}", diags[0].message);
+    assert!(
+        diags[0].message.to_lowercase().contains("duplicate"),
+        "{:?}",
+        diags[0].message
+    );
     assert_eq!(diags[0].line, 11);
 }
 
 #[test]
 fn exec_target_without_commands() {
-    let text = append("  - id: npm\n    provider: exec\n    bindings:\n      - project: gh/acme/web\n        vars: {value: NPM_TOKEN}\n");
+    let text = append(
+        "  - id: npm\n    provider: exec\n    bindings:\n      - project: gh/acme/web\n        vars: {value: NPM_TOKEN}\n",
+    );
     assert_one_error(&text, "provider exec needs an `exec` block", 16, 15);
 }
 
@@ -199,7 +273,8 @@ fn example_plans_are_valid() {
 
 #[test]
 fn many_errors_are_all_reported_at_once() {
-    let text = replace(11, "    principal: {user: REVIEW-REQUIRED}").replace("[aws-recon]", "[nope]");
+    let text =
+        replace(11, "    principal: {user: REVIEW-REQUIRED}").replace("[aws-recon]", "[nope]");
     let errors = check(&text).into_iter().filter(|d| d.is_error()).count();
     assert_eq!(errors, 2);
 }

@@ -1,1 +1,353 @@
-//! (being written)
+//! Classification: from an [`Inventory`] to candidate rotation targets.
+//!
+//! This module owns the rules that say which variable names (and masked shapes) hold which
+//! credential, and the grouping of one credential's places into one target. Its output,
+//! [`Classification`], is what the planner turns into a plan; it lists every variable it did
+//! not turn into a target (ignored as configuration, or unclassified for review), so nothing
+//! is dropped silently.
+//!
+//! - [`rules`]: the rule format (YAML; the built-in set is `rules.yaml`), loading and compiling;
+//! - `vars`: variables to credentials, and grouping across places;
+//! - `keys`: checkout keys, additional SSH keys and the legacy AWS key pair, found by place;
+//! - [`synthetic`]: a generated inventory for benchmarks and tests.
+//!
+//! Output order never depends on inventory order: targets by provider then id, bindings by
+//! place, findings by place then variable.
+
+pub mod keys;
+pub mod rules;
+pub mod synthetic;
+mod vars;
+
+pub use keys::{LEGACY_AWS_ACCESS_KEY_ID, LEGACY_AWS_SECRET_ACCESS_KEY};
+pub use rules::{ClassifyError, RuleSet};
+
+use crate::inventory::Inventory;
+use crate::plan::{Finding, Located, Place, Target};
+use std::collections::{HashMap, HashSet};
+
+/// What classification found in an inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// Candidate targets, sorted by provider then id.
+    pub targets: Vec<Candidate>,
+    /// Variables recognised as configuration, not secrets (sorted by place then variable).
+    pub ignored: Vec<Finding>,
+    /// Variables no rule turned into a target, each with why (sorted by place then variable).
+    pub unclassified: Vec<Finding>,
+}
+
+/// A target the planner proposes, with the rule that made it and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub target: Target,
+    /// Name of the rule (or built-in place kind, e.g. `circleci-checkout-key`) that matched.
+    pub rule: String,
+    /// One sentence for the plan comment: what the credential is and why its places were grouped.
+    pub reason: String,
+}
+
+/// Classifies every variable and key of `inv` with `rules`.
+pub fn classify(inv: &Inventory, rules: &RuleSet) -> Classification {
+    let mut out = Output::default();
+    vars::classify_vars(inv, rules, &mut out);
+    keys::classify_keys(inv, &mut out);
+    let mut targets = assign_ids(out.drafts);
+    targets.sort_by(|a, b| {
+        (a.target.provider.value, a.target.id.as_str())
+            .cmp(&(b.target.provider.value, b.target.id.as_str()))
+    });
+    Classification {
+        targets,
+        ignored: out.ignored,
+        unclassified: out.unclassified,
+    }
+}
+
+/// What the passes accumulate; drafts get their ids once every target is known.
+#[derive(Default)]
+pub(crate) struct Output {
+    pub drafts: Vec<Draft>,
+    pub ignored: Vec<Finding>,
+    pub unclassified: Vec<Finding>,
+}
+
+/// A target before its id is chosen: ids must be unique across all targets.
+pub(crate) struct Draft {
+    pub target: Target,
+    /// The id's words from the rule and the credential's distinguishing name parts.
+    pub base: String,
+    /// Whether `base` already tells this credential apart; if not, a place is appended.
+    pub distinct: bool,
+    /// Kebab-case name of the first place (last segment of a project slug, or context name).
+    pub place_token: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+/// The words a place contributes to an id: `gh/acme/api` → `api`, context `AWS prod` → `aws-prod`.
+pub(crate) fn place_token(place: Place) -> String {
+    match place {
+        Place::Project(slug) => rules::kebab(slug.rsplit('/').next().unwrap_or(slug)),
+        Place::Context(name) => rules::kebab(name),
+    }
+}
+
+/// `base` followed by the place's words it does not already have: `aws` + `aws-prod` → `aws-prod`.
+fn with_place(base: &str, place: &str) -> String {
+    let mut id = base.to_string();
+    for word in place.split('-').filter(|w| !w.is_empty()) {
+        if !id.split('-').any(|w| w == word) {
+            if !id.is_empty() {
+                id.push('-');
+            }
+            id.push_str(word);
+        }
+    }
+    id
+}
+
+/// Unique, readable ids: the base; a place when the base does not distinguish the credential or
+/// when two credentials share a base; then `-2`, `-3`… in a content-derived order.
+fn assign_ids(drafts: Vec<Draft>) -> Vec<Candidate> {
+    let mut ids: Vec<String> = drafts
+        .iter()
+        .map(|d| {
+            if d.distinct {
+                d.base.clone()
+            } else {
+                with_place(&d.base, &d.place_token)
+            }
+        })
+        .collect();
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for id in &ids {
+        *count.entry(id.as_str()).or_default() += 1;
+    }
+    let shared: HashSet<String> = count
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    for (id, d) in ids.iter_mut().zip(&drafts) {
+        if shared.contains(id.as_str()) {
+            *id = with_place(id, &d.place_token);
+        }
+    }
+
+    // Remaining duplicates are numbered in an order that depends only on the targets' content.
+    let mut order: Vec<usize> = (0..drafts.len()).collect();
+    let key = |i: usize| {
+        let d = &drafts[i];
+        let first_obs = d.target.observed.first();
+        (
+            &ids[i],
+            d.target.provider.value,
+            d.target.bindings.first().and_then(|b| b.place()),
+            first_obs.and_then(|o| o.place()),
+            first_obs.and_then(|o| o.var.as_deref().or(o.fingerprint.as_deref())),
+            &d.rule,
+        )
+    };
+    order.sort_by(|&a, &b| key(a).cmp(&key(b)));
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for id in &ids {
+        *seen.entry(id.clone()).or_default() += 1;
+    }
+    for (id, n) in &seen {
+        if *n == 1 {
+            taken.insert(id.clone());
+        }
+    }
+    let mut final_ids: Vec<Option<String>> = vec![None; drafts.len()];
+    for &i in &order {
+        let id = &ids[i];
+        if seen.get(id).copied().unwrap_or(0) == 1 {
+            final_ids[i] = Some(id.clone());
+            continue;
+        }
+        let mut candidate = id.clone();
+        let mut n = 1;
+        while taken.contains(&candidate) {
+            n += 1;
+            candidate = format!("{id}-{n}");
+        }
+        taken.insert(candidate.clone());
+        final_ids[i] = Some(candidate);
+    }
+
+    drafts
+        .into_iter()
+        .zip(final_ids)
+        .map(|(mut d, id)| {
+            d.target.id = Located::new(id.unwrap_or_default());
+            Candidate {
+                target: d.target,
+                rule: d.rule,
+                reason: d.reason,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{Context, ContextVar, InventorySource, Masked, Project, ProjectVar};
+    use crate::plan::Confidence;
+
+    fn project(slug: &str, vars: &[(&str, &str)]) -> Project {
+        Project {
+            slug: slug.into(),
+            env_vars: vars
+                .iter()
+                .map(|(n, m)| ProjectVar {
+                    name: (*n).into(),
+                    masked: Masked::new(m),
+                    created_at: None,
+                })
+                .collect(),
+            checkout_keys: vec![],
+            ssh_keys: vec![],
+            legacy_aws_keys: None,
+        }
+    }
+
+    fn inventory(projects: Vec<Project>, contexts: Vec<Context>) -> Inventory {
+        Inventory {
+            source: InventorySource::CircleciApi,
+            org: None,
+            taken_at: chrono::DateTime::UNIX_EPOCH,
+            projects,
+            contexts,
+            errors: vec![],
+        }
+    }
+
+    fn ids(c: &Classification) -> Vec<&str> {
+        c.targets.iter().map(|t| t.target.id.as_str()).collect()
+    }
+
+    #[test]
+    fn classify_same_place_word_in_two_orgs_is_numbered() {
+        let pair = |m| [("AWS_ACCESS_KEY_ID", m), ("AWS_SECRET_ACCESS_KEY", m)];
+        let inv = inventory(
+            vec![
+                project("gh/b/api", &pair("xxxxBBBB")),
+                project("gh/a/api", &pair("xxxxAAAA")),
+            ],
+            vec![],
+        );
+        let c = classify(&inv, &RuleSet::builtin().unwrap());
+        assert_eq!(ids(&c), ["aws-api", "aws-api-2"]);
+        // Numbering follows content (the place), not inventory order.
+        assert_eq!(
+            c.targets[0].target.bindings[0]
+                .project
+                .as_deref()
+                .map(String::as_str),
+            Some("gh/a/api")
+        );
+    }
+
+    #[test]
+    fn classify_shape_conditions_never_match_context_variables() {
+        let ctx = Context {
+            id: "c".into(),
+            name: "keys".into(),
+            created_at: None,
+            variables: vec![ContextVar {
+                name: "SIGNING_KEY".into(),
+                created_at: None,
+                updated_at: None,
+            }],
+        };
+        let inv = inventory(
+            vec![project(
+                "gh/a/web",
+                &[("SIGNING_KEY", "xxxx----"), ("TLS_KEY", "xxxxabcd")],
+            )],
+            vec![ctx],
+        );
+        let c = classify(&inv, &RuleSet::builtin().unwrap());
+        assert_eq!(ids(&c), ["private-key-signing"]);
+        let unclassified: Vec<_> = c
+            .unclassified
+            .iter()
+            .map(|f| (f.place().map(|p| p.to_string()), f.var.as_str()))
+            .collect();
+        assert_eq!(
+            unclassified,
+            [
+                (Some("project gh/a/web".into()), "TLS_KEY"),
+                (Some("context keys".into()), "SIGNING_KEY")
+            ]
+        );
+    }
+
+    #[test]
+    fn classify_a_second_variable_for_a_filled_field_is_reported() {
+        let user = RuleSet::from_yaml(
+            "credentials:\n  - name: acme\n    provider: exec\n    description: Acme token\n    fields:\n      token: {var: '^(?:ACME|ACME_CI)_TOKEN$'}\n",
+            "user.yaml",
+        )
+        .unwrap();
+        let rules = RuleSet::builtin().unwrap().extend(user);
+        let inv = inventory(
+            vec![project(
+                "gh/a/web",
+                &[("ACME_TOKEN", "xxxx1111"), ("ACME_CI_TOKEN", "xxxx2222")],
+            )],
+            vec![],
+        );
+        let c = classify(&inv, &rules);
+        // Name order decides: ACME_CI_TOKEN < ACME_TOKEN.
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(
+            c.targets[0].target.bindings[0]
+                .vars
+                .values()
+                .next()
+                .map(|v| v.as_str()),
+            Some("ACME_CI_TOKEN")
+        );
+        assert_eq!(c.unclassified.len(), 1);
+        assert_eq!(
+            c.unclassified[0].reason,
+            "a second Acme token (token) in this place: ACME_CI_TOKEN is already used for it"
+        );
+    }
+
+    #[test]
+    fn classify_single_context_keeps_rule_confidence_several_do_not() {
+        let ctx = |name: &str| Context {
+            id: format!("id-{name}"),
+            name: name.into(),
+            created_at: None,
+            variables: vec![ContextVar {
+                name: "NPM_TOKEN".into(),
+                created_at: None,
+                updated_at: None,
+            }],
+        };
+        let rules = RuleSet::builtin().unwrap();
+        let one = classify(&inventory(vec![], vec![ctx("a")]), &rules);
+        assert_eq!(
+            (
+                one.targets[0].target.confidence,
+                one.targets[0].target.confirmed
+            ),
+            (Confidence::High, true)
+        );
+        let two = classify(&inventory(vec![], vec![ctx("b"), ctx("a")]), &rules);
+        assert_eq!(two.targets.len(), 1);
+        assert_eq!(
+            (
+                two.targets[0].target.confidence,
+                two.targets[0].target.confirmed
+            ),
+            (Confidence::Medium, false)
+        );
+    }
+}

@@ -87,17 +87,24 @@ fn error_entry(scope: ErrorScope, name: &str, raw: &Value) -> InventoryError {
             .unwrap_or_else(|| raw.to_string()),
         other => other.to_string(),
     };
-    InventoryError { scope, name: name.to_string(), status, message }
+    InventoryError {
+        scope,
+        name: name.to_string(),
+        status,
+        message,
+    }
 }
 
 fn sort(inv: &mut Inventory) {
     inv.projects.sort_by(|a, b| a.slug.cmp(&b.slug));
     for p in &mut inv.projects {
         p.env_vars.sort_by(|a, b| a.name.cmp(&b.name));
-        p.checkout_keys.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+        p.checkout_keys
+            .sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
         p.ssh_keys.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     }
-    inv.contexts.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    inv.contexts
+        .sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     for c in &mut inv.contexts {
         c.variables.sort_by(|a, b| a.name.cmp(&b.name));
     }
@@ -219,7 +226,8 @@ mod current {
         };
         for account in doc.accounts {
             for raw in &account.errors {
-                inv.errors.push(error_entry(ErrorScope::Organization, &account.name, raw));
+                inv.errors
+                    .push(error_entry(ErrorScope::Organization, &account.name, raw));
             }
             for c in account.contexts {
                 inv.contexts.push(super::Context {
@@ -239,7 +247,8 @@ mod current {
             }
             for p in account.projects {
                 for raw in &p.errors {
-                    inv.errors.push(error_entry(ErrorScope::Project, &p.slug, raw));
+                    inv.errors
+                        .push(error_entry(ErrorScope::Project, &p.slug, raw));
                 }
                 let legacy = p.legacy_aws_keys.as_ref().and_then(|k| {
                     masked_pair(k.access_key_id.as_deref(), k.secret_access_key.as_deref())
@@ -249,7 +258,11 @@ mod current {
                     env_vars: p
                         .project_env_vars
                         .into_iter()
-                        .map(|v| ProjectVar { name: v.name, masked: Masked::new(&v.value), created_at: None })
+                        .map(|v| ProjectVar {
+                            name: v.name,
+                            masked: Masked::new(&v.value),
+                            created_at: None,
+                        })
                         .collect(),
                     checkout_keys: p
                         .checkout_keys
@@ -264,7 +277,10 @@ mod current {
                     ssh_keys: p
                         .ssh_keys
                         .into_iter()
-                        .map(|k| super::SshKey { fingerprint: k.fingerprint, hostname: k.hostname.unwrap_or_default() })
+                        .map(|k| super::SshKey {
+                            fingerprint: k.fingerprint,
+                            hostname: k.hostname.unwrap_or_default(),
+                        })
                         .collect(),
                     legacy_aws_keys: legacy,
                 });
@@ -384,7 +400,11 @@ mod older {
                 env_vars: p
                     .variables
                     .iter()
-                    .map(|v| ProjectVar { name: v.name.clone(), masked: Masked::new(&v.value), created_at: None })
+                    .map(|v| ProjectVar {
+                        name: v.name.clone(),
+                        masked: Masked::new(&v.value),
+                        created_at: None,
+                    })
                     .collect(),
                 checkout_keys: p
                     .keys
@@ -410,7 +430,11 @@ mod older {
                 variables: c
                     .variables
                     .into_iter()
-                    .map(|v| ContextVar { name: v.variable, created_at: v.created_at, updated_at: v.updated_at })
+                    .map(|v| ContextVar {
+                        name: v.variable,
+                        created_at: v.created_at,
+                        updated_at: v.updated_at,
+                    })
                     .collect(),
             });
         }

@@ -141,9 +141,14 @@ pub enum ErrorScope {
 ///
 /// Constructing one from whatever CircleCI (or a file) returned keeps only the last four
 /// characters, so a full value that slipped into an export can never travel further.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(from = "String", into = "String")]
-#[schemars(with = "String", description = "A masked value: xxxx followed by the last four characters.")]
+#[schemars(
+    with = "String",
+    description = "A masked value: xxxx followed by the last four characters."
+)]
 pub struct Masked(String);
 
 impl Masked {
@@ -188,8 +193,15 @@ impl std::fmt::Display for Masked {
 impl Inventory {
     /// Number of variables (project and context) the inventory holds.
     pub fn variable_count(&self) -> usize {
-        self.projects.iter().map(|p| p.env_vars.len()).sum::<usize>()
-            + self.contexts.iter().map(|c| c.variables.len()).sum::<usize>()
+        self.projects
+            .iter()
+            .map(|p| p.env_vars.len())
+            .sum::<usize>()
+            + self
+                .contexts
+                .iter()
+                .map(|c| c.variables.len())
+                .sum::<usize>()
     }
 }
 

@@ -18,7 +18,10 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { name: "circleci-incident".into(), since: default_incident_start() }
+        BuildOptions {
+            name: "circleci-incident".into(),
+            since: default_incident_start(),
+        }
     }
 }
 
@@ -29,7 +32,11 @@ pub struct Draft {
     pub notes: HashMap<String, String>,
 }
 
-pub fn build(inventory: &Inventory, classification: Classification, options: &BuildOptions) -> Draft {
+pub fn build(
+    inventory: &Inventory,
+    classification: Classification,
+    options: &BuildOptions,
+) -> Draft {
     let mut notes = HashMap::with_capacity(classification.targets.len());
     let mut targets = Vec::with_capacity(classification.targets.len());
     for candidate in classification.targets {
@@ -52,7 +59,10 @@ pub fn build(inventory: &Inventory, classification: Classification, options: &Bu
                 taken_at: inventory.taken_at,
             }),
         },
-        incident: Incident { since: Located::new(options.since), until: None },
+        incident: Incident {
+            since: Located::new(options.since),
+            until: None,
+        },
         defaults: Defaults::default(),
         hunts: default_hunts(&providers),
         allow_cidrs: Vec::new(),
@@ -72,7 +82,9 @@ fn default_hunts(providers: &BTreeSet<ProviderKind>) -> HuntSelection {
     if providers.contains(&ProviderKind::AwsIam) {
         pre.extend(["aws-recon", "aws-denied", "aws-programmatic-agents"]);
     }
-    if providers.contains(&ProviderKind::GithubDeployKey) || providers.contains(&ProviderKind::GithubToken) {
+    if providers.contains(&ProviderKind::GithubDeployKey)
+        || providers.contains(&ProviderKind::GithubToken)
+    {
         pre.push("github-git-new-ip");
     }
     if providers.contains(&ProviderKind::GcpSaKey) {
@@ -82,6 +94,14 @@ fn default_hunts(providers: &BTreeSet<ProviderKind>) -> HuntSelection {
         pre.push("azure-signin-failures");
     }
     let post = vec!["old-credential-used", "new-credential-outside-allowlist"];
-    let located = |names: Vec<&str>| names.into_iter().map(|n| Located::new(n.to_string())).collect();
-    HuntSelection { pre: located(pre), post: located(post) }
+    let located = |names: Vec<&str>| {
+        names
+            .into_iter()
+            .map(|n| Located::new(n.to_string()))
+            .collect()
+    };
+    HuntSelection {
+        pre: located(pre),
+        post: located(post),
+    }
 }

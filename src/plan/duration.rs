@@ -8,7 +8,13 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PlanDuration(pub u64);
 
-const UNITS: [(char, u64); 5] = [('w', 604_800), ('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
+const UNITS: [(char, u64); 5] = [
+    ('w', 604_800),
+    ('d', 86_400),
+    ('h', 3_600),
+    ('m', 60),
+    ('s', 1),
+];
 
 impl PlanDuration {
     pub fn seconds(self) -> u64 {
@@ -118,7 +124,17 @@ mod tests {
         assert_eq!(PlanDuration::parse("0s").unwrap().seconds(), 0);
         assert_eq!(PlanDuration(5_400).to_string(), "1h30m");
         assert_eq!(PlanDuration(90 * 86_400).to_string(), "90d");
-        for bad in ["", "10", "h", "1x", "30m1h", "1h1h", "-1h", "1.5h", "99999999999999999999w"] {
+        for bad in [
+            "",
+            "10",
+            "h",
+            "1x",
+            "30m1h",
+            "1h1h",
+            "-1h",
+            "1.5h",
+            "99999999999999999999w",
+        ] {
             assert!(PlanDuration::parse(bad).is_err(), "{bad} should not parse");
         }
     }

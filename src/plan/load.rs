@@ -48,7 +48,10 @@ mod tests {
 
     #[test]
     fn strips_position_prefix() {
-        assert_eq!(bare_message("error: line 3 column 5: unknown field `x`\n --> …"), "unknown field `x`");
+        assert_eq!(
+            bare_message("error: line 3 column 5: unknown field `x`\n --> …"),
+            "unknown field `x`"
+        );
         assert_eq!(bare_message("something else"), "something else");
     }
 }

@@ -29,7 +29,10 @@ pub struct Located<T> {
 impl<T> Located<T> {
     /// A value made in memory (by the planner), with no source position.
     pub fn new(value: T) -> Self {
-        Located { value, pos: Pos::default() }
+        Located {
+            value,
+            pos: Pos::default(),
+        }
     }
 }
 
@@ -81,7 +84,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
         let loc = spanned.referenced;
         Ok(Located {
             value: spanned.value,
-            pos: Pos { line: loc.line() as u32, column: loc.column() as u32 },
+            pos: Pos {
+                line: loc.line() as u32,
+                column: loc.column() as u32,
+            },
         })
     }
 }

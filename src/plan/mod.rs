@@ -6,7 +6,7 @@
 //! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
 //! - [`build`]: from an inventory and its classification to a plan.
 
-// pub mod build; (enabled when classify lands)
+pub mod build;
 pub mod duration;
 pub mod load;
 pub mod located;

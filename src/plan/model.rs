@@ -21,7 +21,9 @@ pub const REVIEW_REQUIRED: &str = "REVIEW-REQUIRED";
 
 /// Start of the CircleCI incident window (CircleCI's guidance: activity from 2022-12-21 on).
 pub fn default_incident_start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2022, 12, 21, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2022, 12, 21, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 /// A declarative rotation plan (`apiVersion: rekey/v1`, `kind: RotationPlan`).
@@ -99,7 +101,10 @@ fn located_incident_start() -> Located<DateTime<Utc>> {
 
 impl Default for Incident {
     fn default() -> Self {
-        Incident { since: located_incident_start(), until: None }
+        Incident {
+            since: located_incident_start(),
+            until: None,
+        }
     }
 }
 
@@ -242,7 +247,9 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     /// IAM user access key (id + secret).
@@ -296,9 +303,10 @@ impl ProviderKind {
             ProviderKind::CircleciCheckoutKey => Some((&[], &[])),
             ProviderKind::GithubToken => Some((&["token"], &["token"])),
             ProviderKind::GcpSaKey => Some((&["key_json"], &["key_json"])),
-            ProviderKind::AzureAppSecret => {
-                Some((&["client_secret", "client_id", "tenant_id"], &["client_secret"]))
-            }
+            ProviderKind::AzureAppSecret => Some((
+                &["client_secret", "client_id", "tenant_id"],
+                &["client_secret"],
+            )),
             ProviderKind::Exec => None,
         }
     }
@@ -323,7 +331,20 @@ impl std::fmt::Display for ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Confidence {
     Low,
@@ -589,9 +610,16 @@ pub struct ExecCommands {
 
 impl ExecCommands {
     pub fn all(&self) -> impl Iterator<Item = (&'static str, &Located<Vec<String>>)> {
-        [("mint", Some(&self.mint)), ("verify", Some(&self.verify)), ("revoke", Some(&self.revoke))]
-            .into_iter()
-            .chain([("inspect", self.inspect.as_ref()), ("deactivate", self.deactivate.as_ref())])
-            .filter_map(|(n, c)| c.map(|c| (n, c)))
+        [
+            ("mint", Some(&self.mint)),
+            ("verify", Some(&self.verify)),
+            ("revoke", Some(&self.revoke)),
+        ]
+        .into_iter()
+        .chain([
+            ("inspect", self.inspect.as_ref()),
+            ("deactivate", self.deactivate.as_ref()),
+        ])
+        .filter_map(|(n, c)| c.map(|c| (n, c)))
     }
 }

@@ -12,7 +12,11 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Collects every problem of `plan` (parsed from `text`, the content of `file`).
 pub fn validate(file: &str, text: &str, plan: &Plan) -> Vec<Diagnostic> {
-    let mut v = Validator { file, text, out: Vec::new() };
+    let mut v = Validator {
+        file,
+        text,
+        out: Vec::new(),
+    };
     v.header(plan);
     v.hunts(&plan.hunts, "hunts");
     v.cidrs(&plan.allow_cidrs);
@@ -29,20 +33,27 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn error(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
-        self.out.push(Diagnostic::error(self.file, self.text, pos.line, pos.column, message));
+        self.out.push(Diagnostic::error(
+            self.file, self.text, pos.line, pos.column, message,
+        ));
         let last = self.out.len() - 1;
         &mut self.out[last]
     }
 
     fn warning(&mut self, pos: Pos, message: impl Into<String>) -> &mut Diagnostic {
-        self.out.push(Diagnostic::warning(self.file, self.text, pos.line, pos.column, message));
+        self.out.push(Diagnostic::warning(
+            self.file, self.text, pos.line, pos.column, message,
+        ));
         let last = self.out.len() - 1;
         &mut self.out[last]
     }
 
     fn header(&mut self, plan: &Plan) {
         if plan.api_version.as_str() != API_VERSION {
-            let msg = format!("unsupported apiVersion `{}`: this rekey reads `{API_VERSION}`", *plan.api_version);
+            let msg = format!(
+                "unsupported apiVersion `{}`: this rekey reads `{API_VERSION}`",
+                *plan.api_version
+            );
             self.error(plan.api_version.pos, msg);
         }
         if plan.kind.as_str() != KIND {
@@ -93,7 +104,10 @@ impl Validator<'_> {
     fn cidrs(&mut self, cidrs: &[Located<String>]) {
         for cidr in cidrs {
             if let Err(why) = parse_cidr(cidr) {
-                self.error(cidr.pos, format!("allow_cidrs: `{}` is not a CIDR block: {why}", cidr.value));
+                self.error(
+                    cidr.pos,
+                    format!("allow_cidrs: `{}` is not a CIDR block: {why}", cidr.value),
+                );
             }
         }
     }
@@ -104,11 +118,17 @@ impl Validator<'_> {
             match url::Url::parse(value) {
                 Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
                 Ok(u) => {
-                    let msg = format!("endpoints.{name}: scheme `{}` is not http or https", u.scheme());
+                    let msg = format!(
+                        "endpoints.{name}: scheme `{}` is not http or https",
+                        u.scheme()
+                    );
                     self.error(value.pos, msg);
                 }
                 Err(e) => {
-                    self.error(value.pos, format!("endpoints.{name}: `{}` is not a URL: {e}", value.value));
+                    self.error(
+                        value.pos,
+                        format!("endpoints.{name}: `{}` is not a URL: {e}", value.value),
+                    );
                 }
             }
         }
@@ -121,7 +141,10 @@ impl Validator<'_> {
         for target in &plan.targets {
             let id = target.id.as_str();
             if let Some(first) = ids.get(id) {
-                let msg = format!("duplicate target id `{id}` (first defined at line {})", first.line);
+                let msg = format!(
+                    "duplicate target id `{id}` (first defined at line {})",
+                    first.line
+                );
                 self.error(target.id.pos, msg);
             } else {
                 ids.insert(id, target.id.pos);
@@ -156,7 +179,10 @@ impl Validator<'_> {
                     self.error(target.provider.pos, msg);
                 }
                 Some(v) if v.trim().is_empty() => {
-                    self.error(v.pos, format!("target `{}`: principal.{required} is empty", *target.id));
+                    self.error(
+                        v.pos,
+                        format!("target `{}`: principal.{required} is empty", *target.id),
+                    );
                 }
                 Some(_) => {}
             }
@@ -169,37 +195,55 @@ impl Validator<'_> {
                     }
                     _ => "fill in the value, or remove the target and list the variable as ignored",
                 };
-                let msg = format!("target `{}`: principal.{name} needs a reviewer's decision", *target.id);
+                let msg = format!(
+                    "target `{}`: principal.{name} needs a reviewer's decision",
+                    *target.id
+                );
                 self.error(value.pos, msg).help = Some(help.into());
             }
         }
         match (provider, &target.principal.repository) {
             (ProviderKind::GithubDeployKey, Some(repo)) if repo.as_str() != REVIEW_REQUIRED => {
                 if !is_owner_repo(repo) {
-                    let msg = format!("target `{}`: repository `{}` is not `owner/repo`", *target.id, repo.value);
+                    let msg = format!(
+                        "target `{}`: repository `{}` is not `owner/repo`",
+                        *target.id, repo.value
+                    );
                     self.error(repo.pos, msg);
                 }
             }
             _ => {}
         }
         if let Some(project) = &target.principal.project {
-            self.slug(project, &format!("target `{}`: principal.project", *target.id));
+            self.slug(
+                project,
+                &format!("target `{}`: principal.project", *target.id),
+            );
         }
     }
 
     fn slug(&mut self, slug: &Located<String>, what: &str) {
         if !is_project_slug(slug) {
-            let msg = format!("{what}: `{}` is not a project slug like gh/org/repo", slug.value);
+            let msg = format!(
+                "{what}: `{}` is not a project slug like gh/org/repo",
+                slug.value
+            );
             self.error(slug.pos, msg);
         }
     }
 
-    fn bindings<'p>(&mut self, target: &'p Target, bound: &mut HashMap<(Place<'p>, &'p str), (&'p str, Pos)>) {
+    fn bindings<'p>(
+        &mut self,
+        target: &'p Target,
+        bound: &mut HashMap<(Place<'p>, &'p str), (&'p str, Pos)>,
+    ) {
         let id = target.id.as_str();
         let provider = target.provider.value;
         let fields = provider.binding_fields();
         if target.bindings.is_empty() && provider != ProviderKind::CircleciCheckoutKey {
-            let msg = format!("target `{id}` has no bindings: nothing in CircleCI would receive the new credential");
+            let msg = format!(
+                "target `{id}` has no bindings: nothing in CircleCI would receive the new credential"
+            );
             self.error(target.id.pos, msg);
         }
         let mut places = BTreeSet::new();
@@ -212,7 +256,8 @@ impl Validator<'_> {
                 .or_else(|| binding.vars.keys().next().map(|k| k.pos))
                 .unwrap_or(target.id.pos);
             let Some(place) = binding.place() else {
-                let msg = format!("target `{id}`: a binding names exactly one of `project` or `context`");
+                let msg =
+                    format!("target `{id}`: a binding names exactly one of `project` or `context`");
                 self.error(anchor, msg);
                 continue;
             };
@@ -224,7 +269,9 @@ impl Validator<'_> {
             }
             if let Some((allowed, required)) = fields {
                 if allowed.is_empty() && !binding.vars.is_empty() {
-                    let msg = format!("target `{id}`: provider {provider} keeps its key inside CircleCI; it takes no variables");
+                    let msg = format!(
+                        "target `{id}`: provider {provider} keeps its key inside CircleCI; it takes no variables"
+                    );
                     self.error(anchor, msg);
                 }
                 for field in binding.vars.keys() {
@@ -239,20 +286,28 @@ impl Validator<'_> {
                 }
                 for req in required.iter() {
                     if !binding.vars.keys().any(|k| k.as_str() == *req) {
-                        let msg = format!("target `{id}`: binding at {place} does not map required field `{req}`");
+                        let msg = format!(
+                            "target `{id}`: binding at {place} does not map required field `{req}`"
+                        );
                         self.error(anchor, msg);
                     }
                 }
             }
             for field in binding.encoding.keys() {
                 if !binding.vars.contains_key(field) {
-                    let msg = format!("target `{id}`: encoding for `{}`, which this binding does not map", field.value);
+                    let msg = format!(
+                        "target `{id}`: encoding for `{}`, which this binding does not map",
+                        field.value
+                    );
                     self.error(field.pos, msg);
                 }
             }
             for var in binding.vars.values() {
                 if !is_env_var_name(var) {
-                    let msg = format!("target `{id}`: `{}` is not a valid environment variable name", var.value);
+                    let msg = format!(
+                        "target `{id}`: `{}` is not a valid environment variable name",
+                        var.value
+                    );
                     self.error(var.pos, msg);
                 }
                 match bound.get(&(place, var.as_str())) {
@@ -264,7 +319,10 @@ impl Validator<'_> {
                         self.error(var.pos, msg);
                     }
                     Some((_, first)) => {
-                        let msg = format!("target `{id}` writes {place} variable {} twice (also line {})", var.value, first.line);
+                        let msg = format!(
+                            "target `{id}` writes {place} variable {} twice (also line {})",
+                            var.value, first.line
+                        );
                         self.error(var.pos, msg);
                     }
                     None => {
@@ -282,24 +340,43 @@ impl Validator<'_> {
         }
         for key in &target.policy.removable_keys {
             if key.as_str() == REVIEW_REQUIRED || key.trim().is_empty() {
-                self.error(key.pos, format!("target `{id}`: policy.removable_keys entry needs a key id"));
+                self.error(
+                    key.pos,
+                    format!("target `{id}`: policy.removable_keys entry needs a key id"),
+                );
             }
         }
         if let Some(canary) = &target.policy.canary {
-            self.slug(&canary.project, &format!("target `{id}`: policy.canary.project"));
+            self.slug(
+                &canary.project,
+                &format!("target `{id}`: policy.canary.project"),
+            );
             if canary.branch.trim().is_empty() {
-                self.error(canary.project.pos, format!("target `{id}`: policy.canary.branch is empty"));
+                self.error(
+                    canary.project.pos,
+                    format!("target `{id}`: policy.canary.branch is empty"),
+                );
             }
         }
         if let Some(verify) = &target.policy.verify {
             if verify.attempts == 0 {
-                let pos = verify.timeout.as_ref().map(|t| t.pos).unwrap_or(target.id.pos);
-                self.error(pos, format!("target `{id}`: policy.verify.attempts must be at least 1"));
+                let pos = verify
+                    .timeout
+                    .as_ref()
+                    .map(|t| t.pos)
+                    .unwrap_or(target.id.pos);
+                self.error(
+                    pos,
+                    format!("target `{id}`: policy.verify.attempts must be at least 1"),
+                );
             }
         }
         if let (Some(grace), Some(max_age)) = (&target.policy.grace, &target.policy.max_age) {
             if grace.value > max_age.value {
-                let msg = format!("target `{id}`: grace ({}) is longer than max_age ({})", grace.value, max_age.value);
+                let msg = format!(
+                    "target `{id}`: grace ({}) is longer than max_age ({})",
+                    grace.value, max_age.value
+                );
                 self.warning(grace.pos, msg);
             }
         }
@@ -309,20 +386,25 @@ impl Validator<'_> {
         let id = target.id.as_str();
         match (target.provider.value, &target.exec) {
             (ProviderKind::Exec, None) => {
-                let msg = format!("target `{id}`: provider exec needs an `exec` block with mint, verify and revoke commands");
+                let msg = format!(
+                    "target `{id}`: provider exec needs an `exec` block with mint, verify and revoke commands"
+                );
                 self.error(target.provider.pos, msg);
             }
             (ProviderKind::Exec, Some(exec)) => {
                 for (name, command) in exec.all() {
                     if command.is_empty() || command.iter().any(|a| a == REVIEW_REQUIRED) {
                         let msg = format!("target `{id}`: exec.{name} needs a command (argv list)");
-                        let help = "secret values reach the command as JSON on stdin, never in argv";
+                        let help =
+                            "secret values reach the command as JSON on stdin, never in argv";
                         self.error(command.pos, msg).help = Some(help.into());
                     }
                 }
             }
             (other, Some(_)) => {
-                let msg = format!("target `{id}`: `exec` commands only apply to provider exec, not {other}");
+                let msg = format!(
+                    "target `{id}`: `exec` commands only apply to provider exec, not {other}"
+                );
                 self.error(target.provider.pos, msg);
             }
             (_, None) => {}
@@ -331,15 +413,26 @@ impl Validator<'_> {
 
     fn observed(&mut self, target: &Target) {
         let id = target.id.as_str();
-        let places: BTreeSet<Place<'_>> = target.bindings.iter().filter_map(Binding::place).collect();
+        let places: BTreeSet<Place<'_>> =
+            target.bindings.iter().filter_map(Binding::place).collect();
         for obs in &target.observed {
-            let anchor = obs.project.as_ref().or(obs.context.as_ref()).map(|l| l.pos).unwrap_or(target.id.pos);
+            let anchor = obs
+                .project
+                .as_ref()
+                .or(obs.context.as_ref())
+                .map(|l| l.pos)
+                .unwrap_or(target.id.pos);
             match obs.place() {
                 None => {
                     self.error(anchor, format!("target `{id}`: an observed entry names exactly one of `project` or `context`"));
                 }
-                Some(place) if target.provider.value != ProviderKind::CircleciCheckoutKey && !places.contains(&place) => {
-                    let msg = format!("target `{id}`: observed state for {place}, which the target does not bind");
+                Some(place)
+                    if target.provider.value != ProviderKind::CircleciCheckoutKey
+                        && !places.contains(&place) =>
+                {
+                    let msg = format!(
+                        "target `{id}`: observed state for {place}, which the target does not bind"
+                    );
                     self.error(anchor, msg);
                 }
                 Some(_) => {}
@@ -351,7 +444,9 @@ impl Validator<'_> {
 fn is_kebab_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-')
 }
 
@@ -371,14 +466,20 @@ pub fn is_project_slug(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     parts.len() == 3
         && matches!(parts[0], "gh" | "bb" | "github" | "bitbucket" | "circleci")
-        && parts[1..].iter().all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
+        && parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
 }
 
 /// Checks `addr/len` with a prefix length that fits the address family.
 pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
     let (addr, len) = s.split_once('/').ok_or("missing /prefix-length")?;
-    let addr: std::net::IpAddr = addr.parse().map_err(|_| format!("`{addr}` is not an IP address"))?;
-    let len: u8 = len.parse().map_err(|_| format!("`{len}` is not a prefix length"))?;
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IP address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("`{len}` is not a prefix length"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if len > max {
         return Err(format!("prefix length {len} is larger than {max}"));

@@ -3,6 +3,7 @@
 
 use super::model::*;
 use serde::Serialize;
+use serde_saphyr::{FlowMap, FlowSeq};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -22,9 +23,9 @@ pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, W
     out.push_str("# grace: how long an old credential stays disabled before it is deleted.\n");
     out.push_str("# max_age: scheduled runs skip credentials younger than this.\n");
     section(&mut out, "defaults", &plan.defaults)?;
-    section(&mut out, "hunts", &plan.hunts)?;
+    section(&mut out, "hunts", &HuntsView::of(&plan.hunts))?;
     if !plan.allow_cidrs.is_empty() {
-        section(&mut out, "allow_cidrs", &plan.allow_cidrs)?;
+        section(&mut out, "allow_cidrs", &FlowSeq(&plan.allow_cidrs))?;
     }
     if !plan.endpoints.is_empty() {
         section(&mut out, "endpoints", &plan.endpoints)?;
@@ -38,7 +39,7 @@ pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, W
         for target in &plan.targets {
             out.push('\n');
             target_comment(&mut out, target, notes.get(target.id.as_str()));
-            let yaml = yaml_of(std::slice::from_ref(target))?;
+            let yaml = yaml_of(&[TargetView::of(target)])?;
             indent_into(&mut out, &yaml, "  ");
         }
     }
@@ -75,7 +76,8 @@ fn header(out: &mut String, plan: &Plan) {
                 crate::inventory::InventorySource::CircleciApi => "live CircleCI API",
                 crate::inventory::InventorySource::EnvInspector => "Env-Inspector",
             },
-            inv.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            inv.taken_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
     }
     let review = plan.targets.iter().filter(|t| needs_review(t)).count();
@@ -91,8 +93,12 @@ fn header(out: &mut String, plan: &Plan) {
 }
 
 fn needs_review(t: &Target) -> bool {
-    t.principal.set_fields().any(|(_, v)| v.as_str() == REVIEW_REQUIRED)
-        || t.exec.as_ref().is_some_and(|e| e.all().any(|(_, c)| c.iter().any(|a| a == REVIEW_REQUIRED)))
+    t.principal
+        .set_fields()
+        .any(|(_, v)| v.as_str() == REVIEW_REQUIRED)
+        || t.exec
+            .as_ref()
+            .is_some_and(|e| e.all().any(|(_, c)| c.iter().any(|a| a == REVIEW_REQUIRED)))
 }
 
 fn target_comment(out: &mut String, t: &Target, note: Option<&String>) {
@@ -115,7 +121,10 @@ fn target_comment(out: &mut String, t: &Target, note: Option<&String>) {
         out.push_str("  # check they hold one credential, then set `confirmed: true`.\n");
     }
     if needs_review(t) {
-        let _ = writeln!(out, "  # REVIEW: replace every {REVIEW_REQUIRED} below before applying.");
+        let _ = writeln!(
+            out,
+            "  # REVIEW: replace every {REVIEW_REQUIRED} below before applying."
+        );
     }
 }
 
@@ -137,7 +146,12 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn list_section<T: Serialize>(out: &mut String, key: &str, why: &str, items: &[T]) -> Result<(), WriteError> {
+fn list_section<T: Serialize>(
+    out: &mut String,
+    key: &str,
+    why: &str,
+    items: &[T],
+) -> Result<(), WriteError> {
     if items.is_empty() && key == "ignored" {
         return Ok(());
     }
@@ -146,10 +160,15 @@ fn list_section<T: Serialize>(out: &mut String, key: &str, why: &str, items: &[T
         let _ = writeln!(out, "{key}: []");
         return Ok(());
     }
-    section(out, key, items)
+    let flow: Vec<FlowMap<&T>> = items.iter().map(FlowMap).collect();
+    section(out, key, &flow)
 }
 
-fn section<T: Serialize + ?Sized>(out: &mut String, key: &str, value: &T) -> Result<(), WriteError> {
+fn section<T: Serialize + ?Sized>(
+    out: &mut String,
+    key: &str,
+    value: &T,
+) -> Result<(), WriteError> {
     let mut one = BTreeMap::new();
     one.insert(key, value);
     out.push_str(&yaml_of(&one)?);
@@ -171,5 +190,108 @@ fn indent_into(out: &mut String, yaml: &str, pad: &str) {
         }
         out.push_str(line);
         out.push('\n');
+    }
+}
+
+// Views: the plan as a reviewer reads it best. Short records (principal, variable maps,
+// observations, findings) in flow style on one line, the structure in block style. The views
+// borrow the model and must list its fields in its order; the round-trip test
+// (write, parse, compare) fails if they drift.
+
+#[derive(Serialize)]
+struct TargetView<'a> {
+    id: &'a str,
+    provider: ProviderKind,
+    confidence: Confidence,
+    confirmed: bool,
+    principal: FlowMap<&'a Principal>,
+    bindings: Vec<BindingView<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    observed: Vec<FlowMap<&'a Observed>>,
+    #[serde(skip_serializing_if = "Policy::is_empty")]
+    policy: &'a Policy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exec: Option<ExecView<'a>>,
+}
+
+impl<'a> TargetView<'a> {
+    fn of(t: &'a Target) -> Self {
+        TargetView {
+            id: t.id.as_str(),
+            provider: t.provider.value,
+            confidence: t.confidence,
+            confirmed: t.confirmed,
+            principal: FlowMap(&t.principal),
+            bindings: t.bindings.iter().map(BindingView::of).collect(),
+            observed: t.observed.iter().map(FlowMap).collect(),
+            policy: &t.policy,
+            exec: t.exec.as_ref().map(ExecView::of),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BindingView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_id: Option<&'a str>,
+    vars: FlowMap<&'a BTreeMap<super::Located<String>, super::Located<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encoding: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<Encoding>>>>,
+}
+
+impl<'a> BindingView<'a> {
+    fn of(b: &'a Binding) -> Self {
+        BindingView {
+            project: b.project.as_deref().map(String::as_str),
+            context: b.context.as_deref().map(String::as_str),
+            context_id: b.context_id.as_deref(),
+            vars: FlowMap(&b.vars),
+            encoding: (!b.encoding.is_empty()).then_some(FlowMap(&b.encoding)),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ExecView<'a> {
+    mint: FlowSeq<&'a Vec<String>>,
+    verify: FlowSeq<&'a Vec<String>>,
+    revoke: FlowSeq<&'a Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inspect: Option<FlowSeq<&'a Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deactivate: Option<FlowSeq<&'a Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<super::PlanDuration>,
+}
+
+impl<'a> ExecView<'a> {
+    fn of(e: &'a ExecCommands) -> Self {
+        ExecView {
+            mint: FlowSeq(&e.mint.value),
+            verify: FlowSeq(&e.verify.value),
+            revoke: FlowSeq(&e.revoke.value),
+            inspect: e.inspect.as_ref().map(|c| FlowSeq(&c.value)),
+            deactivate: e.deactivate.as_ref().map(|c| FlowSeq(&c.value)),
+            timeout: e.timeout.as_ref().map(|t| t.value),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HuntsView<'a> {
+    pre: FlowSeq<&'a Vec<super::Located<String>>>,
+    post: FlowSeq<&'a Vec<super::Located<String>>>,
+}
+
+impl<'a> HuntsView<'a> {
+    fn of(h: &'a HuntSelection) -> Self {
+        HuntsView {
+            pre: FlowSeq(&h.pre),
+            post: FlowSeq(&h.post),
+        }
     }
 }

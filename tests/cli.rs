@@ -1,0 +1,242 @@
+//! The `rekey` binary end to end: exit codes, outputs, and that plans it writes validate as
+//! the reviewer expects.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rekey(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(args)
+        .env_remove("CIRCLECI_TOKEN")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rekey")
+}
+
+fn root(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[test]
+fn plan_from_the_example_inventory_round_trips_and_validates_with_review_items() {
+    let dir = tmp();
+    let plan: PathBuf = dir.path().join("plan.yaml");
+    let out = rekey(&[
+        "plan",
+        "--inventory",
+        &root("plans/example-inventory.json"),
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("aws-iam"), "{stdout}");
+    let yaml = std::fs::read_to_string(&plan).unwrap();
+    assert!(yaml.starts_with("# rekey rotation plan"));
+    assert!(yaml.contains("apiVersion: rekey/v1"));
+    assert!(
+        yaml.contains("REVIEW-REQUIRED"),
+        "the planner cannot know the IAM user"
+    );
+    assert!(
+        yaml.contains("gh/acme/locked"),
+        "unreadable places are listed"
+    );
+
+    // What the planner writes parses back to the same plan.
+    let parsed = rekey::plan::load::parse("plan.yaml", &yaml).unwrap();
+    let again = rekey::plan::write::to_yaml(&parsed, &Default::default()).unwrap();
+    let reparsed = rekey::plan::load::parse("again.yaml", &again).unwrap();
+    assert_eq!(parsed, reparsed);
+
+    // Validation refuses it until a person has decided, and says where.
+    let out = rekey(&["validate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("needs a reviewer's decision"), "{stderr}");
+    assert!(stderr.contains(&format!("{}:", plan.display())), "{stderr}");
+}
+
+#[test]
+fn same_plan_twice_is_byte_identical() {
+    let a = rekey(&["plan", "--inventory", &root("plans/example-inventory.json")]);
+    let b = rekey(&["plan", "--inventory", &root("plans/example-inventory.json")]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn validate_json_output_and_exit_codes() {
+    let out = rekey(&[
+        "validate",
+        &root("plans/circleci-incident.yaml"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["targets"], 7);
+
+    let dir = tmp();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: x}\ntargets:\n  - id: a\n    provider: nope\n").unwrap();
+    let out = rekey(&["validate", bad.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["line"], 6);
+    assert_eq!(v["errors"][0]["column"], 15);
+
+    let out = rekey(&[
+        "validate",
+        dir.path().join("missing.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read plan"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(rekey(&["inventory"]).status.code(), Some(2));
+    assert_eq!(rekey(&["plan"]).status.code(), Some(2));
+    assert_eq!(rekey(&["no-such-command"]).status.code(), Some(2));
+    let out = rekey(&["plan", "--inventory", &root("plans/circleci-incident.yaml")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a rekey inventory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn live_inventory_without_a_token_says_how_to_get_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(["inventory", "--org", "gh/acme"])
+        .env_remove("CIRCLECI_TOKEN")
+        // An empty keyring namespace: a test must not read a developer's real token.
+        .env("REKEY_KEYRING_DISABLED", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("CIRCLECI_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn env_inspector_import_through_the_cli() {
+    let dir = tmp();
+    let inv = dir.path().join("inventory.json");
+    let out = rekey(&[
+        "inventory",
+        "--from-env-inspector",
+        &root("tests/fixtures/env-inspector/current.json"),
+        "--out",
+        inv.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["projects"], 3);
+    assert_eq!(summary["contexts"], 2);
+    let out = rekey(&[
+        "plan",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--output",
+        "json",
+        "--out",
+        dir.path().join("p.yaml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["targets"].as_u64().unwrap() >= 3, "{summary}");
+
+    let out = rekey(&[
+        "inventory",
+        "--from-env-inspector",
+        &root("tests/fixtures/env-inspector/missing-field.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing field `variable`"));
+}
+
+/// The live path end to end: the binary reads the sandbox through CIRCLECI_HOST, and the plan
+/// made from what it wrote carries every place, with no secret value in any output.
+#[test]
+fn live_inventory_against_the_sandbox_then_plan() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let state = rekey::sandbox::demo_org();
+    let token = state.token().to_string();
+    let secrets = state.stored_values();
+    let sandbox = rt.block_on(rekey::sandbox::Sandbox::start(state)).unwrap();
+
+    let dir = tmp();
+    let inv = dir.path().join("inventory.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args([
+            "inventory",
+            "--org",
+            "gh/acme",
+            "--out",
+            inv.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .env("CIRCLECI_HOST", sandbox.base_url())
+        .env("CIRCLECI_TOKEN", &token)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["projects"], 4, "{summary}");
+    assert!(
+        sandbox.mutating_requests().is_empty(),
+        "inventory is read-only"
+    );
+
+    let plan = dir.path().join("plan.yaml");
+    let planned = rekey(&[
+        "plan",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(planned.status.success(), "{}", text(&planned.stderr));
+
+    let mut outputs = vec![
+        text(&out.stdout),
+        text(&out.stderr),
+        std::fs::read_to_string(&inv).unwrap(),
+        std::fs::read_to_string(&plan).unwrap(),
+        text(&planned.stdout),
+        text(&planned.stderr),
+    ];
+    outputs.push(String::new());
+    let all = outputs.join("\n");
+    assert!(!all.contains(&token), "the API token leaked into an output");
+    for secret in secrets.iter().filter(|s| s.len() > 4) {
+        assert!(
+            !all.contains(secret.as_str()),
+            "a stored secret leaked into an output"
+        );
+    }
+}
