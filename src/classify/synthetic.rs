@@ -79,7 +79,7 @@ pub fn synthetic_inventory(
     contexts: usize,
     ctx_vars: usize,
 ) -> Inventory {
-    let mut rng = Rng(0x5EED_0F_2023);
+    let mut rng = Rng(0x5EED_2023);
     let taken_at: DateTime<Utc> = Utc
         .with_ymd_and_hms(2023, 1, 5, 9, 0, 0)
         .single()

@@ -464,6 +464,9 @@ fn partial_reason<'a>(
     }
 }
 
+/// Rule, then per field the variable's name id and masked last four.
+type ValueKey<'i> = (u32, Vec<(u32, &'i str)>);
+
 /// Groups instances across places and turns each group into a draft target.
 fn group(
     rules: &RuleSet,
@@ -473,7 +476,7 @@ fn group(
     out: &mut Output,
 ) {
     // Same rule, same names per field, same mask per field: one value in several projects.
-    let mut by_value: FxMap<(u32, Vec<(u32, &str)>), Vec<u32>> = FxMap::default();
+    let mut by_value: FxMap<ValueKey, Vec<u32>> = FxMap::default();
     // Same rule and names in several contexts: maybe one value; a reviewer confirms.
     let mut by_names: FxMap<(u32, Vec<u32>), Vec<u32>> = FxMap::default();
     for (k, inst) in instances.iter().enumerate() {

@@ -311,6 +311,15 @@ impl ProviderKind {
         }
     }
 
+    /// The binding field whose value is the credential's public id (an AWS access key id), so
+    /// a project variable's masked last four tells which credential is in use.
+    pub fn id_field(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::AwsIam => Some("access_key_id"),
+            _ => None,
+        }
+    }
+
     /// Principal fields the provider needs to find the credential's owner.
     pub fn required_principal(self) -> &'static [&'static str] {
         match self {
@@ -394,6 +403,10 @@ pub struct Principal {
     /// github-deploy-key: whether the key is read-only (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+    /// The credential in use (an AWS access key id…), when the bindings cannot show it: context
+    /// variables have no value to compare, so with several keys rekey would not know which is old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<Located<String>>,
     /// exec / github-token: free text naming the owner (for the report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Located<String>>,
@@ -411,6 +424,7 @@ impl Principal {
             "app_id" => &self.app_id,
             "tenant_id" => &self.tenant_id,
             "title" => &self.title,
+            "key_id" => &self.key_id,
             "service" => &self.service,
             _ => return None,
         })
@@ -427,6 +441,7 @@ impl Principal {
             "app_id",
             "tenant_id",
             "title",
+            "key_id",
             "service",
         ]
         .into_iter()
