@@ -77,6 +77,20 @@ provider-specific fields that are missing, unknown hunts, and decisions still ma
 Exit 2 when the plan is invalid; warnings (such as unconfirmed groupings) do not fail."
     )]
     Validate(ValidateArgs),
+    /// Rotate: execute a reviewed plan (or preview it with --dry-run), journaled and resumable.
+    #[command(
+        long_about = "Execute a reviewed plan, target by target, through the rotation protocol: inspect, (make room), \
+mint, verify the new credential, write it to every binding, read it back, (canary), deactivate the old credential, \
+wait the grace period, revoke the old credential. Every step is journaled in the state directory before and after its \
+side effect, and a minted value waits in an encrypted stash, so a crash loses nothing: `rekey apply --resume RUN_ID` \
+(or applying the same plan again) continues where the run stopped. A grace period ends the invocation with the target \
+waiting; the next apply after it revokes the old credential.\n\n\
+--dry-run reads live state and prints what each target would do, changing nothing anywhere.\n\n\
+Examples:\n  rekey apply plan.yaml --dry-run\n  rekey apply plan.yaml --report rotation.md\n  rekey apply --resume r20261128-095300-7f3a\n  rekey status"
+    )]
+    Apply(ApplyArgs),
+    /// List runs and, per target, the step reached and what is pending.
+    Status(StatusArgs),
     /// Store or remove rekey's own API tokens in the OS keyring.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -127,6 +141,46 @@ struct PlanArgs {
 }
 
 #[derive(clap::Args)]
+struct ApplyArgs {
+    /// The reviewed plan.
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+    plan: Option<PathBuf>,
+    /// Continue this run (see `rekey status`) with the plan stored in its journal.
+    #[arg(long, value_name = "RUN_ID")]
+    resume: Option<String>,
+    /// Read live state and print what would happen; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: exit 0 when nothing would change, 2 when changes are pending, 1 on error.
+    #[arg(long, requires = "dry_run")]
+    detailed_exitcode: bool,
+    /// Journal, stash and lock live here (created with owner-only permissions).
+    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Targets rotated at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallelism: u16,
+    /// Write a Markdown report of the run (for the incident ticket).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Rotate even credentials younger than max_age (an incident, not a schedule).
+    #[arg(long)]
+    ignore_max_age: bool,
+    /// Only this target (repeatable).
+    #[arg(long = "target", value_name = "ID")]
+    only: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// State directory of the runs.
+    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Show this run's targets (default: the newest run).
+    run: Option<String>,
+}
+
+#[derive(clap::Args)]
 struct ValidateArgs {
     /// The plan to check.
     plan: PathBuf,
@@ -170,6 +224,8 @@ fn main() -> ExitCode {
         Command::Inventory(args) => run_inventory(args, cli.output),
         Command::Plan(args) => run_plan(args, cli.output),
         Command::Validate(args) => run_validate(args, cli.output),
+        Command::Apply(args) => run_apply(args, cli.output),
+        Command::Status(args) => run_status(args, cli.output),
         Command::Auth(cmd) => run_auth(cmd, cli.output),
         Command::Schema => print_schema(),
     };
@@ -334,10 +390,24 @@ fn run_plan(args: PlanArgs, output: Output) -> Result<u8, Failure> {
         since: args.since,
     };
     let draft = plan::build::build(&inv, classification, &options);
-    let yaml = plan::write::to_yaml(&draft.plan, &draft.notes)
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+    // The plan holds everything from here on; at 10,000 projects the inventory is worth freeing.
+    drop(inv);
     let to_stdout = args.out.is_none();
-    write_output(args.out.as_deref(), &yaml)?;
+    let write = |w: &mut dyn std::io::Write| {
+        plan::write::write_yaml(w, &draft.plan, &draft.notes)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    match &args.out {
+        Some(path) => rekey::fsio::write_atomically_with(path, write)
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?,
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            write(&mut lock)
+                .and_then(|()| std::io::Write::flush(&mut lock))
+                .map_err(|e| Failure::runtime(format!("cannot write the plan: {e}")))?;
+        }
+    }
     let p = &draft.plan;
     let review = p
         .targets
@@ -522,5 +592,289 @@ fn read_hidden(prompt: &str) -> Result<rekey::secret::Secret, Failure> {
 
 fn print_schema() -> Result<u8, Failure> {
     println!("{}", plan::schema_json());
+    Ok(0)
+}
+
+/// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, AWS from its default
+/// chain (AWS_ENDPOINT_URL included), the stash key from REKEY_STASH_KEY or the keyring.
+async fn real_environment(need_stash: bool) -> Result<rekey::engine::run::Environment, Failure> {
+    let token = credentials::token(Service::Circleci).map_err(|e| Failure::input(e.to_string()))?;
+    let circleci = rekey::circleci::CircleCiClient::from_env(token)
+        .map_err(|e| Failure::input(e.to_string()))?;
+    let aws = rekey::providers::aws::AwsIamProvider::from_env().await;
+    let providers = rekey::engine::run::ProviderSet::default().with(std::sync::Arc::new(aws));
+    let stash_key = if need_stash {
+        rekey::engine::stash::StashKey::from_env_or_keyring()
+            .map_err(|e| Failure::input(e.to_string()))?
+    } else {
+        // A dry run mints nothing: a throwaway key keeps it away from the keyring.
+        rekey::engine::stash::StashKey::generate().map_err(|e| Failure::runtime(e.to_string()))?
+    };
+    Ok(rekey::engine::run::Environment {
+        circleci,
+        providers,
+        stash_key,
+    })
+}
+
+fn event_sink(
+    output: Output,
+    targets: usize,
+) -> std::sync::Arc<dyn rekey::engine::events::EventSink> {
+    use rekey::engine::events::{Bars, JsonLines, PlainLines};
+    use std::io::IsTerminal;
+    match output {
+        Output::Json => std::sync::Arc::new(JsonLines),
+        Output::Table if std::io::stderr().is_terminal() => std::sync::Arc::new(Bars::new(targets)),
+        Output::Table => std::sync::Arc::new(PlainLines),
+    }
+}
+
+fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
+    let rt = runtime()?;
+    let options = rekey::engine::run::ApplyOptions {
+        state_dir: args.state_dir.clone(),
+        parallelism: usize::from(args.parallelism),
+        ignore_max_age: args.ignore_max_age,
+        only: args.only.clone(),
+        ..Default::default()
+    };
+    if let Some(run_id) = &args.resume {
+        let env = rt.block_on(real_environment(true))?;
+        let sink = event_sink(output, 0);
+        let report = rt
+            .block_on(rekey::engine::run::resume(run_id, env, options, sink))
+            .map_err(|e| Failure {
+                code: engine_code(&e),
+                message: e.to_string(),
+            })?;
+        return finish_apply(&report, args.report.as_deref(), output);
+    }
+    let Some(plan_path) = &args.plan else {
+        return Err(Failure::input("name a plan, or --resume RUN_ID"));
+    };
+    let name = plan_path.display().to_string();
+    let (text, plan) =
+        plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
+    let diagnostics = plan::validate::validate(&name, &text, &plan);
+    if diagnostics.iter().any(|d| d.is_error()) {
+        return Err(Failure::input(format!(
+            "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
+            diagnostic::render_all(&diagnostics)
+        )));
+    }
+    if args.dry_run {
+        let env = rt.block_on(real_environment(false))?;
+        let preview = rt.block_on(rekey::engine::dryrun::preview(
+            &plan,
+            &env.circleci,
+            &env.providers,
+            args.ignore_max_age,
+        ));
+        match output {
+            Output::Json => print_json(&json!(preview)),
+            Output::Table => print!("{}", render_preview(&preview)),
+        }
+        return Ok(if args.detailed_exitcode {
+            preview.detailed_exit_code()
+        } else if preview.detailed_exit_code() == 1 {
+            1
+        } else {
+            0
+        });
+    }
+    let env = rt.block_on(real_environment(true))?;
+    let sink = event_sink(output, plan.targets.len());
+    let report = rt
+        .block_on(rekey::engine::run::apply(
+            &name, &text, plan, env, options, sink,
+        ))
+        .map_err(|e| Failure {
+            code: engine_code(&e),
+            message: e.to_string(),
+        })?;
+    finish_apply(&report, args.report.as_deref(), output)
+}
+
+fn engine_code(e: &rekey::engine::EngineError) -> u8 {
+    match e {
+        rekey::engine::EngineError::Lock(_) | rekey::engine::EngineError::NoSuchRun(_) => 2,
+        _ => 1,
+    }
+}
+
+fn finish_apply(
+    report: &rekey::engine::run::RunReport,
+    report_file: Option<&Path>,
+    output: Output,
+) -> Result<u8, Failure> {
+    if let Some(path) = report_file {
+        write_output(Some(path), &rekey::report::run::markdown(report))?;
+    }
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string(&json!({"summary": report})).unwrap_or_default()
+        ),
+        Output::Table => {
+            println!("\nRun {} ({:?})", report.run, report.status);
+            print!("{}", rekey::report::run::summary_table(report));
+        }
+    }
+    Ok(report.exit_code())
+}
+
+fn render_preview(preview: &rekey::engine::dryrun::Preview) -> String {
+    use rekey::engine::dryrun::Action;
+    let mut out = format!("Dry run of plan {}: nothing is changed.\n", preview.plan);
+    for t in &preview.targets {
+        out.push_str(&format!("\n{} ({})", t.id, t.provider));
+        match &t.action {
+            Action::Rotate => out.push_str(": would rotate\n"),
+            Action::Skip(why) => out.push_str(&format!(": would skip — {why}\n")),
+            Action::Blocked(why) => out.push_str(&format!(": WOULD FAIL — {why}\n")),
+        }
+        if let Some(p) = &t.principal {
+            out.push_str(&format!("  principal: {p}\n"));
+        }
+        for c in &t.credentials {
+            let age = c
+                .created_at
+                .map(|at| format!("{}d old", (chrono::Utc::now() - at).num_days()))
+                .unwrap_or_else(|| "age unknown".into());
+            let used = c
+                .last_used
+                .map(|at| format!("last used {}", at.to_rfc3339()))
+                .unwrap_or_else(|| "never used".into());
+            let current = if t.current.as_deref() == Some(c.id.as_str()) {
+                " (in use)"
+            } else {
+                ""
+            };
+            out.push_str(
+                &format!(
+                    "  credential {}{current}: {:?}, {age}, {used}\n",
+                    c.id, c.status
+                )
+                .replace("Active", "active")
+                .replace("Inactive", "inactive"),
+            );
+        }
+        for b in &t.bindings {
+            out.push_str(&format!("  {}: {}\n", b.place, b.vars.join(", ")));
+        }
+        for (i, s) in t.steps.iter().enumerate() {
+            let mark = if s.problem.is_some() { "✗" } else { " " };
+            out.push_str(&format!(
+                "  {mark} {:>2}. {:<10} {}\n",
+                i + 1,
+                s.step.as_str(),
+                s.description
+            ));
+            if let Some(p) = &s.problem {
+                out.push_str(&format!("        would fail: {p}\n"));
+            }
+        }
+    }
+    out
+}
+
+fn run_status(args: StatusArgs, output: Output) -> Result<u8, Failure> {
+    use rekey::engine::journal::{Journal, RunId};
+    if !args.state_dir.exists() {
+        println!("No runs: {} does not exist.", args.state_dir.display());
+        return Ok(0);
+    }
+    let journal = Journal::open(&args.state_dir).map_err(|e| Failure::runtime(e.to_string()))?;
+    let runs = journal
+        .runs()
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let selected = match &args.run {
+        Some(id) => Some(
+            runs.iter()
+                .find(|r| r.id.to_string() == *id)
+                .cloned()
+                .ok_or_else(|| {
+                    Failure::input(format!("no run {id} in {}", args.state_dir.display()))
+                })?,
+        ),
+        None => runs.first().cloned(),
+    };
+    // Per target of the selected run: its state, the last step journaled, what is pending.
+    let mut rows = Vec::new();
+    if let Some(run) = &selected {
+        let id: RunId = run.id.clone();
+        let states = journal
+            .target_states(&id)
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let record = journal
+            .run(&id)
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        let targets: Vec<String> = record
+            .and_then(|r| plan::load::parse(&r.plan_file, &r.plan_text).ok())
+            .map(|p| p.targets.iter().map(|t| t.id.value.clone()).collect())
+            .unwrap_or_else(|| states.iter().map(|s| s.target.clone()).collect());
+        for target in targets {
+            let last = journal
+                .last(&id, &target)
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            let state = states.iter().find(|s| s.target == target);
+            let state_name = match (state, &last) {
+                (Some(s), _) => s.state.clone(),
+                (None, Some(_)) => "in progress".to_string(),
+                (None, None) => "not started".to_string(),
+            };
+            let step = last
+                .as_ref()
+                .map(|e| format!("{} {}", e.step, e.phase.as_str()))
+                .unwrap_or_default();
+            let pending = match state {
+                Some(s) if s.state == "waiting" => s
+                    .waiting_until
+                    .map(|u| format!("revoke the old credential after {}", u.to_rfc3339()))
+                    .unwrap_or_default(),
+                Some(s) if s.state == "done" => String::new(),
+                Some(s) => s.message.clone().unwrap_or_default(),
+                None if last.is_some() => "resume to continue".to_string(),
+                None => String::new(),
+            };
+            rows.push(json!({"target": target, "state": state_name, "last_step": step, "pending": pending}));
+        }
+    }
+    match output {
+        Output::Json => print_json(
+            &json!({"runs": runs, "selected": selected.as_ref().map(|r| r.id.to_string()), "targets": rows}),
+        ),
+        Output::Table => {
+            if runs.is_empty() {
+                println!("No runs in {}.", args.state_dir.display());
+                return Ok(0);
+            }
+            let mut table = Table::new(["RUN", "PLAN", "STARTED", "STATUS"]);
+            for r in &runs {
+                table.row([
+                    r.id.to_string(),
+                    r.plan_name.clone(),
+                    r.created_at.to_rfc3339(),
+                    format!("{:?}", r.status).to_lowercase(),
+                ]);
+            }
+            print!("{}", table.render());
+            if let Some(run) = &selected {
+                println!("\nTargets of {}:", run.id);
+                let mut table = Table::new(["TARGET", "STATE", "LAST STEP", "PENDING"]);
+                for r in &rows {
+                    let cell = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                    table.row([
+                        cell("target"),
+                        cell("state"),
+                        cell("last_step"),
+                        cell("pending"),
+                    ]);
+                }
+                print!("{}", table.render());
+            }
+        }
+    }
     Ok(0)
 }

@@ -22,7 +22,8 @@ use crate::secret::Secret;
 
 pub use types::{
     AwsKeypair, AwsSettings, CheckoutKey, ContextEnvVar, ContextInfo, ContextOwner,
-    FollowedProject, OrgProject, ProjectEnvVar, ProjectSettings, SettingsSshKey, vcs_slug,
+    FollowedProject, OrgProject, PipelineCreated, ProjectEnvVar, ProjectSettings, SettingsSshKey,
+    Workflow, vcs_slug,
 };
 
 /// Where CircleCI lives unless `CIRCLECI_HOST` says otherwise.
@@ -197,40 +198,63 @@ impl CircleCiClient {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
+        self.request_with(method, segments, query, body, false)
+            .await
+    }
+
+    /// [`Self::request`], optionally retrying a POST like a PUT: for endpoints whose POST
+    /// replaces (project variables), a repeat after a lost answer does no harm.
+    async fn request_with<T, B>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&B>,
+        idempotent_post: bool,
+    ) -> Result<T, CircleCiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let url = self.url(segments, query);
         let path = url.path().to_owned();
         // Serialized once; each attempt clones the bytes.
+        // Bodies may carry a secret value (a variable being written): wipe them after use.
         let body = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| CircleCiError::Decode {
-                method: method.clone(),
-                path: path.clone(),
-                detail: format!("request body could not be encoded ({:?})", e.classify()),
-            })?),
+            Some(b) => Some(zeroize::Zeroizing::new(serde_json::to_vec(b).map_err(
+                |e| CircleCiError::Decode {
+                    method: method.clone(),
+                    path: path.clone(),
+                    detail: format!("request body could not be encoded ({:?})", e.classify()),
+                },
+            )?)),
             None => None,
         };
         tracing::debug!(%method, path, "CircleCI request");
-        let response = self
-            .retry
-            .send(|| {
-                let mut request = self
-                    .http
-                    .request(method.clone(), url.clone())
-                    .header(ACCEPT, "application/json")
-                    .header("Circle-Token", self.token_header());
-                if let Some(body) = &body {
-                    request = request
-                        .header(reqwest::header::CONTENT_TYPE, "application/json")
-                        .body(body.clone());
-                }
-                request
-            })
-            .await
-            .map_err(|source| CircleCiError::Transport {
-                method: method.clone(),
-                path: path.clone(),
-                kind: error_kind(&source),
-                source: source.without_url(),
-            })?;
+        let build = || {
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .header(ACCEPT, "application/json")
+                .header("Circle-Token", self.token_header());
+            if let Some(body) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_vec());
+            }
+            request
+        };
+        let sent = if idempotent_post {
+            self.retry.send_idempotent(build).await
+        } else {
+            self.retry.send(build).await
+        };
+        let response = sent.map_err(|source| CircleCiError::Transport {
+            method: method.clone(),
+            path: path.clone(),
+            kind: error_kind(&source),
+            source: source.without_url(),
+        })?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -394,6 +418,96 @@ impl CircleCiClient {
 
 /// The three parts of a project slug, refusing anything else (an empty part would silently
 /// address another endpoint).
+/// Writes: the only calls of this client that change CircleCI. `apply` makes them; `--dry-run`
+/// never reaches them.
+impl CircleCiClient {
+    /// Creates or replaces a project environment variable; CircleCI answers with the masked value.
+    pub async fn set_project_var(
+        &self,
+        slug: &str,
+        name: &str,
+        value: &Secret,
+    ) -> Result<ProjectEnvVar, CircleCiError> {
+        let [vcs, org, repo] = split_slug(slug)?;
+        let body = NewVar {
+            name,
+            value: value.expose(),
+        };
+        self.request_with(
+            Method::POST,
+            &["api", "v2", "project", vcs, org, repo, "envvar"],
+            &[],
+            Some(&body),
+            true,
+        )
+        .await
+    }
+
+    /// Adds or replaces a context environment variable (`updated_at` advances).
+    pub async fn set_context_var(
+        &self,
+        context_id: &str,
+        name: &str,
+        value: &Secret,
+    ) -> Result<ContextEnvVar, CircleCiError> {
+        let body = ContextValue {
+            value: value.expose(),
+        };
+        self.request(
+            Method::PUT,
+            &[
+                "api",
+                "v2",
+                "context",
+                context_id,
+                "environment-variable",
+                name,
+            ],
+            &[],
+            Some(&body),
+        )
+        .await
+    }
+
+    /// Triggers a pipeline on `branch` (the canary of a rotation).
+    pub async fn trigger_pipeline(
+        &self,
+        slug: &str,
+        branch: &str,
+    ) -> Result<PipelineCreated, CircleCiError> {
+        let [vcs, org, repo] = split_slug(slug)?;
+        // Not idempotent: a repeat would start a second pipeline, so only the retry policy's
+        // safe cases (429, 503, refused connection) are retried.
+        self.request(
+            Method::POST,
+            &["api", "v2", "project", vcs, org, repo, "pipeline"],
+            &[],
+            Some(&serde_json::json!({ "branch": branch })),
+        )
+        .await
+    }
+
+    /// The workflows of a pipeline, with their status.
+    pub async fn pipeline_workflows(
+        &self,
+        pipeline_id: &str,
+    ) -> Result<Vec<Workflow>, CircleCiError> {
+        self.get_all(&["api", "v2", "pipeline", pipeline_id, "workflow"], &[])
+            .await
+    }
+}
+
+#[derive(Serialize)]
+struct NewVar<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct ContextValue<'a> {
+    value: &'a str,
+}
+
 pub fn split_slug(slug: &str) -> Result<[&str; 3], CircleCiError> {
     let parts: Vec<&str> = slug.split('/').collect();
     match parts.as_slice() {

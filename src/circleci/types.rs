@@ -249,3 +249,29 @@ mod tests {
         assert!(v.updated_at.is_some());
     }
 }
+
+/// `POST /api/v2/project/{slug}/pipeline` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PipelineCreated {
+    pub id: String,
+    #[serde(default)]
+    pub number: u64,
+    #[serde(default)]
+    pub state: String,
+}
+
+/// One workflow of a pipeline; `status` is CircleCI's word (`success`, `running`, `failed`,
+/// `error`, `canceled`, `on_hold`, `not_run`, `failing`, `unauthorized`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Workflow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+}
+
+impl Workflow {
+    /// Whether the workflow reached a final status.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.status.as_str(), "running" | "on_hold" | "failing")
+    }
+}

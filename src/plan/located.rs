@@ -106,3 +106,9 @@ impl<T: schemars::JsonSchema> schemars::JsonSchema for Located<T> {
         T::json_schema(generator)
     }
 }
+
+impl<T: std::fmt::Display> std::fmt::Display for Located<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(f)
+    }
+}

@@ -13,7 +13,27 @@ pub struct WriteError(String);
 
 /// Renders `plan`; `notes` maps a target id to the sentence that explains its classification.
 pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, WriteError> {
-    let mut out = String::with_capacity(512 + plan.targets.len() * 600);
+    let mut bytes = Vec::with_capacity(512 + plan.targets.len() * 600);
+    write_yaml(&mut bytes, plan, notes)?;
+    String::from_utf8(bytes).map_err(|e| WriteError(e.to_string()))
+}
+
+/// Streams the plan to `w`: a plan of 10,000 projects is tens of megabytes, and holding it
+/// whole beside the plan itself would double the planner's peak memory.
+pub fn write_yaml<W: std::io::Write + ?Sized>(
+    w: &mut W,
+    plan: &Plan,
+    notes: &HashMap<String, String>,
+) -> Result<(), WriteError> {
+    let mut out = String::with_capacity(FLUSH_AT + 4096);
+    let mut flush = |out: &mut String, force: bool| -> Result<(), WriteError> {
+        if force || out.len() >= FLUSH_AT {
+            w.write_all(out.as_bytes())
+                .map_err(|e| WriteError(e.to_string()))?;
+            out.clear();
+        }
+        Ok(())
+    };
     header(&mut out, plan);
     section(&mut out, "apiVersion", &plan.api_version)?;
     section(&mut out, "kind", &plan.kind)?;
@@ -41,27 +61,67 @@ pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, W
             target_comment(&mut out, target, notes.get(target.id.as_str()));
             let yaml = yaml_of(&[TargetView::of(target)])?;
             indent_into(&mut out, &yaml, "  ");
+            flush(&mut out, false)?;
         }
     }
-    list_section(
-        &mut out,
-        "ignored",
-        "Recognised as configuration, not secrets: not rotated.",
-        &plan.ignored,
-    )?;
-    list_section(
-        &mut out,
-        "unclassified",
-        "No rule recognised these: decide for each, then move it into a target or `ignored`.",
-        &plan.unclassified,
-    )?;
-    list_section(
-        &mut out,
-        "errors",
-        "Places the inventory could not read: secrets there are NOT in this plan.",
-        &plan.errors,
-    )?;
-    Ok(out)
+    let lists: [(
+        &str,
+        &str,
+        &dyn Fn(
+            &mut String,
+            &mut dyn FnMut(&mut String) -> Result<(), WriteError>,
+        ) -> Result<(), WriteError>,
+    ); 3] = [
+        (
+            "ignored",
+            "Recognised as configuration, not secrets: not rotated.",
+            &|out, f| list_items(out, &plan.ignored, f),
+        ),
+        (
+            "unclassified",
+            "No rule recognised these: decide for each, then move it into a target or `ignored`.",
+            &|out, f| list_items(out, &plan.unclassified, f),
+        ),
+        (
+            "errors",
+            "Places the inventory could not read: secrets there are NOT in this plan.",
+            &|out, f| list_items(out, &plan.errors, f),
+        ),
+    ];
+    let lens = [
+        plan.ignored.len(),
+        plan.unclassified.len(),
+        plan.errors.len(),
+    ];
+    for ((key, why, items), len) in lists.into_iter().zip(lens) {
+        if len == 0 && key == "ignored" {
+            continue;
+        }
+        let _ = writeln!(out, "\n# {why}");
+        if len == 0 {
+            let _ = writeln!(out, "{key}: []");
+            continue;
+        }
+        let _ = writeln!(out, "{key}:");
+        items(&mut out, &mut |out| flush(out, false))?;
+    }
+    flush(&mut out, true)
+}
+
+/// Flush threshold of the streaming writer.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Writes each item as a one-line flow mapping (`- {project: …, var: …}`), one at a time.
+fn list_items<T: Serialize>(
+    out: &mut String,
+    items: &[T],
+    flush: &mut dyn FnMut(&mut String) -> Result<(), WriteError>,
+) -> Result<(), WriteError> {
+    for item in items {
+        out.push_str(&yaml_of(&[FlowMap(item)])?);
+        flush(out)?;
+    }
+    Ok(())
 }
 
 fn header(out: &mut String, plan: &Plan) {
@@ -144,24 +204,6 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-fn list_section<T: Serialize>(
-    out: &mut String,
-    key: &str,
-    why: &str,
-    items: &[T],
-) -> Result<(), WriteError> {
-    if items.is_empty() && key == "ignored" {
-        return Ok(());
-    }
-    let _ = writeln!(out, "\n# {why}");
-    if items.is_empty() {
-        let _ = writeln!(out, "{key}: []");
-        return Ok(());
-    }
-    let flow: Vec<FlowMap<&T>> = items.iter().map(FlowMap).collect();
-    section(out, key, &flow)
 }
 
 fn section<T: Serialize + ?Sized>(

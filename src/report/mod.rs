@@ -1,5 +1,7 @@
-//! Human output: aligned plain-text tables. JSON output is serde's, Markdown reports come with
-//! `apply`; this module owns only how rows look on a terminal.
+//! Human output: aligned plain-text tables, and the run report ([`run`]: summary table and
+//! Markdown for the incident ticket). JSON output is serde's.
+
+pub mod run;
 
 /// A table with a header row; columns are padded to their widest cell (counted in characters).
 #[derive(Debug, Default)]

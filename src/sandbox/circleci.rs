@@ -249,10 +249,37 @@ impl ContextSpec {
     }
 }
 
+/// Decides whether a triggered pipeline's workflow succeeds, from the project as it is when the
+/// pipeline starts (its variables, say): the demo checks that the AWS key in them works.
+#[derive(Clone)]
+pub struct PipelineCheck(pub std::sync::Arc<dyn Fn(&StoredProject, &str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for PipelineCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PipelineCheck")
+    }
+}
+
+/// A triggered pipeline with one workflow, `running` on its first poll, then final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPipeline {
+    pub id: String,
+    pub slug: String,
+    pub branch: String,
+    pub number: u64,
+    pub workflow_id: String,
+    pub polls: u32,
+    pub success: bool,
+}
+
 /// Everything the simulated CircleCI holds.
 #[derive(Debug, Clone)]
 pub struct CircleCiState {
     tokens: Vec<String>,
+    /// Pipelines triggered so far (canaries).
+    pub pipelines: Vec<StoredPipeline>,
+    /// Decides pipeline outcomes; without one, every pipeline succeeds.
+    pub pipeline_check: Option<PipelineCheck>,
     /// Items per page of every v2 listing.
     pub page_size: usize,
     orgs: Vec<Org>,
@@ -266,6 +293,8 @@ impl CircleCiState {
     pub fn new(token: impl Into<String>) -> Self {
         CircleCiState {
             tokens: vec![token.into()],
+            pipelines: Vec::new(),
+            pipeline_check: None,
             page_size: DEFAULT_PAGE_SIZE,
             orgs: Vec::new(),
             projects: BTreeMap::new(),
@@ -580,6 +609,26 @@ pub(crate) fn answer(
                 Err((status, text)) => message(status, text),
             }
         }
+        (&Method::POST, ["api", "v2", "project", vcs, org, repo, "pipeline"]) => {
+            let slug = format!("{vcs}/{org}/{repo}");
+            trigger_pipeline(state, &slug, body)
+        }
+        (&Method::GET, ["api", "v2", "pipeline", id, "workflow"]) => {
+            let Some(p) = state.pipelines.iter_mut().find(|p| p.id == *id) else {
+                return message(StatusCode::NOT_FOUND, "Pipeline not found");
+            };
+            p.polls += 1;
+            let status = match (p.polls, p.success) {
+                (1, _) => "running",
+                (_, true) => "success",
+                (_, false) => "failed",
+            };
+            let item = json!({
+                "id": p.workflow_id, "name": "build-and-deploy", "status": status,
+                "pipeline_id": p.id, "pipeline_number": p.number, "project_slug": p.slug,
+            });
+            page.answer(vec![item])
+        }
         (&Method::GET, ["api", "v2", "context"]) => list_contexts(state, &params, &page),
         (&Method::GET, ["api", "v2", "context", id, "environment-variable"]) => {
             match state.contexts.iter().find(|c| c.id == *id) {
@@ -607,6 +656,41 @@ pub(crate) fn answer(
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
     }
+}
+
+/// `POST /api/v2/project/{slug}/pipeline`: records the pipeline and decides its outcome now,
+/// from the project's variables as they are at trigger time.
+fn trigger_pipeline(state: &mut CircleCiState, slug: &str, body: &[u8]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        branch: Option<String>,
+    }
+    let branch = match serde_json::from_slice::<Body>(body) {
+        Ok(b) => b.branch.unwrap_or_else(|| "main".to_string()),
+        Err(_) => return message(StatusCode::BAD_REQUEST, "Invalid JSON body."),
+    };
+    let success = match project(state, slug) {
+        Ok(p) => state
+            .pipeline_check
+            .as_ref()
+            .is_none_or(|check| (check.0)(p, &branch)),
+        Err((status, text)) => return message(status, text),
+    };
+    let number = state.pipelines.iter().filter(|p| p.slug == slug).count() as u64 + 1;
+    let id = fake::uuid(&mut state.rng);
+    let workflow_id = fake::uuid(&mut state.rng);
+    state.pipelines.push(StoredPipeline {
+        id: id.clone(),
+        slug: slug.to_string(),
+        branch,
+        number,
+        workflow_id,
+        polls: 0,
+        success,
+    });
+    let created = json!({"id": id, "number": number, "state": "created", "created_at": Utc::now()});
+    (StatusCode::CREATED, axum::Json(created)).into_response()
 }
 
 /// v1.1 names the VCS `github`/`bitbucket`; the short v2 names are accepted too.

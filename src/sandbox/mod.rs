@@ -6,6 +6,7 @@
 //! A sandbox listens on 127.0.0.1 at a port the OS picks and stops when its handle is shut
 //! down or dropped.
 
+pub mod aws;
 pub mod circleci;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +20,7 @@ use regex::Regex;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use aws::{AwsCredentials, AwsSandbox, AwsState, KeySpec};
 pub use circleci::{
     CheckoutKeySpec, CircleCiState, ContextSpec, OrgSpec, ProjectSpec, StoredContext,
     StoredProject, demo_org,

@@ -1,0 +1,345 @@
+//! `apply --dry-run`: read live state and say, per target, what was found and the exact steps
+//! `apply` would take, marking those that would fail. Only reads: no provider or CircleCI call
+//! here changes anything, and the state directory is not touched (invariant 4).
+
+use super::bindings;
+use super::run::ProviderSet;
+use super::steps::Step;
+use super::target::{current_credential, stale};
+use crate::circleci::CircleCiClient;
+use crate::plan::{Place, Plan, Target};
+use crate::providers::CredentialInfo;
+use chrono::Utc;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub plan: String,
+    pub targets: Vec<TargetPreview>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetPreview {
+    pub id: String,
+    pub provider: String,
+    /// What `apply` would do with the target as a whole.
+    pub action: Action,
+    /// The principal as the owner names it, and its credentials (ids, ages, status, last use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    pub credentials: Vec<CredentialInfo>,
+    /// The credential the bindings hold now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// Each binding and what CircleCI shows for its variables.
+    pub bindings: Vec<BindingPreview>,
+    pub steps: Vec<PlannedStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "reason", rename_all = "kebab-case")]
+pub enum Action {
+    Rotate,
+    Skip(String),
+    /// `apply` would stop at a step (marked in `steps`) or refuse the target.
+    Blocked(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BindingPreview {
+    pub place: String,
+    /// `VAR: xxxxWXYZ` for project variables, `VAR: updated 2022-06-01T…` for context variables,
+    /// `VAR: missing` when the variable does not exist yet.
+    pub vars: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    pub step: Step,
+    pub description: String,
+    /// Why the step would fail, if it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl Preview {
+    /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 a target would fail.
+    pub fn detailed_exit_code(&self) -> u8 {
+        if self
+            .targets
+            .iter()
+            .any(|t| matches!(t.action, Action::Blocked(_)))
+        {
+            1
+        } else if self.targets.iter().any(|t| t.action == Action::Rotate) {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+pub async fn preview(
+    plan: &Plan,
+    circleci: &CircleCiClient,
+    providers: &ProviderSet,
+    ignore_max_age: bool,
+) -> Preview {
+    let mut targets = Vec::new();
+    for target in &plan.targets {
+        targets.push(preview_target(plan, target, circleci, providers, ignore_max_age).await);
+    }
+    Preview {
+        plan: plan.metadata.name.value.clone(),
+        targets,
+    }
+}
+
+async fn preview_target(
+    plan: &Plan,
+    target: &Target,
+    circleci: &CircleCiClient,
+    providers: &ProviderSet,
+    ignore_max_age: bool,
+) -> TargetPreview {
+    let mut out = TargetPreview {
+        id: target.id.value.clone(),
+        provider: target.provider.value.to_string(),
+        action: Action::Rotate,
+        principal: None,
+        credentials: Vec::new(),
+        current: None,
+        bindings: Vec::new(),
+        steps: Vec::new(),
+    };
+    for binding in &target.bindings {
+        out.bindings.push(binding_preview(circleci, binding).await);
+    }
+    if !target.confirmed {
+        out.action =
+            Action::Skip("grouping not confirmed (set `confirmed: true` after review)".into());
+        return out;
+    }
+    let Some(provider) = providers.get(target.provider.value) else {
+        out.action = Action::Skip(format!(
+            "provider {} is not available in this build",
+            target.provider.value
+        ));
+        return out;
+    };
+    let caps = provider.capabilities();
+    let inspection = match provider.inspect(target).await {
+        Ok(i) => i,
+        Err(e) => {
+            out.action = Action::Blocked(format!("cannot inspect: {e}"));
+            return out;
+        }
+    };
+    out.principal = Some(inspection.principal.clone());
+    out.credentials = inspection.credentials.clone();
+    let old = match current_credential(circleci, target, &inspection).await {
+        Ok(old) => old,
+        Err(reason) => {
+            out.action = Action::Blocked(reason);
+            return out;
+        }
+    };
+    out.current = old.as_ref().map(|c| c.id.clone());
+    let max_age = target
+        .policy
+        .max_age
+        .as_ref()
+        .or(plan.defaults.max_age.as_ref())
+        .map(|m| m.value);
+    if let (Some(old), Some(max_age), false) = (&old, max_age, ignore_max_age) {
+        if let Some(created) = old.created_at {
+            let age = (Utc::now() - created).num_seconds().max(0) as u64;
+            if age < max_age.seconds() {
+                out.action = Action::Skip(format!(
+                    "current credential {} is {} old, younger than max_age {max_age}",
+                    old.id,
+                    crate::plan::PlanDuration(age)
+                ));
+                return out;
+            }
+        }
+    }
+    if let Some(reason) = stale(circleci, target).await {
+        out.action = Action::Blocked(format!(
+            "the plan is stale: {reason}; re-plan this target and review again"
+        ));
+        return out;
+    }
+
+    let principal = inspection.principal.clone();
+    let mut step = |step: Step, description: String, problem: Option<String>| {
+        out.steps.push(PlannedStep {
+            step,
+            description,
+            problem,
+        });
+    };
+    step(
+        Step::Inspect,
+        format!(
+            "read {principal}: {} credential(s)",
+            inspection.credentials.len()
+        ),
+        None,
+    );
+    if let Some(max) = caps.max_credentials {
+        if inspection.credentials.len() >= max {
+            let removable = target
+                .policy
+                .removable_keys
+                .iter()
+                .map(|k| k.as_str())
+                .find(|k| {
+                    Some(*k) != old.as_ref().map(|o| o.id.as_str())
+                        && inspection.credentials.iter().any(|c| c.id == *k)
+                });
+            match removable {
+                Some(k) => step(
+                    Step::Capacity,
+                    format!("delete {k} (marked removable) to stay within {max} credentials"),
+                    None,
+                ),
+                None => step(
+                    Step::Capacity,
+                    format!(
+                        "make room: {principal} already has {} credentials",
+                        inspection.credentials.len()
+                    ),
+                    Some(
+                        "the plan marks none of the others removable (policy.removable_keys)"
+                            .into(),
+                    ),
+                ),
+            }
+        }
+    }
+    let mint = if caps.manual_mint {
+        "ask a person for the new credential"
+    } else {
+        "create a new credential"
+    };
+    step(
+        Step::Mint,
+        format!("{mint} for {principal}; keep it in the encrypted stash"),
+        None,
+    );
+    let attempts = target
+        .policy
+        .verify
+        .as_ref()
+        .map(|v| v.attempts)
+        .unwrap_or(10);
+    step(
+        Step::Verify,
+        format!(
+            "prove the new credential authenticates as {principal} (up to {attempts} attempts)"
+        ),
+        None,
+    );
+    for binding in &target.bindings {
+        let vars: Vec<&str> = binding.vars.values().map(|v| v.as_str()).collect();
+        step(
+            Step::Write,
+            format!("write {} to {}", vars.join(", "), bindings::label(binding)),
+            None,
+        );
+    }
+    step(
+        Step::ReadBack,
+        "read every binding back (masked last four, or updated_at)".into(),
+        None,
+    );
+    if let Some(c) = &target.policy.canary {
+        step(
+            Step::Canary,
+            format!(
+                "run a pipeline of {} on {} and wait for success",
+                c.project.as_str(),
+                c.branch
+            ),
+            None,
+        );
+    }
+    let grace = target
+        .policy
+        .grace
+        .as_ref()
+        .map(|g| g.value)
+        .unwrap_or(plan.defaults.grace.value);
+    match (&old, caps.deactivate) {
+        (Some(o), true) => step(
+            Step::Deactivate,
+            format!("deactivate the old credential {}", o.id),
+            None,
+        ),
+        (Some(o), false) => step(
+            Step::Deactivate,
+            format!(
+                "{} cannot be disabled: it stays valid during the grace period",
+                o.id
+            ),
+            None,
+        ),
+        (None, _) => {}
+    }
+    step(
+        Step::Grace,
+        format!("wait {grace} (the run ends and resumes after)"),
+        None,
+    );
+    if let Some(o) = &old {
+        step(
+            Step::Revoke,
+            format!("delete the old credential {}", o.id),
+            None,
+        );
+    }
+    if let Some(problem) = out.steps.iter().find_map(|s| s.problem.clone()) {
+        out.action = Action::Blocked(problem);
+    }
+    out
+}
+
+async fn binding_preview(
+    circleci: &CircleCiClient,
+    binding: &crate::plan::Binding,
+) -> BindingPreview {
+    let place = bindings::label(binding);
+    let mut vars = Vec::new();
+    match binding.place() {
+        Some(Place::Project(slug)) => match bindings::project_masks(circleci, slug).await {
+            Ok(masks) => {
+                for var in binding.vars.values() {
+                    match masks.get(var.as_str()) {
+                        Some(last4) => vars.push(format!("{}: xxxx{last4}", var.as_str())),
+                        None => vars.push(format!("{}: missing", var.as_str())),
+                    }
+                }
+            }
+            Err(e) => vars.push(format!("cannot read: {e}")),
+        },
+        Some(Place::Context(_)) => match bindings::timestamps(circleci, binding).await {
+            Ok(stamps) => {
+                for var in binding.vars.values() {
+                    match stamps
+                        .iter()
+                        .find(|(k, _)| k.ends_with(&format!("/{}", var.as_str())))
+                    {
+                        Some((_, at)) => {
+                            vars.push(format!("{}: updated {}", var.as_str(), at.to_rfc3339()))
+                        }
+                        None => vars.push(format!("{}: missing", var.as_str())),
+                    }
+                }
+            }
+            Err(e) => vars.push(format!("cannot read: {e}")),
+        },
+        None => vars.push("binding names no place".into()),
+    }
+    BindingPreview { place, vars }
+}

@@ -1,0 +1,394 @@
+//! Runs: applying a plan's targets with bounded concurrency, resuming a run from its journal,
+//! and the shared context every target's state machine uses.
+//!
+//! A run is created with the plan's text stored in the journal, so `apply --resume RUN_ID`
+//! executes exactly what was reviewed, even if the file changed since. `apply PLAN` on a plan
+//! whose previous run is still waiting or incomplete continues that run (a scheduled job does
+//! exactly this) instead of starting a second rotation.
+
+use super::EngineError;
+use super::events::{Event, EventSink, Status};
+use super::journal::{Journal, Phase, RunId, RunStatus};
+use super::lock::StateLock;
+use super::stash::{Stash, StashKey};
+use super::steps::{Detail, EventPhase, Step, StepEvent};
+use super::target::{self, Outcome};
+use crate::circleci::CircleCiClient;
+use crate::plan::{Plan, PlanDuration, ProviderKind, Target};
+use crate::providers::{Minted, Provider};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub state_dir: PathBuf,
+    /// Targets in flight at once.
+    pub parallelism: usize,
+    /// Rotate even credentials younger than `max_age` (an incident, not a schedule).
+    pub ignore_max_age: bool,
+    /// First pause between verification attempts of a new credential (doubles, capped).
+    pub verify_backoff: Duration,
+    /// Pause between polls of a canary pipeline.
+    pub poll_interval: Duration,
+    /// Only these target ids (all when empty).
+    pub only: Vec<String>,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            state_dir: PathBuf::from(".rekey"),
+            parallelism: 4,
+            ignore_max_age: false,
+            verify_backoff: Duration::from_secs(1),
+            poll_interval: Duration::from_secs(10),
+            only: Vec::new(),
+        }
+    }
+}
+
+/// The providers available to a run, by kind.
+#[derive(Clone, Default)]
+pub struct ProviderSet(HashMap<ProviderKind, Arc<dyn Provider>>);
+
+impl ProviderSet {
+    pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.0.insert(provider.kind(), provider);
+        self
+    }
+
+    pub fn get(&self, kind: ProviderKind) -> Option<&dyn Provider> {
+        self.0.get(&kind).map(|p| p.as_ref())
+    }
+}
+
+/// What an invocation did, per target.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub run: String,
+    pub plan: String,
+    pub status: RunStatus,
+    pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetReport {
+    pub id: String,
+    pub provider: ProviderKind,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+impl RunReport {
+    /// Exit code of the invocation: 2 stale plan, 1 a target failed, 4 incomplete, else 0.
+    pub fn exit_code(&self) -> u8 {
+        let any = |f: fn(&Outcome) -> bool| self.targets.iter().any(|t| f(&t.outcome));
+        if any(|o| matches!(o, Outcome::Stale { .. })) {
+            2
+        } else if any(|o| matches!(o, Outcome::Failed { .. })) {
+            1
+        } else if any(|o| matches!(o, Outcome::Incomplete { .. })) {
+            4
+        } else {
+            0
+        }
+    }
+}
+
+/// The journal bound to one run, with crash points for the crash tests.
+pub struct RunJournal {
+    journal: Mutex<Journal>,
+    run: RunId,
+}
+
+impl RunJournal {
+    pub fn events(&self, target: &str) -> Result<Vec<StepEvent>, EngineError> {
+        let journal = self.journal.lock().map_err(|_| EngineError::Poisoned)?;
+        let events = journal.events(&self.run, Some(target))?;
+        Ok(events
+            .into_iter()
+            .filter_map(|e| {
+                let step = Step::parse(&e.step)?;
+                let phase = match e.phase {
+                    Phase::Intent => EventPhase::Intent,
+                    Phase::Done => EventPhase::Done,
+                    Phase::Failed => EventPhase::Failed,
+                    Phase::Skipped => EventPhase::Skipped,
+                };
+                let detail: Detail = serde_json::from_value(e.detail).unwrap_or_default();
+                Some(StepEvent {
+                    step,
+                    phase,
+                    detail,
+                })
+            })
+            .collect())
+    }
+
+    pub fn record(
+        &self,
+        target: &str,
+        step: Step,
+        phase: EventPhase,
+        detail: &Detail,
+    ) -> Result<(), EngineError> {
+        let value =
+            serde_json::to_value(detail).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let phase_j = match phase {
+            EventPhase::Intent => Phase::Intent,
+            EventPhase::Done => Phase::Done,
+            EventPhase::Failed => Phase::Failed,
+            EventPhase::Skipped => Phase::Skipped,
+        };
+        {
+            let journal = self.journal.lock().map_err(|_| EngineError::Poisoned)?;
+            journal.record(&self.run, target, step.as_str(), phase_j, &value)?;
+        }
+        let point = format!("{}:{}", step.as_str(), phase_name(phase));
+        crash_if_asked(target, &point);
+        Ok(())
+    }
+
+    pub fn set_state(
+        &self,
+        target: &str,
+        state: &str,
+        until: Option<DateTime<Utc>>,
+        message: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let journal = self.journal.lock().map_err(|_| EngineError::Poisoned)?;
+        journal.set_target_state(&self.run, target, state, until, message)?;
+        Ok(())
+    }
+}
+
+fn phase_name(phase: EventPhase) -> &'static str {
+    match phase {
+        EventPhase::Intent => "intent",
+        EventPhase::Done => "done",
+        EventPhase::Failed => "failed",
+        EventPhase::Skipped => "skipped",
+    }
+}
+
+/// Test hook for the crash tests: `REKEY_CRASH_AT=<target>:<point>` makes the process SIGKILL
+/// itself at that point (a journal boundary such as `mint:intent`, or a point inside a step such
+/// as `mint-after-call`). Unset in every real use; it only ever stops the process.
+fn crash_if_asked(target: &str, point: &str) {
+    if let Ok(wanted) = std::env::var("REKEY_CRASH_AT") {
+        if wanted == format!("{target}:{point}") {
+            eprintln!("REKEY_CRASH_AT reached ({wanted}): killing this process");
+            // SAFETY: kill(2) on our own pid with SIGKILL has no memory-safety preconditions.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The stash bound to one run.
+pub struct RunStash {
+    stash: Mutex<Stash>,
+    run: RunId,
+}
+
+impl RunStash {
+    pub fn put(&self, target: &str, minted: &Minted) -> Result<(), EngineError> {
+        let stash = self.stash.lock().map_err(|_| EngineError::Poisoned)?;
+        Ok(stash.put(&self.run, target, minted)?)
+    }
+
+    pub fn get(&self, target: &str) -> Result<Option<Minted>, EngineError> {
+        let stash = self.stash.lock().map_err(|_| EngineError::Poisoned)?;
+        Ok(stash.get(&self.run, target)?)
+    }
+
+    pub fn erase(&self, target: &str) -> Result<(), EngineError> {
+        let stash = self.stash.lock().map_err(|_| EngineError::Poisoned)?;
+        Ok(stash.erase(&self.run, target)?)
+    }
+}
+
+/// What every target of a run shares.
+pub struct Ctx {
+    pub journal: RunJournal,
+    pub stash: RunStash,
+    pub circleci: CircleCiClient,
+    pub providers: ProviderSet,
+    pub options: ApplyOptions,
+    pub plan: Plan,
+    pub sink: Arc<dyn EventSink>,
+    pub run_id: String,
+}
+
+impl Ctx {
+    pub fn emit(&self, target: &str, step: Step, status: Status, message: Option<&str>) {
+        self.sink.event(&Event {
+            run: &self.run_id,
+            target,
+            step,
+            status,
+            message,
+            at: Utc::now(),
+        });
+    }
+
+    pub fn grace(&self, target: &Target) -> PlanDuration {
+        target
+            .policy
+            .grace
+            .as_ref()
+            .map(|g| g.value)
+            .unwrap_or(self.plan.defaults.grace.value)
+    }
+
+    pub fn max_age(&self, target: &Target) -> Option<PlanDuration> {
+        target
+            .policy
+            .max_age
+            .as_ref()
+            .or(self.plan.defaults.max_age.as_ref())
+            .map(|m| m.value)
+    }
+
+    pub fn crash_point(&self, _point: &str) {}
+}
+
+/// Everything outside rekey that a run talks to.
+pub struct Environment {
+    pub circleci: CircleCiClient,
+    pub providers: ProviderSet,
+    pub stash_key: StashKey,
+}
+
+/// Applies `plan` (read from `plan_file`, whose text is `plan_text`): continues an unfinished
+/// run of the same plan text, or starts a new one.
+pub async fn apply(
+    plan_file: &str,
+    plan_text: &str,
+    plan: Plan,
+    env: Environment,
+    options: ApplyOptions,
+    sink: Arc<dyn EventSink>,
+) -> Result<RunReport, EngineError> {
+    let lock = StateLock::acquire(&options.state_dir)?;
+    let journal = Journal::open(&options.state_dir)?;
+    let run = match journal.unfinished_run_for(plan_text)? {
+        Some(run) => {
+            tracing::info!(run = %run, "continuing the unfinished run of this plan");
+            run
+        }
+        None => journal.create_run(plan.metadata.name.as_str(), plan_file, plan_text)?,
+    };
+    execute(run, plan, journal, env, options, sink, lock).await
+}
+
+/// Continues run `run_id` with the plan text stored in its journal.
+pub async fn resume(
+    run_id: &str,
+    env: Environment,
+    options: ApplyOptions,
+    sink: Arc<dyn EventSink>,
+) -> Result<RunReport, EngineError> {
+    let lock = StateLock::acquire(&options.state_dir)?;
+    let journal = Journal::open(&options.state_dir)?;
+    let run = RunId::from(run_id.to_string());
+    let record = journal
+        .run(&run)?
+        .ok_or_else(|| EngineError::NoSuchRun(run_id.to_string()))?;
+    let plan = crate::plan::load::parse(&record.plan_file, &record.plan_text).map_err(|d| {
+        EngineError::Internal(format!(
+            "the plan stored with run {run_id} no longer parses: {}",
+            d.message
+        ))
+    })?;
+    execute(run, plan, journal, env, options, sink, lock).await
+}
+
+async fn execute(
+    run: RunId,
+    plan: Plan,
+    journal: Journal,
+    env: Environment,
+    options: ApplyOptions,
+    sink: Arc<dyn EventSink>,
+    _lock: StateLock,
+) -> Result<RunReport, EngineError> {
+    let stash = Stash::open(&options.state_dir, env.stash_key)?;
+    let parallelism = options.parallelism.max(1);
+    let targets: Vec<Target> = plan
+        .targets
+        .iter()
+        .filter(|t| options.only.is_empty() || options.only.iter().any(|o| o == t.id.as_str()))
+        .cloned()
+        .collect();
+    let plan_name = plan.metadata.name.value.clone();
+    let ctx = Arc::new(Ctx {
+        journal: RunJournal {
+            journal: Mutex::new(journal),
+            run: run.clone(),
+        },
+        stash: RunStash {
+            stash: Mutex::new(stash),
+            run: run.clone(),
+        },
+        circleci: env.circleci,
+        providers: env.providers,
+        options,
+        plan,
+        sink: sink.clone(),
+        run_id: run.to_string(),
+    });
+    let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
+        let ctx = ctx.clone();
+        async move {
+            let outcome = target::run(&ctx, &t).await;
+            ctx.sink.ended(t.id.as_str(), &outcome.label());
+            TargetReport {
+                id: t.id.value.clone(),
+                provider: t.provider.value,
+                outcome,
+            }
+        }
+    }))
+    .buffer_unordered(parallelism)
+    .collect()
+    .await;
+    sink.finish();
+    let mut targets = results;
+    targets.sort_by(|a, b| a.id.cmp(&b.id));
+    let status = if targets.iter().any(|t| {
+        matches!(
+            t.outcome,
+            Outcome::Incomplete { .. } | Outcome::Failed { .. } | Outcome::Stale { .. }
+        )
+    }) {
+        RunStatus::Incomplete
+    } else if targets
+        .iter()
+        .any(|t| matches!(t.outcome, Outcome::Waiting { .. }))
+    {
+        RunStatus::Waiting
+    } else {
+        RunStatus::Complete
+    };
+    {
+        let journal = ctx
+            .journal
+            .journal
+            .lock()
+            .map_err(|_| EngineError::Poisoned)?;
+        journal.set_run_status(&run, status)?;
+    }
+    Ok(RunReport {
+        run: run.to_string(),
+        plan: plan_name,
+        status,
+        targets,
+    })
+}

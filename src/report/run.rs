@@ -1,0 +1,90 @@
+//! The run report: a summary table for the terminal and a Markdown document for the incident
+//! ticket. Built from the run's outcome only (ids, states, reasons): never a secret.
+
+use super::Table;
+use crate::engine::run::RunReport;
+use crate::engine::target::Outcome;
+
+/// One line per target: id, provider, state, and what to do next.
+pub fn summary_table(report: &RunReport) -> String {
+    let mut table = Table::new(["TARGET", "PROVIDER", "STATE", "DETAIL"]);
+    for t in &report.targets {
+        let (state, detail) = state_and_detail(&t.outcome);
+        table.row([
+            t.id.clone(),
+            t.provider.to_string(),
+            state.to_string(),
+            detail,
+        ]);
+    }
+    table.render()
+}
+
+fn state_and_detail(outcome: &Outcome) -> (&'static str, String) {
+    match outcome {
+        Outcome::Done => ("done", "rotated; old credential revoked".into()),
+        Outcome::Waiting { until } => (
+            "waiting",
+            format!(
+                "grace period until {}; `rekey apply --resume` after that revokes the old credential",
+                until.to_rfc3339()
+            ),
+        ),
+        Outcome::Skipped { reason } => ("skipped", reason.clone()),
+        Outcome::Incomplete { reason } => ("incomplete", reason.clone()),
+        Outcome::Stale { reason } => ("stale", reason.clone()),
+        Outcome::Failed { reason } => ("failed", reason.clone()),
+    }
+}
+
+/// A Markdown report for the incident ticket.
+pub fn markdown(report: &RunReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("# rekey run {}\n\n", report.run));
+    out.push_str(&format!("- Plan: `{}`\n", report.plan));
+    out.push_str(&format!("- Run status: **{:?}**\n", report.status).to_lowercase());
+    out.push_str(&format!(
+        "- Written: {}\n\n",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    let count = |f: fn(&Outcome) -> bool| report.targets.iter().filter(|t| f(&t.outcome)).count();
+    out.push_str(&format!(
+        "{} targets: {} done, {} waiting, {} skipped, {} incomplete, {} failed, {} stale.\n\n",
+        report.targets.len(),
+        count(|o| matches!(o, Outcome::Done)),
+        count(|o| matches!(o, Outcome::Waiting { .. })),
+        count(|o| matches!(o, Outcome::Skipped { .. })),
+        count(|o| matches!(o, Outcome::Incomplete { .. })),
+        count(|o| matches!(o, Outcome::Failed { .. })),
+        count(|o| matches!(o, Outcome::Stale { .. })),
+    ));
+    out.push_str("| Target | Provider | State | Detail |\n|---|---|---|---|\n");
+    for t in &report.targets {
+        let (state, detail) = state_and_detail(&t.outcome);
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            t.id,
+            t.provider,
+            state,
+            detail.replace('|', "\\|")
+        ));
+    }
+    let pending: Vec<_> = report
+        .targets
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.outcome,
+                Outcome::Waiting { .. } | Outcome::Incomplete { .. }
+            )
+        })
+        .collect();
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "\n## Pending\n\nContinue with `rekey apply --resume {}` ({} target(s) pending).\n",
+            report.run,
+            pending.len()
+        ));
+    }
+    out
+}
