@@ -169,6 +169,12 @@ struct ApplyArgs {
     /// Only this target (repeatable).
     #[arg(long = "target", value_name = "ID")]
     only: Vec<String>,
+    /// First pause between verification attempts of a new credential, in milliseconds.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    verify_backoff_ms: u64,
+    /// Pause between polls of a canary pipeline, in milliseconds.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    poll_interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -637,7 +643,8 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         parallelism: usize::from(args.parallelism),
         ignore_max_age: args.ignore_max_age,
         only: args.only.clone(),
-        ..Default::default()
+        verify_backoff: std::time::Duration::from_millis(args.verify_backoff_ms),
+        poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
     };
     if let Some(run_id) = &args.resume {
         let env = rt.block_on(real_environment(true))?;
