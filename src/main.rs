@@ -89,6 +89,9 @@ waiting; the next apply after it revokes the old credential.\n\n\
 Examples:\n  rekey apply plan.yaml --dry-run\n  rekey apply plan.yaml --report rotation.md\n  rekey apply --resume r20261128-095300-7f3a\n  rekey status"
     )]
     Apply(ApplyArgs),
+    /// Show the whole flow on a made-up organization, in process: inventory, plan, dry run,
+    /// apply (surviving injected faults), report. Nothing leaves this machine.
+    Demo,
     /// List runs and, per target, the step reached and what is pending.
     Status(StatusArgs),
     /// Store or remove rekey's own API tokens in the OS keyring.
@@ -138,6 +141,16 @@ struct PlanArgs {
     /// Where to write the plan (YAML); stdout when absent.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Ask the provider who owns each credential (read-only): `aws` matches the masked last four
+    /// of AWS_ACCESS_KEY_ID against the account's keys (ListUsers, ListAccessKeys) to fill
+    /// principal.user. AWS credentials come from the standard chain.
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    discover: Vec<Discover>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Discover {
+    Aws,
 }
 
 #[derive(clap::Args)]
@@ -232,6 +245,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => run_validate(args, cli.output),
         Command::Apply(args) => run_apply(args, cli.output),
         Command::Status(args) => run_status(args, cli.output),
+        Command::Demo => run_demo(),
         Command::Auth(cmd) => run_auth(cmd, cli.output),
         Command::Schema => print_schema(),
     };
@@ -395,9 +409,26 @@ fn run_plan(args: PlanArgs, output: Output) -> Result<u8, Failure> {
         name: args.name.clone(),
         since: args.since,
     };
-    let draft = plan::build::build(&inv, classification, &options);
+    let mut draft = plan::build::build(&inv, classification, &options);
     // The plan holds everything from here on; at 10,000 projects the inventory is worth freeing.
     drop(inv);
+    let mut resolutions = Vec::new();
+    if args.discover.contains(&Discover::Aws) {
+        let listing = runtime()?.block_on(async {
+            rekey::providers::aws::AwsIamProvider::from_env()
+                .await
+                .discover_users()
+                .await
+        });
+        let listing =
+            listing.map_err(|e| Failure::runtime(format!("AWS discovery failed: {e}")))?;
+        resolutions = plan::discover::fill_aws_users(&mut draft, &listing);
+        if output == Output::Table {
+            for r in &resolutions {
+                eprintln!("{}: {}", r.target, r.note);
+            }
+        }
+    }
     let to_stdout = args.out.is_none();
     let write = |w: &mut dyn std::io::Write| {
         plan::write::write_yaml(w, &draft.plan, &draft.notes)
@@ -435,6 +466,7 @@ fn run_plan(args: PlanArgs, output: Output) -> Result<u8, Failure> {
             "ignored": p.ignored.len(),
             "unclassified": p.unclassified.len(),
             "errors": p.errors.len(),
+            "discovered": resolutions.iter().map(|r| json!({"target": r.target, "user": r.user, "note": r.note})).collect::<Vec<_>>(),
         })),
         _ => {
             let mut table = Table::new(["TARGET", "PROVIDER", "CONFIDENCE", "PLACES"]);
@@ -884,4 +916,223 @@ fn run_status(args: StatusArgs, output: Output) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// `rekey demo`: the whole flow against the in-process simulators of CircleCI and AWS.
+fn run_demo() -> Result<u8, Failure> {
+    let rt = runtime()?;
+    rt.block_on(demo())
+}
+
+async fn demo() -> Result<u8, Failure> {
+    use rekey::engine::run::{ApplyOptions, Environment, ProviderSet};
+    use rekey::sandbox::demo;
+    use std::sync::Arc;
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| Failure::runtime(format!("demo: {what}: {e}"));
+    println!(
+        "rekey demo — a made-up organization, gh/acme, in in-process simulators of CircleCI and"
+    );
+    println!(
+        "AWS IAM/STS on 127.0.0.1. Real protocol, real AWS SDK calls, nothing leaves this machine.\n"
+    );
+    let world = demo::start()
+        .await
+        .map_err(|e| fail("starting the simulators", &e))?;
+    let token = rekey::secret::Secret::new(world.circleci.state().token());
+    let client = rekey::circleci::CircleCiClient::new(&world.circleci.base_url(), token)
+        .map_err(|e| fail("CircleCI client", &e))?;
+    let aws = rekey::providers::aws::AwsIamProvider::new(&world.aws.sdk_config());
+
+    println!("1. Inventory (CircleCI API: projects, variables, checkout keys, contexts)");
+    let options = inventory::live::LiveOptions {
+        org: Some("gh/acme".into()),
+        ..Default::default()
+    };
+    let inv = inventory::live::take_live(&client, &options)
+        .await
+        .map_err(|e| fail("inventory", &e))?;
+    print!("   {}", inventory_summary(&inv));
+
+    println!("\n2. Plan (classification, then `--discover aws` fills IAM users from key ids)");
+    let rules = RuleSet::builtin().map_err(|e| fail("rules", &e))?;
+    let mut draft = plan::build::build(
+        &inv,
+        classify::classify(&inv, &rules),
+        &BuildOptions::default(),
+    );
+    let listing = aws
+        .discover_users()
+        .await
+        .map_err(|e| fail("discovery", &e))?;
+    for r in plan::discover::fill_aws_users(&mut draft, &listing) {
+        println!("   {}: {}", r.target, r.note);
+    }
+    println!(
+        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys; the other providers' targets stay for review.",
+        draft.plan.targets.len(),
+        draft.plan.unclassified.len(),
+        draft.plan.ignored.len()
+    );
+    // The reviewer's part, done here for the demo: keep the AWS targets rekey can rotate, fill
+    // what discovery could not (a context shows no key id), mark the old key removable, add a
+    // canary, and shorten the grace period so the demo ends.
+    let mut plan = draft.plan.clone();
+    plan.targets.retain(|t| {
+        t.provider.value == plan::ProviderKind::AwsIam
+            && !t
+                .bindings
+                .iter()
+                .any(|b| b.vars.values().any(|v| v.starts_with("LEGACY_")))
+    });
+    for t in &mut plan.targets {
+        let in_context = t
+            .bindings
+            .iter()
+            .any(|b| b.context.as_ref().is_some_and(|c| c.as_str() == "aws-prod"));
+        if in_context {
+            t.principal.user = Some(plan::Located::new("release-bot".into()));
+            t.confirmed = true;
+            println!(
+                "   reviewer: {} (context aws-prod) belongs to IAM user release-bot",
+                t.id
+            );
+        }
+        if t.principal
+            .user
+            .as_ref()
+            .is_some_and(|u| u.as_str() == "prod-deployer")
+        {
+            t.policy.removable_keys = vec![plan::Located::new(world.removable_key.clone())];
+            println!(
+                "   reviewer: {} may delete the unused old key {} to make room",
+                t.id, world.removable_key
+            );
+        }
+        if t.bindings.iter().any(|b| {
+            b.project
+                .as_ref()
+                .is_some_and(|p| p.as_str() == "gh/acme/api")
+        }) {
+            t.policy.canary = Some(plan::Canary {
+                project: plan::Located::new("gh/acme/api".into()),
+                branch: "main".into(),
+                timeout: None,
+            });
+            println!(
+                "   reviewer: {} must pass a canary pipeline of gh/acme/api before the old key is disabled",
+                t.id
+            );
+        }
+    }
+    plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
+    let text =
+        plan::write::to_yaml(&plan, &draft.notes).map_err(|e| fail("writing the plan", &e))?;
+    let reparsed = plan::load::parse("demo-plan.yaml", &text)
+        .map_err(|d| fail("reading the plan back", &d))?;
+    let problems: Vec<Diagnostic> = plan::validate::validate("demo-plan.yaml", &text, &reparsed)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .collect();
+    if !problems.is_empty() {
+        return Err(fail(
+            "validating the plan",
+            &diagnostic::render_all(&problems),
+        ));
+    }
+    println!(
+        "   validate: the plan is valid ({} targets, grace 0s for the demo; 24h by default)",
+        reparsed.targets.len()
+    );
+
+    let providers = ProviderSet::default().with(Arc::new(aws));
+    println!("\n3. Dry run (reads live state, changes nothing)");
+    let preview = rekey::engine::dryrun::preview(&reparsed, &client, &providers, false).await;
+    for line in render_preview(&preview).lines().skip(2) {
+        println!("   {line}");
+    }
+
+    println!(
+        "\n4. Apply, with faults injected: CircleCI answers 429 (Retry-After) to a write, AWS fails a CreateAccessKey with 500"
+    );
+    let _ = world
+        .circleci
+        .throttle("/envvar$", 1, std::time::Duration::from_secs(1));
+    let _ = world.aws.fail_next("CreateAccessKey", 1);
+    let state_dir = std::env::temp_dir().join(format!("rekey-demo-{}", std::process::id()));
+    let options = ApplyOptions {
+        state_dir: state_dir.clone(),
+        verify_backoff: std::time::Duration::from_millis(100),
+        poll_interval: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let stash_key =
+        rekey::engine::stash::StashKey::generate().map_err(|e| fail("stash key", &e))?;
+    let env = Environment {
+        circleci: client.clone(),
+        providers: providers.clone(),
+        stash_key,
+    };
+    let report = rekey::engine::run::apply(
+        "demo-plan.yaml",
+        &text,
+        reparsed,
+        env,
+        options,
+        Arc::new(rekey::engine::events::PlainLines),
+    )
+    .await
+    .map_err(|e| fail("apply", &e))?;
+    let throttled = world
+        .circleci
+        .requests()
+        .iter()
+        .filter(|r| r.status == 429)
+        .count();
+    let failed = world
+        .aws
+        .requests()
+        .iter()
+        .filter(|r| r.status >= 500)
+        .count();
+    println!(
+        "   Faults survived: CircleCI answered 429 {throttled}× (rekey waited for Retry-After), AWS answered 500 {failed}× (rekey retried); no credential was minted twice."
+    );
+    println!("\n5. Report");
+    println!("   Run {} ({:?})", report.run, report.status);
+    for line in rekey::report::run::summary_table(&report).lines() {
+        println!("   {line}");
+    }
+    println!("\n   Checks against the simulators:");
+    for (place, works) in world.bindings_work() {
+        println!(
+            "   {} {place}: {}",
+            if works { "✓" } else { "✗" },
+            if works {
+                "holds a working key"
+            } else {
+                "does NOT hold a working key"
+            }
+        );
+    }
+    for user in ["ci-deployer", "prod-deployer", "release-bot"] {
+        let keys = world.aws.keys_of(user);
+        println!(
+            "   {user}: {} key(s), {} active",
+            keys.len(),
+            keys.iter()
+                .filter(|k| k.status == rekey::sandbox::aws::KeyStatus::Active)
+                .count()
+        );
+    }
+    let markdown = rekey::report::run::markdown(&report);
+    println!("\n   The Markdown report for the incident ticket (`--report FILE`) begins:");
+    for line in markdown.lines().take(8) {
+        println!("   | {line}");
+    }
+    let _ = std::fs::remove_dir_all(&state_dir);
+    println!(
+        "\nNext: `rekey inventory --org gh/<yours> --out inventory.json` — see the README, \"Rotating for real\"."
+    );
+    Ok(report.exit_code())
 }

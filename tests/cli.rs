@@ -240,3 +240,37 @@ fn live_inventory_against_the_sandbox_then_plan() {
         );
     }
 }
+
+/// The README's first command: the whole flow in process, surviving the injected faults, with
+/// every binding holding a working key afterwards and one active key per IAM user.
+#[test]
+fn demo_runs_the_whole_flow() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .env("REKEY_KEYRING_DISABLED", "1")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(stdout.matches("holds a working key").count(), 4, "{stdout}");
+    assert!(!stdout.contains("does NOT hold"), "{stdout}");
+    for user in ["ci-deployer", "prod-deployer", "release-bot"] {
+        assert!(
+            stdout.contains(&format!("{user}: 1 key(s), 1 active")),
+            "{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("answered 429 1×"),
+        "the CircleCI fault was injected: {stdout}"
+    );
+    assert!(
+        stdout.contains("answered 500 1×"),
+        "the AWS fault was injected: {stdout}"
+    );
+    assert!(
+        stdout.contains("Run ") && stdout.contains("(Complete)"),
+        "{stdout}"
+    );
+}

@@ -50,9 +50,10 @@ impl EventSink for PlainLines {
             Status::Failed => "FAILED",
             Status::Waiting => "waiting",
         };
-        match e.message {
-            Some(m) => eprintln!("{}: {} {status} — {m}", e.target, e.step),
-            None => eprintln!("{}: {} {status}", e.target, e.step),
+        match (e.step, e.message) {
+            (Step::Done, Some(m)) => eprintln!("{}: rotated — now using {m}", e.target),
+            (_, Some(m)) => eprintln!("{}: {} {status} — {m}", e.target, e.step),
+            (_, None) => eprintln!("{}: {} {status}", e.target, e.step),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`build`]: from an inventory and its classification to a plan.
 
 pub mod build;
+pub mod discover;
 pub mod duration;
 pub mod load;
 pub mod located;

@@ -42,7 +42,10 @@ pub fn markdown(report: &RunReport) -> String {
     let mut out = String::new();
     out.push_str(&format!("# rekey run {}\n\n", report.run));
     out.push_str(&format!("- Plan: `{}`\n", report.plan));
-    out.push_str(&format!("- Run status: **{:?}**\n", report.status).to_lowercase());
+    out.push_str(&format!(
+        "- Run status: **{}**\n",
+        format!("{:?}", report.status).to_lowercase()
+    ));
     out.push_str(&format!(
         "- Written: {}\n\n",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -8,6 +8,7 @@
 
 pub mod aws;
 pub mod circleci;
+pub mod demo;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

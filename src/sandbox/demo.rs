@@ -1,0 +1,165 @@
+//! The demo world: a made-up organization `gh/acme` in the CircleCI simulator whose AWS
+//! variables hold real keys of the AWS simulator, so that `rekey demo` rotates them for real —
+//! in process, on 127.0.0.1, with nothing leaving the machine.
+//!
+//! IAM users: `ci-deployer` (its key in projects api and web), `prod-deployer` (its key in
+//! project infra, plus an old inactive key the plan marks removable: the user is at AWS's
+//! 2-key limit), `release-bot` (its key in the `aws-prod` context). A canary pipeline succeeds
+//! only if the project's AWS variables authenticate at the AWS simulator.
+
+use super::Sandbox;
+use super::aws::{AwsSandbox, AwsState, KeySpec, KeyStatus};
+use super::circleci::{CircleCiState, PipelineCheck, StoredVar, demo_org};
+use chrono::{Duration, Utc};
+use std::sync::Arc;
+
+/// Both simulators, started, with the demo organization.
+pub struct DemoWorld {
+    pub circleci: Sandbox,
+    pub aws: Arc<AwsSandbox>,
+    /// The removable old key of `prod-deployer`.
+    pub removable_key: String,
+}
+
+pub const ACCOUNT: &str = "123456789012";
+
+/// Starts the world. Must be called within a Tokio runtime.
+pub async fn start() -> std::io::Result<DemoWorld> {
+    let long_ago = Utc::now() - Duration::days(700);
+    let mut aws = AwsState::new(ACCOUNT);
+    let mut add =
+        |user: &str, status_active: bool, days: i64| -> std::io::Result<super::AwsCredentials> {
+            if aws.user_info(user).is_none() {
+                aws.add_user(user, super::aws::Access::None)
+                    .map_err(std::io::Error::other)?;
+            }
+            let spec = if status_active {
+                KeySpec::active()
+            } else {
+                KeySpec::inactive()
+            };
+            aws.add_key(user, spec.created_at(Utc::now() - Duration::days(days)))
+                .map_err(std::io::Error::other)
+        };
+    let ci = add("ci-deployer", true, 700)?;
+    let prod = add("prod-deployer", true, 500)?;
+    let prod_old = add("prod-deployer", false, 900)?;
+    let release = add("release-bot", true, 400)?;
+    let aws = Arc::new(AwsSandbox::start(aws).await?);
+
+    let mut state: CircleCiState = demo_org();
+    let set_project = |state: &mut CircleCiState, slug: &str, name: &str, value: &str| {
+        if let Some(p) = state.project_by_slug_mut(slug) {
+            p.env_vars.insert(
+                name.to_string(),
+                StoredVar {
+                    value: value.to_string(),
+                    created_at: long_ago,
+                    updated_at: long_ago,
+                },
+            );
+        }
+    };
+    for slug in ["gh/acme/api", "gh/acme/web"] {
+        set_project(&mut state, slug, "AWS_ACCESS_KEY_ID", &ci.access_key_id);
+        set_project(
+            &mut state,
+            slug,
+            "AWS_SECRET_ACCESS_KEY",
+            ci.secret_access_key.expose(),
+        );
+    }
+    set_project(
+        &mut state,
+        "gh/acme/infra",
+        "PROD_AWS_ACCESS_KEY_ID",
+        &prod.access_key_id,
+    );
+    set_project(
+        &mut state,
+        "gh/acme/infra",
+        "PROD_AWS_SECRET_ACCESS_KEY",
+        prod.secret_access_key.expose(),
+    );
+    if let Some(c) = state.context_by_name_mut("aws-prod") {
+        for (name, value) in [
+            ("AWS_ACCESS_KEY_ID", release.access_key_id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", release.secret_access_key.expose()),
+        ] {
+            c.vars.insert(
+                name.to_string(),
+                StoredVar {
+                    value: value.to_string(),
+                    created_at: long_ago,
+                    updated_at: long_ago,
+                },
+            );
+        }
+    }
+    // A pipeline "deploys" with the project's AWS variables: it succeeds only if they are a
+    // live, active key at the AWS simulator.
+    let checker = aws.clone();
+    state.pipeline_check = Some(PipelineCheck(Arc::new(move |project, _branch| {
+        let (Some(id), Some(secret)) = (
+            project.env_vars.get("AWS_ACCESS_KEY_ID"),
+            project.env_vars.get("AWS_SECRET_ACCESS_KEY"),
+        ) else {
+            return true;
+        };
+        let state = checker.state();
+        let active = state
+            .key(&id.value)
+            .is_some_and(|k| k.status == KeyStatus::Active);
+        active
+            && state
+                .credentials(&id.value)
+                .is_some_and(|c| c.secret_access_key.expose() == secret.value)
+    })));
+    let circleci = Sandbox::start(state).await?;
+    Ok(DemoWorld {
+        circleci,
+        aws,
+        removable_key: prod_old.access_key_id,
+    })
+}
+
+impl DemoWorld {
+    /// Checks the world after a rotation: for every AWS binding, whether it holds an active
+    /// key of the simulator with the right secret. (place, variable, works) per binding.
+    pub fn bindings_work(&self) -> Vec<(String, bool)> {
+        let state = self.circleci.state();
+        let aws = self.aws.state();
+        let works = |id: Option<&StoredVar>, secret: Option<&StoredVar>| match (id, secret) {
+            (Some(id), Some(secret)) => {
+                aws.key(&id.value)
+                    .is_some_and(|k| k.status == KeyStatus::Active)
+                    && aws
+                        .credentials(&id.value)
+                        .is_some_and(|c| c.secret_access_key.expose() == secret.value)
+            }
+            _ => false,
+        };
+        let mut out = Vec::new();
+        for (slug, prefix) in [
+            ("gh/acme/api", ""),
+            ("gh/acme/web", ""),
+            ("gh/acme/infra", "PROD_"),
+        ] {
+            if let Some(p) = state.project_by_slug(slug) {
+                let id = p.env_vars.get(&format!("{prefix}AWS_ACCESS_KEY_ID"));
+                let secret = p.env_vars.get(&format!("{prefix}AWS_SECRET_ACCESS_KEY"));
+                out.push((format!("project {slug}"), works(id, secret)));
+            }
+        }
+        if let Some(c) = state.context_by_name("aws-prod") {
+            out.push((
+                "context aws-prod".to_string(),
+                works(
+                    c.vars.get("AWS_ACCESS_KEY_ID"),
+                    c.vars.get("AWS_SECRET_ACCESS_KEY"),
+                ),
+            ));
+        }
+        out
+    }
+}
