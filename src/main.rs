@@ -171,7 +171,7 @@ struct ApplyArgs {
     #[arg(long, default_value = ".rekey", value_name = "DIR")]
     state_dir: PathBuf,
     /// Targets rotated at once.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallelism: u16,
     /// Write a Markdown report of the run (for the incident ticket).
     #[arg(long, value_name = "FILE")]
