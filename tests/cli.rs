@@ -274,3 +274,44 @@ fn demo_runs_the_whole_flow() {
         "{stdout}"
     );
 }
+
+/// `plan --discover aws` asks IAM (read-only) who owns each key and fills principal.user.
+#[test]
+fn plan_discovers_iam_users_from_masked_key_ids() {
+    use rekey::sandbox::aws::{AwsSandbox, AwsState, KeySpec};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut state = AwsState::new("123456789012");
+    state.add_user("ci-deployer", rekey::sandbox::aws::Access::None).unwrap();
+    let key = state.add_key("ci-deployer", KeySpec::active()).unwrap();
+    let aws = rt.block_on(AwsSandbox::start(state)).unwrap();
+    let admin = aws.admin_credentials();
+
+    let dir = tmp();
+    let last4 = &key.access_key_id[key.access_key_id.len() - 4..];
+    let inventory = serde_json::json!({
+        "source": "circleci-api", "org": "gh/acme", "taken_at": "2026-11-28T09:00:00Z",
+        "projects": [{"slug": "gh/acme/api", "env_vars": [
+            {"name": "AWS_ACCESS_KEY_ID", "masked": format!("xxxx{last4}")},
+            {"name": "AWS_SECRET_ACCESS_KEY", "masked": "xxxxabcd"}]}],
+        "contexts": [], "errors": []
+    });
+    let inv = dir.path().join("inventory.json");
+    std::fs::write(&inv, inventory.to_string()).unwrap();
+    let plan = dir.path().join("plan.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(["plan", "--inventory", inv.to_str().unwrap(), "--discover", "aws", "--out", plan.to_str().unwrap(), "--output", "json"])
+        .env("AWS_ENDPOINT_URL", aws.endpoint_url())
+        .env("AWS_ACCESS_KEY_ID", &admin.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key.expose())
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["discovered"][0]["user"], "ci-deployer", "{summary}");
+    let yaml = std::fs::read_to_string(&plan).unwrap();
+    assert!(yaml.contains("principal: {user: ci-deployer}"), "{yaml}");
+    assert!(aws.mutating_requests().is_empty(), "discovery is read-only");
+    let validated = rekey(&["validate", plan.to_str().unwrap()]);
+    assert_eq!(validated.status.code(), Some(0), "{}", text(&validated.stderr));
+}
