@@ -43,7 +43,7 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             state_dir: PathBuf::from(".rekey"),
-            parallelism: 4,
+            parallelism: 8,
             ignore_max_age: false,
             verify_backoff: Duration::from_secs(1),
             poll_interval: Duration::from_secs(10),
@@ -154,6 +154,21 @@ impl RunJournal {
         Ok(())
     }
 
+    /// The run (other than this one) that minted `credential_id` for `target` and finished
+    /// rotating it, if any.
+    pub fn rotated_earlier(
+        &self,
+        target: &str,
+        credential_id: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let journal = self.journal.lock().map_err(|_| EngineError::Poisoned)?;
+        Ok(journal
+            .rotated_by_other_runs(target, &self.run)?
+            .into_iter()
+            .find(|(_, id)| id == credential_id)
+            .map(|(run, _)| run.to_string()))
+    }
+
     pub fn set_state(
         &self,
         target: &str,
@@ -179,14 +194,36 @@ fn phase_name(phase: EventPhase) -> &'static str {
 /// Test hook for the crash tests: `REKEY_CRASH_AT=<target>:<point>` makes the process SIGKILL
 /// itself at that point (a journal boundary such as `mint:intent`, or a point inside a step such
 /// as `mint-after-call`). Unset in every real use; it only ever stops the process.
+///
+/// A point reached several times by one target (`write:done` once per binding) is chosen by its
+/// occurrence in this process, counted from 1: `REKEY_CRASH_AT=<target>:write:done:2` kills the
+/// process at the second binding's `write:done`. Without the suffix, the first occurrence.
 fn crash_if_asked(target: &str, point: &str) {
-    if let Ok(wanted) = std::env::var("REKEY_CRASH_AT") {
-        if wanted == format!("{target}:{point}") {
-            eprintln!("REKEY_CRASH_AT reached ({wanted}): killing this process");
-            // SAFETY: kill(2) on our own pid with SIGKILL has no memory-safety preconditions.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
+    let Ok(wanted) = std::env::var("REKEY_CRASH_AT") else {
+        return;
+    };
+    let here = format!("{target}:{point}");
+    // `<target>:<point>:<n>`; a point never ends in a number, so a numeric last part is `n`.
+    let (wanted_point, nth) = match wanted.rsplit_once(':') {
+        Some((p, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (p, n.parse::<u64>().unwrap_or(u64::MAX))
+        }
+        _ => (wanted.as_str(), 1),
+    };
+    if wanted_point != here {
+        return;
+    }
+    static SEEN: Mutex<u64> = Mutex::new(0);
+    let count = {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        *seen += 1;
+        *seen
+    };
+    if count == nth {
+        eprintln!("REKEY_CRASH_AT reached ({wanted}): killing this process");
+        // SAFETY: kill(2) on our own pid with SIGKILL has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
 }
@@ -256,7 +293,12 @@ impl Ctx {
             .map(|m| m.value)
     }
 
-    pub fn crash_point(&self, _point: &str) {}
+    /// A crash point inside a step, between a side effect and its journal record
+    /// (`mint-after-call`: the key exists at the owner, neither stash nor journal knows it).
+    /// Same `REKEY_CRASH_AT` hook as the journal boundaries: `<target>:mint-after-call`.
+    pub fn crash_point(&self, target: &str, point: &str) {
+        crash_if_asked(target, point);
+    }
 }
 
 /// Everything outside rekey that a run talks to.
@@ -362,18 +404,17 @@ async fn execute(
     sink.finish();
     let mut targets = results;
     targets.sort_by(|a, b| a.id.cmp(&b.id));
-    let status = if targets.iter().any(|t| {
-        matches!(
-            t.outcome,
-            Outcome::Incomplete { .. } | Outcome::Failed { .. } | Outcome::Stale { .. }
-        )
-    }) {
+    // A failed or stale target changed nothing that a resume could carry on (a new credential
+    // that did not verify was deleted, a stale plan needs a new review), so a run with only
+    // such targets left is `failed`, not unfinished: `apply` of the same plan then starts a new
+    // run instead of continuing this one forever.
+    let any = |f: fn(&Outcome) -> bool| targets.iter().any(|t| f(&t.outcome));
+    let status = if any(|o| matches!(o, Outcome::Incomplete { .. })) {
         RunStatus::Incomplete
-    } else if targets
-        .iter()
-        .any(|t| matches!(t.outcome, Outcome::Waiting { .. }))
-    {
+    } else if any(|o| matches!(o, Outcome::Waiting { .. })) {
         RunStatus::Waiting
+    } else if any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Stale { .. })) {
+        RunStatus::Failed
     } else {
         RunStatus::Complete
     };

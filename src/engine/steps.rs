@@ -161,6 +161,10 @@ impl Progress {
             }
             match e.phase {
                 EventPhase::Intent => p.interrupted = Some((e.step, d.clone())),
+                // A skipped inspection (credential younger than max_age, already rotated)
+                // left the target alone: it proves nothing, and a later invocation of the same
+                // run must inspect again rather than go on to mint without an old credential.
+                EventPhase::Skipped if e.step == Step::Inspect => p.interrupted = None,
                 EventPhase::Done | EventPhase::Skipped => {
                     p.interrupted = None;
                     if e.step == Step::Write {
@@ -181,7 +185,16 @@ impl Progress {
                         p.finished = true;
                     }
                 }
-                EventPhase::Failed => p.interrupted = None,
+                EventPhase::Failed => {
+                    p.interrupted = None;
+                    // A write that failed, or that read-back found missing or wrong, must be
+                    // written again: forget any earlier success for that place.
+                    if e.step == Step::Write {
+                        if let Some(place) = &d.place {
+                            p.written.retain(|w| w != place);
+                        }
+                    }
+                }
             }
         }
         p

@@ -66,14 +66,32 @@ pub async fn run(ctx: &Ctx, target: &Target) -> Outcome {
 
 async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
     let id = target.id.as_str();
-    let mut progress = Progress::fold(&ctx.journal.events(id)?);
+    let events = ctx.journal.events(id)?;
+    let mut progress = Progress::fold(&events);
     if progress.finished {
         return Ok(if progress.has(Step::Done) {
+            // A crash between the `done` record and the state update below (step 12) leaves
+            // the target's state stale (`rekey status` would never say done): set it again.
+            ctx.journal.set_state(id, "done", None, None)?;
+            // Step 12 erases the stash after its record: a crash in between left it there.
+            ctx.stash.erase(id)?;
             Outcome::Done
         } else {
-            Outcome::Failed {
-                reason: "rolled back in an earlier invocation; start a new run".into(),
-            }
+            // The rollback of a key that never verified records `done`, then erases the stash
+            // and sets the state: a crash in between left the deleted key's (encrypted) secret
+            // in the stash and the state unset (tests/crash.rs). Both are idempotent.
+            let why = events
+                .iter()
+                .rev()
+                .find(|e| e.step == Step::Verify && e.phase == EventPhase::Failed)
+                .and_then(|e| e.detail.message.clone())
+                .unwrap_or_else(|| "it did not verify".into());
+            let reason = format!(
+                "the new credential was deleted in an earlier invocation ({why}); nothing else changed: start a new run"
+            );
+            ctx.stash.erase(id)?;
+            ctx.journal.set_state(id, "failed", None, Some(&reason))?;
+            Outcome::Failed { reason }
         });
     }
     if !target.confirmed {
@@ -103,35 +121,66 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             Ok(old) => old,
             Err(reason) => return Ok(step.fail_untouched(Step::Inspect, reason)),
         };
-        if let (Some(old), Some(max_age)) = (&old, ctx.max_age(target)) {
+        // The bindings may hold a credential that an earlier run of rekey minted for this
+        // target: the plan was applied before and has done its work (invariant 5).
+        let rotated_by = match &old {
+            Some(old) => ctx.journal.rotated_earlier(id, &old.id)?,
+            None => None,
+        };
+        let max_age = ctx.max_age(target);
+        let mut skip = None;
+        if let (Some(old), Some(max_age)) = (&old, max_age) {
             if let Some(created) = old.created_at {
                 let age = Utc::now() - created;
                 if !ctx.options.ignore_max_age
                     && age.num_seconds() >= 0
                     && (age.num_seconds() as u64) < max_age.seconds()
                 {
-                    let reason = format!(
+                    skip = Some(format!(
                         "current credential {} is {} old, younger than max_age {max_age}",
                         old.id,
                         crate::plan::PlanDuration(age.num_seconds() as u64)
-                    );
-                    ctx.journal.record(
-                        id,
-                        Step::Inspect,
-                        EventPhase::Skipped,
-                        &Detail {
-                            message: Some(reason.clone()),
-                            ..Default::default()
-                        },
-                    )?;
-                    step.emit(Step::Inspect, Status::Skipped, Some(&reason));
-                    return Ok(Outcome::Skipped { reason });
+                    ));
                 }
             }
         }
-        if let Some(reason) = stale(&ctx.circleci, target).await {
-            step.emit(Step::Inspect, Status::Failed, Some(&reason));
-            return Ok(Outcome::Stale { reason });
+        // Without max_age nothing says when to rotate again, so a plan that has been carried
+        // out stays carried out: applying it again (a re-run CI job, a repeated command)
+        // must change nothing rather than rotate a second time.
+        if let (Some(old), Some(run), None, false) = (
+            &old,
+            &rotated_by,
+            max_age,
+            ctx.options.ignore_max_age,
+        ) {
+            skip = Some(format!(
+                "already rotated by run {run}: the bindings hold {}, which that run minted (set max_age to rotate on a schedule, or pass --ignore-max-age to rotate again now)",
+                old.id
+            ));
+        }
+        if let Some(reason) = skip {
+            ctx.journal.record(
+                id,
+                Step::Inspect,
+                EventPhase::Skipped,
+                &Detail {
+                    message: Some(reason.clone()),
+                    ..Default::default()
+                },
+            )?;
+            ctx.journal.set_state(id, "skipped", None, Some(&reason))?;
+            step.emit(Step::Inspect, Status::Skipped, Some(&reason));
+            return Ok(Outcome::Skipped { reason });
+        }
+        // What the plan observed predates rekey's own earlier rotation of this target, so it
+        // cannot match; live state is exactly what that run left, which is not staleness.
+        if rotated_by.is_none() {
+            if let Some(reason) = stale(&ctx.circleci, target).await {
+                step.emit(Step::Inspect, Status::Failed, Some(&reason));
+                // Shown by `rekey status`; nothing was changed.
+                ctx.journal.set_state(id, "stale", None, Some(&reason))?;
+                return Ok(Outcome::Stale { reason });
+            }
         }
         let detail = Detail {
             old_id: old.as_ref().map(|c| c.id.clone()),
@@ -148,7 +197,12 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
     let mut minted: Option<Minted> = None;
     let mut live = inspection.credentials.clone();
     if progress.new_id.is_none() {
-        if let Some((Step::Mint, intent)) = &progress.interrupted {
+        // A crash can also stop the clean-up below between its rollback intent and the delete
+        // (tests/crash.rs, `mint-after-call` then `rollback:intent`): the orphan is still there
+        // and, with AWS's two-key quota, would block every later mint. With no minted id
+        // known, an interrupted rollback can only be that clean-up: run it again. The ids known
+        // before the mint come from the mint's intent, folded into `progress.known_ids`.
+        if let Some((Step::Mint | Step::Rollback, _)) = &progress.interrupted {
             if let Some(m) = ctx.stash.get(id)? {
                 ctx.journal.record(
                     id,
@@ -162,7 +216,7 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 progress.new_id = Some(m.id.clone());
                 minted = Some(m);
             } else {
-                let known = intent.known_ids.clone().unwrap_or_default();
+                let known = progress.known_ids.clone().unwrap_or_default();
                 let orphans: Vec<CredentialInfo> = live
                     .iter()
                     .filter(|c| !known.contains(&c.id) && Some(&c.id) != progress.old_id.as_ref())
@@ -254,14 +308,14 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             Step::Mint,
             EventPhase::Intent,
             &Detail {
-                known_ids: Some(known),
+                known_ids: Some(known.clone()),
                 ..Default::default()
             },
         )?;
-        ctx.crash_point("mint-before-call");
-        let m = match retry(|| provider.mint(target)).await {
+        ctx.crash_point(id, "mint-before-call");
+        let m = match mint_without_orphans(ctx, &step, provider, target, &known, &progress).await? {
             Ok(m) => m,
-            Err(e) => {
+            Err(MintFailure::GaveUp(e)) => {
                 ctx.journal.record(
                     id,
                     Step::Mint,
@@ -273,10 +327,13 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 )?;
                 return Ok(step.fail_untouched(Step::Mint, format!("mint failed: {e}")));
             }
+            // The mint's intent stays open, so a resume lists the principal's credentials
+            // again and deletes what this run may have created.
+            Err(MintFailure::Unsure(reason)) => return Ok(step.incomplete(Step::Mint, reason)),
         };
-        ctx.crash_point("mint-after-call");
+        ctx.crash_point(id, "mint-after-call");
         ctx.stash.put(id, &m)?;
-        ctx.crash_point("mint-after-stash");
+        ctx.crash_point(id, "mint-after-stash");
         ctx.journal.record(
             id,
             Step::Mint,
@@ -377,9 +434,10 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
         ctx.journal
             .record(id, Step::Write, EventPhase::Intent, &detail)?;
         progress.before.extend(before);
-        ctx.crash_point("write-before-call");
+        ctx.crash_point(id, "write-before-call");
         match bindings::write(&ctx.circleci, binding, &minted).await {
             Ok(()) => {
+                ctx.crash_point(id, "write-after-call");
                 ctx.journal.record(
                     id,
                     Step::Write,
@@ -531,11 +589,12 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                         ..Default::default()
                     },
                 )?;
-                ctx.crash_point("deactivate-before-call");
+                ctx.crash_point(id, "deactivate-before-call");
                 if let Err(e) = retry(|| provider.deactivate(target, old_id)).await {
                     return Ok(step
                         .incomplete(Step::Deactivate, format!("cannot deactivate {old_id}: {e}")));
                 }
+                ctx.crash_point(id, "deactivate-after-call");
                 ctx.journal.record(
                     id,
                     Step::Deactivate,
@@ -607,10 +666,11 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                     ..Default::default()
                 },
             )?;
-            ctx.crash_point("revoke-before-call");
+            ctx.crash_point(id, "revoke-before-call");
             if let Err(e) = retry(|| provider.revoke(target, old_id)).await {
                 return Ok(step.incomplete(Step::Revoke, format!("cannot revoke {old_id}: {e}")));
             }
+            ctx.crash_point(id, "revoke-after-call");
             ctx.journal.record(
                 id,
                 Step::Revoke,
@@ -624,8 +684,10 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
         }
     }
 
-    // 12. done: the minted value leaves the stash.
-    ctx.stash.erase(id)?;
+    // 12. done: the minted value leaves the stash. Recorded first, erased after: erased
+    // first, a crash before the record would leave a run that needs the value (for nothing
+    // but its id) and can no longer find it. A crash after the record leaves the sealed value
+    // behind until the next invocation, which erases it for a finished target.
     ctx.journal.record(
         id,
         Step::Done,
@@ -635,6 +697,7 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             ..Default::default()
         },
     )?;
+    ctx.stash.erase(id)?;
     ctx.journal.set_state(id, "done", None, None)?;
     step.emit(Step::Done, Status::Done, Some(&minted.id));
     Ok(Outcome::Done)
@@ -675,18 +738,126 @@ impl Stepper<'_> {
     }
 }
 
-/// Retries a provider call on transient errors (throttling, 5xx), with backoff.
+/// How a mint ended without a credential.
+enum MintFailure {
+    /// The owner refused, or kept failing; nothing this run created is left behind.
+    GaveUp(ProviderError),
+    /// A credential may exist that this run created and could not delete.
+    Unsure(String),
+}
+
+/// Attempts of a mint (each followed, on a transient error, by a sweep for orphans).
+const MINT_ATTEMPTS: u32 = 6;
+
+/// Mints, retrying transient errors. A transient error can arrive after the owner acted (a 5xx
+/// or a timeout after CreateAccessKey took effect): the credential then exists with a secret
+/// nobody saw — an orphan (invariant 2) that also holds one of AWS's two slots, so that a blind
+/// retry fails on the quota. So after each transient error the principal's credentials are
+/// listed and every one that the mint's intent did not know is deleted, journaled as a
+/// rollback, before the intent is recorded again and the mint retried.
+async fn mint_without_orphans(
+    ctx: &Ctx,
+    step: &Stepper<'_>,
+    provider: &dyn Provider,
+    target: &Target,
+    known: &[String],
+    progress: &Progress,
+) -> Result<Result<Minted, MintFailure>, EngineError> {
+    let id = target.id.as_str();
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        let e = match provider.mint(target).await {
+            Ok(m) => return Ok(Ok(m)),
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Ok(Err(MintFailure::GaveUp(e))),
+        };
+        tracing::debug!(target = id, attempt, error = %e, "mint failed transiently; looking for a credential it may have created");
+        let live = match retry(|| provider.inspect(target)).await {
+            Ok(i) => i.credentials,
+            Err(list) => {
+                return Ok(Err(MintFailure::Unsure(format!(
+                    "mint failed ({e}) and the credentials of {id} could not be listed to check that it created none ({list})"
+                ))));
+            }
+        };
+        for orphan in live
+            .iter()
+            .filter(|c| !known.contains(&c.id) && Some(&c.id) != progress.old_id.as_ref())
+        {
+            ctx.journal.record(
+                id,
+                Step::Rollback,
+                EventPhase::Intent,
+                &Detail {
+                    new_id: Some(orphan.id.clone()),
+                    message: Some("created by a mint whose answer was lost".into()),
+                    ..Default::default()
+                },
+            )?;
+            if let Err(del) = retry(|| provider.revoke(target, &orphan.id)).await {
+                return Ok(Err(MintFailure::Unsure(format!(
+                    "mint failed ({e}) after creating {}, which could not be deleted ({del})",
+                    orphan.id
+                ))));
+            }
+            // Without new_id: deleting an orphan does not end the target (see Progress::fold).
+            ctx.journal.record(
+                id,
+                Step::Rollback,
+                EventPhase::Done,
+                &Detail {
+                    removed_id: Some(orphan.id.clone()),
+                    ..Default::default()
+                },
+            )?;
+            step.emit(
+                Step::Rollback,
+                Status::Done,
+                Some(&format!("deleted {}, created by a mint whose answer was lost", orphan.id)),
+            );
+        }
+        if attempt >= MINT_ATTEMPTS {
+            return Ok(Err(MintFailure::GaveUp(e)));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        attempt += 1;
+        // The intent again, so that the last record before the next attempt is a mint intent:
+        // a crash during it is resolved on resume like any interrupted mint.
+        ctx.journal.record(
+            id,
+            Step::Mint,
+            EventPhase::Intent,
+            &Detail {
+                known_ids: Some(known.to_vec()),
+                ..Default::default()
+            },
+        )?;
+    }
+}
+
+/// Attempts of a provider operation on transient errors. An operation may be several calls to
+/// the owner, each of which can fail (an AWS inspection is GetUser, ListAccessKeys and one
+/// GetAccessKeyLastUsed per key: at a 20 % error rate, a whole attempt succeeds half the
+/// time), and the provider makes one attempt per call: six attempts left a run stopped one
+/// time in sixty at that rate; ten make it about one in a thousand.
+const PROVIDER_ATTEMPTS: u32 = 10;
+
+/// Retries a provider call on transient errors (throttling, 5xx), with exponential backoff
+/// from 100 ms, capped at 2 s (11 s of waiting at most).
 async fn retry<T, F, Fut>(mut call: F) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
 {
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..5 {
+    let mut delay = Duration::from_millis(100);
+    for _ in 1..PROVIDER_ATTEMPTS {
         match call().await {
             Err(e) if e.is_transient() => {
+                tracing::debug!(error = %e, delay_ms = delay.as_millis() as u64, "transient provider error; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
             other => return other,
         }
