@@ -35,42 +35,62 @@ async fn world(n: usize) -> World {
     for i in 0..n {
         let user = format!("u{i}");
         let _ = aws.add_user(&user, rekey::sandbox::aws::Access::None);
-        match aws.add_key(&user, KeySpec::active().created_at(chrono::Utc::now() - chrono::Duration::days(400))) {
+        match aws.add_key(
+            &user,
+            KeySpec::active().created_at(chrono::Utc::now() - chrono::Duration::days(400)),
+        ) {
             Ok(k) => keys.push(k),
             Err(e) => panic!("setup: {e}"),
         }
     }
-    let aws = AwsSandbox::start(aws).await.expect("start the AWS simulator");
+    let aws = AwsSandbox::start(aws)
+        .await
+        .expect("start the AWS simulator");
     let mut state = CircleCiState::new("bench-token");
     let mut plan = String::from(
         "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: bench}\ndefaults: {grace: 0s}\ntargets:\n",
     );
     for (i, key) in keys.iter().enumerate() {
-        plan.push_str(&format!("  - id: t{i}\n    provider: aws-iam\n    principal: {{user: u{i}}}\n    bindings:\n"));
+        plan.push_str(&format!(
+            "  - id: t{i}\n    provider: aws-iam\n    principal: {{user: u{i}}}\n    bindings:\n"
+        ));
         for b in 0..BINDINGS {
             let slug = format!("gh/bench/p{i}-{b}");
             state.add_project(
                 ProjectSpec::new(&slug)
                     .env("AWS_ACCESS_KEY_ID", key.access_key_id.clone())
-                    .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key.expose().to_string()),
+                    .env(
+                        "AWS_SECRET_ACCESS_KEY",
+                        key.secret_access_key.expose().to_string(),
+                    ),
             );
             plan.push_str(&format!(
                 "      - project: {slug}\n        vars: {{access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}}\n"
             ));
         }
     }
-    let circleci = Sandbox::start(state).await.expect("start the CircleCI simulator");
+    let circleci = Sandbox::start(state)
+        .await
+        .expect("start the CircleCI simulator");
     circleci.set_latency(LATENCY);
     aws.set_latency(LATENCY);
-    World { circleci, aws, plan }
+    World {
+        circleci,
+        aws,
+        plan,
+    }
 }
 
 /// Applies the world's plan; returns wall time and the number of calls made to both simulators.
 async fn run(world: &World, parallelism: usize) -> (Duration, usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let client = rekey::circleci::CircleCiClient::new(&world.circleci.base_url(), rekey::secret::Secret::new("bench-token"))
-        .expect("client");
-    let providers = ProviderSet::default().with(Arc::new(AwsIamProvider::new(&world.aws.sdk_config())));
+    let client = rekey::circleci::CircleCiClient::new(
+        &world.circleci.base_url(),
+        rekey::secret::Secret::new("bench-token"),
+    )
+    .expect("client");
+    let providers =
+        ProviderSet::default().with(Arc::new(AwsIamProvider::new(&world.aws.sdk_config())));
     let env = Environment {
         circleci: client,
         providers,
@@ -85,10 +105,31 @@ async fn run(world: &World, parallelism: usize) -> (Duration, usize) {
     let plan = rekey::plan::load::parse("bench.yaml", &world.plan).expect("plan");
     let calls_before = world.circleci.requests().len() + world.aws.requests().len();
     let started = Instant::now();
-    let report = apply("bench.yaml", &world.plan, plan, env, options, Arc::new(Silent)).await.expect("apply");
+    let report = apply(
+        "bench.yaml",
+        &world.plan,
+        plan,
+        env,
+        options,
+        Arc::new(Silent),
+    )
+    .await
+    .expect("apply");
     let elapsed = started.elapsed();
-    let done = report.targets.iter().filter(|t| matches!(t.outcome, rekey::engine::target::Outcome::Done)).count();
-    assert_eq!(done, report.targets.len(), "every target rotates: {:?}", report.targets.iter().find(|t| !matches!(t.outcome, rekey::engine::target::Outcome::Done)));
+    let done = report
+        .targets
+        .iter()
+        .filter(|t| matches!(t.outcome, rekey::engine::target::Outcome::Done))
+        .count();
+    assert_eq!(
+        done,
+        report.targets.len(),
+        "every target rotates: {:?}",
+        report
+            .targets
+            .iter()
+            .find(|t| !matches!(t.outcome, rekey::engine::target::Outcome::Done))
+    );
     let calls = world.circleci.requests().len() + world.aws.requests().len() - calls_before;
     (elapsed, calls)
 }
@@ -105,7 +146,10 @@ fn peak_mib() -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let big = world(TARGETS).await;
         let (concurrent, calls) = run(&big, PARALLELISM).await;

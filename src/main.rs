@@ -704,11 +704,13 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     }
     if args.dry_run {
         let env = rt.block_on(real_environment(false))?;
-        let preview = rt.block_on(rekey::engine::dryrun::preview(
+        // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
+        let preview = rt.block_on(rekey::engine::dryrun::preview_with_history(
             &plan,
             &env.circleci,
             &env.providers,
             args.ignore_max_age,
+            Some(&args.state_dir),
         ));
         match output {
             Output::Json => print_json(&json!(preview)),

@@ -1,8 +1,10 @@
 //! `apply --dry-run`: read live state and say, per target, what was found and the exact steps
 //! `apply` would take, marking those that would fail. Only reads: no provider or CircleCI call
-//! here changes anything, and the state directory is not touched (invariant 4).
+//! here changes anything, and the state directory is at most read — the journal of earlier
+//! runs, when there is one, to recognise rekey's own past rotations (invariant 4).
 
 use super::bindings;
+use super::journal::{Journal, RunId};
 use super::run::ProviderSet;
 use super::steps::Step;
 use super::target::{current_credential, stale};
@@ -11,6 +13,7 @@ use crate::plan::{Place, Plan, Target};
 use crate::providers::CredentialInfo;
 use chrono::Utc;
 use serde::Serialize;
+use std::path::Path;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
@@ -85,9 +88,43 @@ pub async fn preview(
     providers: &ProviderSet,
     ignore_max_age: bool,
 ) -> Preview {
+    preview_with_history(plan, circleci, providers, ignore_max_age, None).await
+}
+
+/// [`preview`], knowing the runs journaled in `state_dir` (read only, and only when a journal
+/// exists there): a target whose bindings hold a credential that an earlier run minted is
+/// previewed as `apply` would treat it — already rotated (skipped without max_age), and not
+/// stale because its observations predate that rotation.
+pub async fn preview_with_history(
+    plan: &Plan,
+    circleci: &CircleCiClient,
+    providers: &ProviderSet,
+    ignore_max_age: bool,
+    state_dir: Option<&Path>,
+) -> Preview {
+    let history = match state_dir.map(Journal::open_read_only) {
+        Some(Ok(journal)) => journal,
+        Some(Err(e)) => {
+            // Without the journal the preview is still right about live state; it may only
+            // call a target stale that an earlier run rotated.
+            tracing::warn!(error = %e, "dry run: cannot read the journal of earlier runs");
+            None
+        }
+        None => None,
+    };
     let mut targets = Vec::new();
     for target in &plan.targets {
-        targets.push(preview_target(plan, target, circleci, providers, ignore_max_age).await);
+        targets.push(
+            preview_target(
+                plan,
+                target,
+                circleci,
+                providers,
+                ignore_max_age,
+                history.as_ref(),
+            )
+            .await,
+        );
     }
     Preview {
         plan: plan.metadata.name.value.clone(),
@@ -101,6 +138,7 @@ async fn preview_target(
     circleci: &CircleCiClient,
     providers: &ProviderSet,
     ignore_max_age: bool,
+    history: Option<&Journal>,
 ) -> TargetPreview {
     let mut out = TargetPreview {
         id: target.id.value.clone(),
@@ -164,11 +202,40 @@ async fn preview_target(
             }
         }
     }
-    if let Some(reason) = stale(circleci, target).await {
-        out.action = Action::Blocked(format!(
-            "the plan is stale: {reason}; re-plan this target and review again"
+    // As `apply` does (target.rs, step 2): rekey's own earlier rotation is no staleness.
+    let rotated_by = match (&old, history) {
+        (Some(old), Some(journal)) => journal
+            .rotated_by_other_runs(target.id.as_str(), &RunId::from(String::new()))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "dry run: cannot read earlier runs");
+                Vec::new()
+            })
+            .into_iter()
+            .find(|(_, id)| *id == old.id)
+            .map(|(run, _)| run),
+        _ => None,
+    };
+    if let (Some(old), Some(run), None, false) = (&old, &rotated_by, max_age, ignore_max_age) {
+        out.action = Action::Skip(format!(
+            "already rotated by run {run}: the bindings hold {}, which that run minted (set max_age to rotate on a schedule, or pass --ignore-max-age to rotate again now)",
+            old.id
         ));
         return out;
+    }
+    if rotated_by.is_none() {
+        match stale(circleci, target).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                out.action = Action::Blocked(format!(
+                    "the plan is stale: {reason}; re-plan this target and review again"
+                ));
+                return out;
+            }
+            Err(reason) => {
+                out.action = Action::Blocked(reason);
+                return out;
+            }
+        }
     }
 
     let principal = inspection.principal.clone();

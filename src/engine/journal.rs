@@ -346,6 +346,58 @@ impl Journal {
         })
     }
 
+    /// Opens the journal of `state_dir` for reading only, when there is one (`None` when the
+    /// directory or the database does not exist): a dry run consults earlier runs this way
+    /// without creating or changing anything in the state directory.
+    ///
+    /// The connection is read-write at the file level but `query_only`: a WAL database opened
+    /// with SQLITE_OPEN_READ_ONLY leaves its `-wal` and `-shm` files behind when it closes,
+    /// whereas the last ordinary connection to close removes them, leaving the directory as
+    /// it found it.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Journal>, JournalError> {
+        let path = state_dir.join(JOURNAL_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let db = |source| JournalError::Database {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
+        conn.execute_batch("PRAGMA query_only = ON;").map_err(db)?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some(found) = version.and_then(|v| v.parse::<i64>().ok()) else {
+            return Err(JournalError::NotAJournal {
+                path,
+                reason: "its meta table has no schema_version".into(),
+            });
+        };
+        if found > SCHEMA_VERSION {
+            return Err(JournalError::NewerSchema {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(Some(Journal {
+            conn: Mutex::new(conn),
+            state_dir: state_dir.to_path_buf(),
+            path,
+        }))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -505,6 +557,40 @@ impl Journal {
             .optional()
             .map_err(|e| self.db(e))?;
         Ok(id.map(RunId))
+    }
+
+    /// Credentials that runs other than `except` minted for a target named `target` and
+    /// carried to the end of the protocol (a `done` record), newest first: `(run, credential
+    /// id)`. `apply` asks so that a plan applied again after its rotation recognises the
+    /// credential the bindings now hold as its own work, not as a change behind its back.
+    pub fn rotated_by_other_runs(
+        &self,
+        target: &str,
+        except: &RunId,
+    ) -> Result<Vec<(RunId, String)>, JournalError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, detail FROM events
+                 WHERE target = ?1 AND run_id != ?2 AND step = 'done' AND phase = 'done'
+                 ORDER BY seq DESC",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![target, except.as_str()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.db(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (run, detail) = row.map_err(|e| self.db(e))?;
+            let detail: serde_json::Value = serde_json::from_str(&detail)
+                .map_err(|e| self.corrupt(format!("a done event of run {run} is not JSON: {e}")))?;
+            if let Some(id) = detail.get("new_id").and_then(|v| v.as_str()) {
+                out.push((RunId(run), id.to_owned()));
+            }
+        }
+        Ok(out)
     }
 
     pub fn set_run_status(&self, run: &RunId, status: RunStatus) -> Result<(), JournalError> {

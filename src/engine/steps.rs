@@ -189,10 +189,10 @@ impl Progress {
                     p.interrupted = None;
                     // A write that failed, or that read-back found missing or wrong, must be
                     // written again: forget any earlier success for that place.
-                    if e.step == Step::Write {
-                        if let Some(place) = &d.place {
-                            p.written.retain(|w| w != place);
-                        }
+                    if e.step == Step::Write
+                        && let Some(place) = &d.place
+                    {
+                        p.written.retain(|w| w != place);
                     }
                 }
             }

@@ -129,30 +129,27 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
         };
         let max_age = ctx.max_age(target);
         let mut skip = None;
-        if let (Some(old), Some(max_age)) = (&old, max_age) {
-            if let Some(created) = old.created_at {
-                let age = Utc::now() - created;
-                if !ctx.options.ignore_max_age
-                    && age.num_seconds() >= 0
-                    && (age.num_seconds() as u64) < max_age.seconds()
-                {
-                    skip = Some(format!(
-                        "current credential {} is {} old, younger than max_age {max_age}",
-                        old.id,
-                        crate::plan::PlanDuration(age.num_seconds() as u64)
-                    ));
-                }
+        if let (Some(old), Some(max_age)) = (&old, max_age)
+            && let Some(created) = old.created_at
+        {
+            let age = Utc::now() - created;
+            if !ctx.options.ignore_max_age
+                && age.num_seconds() >= 0
+                && (age.num_seconds() as u64) < max_age.seconds()
+            {
+                skip = Some(format!(
+                    "current credential {} is {} old, younger than max_age {max_age}",
+                    old.id,
+                    crate::plan::PlanDuration(age.num_seconds() as u64)
+                ));
             }
         }
         // Without max_age nothing says when to rotate again, so a plan that has been carried
         // out stays carried out: applying it again (a re-run CI job, a repeated command)
         // must change nothing rather than rotate a second time.
-        if let (Some(old), Some(run), None, false) = (
-            &old,
-            &rotated_by,
-            max_age,
-            ctx.options.ignore_max_age,
-        ) {
+        if let (Some(old), Some(run), None, false) =
+            (&old, &rotated_by, max_age, ctx.options.ignore_max_age)
+        {
             skip = Some(format!(
                 "already rotated by run {run}: the bindings hold {}, which that run minted (set max_age to rotate on a schedule, or pass --ignore-max-age to rotate again now)",
                 old.id
@@ -175,11 +172,16 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
         // What the plan observed predates rekey's own earlier rotation of this target, so it
         // cannot match; live state is exactly what that run left, which is not staleness.
         if rotated_by.is_none() {
-            if let Some(reason) = stale(&ctx.circleci, target).await {
-                step.emit(Step::Inspect, Status::Failed, Some(&reason));
-                // Shown by `rekey status`; nothing was changed.
-                ctx.journal.set_state(id, "stale", None, Some(&reason))?;
-                return Ok(Outcome::Stale { reason });
+            match stale(&ctx.circleci, target).await {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    step.emit(Step::Inspect, Status::Failed, Some(&reason));
+                    // Shown by `rekey status`; nothing was changed.
+                    ctx.journal.set_state(id, "stale", None, Some(&reason))?;
+                    return Ok(Outcome::Stale { reason });
+                }
+                // Nothing changed, and the next invocation of this run checks again.
+                Err(reason) => return Ok(step.incomplete(Step::Inspect, reason)),
             }
         }
         let detail = Detail {
@@ -814,7 +816,10 @@ async fn mint_without_orphans(
             step.emit(
                 Step::Rollback,
                 Status::Done,
-                Some(&format!("deleted {}, created by a mint whose answer was lost", orphan.id)),
+                Some(&format!(
+                    "deleted {}, created by a mint whose answer was lost",
+                    orphan.id
+                )),
             );
         }
         if attempt >= MINT_ATTEMPTS {
@@ -964,8 +969,15 @@ pub(super) async fn current_credential(
     }
 }
 
-/// Compares what the plan observed with live state; `Some(description)` when they differ.
-pub(super) async fn stale(circleci: &CircleCiClient, target: &Target) -> Option<String> {
+/// Compares what the plan observed with live state: `Ok(Some(description))` when they differ,
+/// `Err(why)` when live state could not be read. A read that failed (a 5xx after retries, a
+/// 403) says nothing about the plan, so it is not reported as staleness: that would tell the
+/// reviewer to re-plan when the cause is CircleCI or the token.
+pub(super) async fn stale(
+    circleci: &CircleCiClient,
+    target: &Target,
+) -> Result<Option<String>, String> {
+    let mut unreadable = Vec::new();
     let mut changes = Vec::new();
     let mut project_cache: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for obs in &target.observed {
@@ -979,7 +991,7 @@ pub(super) async fn stale(circleci: &CircleCiClient, target: &Target) -> Option<
                             project_cache.insert(slug.to_string(), m);
                         }
                         Err(e) => {
-                            changes.push(format!("cannot read {slug}: {e}"));
+                            unreadable.push(format!("cannot read {slug}: {e}"));
                             continue;
                         }
                     }
@@ -1017,11 +1029,17 @@ pub(super) async fn stale(circleci: &CircleCiClient, target: &Target) -> Option<
                             Some(_) => {}
                         }
                     }
-                    Err(e) => changes.push(format!("cannot read context {name}: {e}")),
+                    Err(e) => unreadable.push(format!("cannot read context {name}: {e}")),
                 }
             }
             None => {}
         }
     }
-    (!changes.is_empty()).then(|| changes.join("; "))
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "cannot compare the plan with live state: {}",
+            unreadable.join("; ")
+        ));
+    }
+    Ok((!changes.is_empty()).then(|| changes.join("; ")))
 }

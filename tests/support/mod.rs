@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: test doubles that run as real servers (moto), the
-//! provider conformance suite, and capture of log output to scan it for secrets.
+//! provider conformance suite, the world in which the `rekey` binary is driven end to end
+//! (`world`), and capture of log output to scan it for secrets.
 //!
 //! Each test binary includes this folder with `mod support;` and uses only part of it, hence
 //! the `dead_code` allowance.
@@ -7,6 +8,7 @@
 
 pub mod conformance;
 pub mod moto;
+pub mod world;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

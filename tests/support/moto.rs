@@ -41,6 +41,9 @@ pub struct Moto {
     /// Signed with the admin key; region us-east-1; endpoint = this server.
     config: SdkConfig,
     log: tempfile::NamedTempFile,
+    /// Where moto's recorder appends the requests it sees once recording is on
+    /// ([`Moto::start_recording`]): the only request log moto offers.
+    recording: tempfile::NamedTempFile,
     /// How long the start took (process start to bootstrap done), for reports.
     pub started_in: Duration,
 }
@@ -69,13 +72,14 @@ impl Moto {
         let mut last_failure = String::new();
         for _ in 0..3 {
             match spawn(&exe).await {
-                Ok((child, url, log)) => {
+                Ok((child, url, log, recording)) => {
                     let config = bootstrap(&url).await;
                     return Some(Moto {
                         child,
                         url,
                         config,
                         log,
+                        recording,
                         started_in: began.elapsed(),
                     });
                 }
@@ -155,6 +159,52 @@ impl Moto {
         self.config = bootstrap(&self.url).await;
     }
 
+    /// Empties moto's request recording and records every request from now on.
+    pub async fn start_recording(&self) {
+        let http = reqwest::Client::new();
+        for path in [
+            "/moto-api/recorder/reset-recording",
+            "/moto-api/recorder/start-recording",
+        ] {
+            let status = http
+                .post(format!("{}{path}", self.url))
+                .send()
+                .await
+                .map(|r| r.status())
+                .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+            assert!(status.is_success(), "POST {path}: {status}");
+        }
+    }
+
+    /// The `Action` of every request recorded since [`Moto::start_recording`], in order
+    /// (`?` when a request carried none). Requests moto refused are included.
+    pub fn recorded_actions(&self) -> Vec<String> {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(self.recording.path()).unwrap_or_default();
+        let mut actions = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let entry: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("moto recording line is not JSON: {e}"));
+            let body = entry["body"].as_str().unwrap_or_default();
+            let body = if entry["body_encoded"].as_bool() == Some(true) {
+                base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap_or_default()
+            } else {
+                body.as_bytes().to_vec()
+            };
+            let url = entry["url"].as_str().unwrap_or_default();
+            let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            let action = url::form_urlencoded::parse(&body)
+                .chain(url::form_urlencoded::parse(query.as_bytes()))
+                .find(|(k, _)| k == "Action")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| "?".to_owned());
+            actions.push(action);
+        }
+        actions
+    }
+
     /// What the server logged so far (requests, tracebacks): for failure messages.
     pub fn server_log(&self) -> String {
         read_log(&self.log)
@@ -187,9 +237,17 @@ fn server_executable() -> PathBuf {
 }
 
 /// Starts the process and waits until it answers HTTP. `Err` when it exited early (port taken).
-async fn spawn(exe: &PathBuf) -> Result<(Child, String, tempfile::NamedTempFile), String> {
+type Spawned = (
+    Child,
+    String,
+    tempfile::NamedTempFile,
+    tempfile::NamedTempFile,
+);
+
+async fn spawn(exe: &PathBuf) -> Result<Spawned, String> {
     let port = free_port();
     let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
+    let recording = tempfile::NamedTempFile::new().map_err(|e| format!("recording file: {e}"))?;
     let stderr = log.reopen().map_err(|e| format!("log file: {e}"))?;
     let mut command = Command::new(exe);
     command
@@ -199,6 +257,8 @@ async fn spawn(exe: &PathBuf) -> Result<(Child, String, tempfile::NamedTempFile)
             BOOTSTRAP_REQUESTS.to_string(),
         )
         .env("MOTO_PORT", port.to_string())
+        // Recording stays off until a test asks (`start_recording`); this only says where.
+        .env("MOTO_RECORDER_FILEPATH", recording.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         // To a file, not a pipe: moto logs every request, and a pipe nobody reads would fill
@@ -221,7 +281,7 @@ async fn spawn(exe: &PathBuf) -> Result<(Child, String, tempfile::NamedTempFile)
             .send()
             .await;
         if probe.is_ok_and(|r| r.status().is_success()) {
-            return Ok((child, url, log));
+            return Ok((child, url, log, recording));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
