@@ -28,6 +28,7 @@ pub mod hunt;
 pub mod inventory;
 pub mod plan;
 pub mod providers;
+pub mod ratelimit;
 pub mod report;
 pub mod sandbox;
 pub mod secret;

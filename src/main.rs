@@ -182,6 +182,10 @@ struct ApplyArgs {
     /// Only this target (repeatable).
     #[arg(long = "target", value_name = "ID")]
     only: Vec<String>,
+    /// Calls per second to one service, shared by all targets: `circleci=N`, `aws-iam=N`
+    /// (repeatable; 0 = unlimited). Defaults: circleci=50, aws-iam=20.
+    #[arg(long = "rate-limit", value_name = "SERVICE=N", value_parser = rekey::ratelimit::parse_limit)]
+    rate_limits: Vec<(String, f64)>,
     /// First pause between verification attempts of a new credential, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     verify_backoff_ms: u64,
@@ -635,12 +639,34 @@ fn print_schema() -> Result<u8, Failure> {
 
 /// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, AWS from its default
 /// chain (AWS_ENDPOINT_URL included), the stash key from REKEY_STASH_KEY or the keyring.
-async fn real_environment(need_stash: bool) -> Result<rekey::engine::run::Environment, Failure> {
+async fn real_environment(
+    need_stash: bool,
+    limits: &[(String, f64)],
+) -> Result<rekey::engine::run::Environment, Failure> {
+    use rekey::ratelimit::RateLimiter;
+    use std::sync::Arc;
+    let limit = |service: &str, default: f64| -> Option<Arc<RateLimiter>> {
+        let rate = limits
+            .iter()
+            .rev()
+            .find(|(s, _)| s == service)
+            .map(|(_, r)| *r)
+            .unwrap_or(default);
+        // A burst of a second's worth lets a target's few calls go together.
+        (rate > 0.0).then(|| Arc::new(RateLimiter::new(rate, rate.ceil() as u32)))
+    };
     let token = credentials::token(Service::Circleci).map_err(|e| Failure::input(e.to_string()))?;
-    let circleci = rekey::circleci::CircleCiClient::from_env(token)
+    let mut circleci = rekey::circleci::CircleCiClient::from_env(token)
         .map_err(|e| Failure::input(e.to_string()))?;
+    if let Some(limiter) = limit("circleci", 50.0) {
+        circleci = circleci.with_rate_limit(limiter);
+    }
     let aws = rekey::providers::aws::AwsIamProvider::from_env().await;
-    let providers = rekey::engine::run::ProviderSet::default().with(std::sync::Arc::new(aws));
+    let aws: Arc<dyn rekey::providers::Provider> = match limit("aws-iam", 20.0) {
+        Some(limiter) => Arc::new(rekey::providers::wrappers::RateLimited::new(aws, limiter)),
+        None => Arc::new(aws),
+    };
+    let providers = rekey::engine::run::ProviderSet::default().with(aws);
     let stash_key = if need_stash {
         rekey::engine::stash::StashKey::from_env_or_keyring()
             .map_err(|e| Failure::input(e.to_string()))?
@@ -679,7 +705,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
     };
     if let Some(run_id) = &args.resume {
-        let env = rt.block_on(real_environment(true))?;
+        let env = rt.block_on(real_environment(true, &args.rate_limits))?;
         let sink = event_sink(output, 0);
         let report = rt
             .block_on(rekey::engine::run::resume(run_id, env, options, sink))
@@ -703,7 +729,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         )));
     }
     if args.dry_run {
-        let env = rt.block_on(real_environment(false))?;
+        let env = rt.block_on(real_environment(false, &args.rate_limits))?;
         // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
         let preview = rt.block_on(rekey::engine::dryrun::preview_with_history(
             &plan,
@@ -724,7 +750,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             0
         });
     }
-    let env = rt.block_on(real_environment(true))?;
+    let env = rt.block_on(real_environment(true, &args.rate_limits))?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(rekey::engine::run::apply(

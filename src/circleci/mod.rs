@@ -110,6 +110,8 @@ pub struct CircleCiClient {
     base: Url,
     token: Secret,
     retry: RetryPolicy,
+    /// The run's CircleCI rate limit, when one is set.
+    limiter: Option<std::sync::Arc<crate::ratelimit::RateLimiter>>,
 }
 
 impl CircleCiClient {
@@ -143,6 +145,7 @@ impl CircleCiClient {
             base,
             token,
             retry: RetryPolicy::default(),
+            limiter: None,
         })
     }
 
@@ -154,6 +157,15 @@ impl CircleCiClient {
             .filter(|h| !h.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_HOST.to_owned());
         CircleCiClient::new(&host, token)
+    }
+
+    /// Makes every request wait for `limiter` first (shared by all targets of a run).
+    pub fn with_rate_limit(
+        mut self,
+        limiter: std::sync::Arc<crate::ratelimit::RateLimiter>,
+    ) -> Self {
+        self.limiter = Some(limiter);
+        self
     }
 
     /// Replaces the retry policy (tests shorten it; a tight rate limit may lengthen it).
@@ -244,6 +256,9 @@ impl CircleCiClient {
             }
             request
         };
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
         let sent = if idempotent_post {
             self.retry.send_idempotent(build).await
         } else {

@@ -415,6 +415,60 @@ impl<P: Provider> Provider for Delayed<P> {
     }
 }
 
+/// A provider whose every operation first waits on a shared [`RateLimiter`]: the run's
+/// per-service limit (one token per operation; an inspection may make a few API calls).
+pub struct RateLimited<P> {
+    inner: P,
+    limiter: std::sync::Arc<crate::ratelimit::RateLimiter>,
+}
+
+impl<P> RateLimited<P> {
+    pub fn new(inner: P, limiter: std::sync::Arc<crate::ratelimit::RateLimiter>) -> Self {
+        RateLimited { inner, limiter }
+    }
+}
+
+#[async_trait]
+impl<P: Provider> Provider for RateLimited<P> {
+    fn kind(&self) -> ProviderKind {
+        self.inner.kind()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
+        self.limiter.acquire().await;
+        self.inner.inspect(target).await
+    }
+
+    async fn mint(&self, target: &Target) -> Result<Minted, ProviderError> {
+        self.limiter.acquire().await;
+        self.inner.mint(target).await
+    }
+
+    async fn verify(&self, target: &Target, minted: &Minted) -> Result<(), ProviderError> {
+        self.limiter.acquire().await;
+        self.inner.verify(target, minted).await
+    }
+
+    async fn deactivate(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
+        self.limiter.acquire().await;
+        self.inner.deactivate(target, credential_id).await
+    }
+
+    async fn reactivate(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
+        self.limiter.acquire().await;
+        self.inner.reactivate(target, credential_id).await
+    }
+
+    async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
+        self.limiter.acquire().await;
+        self.inner.revoke(target, credential_id).await
+    }
+}
+
 /// SplitMix64: a tiny, well-distributed generator; enough for reproducible fault schedules
 /// (not for anything secret).
 #[derive(Debug, Clone)]
