@@ -278,3 +278,28 @@ fn many_errors_are_all_reported_at_once() {
     let errors = check(&text).into_iter().filter(|d| d.is_error()).count();
     assert_eq!(errors, 2);
 }
+
+#[test]
+fn legacy_key_pair_cannot_be_applied() {
+    let text = replace(
+        14,
+        "        vars: {access_key_id: LEGACY_AWS_ACCESS_KEY_ID, secret_access_key: LEGACY_AWS_SECRET_ACCESS_KEY}",
+    );
+    assert_one_error(&text, "legacy AWS key pair of project settings", 14, 31);
+}
+
+#[test]
+fn two_targets_of_one_iam_user_are_a_warning() {
+    let text = append(
+        "  - id: aws-b\n    provider: aws-iam\n    principal: {user: ci}\n    bindings:\n      - project: gh/acme/web\n        vars: {access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}\n",
+    );
+    let diags = check(&text);
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(!diags[0].is_error());
+    assert!(
+        diags[0].message.contains("both rotate keys of IAM user ci"),
+        "{}",
+        diags[0].message
+    );
+    assert_eq!((diags[0].line, diags[0].column), (17, 23));
+}

@@ -22,6 +22,7 @@ pub fn validate(file: &str, text: &str, plan: &Plan) -> Vec<Diagnostic> {
     v.cidrs(&plan.allow_cidrs);
     v.endpoints(&plan.endpoints);
     v.targets(plan);
+    v.shared_principals(plan);
     v.out
 }
 
@@ -158,11 +159,66 @@ impl Validator<'_> {
             self.policy(target);
             self.exec(target);
             self.observed(target);
+            self.legacy_keypair(target);
             if !target.confirmed {
                 let msg = format!(
                     "target `{id}` groups places whose values could not be compared; check that they hold one credential, then set `confirmed: true` (apply skips unconfirmed targets)"
                 );
                 self.warning(target.id.pos, msg);
+            }
+        }
+    }
+
+    /// The legacy AWS key pair of project settings is not a variable: CircleCI's API v2 cannot
+    /// write it, and writing the planner's pseudo-names would create unrelated variables.
+    fn legacy_keypair(&mut self, target: &Target) {
+        for binding in &target.bindings {
+            for var in binding.vars.values() {
+                if [
+                    crate::classify::LEGACY_AWS_ACCESS_KEY_ID,
+                    crate::classify::LEGACY_AWS_SECRET_ACCESS_KEY,
+                ]
+                .contains(&var.as_str())
+                {
+                    let msg = format!(
+                        "target `{}`: {} names the legacy AWS key pair of project settings, which rekey cannot write",
+                        *target.id, var.value
+                    );
+                    let help = "rotate it by hand (Project Settings → AWS Permissions) or move the key into environment variables, then remove this target";
+                    self.error(var.pos, msg).help = Some(help.into());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Two targets rotating keys of one IAM user: the second would see the first's new key as
+    /// an unknown credential, and AWS allows only two keys per user.
+    fn shared_principals(&mut self, plan: &Plan) {
+        let mut seen: HashMap<&str, &str> = HashMap::new();
+        for target in &plan.targets {
+            if target.provider.value != ProviderKind::AwsIam {
+                continue;
+            }
+            let Some(user) = target
+                .principal
+                .user
+                .as_ref()
+                .filter(|u| u.as_str() != REVIEW_REQUIRED)
+            else {
+                continue;
+            };
+            match seen.get(user.as_str()) {
+                Some(first) => {
+                    let msg = format!(
+                        "targets `{first}` and `{}` both rotate keys of IAM user {}: if they hold the same key, merge their bindings into one target",
+                        *target.id, user.value
+                    );
+                    self.warning(user.pos, msg);
+                }
+                None => {
+                    seen.insert(user.as_str(), target.id.as_str());
+                }
             }
         }
     }
