@@ -179,6 +179,10 @@ struct ApplyArgs {
     /// Rotate even credentials younger than max_age (an incident, not a schedule).
     #[arg(long)]
     ignore_max_age: bool,
+    /// Rotate nothing: record live state in the plan's `observed` entries (after a stale-plan
+    /// refusal) and write the refreshed plan to FILE for a new review.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "resume"])]
+    refresh: Option<PathBuf>,
     /// Only this target (repeatable).
     #[arg(long = "target", value_name = "ID")]
     only: Vec<String>,
@@ -727,6 +731,35 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
             diagnostic::render_all(&diagnostics)
         )));
+    }
+    if let Some(out) = &args.refresh {
+        let env = rt.block_on(real_environment(false, &args.rate_limits))?;
+        let mut refreshed = plan;
+        let changes = rt
+            .block_on(plan::refresh::refresh_observed(
+                &mut refreshed,
+                &env.circleci,
+            ))
+            .map_err(Failure::runtime)?;
+        let yaml = plan::write::to_yaml(&refreshed, &Default::default())
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+        write_output(Some(out), &yaml)?;
+        match output {
+            Output::Json => {
+                print_json(&json!({"out": out.display().to_string(), "changes": changes}))
+            }
+            Output::Table => {
+                for c in &changes {
+                    println!("{c}");
+                }
+                println!(
+                    "{} observation(s) changed; refreshed plan written to {}. Review it (the change may be someone else's rotation), then apply it.",
+                    changes.len(),
+                    out.display()
+                );
+            }
+        }
+        return Ok(0);
     }
     if args.dry_run {
         let env = rt.block_on(real_environment(false, &args.rate_limits))?;

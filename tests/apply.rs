@@ -875,3 +875,41 @@ fn a_stale_plan_is_refused_and_says_what_changed() {
     let status = w.status(None);
     assert_eq!(status["targets"][0]["state"], "stale", "{status}");
 }
+
+/// `--refresh` after a stale-plan refusal: the live state goes into the plan's `observed`
+/// entries, written to a new file for review; nothing changes anywhere, and the refreshed plan
+/// is no longer stale.
+#[test]
+fn refresh_records_live_state_for_a_new_review() {
+    let w = World::sandbox(1);
+    let plan = w.write_plan(&PlanSpec::default());
+    w.circleci.with_state(|s| {
+        if let Some(v) = s
+            .project_by_slug_mut("gh/acme/web")
+            .and_then(|p| p.env_vars.get_mut(ID_VAR))
+        {
+            v.value = "AKIAREPLACEDBYHAND99".into();
+        }
+    });
+    w.clear_request_logs();
+    let refreshed = w.path("refreshed.yaml");
+    let out = w.apply(&plan, &["--refresh", refreshed.to_str().unwrap()]);
+    out.expect_code(0, "refresh");
+    assert!(
+        out.stdout
+            .contains("AWS_ACCESS_KEY_ID in project gh/acme/web: xxxx"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("→ xxxxND99"), "{}", out.stdout);
+    assert_eq!(w.circleci_mutations(), Vec::<String>::new());
+    assert_eq!(w.aws_mutations(), Vec::<String>::new());
+    let text = std::fs::read_to_string(&refreshed).unwrap();
+    assert!(text.contains("masked: xxxxND99"), "{text}");
+    let plan = rekey::plan::load::parse("refreshed.yaml", &text).unwrap();
+    assert!(
+        rekey::plan::validate::validate("refreshed.yaml", &text, &plan)
+            .iter()
+            .all(|d| !d.is_error())
+    );
+}

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod load;
 pub mod located;
 pub mod model;
+pub mod refresh;
 pub mod validate;
 pub mod write;
 
