@@ -14,6 +14,16 @@ pub fn write_atomically_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    // A device or pipe (/dev/stdout, /dev/null, a FIFO) is written in place: renaming a
+    // temporary file over it would replace the device with a regular file.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() && !meta.is_dir() {
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            let mut writer = std::io::BufWriter::new(file);
+            fill(&mut writer)?;
+            return writer.flush();
+        }
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -35,4 +45,28 @@ pub fn write_atomically_with(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_regular_files_and_writes_devices_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        write_atomically(&path, b"one").unwrap();
+        write_atomically(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            write_atomically(Path::new("/dev/null"), b"discarded").unwrap();
+            let meta = std::fs::metadata("/dev/null").unwrap();
+            assert!(
+                meta.file_type().is_char_device(),
+                "/dev/null must stay a device"
+            );
+        }
+    }
 }

@@ -332,3 +332,70 @@ fn plan_discovers_iam_users_from_masked_key_ids() {
         text(&validated.stderr)
     );
 }
+
+/// `rekey auth set circleci` keeps the token in the OS keyring (here the kernel keyutils store of
+/// a headless Linux), and a later process finds it without CIRCLECI_TOKEN. The token never
+/// shows in any output.
+#[cfg(target_os = "linux")]
+#[test]
+fn auth_set_stores_the_token_in_the_keyring_for_later_processes() {
+    use std::io::Write;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let state = rekey::sandbox::demo_org();
+    let token = state.token().to_string();
+    let sandbox = rt.block_on(rekey::sandbox::Sandbox::start(state)).unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rekey"))
+            .args(args)
+            .env_remove("CIRCLECI_TOKEN")
+            .env("CIRCLECI_HOST", sandbox.base_url())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    let set = run(&["auth", "set", "circleci"], Some(&format!("{token}\n")));
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let status = run(&["auth", "status", "--output", "json"], None);
+    assert!(
+        text(&status.stdout).contains(r#""source": "keyring""#),
+        "{}",
+        text(&status.stdout)
+    );
+    let dir = tmp();
+    let out_file = dir.path().join("inventory.json");
+    let inv = run(
+        &[
+            "inventory",
+            "--org",
+            "gh/acme",
+            "--output",
+            "json",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let forgot = run(&["auth", "delete", "circleci"], None);
+    assert!(
+        inv.status.success(),
+        "a later process reads the token from the keyring: {}",
+        text(&inv.stderr)
+    );
+    assert!(forgot.status.success());
+    let after = run(&["inventory", "--org", "gh/acme"], None);
+    assert_eq!(after.status.code(), Some(2), "deleted from the keyring");
+    for out in [&set, &status, &inv, &forgot, &after] {
+        assert!(!text(&out.stdout).contains(&token) && !text(&out.stderr).contains(&token));
+    }
+}
