@@ -219,41 +219,20 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 minted = Some(m);
             } else {
                 let known = progress.known_ids.clone().unwrap_or_default();
-                let orphans: Vec<CredentialInfo> = live
-                    .iter()
-                    .filter(|c| !known.contains(&c.id) && Some(&c.id) != progress.old_id.as_ref())
-                    .cloned()
-                    .collect();
-                for orphan in orphans {
-                    let detail = Detail {
-                        new_id: Some(orphan.id.clone()),
-                        message: Some("orphan of an interrupted mint".into()),
-                        ..Default::default()
-                    };
-                    ctx.journal
-                        .record(id, Step::Rollback, EventPhase::Intent, &detail)?;
-                    if let Err(e) = retry(|| provider.revoke(target, &orphan.id)).await {
-                        return Ok(step.incomplete(
-                            Step::Rollback,
-                            format!("cannot delete orphan credential {}: {e}", orphan.id),
-                        ));
-                    }
-                    // Recorded as done without new_id: the rollback of an orphan does not end the target.
-                    ctx.journal.record(
-                        id,
-                        Step::Rollback,
-                        EventPhase::Done,
-                        &Detail {
-                            removed_id: Some(orphan.id.clone()),
-                            ..Default::default()
-                        },
-                    )?;
-                    step.emit(
-                        Step::Rollback,
-                        Status::Done,
-                        Some(&format!("deleted orphan {}", orphan.id)),
-                    );
-                    live.retain(|c| c.id != orphan.id);
+                let sweep = delete_orphans(
+                    ctx,
+                    &step,
+                    provider,
+                    target,
+                    &live,
+                    &known,
+                    progress.old_id.as_deref(),
+                    "orphan of an interrupted mint",
+                )
+                .await?;
+                match sweep {
+                    Ok(deleted) => live.retain(|c| !deleted.contains(&c.id)),
+                    Err(reason) => return Ok(step.incomplete(Step::Rollback, reason)),
                 }
             }
         }
@@ -740,6 +719,53 @@ impl Stepper<'_> {
     }
 }
 
+/// Deletes every credential of `live` that is neither in `known` (the ids before this run's
+/// mint) nor the old one: credentials a mint created but whose answer never arrived (a lost
+/// answer, a crash). Each deletion is journaled as a rollback without `new_id`, which does not
+/// end the target (see `Progress::fold`). `Ok(Err(why))` when one could not be deleted.
+#[allow(clippy::too_many_arguments)]
+async fn delete_orphans(
+    ctx: &Ctx,
+    step: &Stepper<'_>,
+    provider: &dyn Provider,
+    target: &Target,
+    live: &[CredentialInfo],
+    known: &[String],
+    old_id: Option<&str>,
+    why: &str,
+) -> Result<Result<Vec<String>, String>, EngineError> {
+    let id = target.id.as_str();
+    let mut deleted = Vec::new();
+    for orphan in live
+        .iter()
+        .filter(|c| !known.contains(&c.id) && Some(c.id.as_str()) != old_id)
+    {
+        let intent = Detail {
+            new_id: Some(orphan.id.clone()),
+            message: Some(why.to_string()),
+            ..Default::default()
+        };
+        ctx.journal
+            .record(id, Step::Rollback, EventPhase::Intent, &intent)?;
+        if let Err(e) = retry(|| provider.revoke(target, &orphan.id)).await {
+            return Ok(Err(format!("cannot delete {} ({why}): {e}", orphan.id)));
+        }
+        let done = Detail {
+            removed_id: Some(orphan.id.clone()),
+            ..Default::default()
+        };
+        ctx.journal
+            .record(id, Step::Rollback, EventPhase::Done, &done)?;
+        step.emit(
+            Step::Rollback,
+            Status::Done,
+            Some(&format!("deleted {} ({why})", orphan.id)),
+        );
+        deleted.push(orphan.id.clone());
+    }
+    Ok(Ok(deleted))
+}
+
 /// How a mint ended without a credential.
 enum MintFailure {
     /// The owner refused, or kept failing; nothing this run created is left behind.
@@ -783,44 +809,21 @@ async fn mint_without_orphans(
                 ))));
             }
         };
-        for orphan in live
-            .iter()
-            .filter(|c| !known.contains(&c.id) && Some(&c.id) != progress.old_id.as_ref())
-        {
-            ctx.journal.record(
-                id,
-                Step::Rollback,
-                EventPhase::Intent,
-                &Detail {
-                    new_id: Some(orphan.id.clone()),
-                    message: Some("created by a mint whose answer was lost".into()),
-                    ..Default::default()
-                },
-            )?;
-            if let Err(del) = retry(|| provider.revoke(target, &orphan.id)).await {
-                return Ok(Err(MintFailure::Unsure(format!(
-                    "mint failed ({e}) after creating {}, which could not be deleted ({del})",
-                    orphan.id
-                ))));
-            }
-            // Without new_id: deleting an orphan does not end the target (see Progress::fold).
-            ctx.journal.record(
-                id,
-                Step::Rollback,
-                EventPhase::Done,
-                &Detail {
-                    removed_id: Some(orphan.id.clone()),
-                    ..Default::default()
-                },
-            )?;
-            step.emit(
-                Step::Rollback,
-                Status::Done,
-                Some(&format!(
-                    "deleted {}, created by a mint whose answer was lost",
-                    orphan.id
-                )),
-            );
+        let sweep = delete_orphans(
+            ctx,
+            step,
+            provider,
+            target,
+            &live,
+            known,
+            progress.old_id.as_deref(),
+            "created by a mint whose answer was lost",
+        )
+        .await?;
+        if let Err(reason) = sweep {
+            return Ok(Err(MintFailure::Unsure(format!(
+                "mint failed ({e}); {reason}"
+            ))));
         }
         if attempt >= MINT_ATTEMPTS {
             return Ok(Err(MintFailure::GaveUp(e)));
