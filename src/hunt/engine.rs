@@ -1,0 +1,421 @@
+//! One hunt run: reads every input file (in parallel, one worker per core), attributes each
+//! record to a credential, applies the Sigma rules of its source, and beside them the checks
+//! Sigma cannot express — per-credential address baselines and CIDR allow-lists — then
+//! gathers the findings into a [`HuntReport`].
+//!
+//! Records before `since` are never findings: they are the baseline of what was normal.
+
+use super::Severity;
+use super::fields::Fields;
+use super::findings::{Finding, HuntReport};
+use super::pack::RuleSet;
+use super::sigma::Rule;
+use super::source::{self, Core, Loc, Problem, Sink, Source, first};
+use chrono::{DateTime, TimeZone, Utc};
+use ipnet::IpNet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What to hunt in.
+#[derive(Debug, Clone)]
+pub struct HuntOptions {
+    /// Input paths (files or directory trees) per source.
+    pub inputs: Vec<(Source, PathBuf)>,
+    /// Only records attributed to these credentials (empty: all).
+    pub credentials: Vec<String>,
+    /// Start of the incident window.
+    pub since: DateTime<Utc>,
+    /// Addresses that are expected (CI egress, office); never "new", never "outside".
+    pub allow: Vec<IpNet>,
+    /// Actors whose CircleCI variable changes are expected.
+    pub expected_actors: Vec<String>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for HuntOptions {
+    fn default() -> Self {
+        HuntOptions {
+            inputs: Vec::new(),
+            credentials: Vec::new(),
+            since: Utc
+                .with_ymd_and_hms(2022, 12, 21, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            allow: Vec::new(),
+            expected_actors: Vec::new(),
+            threads: 0,
+        }
+    }
+}
+
+/// Parses an allow-list: one CIDR or address a line, `#` comments.
+pub fn parse_cidrs(origin: &str, text: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        out.push(parse_cidr(t).map_err(|e| format!("{origin}:{}: {e}", i + 1))?);
+    }
+    Ok(out)
+}
+
+/// A CIDR, or a single address as its /32 or /128.
+pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{t}` is not a CIDR or an IP address"))
+}
+
+/// Where and when a credential was seen from one address.
+#[derive(Debug, Clone)]
+struct Seen {
+    source: Source,
+    before: bool,
+    first_after: Option<(DateTime<Utc>, String, Option<String>, Option<String>)>,
+    count: u64,
+}
+
+struct Worker<'a> {
+    rules: &'a RuleSet,
+    opts: &'a HuntOptions,
+    source: Source,
+    source_rules: Vec<&'a Rule>,
+    core: &'a Core,
+    circleci_ids: &'a Mutex<HashSet<String>>,
+    report: HuntReport,
+    /// credential → address → what was seen.
+    seen: HashMap<String, HashMap<IpAddr, Seen>>,
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        // GitHub's @timestamp: epoch milliseconds.
+        return s
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_millis);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl Worker<'_> {
+    fn in_scope(&self, credential: Option<&str>, principal: Option<&str>) -> bool {
+        if self.opts.credentials.is_empty() {
+            return true;
+        }
+        self.opts.credentials.iter().any(|c| {
+            credential.is_some_and(|k| k == c || k.ends_with(&format!("/{c}")))
+                || principal.is_some_and(|p| p == c)
+        })
+    }
+}
+
+impl Sink for Worker<'_> {
+    fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+        self.report.stats.records += 1;
+        let core = self.core;
+        if self.source == Source::CircleciAudit
+            && let Some(id) = first(&f, &core.id)
+        {
+            // CircleCI's export may repeat an event; its id is unique per event.
+            let fresh = match self.circleci_ids.lock() {
+                Ok(mut ids) => ids.insert(id.to_string()),
+                Err(_) => true,
+            };
+            if !fresh {
+                self.report.stats.duplicates += 1;
+                return;
+            }
+        }
+        let Some(time) = first(&f, &core.time).and_then(parse_time) else {
+            self.report.problems.push(Problem {
+                location: loc.to_string(),
+                message: format!(
+                    "no usable time in `{}`; skipped",
+                    core.time
+                        .iter()
+                        .map(|&i| self.rules.fields.set(self.source).path(i))
+                        .collect::<Vec<_>>()
+                        .join("` or `")
+                ),
+            });
+            return;
+        };
+        let credential = first(&f, &core.credential);
+        let principal = first(&f, &core.principal);
+        if !self.in_scope(credential, principal) {
+            self.report.stats.out_of_scope += 1;
+            return;
+        }
+        let ip_text = first(&f, &core.ip);
+        // Service names such as "AWS Internal" or "secretsmanager.amazonaws.com" stand where an
+        // address would: they are not addresses and never make a baseline finding.
+        let ip = ip_text.and_then(|t| t.parse::<IpAddr>().ok());
+        let after = time >= self.opts.since;
+        if let (Some(c), Some(ip)) = (credential, ip) {
+            let per = match self.seen.get_mut(c) {
+                Some(p) => p,
+                None => self.seen.entry(c.to_string()).or_default(),
+            };
+            let s = per.entry(ip).or_insert(Seen {
+                source: self.source,
+                before: false,
+                first_after: None,
+                count: 0,
+            });
+            s.count += 1;
+            if !after {
+                s.before = true;
+            } else if s.first_after.as_ref().is_none_or(|(t, ..)| time < *t) {
+                s.first_after = Some((
+                    time,
+                    loc.to_string(),
+                    first(&f, &core.action).map(str::to_string),
+                    first(&f, &core.ua).map(str::to_string),
+                ));
+            }
+        }
+        if !after {
+            return;
+        }
+        self.report.stats.in_window += 1;
+        for rule in &self.source_rules {
+            if !rule.matches(&f) {
+                continue;
+            }
+            if rule.expected_actor_filter
+                && principal.is_some_and(|p| self.opts.expected_actors.iter().any(|a| a == p))
+            {
+                continue;
+            }
+            self.report.findings.push(Finding {
+                rule_id: rule.id.clone(),
+                rule: rule.title.clone(),
+                hunt: rule.hunt.clone(),
+                severity: rule.level,
+                source: self.source,
+                credential: credential.map(str::to_string),
+                principal: principal.map(str::to_string),
+                time,
+                action: first(&f, &core.action).map(str::to_string),
+                source_ip: ip_text.map(str::to_string),
+                user_agent: first(&f, &core.ua).map(str::to_string),
+                error: first(&f, &core.error).map(str::to_string),
+                location: loc.to_string(),
+                record_id: first(&f, &core.id).map(str::to_string),
+                detail: None,
+            });
+        }
+    }
+
+    fn problem(&mut self, problem: Problem) {
+        self.report.problems.push(problem);
+    }
+}
+
+/// Runs a hunt. Unreadable inputs become problems; nothing here panics on input.
+pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
+    let started = std::time::Instant::now();
+    let mut files: Vec<(Source, PathBuf)> = Vec::new();
+    let mut report = HuntReport {
+        since: Some(opts.since),
+        rule_errors: rules.errors.clone(),
+        ..Default::default()
+    };
+    report.stats.rules = rules.rules.len();
+    for (source, path) in &opts.inputs {
+        match source::expand(*source, path) {
+            Ok(list) => files.extend(list.into_iter().map(|p| (*source, p))),
+            Err(e) => report.problems.push(Problem {
+                location: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    report.stats.files = files.len();
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+    .min(files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let circleci_ids = Mutex::new(HashSet::new());
+    let results: Vec<(HuntReport, HashMap<String, HashMap<IpAddr, Seen>>)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut acc = HuntReport::default();
+                        let mut seen: HashMap<String, HashMap<IpAddr, Seen>> = HashMap::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some((source, path)) = files.get(i) else {
+                                break;
+                            };
+                            let mut w = Worker {
+                                rules,
+                                opts,
+                                source: *source,
+                                source_rules: rules.for_source(*source).collect(),
+                                core: rules.fields.core(*source),
+                                circleci_ids: &circleci_ids,
+                                report: std::mem::take(&mut acc),
+                                seen: std::mem::take(&mut seen),
+                            };
+                            let set = rules.fields.set(*source);
+                            if let Ok(m) = std::fs::metadata(path) {
+                                w.report.stats.bytes += m.len();
+                            }
+                            if let Err(e) = source::read_file(*source, path, set, &mut w) {
+                                w.report.problems.push(Problem {
+                                    location: path.display().to_string(),
+                                    message: format!("read error, rest of the file skipped: {e}"),
+                                });
+                            }
+                            acc = w.report;
+                            seen = w.seen;
+                        }
+                        (acc, seen)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+    let mut seen: HashMap<String, HashMap<IpAddr, Seen>> = HashMap::new();
+    for (r, s) in results {
+        report.findings.extend(r.findings);
+        report.problems.extend(r.problems);
+        let st = &mut report.stats;
+        st.bytes += r.stats.bytes;
+        st.records += r.stats.records;
+        st.in_window += r.stats.in_window;
+        st.out_of_scope += r.stats.out_of_scope;
+        st.duplicates += r.stats.duplicates;
+        for (cred, per) in s {
+            let into = seen.entry(cred).or_default();
+            for (ip, x) in per {
+                match into.get_mut(&ip) {
+                    None => {
+                        into.insert(ip, x);
+                    }
+                    Some(y) => {
+                        y.before |= x.before;
+                        y.count += x.count;
+                        if let Some(fa) = x.first_after
+                            && y.first_after.as_ref().is_none_or(|(t, ..)| fa.0 < *t)
+                        {
+                            y.first_after = Some(fa);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    baselines(&seen, opts, &mut report);
+    report.normalize();
+    report.stats.elapsed_ms = started.elapsed().as_millis();
+    report
+}
+
+/// The network an address belongs to for the baseline: its /24 (IPv4) or /48 (IPv6).
+fn network(ip: IpAddr) -> IpNet {
+    let prefix = if ip.is_ipv4() { 24 } else { 48 };
+    IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+fn baselines(
+    seen: &HashMap<String, HashMap<IpAddr, Seen>>,
+    opts: &HuntOptions,
+    report: &mut HuntReport,
+) {
+    let allowed = |ip: &IpAddr| opts.allow.iter().any(|n| n.contains(ip));
+    let mut without = 0usize;
+    for (cred, per) in seen {
+        let known: HashSet<IpNet> = per
+            .iter()
+            .filter(|(_, s)| s.before)
+            .map(|(ip, _)| network(*ip))
+            .collect();
+        let has_baseline = !known.is_empty();
+        if !has_baseline {
+            without += 1;
+        }
+        for (ip, s) in per {
+            let Some((time, loc, action, ua)) = &s.first_after else {
+                continue;
+            };
+            if allowed(ip) {
+                continue;
+            }
+            let mut push = |rule_id: &str, rule: &str, hunt: &str, severity, detail: String| {
+                report.findings.push(Finding {
+                    rule_id: rule_id.into(),
+                    rule: rule.into(),
+                    hunt: Some(hunt.into()),
+                    severity,
+                    source: s.source,
+                    credential: Some(cred.clone()),
+                    principal: None,
+                    time: *time,
+                    action: action.clone(),
+                    source_ip: Some(ip.to_string()),
+                    user_agent: ua.clone(),
+                    error: None,
+                    location: loc.clone(),
+                    record_id: None,
+                    detail: Some(detail),
+                })
+            };
+            if !opts.allow.is_empty() {
+                push(
+                    "rekey-outside-allowlist",
+                    "Credential used from outside the allow-list",
+                    "new-credential-outside-allowlist",
+                    Severity::High,
+                    format!("{ip} is in no allowed CIDR ({} uses)", s.count),
+                );
+            }
+            if has_baseline && !s.before {
+                let net = network(*ip);
+                let (severity, what) = if known.contains(&net) {
+                    (
+                        Severity::Low,
+                        format!("new address {ip} in the known network {net}"),
+                    )
+                } else {
+                    (
+                        Severity::Medium,
+                        format!(
+                            "new address {ip}, network {net} never seen before the incident start"
+                        ),
+                    )
+                };
+                push(
+                    "rekey-new-source-address",
+                    "Address first seen for the credential after the incident start",
+                    "new-source-address",
+                    severity,
+                    format!("{what} ({} uses)", s.count),
+                );
+            }
+        }
+    }
+    if without > 0 {
+        report.notes.push(format!(
+            "{without} credential(s) have no records before {} in these inputs: no address baseline for them",
+            opts.since.to_rfc3339()
+        ));
+    }
+}
