@@ -93,8 +93,8 @@ struct Worker<'a> {
     seen: HashMap<String, HashMap<IpAddr, Seen>>,
 }
 
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
+    if source == Source::GithubAudit && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         // GitHub's @timestamp: epoch milliseconds.
         return s
             .parse::<i64>()
@@ -135,7 +135,7 @@ impl Sink for Worker<'_> {
                 return;
             }
         }
-        let Some(time) = first(&f, &core.time).and_then(parse_time) else {
+        let Some(time) = first(&f, &core.time).and_then(|t| parse_time(self.source, t)) else {
             self.report.problems.push(Problem {
                 location: loc.to_string(),
                 message: format!(

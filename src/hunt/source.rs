@@ -416,7 +416,9 @@ fn read_json(
                 return Ok(());
             }
         }
-        parse_doc(source, name, &line, line_no, line_no, &mut index, set, sink);
+        parse_doc(
+            source, name, trimmed, line_no, line_no, &mut index, set, sink,
+        );
     }
 }
 
@@ -462,7 +464,11 @@ fn parse_doc(
         let message = full.split(" at line ").next().unwrap_or(&full).to_string();
         sink.problem(Problem {
             location: loc,
-            message: format!("malformed JSON, rest of the text skipped: {message}"),
+            message: if loc_line > 0 {
+                format!("malformed JSON line skipped: {message}")
+            } else {
+                format!("malformed JSON, the rest of the document skipped: {message}")
+            },
         });
     }
 }
