@@ -72,12 +72,24 @@ pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{t}` is not a CIDR or an IP address"))
 }
 
+/// The first use of a credential from an address after the incident start.
+#[derive(Debug, Clone)]
+struct FirstUse {
+    time: DateTime<Utc>,
+    location: String,
+    action: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// credential → address → what was seen.
+type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
+
 /// Where and when a credential was seen from one address.
 #[derive(Debug, Clone)]
 struct Seen {
     source: Source,
     before: bool,
-    first_after: Option<(DateTime<Utc>, String, Option<String>, Option<String>)>,
+    first_after: Option<FirstUse>,
     count: u64,
 }
 
@@ -89,8 +101,7 @@ struct Worker<'a> {
     core: &'a Core,
     circleci_ids: &'a Mutex<HashSet<String>>,
     report: HuntReport,
-    /// credential → address → what was seen.
-    seen: HashMap<String, HashMap<IpAddr, Seen>>,
+    seen: SeenMap,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -174,13 +185,13 @@ impl Sink for Worker<'_> {
             s.count += 1;
             if !after {
                 s.before = true;
-            } else if s.first_after.as_ref().is_none_or(|(t, ..)| time < *t) {
-                s.first_after = Some((
+            } else if s.first_after.as_ref().is_none_or(|u| time < u.time) {
+                s.first_after = Some(FirstUse {
                     time,
-                    loc.to_string(),
-                    first(&f, &core.action).map(str::to_string),
-                    first(&f, &core.ua).map(str::to_string),
-                ));
+                    location: loc.to_string(),
+                    action: first(&f, &core.action).map(str::to_string),
+                    user_agent: first(&f, &core.ua).map(str::to_string),
+                });
             }
         }
         if !after {
@@ -250,48 +261,47 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     .min(files.len().max(1));
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
-    let results: Vec<(HuntReport, HashMap<String, HashMap<IpAddr, Seen>>)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut acc = HuntReport::default();
-                        let mut seen: HashMap<String, HashMap<IpAddr, Seen>> = HashMap::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some((source, path)) = files.get(i) else {
-                                break;
-                            };
-                            let mut w = Worker {
-                                rules,
-                                opts,
-                                source: *source,
-                                source_rules: rules.for_source(*source).collect(),
-                                core: rules.fields.core(*source),
-                                circleci_ids: &circleci_ids,
-                                report: std::mem::take(&mut acc),
-                                seen: std::mem::take(&mut seen),
-                            };
-                            let set = rules.fields.set(*source);
-                            if let Ok(m) = std::fs::metadata(path) {
-                                w.report.stats.bytes += m.len();
-                            }
-                            if let Err(e) = source::read_file(*source, path, set, &mut w) {
-                                w.report.problems.push(Problem {
-                                    location: path.display().to_string(),
-                                    message: format!("read error, rest of the file skipped: {e}"),
-                                });
-                            }
-                            acc = w.report;
-                            seen = w.seen;
+    let results: Vec<(HuntReport, SeenMap)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut acc = HuntReport::default();
+                    let mut seen: SeenMap = HashMap::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((source, path)) = files.get(i) else {
+                            break;
+                        };
+                        let mut w = Worker {
+                            rules,
+                            opts,
+                            source: *source,
+                            source_rules: rules.for_source(*source).collect(),
+                            core: rules.fields.core(*source),
+                            circleci_ids: &circleci_ids,
+                            report: std::mem::take(&mut acc),
+                            seen: std::mem::take(&mut seen),
+                        };
+                        let set = rules.fields.set(*source);
+                        if let Ok(m) = std::fs::metadata(path) {
+                            w.report.stats.bytes += m.len();
                         }
-                        (acc, seen)
-                    })
+                        if let Err(e) = source::read_file(*source, path, set, &mut w) {
+                            w.report.problems.push(Problem {
+                                location: path.display().to_string(),
+                                message: format!("read error, rest of the file skipped: {e}"),
+                            });
+                        }
+                        acc = w.report;
+                        seen = w.seen;
+                    }
+                    (acc, seen)
                 })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-    let mut seen: HashMap<String, HashMap<IpAddr, Seen>> = HashMap::new();
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut seen: SeenMap = HashMap::new();
     for (r, s) in results {
         report.findings.extend(r.findings);
         report.problems.extend(r.problems);
@@ -312,7 +322,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                         y.before |= x.before;
                         y.count += x.count;
                         if let Some(fa) = x.first_after
-                            && y.first_after.as_ref().is_none_or(|(t, ..)| fa.0 < *t)
+                            && y.first_after.as_ref().is_none_or(|u| fa.time < u.time)
                         {
                             y.first_after = Some(fa);
                         }
@@ -335,11 +345,7 @@ fn network(ip: IpAddr) -> IpNet {
         .unwrap_or_else(|_| IpNet::from(ip))
 }
 
-fn baselines(
-    seen: &HashMap<String, HashMap<IpAddr, Seen>>,
-    opts: &HuntOptions,
-    report: &mut HuntReport,
-) {
+fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
     let allowed = |ip: &IpAddr| opts.allow.iter().any(|n| n.contains(ip));
     let mut without = 0usize;
     for (cred, per) in seen {
@@ -353,7 +359,13 @@ fn baselines(
             without += 1;
         }
         for (ip, s) in per {
-            let Some((time, loc, action, ua)) = &s.first_after else {
+            let Some(FirstUse {
+                time,
+                location: loc,
+                action,
+                user_agent: ua,
+            }) = &s.first_after
+            else {
                 continue;
             };
             if allowed(ip) {
@@ -368,7 +380,7 @@ fn baselines(
                     source: s.source,
                     credential: Some(cred.clone()),
                     principal: None,
-                    time: *time,
+                    time: time.to_owned(),
                     action: action.clone(),
                     source_ip: Some(ip.to_string()),
                     user_agent: ua.clone(),

@@ -60,7 +60,7 @@ impl Source {
     /// the raw names already; GCP rules use the ECS-like `gcp.audit.*` names and Azure rules the
     /// Log Analytics column names, which differ from what the APIs return.
     pub fn map_field(self, name: &str) -> &str {
-        let mapped = match self {
+        match self {
             Source::GcpLogging => match name {
                 "gcp.audit.method_name" => "protoPayload.methodName",
                 "gcp.audit.service_name" => "protoPayload.serviceName",
@@ -80,13 +80,8 @@ impl Source {
                 "Location" => "location.countryOrRegion",
                 _ => name,
             },
-            Source::GithubAudit => match name {
-                "hashed_token" | "action" | "actor" => name,
-                _ => name,
-            },
             _ => name,
-        };
-        mapped
+        }
     }
 
     /// Keys of a wrapping document whose array holds this source's records.
@@ -671,10 +666,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
                 #[serde(rename = "CloudTrailEvent")]
                 cloudtrail_event: Option<String>,
             }
-            let ev: LookupEvent = match de::Deserialize::deserialize(d) {
-                Ok(ev) => ev,
-                Err(e) => return Err(e),
-            };
+            let ev: LookupEvent = de::Deserialize::deserialize(d)?;
             let Some(text) = ev.cloudtrail_event else {
                 self.sink.problem(Problem {
                     location: loc.to_string(),
