@@ -501,6 +501,13 @@ fn github_audit_git_events_baseline_and_wrong_types() {
             .starts_with("4b1d2b0c"),
         "attributed to the hashed token"
     );
+    let new_country: Vec<&Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule_id == "rekey-new-country")
+        .collect();
+    assert_eq!(new_country.len(), 1, "RU after a DE baseline");
+    assert!(new_country[0].detail.as_deref().unwrap().contains("RU"));
     assert_eq!(r.problems.len(), 1);
     assert!(
         r.problems[0]

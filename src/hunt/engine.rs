@@ -84,13 +84,58 @@ struct FirstUse {
 /// credential → address → what was seen.
 type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
 
-/// Where and when a credential was seen from one address.
+/// credential → country → what was seen.
+type CountryMap = HashMap<String, HashMap<String, Seen>>;
+
+/// Where and when a credential was seen from one address (or country).
 #[derive(Debug, Clone)]
 struct Seen {
     source: Source,
     before: bool,
     first_after: Option<FirstUse>,
     count: u64,
+}
+
+impl Seen {
+    fn new(source: Source) -> Seen {
+        Seen {
+            source,
+            before: false,
+            first_after: None,
+            count: 0,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        after: bool,
+        time: DateTime<Utc>,
+        loc: &Loc<'_>,
+        f: &Fields<'_>,
+        core: &Core,
+    ) {
+        self.count += 1;
+        if !after {
+            self.before = true;
+        } else if self.first_after.as_ref().is_none_or(|u| time < u.time) {
+            self.first_after = Some(FirstUse {
+                time,
+                location: loc.to_string(),
+                action: first(f, &core.action).map(str::to_string),
+                user_agent: first(f, &core.ua).map(str::to_string),
+            });
+        }
+    }
+
+    fn merge(&mut self, x: Seen) {
+        self.before |= x.before;
+        self.count += x.count;
+        if let Some(fa) = x.first_after
+            && self.first_after.as_ref().is_none_or(|u| fa.time < u.time)
+        {
+            self.first_after = Some(fa);
+        }
+    }
 }
 
 struct Worker<'a> {
@@ -102,6 +147,7 @@ struct Worker<'a> {
     circleci_ids: &'a Mutex<HashSet<String>>,
     report: HuntReport,
     seen: SeenMap,
+    countries: CountryMap,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -176,23 +222,21 @@ impl Sink for Worker<'_> {
                 Some(p) => p,
                 None => self.seen.entry(c.to_string()).or_default(),
             };
-            let s = per.entry(ip).or_insert(Seen {
-                source: self.source,
-                before: false,
-                first_after: None,
-                count: 0,
-            });
-            s.count += 1;
-            if !after {
-                s.before = true;
-            } else if s.first_after.as_ref().is_none_or(|u| time < u.time) {
-                s.first_after = Some(FirstUse {
-                    time,
-                    location: loc.to_string(),
-                    action: first(&f, &core.action).map(str::to_string),
-                    user_agent: first(&f, &core.ua).map(str::to_string),
-                });
-            }
+            let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
+            s.observe(after, time, &loc, &f, core);
+        }
+        if let (Some(c), Some(country)) = (credential, first(&f, &core.country)) {
+            let per = match self.countries.get_mut(c) {
+                Some(p) => p,
+                None => self.countries.entry(c.to_string()).or_default(),
+            };
+            let s = match per.get_mut(country) {
+                Some(s) => s,
+                None => per
+                    .entry(country.to_string())
+                    .or_insert_with(|| Seen::new(self.source)),
+            };
+            s.observe(after, time, &loc, &f, core);
         }
         if !after {
             return;
@@ -261,12 +305,13 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     .min(files.len().max(1));
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
-    let results: Vec<(HuntReport, SeenMap)> = std::thread::scope(|scope| {
+    let results: Vec<(HuntReport, SeenMap, CountryMap)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut acc = HuntReport::default();
                     let mut seen: SeenMap = HashMap::new();
+                    let mut countries: CountryMap = HashMap::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((source, path)) = files.get(i) else {
@@ -281,6 +326,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                             circleci_ids: &circleci_ids,
                             report: std::mem::take(&mut acc),
                             seen: std::mem::take(&mut seen),
+                            countries: std::mem::take(&mut countries),
                         };
                         let set = rules.fields.set(*source);
                         if let Ok(m) = std::fs::metadata(path) {
@@ -294,15 +340,17 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                         }
                         acc = w.report;
                         seen = w.seen;
+                        countries = w.countries;
                     }
-                    (acc, seen)
+                    (acc, seen, countries)
                 })
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
     let mut seen: SeenMap = HashMap::new();
-    for (r, s) in results {
+    let mut countries: CountryMap = HashMap::new();
+    for (r, s, cs) in results {
         report.findings.extend(r.findings);
         report.problems.extend(r.problems);
         let st = &mut report.stats;
@@ -318,23 +366,61 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                     None => {
                         into.insert(ip, x);
                     }
-                    Some(y) => {
-                        y.before |= x.before;
-                        y.count += x.count;
-                        if let Some(fa) = x.first_after
-                            && y.first_after.as_ref().is_none_or(|u| fa.time < u.time)
-                        {
-                            y.first_after = Some(fa);
-                        }
+                    Some(y) => y.merge(x),
+                }
+            }
+        }
+        for (cred, per) in cs {
+            let into = countries.entry(cred).or_default();
+            for (country, x) in per {
+                match into.get_mut(&country) {
+                    None => {
+                        into.insert(country, x);
                     }
+                    Some(y) => y.merge(x),
                 }
             }
         }
     }
     baselines(&seen, opts, &mut report);
+    country_baselines(&countries, &mut report);
     report.normalize();
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report
+}
+
+/// A country first seen for a credential after the incident start, when it has a baseline.
+fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
+    for (cred, per) in countries {
+        if !per.values().any(|s| s.before) {
+            continue;
+        }
+        for (country, s) in per {
+            let Some(first) = &s.first_after else {
+                continue;
+            };
+            if s.before {
+                continue;
+            }
+            report.findings.push(Finding {
+                rule_id: "rekey-new-country".into(),
+                rule: "Country first seen for the credential after the incident start".into(),
+                hunt: Some("new-source-address".into()),
+                severity: Severity::Medium,
+                source: s.source,
+                credential: Some(cred.clone()),
+                principal: None,
+                time: first.time,
+                action: first.action.clone(),
+                source_ip: None,
+                user_agent: first.user_agent.clone(),
+                error: None,
+                location: first.location.clone(),
+                record_id: None,
+                detail: Some(format!("country {country} ({} uses)", s.count)),
+            });
+        }
+    }
 }
 
 /// The network an address belongs to for the baseline: its /24 (IPv4) or /48 (IPv6).
