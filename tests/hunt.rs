@@ -205,6 +205,41 @@ fn all_keys_every_access_denial_and_no_false_unknown_ip() {
 }
 
 #[test]
+fn plan_allow_cidrs_and_since_drive_the_hunt() {
+    let Some(ct) = dataset("cloudtrail-invictus") else {
+        return;
+    };
+    // The example plan allows 198.51.100.0/24 only: benjamin's 10.248.16.43 is outside.
+    let out = rekey(&[
+        "hunt",
+        "--plan",
+        root("plans/circleci-incident.yaml").to_str().unwrap(),
+        "--cloudtrail",
+        ct.to_str().unwrap(),
+        "--access-key-id",
+        BENJAMIN,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["since"], "2022-12-21T00:00:00Z");
+    let outside: Vec<&serde_json::Value> = doc["credentials"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule_id"] == "rekey-outside-allowlist")
+        .collect();
+    assert_eq!(outside.len(), 1);
+    assert_eq!(outside[0]["source_ip"], "10.248.16.43");
+}
+
+#[test]
 fn gzip_compressed_files_give_the_same_findings() {
     let Some(ct) = dataset("cloudtrail-invictus") else {
         return;

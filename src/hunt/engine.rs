@@ -87,6 +87,45 @@ type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
 /// credential → country → what was seen.
 type CountryMap = HashMap<String, HashMap<String, Seen>>;
 
+/// credential → hours of the day (UTC) it was used in.
+type HourMap = HashMap<String, Hours>;
+
+/// Below this many records before the incident start, a credential's hours say nothing.
+const MIN_HOURS_BASELINE: u64 = 20;
+
+#[derive(Debug, Clone)]
+struct Hours {
+    source: Source,
+    before: [u64; 24],
+    first_after: [Option<FirstUse>; 24],
+    after: [u64; 24],
+}
+
+impl Hours {
+    fn new(source: Source) -> Hours {
+        Hours {
+            source,
+            before: [0; 24],
+            first_after: Default::default(),
+            after: [0; 24],
+        }
+    }
+
+    fn merge(&mut self, x: Hours) {
+        for (h, fa) in x.first_after.into_iter().enumerate() {
+            self.before[h] += x.before[h];
+            self.after[h] += x.after[h];
+            if let Some(fa) = fa
+                && self.first_after[h]
+                    .as_ref()
+                    .is_none_or(|u| fa.time < u.time)
+            {
+                self.first_after[h] = Some(fa);
+            }
+        }
+    }
+}
+
 /// Where and when a credential was seen from one address (or country).
 #[derive(Debug, Clone)]
 struct Seen {
@@ -148,6 +187,7 @@ struct Worker<'a> {
     report: HuntReport,
     seen: SeenMap,
     countries: CountryMap,
+    hours: HourMap,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -224,6 +264,30 @@ impl Sink for Worker<'_> {
             };
             let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
             s.observe(after, time, &loc, &f, core);
+        }
+        if let Some(c) = credential {
+            use chrono::Timelike;
+            let h = time.hour() as usize % 24;
+            let per = match self.hours.get_mut(c) {
+                Some(p) => p,
+                None => self
+                    .hours
+                    .entry(c.to_string())
+                    .or_insert_with(|| Hours::new(self.source)),
+            };
+            if after {
+                per.after[h] += 1;
+                if per.first_after[h].as_ref().is_none_or(|u| time < u.time) {
+                    per.first_after[h] = Some(FirstUse {
+                        time,
+                        location: loc.to_string(),
+                        action: first(&f, &core.action).map(str::to_string),
+                        user_agent: first(&f, &core.ua).map(str::to_string),
+                    });
+                }
+            } else {
+                per.before[h] += 1;
+            }
         }
         if let (Some(c), Some(country)) = (credential, first(&f, &core.country)) {
             let per = match self.countries.get_mut(c) {
@@ -305,13 +369,14 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     .min(files.len().max(1));
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
-    let results: Vec<(HuntReport, SeenMap, CountryMap)> = std::thread::scope(|scope| {
+    let results: Vec<(HuntReport, SeenMap, CountryMap, HourMap)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut acc = HuntReport::default();
                     let mut seen: SeenMap = HashMap::new();
                     let mut countries: CountryMap = HashMap::new();
+                    let mut hours: HourMap = HashMap::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((source, path)) = files.get(i) else {
@@ -327,6 +392,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                             report: std::mem::take(&mut acc),
                             seen: std::mem::take(&mut seen),
                             countries: std::mem::take(&mut countries),
+                            hours: std::mem::take(&mut hours),
                         };
                         let set = rules.fields.set(*source);
                         if let Ok(m) = std::fs::metadata(path) {
@@ -341,8 +407,9 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                         acc = w.report;
                         seen = w.seen;
                         countries = w.countries;
+                        hours = w.hours;
                     }
-                    (acc, seen, countries)
+                    (acc, seen, countries, hours)
                 })
             })
             .collect();
@@ -350,7 +417,16 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     });
     let mut seen: SeenMap = HashMap::new();
     let mut countries: CountryMap = HashMap::new();
-    for (r, s, cs) in results {
+    let mut hours: HourMap = HashMap::new();
+    for (r, s, cs, hs) in results {
+        for (cred, x) in hs {
+            match hours.get_mut(&cred) {
+                Some(y) => y.merge(x),
+                None => {
+                    hours.insert(cred, x);
+                }
+            }
+        }
         report.findings.extend(r.findings);
         report.problems.extend(r.problems);
         let st = &mut report.stats;
@@ -384,6 +460,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     }
     baselines(&seen, opts, &mut report);
     country_baselines(&countries, &mut report);
+    hour_baselines(&hours, &mut report);
     report.normalize();
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report
@@ -418,6 +495,47 @@ fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
                 location: first.location.clone(),
                 record_id: None,
                 detail: Some(format!("country {country} ({} uses)", s.count)),
+            });
+        }
+    }
+}
+
+/// Use at an hour of the day (UTC) never seen for a credential before the incident start, when
+/// the credential has enough history for its hours to mean something.
+fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
+    for (cred, h) in hours {
+        if h.before.iter().sum::<u64>() < MIN_HOURS_BASELINE {
+            continue;
+        }
+        for (hour, first) in h.first_after.iter().enumerate() {
+            let Some(first) = first else { continue };
+            if h.before[hour] > 0 {
+                continue;
+            }
+            let usual: Vec<String> = (0..24)
+                .filter(|&i| h.before[i] > 0)
+                .map(|i| format!("{i:02}h"))
+                .collect();
+            report.findings.push(Finding {
+                rule_id: "rekey-unusual-hour".into(),
+                rule: "Credential used at an hour not seen before the incident start".into(),
+                hunt: Some("new-source-address".into()),
+                severity: Severity::Low,
+                source: h.source,
+                credential: Some(cred.clone()),
+                principal: None,
+                time: first.time,
+                action: first.action.clone(),
+                source_ip: None,
+                user_agent: first.user_agent.clone(),
+                error: None,
+                location: first.location.clone(),
+                record_id: None,
+                detail: Some(format!(
+                    "{} use(s) at {hour:02}h UTC; before: {}",
+                    h.after[hour],
+                    usual.join(" ")
+                )),
             });
         }
     }
