@@ -148,14 +148,15 @@ fn generate(dataset: &Path, plain: &Path, gz: &Path, target: u64) -> u64 {
                 && let Some(s) = k.as_str()
                 && s.len() > 6
             {
-                *k = format!("{}{:06X}", &s[..s.len() - 6], n % 0xFFFFFF).into();
+                // 500 variants of each key, each used from a few addresses: realistic cardinality.
+                *k = format!("{}{:06X}", &s[..s.len() - 6], n % 500).into();
             }
             if let Some(ip) = r.get_mut("sourceIPAddress")
                 && let Some(s) = ip.as_str()
                 && let Ok(std::net::IpAddr::V4(v4)) = s.parse()
             {
                 let o = v4.octets();
-                *ip = format!("{}.{}.{}.{}", o[0], o[1], (n >> 8) % 256, (n >> 16) % 256).into();
+                *ip = format!("{}.{}.{}.{}", o[0], o[1], (n % 500) % 250, 1 + (n >> 20) % 4).into();
             }
             if let Some(t) = r.get_mut("eventTime")
                 && let Some(s) = t.as_str()

@@ -135,7 +135,16 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", md.display())))?;
     }
     match output {
-        Output::Json => print_json(&report.to_json()),
+        Output::Json => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            report
+                .write_json(&mut w)
+                .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
+            std::io::Write::write_all(&mut w, b"\n")
+                .and_then(|()| std::io::Write::flush(&mut w))
+                .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
+        }
         Output::Table => {
             print!("{}", report.to_table());
             if args.timeline {

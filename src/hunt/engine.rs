@@ -90,6 +90,12 @@ type CountryMap = HashMap<String, HashMap<String, Seen>>;
 /// credential → hours of the day (UTC) it was used in.
 type HourMap = HashMap<String, Hours>;
 
+/// Findings kept per credential and rule; the rest are counted (see [`HuntReport::notes`]).
+pub const FINDINGS_PER_PAIR: u64 = 1000;
+
+/// Problems kept per run; the rest are counted.
+pub const MAX_PROBLEMS: usize = 10_000;
+
 /// Below this many records before the incident start, a credential's hours say nothing.
 const MIN_HOURS_BASELINE: u64 = 20;
 
@@ -188,6 +194,7 @@ struct Worker<'a> {
     seen: SeenMap,
     countries: CountryMap,
     hours: HourMap,
+    per_pair: HashMap<(Option<String>, String), u64>,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -315,6 +322,16 @@ impl Sink for Worker<'_> {
             {
                 continue;
             }
+            // Memory follows what is distinct, not the input: past the cap a (credential, rule)
+            // pair is only counted.
+            let n = self
+                .per_pair
+                .entry((credential.map(str::to_string), rule.id.clone()))
+                .or_default();
+            *n += 1;
+            if *n > FINDINGS_PER_PAIR {
+                continue;
+            }
             self.report.findings.push(Finding {
                 rule_id: rule.id.clone(),
                 rule: rule.title.clone(),
@@ -369,7 +386,14 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     .min(files.len().max(1));
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
-    let results: Vec<(HuntReport, SeenMap, CountryMap, HourMap)> = std::thread::scope(|scope| {
+    #[allow(clippy::type_complexity)]
+    let results: Vec<(
+        HuntReport,
+        SeenMap,
+        CountryMap,
+        HourMap,
+        HashMap<(Option<String>, String), u64>,
+    )> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -377,6 +401,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                     let mut seen: SeenMap = HashMap::new();
                     let mut countries: CountryMap = HashMap::new();
                     let mut hours: HourMap = HashMap::new();
+                    let mut per_pair = HashMap::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((source, path)) = files.get(i) else {
@@ -393,6 +418,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                             seen: std::mem::take(&mut seen),
                             countries: std::mem::take(&mut countries),
                             hours: std::mem::take(&mut hours),
+                            per_pair: std::mem::take(&mut per_pair),
                         };
                         let set = rules.fields.set(*source);
                         if let Ok(m) = std::fs::metadata(path) {
@@ -408,8 +434,9 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                         seen = w.seen;
                         countries = w.countries;
                         hours = w.hours;
+                        per_pair = w.per_pair;
                     }
-                    (acc, seen, countries, hours)
+                    (acc, seen, countries, hours, per_pair)
                 })
             })
             .collect();
@@ -418,7 +445,11 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     let mut seen: SeenMap = HashMap::new();
     let mut countries: CountryMap = HashMap::new();
     let mut hours: HourMap = HashMap::new();
-    for (r, s, cs, hs) in results {
+    let mut per_pair: HashMap<(Option<String>, String), u64> = HashMap::new();
+    for (r, s, cs, hs, pp) in results {
+        for (k, n) in pp {
+            *per_pair.entry(k).or_default() += n;
+        }
         for (cred, x) in hs {
             match hours.get_mut(&cred) {
                 Some(y) => y.merge(x),
@@ -462,6 +493,38 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     country_baselines(&countries, &mut report);
     hour_baselines(&hours, &mut report);
     report.normalize();
+    // Workers each kept up to the cap: trim to it across them, and say what was left out.
+    let mut kept: HashMap<(Option<String>, String), u64> = HashMap::new();
+    report.findings.retain(|f| {
+        if f.detail.is_some() {
+            return true;
+        }
+        let n = kept
+            .entry((f.credential.clone(), f.rule_id.clone()))
+            .or_default();
+        *n += 1;
+        *n <= FINDINGS_PER_PAIR
+    });
+    let mut capped: Vec<_> = per_pair
+        .into_iter()
+        .filter(|(_, n)| *n > FINDINGS_PER_PAIR)
+        .collect();
+    capped.sort();
+    for ((cred, rule), n) in capped {
+        report.notes.push(format!(
+            "{} finding(s) of rule {rule} for {} not listed (first {FINDINGS_PER_PAIR} kept)",
+            n - FINDINGS_PER_PAIR,
+            cred.as_deref().unwrap_or("(unattributed)")
+        ));
+        report.stats.findings_not_listed += n - FINDINGS_PER_PAIR;
+    }
+    if report.problems.len() > MAX_PROBLEMS {
+        let more = report.problems.len() - MAX_PROBLEMS;
+        report.problems.truncate(MAX_PROBLEMS);
+        report
+            .notes
+            .push(format!("{more} further unreadable record(s) not listed"));
+    }
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report
 }

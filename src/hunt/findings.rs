@@ -49,6 +49,8 @@ pub struct Stats {
     /// Records outside the `--access-key-id` scope.
     pub out_of_scope: u64,
     pub duplicates: u64,
+    /// Findings beyond the per-credential-and-rule cap, counted only.
+    pub findings_not_listed: u64,
     pub rules: usize,
     pub elapsed_ms: u128,
 }
@@ -120,23 +122,60 @@ impl HuntReport {
     }
 
     /// One JSON document: summary, findings grouped per credential, problems, rule errors.
-    pub fn to_json(&self) -> serde_json::Value {
-        let groups: Vec<serde_json::Value> = self
-            .by_credential()
-            .into_iter()
-            .map(|(c, fs)| serde_json::json!({"credential": c, "count": fs.len(), "findings": fs}))
-            .collect();
-        serde_json::json!({
-            "since": self.since,
-            "highest": self.highest(),
-            "total": self.findings.len(),
-            "stats": self.stats,
-            "by_rule": self.per_rule().iter().map(|(r, s, n)| serde_json::json!({"rule": r, "severity": s, "count": n})).collect::<Vec<_>>(),
-            "credentials": groups,
-            "problems": self.problems,
-            "rule_errors": self.rule_errors,
-            "notes": self.notes,
-        })
+    /// Serialized straight from the report (no intermediate tree: a hunt may hold many findings).
+    pub fn write_json(&self, w: &mut dyn std::io::Write) -> serde_json::Result<()> {
+        #[derive(Serialize)]
+        struct ByRule {
+            rule: String,
+            severity: Severity,
+            count: usize,
+        }
+        #[derive(Serialize)]
+        struct Group<'a> {
+            credential: Option<&'a str>,
+            count: usize,
+            findings: Vec<&'a Finding>,
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            since: Option<DateTime<Utc>>,
+            highest: Option<Severity>,
+            total: usize,
+            stats: &'a Stats,
+            by_rule: Vec<ByRule>,
+            credentials: Vec<Group<'a>>,
+            problems: &'a [Problem],
+            rule_errors: &'a [RuleError],
+            notes: &'a [String],
+        }
+        let doc = Doc {
+            since: self.since,
+            highest: self.highest(),
+            total: self.findings.len(),
+            stats: &self.stats,
+            by_rule: self
+                .per_rule()
+                .into_iter()
+                .map(|(rule, severity, count)| ByRule {
+                    rule,
+                    severity,
+                    count,
+                })
+                .collect(),
+            credentials: self
+                .by_credential()
+                .into_iter()
+                .map(|(credential, findings)| Group {
+                    credential,
+                    count: findings.len(),
+                    findings,
+                })
+                .collect(),
+            problems: &self.problems,
+            rule_errors: &self.rule_errors,
+            notes: &self.notes,
+        };
+        serde_json::to_writer_pretty(w, &doc)
     }
 
     /// The human table: per credential, one row per finding.

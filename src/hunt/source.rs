@@ -305,6 +305,10 @@ pub fn expand(source: Source, path: &Path) -> std::io::Result<Vec<PathBuf>> {
                     continue;
                 }
                 if p.is_dir() {
+                    // Digest files prove integrity; they hold no events.
+                    if source == Source::Cloudtrail && name == "CloudTrail-Digest" {
+                        continue;
+                    }
                     stack.push(p);
                 } else if source != Source::Cloudtrail
                     || name.ends_with(".json")
