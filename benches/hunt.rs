@@ -13,28 +13,63 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RECON: &[&str] = &[
-    "GetCallerIdentity", "ListBuckets", "ListUsers", "ListRoles", "ListGroups", "ListPolicies",
-    "ListAccessKeys", "ListAttachedUserPolicies", "ListUserPolicies", "ListGroupsForUser",
-    "ListSSHPublicKeys", "ListMFADevices", "ListAccountAliases", "GetAccountAuthorizationDetails",
-    "GetAccountSummary", "GetUser", "ListSecrets", "ListHostedZones", "GetRegionOptStatus",
+    "GetCallerIdentity",
+    "ListBuckets",
+    "ListUsers",
+    "ListRoles",
+    "ListGroups",
+    "ListPolicies",
+    "ListAccessKeys",
+    "ListAttachedUserPolicies",
+    "ListUserPolicies",
+    "ListGroupsForUser",
+    "ListSSHPublicKeys",
+    "ListMFADevices",
+    "ListAccountAliases",
+    "GetAccountAuthorizationDetails",
+    "GetAccountSummary",
+    "GetUser",
+    "ListSecrets",
+    "ListHostedZones",
+    "GetRegionOptStatus",
     "DescribeRegions",
 ];
 const DENIED: &[&str] = &[
-    "AccessDenied", "AccessDeniedException", "Client.UnauthorizedOperation", "UnauthorizedOperation",
-    "Client.UnauthorizedAccess", "UnauthorizedAccess", "AuthorizationError",
-    "AuthorizationErrorException", "Client.AccessDenied", "Forbidden",
+    "AccessDenied",
+    "AccessDeniedException",
+    "Client.UnauthorizedOperation",
+    "UnauthorizedOperation",
+    "Client.UnauthorizedAccess",
+    "UnauthorizedAccess",
+    "AuthorizationError",
+    "AuthorizationErrorException",
+    "Client.AccessDenied",
+    "Forbidden",
 ];
-const AGENTS: &[&str] = &["boto3/", "curl/", "python-requests/", "trufflehog", "go-http-client/"];
+const AGENTS: &[&str] = &[
+    "boto3/",
+    "curl/",
+    "python-requests/",
+    "trufflehog",
+    "go-http-client/",
+];
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dataset = root.join("../shared/datasets/cloudtrail-invictus");
     let sigma = root.join("../shared/datasets/sigma-aws-cloudtrail");
     if !dataset.is_dir() || !sigma.is_dir() {
-        eprintln!("SKIPPED: {} or {} is absent", dataset.display(), sigma.display());
+        eprintln!(
+            "SKIPPED: {} or {} is absent",
+            dataset.display(),
+            sigma.display()
+        );
         return;
     }
-    let mb: u64 = std::env::var("REKEY_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let mb: u64 = std::env::var("REKEY_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let keep = std::env::var_os("REKEY_BENCH_DIR").map(PathBuf::from);
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -42,14 +77,27 @@ fn main() {
     let gz = base.join("gz");
     let bytes = generate(&dataset, &plain, &gz, mb * 1_000_000);
     let mbytes = bytes as f64 / 1e6;
-    println!("data: {:.0} MB of CloudTrail .json in {}", mbytes, plain.display());
+    println!(
+        "data: {:.0} MB of CloudTrail .json in {}",
+        mbytes,
+        plain.display()
+    );
 
     let bin = env!("CARGO_BIN_EXE_rekey");
     let hunt = |dir: &Path, threads: &str| {
         let mut c = Command::new(bin);
-        c.args(["hunt", "--cloudtrail"]).arg(dir).args(["--rules"]).arg(&sigma).args([
-            "--output", "json", "--fail-on", "critical", "--threads", threads,
-        ]);
+        c.args(["hunt", "--cloudtrail"])
+            .arg(dir)
+            .args(["--rules"])
+            .arg(&sigma)
+            .args([
+                "--output",
+                "json",
+                "--fail-on",
+                "critical",
+                "--threads",
+                threads,
+            ]);
         c
     };
     let (t1, rss1, out1) = run(hunt(&plain, "1"));
@@ -59,11 +107,17 @@ fn main() {
         .unwrap_or(0);
     let (t2, rss2, _) = run(hunt(&plain, "2"));
     let (tg, rssg, _) = run(hunt(&gz, "1"));
-    let files = list(&plain);
+    let files: Vec<PathBuf> = list(&plain)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
     let gz_files = list(&gz);
     let (tz, _, _) = run({
         let mut c = Command::new("sh");
-        c.arg("-c").arg(format!("cat {} | zcat > /dev/null", gz.join("*.json.gz").display()));
+        c.arg("-c").arg(format!(
+            "cat {} | zcat > /dev/null",
+            gz.join("*.json.gz").display()
+        ));
         c
     });
     let jq_filter = format!(
@@ -89,11 +143,42 @@ fn main() {
         c
     });
     let rate = |t: Duration| mbytes / t.as_secs_f64();
-    println!("rekey hunt, 1 worker : {:>7.2} s  {:>6.0} MB/s  peak RSS {:>4} MB  ({} findings, {} files)", t1.as_secs_f64(), rate(t1), rss1 / 1024, findings, files.len());
-    println!("rekey hunt, 2 workers: {:>7.2} s  {:>6.0} MB/s  peak RSS {:>4} MB", t2.as_secs_f64(), rate(t2), rss2 / 1024);
-    println!("jq (equivalent filter): {:>6.2} s  {:>6.0} MB/s  ({} matches) → rekey 1 worker is {:.1}x faster", tj.as_secs_f64(), rate(tj), String::from_utf8_lossy(&outj).lines().count(), tj.as_secs_f64() / t1.as_secs_f64());
-    println!("python json script   : {:>7.2} s  {:>6.0} MB/s  ({} matches) → rekey 1 worker is {:.1}x faster", tp.as_secs_f64(), rate(tp), String::from_utf8_lossy(&outp).trim(), tp.as_secs_f64() / t1.as_secs_f64());
-    println!("rekey hunt .json.gz, 1 worker: {:>6.2} s  peak RSS {:>4} MB; zcat alone {:.2} s → {:.2}x zcat ({} files)", tg.as_secs_f64(), rssg / 1024, tz.as_secs_f64(), tg.as_secs_f64() / tz.as_secs_f64(), gz_files.len());
+    println!(
+        "rekey hunt, 1 worker : {:>7.2} s  {:>6.0} MB/s  peak RSS {:>4} MB  ({} findings, {} files)",
+        t1.as_secs_f64(),
+        rate(t1),
+        rss1 / 1024,
+        findings,
+        files.len()
+    );
+    println!(
+        "rekey hunt, 2 workers: {:>7.2} s  {:>6.0} MB/s  peak RSS {:>4} MB",
+        t2.as_secs_f64(),
+        rate(t2),
+        rss2 / 1024
+    );
+    println!(
+        "jq (equivalent filter): {:>6.2} s  {:>6.0} MB/s  ({} matches) → rekey 1 worker is {:.1}x faster",
+        tj.as_secs_f64(),
+        rate(tj),
+        String::from_utf8_lossy(&outj).lines().count(),
+        tj.as_secs_f64() / t1.as_secs_f64()
+    );
+    println!(
+        "python json script   : {:>7.2} s  {:>6.0} MB/s  ({} matches) → rekey 1 worker is {:.1}x faster",
+        tp.as_secs_f64(),
+        rate(tp),
+        String::from_utf8_lossy(&outp).trim(),
+        tp.as_secs_f64() / t1.as_secs_f64()
+    );
+    println!(
+        "rekey hunt .json.gz, 1 worker: {:>6.2} s  peak RSS {:>4} MB; zcat alone {:.2} s → {:.2}x zcat ({} files)",
+        tg.as_secs_f64(),
+        rssg / 1024,
+        tz.as_secs_f64(),
+        tg.as_secs_f64() / tz.as_secs_f64(),
+        gz_files.len()
+    );
 }
 
 /// Runs a child to completion: wall time, its peak RSS (KiB), stdout.
@@ -119,13 +204,22 @@ fn list(dir: &Path) -> Vec<PathBuf> {
 fn generate(dataset: &Path, plain: &Path, gz: &Path, target: u64) -> u64 {
     let done = plain.join(".complete");
     if done.exists() {
-        return list(plain).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+        return list(plain)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
     }
     std::fs::create_dir_all(plain).expect("mkdir");
     std::fs::create_dir_all(gz).expect("mkdir");
     let mut records = Vec::new();
-    for p in list(dataset).into_iter().filter(|p| p.extension().is_some_and(|x| x == "json")) {
-        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
+    for p in list(dataset)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+    {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json");
         if let Some(rs) = doc["Records"].as_array() {
             records.extend(rs.iter().cloned());
         }
@@ -156,13 +250,20 @@ fn generate(dataset: &Path, plain: &Path, gz: &Path, target: u64) -> u64 {
                 && let Ok(std::net::IpAddr::V4(v4)) = s.parse()
             {
                 let o = v4.octets();
-                *ip = format!("{}.{}.{}.{}", o[0], o[1], (n % 500) % 250, 1 + (n >> 20) % 4).into();
+                *ip = format!(
+                    "{}.{}.{}.{}",
+                    o[0],
+                    o[1],
+                    (n % 500) % 250,
+                    1 + (n >> 20) % 4
+                )
+                .into();
             }
             if let Some(t) = r.get_mut("eventTime")
                 && let Some(s) = t.as_str()
                 && let Ok(time) = chrono::DateTime::parse_from_rfc3339(s)
             {
-                let shifted = time + chrono::Duration::hours(i64::from(file_no)) ;
+                let shifted = time + chrono::Duration::hours(i64::from(file_no));
                 *t = shifted.format("%Y-%m-%dT%H:%M:%SZ").to_string().into();
             }
             r["eventID"] = format!("{:016x}-{:08x}", n, file_no).into();

@@ -164,14 +164,14 @@ fn list(rules: &RuleSet, output: Output) -> Result<u8, Failure> {
             .rules
             .iter()
             .filter(|r| r.hunt.as_deref() == Some(name))
-            .map(|r| r.title.as_str())
+            .map(|r| &*r.title)
             .collect()
     };
     let third_party: Vec<&str> = rules
         .rules
         .iter()
         .filter(|r| r.hunt.is_none())
-        .map(|r| r.title.as_str())
+        .map(|r| &*r.title)
         .collect();
     match output {
         Output::Json => print_json(&serde_json::json!({

@@ -54,9 +54,9 @@ fn keys(r: &HuntReport) -> BTreeSet<(String, Option<String>, Option<String>, Str
         .iter()
         .map(|f| {
             (
-                f.rule_id.clone(),
+                f.rule_id.to_string(),
                 f.record_id.clone(),
-                f.credential.clone(),
+                f.credential.as_deref().map(str::to_string),
                 f.time.to_rfc3339(),
             )
         })
@@ -342,7 +342,7 @@ fn third_party_rules_all_load_and_enum_buckets_matches_the_three_list_buckets() 
     let enum_buckets: Vec<&Finding> = r
         .findings
         .iter()
-        .filter(|f| f.rule_id == "f305fd62-beca-47da-ad95-7690a0620084")
+        .filter(|f| &*f.rule_id == "f305fd62-beca-47da-ad95-7690a0620084")
         .collect();
     assert_eq!(enum_buckets.len(), 3, "{enum_buckets:?}");
     assert!(
@@ -386,8 +386,8 @@ fn allow_list_silences_expected_addresses_and_flags_the_others() {
     let outside = |r: &HuntReport| {
         r.findings
             .iter()
-            .filter(|f| f.rule_id == "rekey-outside-allowlist")
-            .map(|f| f.source_ip.clone().unwrap_or_default())
+            .filter(|f| &*f.rule_id == "rekey-outside-allowlist")
+            .map(|f| f.source_ip.as_deref().unwrap_or_default().to_string())
             .collect::<Vec<_>>()
     };
     assert!(outside(&run("10.248.16.0/24\n")).is_empty());
@@ -444,7 +444,7 @@ fn circleci_csv_export_duplicates_broken_cells_and_expected_actors() {
     let new_ip: Vec<&Finding> = r
         .findings
         .iter()
-        .filter(|f| f.rule_id == "rekey-new-source-address")
+        .filter(|f| &*f.rule_id == "rekey-new-source-address")
         .collect();
     assert_eq!(new_ip.len(), 1, "{new_ip:#?}");
     assert_eq!(new_ip[0].source_ip.as_deref(), Some("198.51.100.7"));
@@ -519,7 +519,7 @@ fn github_audit_git_events_baseline_and_wrong_types() {
     let new_ip: Vec<&Finding> = r
         .findings
         .iter()
-        .filter(|f| f.rule_id == "rekey-new-source-address")
+        .filter(|f| &*f.rule_id == "rekey-new-source-address")
         .collect();
     assert_eq!(new_ip.len(), 1);
     assert_eq!(new_ip[0].source_ip.as_deref(), Some("203.0.113.99"));
@@ -539,7 +539,7 @@ fn github_audit_git_events_baseline_and_wrong_types() {
     let new_country: Vec<&Finding> = r
         .findings
         .iter()
-        .filter(|f| f.rule_id == "rekey-new-country")
+        .filter(|f| &*f.rule_id == "rekey-new-country")
         .collect();
     assert_eq!(new_country.len(), 1, "RU after a DE baseline");
     assert!(new_country[0].detail.as_deref().unwrap().contains("RU"));

@@ -16,8 +16,8 @@ use ipnet::IpNet;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What to hunt in.
 #[derive(Debug, Clone)]
@@ -77,8 +77,8 @@ pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
 struct FirstUse {
     time: DateTime<Utc>,
     location: String,
-    action: Option<String>,
-    user_agent: Option<String>,
+    action: Option<Arc<str>>,
+    user_agent: Option<Arc<str>>,
 }
 
 /// credential → address → what was seen.
@@ -103,7 +103,8 @@ const MIN_HOURS_BASELINE: u64 = 20;
 struct Hours {
     source: Source,
     before: [u64; 24],
-    first_after: [Option<FirstUse>; 24],
+    /// Only when and where: a credential may be used at every hour, keep this small.
+    first_after: [Option<(DateTime<Utc>, Box<str>)>; 24],
     after: [u64; 24],
 }
 
@@ -122,9 +123,7 @@ impl Hours {
             self.before[h] += x.before[h];
             self.after[h] += x.after[h];
             if let Some(fa) = fa
-                && self.first_after[h]
-                    .as_ref()
-                    .is_none_or(|u| fa.time < u.time)
+                && self.first_after[h].as_ref().is_none_or(|u| fa.0 < u.0)
             {
                 self.first_after[h] = Some(fa);
             }
@@ -158,6 +157,7 @@ impl Seen {
         loc: &Loc<'_>,
         f: &Fields<'_>,
         core: &Core,
+        strings: &mut Interner,
     ) {
         self.count += 1;
         if !after {
@@ -166,8 +166,8 @@ impl Seen {
             self.first_after = Some(FirstUse {
                 time,
                 location: loc.to_string(),
-                action: first(f, &core.action).map(str::to_string),
-                user_agent: first(f, &core.ua).map(str::to_string),
+                action: first(f, &core.action).map(|a| strings.get(a)),
+                user_agent: first(f, &core.ua).map(|u| strings.get(u)),
             });
         }
     }
@@ -183,6 +183,22 @@ impl Seen {
     }
 }
 
+/// One copy of each repeated value (user agents, key ids, event names) per worker: findings
+/// of one credential share them.
+#[derive(Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+}
+
 struct Worker<'a> {
     rules: &'a RuleSet,
     opts: &'a HuntOptions,
@@ -194,7 +210,8 @@ struct Worker<'a> {
     seen: SeenMap,
     countries: CountryMap,
     hours: HourMap,
-    per_pair: HashMap<(Option<String>, String), u64>,
+    per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64>,
+    strings: Interner,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -270,7 +287,7 @@ impl Sink for Worker<'_> {
                 None => self.seen.entry(c.to_string()).or_default(),
             };
             let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
-            s.observe(after, time, &loc, &f, core);
+            s.observe(after, time, &loc, &f, core, &mut self.strings);
         }
         if let Some(c) = credential {
             use chrono::Timelike;
@@ -284,13 +301,8 @@ impl Sink for Worker<'_> {
             };
             if after {
                 per.after[h] += 1;
-                if per.first_after[h].as_ref().is_none_or(|u| time < u.time) {
-                    per.first_after[h] = Some(FirstUse {
-                        time,
-                        location: loc.to_string(),
-                        action: first(&f, &core.action).map(str::to_string),
-                        user_agent: first(&f, &core.ua).map(str::to_string),
-                    });
+                if per.first_after[h].as_ref().is_none_or(|u| time < u.0) {
+                    per.first_after[h] = Some((time, loc.to_string().into_boxed_str()));
                 }
             } else {
                 per.before[h] += 1;
@@ -307,7 +319,7 @@ impl Sink for Worker<'_> {
                     .entry(country.to_string())
                     .or_insert_with(|| Seen::new(self.source)),
             };
-            s.observe(after, time, &loc, &f, core);
+            s.observe(after, time, &loc, &f, core, &mut self.strings);
         }
         if !after {
             return;
@@ -326,7 +338,7 @@ impl Sink for Worker<'_> {
             // pair is only counted.
             let n = self
                 .per_pair
-                .entry((credential.map(str::to_string), rule.id.clone()))
+                .entry((credential.map(|c| self.strings.get(c)), rule.id.clone()))
                 .or_default();
             *n += 1;
             if *n > FINDINGS_PER_PAIR {
@@ -338,13 +350,13 @@ impl Sink for Worker<'_> {
                 hunt: rule.hunt.clone(),
                 severity: rule.level,
                 source: self.source,
-                credential: credential.map(str::to_string),
-                principal: principal.map(str::to_string),
+                credential: credential.map(|c| self.strings.get(c)),
+                principal: principal.map(|p| self.strings.get(p)),
                 time,
-                action: first(&f, &core.action).map(str::to_string),
-                source_ip: ip_text.map(str::to_string),
-                user_agent: first(&f, &core.ua).map(str::to_string),
-                error: first(&f, &core.error).map(str::to_string),
+                action: first(&f, &core.action).map(|a| self.strings.get(a)),
+                source_ip: ip_text.map(|i| self.strings.get(i)),
+                user_agent: first(&f, &core.ua).map(|u| self.strings.get(u)),
+                error: first(&f, &core.error).map(|e| self.strings.get(e)),
                 location: loc.to_string(),
                 record_id: first(&f, &core.id).map(str::to_string),
                 detail: None,
@@ -392,7 +404,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
         SeenMap,
         CountryMap,
         HourMap,
-        HashMap<(Option<String>, String), u64>,
+        HashMap<(Option<Arc<str>>, Arc<str>), u64>,
     )> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -402,6 +414,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                     let mut countries: CountryMap = HashMap::new();
                     let mut hours: HourMap = HashMap::new();
                     let mut per_pair = HashMap::new();
+                    let mut strings = Interner::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some((source, path)) = files.get(i) else {
@@ -419,6 +432,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                             countries: std::mem::take(&mut countries),
                             hours: std::mem::take(&mut hours),
                             per_pair: std::mem::take(&mut per_pair),
+                            strings: std::mem::take(&mut strings),
                         };
                         let set = rules.fields.set(*source);
                         if let Ok(m) = std::fs::metadata(path) {
@@ -435,6 +449,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                         countries = w.countries;
                         hours = w.hours;
                         per_pair = w.per_pair;
+                        strings = w.strings;
                     }
                     (acc, seen, countries, hours, per_pair)
                 })
@@ -445,7 +460,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     let mut seen: SeenMap = HashMap::new();
     let mut countries: CountryMap = HashMap::new();
     let mut hours: HourMap = HashMap::new();
-    let mut per_pair: HashMap<(Option<String>, String), u64> = HashMap::new();
+    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
     for (r, s, cs, hs, pp) in results {
         for (k, n) in pp {
             *per_pair.entry(k).or_default() += n;
@@ -494,7 +509,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     hour_baselines(&hours, &mut report);
     report.normalize();
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
-    let mut kept: HashMap<(Option<String>, String), u64> = HashMap::new();
+    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
     report.findings.retain(|f| {
         if f.detail.is_some() {
             return true;
@@ -548,7 +563,7 @@ fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
                 hunt: Some("new-source-address".into()),
                 severity: Severity::Medium,
                 source: s.source,
-                credential: Some(cred.clone()),
+                credential: Some(cred.as_str().into()),
                 principal: None,
                 time: first.time,
                 action: first.action.clone(),
@@ -585,14 +600,14 @@ fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
                 hunt: Some("new-source-address".into()),
                 severity: Severity::Low,
                 source: h.source,
-                credential: Some(cred.clone()),
+                credential: Some(cred.as_str().into()),
                 principal: None,
-                time: first.time,
-                action: first.action.clone(),
+                time: first.0,
+                action: None,
                 source_ip: None,
-                user_agent: first.user_agent.clone(),
+                user_agent: None,
                 error: None,
-                location: first.location.clone(),
+                location: first.1.to_string(),
                 record_id: None,
                 detail: Some(format!(
                     "{} use(s) at {hour:02}h UTC; before: {}",
@@ -645,11 +660,11 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                     hunt: Some(hunt.into()),
                     severity,
                     source: s.source,
-                    credential: Some(cred.clone()),
+                    credential: Some(cred.as_str().into()),
                     principal: None,
                     time: time.to_owned(),
                     action: action.clone(),
-                    source_ip: Some(ip.to_string()),
+                    source_ip: Some(ip.to_string().into()),
                     user_agent: ua.clone(),
                     error: None,
                     location: loc.clone(),

@@ -9,26 +9,36 @@ use crate::report::Table;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One suspicious record (or, for baseline checks, the first record of a suspicious pattern).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    pub rule_id: String,
-    pub rule: String,
+    #[serde(serialize_with = "text")]
+    pub rule_id: Arc<str>,
+    #[serde(serialize_with = "text")]
+    pub rule: Arc<str>,
     /// The catalogue hunt (`rekey hunt --list`) the rule belongs to, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hunt: Option<String>,
+    #[serde(serialize_with = "opt_text")]
+    pub hunt: Option<Arc<str>>,
     pub severity: Severity,
     pub source: Source,
     /// The credential the record is attributed to (AWS access key id, GCP key name, Azure
     /// credential key id, GitHub hashed token or actor, CircleCI actor).
-    pub credential: Option<String>,
-    pub principal: Option<String>,
+    #[serde(serialize_with = "opt_text")]
+    pub credential: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub principal: Option<Arc<str>>,
     pub time: DateTime<Utc>,
-    pub action: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub error: Option<String>,
+    #[serde(serialize_with = "opt_text")]
+    pub action: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub source_ip: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub user_agent: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub error: Option<Arc<str>>,
     /// The record's file and line or record number.
     pub location: String,
     /// The record's own id (eventID, insertId, …), used to drop duplicates.
@@ -80,16 +90,22 @@ impl HuntReport {
                 &b.location,
             ))
         });
-        let mut seen = std::collections::HashSet::new();
-        self.findings.retain(|f| {
-            let key = (
-                f.rule_id.clone(),
-                f.source,
-                f.record_id.clone().unwrap_or_else(|| f.location.clone()),
-                f.detail.clone(),
-            );
-            seen.insert(key)
-        });
+        let keep: Vec<bool> = {
+            let mut seen = std::collections::HashSet::new();
+            self.findings
+                .iter()
+                .map(|f| {
+                    seen.insert((
+                        &*f.rule_id,
+                        f.source,
+                        f.record_id.as_deref().unwrap_or(&f.location),
+                        f.detail.as_deref(),
+                    ))
+                })
+                .collect()
+        };
+        let mut keep = keep.into_iter();
+        self.findings.retain(|_| keep.next().unwrap_or(true));
         self.problems.sort_by(|a, b| a.location.cmp(&b.location));
     }
 
@@ -111,7 +127,7 @@ impl HuntReport {
     pub fn per_rule(&self) -> Vec<(String, Severity, usize)> {
         let mut map: BTreeMap<(&str, Severity), usize> = BTreeMap::new();
         for f in &self.findings {
-            *map.entry((f.rule.as_str(), f.severity)).or_default() += 1;
+            *map.entry((&*f.rule, f.severity)).or_default() += 1;
         }
         let mut v: Vec<_> = map
             .into_iter()
@@ -200,9 +216,9 @@ impl HuntReport {
                 t.row([
                     f.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     f.severity.to_string(),
-                    f.rule.clone(),
-                    f.action.clone().unwrap_or_default(),
-                    f.source_ip.clone().unwrap_or_default(),
+                    f.rule.to_string(),
+                    f.action.as_deref().unwrap_or_default().to_string(),
+                    f.source_ip.as_deref().unwrap_or_default().to_string(),
                     shorten(f.user_agent.as_deref().unwrap_or(""), 40),
                     f.location.clone(),
                 ]);
@@ -313,6 +329,19 @@ impl HuntReport {
             md.push('\n');
         }
         md
+    }
+}
+
+// Arc<str> shares repeated values between findings; serde's `rc` feature would rebuild every
+// dependency for two one-line functions.
+fn text<S: serde::Serializer>(t: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t)
+}
+
+fn opt_text<S: serde::Serializer>(t: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(t),
+        None => s.serialize_none(),
     }
 }
 

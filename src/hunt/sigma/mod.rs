@@ -25,12 +25,12 @@ use serde_json::Value;
 /// A rule ready to evaluate.
 #[derive(Debug)]
 pub struct Rule {
-    pub id: String,
-    pub title: String,
+    pub id: std::sync::Arc<str>,
+    pub title: std::sync::Arc<str>,
     pub level: Severity,
     pub source: Source,
     /// The catalogue hunt this rule belongs to (`rekey.hunt.NAME` tag), if any.
-    pub hunt: Option<String>,
+    pub hunt: Option<std::sync::Arc<str>>,
     /// Findings by an expected actor are dropped (`rekey.filter.expected-actors` tag).
     pub expected_actor_filter: bool,
     /// Where the rule came from: `builtin:FILE` or the file path.
@@ -355,7 +355,7 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         .flatten()
         .filter_map(Value::as_str)
         .find_map(|t| t.strip_prefix("rekey.hunt."))
-        .map(str::to_string);
+        .map(std::sync::Arc::from);
     let expected_actor_filter = doc.get("tags").and_then(Value::as_array).is_some_and(|t| {
         t.iter()
             .any(|t| t.as_str() == Some("rekey.filter.expected-actors"))
@@ -391,8 +391,8 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
     }
     let cond = condition::parse(&condition, &names).map_err(err)?;
     Ok(Rule {
-        id,
-        title,
+        id: id.into(),
+        title: title.into(),
         level,
         source,
         hunt,
