@@ -1,6 +1,8 @@
 //! The `rekey` command line: parse arguments, call the library, print results, map errors to
 //! exit codes (0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete).
 
+mod hunt_cmd;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use rekey::classify::{self, RuleSet};
 use rekey::credentials::{self, Service};
@@ -89,6 +91,19 @@ waiting; the next apply after it revokes the old credential.\n\n\
 Examples:\n  rekey apply plan.yaml --dry-run\n  rekey apply plan.yaml --report rotation.md\n  rekey apply --resume r20261128-095300-7f3a\n  rekey status"
     )]
     Apply(ApplyArgs),
+    /// Hunt in audit logs (CloudTrail, CircleCI, GitHub, GCP, Azure) for abuse of credentials.
+    #[command(
+        long_about = "Hunt in audit-log exports for abuse of exposed credentials, with Sigma rules: the built-in pack \
+(reconnaissance, access denials, scripted user agents, CircleCI persistence, GitHub git access, GCP errors and key \
+creation, Azure sign-in failures) plus any third-party Sigma rules (--rules DIR, loaded unchanged). Beside the rules: \
+an address baseline per credential (an address or /24 first seen after --since) and CIDR allow-lists.\n\n\
+Records that cannot be read are reported with their file and line (or record number) and skipped.\n\n\
+Examples:\n  rekey hunt --cloudtrail logs/ --access-key-id AKIA... --since 2022-12-21T00:00:00Z\n  \
+rekey hunt --cloudtrail logs/ --rules sigma/rules/cloud/aws --output json\n  \
+rekey hunt --circleci-audit audit.csv --github-audit audit.json --fail-on medium\n  rekey hunt --list",
+        after_help = "Exit codes: 0 no finding at --fail-on, 1 failure, 2 invalid input, 3 findings at or above --fail-on."
+    )]
+    Hunt(hunt_cmd::HuntArgs),
     /// Show the whole flow on a made-up organization, in process: inventory, plan, dry run,
     /// apply (surviving injected faults), report. Nothing leaves this machine.
     Demo,
@@ -254,6 +269,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => run_apply(args, cli.output),
         Command::Status(args) => run_status(args, cli.output),
         Command::Demo => run_demo(),
+        Command::Hunt(args) => hunt_cmd::run_hunt(args, cli.output),
         Command::Auth(cmd) => run_auth(cmd, cli.output),
         Command::Schema => print_schema(),
     };

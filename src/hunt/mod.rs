@@ -1,6 +1,68 @@
 //! Hunting checks over audit logs. This module owns the catalogue of hunt names a plan may
-//! reference (`hunts.pre`, `hunts.post`); the sources, the Sigma evaluation and the baselines
-//! live beside it as they are built.
+//! reference (`hunts.pre`, `hunts.post`) and the severity scale; beside it:
+//!
+//! - [`source`]: the audit-log sources and their streaming file readers (records with locations),
+//! - [`fields`]: lazy extraction of only the fields rules reference,
+//! - [`sigma`]: the Sigma evaluator and per-source field mapping,
+//! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
+//! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
+//! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings.
+
+pub mod engine;
+pub mod fields;
+pub mod findings;
+pub mod pack;
+pub mod sigma;
+pub mod source;
+
+/// How bad a finding is; Sigma's `level` scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn from_sigma(level: &str) -> Option<Severity> {
+        Some(match level.to_ascii_lowercase().as_str() {
+            "informational" | "info" => Severity::Informational,
+            "low" => Severity::Low,
+            "medium" => Severity::Medium,
+            "high" => Severity::High,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Severity::from_sigma(s).ok_or_else(|| {
+            format!("unknown severity `{s}` (informational, low, medium, high, critical)")
+        })
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A hunt a plan can name, and what it looks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

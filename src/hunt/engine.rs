@@ -1,0 +1,715 @@
+//! One hunt run: reads every input file (in parallel, one worker per core), attributes each
+//! record to a credential, applies the Sigma rules of its source, and beside them the checks
+//! Sigma cannot express — per-credential address baselines and CIDR allow-lists — then
+//! gathers the findings into a [`HuntReport`].
+//!
+//! Records before `since` are never findings: they are the baseline of what was normal.
+
+use super::Severity;
+use super::fields::Fields;
+use super::findings::{Finding, HuntReport};
+use super::pack::RuleSet;
+use super::sigma::Rule;
+use super::source::{self, Core, Loc, Problem, Sink, Source, first};
+use chrono::{DateTime, TimeZone, Utc};
+use ipnet::IpNet;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What to hunt in.
+#[derive(Debug, Clone)]
+pub struct HuntOptions {
+    /// Input paths (files or directory trees) per source.
+    pub inputs: Vec<(Source, PathBuf)>,
+    /// Only records attributed to these credentials (empty: all).
+    pub credentials: Vec<String>,
+    /// Start of the incident window.
+    pub since: DateTime<Utc>,
+    /// Addresses that are expected (CI egress, office); never "new", never "outside".
+    pub allow: Vec<IpNet>,
+    /// Actors whose CircleCI variable changes are expected.
+    pub expected_actors: Vec<String>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for HuntOptions {
+    fn default() -> Self {
+        HuntOptions {
+            inputs: Vec::new(),
+            credentials: Vec::new(),
+            since: Utc
+                .with_ymd_and_hms(2022, 12, 21, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            allow: Vec::new(),
+            expected_actors: Vec::new(),
+            threads: 0,
+        }
+    }
+}
+
+/// Parses an allow-list: one CIDR or address a line, `#` comments.
+pub fn parse_cidrs(origin: &str, text: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or("").trim();
+        if t.is_empty() {
+            continue;
+        }
+        out.push(parse_cidr(t).map_err(|e| format!("{origin}:{}: {e}", i + 1))?);
+    }
+    Ok(out)
+}
+
+/// A CIDR, or a single address as its /32 or /128.
+pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{t}` is not a CIDR or an IP address"))
+}
+
+/// The first use of a credential from an address after the incident start.
+#[derive(Debug, Clone)]
+struct FirstUse {
+    time: DateTime<Utc>,
+    location: String,
+    action: Option<Arc<str>>,
+    user_agent: Option<Arc<str>>,
+}
+
+/// credential → address → what was seen.
+type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
+
+/// credential → country → what was seen.
+type CountryMap = HashMap<String, HashMap<String, Seen>>;
+
+/// credential → hours of the day (UTC) it was used in.
+type HourMap = HashMap<String, Hours>;
+
+/// Findings kept per credential and rule; the rest are counted (see [`HuntReport::notes`]).
+pub const FINDINGS_PER_PAIR: u64 = 1000;
+
+/// Problems kept per run; the rest are counted.
+pub const MAX_PROBLEMS: usize = 10_000;
+
+/// Below this many records before the incident start, a credential's hours say nothing.
+const MIN_HOURS_BASELINE: u64 = 20;
+
+#[derive(Debug, Clone)]
+struct Hours {
+    source: Source,
+    before: [u64; 24],
+    /// Only when and where: a credential may be used at every hour, keep this small.
+    first_after: [Option<(DateTime<Utc>, Box<str>)>; 24],
+    after: [u64; 24],
+}
+
+impl Hours {
+    fn new(source: Source) -> Hours {
+        Hours {
+            source,
+            before: [0; 24],
+            first_after: Default::default(),
+            after: [0; 24],
+        }
+    }
+
+    fn merge(&mut self, x: Hours) {
+        for (h, fa) in x.first_after.into_iter().enumerate() {
+            self.before[h] += x.before[h];
+            self.after[h] += x.after[h];
+            if let Some(fa) = fa
+                && self.first_after[h].as_ref().is_none_or(|u| fa.0 < u.0)
+            {
+                self.first_after[h] = Some(fa);
+            }
+        }
+    }
+}
+
+/// Where and when a credential was seen from one address (or country).
+#[derive(Debug, Clone)]
+struct Seen {
+    source: Source,
+    before: bool,
+    first_after: Option<FirstUse>,
+    count: u64,
+}
+
+impl Seen {
+    fn new(source: Source) -> Seen {
+        Seen {
+            source,
+            before: false,
+            first_after: None,
+            count: 0,
+        }
+    }
+
+    fn observe(
+        &mut self,
+        after: bool,
+        time: DateTime<Utc>,
+        loc: &Loc<'_>,
+        f: &Fields<'_>,
+        core: &Core,
+        strings: &mut Interner,
+    ) {
+        self.count += 1;
+        if !after {
+            self.before = true;
+        } else if self.first_after.as_ref().is_none_or(|u| time < u.time) {
+            self.first_after = Some(FirstUse {
+                time,
+                location: loc.to_string(),
+                action: first(f, &core.action).map(|a| strings.get(a)),
+                user_agent: first(f, &core.ua).map(|u| strings.get(u)),
+            });
+        }
+    }
+
+    fn merge(&mut self, x: Seen) {
+        self.before |= x.before;
+        self.count += x.count;
+        if let Some(fa) = x.first_after
+            && self.first_after.as_ref().is_none_or(|u| fa.time < u.time)
+        {
+            self.first_after = Some(fa);
+        }
+    }
+}
+
+/// One copy of each repeated value (user agents, key ids, event names) per worker: findings
+/// of one credential share them.
+#[derive(Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+}
+
+struct Worker<'a> {
+    rules: &'a RuleSet,
+    opts: &'a HuntOptions,
+    source: Source,
+    source_rules: Vec<&'a Rule>,
+    core: &'a Core,
+    circleci_ids: &'a Mutex<HashSet<String>>,
+    report: HuntReport,
+    seen: SeenMap,
+    countries: CountryMap,
+    hours: HourMap,
+    per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64>,
+    strings: Interner,
+}
+
+fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
+    if source == Source::GithubAudit && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        // GitHub's @timestamp: epoch milliseconds.
+        return s
+            .parse::<i64>()
+            .ok()
+            .and_then(DateTime::from_timestamp_millis);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl Worker<'_> {
+    fn in_scope(&self, credential: Option<&str>, principal: Option<&str>) -> bool {
+        if self.opts.credentials.is_empty() {
+            return true;
+        }
+        self.opts.credentials.iter().any(|c| {
+            credential.is_some_and(|k| k == c || k.ends_with(&format!("/{c}")))
+                || principal.is_some_and(|p| p == c)
+        })
+    }
+}
+
+impl Sink for Worker<'_> {
+    fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+        self.report.stats.records += 1;
+        let core = self.core;
+        if self.source == Source::CircleciAudit
+            && let Some(id) = first(&f, &core.id)
+        {
+            // CircleCI's export may repeat an event; its id is unique per event.
+            let fresh = match self.circleci_ids.lock() {
+                Ok(mut ids) => ids.insert(id.to_string()),
+                Err(_) => true,
+            };
+            if !fresh {
+                self.report.stats.duplicates += 1;
+                return;
+            }
+        }
+        let Some(time) = first(&f, &core.time).and_then(|t| parse_time(self.source, t)) else {
+            self.report.problems.push(Problem {
+                location: loc.to_string(),
+                message: format!(
+                    "no usable time in `{}`; skipped",
+                    core.time
+                        .iter()
+                        .map(|&i| self.rules.fields.set(self.source).path(i))
+                        .collect::<Vec<_>>()
+                        .join("` or `")
+                ),
+            });
+            return;
+        };
+        let credential = first(&f, &core.credential);
+        let principal = first(&f, &core.principal);
+        if !self.in_scope(credential, principal) {
+            self.report.stats.out_of_scope += 1;
+            return;
+        }
+        let ip_text = first(&f, &core.ip);
+        // Service names such as "AWS Internal" or "secretsmanager.amazonaws.com" stand where an
+        // address would: they are not addresses and never make a baseline finding.
+        let ip = ip_text.and_then(|t| t.parse::<IpAddr>().ok());
+        let after = time >= self.opts.since;
+        if let (Some(c), Some(ip)) = (credential, ip) {
+            let per = match self.seen.get_mut(c) {
+                Some(p) => p,
+                None => self.seen.entry(c.to_string()).or_default(),
+            };
+            let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
+            s.observe(after, time, &loc, &f, core, &mut self.strings);
+        }
+        if let Some(c) = credential {
+            use chrono::Timelike;
+            let h = time.hour() as usize % 24;
+            let per = match self.hours.get_mut(c) {
+                Some(p) => p,
+                None => self
+                    .hours
+                    .entry(c.to_string())
+                    .or_insert_with(|| Hours::new(self.source)),
+            };
+            if after {
+                per.after[h] += 1;
+                if per.first_after[h].as_ref().is_none_or(|u| time < u.0) {
+                    per.first_after[h] = Some((time, loc.to_string().into_boxed_str()));
+                }
+            } else {
+                per.before[h] += 1;
+            }
+        }
+        if let (Some(c), Some(country)) = (credential, first(&f, &core.country)) {
+            let per = match self.countries.get_mut(c) {
+                Some(p) => p,
+                None => self.countries.entry(c.to_string()).or_default(),
+            };
+            let s = match per.get_mut(country) {
+                Some(s) => s,
+                None => per
+                    .entry(country.to_string())
+                    .or_insert_with(|| Seen::new(self.source)),
+            };
+            s.observe(after, time, &loc, &f, core, &mut self.strings);
+        }
+        if !after {
+            return;
+        }
+        self.report.stats.in_window += 1;
+        for rule in &self.source_rules {
+            if !rule.matches(&f) {
+                continue;
+            }
+            if rule.expected_actor_filter
+                && principal.is_some_and(|p| self.opts.expected_actors.iter().any(|a| a == p))
+            {
+                continue;
+            }
+            // Memory follows what is distinct, not the input: past the cap a (credential, rule)
+            // pair is only counted.
+            let n = self
+                .per_pair
+                .entry((credential.map(|c| self.strings.get(c)), rule.id.clone()))
+                .or_default();
+            *n += 1;
+            if *n > FINDINGS_PER_PAIR {
+                continue;
+            }
+            self.report.findings.push(Finding {
+                rule_id: rule.id.clone(),
+                rule: rule.title.clone(),
+                hunt: rule.hunt.clone(),
+                severity: rule.level,
+                source: self.source,
+                credential: credential.map(|c| self.strings.get(c)),
+                principal: principal.map(|p| self.strings.get(p)),
+                time,
+                action: first(&f, &core.action).map(|a| self.strings.get(a)),
+                source_ip: ip_text.map(|i| self.strings.get(i)),
+                user_agent: first(&f, &core.ua).map(|u| self.strings.get(u)),
+                error: first(&f, &core.error).map(|e| self.strings.get(e)),
+                location: loc.to_string(),
+                record_id: first(&f, &core.id).map(str::to_string),
+                detail: None,
+            });
+        }
+    }
+
+    fn problem(&mut self, problem: Problem) {
+        self.report.problems.push(problem);
+    }
+}
+
+/// Runs a hunt. Unreadable inputs become problems; nothing here panics on input.
+pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
+    let started = std::time::Instant::now();
+    let mut files: Vec<(Source, PathBuf)> = Vec::new();
+    let mut report = HuntReport {
+        since: Some(opts.since),
+        rule_errors: rules.errors.clone(),
+        ..Default::default()
+    };
+    report.stats.rules = rules.rules.len();
+    for (source, path) in &opts.inputs {
+        match source::expand(*source, path) {
+            Ok(list) => files.extend(list.into_iter().map(|p| (*source, p))),
+            Err(e) => report.problems.push(Problem {
+                location: path.display().to_string(),
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    report.stats.files = files.len();
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    }
+    .min(files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let circleci_ids = Mutex::new(HashSet::new());
+    #[allow(clippy::type_complexity)]
+    let results: Vec<(
+        HuntReport,
+        SeenMap,
+        CountryMap,
+        HourMap,
+        HashMap<(Option<Arc<str>>, Arc<str>), u64>,
+    )> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut acc = HuntReport::default();
+                    let mut seen: SeenMap = HashMap::new();
+                    let mut countries: CountryMap = HashMap::new();
+                    let mut hours: HourMap = HashMap::new();
+                    let mut per_pair = HashMap::new();
+                    let mut strings = Interner::default();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((source, path)) = files.get(i) else {
+                            break;
+                        };
+                        let mut w = Worker {
+                            rules,
+                            opts,
+                            source: *source,
+                            source_rules: rules.for_source(*source).collect(),
+                            core: rules.fields.core(*source),
+                            circleci_ids: &circleci_ids,
+                            report: std::mem::take(&mut acc),
+                            seen: std::mem::take(&mut seen),
+                            countries: std::mem::take(&mut countries),
+                            hours: std::mem::take(&mut hours),
+                            per_pair: std::mem::take(&mut per_pair),
+                            strings: std::mem::take(&mut strings),
+                        };
+                        let set = rules.fields.set(*source);
+                        if let Ok(m) = std::fs::metadata(path) {
+                            w.report.stats.bytes += m.len();
+                        }
+                        if let Err(e) = source::read_file(*source, path, set, &mut w) {
+                            w.report.problems.push(Problem {
+                                location: path.display().to_string(),
+                                message: format!("read error, rest of the file skipped: {e}"),
+                            });
+                        }
+                        acc = w.report;
+                        seen = w.seen;
+                        countries = w.countries;
+                        hours = w.hours;
+                        per_pair = w.per_pair;
+                        strings = w.strings;
+                    }
+                    (acc, seen, countries, hours, per_pair)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut seen: SeenMap = HashMap::new();
+    let mut countries: CountryMap = HashMap::new();
+    let mut hours: HourMap = HashMap::new();
+    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
+    for (r, s, cs, hs, pp) in results {
+        for (k, n) in pp {
+            *per_pair.entry(k).or_default() += n;
+        }
+        for (cred, x) in hs {
+            match hours.get_mut(&cred) {
+                Some(y) => y.merge(x),
+                None => {
+                    hours.insert(cred, x);
+                }
+            }
+        }
+        report.findings.extend(r.findings);
+        report.problems.extend(r.problems);
+        let st = &mut report.stats;
+        st.bytes += r.stats.bytes;
+        st.records += r.stats.records;
+        st.in_window += r.stats.in_window;
+        st.out_of_scope += r.stats.out_of_scope;
+        st.duplicates += r.stats.duplicates;
+        for (cred, per) in s {
+            let into = seen.entry(cred).or_default();
+            for (ip, x) in per {
+                match into.get_mut(&ip) {
+                    None => {
+                        into.insert(ip, x);
+                    }
+                    Some(y) => y.merge(x),
+                }
+            }
+        }
+        for (cred, per) in cs {
+            let into = countries.entry(cred).or_default();
+            for (country, x) in per {
+                match into.get_mut(&country) {
+                    None => {
+                        into.insert(country, x);
+                    }
+                    Some(y) => y.merge(x),
+                }
+            }
+        }
+    }
+    baselines(&seen, opts, &mut report);
+    country_baselines(&countries, &mut report);
+    hour_baselines(&hours, &mut report);
+    report.normalize();
+    // Workers each kept up to the cap: trim to it across them, and say what was left out.
+    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
+    report.findings.retain(|f| {
+        if f.detail.is_some() {
+            return true;
+        }
+        let n = kept
+            .entry((f.credential.clone(), f.rule_id.clone()))
+            .or_default();
+        *n += 1;
+        *n <= FINDINGS_PER_PAIR
+    });
+    let mut capped: Vec<_> = per_pair
+        .into_iter()
+        .filter(|(_, n)| *n > FINDINGS_PER_PAIR)
+        .collect();
+    capped.sort();
+    for ((cred, rule), n) in capped {
+        report.notes.push(format!(
+            "{} finding(s) of rule {rule} for {} not listed (first {FINDINGS_PER_PAIR} kept)",
+            n - FINDINGS_PER_PAIR,
+            cred.as_deref().unwrap_or("(unattributed)")
+        ));
+        report.stats.findings_not_listed += n - FINDINGS_PER_PAIR;
+    }
+    if report.problems.len() > MAX_PROBLEMS {
+        let more = report.problems.len() - MAX_PROBLEMS;
+        report.problems.truncate(MAX_PROBLEMS);
+        report
+            .notes
+            .push(format!("{more} further unreadable record(s) not listed"));
+    }
+    report.stats.elapsed_ms = started.elapsed().as_millis();
+    report
+}
+
+/// A country first seen for a credential after the incident start, when it has a baseline.
+fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
+    for (cred, per) in countries {
+        if !per.values().any(|s| s.before) {
+            continue;
+        }
+        for (country, s) in per {
+            let Some(first) = &s.first_after else {
+                continue;
+            };
+            if s.before {
+                continue;
+            }
+            report.findings.push(Finding {
+                rule_id: "rekey-new-country".into(),
+                rule: "Country first seen for the credential after the incident start".into(),
+                hunt: Some("new-source-address".into()),
+                severity: Severity::Medium,
+                source: s.source,
+                credential: Some(cred.as_str().into()),
+                principal: None,
+                time: first.time,
+                action: first.action.clone(),
+                source_ip: None,
+                user_agent: first.user_agent.clone(),
+                error: None,
+                location: first.location.clone(),
+                record_id: None,
+                detail: Some(format!("country {country} ({} uses)", s.count)),
+            });
+        }
+    }
+}
+
+/// Use at an hour of the day (UTC) never seen for a credential before the incident start, when
+/// the credential has enough history for its hours to mean something.
+fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
+    for (cred, h) in hours {
+        if h.before.iter().sum::<u64>() < MIN_HOURS_BASELINE {
+            continue;
+        }
+        for (hour, first) in h.first_after.iter().enumerate() {
+            let Some(first) = first else { continue };
+            if h.before[hour] > 0 {
+                continue;
+            }
+            let usual: Vec<String> = (0..24)
+                .filter(|&i| h.before[i] > 0)
+                .map(|i| format!("{i:02}h"))
+                .collect();
+            report.findings.push(Finding {
+                rule_id: "rekey-unusual-hour".into(),
+                rule: "Credential used at an hour not seen before the incident start".into(),
+                hunt: Some("new-source-address".into()),
+                severity: Severity::Low,
+                source: h.source,
+                credential: Some(cred.as_str().into()),
+                principal: None,
+                time: first.0,
+                action: None,
+                source_ip: None,
+                user_agent: None,
+                error: None,
+                location: first.1.to_string(),
+                record_id: None,
+                detail: Some(format!(
+                    "{} use(s) at {hour:02}h UTC; before: {}",
+                    h.after[hour],
+                    usual.join(" ")
+                )),
+            });
+        }
+    }
+}
+
+/// The network an address belongs to for the baseline: its /24 (IPv4) or /48 (IPv6).
+fn network(ip: IpAddr) -> IpNet {
+    let prefix = if ip.is_ipv4() { 24 } else { 48 };
+    IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
+    let allowed = |ip: &IpAddr| opts.allow.iter().any(|n| n.contains(ip));
+    let mut without = 0usize;
+    for (cred, per) in seen {
+        let known: HashSet<IpNet> = per
+            .iter()
+            .filter(|(_, s)| s.before)
+            .map(|(ip, _)| network(*ip))
+            .collect();
+        let has_baseline = !known.is_empty();
+        if !has_baseline {
+            without += 1;
+        }
+        for (ip, s) in per {
+            let Some(FirstUse {
+                time,
+                location: loc,
+                action,
+                user_agent: ua,
+            }) = &s.first_after
+            else {
+                continue;
+            };
+            if allowed(ip) {
+                continue;
+            }
+            let mut push = |rule_id: &str, rule: &str, hunt: &str, severity, detail: String| {
+                report.findings.push(Finding {
+                    rule_id: rule_id.into(),
+                    rule: rule.into(),
+                    hunt: Some(hunt.into()),
+                    severity,
+                    source: s.source,
+                    credential: Some(cred.as_str().into()),
+                    principal: None,
+                    time: time.to_owned(),
+                    action: action.clone(),
+                    source_ip: Some(ip.to_string().into()),
+                    user_agent: ua.clone(),
+                    error: None,
+                    location: loc.clone(),
+                    record_id: None,
+                    detail: Some(detail),
+                })
+            };
+            if !opts.allow.is_empty() {
+                push(
+                    "rekey-outside-allowlist",
+                    "Credential used from outside the allow-list",
+                    "new-credential-outside-allowlist",
+                    Severity::High,
+                    format!("{ip} is in no allowed CIDR ({} uses)", s.count),
+                );
+            }
+            if has_baseline && !s.before {
+                let net = network(*ip);
+                let (severity, what) = if known.contains(&net) {
+                    (
+                        Severity::Low,
+                        format!("new address {ip} in the known network {net}"),
+                    )
+                } else {
+                    (
+                        Severity::Medium,
+                        format!(
+                            "new address {ip}, network {net} never seen before the incident start"
+                        ),
+                    )
+                };
+                push(
+                    "rekey-new-source-address",
+                    "Address first seen for the credential after the incident start",
+                    "new-source-address",
+                    severity,
+                    format!("{what} ({} uses)", s.count),
+                );
+            }
+        }
+    }
+    if without > 0 {
+        report.notes.push(format!(
+            "{without} credential(s) have no records before {} in these inputs: no address baseline for them",
+            opts.since.to_rfc3339()
+        ));
+    }
+}

@@ -1,0 +1,333 @@
+//! Lazy field extraction from one JSON record: only the dotted paths that some rule or check
+//! references are captured, everything else is skipped without building a DOM.
+//!
+//! Why: an audit record is mostly fields no rule looks at (CloudTrail's `additionalEventData`,
+//! `tlsDetails`, …). Walking the record once with serde's [`IgnoredAny`] for unreferenced keys
+//! and borrowing strings from the input buffer keeps the per-record cost close to a JSON skim.
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Index of a field path in a [`FieldSet`].
+pub type FieldId = usize;
+
+/// One captured value. Strings borrow from the record when they have no escapes; numbers and
+/// booleans keep their JSON text; objects and arrays keep their raw JSON text, which is what
+/// Sigma backends match `contains` against when a rule names a whole object.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum FieldVal<'a> {
+    #[default]
+    Missing,
+    Null,
+    Text(Cow<'a, str>),
+    Raw(&'a str),
+}
+
+impl<'a> FieldVal<'a> {
+    /// The value as text, when it has one (`Raw` gives its JSON text).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            FieldVal::Text(t) => Some(t),
+            FieldVal::Raw(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        !matches!(self, FieldVal::Missing | FieldVal::Null)
+    }
+}
+
+/// The values of one record, indexed by [`FieldId`].
+pub type Fields<'a> = Vec<FieldVal<'a>>;
+
+/// The dotted paths referenced for one source, and the trie the extractor walks.
+#[derive(Debug, Default, Clone)]
+pub struct FieldSet {
+    paths: Vec<String>,
+    by_path: HashMap<String, FieldId>,
+    root: Node,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Node {
+    /// Capture this node's whole value under this id.
+    id: Option<FieldId>,
+    children: Vec<(String, Node)>,
+}
+
+impl Node {
+    fn child(&self, key: &str) -> Option<&Node> {
+        self.children.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+    }
+}
+
+impl FieldSet {
+    /// The id of `path` (dot-separated), registering it on first use.
+    pub fn intern(&mut self, path: &str) -> FieldId {
+        if let Some(&id) = self.by_path.get(path) {
+            return id;
+        }
+        let id = self.paths.len();
+        self.paths.push(path.to_string());
+        self.by_path.insert(path.to_string(), id);
+        let mut node = &mut self.root;
+        for part in path.split('.') {
+            let pos = match node.children.iter().position(|(k, _)| k == part) {
+                Some(p) => p,
+                None => {
+                    node.children.push((part.to_string(), Node::default()));
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[pos].1;
+        }
+        node.id = Some(id);
+        id
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    pub fn path(&self, id: FieldId) -> &str {
+        self.paths.get(id).map(String::as_str).unwrap_or("")
+    }
+
+    /// Fresh, empty values for one record.
+    pub fn empty(&self) -> Fields<'static> {
+        vec![FieldVal::Missing; self.len()]
+    }
+
+    /// Extracts the value of top-level `key` (the map's next value) into `out`, as the record
+    /// seed would; lets a caller that is walking an object itself decide per key.
+    pub fn next_value_into<'de, A: MapAccess<'de>>(
+        &self,
+        key: &str,
+        map: &mut A,
+        out: &mut Fields<'de>,
+    ) -> Result<(), A::Error> {
+        match self.root.child(key) {
+            Some(child) => map.next_value_seed(NodeSeed { node: child, out }),
+            None => map.next_value::<IgnoredAny>().map(|_| ()),
+        }
+    }
+
+    /// A seed that extracts this set's fields from one JSON value (which must be an object).
+    pub fn seed(&self) -> RecordSeed<'_> {
+        RecordSeed { set: self }
+    }
+}
+
+/// What extracting one value gave: the fields, or why the value is not a record.
+pub enum Extracted<'a> {
+    Record(Fields<'a>),
+    NotAnObject(&'static str),
+}
+
+/// Deserializes one record (an object) into its referenced fields.
+pub struct RecordSeed<'s> {
+    set: &'s FieldSet,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = Extracted<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let mut out = vec![FieldVal::Missing; self.set.len()];
+        let shape = d.deserialize_any(NodeVisitor {
+            node: &self.set.root,
+            out: &mut out,
+        })?;
+        Ok(match shape {
+            Shape::Object => Extracted::Record(out),
+            Shape::Other(kind) => Extracted::NotAnObject(kind),
+        })
+    }
+}
+
+enum Shape {
+    Object,
+    Other(&'static str),
+}
+
+struct NodeSeed<'n, 'o, 'de> {
+    node: &'n Node,
+    out: &'o mut Fields<'de>,
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if let Some(id) = self.node.id {
+            // Captured whole (and possibly descended into as well).
+            let raw: &'de RawValue = de::Deserialize::deserialize(d)?;
+            let val = classify_raw(raw.get());
+            if self.node.children.is_empty() {
+                set(self.out, id, val);
+            } else {
+                set(self.out, id, val);
+                let mut inner = serde_json::Deserializer::from_str(raw.get());
+                // The raw text came from a parser that accepted it; a second parse cannot fail
+                // in a way that matters to the caller, so a failure just leaves children unset.
+                let _ = de::Deserializer::deserialize_any(
+                    &mut inner,
+                    NodeVisitor {
+                        node: self.node,
+                        out: self.out,
+                    },
+                );
+            }
+            Ok(())
+        } else {
+            d.deserialize_any(NodeVisitor {
+                node: self.node,
+                out: self.out,
+            })
+            .map(|_| ())
+        }
+    }
+}
+
+fn set<'de>(out: &mut Fields<'de>, id: FieldId, val: FieldVal<'de>) {
+    // Inside arrays the first element that has the field wins.
+    if let Some(slot) = out.get_mut(id)
+        && matches!(slot, FieldVal::Missing)
+    {
+        *slot = val;
+    }
+}
+
+/// A raw JSON value turned into a [`FieldVal`], borrowing when the string has no escapes.
+fn classify_raw(raw: &str) -> FieldVal<'_> {
+    match raw.as_bytes().first() {
+        Some(b'"') => {
+            let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+            if !inner.contains('\\') {
+                FieldVal::Text(Cow::Borrowed(inner))
+            } else {
+                match serde_json::from_str::<String>(raw) {
+                    Ok(s) => FieldVal::Text(Cow::Owned(s)),
+                    Err(_) => FieldVal::Raw(raw),
+                }
+            }
+        }
+        Some(b'n') => FieldVal::Null,
+        Some(b'{') | Some(b'[') => FieldVal::Raw(raw),
+        Some(_) => FieldVal::Text(Cow::Borrowed(raw)),
+        None => FieldVal::Missing,
+    }
+}
+
+struct NodeVisitor<'n, 'o, 'de> {
+    node: &'n Node,
+    out: &'o mut Fields<'de>,
+}
+
+impl<'de> Visitor<'de> for NodeVisitor<'_, '_, 'de> {
+    type Value = Shape;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match self.node.child(&key.0) {
+                Some(child) => map.next_value_seed(NodeSeed {
+                    node: child,
+                    out: self.out,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Shape::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        // Sigma: a path through an array matches when any element does.
+        while seq
+            .next_element_seed(NodeSeed {
+                node: self.node,
+                out: self.out,
+            })?
+            .is_some()
+        {}
+        Ok(Shape::Other("an array"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+        Ok(Shape::Other("a string"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape::Other("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape::Other("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape::Other("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape::Other("a number"))
+    }
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape::Other("null"))
+    }
+}
+
+/// A map key, borrowed when it has no escapes.
+pub struct Key<'de>(pub Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_only_referenced_paths() {
+        let mut set = FieldSet::default();
+        let name = set.intern("eventName");
+        let key = set.intern("userIdentity.accessKeyId");
+        let req = set.intern("requestParameters");
+        let user = set.intern("requestParameters.userName");
+        let num = set.intern("n");
+        let text = r#"{"eventName":"ListUsers","n":3,"userIdentity":{"type":"IAMUser","accessKeyId":"AKIA\u0041"},"requestParameters":{"userName":"bob"},"x":[1,2]}"#;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let Extracted::Record(f) = set.seed().deserialize(&mut de).unwrap() else {
+            panic!("object")
+        };
+        assert_eq!(f[name].as_str(), Some("ListUsers"));
+        assert_eq!(f[key].as_str(), Some("AKIAA"));
+        assert_eq!(f[req].as_str(), Some(r#"{"userName":"bob"}"#));
+        assert_eq!(f[user].as_str(), Some("bob"));
+        assert_eq!(f[num].as_str(), Some("3"));
+    }
+}

@@ -1,0 +1,360 @@
+//! Findings of a hunt and how people and machines read them: deduplicated, grouped per
+//! credential, as a table, one JSON document, a Markdown section for the run report, and a
+//! text timeline per credential.
+
+use super::Severity;
+use super::sigma::RuleError;
+use super::source::{Problem, Source};
+use crate::report::Table;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One suspicious record (or, for baseline checks, the first record of a suspicious pattern).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    #[serde(serialize_with = "text")]
+    pub rule_id: Arc<str>,
+    #[serde(serialize_with = "text")]
+    pub rule: Arc<str>,
+    /// The catalogue hunt (`rekey hunt --list`) the rule belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "opt_text")]
+    pub hunt: Option<Arc<str>>,
+    pub severity: Severity,
+    pub source: Source,
+    /// The credential the record is attributed to (AWS access key id, GCP key name, Azure
+    /// credential key id, GitHub hashed token or actor, CircleCI actor).
+    #[serde(serialize_with = "opt_text")]
+    pub credential: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub principal: Option<Arc<str>>,
+    pub time: DateTime<Utc>,
+    #[serde(serialize_with = "opt_text")]
+    pub action: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub source_ip: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub user_agent: Option<Arc<str>>,
+    #[serde(serialize_with = "opt_text")]
+    pub error: Option<Arc<str>>,
+    /// The record's file and line or record number.
+    pub location: String,
+    /// The record's own id (eventID, insertId, …), used to drop duplicates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// For checks beyond a single record: what was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub files: usize,
+    pub bytes: u64,
+    pub records: u64,
+    /// Records at or after `since` (the others only feed baselines).
+    pub in_window: u64,
+    /// Records outside the `--access-key-id` scope.
+    pub out_of_scope: u64,
+    pub duplicates: u64,
+    /// Findings beyond the per-credential-and-rule cap, counted only.
+    pub findings_not_listed: u64,
+    pub rules: usize,
+    pub elapsed_ms: u128,
+}
+
+/// Everything a hunt produced.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HuntReport {
+    pub since: Option<DateTime<Utc>>,
+    pub stats: Stats,
+    pub findings: Vec<Finding>,
+    /// Records that could not be read, with their location; they were skipped.
+    pub problems: Vec<Problem>,
+    /// Rules that could not be loaded, with the reason.
+    pub rule_errors: Vec<RuleError>,
+    /// Things the reader should know (credentials without a baseline, …).
+    pub notes: Vec<String>,
+}
+
+impl HuntReport {
+    /// Drops findings of the same rule on the same record, then orders by credential and time.
+    pub fn normalize(&mut self) {
+        self.findings.sort_by(|a, b| {
+            (&a.credential, a.time, &a.rule_id, &a.location).cmp(&(
+                &b.credential,
+                b.time,
+                &b.rule_id,
+                &b.location,
+            ))
+        });
+        let keep: Vec<bool> = {
+            let mut seen = std::collections::HashSet::new();
+            self.findings
+                .iter()
+                .map(|f| {
+                    seen.insert((
+                        &*f.rule_id,
+                        f.source,
+                        f.record_id.as_deref().unwrap_or(&f.location),
+                        f.detail.as_deref(),
+                    ))
+                })
+                .collect()
+        };
+        let mut keep = keep.into_iter();
+        self.findings.retain(|_| keep.next().unwrap_or(true));
+        self.problems.sort_by(|a, b| a.location.cmp(&b.location));
+    }
+
+    pub fn highest(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// Findings per credential (`None` last: records no credential could be attributed to).
+    pub fn by_credential(&self) -> Vec<(Option<&str>, Vec<&Finding>)> {
+        let mut map: BTreeMap<(bool, Option<&str>), Vec<&Finding>> = BTreeMap::new();
+        for f in &self.findings {
+            let c = f.credential.as_deref();
+            map.entry((c.is_none(), c)).or_default().push(f);
+        }
+        map.into_iter().map(|((_, c), v)| (c, v)).collect()
+    }
+
+    /// Count of findings per rule title, most first.
+    pub fn per_rule(&self) -> Vec<(String, Severity, usize)> {
+        let mut map: BTreeMap<(&str, Severity), usize> = BTreeMap::new();
+        for f in &self.findings {
+            *map.entry((&*f.rule, f.severity)).or_default() += 1;
+        }
+        let mut v: Vec<_> = map
+            .into_iter()
+            .map(|((r, s), n)| (r.to_string(), s, n))
+            .collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// One JSON document: summary, findings grouped per credential, problems, rule errors.
+    /// Serialized straight from the report (no intermediate tree: a hunt may hold many findings).
+    pub fn write_json(&self, w: &mut dyn std::io::Write) -> serde_json::Result<()> {
+        #[derive(Serialize)]
+        struct ByRule {
+            rule: String,
+            severity: Severity,
+            count: usize,
+        }
+        #[derive(Serialize)]
+        struct Group<'a> {
+            credential: Option<&'a str>,
+            count: usize,
+            findings: Vec<&'a Finding>,
+        }
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            since: Option<DateTime<Utc>>,
+            highest: Option<Severity>,
+            total: usize,
+            stats: &'a Stats,
+            by_rule: Vec<ByRule>,
+            credentials: Vec<Group<'a>>,
+            problems: &'a [Problem],
+            rule_errors: &'a [RuleError],
+            notes: &'a [String],
+        }
+        let doc = Doc {
+            since: self.since,
+            highest: self.highest(),
+            total: self.findings.len(),
+            stats: &self.stats,
+            by_rule: self
+                .per_rule()
+                .into_iter()
+                .map(|(rule, severity, count)| ByRule {
+                    rule,
+                    severity,
+                    count,
+                })
+                .collect(),
+            credentials: self
+                .by_credential()
+                .into_iter()
+                .map(|(credential, findings)| Group {
+                    credential,
+                    count: findings.len(),
+                    findings,
+                })
+                .collect(),
+            problems: &self.problems,
+            rule_errors: &self.rule_errors,
+            notes: &self.notes,
+        };
+        serde_json::to_writer_pretty(w, &doc)
+    }
+
+    /// The human table: per credential, one row per finding.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        for (c, fs) in self.by_credential() {
+            out.push_str(&format!(
+                "Credential {} — {} finding(s)\n",
+                c.unwrap_or("(unattributed)"),
+                fs.len()
+            ));
+            let mut t = Table::new([
+                "TIME",
+                "SEVERITY",
+                "RULE",
+                "ACTION",
+                "SOURCE IP",
+                "USER AGENT",
+                "WHERE",
+            ]);
+            for f in fs {
+                t.row([
+                    f.time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    f.severity.to_string(),
+                    f.rule.to_string(),
+                    f.action.as_deref().unwrap_or_default().to_string(),
+                    f.source_ip.as_deref().unwrap_or_default().to_string(),
+                    shorten(f.user_agent.as_deref().unwrap_or(""), 40),
+                    f.location.clone(),
+                ]);
+            }
+            out.push_str(&t.render());
+            out.push('\n');
+        }
+        out.push_str(&self.summary_text());
+        out
+    }
+
+    fn summary_text(&self) -> String {
+        let mut out = format!(
+            "{} finding(s){} in {} record(s) of {} file(s) ({} in the window), {} rule(s).\n",
+            self.findings.len(),
+            self.highest()
+                .map(|s| format!(", highest {s}"))
+                .unwrap_or_default(),
+            self.stats.records,
+            self.stats.files,
+            self.stats.in_window,
+            self.stats.rules,
+        );
+        for p in &self.problems {
+            out.push_str(&format!("skipped: {}: {}\n", p.location, p.message));
+        }
+        for e in &self.rule_errors {
+            out.push_str(&format!("rule not loaded: {}: {}\n", e.origin, e.reason));
+        }
+        for n in &self.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        out
+    }
+
+    /// A text timeline per credential: what happened, in order.
+    pub fn timeline(&self) -> String {
+        let mut out = String::new();
+        for (c, fs) in self.by_credential() {
+            out.push_str(&format!("== {}\n", c.unwrap_or("(unattributed)")));
+            let mut last_day = String::new();
+            for f in fs {
+                let day = f.time.format("%Y-%m-%d").to_string();
+                if day != last_day {
+                    out.push_str(&format!("{day}\n"));
+                    last_day = day;
+                }
+                out.push_str(&format!(
+                    "  {}  {:<13} {:<28} {} {}\n",
+                    f.time.format("%H:%M:%S"),
+                    f.severity.as_str(),
+                    f.action.as_deref().unwrap_or("-"),
+                    f.source_ip.as_deref().unwrap_or("-"),
+                    f.rule
+                ));
+            }
+        }
+        out
+    }
+
+    /// A Markdown section for the run report (incident ticket).
+    pub fn markdown_section(&self) -> String {
+        let mut md = String::from("## Hunt findings\n\n");
+        md.push_str(&format!(
+            "{} finding(s){} in {} record(s) from {} file(s){}.\n\n",
+            self.findings.len(),
+            self.highest()
+                .map(|s| format!(", highest **{s}**"))
+                .unwrap_or_default(),
+            self.stats.records,
+            self.stats.files,
+            self.since
+                .map(|s| format!(", window from {}", s.to_rfc3339()))
+                .unwrap_or_default()
+        ));
+        if !self.findings.is_empty() {
+            md.push_str("| Rule | Severity | Count |\n|---|---|---|\n");
+            for (r, s, n) in self.per_rule() {
+                md.push_str(&format!("| {} | {s} | {n} |\n", md_cell(&r)));
+            }
+            md.push('\n');
+        }
+        for (c, fs) in self.by_credential() {
+            md.push_str(&format!("### `{}`\n\n", c.unwrap_or("(unattributed)")));
+            md.push_str("| Time | Severity | Rule | Action | Source IP | User agent | Where |\n|---|---|---|---|---|---|---|\n");
+            for f in fs {
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    f.time.format("%Y-%m-%d %H:%M:%S"),
+                    f.severity,
+                    md_cell(&f.rule),
+                    md_cell(f.action.as_deref().unwrap_or("")),
+                    md_cell(f.source_ip.as_deref().unwrap_or("")),
+                    md_cell(&shorten(f.user_agent.as_deref().unwrap_or(""), 60)),
+                    md_cell(&f.location)
+                ));
+            }
+            md.push('\n');
+        }
+        if !self.problems.is_empty() {
+            md.push_str(&format!(
+                "{} record(s) could not be read and were skipped:\n\n",
+                self.problems.len()
+            ));
+            for p in &self.problems {
+                md.push_str(&format!("- `{}`: {}\n", p.location, md_cell(&p.message)));
+            }
+            md.push('\n');
+        }
+        md
+    }
+}
+
+// Arc<str> shares repeated values between findings; serde's `rc` feature would rebuild every
+// dependency for two one-line functions.
+fn text<S: serde::Serializer>(t: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t)
+}
+
+fn opt_text<S: serde::Serializer>(t: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(t),
+        None => s.serialize_none(),
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

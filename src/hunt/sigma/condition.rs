@@ -1,0 +1,212 @@
+//! The Sigma `condition` language: `and`, `or`, `not`, parentheses, `1 of pattern*`,
+//! `all of pattern*`, `1 of them`, `all of them`. Aggregations after `|` are refused with a reason.
+
+use super::wildcard_match;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// Index of a search identifier.
+    Search(usize),
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+}
+
+impl Cond {
+    pub fn eval(&self, searches: &mut dyn FnMut(usize) -> bool) -> bool {
+        match self {
+            Cond::Search(i) => searches(*i),
+            Cond::And(v) => v.iter().all(|c| c.eval(searches)),
+            Cond::Or(v) => v.iter().any(|c| c.eval(searches)),
+            Cond::Not(c) => !c.eval(searches),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    And,
+    Or,
+    Not,
+    Open,
+    Close,
+    OneOf,
+    AllOf,
+}
+
+fn lex(text: &str) -> Result<Vec<Tok>, String> {
+    if text.contains('|') {
+        return Err("aggregation conditions (`| count() …`) are not supported".into());
+    }
+    let spaced = text.replace('(', " ( ").replace(')', " ) ");
+    let words: Vec<&str> = spaced.split_whitespace().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        let next_is_of = words
+            .get(i + 1)
+            .is_some_and(|n| n.eq_ignore_ascii_case("of"));
+        let tok = match w.to_ascii_lowercase().as_str() {
+            "and" => Tok::And,
+            "or" => Tok::Or,
+            "not" => Tok::Not,
+            "(" => Tok::Open,
+            ")" => Tok::Close,
+            "1" | "any" if next_is_of => {
+                i += 1;
+                Tok::OneOf
+            }
+            "all" if next_is_of => {
+                i += 1;
+                Tok::AllOf
+            }
+            _ if next_is_of => {
+                return Err(format!(
+                    "`{w} of` is not supported (only `1 of` and `all of`)"
+                ));
+            }
+            _ => Tok::Ident(w.to_string()),
+        };
+        out.push(tok);
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Parses `text` against the search identifiers `names` (in the rule's order).
+pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
+    let toks = lex(text)?;
+    let mut p = Parser {
+        toks: &toks,
+        pos: 0,
+        names,
+    };
+    let c = p.or()?;
+    if p.pos != toks.len() {
+        return Err(format!("unexpected `{:?}` in condition", toks[p.pos]));
+    }
+    Ok(c)
+}
+
+struct Parser<'a> {
+    toks: &'a [Tok],
+    pos: usize,
+    names: &'a [String],
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Tok> {
+        self.toks.get(self.pos)
+    }
+
+    fn or(&mut self) -> Result<Cond, String> {
+        let mut items = vec![self.and()?];
+        while self.peek() == Some(&Tok::Or) {
+            self.pos += 1;
+            items.push(self.and()?);
+        }
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Cond::Or(items)
+        })
+    }
+
+    fn and(&mut self) -> Result<Cond, String> {
+        let mut items = vec![self.not()?];
+        while self.peek() == Some(&Tok::And) {
+            self.pos += 1;
+            items.push(self.not()?);
+        }
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Cond::And(items)
+        })
+    }
+
+    fn not(&mut self) -> Result<Cond, String> {
+        if self.peek() == Some(&Tok::Not) {
+            self.pos += 1;
+            return Ok(Cond::Not(Box::new(self.not()?)));
+        }
+        self.atom()
+    }
+
+    fn atom(&mut self) -> Result<Cond, String> {
+        let tok = self
+            .peek()
+            .cloned()
+            .ok_or_else(|| "condition ends too early".to_string())?;
+        self.pos += 1;
+        match tok {
+            Tok::Open => {
+                let c = self.or()?;
+                if self.peek() != Some(&Tok::Close) {
+                    return Err("missing `)` in condition".into());
+                }
+                self.pos += 1;
+                Ok(c)
+            }
+            Tok::Ident(name) => self
+                .names
+                .iter()
+                .position(|n| *n == name)
+                .map(Cond::Search)
+                .ok_or_else(|| {
+                    format!("condition names `{name}`, which is not a search identifier")
+                }),
+            Tok::OneOf | Tok::AllOf => {
+                let Some(Tok::Ident(pattern)) = self.peek().cloned() else {
+                    return Err("`of` needs a pattern or `them`".into());
+                };
+                self.pos += 1;
+                let matched: Vec<Cond> = self
+                    .names
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| {
+                        if pattern == "them" {
+                            !n.starts_with('_')
+                        } else {
+                            wildcard_match(&pattern, n)
+                        }
+                    })
+                    .map(|(i, _)| Cond::Search(i))
+                    .collect();
+                if matched.is_empty() {
+                    return Err(format!("`of {pattern}` matches no search identifier"));
+                }
+                Ok(if tok == Tok::OneOf {
+                    Cond::Or(matched)
+                } else {
+                    Cond::And(matched)
+                })
+            }
+            other => Err(format!("unexpected `{other:?}` in condition")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn precedence_and_of() {
+        let n = names(&["selection", "filter_a", "filter_b"]);
+        let c = parse("selection and not 1 of filter_*", &n).unwrap();
+        let mut truth = |i: usize| [true, false, false][i];
+        assert!(c.eval(&mut truth));
+        let c = parse("(selection or filter_a) and all of them", &n).unwrap();
+        assert!(!c.eval(&mut truth));
+        assert!(parse("selection | count() > 5", &n).is_err());
+        assert!(parse("nothere", &n).is_err());
+    }
+}

@@ -1,0 +1,534 @@
+//! A compact Sigma evaluator: loads Sigma YAML rules (the project's pack and third-party rules,
+//! unchanged), maps each rule to a [`Source`] by its `logsource`, maps community field names to
+//! the source's raw paths, and compiles the detection into matchers over [`FieldId`]s so that a
+//! record is matched without allocating.
+//!
+//! Why not a library: see the hunting notes in the module above — in short, the maintained Rust
+//! crate (sigma-rust) evaluates over an owned `HashMap` event built per record and lowercases
+//! strings per comparison, which cannot meet the throughput goal, and it has no hook for a
+//! per-source field mapping.
+//!
+//! Supported: selections as maps or lists of maps, value lists, `null`, wildcards `*` `?` (with
+//! `\` escapes), modifiers `contains`, `startswith`, `endswith`, `all`, `re` (with `i`, `m`, `s`),
+//! `cidr`, `cased`, `exists`, `fieldref`; conditions with `and`/`or`/`not`, parentheses, `1 of`,
+//! `all of`, `them`. Anything else (keywords, `base64`, aggregations, …) makes the rule fail to
+//! load with the reason, never a crash.
+
+pub mod condition;
+
+use super::Severity;
+use super::fields::{FieldId, FieldVal, Fields};
+use super::source::{FieldSets, Source};
+use condition::Cond;
+use serde_json::Value;
+
+/// A rule ready to evaluate.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: std::sync::Arc<str>,
+    pub title: std::sync::Arc<str>,
+    pub level: Severity,
+    pub source: Source,
+    /// The catalogue hunt this rule belongs to (`rekey.hunt.NAME` tag), if any.
+    pub hunt: Option<std::sync::Arc<str>>,
+    /// Findings by an expected actor are dropped (`rekey.filter.expected-actors` tag).
+    pub expected_actor_filter: bool,
+    /// Where the rule came from: `builtin:FILE` or the file path.
+    pub origin: String,
+    searches: Vec<Search>,
+    names: Vec<String>,
+    cond: Cond,
+}
+
+/// Why one rule file could not be used.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleError {
+    pub origin: String,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+enum Search {
+    /// Every matcher must match.
+    All(Vec<FieldMatcher>),
+    /// Any of the groups.
+    Any(Vec<Vec<FieldMatcher>>),
+}
+
+#[derive(Debug)]
+struct FieldMatcher {
+    field: FieldId,
+    all: bool,
+    values: Vec<Pattern>,
+}
+
+#[derive(Debug)]
+enum Pattern {
+    /// Field missing or null.
+    Null,
+    /// `exists: true|false`.
+    Exists(bool),
+    Exact(Text),
+    Contains(Text),
+    StartsWith(Text),
+    EndsWith(Text),
+    /// Present (a lone `*`).
+    Any,
+    Wildcard(Vec<Seg>, bool),
+    Regex(regex::Regex),
+    Cidr(ipnet::IpNet),
+    FieldRef(FieldId, RefKind),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RefKind {
+    Equals,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+/// A literal and whether it compares case-sensitively (`cased`); stored lowercased otherwise.
+#[derive(Debug)]
+struct Text {
+    s: String,
+    cased: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Lit(String),
+    Star,
+    One,
+}
+
+impl Rule {
+    /// Whether the record's fields match the rule's detection.
+    pub fn matches(&self, f: &Fields<'_>) -> bool {
+        let mut eval = |i: usize| match self.searches.get(i) {
+            Some(s) => s.matches(f),
+            None => false,
+        };
+        self.cond.eval(&mut eval)
+    }
+
+    pub fn search_names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+impl Search {
+    fn matches(&self, f: &Fields<'_>) -> bool {
+        match self {
+            Search::All(ms) => ms.iter().all(|m| m.matches(f)),
+            Search::Any(groups) => groups.iter().any(|g| g.iter().all(|m| m.matches(f))),
+        }
+    }
+}
+
+impl FieldMatcher {
+    fn matches(&self, f: &Fields<'_>) -> bool {
+        let v = f.get(self.field).unwrap_or(&FieldVal::Missing);
+        if self.all {
+            self.values.iter().all(|p| p.matches(v, f))
+        } else {
+            self.values.iter().any(|p| p.matches(v, f))
+        }
+    }
+}
+
+impl Pattern {
+    fn matches(&self, v: &FieldVal<'_>, f: &Fields<'_>) -> bool {
+        match self {
+            Pattern::Null => !v.is_present(),
+            Pattern::Exists(e) => v.is_present() == *e,
+            _ => {
+                let Some(s) = v.as_str() else { return false };
+                match self {
+                    Pattern::Exact(t) => eq(s, t),
+                    Pattern::Contains(t) => contains(s, &t.s, t.cased),
+                    Pattern::StartsWith(t) => {
+                        s.len() >= t.s.len()
+                            && s.get(..t.s.len()).is_some_and(|p| eq_str(p, &t.s, t.cased))
+                    }
+                    Pattern::EndsWith(t) => {
+                        s.len() >= t.s.len()
+                            && s.get(s.len() - t.s.len()..)
+                                .is_some_and(|p| eq_str(p, &t.s, t.cased))
+                    }
+                    Pattern::Any => true,
+                    Pattern::Wildcard(segs, cased) => wild(segs, s.as_bytes(), *cased),
+                    Pattern::Regex(r) => r.is_match(s),
+                    Pattern::Cidr(net) => s
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| net.contains(&ip)),
+                    Pattern::FieldRef(other, kind) => {
+                        let Some(o) = f.get(*other).and_then(|o| o.as_str()) else {
+                            return false;
+                        };
+                        match kind {
+                            RefKind::Equals => s == o,
+                            RefKind::Contains => s.contains(o),
+                            RefKind::StartsWith => s.starts_with(o),
+                            RefKind::EndsWith => s.ends_with(o),
+                        }
+                    }
+                    Pattern::Null | Pattern::Exists(_) => false,
+                }
+            }
+        }
+    }
+}
+
+fn eq(s: &str, t: &Text) -> bool {
+    s.len() == t.s.len() && eq_str(s, &t.s, t.cased)
+}
+
+/// `lit` is already lowercased unless `cased`. ASCII case folding: audit-log field values that
+/// rules compare are ASCII (API names, sources, error codes).
+fn eq_str(s: &str, lit: &str, cased: bool) -> bool {
+    if cased {
+        s == lit
+    } else {
+        s.as_bytes()
+            .iter()
+            .zip(lit.as_bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+            && s.len() == lit.len()
+    }
+}
+
+fn contains(hay: &str, needle: &str, cased: bool) -> bool {
+    if cased {
+        return memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some();
+    }
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    if n.is_empty() {
+        return true;
+    }
+    if h.len() < n.len() {
+        return false;
+    }
+    let first = n[0];
+    let first_up = first.to_ascii_uppercase();
+    (0..=h.len() - n.len()).any(|i| {
+        (h[i] == first || h[i] == first_up)
+            && h[i..i + n.len()]
+                .iter()
+                .zip(n)
+                .all(|(a, b)| a.to_ascii_lowercase() == *b)
+    })
+}
+
+fn wild(segs: &[Seg], s: &[u8], cased: bool) -> bool {
+    match segs.split_first() {
+        None => s.is_empty(),
+        Some((Seg::Star, rest)) => (0..=s.len()).any(|i| wild(rest, &s[i..], cased)),
+        Some((Seg::One, rest)) => {
+            // One character, not one byte.
+            let step = std::str::from_utf8(s)
+                .ok()
+                .and_then(|t| t.chars().next())
+                .map(char::len_utf8)
+                .or(if s.is_empty() { None } else { Some(1) });
+            step.is_some_and(|n| wild(rest, &s[n..], cased))
+        }
+        Some((Seg::Lit(l), rest)) => {
+            let l = l.as_bytes();
+            s.len() >= l.len()
+                && s[..l.len()].iter().zip(l).all(|(a, b)| {
+                    if cased {
+                        a == b
+                    } else {
+                        a.to_ascii_lowercase() == *b
+                    }
+                })
+                && wild(rest, &s[l.len()..], cased)
+        }
+    }
+}
+
+/// Sigma wildcard match of an identifier pattern (`selection_*`), used by `1 of`.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    wild(&segments(pattern, true), name.as_bytes(), true)
+}
+
+/// A Sigma string value split on unescaped `*` and `?`; `\*`, `\?`, `\\` are literals.
+fn segments(value: &str, cased: bool) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    let mut lit = String::new();
+    let mut chars = value.chars().peekable();
+    let flush = |lit: &mut String, segs: &mut Vec<Seg>| {
+        if !lit.is_empty() {
+            let l = std::mem::take(lit);
+            segs.push(Seg::Lit(if cased { l } else { l.to_lowercase() }));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if matches!(chars.peek(), Some('*') | Some('?') | Some('\\')) => {
+                if let Some(n) = chars.next() {
+                    lit.push(n);
+                }
+            }
+            '*' => {
+                flush(&mut lit, &mut segs);
+                if segs.last() != Some(&Seg::Star) {
+                    segs.push(Seg::Star);
+                }
+            }
+            '?' => {
+                flush(&mut lit, &mut segs);
+                segs.push(Seg::One);
+            }
+            c => lit.push(c),
+        }
+    }
+    flush(&mut lit, &mut segs);
+    segs
+}
+
+/// A string value with its position modifier, reduced to the cheapest pattern.
+fn string_pattern(value: &str, pos: Option<&str>, cased: bool) -> Pattern {
+    let mut segs = segments(value, cased);
+    match pos {
+        Some("contains") => {
+            if segs.first() != Some(&Seg::Star) {
+                segs.insert(0, Seg::Star);
+            }
+            if segs.last() != Some(&Seg::Star) {
+                segs.push(Seg::Star);
+            }
+        }
+        Some("startswith") if segs.last() != Some(&Seg::Star) => segs.push(Seg::Star),
+        Some("endswith") if segs.first() != Some(&Seg::Star) => segs.insert(0, Seg::Star),
+        _ => {}
+    }
+    let text = |s: &String| Text {
+        s: s.clone(),
+        cased,
+    };
+    match segs.as_slice() {
+        [] => Pattern::Exact(Text {
+            s: String::new(),
+            cased,
+        }),
+        [Seg::Star] => Pattern::Any,
+        [Seg::Lit(l)] => Pattern::Exact(text(l)),
+        [Seg::Star, Seg::Lit(l), Seg::Star] => Pattern::Contains(text(l)),
+        [Seg::Lit(l), Seg::Star] => Pattern::StartsWith(text(l)),
+        [Seg::Star, Seg::Lit(l)] => Pattern::EndsWith(text(l)),
+        _ => Pattern::Wildcard(segs, cased),
+    }
+}
+
+/// Loads one rule from YAML text. `origin` names it in errors and findings.
+pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, RuleError> {
+    let err = |reason: String| RuleError {
+        origin: origin.to_string(),
+        reason,
+    };
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+    let get_str = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+    let title = get_str("title").ok_or_else(|| err("no `title`".into()))?;
+    let id = get_str("id").unwrap_or_else(|| title.clone());
+    let level = match get_str("level").as_deref() {
+        None => Severity::Medium,
+        Some(l) => Severity::from_sigma(l).ok_or_else(|| err(format!("unknown level `{l}`")))?,
+    };
+    let logsource = doc
+        .get("logsource")
+        .ok_or_else(|| err("no `logsource`".into()))?;
+    let ls = |k: &str| logsource.get(k).and_then(Value::as_str).unwrap_or("");
+    let source =
+        Source::for_logsource(ls("product"), ls("service"), ls("category")).ok_or_else(|| {
+            err(format!(
+                "no rekey source reads logsource product `{}` service `{}`",
+                ls("product"),
+                ls("service")
+            ))
+        })?;
+    let hunt = doc
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|t| t.strip_prefix("rekey.hunt."))
+        .map(std::sync::Arc::from);
+    let expected_actor_filter = doc.get("tags").and_then(Value::as_array).is_some_and(|t| {
+        t.iter()
+            .any(|t| t.as_str() == Some("rekey.filter.expected-actors"))
+    });
+    let detection = doc
+        .get("detection")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("no `detection` map".into()))?;
+    let condition = match detection.get("condition") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(list)) if list.len() == 1 => list[0]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| err("`condition` is not text".into()))?,
+        Some(Value::Array(_)) => {
+            return Err(err(
+                "several conditions in one rule are not supported".into()
+            ));
+        }
+        _ => return Err(err("no `condition`".into())),
+    };
+    let set = fields.for_source(source);
+    let mut names = Vec::new();
+    let mut searches = Vec::new();
+    for (name, body) in detection {
+        if name == "condition" || name == "timeframe" {
+            continue;
+        }
+        let search =
+            compile_search(body, source, set).map_err(|r| err(format!("`{name}`: {r}")))?;
+        names.push(name.clone());
+        searches.push(search);
+    }
+    let cond = condition::parse(&condition, &names).map_err(err)?;
+    Ok(Rule {
+        id: id.into(),
+        title: title.into(),
+        level,
+        source,
+        hunt,
+        expected_actor_filter,
+        origin: origin.to_string(),
+        searches,
+        names,
+        cond,
+    })
+}
+
+fn compile_search(
+    body: &Value,
+    source: Source,
+    set: &mut super::fields::FieldSet,
+) -> Result<Search, String> {
+    match body {
+        Value::Object(map) => Ok(Search::All(compile_map(map, source, set)?)),
+        Value::Array(items) if items.iter().all(Value::is_object) => {
+            let mut groups = Vec::new();
+            for item in items {
+                if let Value::Object(map) = item {
+                    groups.push(compile_map(map, source, set)?);
+                }
+            }
+            Ok(Search::Any(groups))
+        }
+        _ => Err("keyword searches (values without a field) are not supported".into()),
+    }
+}
+
+fn compile_map(
+    map: &serde_json::Map<String, Value>,
+    source: Source,
+    set: &mut super::fields::FieldSet,
+) -> Result<Vec<FieldMatcher>, String> {
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let mut parts = key.split('|');
+        let field_name = parts.next().unwrap_or("");
+        if field_name.is_empty() {
+            return Err("keyword searches (values without a field) are not supported".into());
+        }
+        let mut pos: Option<&str> = None;
+        let (mut all, mut cased, mut re, mut cidr, mut exists, mut fieldref) =
+            (false, false, false, false, false, false);
+        let mut re_flags = String::new();
+        for m in parts {
+            match m {
+                "contains" | "startswith" | "endswith" => pos = Some(m),
+                "all" => all = true,
+                "cased" => cased = true,
+                "re" => re = true,
+                "i" | "m" | "s" if re => re_flags.push_str(m),
+                "cidr" => cidr = true,
+                "exists" => exists = true,
+                "fieldref" => fieldref = true,
+                other => return Err(format!("modifier `{other}` is not supported")),
+            }
+        }
+        let field = set.intern(source.map_field(field_name));
+        let values: Vec<&Value> = match value {
+            Value::Array(v) => v.iter().collect(),
+            v => vec![v],
+        };
+        let mut patterns = Vec::new();
+        for v in values {
+            let p = match v {
+                Value::Null => Pattern::Null,
+                Value::Bool(b) if exists => Pattern::Exists(*b),
+                _ if exists => return Err("`exists` needs true or false".into()),
+                Value::Bool(b) => string_pattern(if *b { "true" } else { "false" }, None, false),
+                Value::Number(n) => string_pattern(&n.to_string(), None, false),
+                Value::String(s) if fieldref => {
+                    let kind = match pos {
+                        Some("contains") => RefKind::Contains,
+                        Some("startswith") => RefKind::StartsWith,
+                        Some("endswith") => RefKind::EndsWith,
+                        _ => RefKind::Equals,
+                    };
+                    Pattern::FieldRef(set.intern(source.map_field(s)), kind)
+                }
+                Value::String(s) if re => {
+                    let pattern = if re_flags.is_empty() {
+                        s.clone()
+                    } else {
+                        format!("(?{re_flags}){s}")
+                    };
+                    Pattern::Regex(
+                        regex::Regex::new(&pattern).map_err(|e| format!("bad regex: {e}"))?,
+                    )
+                }
+                Value::String(s) if cidr => Pattern::Cidr(
+                    s.parse::<ipnet::IpNet>()
+                        .map_err(|e| format!("bad CIDR `{s}`: {e}"))?,
+                ),
+                Value::String(s) => string_pattern(s, pos, cased),
+                _ => return Err(format!("value of `{key}` is a nested structure")),
+            };
+            patterns.push(p);
+        }
+        if patterns.is_empty() {
+            return Err(format!("`{key}` has an empty value list"));
+        }
+        out.push(FieldMatcher {
+            field,
+            all,
+            values: patterns,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(matches!(
+            string_pattern("abc", None, false),
+            Pattern::Exact(_)
+        ));
+        assert!(matches!(
+            string_pattern("*", Some("contains"), false),
+            Pattern::Any
+        ));
+        assert!(matches!(
+            string_pattern("a*b", None, false),
+            Pattern::Wildcard(..)
+        ));
+        assert!(contains("Hello Boto3/1.2", "boto3", false));
+        assert!(!contains("Hello", "boto3", false));
+        assert!(wildcard_match("selection_*", "selection_a"));
+        assert!(!wildcard_match("filter*", "selection"));
+        assert!(wild(&segments("a?c", false), b"abc", false));
+        assert!(wild(&segments("A\\*", false), b"a*", false));
+    }
+}

@@ -1,0 +1,802 @@
+//! Audit-log sources read from local files, as each platform writes them: what a source is
+//! (its Sigma `logsource`, the community-to-raw field mapping, the fields that say who, when and
+//! from where), and the streaming readers that turn files into records with their location.
+//!
+//! Memory: JSON lines and CSV are read one line at a time. A single JSON document (a CloudTrail
+//! delivery `{"Records":[…]}`, a GitHub API page, a Graph `value` page) is read whole because
+//! its records borrow from the buffer; each such file is bounded by its producer (CloudTrail
+//! delivers every 5 minutes), so memory follows the largest file, not the input.
+
+use super::fields::{Extracted, FieldId, FieldSet, Fields, Key};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    Cloudtrail,
+    CircleciAudit,
+    GithubAudit,
+    GcpLogging,
+    AzureSignins,
+}
+
+pub const ALL_SOURCES: [Source; 5] = [
+    Source::Cloudtrail,
+    Source::CircleciAudit,
+    Source::GithubAudit,
+    Source::GcpLogging,
+    Source::AzureSignins,
+];
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Cloudtrail => "cloudtrail",
+            Source::CircleciAudit => "circleci-audit",
+            Source::GithubAudit => "github-audit",
+            Source::GcpLogging => "gcp-logging",
+            Source::AzureSignins => "azure-signins",
+        }
+    }
+
+    /// The source a Sigma `logsource` describes.
+    pub fn for_logsource(product: &str, service: &str, _category: &str) -> Option<Source> {
+        match (product, service) {
+            ("aws", "cloudtrail") => Some(Source::Cloudtrail),
+            ("circleci", "audit") => Some(Source::CircleciAudit),
+            ("github", "audit") => Some(Source::GithubAudit),
+            ("gcp", "gcp.audit") | ("gcp", "audit") => Some(Source::GcpLogging),
+            ("azure", "signinlogs") | ("azure", "serviceprincipalsignins") => {
+                Some(Source::AzureSignins)
+            }
+            _ => None,
+        }
+    }
+
+    /// The raw path of a field named the way community Sigma rules name it. CloudTrail rules use
+    /// the raw names already; GCP rules use the ECS-like `gcp.audit.*` names and Azure rules the
+    /// Log Analytics column names, which differ from what the APIs return.
+    pub fn map_field(self, name: &str) -> &str {
+        match self {
+            Source::GcpLogging => match name {
+                "gcp.audit.method_name" => "protoPayload.methodName",
+                "gcp.audit.service_name" => "protoPayload.serviceName",
+                "gcp.audit.resource_name" => "protoPayload.resourceName",
+                "gcp.audit.principal_email" => "protoPayload.authenticationInfo.principalEmail",
+                "gcp.audit.status.code" => "protoPayload.status.code",
+                "data.protoPayload.methodName" => "protoPayload.methodName",
+                _ => name,
+            },
+            Source::AzureSignins => match name {
+                "ResultType" => "status.errorCode",
+                "ResultDescription" => "status.failureReason",
+                "AppId" => "appId",
+                "IPAddress" | "IpAddress" => "ipAddress",
+                "ServicePrincipalId" => "servicePrincipalId",
+                "ServicePrincipalName" => "servicePrincipalName",
+                "Location" => "location.countryOrRegion",
+                _ => name,
+            },
+            _ => name,
+        }
+    }
+
+    /// Keys of a wrapping document whose array holds this source's records.
+    fn wrapper_keys(self) -> &'static [&'static str] {
+        match self {
+            Source::Cloudtrail => &["Records", "Events"],
+            Source::GcpLogging => &["entries"],
+            Source::AzureSignins => &["value"],
+            Source::GithubAudit | Source::CircleciAudit => &[],
+        }
+    }
+
+    /// Raw paths of who, when and from where, in order of preference.
+    fn core_paths(self) -> CorePaths {
+        match self {
+            Source::Cloudtrail => CorePaths {
+                time: &["eventTime"],
+                ip: &["sourceIPAddress"],
+                ua: &["userAgent"],
+                credential: &["userIdentity.accessKeyId"],
+                principal: &["userIdentity.arn", "userIdentity.invokedBy"],
+                action: &["eventName"],
+                id: &["eventID"],
+                country: &[],
+                error: &["errorCode"],
+            },
+            Source::CircleciAudit => CorePaths {
+                time: &["occurred_at"],
+                ip: &["request.ip_address", "metadata.ip_address"],
+                ua: &["request.user_agent", "metadata.user_agent"],
+                credential: &["actor.name", "actor.id"],
+                principal: &["actor.name", "actor.id"],
+                action: &["action"],
+                id: &["id"],
+                country: &[],
+                error: &["success"],
+            },
+            Source::GithubAudit => CorePaths {
+                time: &["@timestamp", "created_at"],
+                ip: &["actor_ip"],
+                ua: &["user_agent"],
+                credential: &["hashed_token", "actor"],
+                principal: &["actor"],
+                action: &["action"],
+                id: &["_document_id"],
+                country: &["actor_location.country_code"],
+                error: &[],
+            },
+            Source::GcpLogging => CorePaths {
+                time: &["timestamp"],
+                ip: &["protoPayload.requestMetadata.callerIp"],
+                ua: &["protoPayload.requestMetadata.callerSuppliedUserAgent"],
+                credential: &[
+                    "protoPayload.authenticationInfo.serviceAccountKeyName",
+                    "protoPayload.authenticationInfo.principalEmail",
+                ],
+                principal: &["protoPayload.authenticationInfo.principalEmail"],
+                action: &["protoPayload.methodName"],
+                id: &["insertId"],
+                country: &[],
+                error: &["protoPayload.status.code"],
+            },
+            Source::AzureSignins => CorePaths {
+                time: &["createdDateTime"],
+                ip: &["ipAddress"],
+                ua: &["userAgent"],
+                credential: &["servicePrincipalCredentialKeyId", "appId"],
+                principal: &["servicePrincipalName", "appDisplayName", "appId"],
+                action: &["resourceDisplayName"],
+                id: &["id"],
+                country: &["location.countryOrRegion"],
+                error: &["status.errorCode"],
+            },
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+struct CorePaths {
+    time: &'static [&'static str],
+    ip: &'static [&'static str],
+    ua: &'static [&'static str],
+    credential: &'static [&'static str],
+    principal: &'static [&'static str],
+    action: &'static [&'static str],
+    id: &'static [&'static str],
+    country: &'static [&'static str],
+    error: &'static [&'static str],
+}
+
+/// Field ids of who, when and from where, each a list of fallbacks.
+#[derive(Debug, Clone, Default)]
+pub struct Core {
+    pub time: Vec<FieldId>,
+    pub ip: Vec<FieldId>,
+    pub ua: Vec<FieldId>,
+    pub credential: Vec<FieldId>,
+    pub principal: Vec<FieldId>,
+    pub action: Vec<FieldId>,
+    pub id: Vec<FieldId>,
+    pub country: Vec<FieldId>,
+    pub error: Vec<FieldId>,
+}
+
+/// The first present value among `ids`.
+pub fn first<'f>(f: &'f Fields<'_>, ids: &[FieldId]) -> Option<&'f str> {
+    ids.iter()
+        .filter_map(|&i| f.get(i))
+        .filter(|v| v.is_present())
+        .find_map(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+}
+
+/// One [`FieldSet`] and [`Core`] per source; rules intern their fields here.
+#[derive(Debug, Clone)]
+pub struct FieldSets {
+    sets: Vec<FieldSet>,
+    cores: Vec<Core>,
+}
+
+impl Default for FieldSets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FieldSets {
+    pub fn new() -> Self {
+        let mut sets = Vec::new();
+        let mut cores = Vec::new();
+        for s in ALL_SOURCES {
+            let mut set = FieldSet::default();
+            let p = s.core_paths();
+            let mut ids = |paths: &[&str]| paths.iter().map(|p| set.intern(p)).collect::<Vec<_>>();
+            let core = Core {
+                time: ids(p.time),
+                ip: ids(p.ip),
+                ua: ids(p.ua),
+                credential: ids(p.credential),
+                principal: ids(p.principal),
+                action: ids(p.action),
+                id: ids(p.id),
+                country: ids(p.country),
+                error: ids(p.error),
+            };
+            sets.push(set);
+            cores.push(core);
+        }
+        FieldSets { sets, cores }
+    }
+
+    fn index(source: Source) -> usize {
+        ALL_SOURCES.iter().position(|s| *s == source).unwrap_or(0)
+    }
+
+    pub fn for_source(&mut self, source: Source) -> &mut FieldSet {
+        &mut self.sets[Self::index(source)]
+    }
+
+    pub fn set(&self, source: Source) -> &FieldSet {
+        &self.sets[Self::index(source)]
+    }
+
+    pub fn core(&self, source: Source) -> &Core {
+        &self.cores[Self::index(source)]
+    }
+}
+
+/// Where a record is: the file, its line (0 inside a single JSON document) and its 1-based
+/// number among the file's records.
+#[derive(Debug, Clone, Copy)]
+pub struct Loc<'a> {
+    pub file: &'a str,
+    pub line: u64,
+    pub index: u64,
+}
+
+impl fmt::Display for Loc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{} (record {})", self.file, self.line, self.index)
+        } else {
+            write!(f, "{} (record {})", self.file, self.index)
+        }
+    }
+}
+
+/// A record that could not be read, and why; it was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub location: String,
+    pub message: String,
+}
+
+/// Receives every record read, with its location.
+pub trait Sink {
+    fn record(&mut self, loc: Loc<'_>, fields: Fields<'_>);
+    fn problem(&mut self, problem: Problem);
+}
+
+/// The files a path names: itself, or every file below it (sorted, hidden files skipped);
+/// for CloudTrail only `.json` and `.json.gz` files inside directories.
+pub fn expand(source: Source, path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut stack = vec![path.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .collect();
+            entries.sort();
+            for p in entries {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with('.') {
+                    continue;
+                }
+                if p.is_dir() {
+                    // Digest files prove integrity; they hold no events.
+                    if source == Source::Cloudtrail && name == "CloudTrail-Digest" {
+                        continue;
+                    }
+                    stack.push(p);
+                } else if source != Source::Cloudtrail
+                    || name.ends_with(".json")
+                    || name.ends_with(".json.gz")
+                {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+    } else {
+        // A missing file is an error the caller reports; metadata tells it early.
+        std::fs::metadata(path)?;
+        out.push(path.to_path_buf());
+    }
+    Ok(out)
+}
+
+/// Opens a file, decompressing gzip (by magic number, whatever the name).
+fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+    let mut file = std::fs::File::open(path)?;
+    let mut magic = [0u8; 2];
+    let n = file.read(&mut magic)?;
+    let head = std::io::Cursor::new(magic[..n].to_vec());
+    let chained = head.chain(file);
+    const BUF: usize = 256 * 1024;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(
+            BUF,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF, chained)),
+        )))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(BUF, chained)))
+    }
+}
+
+/// Reads every record of one file into `sink`. I/O errors end the file (returned); malformed
+/// records are reported to the sink and skipped.
+pub fn read_file(
+    source: Source,
+    path: &Path,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
+    let name = path.display().to_string();
+    let mut reader = open(path)?;
+    let is_csv = source == Source::CircleciAudit && {
+        let head = reader.fill_buf()?;
+        let first = head.iter().copied().find(|b| !b.is_ascii_whitespace());
+        !matches!(first, Some(b'{') | Some(b'['))
+    };
+    if is_csv {
+        return read_csv(&name, reader, set, sink);
+    }
+    read_json(source, &name, reader, set, sink)
+}
+
+fn read_json(
+    source: Source,
+    name: &str,
+    mut reader: Box<dyn BufRead>,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
+    let mut line = String::new();
+    let mut line_no = 0u64;
+    let mut index = 0u64;
+    let mut first = true;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        if first {
+            first = false;
+            // A pretty-printed document does not hold a whole value on its first line: read
+            // the rest and parse it as one document.
+            // (A whole value never ends its first line with an opening bracket or a comma; the
+            // check must stay cheap: a CloudTrail delivery is one multi-megabyte line.)
+            if trimmed.ends_with('[') || trimmed.ends_with(',') || trimmed.ends_with('{') {
+                let mut doc = std::mem::take(&mut line).into_bytes();
+                reader.read_to_end(&mut doc)?;
+                let doc = match String::from_utf8(doc) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        sink.problem(Problem {
+                            location: name.to_string(),
+                            message: "not UTF-8 text".into(),
+                        });
+                        return Ok(());
+                    }
+                };
+                let offset = line_no - 1;
+                parse_doc(source, name, &doc, offset, 0, &mut index, set, sink);
+                return Ok(());
+            }
+        }
+        parse_doc(
+            source, name, trimmed, line_no, line_no, &mut index, set, sink,
+        );
+    }
+}
+
+/// Parses one JSON text (a line or a whole document) holding records, a wrapper of records, or
+/// an array of records. `first_line` is the text's first line in the file (for error positions);
+/// `loc_line` is the line reported for its records (0 when they span lines).
+#[allow(clippy::too_many_arguments)]
+fn parse_doc(
+    source: Source,
+    name: &str,
+    text: &str,
+    first_line: u64,
+    loc_line: u64,
+    index: &mut u64,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+) {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result = de::Deserializer::deserialize_any(
+        &mut de,
+        DocVisitor {
+            source,
+            set,
+            name,
+            line: loc_line,
+            index,
+            sink: &mut *sink,
+        },
+    )
+    .and_then(|()| de.end());
+    if let Err(e) = result {
+        let line = if first_line == 0 {
+            e.line() as u64
+        } else {
+            first_line + e.line() as u64 - 1
+        };
+        let loc = if loc_line > 0 {
+            format!("{name}:{loc_line}:{}", e.column())
+        } else {
+            format!("{name}:{line}:{}", e.column())
+        };
+        let full = e.to_string();
+        let message = full.split(" at line ").next().unwrap_or(&full).to_string();
+        sink.problem(Problem {
+            location: loc,
+            message: if loc_line > 0 {
+                format!("malformed JSON line skipped: {message}")
+            } else {
+                format!("malformed JSON, the rest of the document skipped: {message}")
+            },
+        });
+    }
+}
+
+struct DocVisitor<'a, 's> {
+    source: Source,
+    set: &'a FieldSet,
+    name: &'a str,
+    line: u64,
+    index: &'a mut u64,
+    sink: &'s mut dyn Sink,
+}
+
+impl<'de> Visitor<'de> for DocVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an audit record, an array of records, or a page of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let DocVisitor {
+            source,
+            set,
+            name,
+            line,
+            index,
+            sink,
+        } = self;
+        while seq
+            .next_element_seed(ElementSeed {
+                source,
+                set,
+                name,
+                line,
+                index: &mut *index,
+                sink: &mut *sink,
+                lookup: false,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let DocVisitor {
+            source,
+            set,
+            name,
+            line,
+            index,
+            sink,
+        } = self;
+        // Either a wrapper ({"Records": […]}, {"value": […]}, …) or one record: the fields are
+        // extracted as for a record and dropped when a wrapper key was found.
+        let mut wrapped = false;
+        let mut fields = set.empty();
+        let mut map = map;
+        let wrappers = source.wrapper_keys();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if wrappers.contains(&key.0.as_ref()) {
+                wrapped = true;
+                let lookup = key.0 == "Events";
+                map.next_value_seed(ArraySeed {
+                    inner: ElementSeed {
+                        source,
+                        set,
+                        name,
+                        line,
+                        index: &mut *index,
+                        sink: &mut *sink,
+                        lookup,
+                    },
+                })?;
+            } else {
+                set.next_value_into(&key.0, &mut map, &mut fields)?;
+            }
+        }
+        if !wrapped {
+            *index += 1;
+            sink.record(
+                Loc {
+                    file: name,
+                    line,
+                    index: *index,
+                },
+                fields,
+            );
+        }
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.not_a_record("a string");
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.not_a_record("a boolean");
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.not_a_record("a number");
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.not_a_record("a number");
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.not_a_record("a number");
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.not_a_record("null");
+        Ok(())
+    }
+}
+
+impl DocVisitor<'_, '_> {
+    fn not_a_record(self, kind: &str) {
+        *self.index += 1;
+        let loc = Loc {
+            file: self.name,
+            line: self.line,
+            index: *self.index,
+        };
+        self.sink.problem(Problem {
+            location: loc.to_string(),
+            message: format!("expected a record (a JSON object), found {kind}; skipped"),
+        });
+    }
+}
+
+struct ArraySeed<'a, 's> {
+    inner: ElementSeed<'a, 's>,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArraySeed<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let ElementSeed {
+            source,
+            set,
+            name,
+            line,
+            index,
+            sink,
+            lookup,
+        } = self.inner;
+        while seq
+            .next_element_seed(ElementSeed {
+                source,
+                set,
+                name,
+                line,
+                index: &mut *index,
+                sink: &mut *sink,
+                lookup,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+}
+
+/// One element of an array of records. With `lookup`, the element is a LookupEvents event
+/// whose record is the JSON text in `CloudTrailEvent`.
+struct ElementSeed<'a, 's> {
+    source: Source,
+    set: &'a FieldSet,
+    name: &'a str,
+    line: u64,
+    index: &'a mut u64,
+    sink: &'s mut dyn Sink,
+    lookup: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        *self.index += 1;
+        let loc = Loc {
+            file: self.name,
+            line: self.line,
+            index: *self.index,
+        };
+        if self.lookup {
+            #[derive(serde::Deserialize)]
+            struct LookupEvent {
+                #[serde(rename = "CloudTrailEvent")]
+                cloudtrail_event: Option<String>,
+            }
+            let ev: LookupEvent = de::Deserialize::deserialize(d)?;
+            let Some(text) = ev.cloudtrail_event else {
+                self.sink.problem(Problem {
+                    location: loc.to_string(),
+                    message: "LookupEvents event without CloudTrailEvent; skipped".into(),
+                });
+                return Ok(());
+            };
+            let mut inner = serde_json::Deserializer::from_str(&text);
+            match self.set.seed().deserialize(&mut inner) {
+                Ok(Extracted::Record(f)) => self.sink.record(loc, f),
+                Ok(Extracted::NotAnObject(kind)) => self.sink.problem(Problem {
+                    location: loc.to_string(),
+                    message: format!("CloudTrailEvent is {kind}, not a record; skipped"),
+                }),
+                Err(e) => self.sink.problem(Problem {
+                    location: loc.to_string(),
+                    message: format!("CloudTrailEvent is not JSON ({e}); skipped"),
+                }),
+            }
+            return Ok(());
+        }
+        match self.set.seed().deserialize(d)? {
+            Extracted::Record(f) => self.sink.record(loc, f),
+            Extracted::NotAnObject(kind) => self.sink.problem(Problem {
+                location: loc.to_string(),
+                message: format!("expected a record (a JSON object), found {kind}; skipped"),
+            }),
+        }
+        Ok(())
+    }
+}
+
+/// CircleCI's CSV export: one row per event, nested columns hold JSON. Each row is rebuilt as
+/// the JSON object the streaming export would carry, then read like any record.
+fn read_csv(
+    name: &str,
+    reader: Box<dyn BufRead>,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
+    let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+    let headers = match csv.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => {
+            sink.problem(Problem {
+                location: name.to_string(),
+                message: format!("unreadable CSV header: {e}"),
+            });
+            return Ok(());
+        }
+    };
+    let mut row = csv::StringRecord::new();
+    let mut json = String::new();
+    let mut index = 0u64;
+    loop {
+        let line = csv.position().line() + 1;
+        match csv.read_record(&mut row) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => {
+                if let csv::ErrorKind::Io(_) = e.kind() {
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+                index += 1;
+                sink.problem(Problem {
+                    location: format!("{name}:{line}"),
+                    message: format!("unreadable CSV row: {e}; skipped"),
+                });
+                continue;
+            }
+        }
+        index += 1;
+        let line = row.position().map(|p| p.line()).unwrap_or(line);
+        let loc = Loc {
+            file: name,
+            line,
+            index,
+        };
+        if row.len() != headers.len() {
+            sink.problem(Problem {
+                location: loc.to_string(),
+                message: format!(
+                    "{} cells, the header has {}; skipped",
+                    row.len(),
+                    headers.len()
+                ),
+            });
+            continue;
+        }
+        json.clear();
+        json.push('{');
+        let mut broken = None;
+        for (i, (h, cell)) in headers.iter().zip(row.iter()).enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&serde_json::to_string(h).unwrap_or_default());
+            json.push(':');
+            let c = cell.trim();
+            if c.starts_with('{') || c.starts_with('[') {
+                if let Err(e) = serde_json::from_str::<IgnoredAny>(c) {
+                    broken = Some(format!("column `{h}` holds broken JSON ({e})"));
+                    break;
+                }
+                json.push_str(c);
+            } else if c == "true" || c == "false" {
+                json.push_str(c);
+            } else if c.is_empty() {
+                json.push_str("null");
+            } else {
+                json.push_str(&serde_json::to_string(cell).unwrap_or_default());
+            }
+        }
+        json.push('}');
+        if let Some(message) = broken {
+            sink.problem(Problem {
+                location: loc.to_string(),
+                message: format!("{message}; skipped"),
+            });
+            continue;
+        }
+        match set
+            .seed()
+            .deserialize(&mut serde_json::Deserializer::from_str(&json))
+        {
+            Ok(Extracted::Record(f)) => sink.record(loc, f),
+            _ => sink.problem(Problem {
+                location: loc.to_string(),
+                message: "row could not be read as a record; skipped".into(),
+            }),
+        }
+    }
+}
