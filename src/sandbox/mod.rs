@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod circleci;
 pub mod demo;
+pub mod github;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ pub use circleci::{
     CheckoutKeySpec, CircleCiState, ContextSpec, OrgSpec, ProjectSpec, StoredContext,
     StoredProject, demo_org,
 };
+pub use github::{GithubSandbox, GithubState};
 
 /// One request as the sandbox saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
