@@ -669,8 +669,23 @@ impl Provider for GithubTokenProvider {
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         token_target(target)?;
         // Reading the old value (if given) makes it known, whatever called first.
-        let _ = self.old_value(target).await?;
-        let Some(value) = self.known(credential_id) else {
+        let old = self.old_value(target).await?;
+        // The token in use when the run began, whose value was not given then but is now.
+        let given = old.filter(|_| credential_id == UNKNOWN_TOKEN_ID);
+        if let Some(old) = &given {
+            let new = self
+                .read_new
+                .lock()
+                .ok()
+                .and_then(|m| m.get(target.id.as_str()).cloned());
+            if new.is_some_and(|n| n.expose() == old.expose()) {
+                return Err(ProviderError::Failed(format!(
+                    "target {}: the old value given is the new token; refusing to revoke it",
+                    target.id.as_str()
+                )));
+            }
+        }
+        let Some(value) = given.or_else(|| self.known(credential_id)) else {
             return Err(ProviderError::NeedsInput(format!(
                 "revoke the old token by hand (GitHub → Settings → Developer settings → Personal access tokens, or ask an organization owner), or resume with `--old-value-from-file {}=FILE` to revoke it through GitHub's credential-revocation API",
                 target.id.as_str()
