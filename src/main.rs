@@ -1081,7 +1081,7 @@ async fn demo() -> Result<u8, Failure> {
         println!("   {}: {}", r.target, r.note);
     }
     println!(
-        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys; the other providers' targets stay for review.",
+        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys and one target of each GitHub provider; the others stay for review.",
         draft.plan.targets.len(),
         draft.plan.unclassified.len(),
         draft.plan.ignored.len()
@@ -1137,6 +1137,38 @@ async fn demo() -> Result<u8, Failure> {
             );
         }
     }
+    // The GitHub side, as a reviewer would write it: the repository's deploy key (its private
+    // key in a project variable), the project's checkout key, and a personal access token
+    // (whose new value a person supplies: here in process, as `--value-from-file` would).
+    let github_targets = format!(
+        "- id: github-deploy-key-api
+  provider: github-deploy-key
+  principal: {{repository: acme/api, title: rekey demo}}
+  bindings:
+    - project: gh/acme/api
+      vars: {{private_key: {var}}}
+      encoding: {{private_key: base64}}
+- id: checkout-key-api
+  provider: circleci-checkout-key
+  principal: {{project: gh/acme/api}}
+- id: github-token-api
+  provider: github-token
+  principal: {{user: release-bot}}
+  bindings:
+    - project: gh/acme/api
+      vars: {{token: GITHUB_TOKEN}}
+",
+        var = demo::DEPLOY_KEY_VAR
+    );
+    let extra: Vec<plan::Target> =
+        serde_saphyr::from_str(&github_targets).map_err(|e| fail("GitHub targets", &e))?;
+    for t in &extra {
+        println!(
+            "   reviewer: adds {} ({}), with grace 0s like the rest",
+            t.id, t.provider.value
+        );
+    }
+    plan.targets.extend(extra);
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
     let text =
         plan::write::to_yaml(&plan, &draft.notes).map_err(|e| fail("writing the plan", &e))?;
@@ -1157,7 +1189,40 @@ async fn demo() -> Result<u8, Failure> {
         reparsed.targets.len()
     );
 
-    let providers = ProviderSet::default().with(Arc::new(aws));
+    let github_client = rekey::github::GithubClient::new(
+        &world.github.base_url(),
+        Some(rekey::secret::Secret::new(world.github.admin_token())),
+    )
+    .map_err(|e| fail("GitHub client", &e))?;
+    let anonymous = rekey::github::GithubClient::new(&world.github.base_url(), None)
+        .map_err(|e| fail("GitHub client", &e))?;
+    let token_inputs = {
+        use rekey::providers::github::{TokenInputs, ValueSource};
+        TokenInputs {
+            new: [(
+                "github-token-api".to_string(),
+                ValueSource::Value(world.new_github_token.clone()),
+            )]
+            .into(),
+            old: [(
+                "github-token-api".to_string(),
+                ValueSource::Value(world.old_github_token.clone()),
+            )]
+            .into(),
+            prompt: false,
+        }
+    };
+    let providers = ProviderSet::default()
+        .with(Arc::new(aws))
+        .with(Arc::new(
+            rekey::providers::github::GithubDeployKeyProvider::new(github_client),
+        ))
+        .with(Arc::new(
+            rekey::providers::github::GithubTokenProvider::new(anonymous, token_inputs),
+        ))
+        .with(Arc::new(
+            rekey::providers::checkout_key::CheckoutKeyProvider::new(client.clone()),
+        ));
     println!("\n3. Dry run (reads live state, changes nothing)");
     let preview = rekey::engine::dryrun::preview(&reparsed, &client, &providers, false).await;
     for line in render_preview(&preview).lines().skip(2) {
@@ -1225,6 +1290,13 @@ async fn demo() -> Result<u8, Failure> {
             } else {
                 "does NOT hold a working key"
             }
+        );
+    }
+    for (what, ok) in world.github_checks() {
+        println!(
+            "   {} {what}{}",
+            if ok { "✓" } else { "✗" },
+            if ok { "" } else { ": NOT as expected" }
         );
     }
     for user in ["ci-deployer", "prod-deployer", "release-bot"] {
