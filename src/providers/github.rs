@@ -426,6 +426,9 @@ pub struct GithubTokenProvider {
     known: Mutex<BTreeMap<String, Secret>>,
     /// New values read, by target id.
     read_new: Mutex<BTreeMap<String, Secret>>,
+    /// Old values read, by target id (stdin can be read only once, and inspect and revoke
+    /// both need the value).
+    read_old: Mutex<BTreeMap<String, Secret>>,
     /// One prompt at a time on the terminal.
     prompt_lock: tokio::sync::Mutex<()>,
 }
@@ -446,6 +449,7 @@ impl GithubTokenProvider {
             inputs,
             known: Mutex::new(BTreeMap::new()),
             read_new: Mutex::new(BTreeMap::new()),
+            read_old: Mutex::new(BTreeMap::new()),
             prompt_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -463,13 +467,21 @@ impl GithubTokenProvider {
     }
 
     async fn old_value(&self, target: &Target) -> Result<Option<Secret>, ProviderError> {
-        let Some(source) = self.inputs.old.get(target.id.as_str()) else {
+        let id = target.id.as_str();
+        if let Some(v) = self.read_old.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(Some(v));
+        }
+        let Some(source) = self.inputs.old.get(id) else {
             return Ok(None);
         };
-        let value = source.read().await.map_err(|e| {
-            ProviderError::Failed(format!("target {}: the old token: {e}", target.id.as_str()))
-        })?;
+        let value = source
+            .read()
+            .await
+            .map_err(|e| ProviderError::Failed(format!("target {id}: the old token: {e}")))?;
         self.remember(&value);
+        if let Ok(mut m) = self.read_old.lock() {
+            m.insert(id.to_owned(), value.clone());
+        }
         Ok(Some(value))
     }
 
