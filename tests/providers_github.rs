@@ -259,8 +259,15 @@ async fn deploy_key_rate_limit_and_5xx_are_transient() {
         h.sandbox.state().keys_of("acme/busy").is_empty(),
         "nothing created"
     );
-    // One attempt per call: the engine owns retries.
-    assert_eq!(h.sandbox.requests().len(), 2);
+    // One attempt per call (the engine owns retries); after an ambiguous 5xx the provider
+    // only looks whether its key exists.
+    let methods: Vec<String> = h
+        .sandbox
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["GET", "POST", "GET"]);
     let bad = GithubDeployKeyProvider::new(
         GithubClient::new(&h.sandbox.base_url(), Some(Secret::new("ghp_wrong"))).unwrap(),
     );
@@ -559,4 +566,24 @@ async fn token_without_values_needs_a_person() {
     ));
     assert!(sandbox.state().token_works(&new));
     assert!(sandbox.mutating_requests().is_empty());
+}
+
+/// A create whose answer is lost after the key was made (502 from a proxy): the provider finds
+/// its key by fingerprint instead of reporting a failure the engine would retry with a second
+/// key; with nothing created, the failure stays transient (safe to retry).
+#[tokio::test]
+async fn deploy_key_lost_create_answer_finds_the_key() {
+    let h = GithubHarness::start().await;
+    let t = h.fresh_principal("lost").await;
+    h.sandbox.lose_response("/keys$", 1).unwrap();
+    let m = h.provider.mint(&t).await.unwrap();
+    let keys = h.sandbox.state().keys_of("acme/lost");
+    assert_eq!(keys.len(), 1, "one key, not two");
+    assert_eq!(keys[0].id.to_string(), m.id);
+    h.provider.verify(&t, &m).await.unwrap();
+
+    h.sandbox.fail_next("/keys$", 1, 503).unwrap();
+    let err = h.provider.mint(&t).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(h.sandbox.state().keys_of("acme/lost").len(), 1);
 }

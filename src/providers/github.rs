@@ -182,6 +182,23 @@ impl GithubDeployKeyProvider {
     }
 }
 
+impl GithubDeployKeyProvider {
+    /// The id of the repository's key whose public half is `private`'s, if the listing works
+    /// and has it.
+    async fn find_by_fingerprint(
+        &self,
+        owner: &str,
+        repo: &str,
+        private: &Secret,
+    ) -> Option<String> {
+        let wanted = private_key_fingerprint(private).ok()?;
+        let keys = self.list(owner, repo).await.ok()?;
+        keys.into_iter()
+            .find(|k| public_key_fingerprint(&k.key).as_deref() == Some(wanted.as_str()))
+            .map(|k| k.id.to_string())
+    }
+}
+
 #[async_trait]
 impl Provider for GithubDeployKeyProvider {
     fn kind(&self) -> ProviderKind {
@@ -231,7 +248,7 @@ impl Provider for GithubDeployKeyProvider {
         let (private, public) = generate_ed25519(&title)?;
         tracing::debug!(owner, repo, title, read_only, "github-deploy-key create");
         let body = serde_json::json!({"title": title, "key": public, "read_only": read_only});
-        let answer = self
+        let sent = self
             .client
             .call(
                 Method::POST,
@@ -240,8 +257,21 @@ impl Provider for GithubDeployKeyProvider {
                 Some(&body),
                 Auth::Own,
             )
-            .await
-            .map_err(|e| transport("create deploy key", &what, e))?;
+            .await;
+        // An answer lost after the key may have been created (connection cut, a 5xx from a
+        // proxy): this key pair is ours alone, so look for its fingerprint before reporting a
+        // failure the engine would retry with a second key, leaving the first an orphan.
+        let ambiguous = match &sent {
+            Err(_) => true,
+            Ok(a) => a.status.is_server_error(),
+        };
+        if ambiguous && let Some(id) = self.find_by_fingerprint(owner, repo, &private).await {
+            tracing::info!(owner, repo, key = %id, "github-deploy-key: the create's answer was lost, the key exists");
+            let mut fields = BTreeMap::new();
+            fields.insert(FIELD_PRIVATE_KEY.to_owned(), private);
+            return Ok(Minted { id, fields });
+        }
+        let answer = sent.map_err(|e| transport("create deploy key", &what, e))?;
         if !answer.is_success() {
             let error = answer.error();
             if answer.status.as_u16() == 422 {
