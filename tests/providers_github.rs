@@ -587,3 +587,29 @@ async fn deploy_key_lost_create_answer_finds_the_key() {
     assert!(err.is_transient(), "{err:?}");
     assert_eq!(h.sandbox.state().keys_of("acme/lost").len(), 1);
 }
+
+/// A checkout-key create whose answer is lost after CircleCI made the key: the one key that
+/// appeared is taken, no second one is made; with nothing made, the failure stays transient.
+#[tokio::test]
+async fn checkout_key_lost_create_answer_takes_the_new_key() {
+    let h = CheckoutHarness::start().await;
+    let t = h.fresh_principal("lost").await;
+    h.sandbox.lose_response("/checkout-key$", 1).unwrap();
+    let m = h.provider.mint(&t).await.unwrap();
+    let listed = h.provider.inspect(&t).await.unwrap();
+    assert_eq!(listed.credentials.len(), 1, "one key, not two");
+    assert_eq!(listed.credentials[0].id, m.id);
+    assert!(
+        h.sandbox
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.status == 502),
+        "the answer was lost"
+    );
+
+    h.sandbox.fail_next("/checkout-key$", 1, 503).unwrap();
+    // The listing before the create takes the 503 here (faults match by path): transient.
+    let err = h.provider.mint(&t).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(h.provider.inspect(&t).await.unwrap().credentials.len(), 1);
+}

@@ -126,11 +126,40 @@ impl Provider for CheckoutKeyProvider {
     async fn mint(&self, target: &Target) -> Result<Minted, ProviderError> {
         let slug = project_of(target)?;
         tracing::debug!(project = slug, "circleci-checkout-key create");
-        let key = self
-            .client
-            .create_checkout_key(slug, DEPLOY_KEY)
-            .await
-            .map_err(|e| map_error("create checkout key", slug, e))?;
+        // CircleCI makes the key, so a lost answer cannot be recognised by what was sent: the
+        // keys before the create tell which one is new.
+        let before: Vec<String> = self
+            .deploy_keys(slug)
+            .await?
+            .into_iter()
+            .map(|k| k.fingerprint)
+            .collect();
+        let key = match self.client.create_checkout_key(slug, DEPLOY_KEY).await {
+            Ok(key) => key,
+            Err(e) => {
+                let ambiguous = match e.status() {
+                    None => matches!(e, CircleCiError::Transport { .. }),
+                    Some(s) => s >= 500,
+                };
+                let appeared = if ambiguous {
+                    self.deploy_keys(slug).await.ok().map(|now| {
+                        now.into_iter()
+                            .filter(|k| !before.contains(&k.fingerprint))
+                            .collect::<Vec<_>>()
+                    })
+                } else {
+                    None
+                };
+                match appeared.as_deref() {
+                    // Exactly one new key: ours, whose answer was lost.
+                    Some([one]) => {
+                        tracing::info!(project = slug, fingerprint = %one.fingerprint, "circleci-checkout-key: the create's answer was lost, the key exists");
+                        one.clone()
+                    }
+                    _ => return Err(map_error("create checkout key", slug, e)),
+                }
+            }
+        };
         if key.fingerprint.is_empty() {
             return Err(ProviderError::Failed(format!(
                 "CircleCI create checkout key for project {slug}: the answer held no fingerprint"
