@@ -34,6 +34,8 @@ targets:
   - id: checkout-key-api
     provider: circleci-checkout-key
     principal: {project: gh/acme/api}
+    observed:
+      - {project: gh/acme/api, fingerprint: 'FINGERPRINT'}
   - id: gh-pat
     provider: github-token
     principal: {user: release-bot}
@@ -57,6 +59,8 @@ struct World {
     old_tokens: [String; 2],
     new_tokens: [String; 2],
     old_key_id: u64,
+    checkout_in_use: String,
+    checkout_other: String,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -105,10 +109,25 @@ async fn world() -> World {
                     base64::engine::general_purpose::STANDARD.encode(&old_private),
                 )
                 .env("GH_TOKEN", old_tokens[0].clone())
+                .checkout_key(CheckoutKeySpec::deploy_key().preferred(false))
                 .checkout_key(CheckoutKeySpec::deploy_key().preferred(true)),
         )
         .project(ProjectSpec::new("gh/acme/web").env("GH_TOKEN", old_tokens[1].clone()));
     let github_token = github.admin_token().to_owned();
+    // Two deploy keys: the plan's observed fingerprint says which one is in use.
+    let keys = &state.project_by_slug("gh/acme/api").unwrap().checkout_keys;
+    let in_use = keys
+        .iter()
+        .find(|k| k.preferred)
+        .unwrap()
+        .fingerprint
+        .clone();
+    let other = keys
+        .iter()
+        .find(|k| !k.preferred)
+        .unwrap()
+        .fingerprint
+        .clone();
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).unwrap();
     World {
@@ -120,6 +139,8 @@ async fn world() -> World {
         old_tokens,
         new_tokens,
         old_key_id,
+        checkout_in_use: in_use,
+        checkout_other: other,
     }
 }
 
@@ -161,7 +182,7 @@ fn github_keys_and_tokens_rotate_end_to_end() {
     let state = dir.path().join("state");
     let plan = dir.path().join("plan.yaml");
     let report = dir.path().join("report.md");
-    std::fs::write(&plan, PLAN).unwrap();
+    std::fs::write(&plan, PLAN.replace("FINGERPRINT", &w.checkout_in_use)).unwrap();
     let plan_s = plan.to_str().unwrap();
     let report_s = report.to_str().unwrap();
     let mut transcript: Vec<u8> = Vec::new();
@@ -227,9 +248,21 @@ fn github_keys_and_tokens_rotate_end_to_end() {
             .unwrap()
             .starts_with(&keys[0].key)
     );
-    // The checkout key: one deploy key, new and preferred.
-    assert_eq!(api.checkout_keys.len(), 1);
-    assert!(api.checkout_keys[0].preferred);
+    // The checkout keys: the one in use is gone, the other untouched, the new one preferred.
+    let fps: Vec<&str> = api
+        .checkout_keys
+        .iter()
+        .map(|k| k.fingerprint.as_str())
+        .collect();
+    assert_eq!(api.checkout_keys.len(), 2, "{fps:?}");
+    assert!(!fps.contains(&w.checkout_in_use.as_str()), "{fps:?}");
+    assert!(fps.contains(&w.checkout_other.as_str()), "{fps:?}");
+    let new = api
+        .checkout_keys
+        .iter()
+        .find(|k| k.fingerprint != w.checkout_other)
+        .unwrap();
+    assert!(new.preferred);
 
     // 2. With the values; the old value of one token only.
     let files = dir.path();

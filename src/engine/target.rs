@@ -797,8 +797,8 @@ async fn verify_with_retries(
 }
 
 /// The credential the bindings hold now: by the masked last four of the id field in project
-/// variables (AWS access key ids), else the plan's `principal.key_id`, else the principal's
-/// only credential.
+/// variables (AWS access key ids), else by a fingerprint the plan observed (checkout keys),
+/// else the plan's `principal.key_id`, else the principal's only credential.
 pub(super) async fn current_credential(
     circleci: &CircleCiClient,
     target: &Target,
@@ -837,6 +837,21 @@ pub(super) async fn current_credential(
                 }
             }
         }
+    }
+    // Keys whose id is their fingerprint (CircleCI checkout keys): the plan observed which one
+    // was in use.
+    let observed: Vec<&str> = target
+        .observed
+        .iter()
+        .filter_map(|o| o.fingerprint.as_deref())
+        .collect();
+    if let [one] = creds
+        .iter()
+        .filter(|c| observed.contains(&c.id.as_str()))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        return Ok(Some((*one).clone()));
     }
     if let Some(key_id) = &target.principal.key_id {
         return creds
