@@ -151,7 +151,7 @@ fn run_id(stdout: &str) -> String {
     v["summary"]["run"].as_str().unwrap().to_owned()
 }
 
-fn outcome<'a>(stdout: &'a str, target: &str) -> serde_json::Value {
+fn outcome(stdout: &str, target: &str) -> serde_json::Value {
     let last = stdout.lines().last().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     v["summary"]["targets"]

@@ -43,6 +43,23 @@ pub const FIELD_TOKEN: &str = "token";
 /// exists, it must be revoked, and only a person can do it.
 pub const UNKNOWN_TOKEN_ID: &str = "previous-token";
 
+/// Replaces a secret value in an error's message, in case an endpoint echoed it.
+fn scrub(err: ProviderError, secret: &Secret) -> ProviderError {
+    if secret.is_empty() {
+        return err;
+    }
+    let clean = |m: String| m.replace(secret.expose(), "[redacted]");
+    match err {
+        ProviderError::Quota(m) => ProviderError::Quota(clean(m)),
+        ProviderError::NotFound(m) => ProviderError::NotFound(clean(m)),
+        ProviderError::Rejected(m) => ProviderError::Rejected(clean(m)),
+        ProviderError::Transient(m) => ProviderError::Transient(clean(m)),
+        ProviderError::Failed(m) => ProviderError::Failed(clean(m)),
+        ProviderError::NeedsInput(m) => ProviderError::NeedsInput(clean(m)),
+        other @ ProviderError::Unsupported { .. } => other,
+    }
+}
+
 /// Maps a non-success GitHub answer of `operation` on `what` onto the provider's error kinds.
 fn api_error(operation: &str, what: &str, answer: &Answer) -> ProviderError {
     let error = answer.error();
@@ -515,8 +532,19 @@ impl GithubTokenProvider {
         Ok(Some(value))
     }
 
-    /// `GET /user` with `token`: the login and the scopes, or why not.
+    /// `GET /user` with `token`: the login and the scopes, or why not (never the token, even
+    /// if an endpoint echoed it).
     async fn whoami(
+        &self,
+        token: &Secret,
+        what: &str,
+    ) -> Result<(String, Option<String>), ProviderError> {
+        self.whoami_inner(token, what)
+            .await
+            .map_err(|e| scrub(e, token))
+    }
+
+    async fn whoami_inner(
         &self,
         token: &Secret,
         what: &str,
@@ -745,9 +773,12 @@ impl Provider for GithubTokenProvider {
                 Auth::Anonymous,
             )
             .await
-            .map_err(|e| transport("credential revocation", &what, e))?;
+            .map_err(|e| scrub(transport("credential revocation", &what, e), &value))?;
         if !answer.is_success() {
-            return Err(api_error("credential revocation", &what, &answer));
+            return Err(scrub(
+                api_error("credential revocation", &what, &answer),
+                &value,
+            ));
         }
         tracing::info!(
             target = target.id.as_str(),
