@@ -290,9 +290,7 @@ fn plan_discovers_iam_users_from_masked_key_ids() {
     use rekey::sandbox::aws::{AwsSandbox, AwsState, KeySpec};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut state = AwsState::new("123456789012");
-    state
-        .add_user("ci-deployer", rekey::sandbox::aws::Access::None)
-        .unwrap();
+    state.add_user("ci-deployer", rekey::sandbox::aws::Access::None).unwrap();
     let key = state.add_key("ci-deployer", KeySpec::active()).unwrap();
     let aws = rt.block_on(AwsSandbox::start(state)).unwrap();
     let admin = aws.admin_credentials();
@@ -310,17 +308,7 @@ fn plan_discovers_iam_users_from_masked_key_ids() {
     std::fs::write(&inv, inventory.to_string()).unwrap();
     let plan = dir.path().join("plan.yaml");
     let out = Command::new(env!("CARGO_BIN_EXE_rekey"))
-        .args([
-            "plan",
-            "--inventory",
-            inv.to_str().unwrap(),
-            "--discover",
-            "aws",
-            "--out",
-            plan.to_str().unwrap(),
-            "--output",
-            "json",
-        ])
+        .args(["plan", "--inventory", inv.to_str().unwrap(), "--discover", "aws", "--out", plan.to_str().unwrap(), "--output", "json"])
         .env("AWS_ENDPOINT_URL", aws.endpoint_url())
         .env("AWS_ACCESS_KEY_ID", &admin.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key.expose())
@@ -334,10 +322,5 @@ fn plan_discovers_iam_users_from_masked_key_ids() {
     assert!(yaml.contains("principal: {user: ci-deployer}"), "{yaml}");
     assert!(aws.mutating_requests().is_empty(), "discovery is read-only");
     let validated = rekey(&["validate", plan.to_str().unwrap()]);
-    assert_eq!(
-        validated.status.code(),
-        Some(0),
-        "{}",
-        text(&validated.stderr)
-    );
+    assert_eq!(validated.status.code(), Some(0), "{}", text(&validated.stderr));
 }
