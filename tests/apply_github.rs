@@ -69,7 +69,17 @@ fn text(bytes: &[u8]) -> String {
 
 impl World {
     fn rekey(&self, state: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_rekey"))
+        self.rekey_crashing(state, args, None)
+    }
+
+    /// With `REKEY_CRASH_AT=<target>:<point>`: the process SIGKILLs itself there.
+    fn rekey_crashing(&self, state: &Path, args: &[&str], crash_at: Option<&str>) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rekey"));
+        match crash_at {
+            Some(point) => command.env("REKEY_CRASH_AT", point),
+            None => command.env_remove("REKEY_CRASH_AT"),
+        };
+        command
             .args(args)
             .args(["--state-dir", state.to_str().unwrap_or_default()])
             .env("CIRCLECI_HOST", self.circleci.base_url())
@@ -410,5 +420,111 @@ fn github_keys_and_tokens_rotate_end_to_end() {
     assert!(haystack.len() > 1000, "the scan has something to read");
     for (i, s) in secrets.iter().enumerate() {
         assert!(!haystack.contains(s.as_str()), "secret #{i} leaked");
+    }
+}
+
+/// Crash and resume at every journal boundary of the deploy-key and checkout-key targets (a
+/// real SIGKILL of the binary), then apply again: each ends done, with exactly one key — the
+/// new one, in the binding — and nothing minted twice or left behind.
+#[test]
+fn github_keys_survive_a_crash_at_every_step() {
+    const KEYS_ONLY: &str = "apiVersion: rekey/v1
+kind: RotationPlan
+metadata: {name: github-crash}
+defaults: {grace: 0s}
+targets:
+  - id: deploy-key-api
+    provider: github-deploy-key
+    principal: {repository: acme/api}
+    bindings:
+      - project: gh/acme/api
+        vars: {private_key: DEPLOY_KEY_B64}
+        encoding: {private_key: base64}
+  - id: checkout-key-api
+    provider: circleci-checkout-key
+    principal: {project: gh/acme/api}
+    observed:
+      - {project: gh/acme/api, fingerprint: 'FINGERPRINT'}
+";
+    let points = [
+        "inspect:done",
+        "mint:intent",
+        "mint:done",
+        "verify:intent",
+        "verify:done",
+        "write:intent",
+        "write:done",
+        "read-back:done",
+        "deactivate:skipped",
+        "grace:done",
+        "revoke:intent",
+        "revoke:done",
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for target in ["deploy-key-api", "checkout-key-api"] {
+        for point in points {
+            // The checkout key has no binding: no write or read-back boundary.
+            if target == "checkout-key-api" && point.starts_with("write") {
+                continue;
+            }
+            let w = rt.block_on(world());
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state");
+            let plan = dir.path().join("plan.yaml");
+            std::fs::write(&plan, KEYS_ONLY.replace("FINGERPRINT", &w.checkout_in_use)).unwrap();
+            let plan_s = plan.to_str().unwrap();
+            let crash = format!("{target}:{point}");
+            let crashed = w.rekey_crashing(&state, &["apply", plan_s], Some(&crash));
+            assert_eq!(
+                crashed.status.code(),
+                None,
+                "{crash}: killed by a signal\n{}",
+                text(&crashed.stderr)
+            );
+            let resumed = w.rekey(&state, &["apply", plan_s, "--output", "json"]);
+            let stdout = text(&resumed.stdout);
+            assert_eq!(
+                resumed.status.code(),
+                Some(0),
+                "{crash}: {stdout}\n{}",
+                text(&resumed.stderr)
+            );
+            for t in ["deploy-key-api", "checkout-key-api"] {
+                assert_eq!(
+                    outcome(&stdout, t)["state"],
+                    "done",
+                    "{crash}: {t}: {stdout}"
+                );
+            }
+            let keys = w.github.state().keys_of("acme/api");
+            assert_eq!(keys.len(), 1, "{crash}: one deploy key: {keys:?}");
+            assert_ne!(keys[0].id, w.old_key_id, "{crash}");
+            let api = w
+                .circleci
+                .state()
+                .project_by_slug("gh/acme/api")
+                .unwrap()
+                .clone();
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(&api.env_vars["DEPLOY_KEY_B64"].value)
+                .unwrap();
+            let private = ssh_key::PrivateKey::from_openssh(pem).unwrap();
+            assert!(
+                private
+                    .public_key()
+                    .to_openssh()
+                    .unwrap()
+                    .starts_with(&keys[0].key),
+                "{crash}: the binding holds the registered key"
+            );
+            let fps: Vec<&str> = api
+                .checkout_keys
+                .iter()
+                .map(|k| k.fingerprint.as_str())
+                .collect();
+            assert_eq!(fps.len(), 2, "{crash}: the other key and one new: {fps:?}");
+            assert!(!fps.contains(&w.checkout_in_use.as_str()), "{crash}");
+            assert!(fps.contains(&w.checkout_other.as_str()), "{crash}");
+        }
     }
 }
