@@ -320,6 +320,10 @@ fn github_keys_and_tokens_rotate_end_to_end() {
             .contains(&format!("rekey confirm {run} gh-pat")),
         "{manual}"
     );
+    assert!(
+        stdout.contains("scopes: repo (the old token: repo)"),
+        "the scopes are reported: {stdout}"
+    );
     let github = w.github.state();
     assert!(
         !github.token_works(&w.old_tokens[1]),

@@ -485,6 +485,10 @@ async fn token_with_both_values_verifies_and_revokes_through_the_api() {
     assert_eq!(m.id, hashed_token(&Secret::new(new.clone())));
     assert_eq!(m.fields["token"].expose(), new, "the file's value, trimmed");
     p.verify(&t, &m).await.unwrap();
+    assert_eq!(
+        p.verified_note(&t).as_deref(),
+        Some("scopes: repo (the old token: repo, workflow)")
+    );
     t.principal.user = Some(Located::new("someone-else".into()));
     let err = p.verify(&t, &m).await.unwrap_err();
     assert!(

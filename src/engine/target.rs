@@ -386,9 +386,17 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 ),
             ));
         }
-        ctx.journal
-            .record(id, Step::Verify, EventPhase::Done, &Detail::default())?;
-        step.emit(Step::Verify, Status::Done, None);
+        let note = provider.verified_note(target);
+        ctx.journal.record(
+            id,
+            Step::Verify,
+            EventPhase::Done,
+            &Detail {
+                message: note.clone(),
+                ..Default::default()
+            },
+        )?;
+        step.emit(Step::Verify, Status::Done, note.as_deref());
     }
 
     // 6. write every binding; one that fails leaves both credentials valid (incomplete).

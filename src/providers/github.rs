@@ -476,6 +476,8 @@ pub struct GithubTokenProvider {
     /// Old values read, by target id (stdin can be read only once, and inspect and revoke
     /// both need the value).
     read_old: Mutex<BTreeMap<String, Secret>>,
+    /// `X-OAuth-Scopes` seen, by (target id, "old" | "new"): `None` for a fine-grained token.
+    scopes: Mutex<BTreeMap<(String, &'static str), Option<String>>>,
     /// One prompt at a time on the terminal.
     prompt_lock: tokio::sync::Mutex<()>,
 }
@@ -497,6 +499,7 @@ impl GithubTokenProvider {
             known: Mutex::new(BTreeMap::new()),
             read_new: Mutex::new(BTreeMap::new()),
             read_old: Mutex::new(BTreeMap::new()),
+            scopes: Mutex::new(BTreeMap::new()),
             prompt_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -507,6 +510,12 @@ impl GithubTokenProvider {
             known.insert(id.clone(), value.clone());
         }
         id
+    }
+
+    fn note_scopes(&self, target: &Target, which: &'static str, scopes: Option<String>) {
+        if let Ok(mut m) = self.scopes.lock() {
+            m.insert((target.id.value.clone(), which), scopes);
+        }
     }
 
     fn known(&self, id: &str) -> Option<Secret> {
@@ -632,6 +641,7 @@ impl Provider for GithubTokenProvider {
                     scopes = scopes.as_deref().unwrap_or(""),
                     "github-token: the old token works"
                 );
+                self.note_scopes(target, "old", scopes);
                 Ok(Inspection {
                     principal: login,
                     credentials: vec![CredentialInfo {
@@ -709,6 +719,7 @@ impl Provider for GithubTokenProvider {
             scopes = scopes.as_deref().unwrap_or("(fine-grained: none listed)"),
             "github-token: the new token works"
         );
+        self.note_scopes(target, "new", scopes);
         if let Some(user) = &target.principal.user
             && !user.as_str().eq_ignore_ascii_case(&login)
         {
@@ -718,6 +729,23 @@ impl Provider for GithubTokenProvider {
             )));
         }
         Ok(())
+    }
+
+    /// The new token's scopes beside the old one's, so a reviewer sees a token that gained
+    /// (or lost) a scope in the rotation.
+    fn verified_note(&self, target: &Target) -> Option<String> {
+        let scopes = self.scopes.lock().ok()?;
+        let show = |s: &Option<String>| match s.as_deref() {
+            Some("") => "none".to_owned(),
+            Some(s) => s.to_owned(),
+            None => "fine-grained (no X-OAuth-Scopes)".to_owned(),
+        };
+        let id = target.id.value.clone();
+        let new = scopes.get(&(id.clone(), "new"))?;
+        Some(match scopes.get(&(id, "old")) {
+            Some(old) => format!("scopes: {} (the old token: {})", show(new), show(old)),
+            None => format!("scopes: {} (the old token's are unknown)", show(new)),
+        })
     }
 
     async fn deactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {

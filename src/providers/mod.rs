@@ -138,4 +138,11 @@ pub trait Provider: Send + Sync {
 
     /// Deletes a credential. Deleting one that is already gone is success (resume repeats it).
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError>;
+
+    /// What a person should know about the credential just verified for `target` (a GitHub
+    /// token's scopes beside the old one's), for the journal and the progress output. Never a
+    /// secret. Most owners have nothing to add.
+    fn verified_note(&self, _target: &Target) -> Option<String> {
+        None
+    }
 }
