@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod diagnostic;
 pub mod engine;
 pub mod fsio;
+pub mod github;
 pub mod http;
 pub mod hunt;
 pub mod inventory;

@@ -109,6 +109,9 @@ rekey hunt --circleci-audit audit.csv --github-audit audit.json --fail-on medium
     Demo,
     /// List runs and, per target, the step reached and what is pending.
     Status(StatusArgs),
+    /// Record that a manual step is done (revoking a GitHub token by hand); the next
+    /// `apply --resume RUN` finishes the target.
+    Confirm(ConfirmArgs),
     /// Store or remove rekey's own API tokens in the OS keyring.
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -211,6 +214,44 @@ struct ApplyArgs {
     /// Pause between polls of a canary pipeline, in milliseconds.
     #[arg(long, default_value_t = 10_000, hide = true)]
     poll_interval_ms: u64,
+    /// The new value of a target that cannot be minted by API (github-token): TARGET=FILE, or
+    /// TARGET=- for one line of stdin (repeatable). Without it, rekey asks on a terminal, and
+    /// otherwise leaves the target incomplete until a run that has the value.
+    #[arg(long, value_name = "TARGET=FILE", value_parser = parse_value_source)]
+    value_from_file: Vec<(String, rekey::providers::github::ValueSource)>,
+    /// The old value of a github-token target (TARGET=FILE or TARGET=-), so that rekey revokes it
+    /// through GitHub's credential-revocation API; without it, revocation is a manual step
+    /// confirmed with `rekey confirm`.
+    #[arg(long, value_name = "TARGET=FILE", value_parser = parse_value_source)]
+    old_value_from_file: Vec<(String, rekey::providers::github::ValueSource)>,
+}
+
+/// `TARGET=FILE` (or `TARGET=-` for stdin): a file name only, never a value on the command line.
+fn parse_value_source(
+    text: &str,
+) -> Result<(String, rekey::providers::github::ValueSource), String> {
+    use rekey::providers::github::ValueSource;
+    let (target, file) = text
+        .split_once('=')
+        .filter(|(t, f)| !t.is_empty() && !f.is_empty())
+        .ok_or_else(|| "expected TARGET=FILE (or TARGET=- for stdin)".to_string())?;
+    let source = if file == "-" {
+        ValueSource::Stdin
+    } else {
+        ValueSource::File(PathBuf::from(file))
+    };
+    Ok((target.to_string(), source))
+}
+
+#[derive(clap::Args)]
+struct ConfirmArgs {
+    /// The run (see `rekey status`).
+    run: String,
+    /// The target whose manual step was done.
+    target: String,
+    /// State directory of the run.
+    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    state_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -268,6 +309,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => run_validate(args, cli.output),
         Command::Apply(args) => run_apply(args, cli.output),
         Command::Status(args) => run_status(args, cli.output),
+        Command::Confirm(args) => run_confirm(args, cli.output),
         Command::Demo => run_demo(),
         Command::Hunt(args) => hunt_cmd::run_hunt(args, cli.output),
         Command::Auth(cmd) => run_auth(cmd, cli.output),
@@ -659,10 +701,14 @@ fn print_schema() -> Result<u8, Failure> {
 
 /// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, AWS from its default
 /// chain (AWS_ENDPOINT_URL included), the stash key from REKEY_STASH_KEY or the keyring.
+/// GitHub from GITHUB_API_URL with GITHUB_TOKEN (needed by deploy-key targets only: a missing
+/// token fails those targets, not the run), and the token inputs of github-token targets.
 async fn real_environment(
     need_stash: bool,
     limits: &[(String, f64)],
+    token_inputs: rekey::providers::github::TokenInputs,
 ) -> Result<rekey::engine::run::Environment, Failure> {
+    use rekey::providers::{checkout_key::CheckoutKeyProvider, github};
     use rekey::ratelimit::RateLimiter;
     use std::sync::Arc;
     let limit = |service: &str, default: f64| -> Option<Arc<RateLimiter>> {
@@ -686,7 +732,19 @@ async fn real_environment(
         Some(limiter) => Arc::new(rekey::providers::wrappers::RateLimited::new(aws, limiter)),
         None => Arc::new(aws),
     };
-    let providers = rekey::engine::run::ProviderSet::default().with(aws);
+    let github_token = credentials::token(Service::Github).ok();
+    let github_own = rekey::github::GithubClient::from_env(github_token)
+        .map_err(|e| Failure::input(e.to_string()))?;
+    let github_anonymous =
+        rekey::github::GithubClient::from_env(None).map_err(|e| Failure::input(e.to_string()))?;
+    let providers = rekey::engine::run::ProviderSet::default()
+        .with(aws)
+        .with(Arc::new(github::GithubDeployKeyProvider::new(github_own)))
+        .with(Arc::new(github::GithubTokenProvider::new(
+            github_anonymous,
+            token_inputs,
+        )))
+        .with(Arc::new(CheckoutKeyProvider::new(circleci.clone())));
     let stash_key = if need_stash {
         rekey::engine::stash::StashKey::from_env_or_keyring()
             .map_err(|e| Failure::input(e.to_string()))?
@@ -714,8 +772,59 @@ fn event_sink(
     }
 }
 
+/// The token inputs of an apply: files and stdin as given, a hidden prompt on a terminal.
+fn token_inputs(args: &ApplyArgs) -> Result<rekey::providers::github::TokenInputs, Failure> {
+    use rekey::providers::github::ValueSource;
+    use std::io::IsTerminal;
+    let stdin_users = args
+        .value_from_file
+        .iter()
+        .chain(&args.old_value_from_file)
+        .filter(|(_, s)| matches!(s, ValueSource::Stdin))
+        .count();
+    if stdin_users > 1 {
+        return Err(Failure::input(
+            "only one --value-from-file / --old-value-from-file may read stdin (TARGET=-)",
+        ));
+    }
+    Ok(rekey::providers::github::TokenInputs {
+        new: args.value_from_file.iter().cloned().collect(),
+        old: args.old_value_from_file.iter().cloned().collect(),
+        // A prompt needs a person at a terminal, and stdin free for them.
+        prompt: stdin_users == 0
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal(),
+    })
+}
+
+fn run_confirm(args: ConfirmArgs, output: Output) -> Result<u8, Failure> {
+    let done =
+        rekey::engine::run::confirm(&args.state_dir, &args.run, &args.target).map_err(|e| {
+            Failure {
+                code: match e {
+                    rekey::engine::EngineError::NothingToConfirm { .. } => 2,
+                    ref other => engine_code(other),
+                },
+                message: e.to_string(),
+            }
+        })?;
+    match output {
+        Output::Json => print_json(&json!(done)),
+        Output::Table => println!(
+            "Confirmed for {} of run {}: {}\nNext: `rekey apply --resume {} --state-dir {}` finishes the target.",
+            done.target,
+            done.run,
+            done.step,
+            done.run,
+            args.state_dir.display()
+        ),
+    }
+    Ok(0)
+}
+
 fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let rt = runtime()?;
+    let inputs = token_inputs(&args)?;
     let options = rekey::engine::run::ApplyOptions {
         state_dir: args.state_dir.clone(),
         parallelism: usize::from(args.parallelism),
@@ -725,7 +834,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
     };
     if let Some(run_id) = &args.resume {
-        let env = rt.block_on(real_environment(true, &args.rate_limits))?;
+        let env = rt.block_on(real_environment(true, &args.rate_limits, inputs.clone()))?;
         let sink = event_sink(output, 0);
         let report = rt
             .block_on(rekey::engine::run::resume(run_id, env, options, sink))
@@ -749,7 +858,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         )));
     }
     if let Some(out) = &args.refresh {
-        let env = rt.block_on(real_environment(false, &args.rate_limits))?;
+        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs.clone()))?;
         let mut refreshed = plan;
         let changes = rt
             .block_on(plan::refresh::refresh_observed(
@@ -778,7 +887,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         return Ok(0);
     }
     if args.dry_run {
-        let env = rt.block_on(real_environment(false, &args.rate_limits))?;
+        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs.clone()))?;
         // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
         let preview = rt.block_on(rekey::engine::dryrun::preview_with_history(
             &plan,
@@ -799,7 +908,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             0
         });
     }
-    let env = rt.block_on(real_environment(true, &args.rate_limits))?;
+    let env = rt.block_on(real_environment(true, &args.rate_limits, inputs.clone()))?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(rekey::engine::run::apply(
@@ -1046,7 +1155,7 @@ async fn demo() -> Result<u8, Failure> {
         println!("   {}: {}", r.target, r.note);
     }
     println!(
-        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys; the other providers' targets stay for review.",
+        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys and one target of each GitHub provider; the others stay for review.",
         draft.plan.targets.len(),
         draft.plan.unclassified.len(),
         draft.plan.ignored.len()
@@ -1102,6 +1211,38 @@ async fn demo() -> Result<u8, Failure> {
             );
         }
     }
+    // The GitHub side, as a reviewer would write it: the repository's deploy key (its private
+    // key in a project variable), the project's checkout key, and a personal access token
+    // (whose new value a person supplies: here in process, as `--value-from-file` would).
+    let github_targets = format!(
+        "- id: github-deploy-key-api
+  provider: github-deploy-key
+  principal: {{repository: acme/api, title: rekey demo}}
+  bindings:
+    - project: gh/acme/api
+      vars: {{private_key: {var}}}
+      encoding: {{private_key: base64}}
+- id: checkout-key-api
+  provider: circleci-checkout-key
+  principal: {{project: gh/acme/api}}
+- id: github-token-api
+  provider: github-token
+  principal: {{user: release-bot}}
+  bindings:
+    - project: gh/acme/api
+      vars: {{token: GITHUB_TOKEN}}
+",
+        var = demo::DEPLOY_KEY_VAR
+    );
+    let extra: Vec<plan::Target> =
+        serde_saphyr::from_str(&github_targets).map_err(|e| fail("GitHub targets", &e))?;
+    for t in &extra {
+        println!(
+            "   reviewer: adds {} ({}), with grace 0s like the rest",
+            t.id, t.provider.value
+        );
+    }
+    plan.targets.extend(extra);
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
     let text =
         plan::write::to_yaml(&plan, &draft.notes).map_err(|e| fail("writing the plan", &e))?;
@@ -1122,7 +1263,40 @@ async fn demo() -> Result<u8, Failure> {
         reparsed.targets.len()
     );
 
-    let providers = ProviderSet::default().with(Arc::new(aws));
+    let github_client = rekey::github::GithubClient::new(
+        &world.github.base_url(),
+        Some(rekey::secret::Secret::new(world.github.admin_token())),
+    )
+    .map_err(|e| fail("GitHub client", &e))?;
+    let anonymous = rekey::github::GithubClient::new(&world.github.base_url(), None)
+        .map_err(|e| fail("GitHub client", &e))?;
+    let token_inputs = {
+        use rekey::providers::github::{TokenInputs, ValueSource};
+        TokenInputs {
+            new: [(
+                "github-token-api".to_string(),
+                ValueSource::Value(world.new_github_token.clone()),
+            )]
+            .into(),
+            old: [(
+                "github-token-api".to_string(),
+                ValueSource::Value(world.old_github_token.clone()),
+            )]
+            .into(),
+            prompt: false,
+        }
+    };
+    let providers = ProviderSet::default()
+        .with(Arc::new(aws))
+        .with(Arc::new(
+            rekey::providers::github::GithubDeployKeyProvider::new(github_client),
+        ))
+        .with(Arc::new(
+            rekey::providers::github::GithubTokenProvider::new(anonymous, token_inputs),
+        ))
+        .with(Arc::new(
+            rekey::providers::checkout_key::CheckoutKeyProvider::new(client.clone()),
+        ));
     println!("\n3. Dry run (reads live state, changes nothing)");
     let preview = rekey::engine::dryrun::preview(&reparsed, &client, &providers, false).await;
     for line in render_preview(&preview).lines().skip(2) {
@@ -1190,6 +1364,13 @@ async fn demo() -> Result<u8, Failure> {
             } else {
                 "does NOT hold a working key"
             }
+        );
+    }
+    for (what, ok) in world.github_checks() {
+        println!(
+            "   {} {what}{}",
+            if ok { "✓" } else { "✗" },
+            if ok { "" } else { ": NOT as expected" }
         );
     }
     for user in ["ci-deployer", "prod-deployer", "release-bot"] {

@@ -255,6 +255,15 @@ fn demo_runs_the_whole_flow() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert_eq!(stdout.matches("holds a working key").count(), 4, "{stdout}");
     assert!(!stdout.contains("does NOT hold"), "{stdout}");
+    // One target of each GitHub provider, checked against the simulators.
+    for check in [
+        "✓ GitHub acme/api: one deploy key",
+        "✓ CircleCI gh/acme/api: one checkout deploy key, new and preferred",
+        "✓ GitHub token of release-bot: the old one revoked",
+    ] {
+        assert!(stdout.contains(check), "{check}: {stdout}");
+    }
+    assert!(!stdout.contains("NOT as expected"), "{stdout}");
     for user in ["ci-deployer", "prod-deployer", "release-bot"] {
         assert!(
             stdout.contains(&format!("{user}: 1 key(s), 1 active")),

@@ -439,6 +439,7 @@ fn kind_of(e: &ProviderError) -> &'static str {
         ProviderError::Unsupported { .. } => "Unsupported",
         ProviderError::Transient(_) => "Transient",
         ProviderError::Failed(_) => "Failed",
+        ProviderError::NeedsInput(_) => "NeedsInput",
     }
 }
 

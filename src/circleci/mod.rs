@@ -484,6 +484,53 @@ impl CircleCiClient {
         .await
     }
 
+    /// Creates a checkout key (`POST /api/v2/project/{slug}/checkout-key` with `{"type": …}`):
+    /// `deploy-key` makes CircleCI generate a key pair and register the public half on the
+    /// repository itself; the private half never leaves CircleCI. The body has no "preferred"
+    /// flag: CircleCI decides which key checkouts use, and says so in the listing.
+    pub async fn create_checkout_key(
+        &self,
+        slug: &str,
+        key_type: &str,
+    ) -> Result<CheckoutKey, CircleCiError> {
+        let [vcs, org, repo] = split_slug(slug)?;
+        // Not idempotent: a repeat would create a second key, so only the retry policy's safe
+        // cases are retried.
+        self.request(
+            Method::POST,
+            &["api", "v2", "project", vcs, org, repo, "checkout-key"],
+            &[],
+            Some(&serde_json::json!({ "type": key_type })),
+        )
+        .await
+    }
+
+    /// Deletes a checkout key by fingerprint (CircleCI also removes a deploy key it registered).
+    pub async fn delete_checkout_key(
+        &self,
+        slug: &str,
+        fingerprint: &str,
+    ) -> Result<(), CircleCiError> {
+        let [vcs, org, repo] = split_slug(slug)?;
+        self.request::<serde_json::Value, ()>(
+            Method::DELETE,
+            &[
+                "api",
+                "v2",
+                "project",
+                vcs,
+                org,
+                repo,
+                "checkout-key",
+                fingerprint,
+            ],
+            &[],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Triggers a pipeline on `branch` (the canary of a rotation).
     pub async fn trigger_pipeline(
         &self,

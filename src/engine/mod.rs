@@ -32,6 +32,10 @@ pub enum EngineError {
     Lock(#[from] lock::LockError),
     #[error("no run {0} in this state directory (see `rekey status`)")]
     NoSuchRun(String),
+    #[error(
+        "target {target} of run {run} is not waiting for a confirmation (see `rekey status {run}`)"
+    )]
+    NothingToConfirm { run: String, target: String },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("a lock of the engine was poisoned by a panic")]

@@ -411,7 +411,12 @@ async fn execute(
     let any = |f: fn(&Outcome) -> bool| targets.iter().any(|t| f(&t.outcome));
     let status = if any(|o| matches!(o, Outcome::Incomplete { .. })) {
         RunStatus::Incomplete
-    } else if any(|o| matches!(o, Outcome::Waiting { .. })) {
+    } else if any(|o| {
+        matches!(
+            o,
+            Outcome::Waiting { .. } | Outcome::AwaitingConfirmation { .. }
+        )
+    }) {
         RunStatus::Waiting
     } else if any(|o| matches!(o, Outcome::Failed { .. } | Outcome::Stale { .. })) {
         RunStatus::Failed
@@ -431,5 +436,74 @@ async fn execute(
         plan: plan_name,
         status,
         targets,
+    })
+}
+
+/// What `rekey confirm` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Confirmation {
+    pub run: String,
+    pub target: String,
+    /// The manual step that was pending (its journal message).
+    pub step: String,
+}
+
+/// Records that a person did the manual step a target is waiting for (revoking a GitHub token
+/// by hand): the step is journaled as done, and the next `apply --resume` finishes the target.
+/// Refuses when the target is not waiting for a confirmation, so a typo cannot skip a step.
+pub fn confirm(
+    state_dir: &std::path::Path,
+    run_id: &str,
+    target: &str,
+) -> Result<Confirmation, EngineError> {
+    let _lock = StateLock::acquire(state_dir)?;
+    let journal = Journal::open(state_dir)?;
+    let run = RunId::parse(run_id)?;
+    if journal.run(&run)?.is_none() {
+        return Err(EngineError::NoSuchRun(run_id.to_string()));
+    }
+    let waiting = journal
+        .target_states(&run)?
+        .into_iter()
+        .find(|s| s.target == target)
+        .filter(|s| s.state == target::AWAITING_CONFIRMATION);
+    let Some(state) = waiting else {
+        return Err(EngineError::NothingToConfirm {
+            run: run_id.to_string(),
+            target: target.to_string(),
+        });
+    };
+    let last = journal
+        .events(&run, Some(target))?
+        .into_iter()
+        .rev()
+        .find(|e| e.step == Step::Revoke.as_str() && e.phase == Phase::Failed);
+    let old_id = last
+        .as_ref()
+        .and_then(|e| e.detail.get("old_id"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let detail = Detail {
+        old_id,
+        message: Some(format!(
+            "confirmed by a person at {}: {}",
+            Utc::now().to_rfc3339(),
+            state.message.clone().unwrap_or_default()
+        )),
+        ..Default::default()
+    };
+    let value = serde_json::to_value(&detail).map_err(|e| EngineError::Internal(e.to_string()))?;
+    journal.record(&run, target, Step::Revoke.as_str(), Phase::Done, &value)?;
+    journal.set_target_state(
+        &run,
+        target,
+        "confirmed",
+        None,
+        Some("manual step confirmed; `rekey apply --resume` finishes the target"),
+    )?;
+    Ok(Confirmation {
+        run: run_id.to_string(),
+        target: target.to_string(),
+        step: state.message.unwrap_or_default(),
     })
 }

@@ -28,8 +28,15 @@ pub enum Outcome {
     /// Rotated: every binding holds the new credential and the old one is revoked.
     Done,
     /// In its grace period: the old credential is disabled (or, where the owner cannot disable,
-    /// still valid) until `until`; a later `apply --resume` revokes it.
-    Waiting { until: DateTime<Utc> },
+    /// still valid: `old_still_valid`) until `until`; a later `apply --resume` revokes it.
+    Waiting {
+        until: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        old_still_valid: bool,
+    },
+    /// Rotated and written everywhere; the old credential must be revoked by a person, who then
+    /// runs `rekey confirm RUN TARGET` (a GitHub token whose old value rekey was not given).
+    AwaitingConfirmation { action: String },
     /// Nothing to do (credential younger than max_age, grouping not confirmed…).
     Skipped { reason: String },
     /// Stopped with both credentials valid; `apply --resume` continues once the cause is fixed.
@@ -44,7 +51,21 @@ impl Outcome {
     pub fn label(&self) -> String {
         match self {
             Outcome::Done => "done".into(),
-            Outcome::Waiting { until } => format!("waiting until {}", until.to_rfc3339()),
+            Outcome::Waiting {
+                until,
+                old_still_valid,
+            } => format!(
+                "waiting until {}{}",
+                until.to_rfc3339(),
+                if *old_still_valid {
+                    " (the old credential stays valid: the owner cannot disable it)"
+                } else {
+                    ""
+                }
+            ),
+            Outcome::AwaitingConfirmation { action } => {
+                format!("awaiting confirmation: {action}")
+            }
             Outcome::Skipped { reason } => format!("skipped: {reason}"),
             Outcome::Incomplete { reason } => format!("incomplete: {reason}"),
             Outcome::Stale { reason } => format!("stale plan: {reason}"),
@@ -52,6 +73,12 @@ impl Outcome {
         }
     }
 }
+
+/// Target state of a manual step awaiting `rekey confirm` (journal and `rekey status`).
+pub const AWAITING_CONFIRMATION: &str = "awaiting-confirmation";
+
+/// Prefix of the journal message of a manual step.
+pub const MANUAL_STEP: &str = "manual step: ";
 
 /// Runs (or resumes) `target` as far as it can go in this invocation.
 pub async fn run(ctx: &Ctx, target: &Target) -> Outcome {
@@ -296,6 +323,22 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
         ctx.crash_point(id, "mint-before-call");
         let m = match mint_without_orphans(ctx, &step, provider, target, &known, &progress).await? {
             Ok(m) => m,
+            // A person must give the value (a GitHub personal access token): nothing changed,
+            // and the next invocation with the value continues from here.
+            Err(MintFailure::GaveUp(ProviderError::NeedsInput(what))) => {
+                ctx.journal.record(
+                    id,
+                    Step::Mint,
+                    EventPhase::Failed,
+                    &Detail {
+                        message: Some(what.clone()),
+                        ..Default::default()
+                    },
+                )?;
+                return Ok(
+                    step.incomplete(Step::Mint, format!("waiting for the new value: {what}"))
+                );
+            }
             Err(MintFailure::GaveUp(e)) => {
                 ctx.journal.record(
                     id,
@@ -381,9 +424,17 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 ),
             ));
         }
-        ctx.journal
-            .record(id, Step::Verify, EventPhase::Done, &Detail::default())?;
-        step.emit(Step::Verify, Status::Done, None);
+        let note = provider.verified_note(target);
+        ctx.journal.record(
+            id,
+            Step::Verify,
+            EventPhase::Done,
+            &Detail {
+                message: note.clone(),
+                ..Default::default()
+            },
+        )?;
+        step.emit(Step::Verify, Status::Done, note.as_deref());
     }
 
     // 6. write every binding; one that fails leaves both credentials valid (incomplete).
@@ -618,7 +669,10 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
         if Utc::now() < until {
             ctx.journal.set_state(id, "waiting", Some(until), None)?;
             step.emit(Step::Grace, Status::Waiting, Some(&until.to_rfc3339()));
-            return Ok(Outcome::Waiting { until });
+            return Ok(Outcome::Waiting {
+                until,
+                old_still_valid: old.is_some() && !caps.deactivate,
+            });
         }
         let message =
             "grace period over; post-rotation hunts are not part of this build yet".to_string();
@@ -648,8 +702,32 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 },
             )?;
             ctx.crash_point(id, "revoke-before-call");
-            if let Err(e) = retry(|| provider.revoke(target, old_id)).await {
-                return Ok(step.incomplete(Step::Revoke, format!("cannot revoke {old_id}: {e}")));
+            match retry(|| provider.revoke(target, old_id)).await {
+                Ok(()) => {}
+                // Only a person can revoke it: a manual step, journaled, pending until
+                // `rekey confirm` records it done.
+                Err(ProviderError::NeedsInput(what)) => {
+                    let action = format!("{what}; then run `rekey confirm {} {id}`", ctx.run_id);
+                    ctx.journal.record(
+                        id,
+                        Step::Revoke,
+                        EventPhase::Failed,
+                        &Detail {
+                            old_id: Some(old_id.clone()),
+                            message: Some(format!("{MANUAL_STEP}{action}")),
+                            ..Default::default()
+                        },
+                    )?;
+                    step.emit(Step::Revoke, Status::Waiting, Some(&action));
+                    ctx.journal
+                        .set_state(id, AWAITING_CONFIRMATION, None, Some(&action))?;
+                    return Ok(Outcome::AwaitingConfirmation { action });
+                }
+                Err(e) => {
+                    return Ok(
+                        step.incomplete(Step::Revoke, format!("cannot revoke {old_id}: {e}"))
+                    );
+                }
             }
             ctx.crash_point(id, "revoke-after-call");
             ctx.journal.record(
@@ -906,8 +984,8 @@ async fn verify_with_retries(
 }
 
 /// The credential the bindings hold now: by the masked last four of the id field in project
-/// variables (AWS access key ids), else the plan's `principal.key_id`, else the principal's
-/// only credential.
+/// variables (AWS access key ids), else by a fingerprint the plan observed (checkout keys),
+/// else the plan's `principal.key_id`, else the principal's only credential.
 pub(super) async fn current_credential(
     circleci: &CircleCiClient,
     target: &Target,
@@ -946,6 +1024,21 @@ pub(super) async fn current_credential(
                 }
             }
         }
+    }
+    // Keys whose id is their fingerprint (CircleCI checkout keys): the plan observed which one
+    // was in use.
+    let observed: Vec<&str> = target
+        .observed
+        .iter()
+        .filter_map(|o| o.fingerprint.as_deref())
+        .collect();
+    if let [one] = creds
+        .iter()
+        .filter(|c| observed.contains(&c.id.as_str()))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        return Ok(Some((*one).clone()));
     }
     if let Some(key_id) = &target.principal.key_id {
         return creds

@@ -568,6 +568,7 @@ fn scrub(err: ProviderError, secrets: &[&str]) -> ProviderError {
         ProviderError::Rejected(m) => ProviderError::Rejected(clean(m)),
         ProviderError::Transient(m) => ProviderError::Transient(clean(m)),
         ProviderError::Failed(m) => ProviderError::Failed(clean(m)),
+        ProviderError::NeedsInput(m) => ProviderError::NeedsInput(clean(m)),
         other @ ProviderError::Unsupported { .. } => other,
     }
 }

@@ -10,6 +10,8 @@
 //! [`wrappers`], so chaos tests never touch a provider's code.
 
 pub mod aws;
+pub mod checkout_key;
+pub mod github;
 pub mod wrappers;
 
 use crate::plan::{ProviderKind, Target};
@@ -95,6 +97,11 @@ pub enum ProviderError {
     /// Anything else the owner answered (permissions, validation…): not worth retrying.
     #[error("{0}")]
     Failed(String),
+    /// A person must act: give a value the owner cannot mint by API (a GitHub personal access
+    /// token), or do a step by hand (revoke a token whose old value rekey was not given). The
+    /// message says what to do; the engine stops the target there, resumable.
+    #[error("{0}")]
+    NeedsInput(String),
 }
 
 impl ProviderError {
@@ -131,4 +138,11 @@ pub trait Provider: Send + Sync {
 
     /// Deletes a credential. Deleting one that is already gone is success (resume repeats it).
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError>;
+
+    /// What a person should know about the credential just verified for `target` (a GitHub
+    /// token's scopes beside the old one's), for the journal and the progress output. Never a
+    /// secret. Most owners have nothing to add.
+    fn verified_note(&self, _target: &Target) -> Option<String> {
+        None
+    }
 }

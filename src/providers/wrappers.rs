@@ -303,6 +303,10 @@ impl<P: Provider> Provider for Faulty<P> {
         self.run(Operation::Revoke, self.inner.revoke(target, credential_id))
             .await
     }
+
+    fn verified_note(&self, target: &Target) -> Option<String> {
+        self.inner.verified_note(target)
+    }
 }
 
 #[derive(Debug)]
@@ -412,6 +416,10 @@ impl<P: Provider> Provider for Delayed<P> {
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         self.wait(Operation::Revoke).await;
         self.inner.revoke(target, credential_id).await
+    }
+
+    fn verified_note(&self, target: &Target) -> Option<String> {
+        self.inner.verified_note(target)
     }
 }
 

@@ -23,13 +23,24 @@ pub fn summary_table(report: &RunReport) -> String {
 fn state_and_detail(outcome: &Outcome) -> (&'static str, String) {
     match outcome {
         Outcome::Done => ("done", "rotated; old credential revoked".into()),
-        Outcome::Waiting { until } => (
+        Outcome::Waiting {
+            until,
+            old_still_valid,
+        } => (
             "waiting",
             format!(
-                "grace period until {}; `rekey apply --resume` after that revokes the old credential",
-                until.to_rfc3339()
+                "grace period until {}{}; `rekey apply --resume` after that revokes the old credential",
+                until.to_rfc3339(),
+                if *old_still_valid {
+                    " with the old credential still valid (the owner cannot disable it)"
+                } else {
+                    ""
+                }
             ),
         ),
+        Outcome::AwaitingConfirmation { action } => {
+            ("awaiting confirmation", format!("manual step: {action}"))
+        }
         Outcome::Skipped { reason } => ("skipped", reason.clone()),
         Outcome::Incomplete { reason } => ("incomplete", reason.clone()),
         Outcome::Stale { reason } => ("stale", reason.clone()),
@@ -52,10 +63,11 @@ pub fn markdown(report: &RunReport) -> String {
     ));
     let count = |f: fn(&Outcome) -> bool| report.targets.iter().filter(|t| f(&t.outcome)).count();
     out.push_str(&format!(
-        "{} targets: {} done, {} waiting, {} skipped, {} incomplete, {} failed, {} stale.\n\n",
+        "{} targets: {} done, {} waiting, {} awaiting confirmation, {} skipped, {} incomplete, {} failed, {} stale.\n\n",
         report.targets.len(),
         count(|o| matches!(o, Outcome::Done)),
         count(|o| matches!(o, Outcome::Waiting { .. })),
+        count(|o| matches!(o, Outcome::AwaitingConfirmation { .. })),
         count(|o| matches!(o, Outcome::Skipped { .. })),
         count(|o| matches!(o, Outcome::Incomplete { .. })),
         count(|o| matches!(o, Outcome::Failed { .. })),
@@ -82,6 +94,20 @@ pub fn markdown(report: &RunReport) -> String {
             )
         })
         .collect();
+    let manual: Vec<_> = report
+        .targets
+        .iter()
+        .filter_map(|t| match &t.outcome {
+            Outcome::AwaitingConfirmation { action } => Some((t.id.as_str(), action.as_str())),
+            _ => None,
+        })
+        .collect();
+    if !manual.is_empty() {
+        out.push_str("\n## Manual steps\n\n");
+        for (id, action) in manual {
+            out.push_str(&format!("- [ ] `{id}`: {action}\n"));
+        }
+    }
     if !pending.is_empty() {
         out.push_str(&format!(
             "\n## Pending\n\nContinue with `rekey apply --resume {}` ({} target(s) pending).\n",

@@ -602,11 +602,57 @@ pub(crate) fn answer(
                 _ => not_allowed(),
             }
         }
-        (&Method::GET, ["api", "v2", "project", vcs, org, repo, "checkout-key"]) => {
+        (_, ["api", "v2", "project", vcs, org, repo, "checkout-key"]) => {
             let slug = format!("{vcs}/{org}/{repo}");
-            match project(state, &slug) {
-                Ok(p) => page.answer(p.checkout_keys.iter().map(checkout_key_json).collect()),
-                Err((status, text)) => message(status, text),
+            match *method {
+                Method::GET => match project(state, &slug) {
+                    Ok(p) => page.answer(p.checkout_keys.iter().map(checkout_key_json).collect()),
+                    Err((status, text)) => message(status, text),
+                },
+                Method::POST => create_checkout_key(state, &slug, body),
+                _ => not_allowed(),
+            }
+        }
+        (
+            _,
+            [
+                "api",
+                "v2",
+                "project",
+                vcs,
+                org,
+                repo,
+                "checkout-key",
+                fingerprint,
+            ],
+        ) => {
+            let slug = format!("{vcs}/{org}/{repo}");
+            let project = match project_mut(state, &slug) {
+                Ok(p) => p,
+                Err((status, text)) => return message(status, text),
+            };
+            match *method {
+                Method::GET => match project
+                    .checkout_keys
+                    .iter()
+                    .find(|k| k.fingerprint == *fingerprint)
+                {
+                    Some(k) => ok(checkout_key_json(k)),
+                    None => message(StatusCode::NOT_FOUND, "Checkout key not found"),
+                },
+                Method::DELETE => {
+                    let before = project.checkout_keys.len();
+                    project
+                        .checkout_keys
+                        .retain(|k| k.fingerprint != *fingerprint);
+                    if project.checkout_keys.len() == before {
+                        message(StatusCode::NOT_FOUND, "Checkout key not found")
+                    } else {
+                        prefer_newest_deploy_key(project);
+                        ok(json!({"message": "ok"}))
+                    }
+                }
+                _ => not_allowed(),
             }
         }
         (&Method::POST, ["api", "v2", "project", vcs, org, repo, "pipeline"]) => {
@@ -655,6 +701,70 @@ pub(crate) fn answer(
             }
         }
         _ => message(StatusCode::NOT_FOUND, "Not found"),
+    }
+}
+
+/// `POST /api/v2/project/{slug}/checkout-key` with `{"type": "deploy-key" | "user-key"}`:
+/// CircleCI makes the key pair (and, for real, registers the public half on GitHub). The body
+/// has no preferred flag: a user key, when there is one, stays preferred; otherwise the newest
+/// deploy key is.
+fn create_checkout_key(state: &mut CircleCiState, slug: &str, body: &[u8]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(rename = "type")]
+        key_type: String,
+    }
+    let key_type = match serde_json::from_slice::<Body>(body) {
+        Ok(b) if b.key_type == "deploy-key" => "deploy-key",
+        Ok(b) if b.key_type == "user-key" => "github-user-key",
+        Ok(_) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Invalid checkout key type: expected deploy-key or user-key",
+            );
+        }
+        Err(_) => return message(StatusCode::BAD_REQUEST, "Invalid JSON body."),
+    };
+    let public_key = fake::ssh_public_key(&mut state.rng, slug);
+    let fingerprint = fake::ssh_fingerprint(&mut state.rng);
+    let project = match project_mut(state, slug) {
+        Ok(p) => p,
+        Err((status, text)) => return message(status, text),
+    };
+    project.checkout_keys.push(StoredCheckoutKey {
+        public_key,
+        key_type: key_type.to_owned(),
+        fingerprint: fingerprint.clone(),
+        preferred: false,
+        created_at: Utc::now(),
+    });
+    prefer_newest_deploy_key(project);
+    let created = project
+        .checkout_keys
+        .iter()
+        .find(|k| k.fingerprint == fingerprint)
+        .map(checkout_key_json)
+        .unwrap_or(Value::Null);
+    (StatusCode::CREATED, Json(created)).into_response()
+}
+
+/// The preferred key: a user key if there is one, else the newest deploy key.
+fn prefer_newest_deploy_key(project: &mut StoredProject) {
+    let user_key = project
+        .checkout_keys
+        .iter()
+        .rposition(|k| k.key_type == "github-user-key");
+    let chosen = user_key.or_else(|| {
+        project
+            .checkout_keys
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.key_type == "deploy-key")
+            .max_by_key(|(i, k)| (k.created_at, *i))
+            .map(|(i, _)| i)
+    });
+    for (i, k) in project.checkout_keys.iter_mut().enumerate() {
+        k.preferred = Some(i) == chosen;
     }
 }
 

@@ -10,6 +10,7 @@
 use super::Sandbox;
 use super::aws::{AwsSandbox, AwsState, KeySpec, KeyStatus};
 use super::circleci::{CircleCiState, PipelineCheck, StoredVar, demo_org};
+use super::github::{GithubSandbox, GithubState};
 use chrono::{Duration, Utc};
 use std::sync::Arc;
 
@@ -19,7 +20,15 @@ pub struct DemoWorld {
     pub aws: Arc<AwsSandbox>,
     /// The removable old key of `prod-deployer`.
     pub removable_key: String,
+    /// GitHub: repository acme/api with one old deploy key; the old and new personal access
+    /// tokens of user release-bot (the old one is what gh/acme/api's GITHUB_TOKEN holds).
+    pub github: GithubSandbox,
+    pub old_github_token: crate::secret::Secret,
+    pub new_github_token: crate::secret::Secret,
 }
+
+/// The project variable the demo's deploy key is written to (base64 of the OpenSSH key).
+pub const DEPLOY_KEY_VAR: &str = "GITHUB_DEPLOY_KEY";
 
 pub const ACCOUNT: &str = "123456789012";
 
@@ -115,15 +124,94 @@ pub async fn start() -> std::io::Result<DemoWorld> {
                 .credentials(&id.value)
                 .is_some_and(|c| c.secret_access_key.expose() == secret.value)
     })));
+    // GitHub: the deploy key and the token the demo rotates. The old token is the value the
+    // CircleCI project already holds; the new one is what a person would create and paste.
+    let mut github = GithubState::new().repo("acme/api");
+    github.add_foreign_key("acme/api", "CircleCI deploy (2021)");
+    let old_token = state
+        .project_by_slug("gh/acme/api")
+        .and_then(|p| p.env_vars.get("GITHUB_TOKEN"))
+        .map(|v| v.value.clone())
+        .unwrap_or_default();
+    github.register_token(&old_token, "release-bot", "repo, workflow");
+    let new_token = github.add_token("release-bot", "repo");
+    let mut rng = super::Rng::from_entropy();
+    set_project(
+        &mut state,
+        "gh/acme/api",
+        DEPLOY_KEY_VAR,
+        // Multi-line values are stored base64-encoded in CircleCI, as is customary.
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            super::fake::ssh_private_key(&mut rng),
+        ),
+    );
     let circleci = Sandbox::start(state).await?;
     Ok(DemoWorld {
         circleci,
         aws,
         removable_key: prod_old.access_key_id,
+        github: GithubSandbox::start(github).await?,
+        old_github_token: crate::secret::Secret::new(old_token),
+        new_github_token: crate::secret::Secret::new(new_token),
     })
 }
 
 impl DemoWorld {
+    /// Checks the GitHub side after a rotation: (what, ok) for the deploy key (one key on
+    /// acme/api, the public half of the private key in gh/acme/api), the checkout key (one
+    /// deploy key on gh/acme/api, preferred) and the token (the old revoked, the binding
+    /// holding the new one).
+    pub fn github_checks(&self) -> Vec<(String, bool)> {
+        let state = self.circleci.state();
+        let github = self.github.state();
+        let project = state.project_by_slug("gh/acme/api");
+        let keys = github.keys_of("acme/api");
+        let deploy_ok = match (
+            project.and_then(|p| p.env_vars.get(DEPLOY_KEY_VAR)),
+            keys.as_slice(),
+        ) {
+            (Some(var), [one]) => {
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &var.value)
+                    .ok()
+                    .and_then(|pem| ssh_key::PrivateKey::from_openssh(pem).ok())
+                    .and_then(|k| k.public_key().to_openssh().ok())
+                    .is_some_and(|public| public.starts_with(&one.key))
+            }
+            _ => false,
+        };
+        let checkout_ok = project.is_some_and(|p| {
+            let deploy: Vec<_> = p
+                .checkout_keys
+                .iter()
+                .filter(|k| k.key_type == "deploy-key")
+                .collect();
+            deploy.len() == 1 && deploy.iter().all(|k| k.preferred)
+        });
+        let token_ok = !github.token_works(self.old_github_token.expose())
+            && github.token_works(self.new_github_token.expose())
+            && project
+                .and_then(|p| p.env_vars.get("GITHUB_TOKEN"))
+                .is_some_and(|v| v.value == self.new_github_token.expose());
+        vec![
+            (
+                format!(
+                    "GitHub acme/api: one deploy key, the one whose private key gh/acme/api {DEPLOY_KEY_VAR} holds"
+                ),
+                deploy_ok,
+            ),
+            (
+                "CircleCI gh/acme/api: one checkout deploy key, new and preferred".to_string(),
+                checkout_ok,
+            ),
+            (
+                "GitHub token of release-bot: the old one revoked, gh/acme/api GITHUB_TOKEN holds the new one"
+                    .to_string(),
+                token_ok,
+            ),
+        ]
+    }
+
     /// Checks the world after a rotation: for every AWS binding, whether it holds an active
     /// key of the simulator with the right secret. (place, variable, works) per binding.
     pub fn bindings_work(&self) -> Vec<(String, bool)> {

@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod circleci;
 pub mod demo;
+pub mod github;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ pub use circleci::{
     CheckoutKeySpec, CircleCiState, ContextSpec, OrgSpec, ProjectSpec, StoredContext,
     StoredProject, demo_org,
 };
+pub use github::{GithubSandbox, GithubState};
 
 /// One request as the sandbox saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,8 @@ struct ForcedAnswer {
     remaining: u32,
     status: StatusCode,
     retry_after: Option<Duration>,
+    /// The request takes effect first (a lost answer); only mutating requests match.
+    after_effect: bool,
 }
 
 #[derive(Debug)]
@@ -224,6 +228,21 @@ impl Sandbox {
             remaining: count,
             status,
             retry_after,
+            after_effect: false,
+        });
+        Ok(())
+    }
+
+    /// Lets the next `count` mutating requests (POST, PUT, PATCH, DELETE) whose path matches
+    /// take effect, then answers them 502: the client cannot know what happened.
+    pub fn lose_response(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
+        let pattern = Regex::new(path_regex)?;
+        lock(&self.shared.faults).forced.push(ForcedAnswer {
+            pattern,
+            remaining: count,
+            status: StatusCode::BAD_GATEWAY,
+            retry_after: None,
+            after_effect: true,
         });
         Ok(())
     }
@@ -287,18 +306,25 @@ async fn handle(
     }
     let path = uri.path().to_owned();
     let query = uri.query().map(str::to_owned);
+    let mutating = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    let lost = mutating && lose_answer(&shared, &path);
     let response = match injected_fault(&shared, &path) {
-        Some(response) => response,
-        None => {
+        Some(response) if !lost => response,
+        _ => {
             let mut state = lock(&shared.state);
-            circleci::answer(
+            let answer = circleci::answer(
                 &mut state,
                 &method,
                 &path,
                 query.as_deref(),
                 &headers,
                 &body,
-            )
+            );
+            if lost {
+                circleci::message(StatusCode::BAD_GATEWAY, "Bad gateway")
+            } else {
+                answer
+            }
         }
     };
     lock(&shared.log).push(RecordedRequest {
@@ -311,12 +337,28 @@ async fn handle(
     response
 }
 
+/// Whether a lost-answer rule takes this (mutating) request, consuming it.
+fn lose_answer(shared: &Shared, path: &str) -> bool {
+    let mut faults = lock(&shared.faults);
+    match faults
+        .forced
+        .iter_mut()
+        .find(|r| r.after_effect && r.remaining > 0 && r.pattern.is_match(path))
+    {
+        Some(rule) => {
+            rule.remaining -= 1;
+            true
+        }
+        None => false,
+    }
+}
+
 fn injected_fault(shared: &Shared, path: &str) -> Option<Response> {
     let mut faults = lock(&shared.faults);
     if let Some(rule) = faults
         .forced
         .iter_mut()
-        .find(|r| r.remaining > 0 && r.pattern.is_match(path))
+        .find(|r| !r.after_effect && r.remaining > 0 && r.pattern.is_match(path))
     {
         rule.remaining -= 1;
         let status = rule.status;
