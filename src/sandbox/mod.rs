@@ -7,8 +7,11 @@
 //! down or dropped.
 
 pub mod aws;
+pub mod azure;
 pub mod circleci;
 pub mod demo;
+pub mod gcp;
+pub mod sim;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
