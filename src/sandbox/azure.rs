@@ -115,6 +115,12 @@ impl AzureState {
             .unwrap_or_default()
     }
 
+    /// A secret's display name and end date, as addPassword stored them.
+    pub fn password_meta(&self, object: &str, key_id: &str) -> Option<(Option<String>, DateTime<Utc>)> {
+        let p = self.apps.get(object)?.passwords.iter().find(|p| p.key_id == key_id)?;
+        Some((p.display_name.clone(), p.end))
+    }
+
     fn password_json(p: &StoredPassword, secret: bool) -> serde_json::Value {
         let hint: String = p.secret.expose().chars().take(3).collect();
         serde_json::json!({
