@@ -635,12 +635,15 @@ fn print_schema() -> Result<u8, Failure> {
 
 /// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, AWS from its default
 /// chain (AWS_ENDPOINT_URL included), the stash key from REKEY_STASH_KEY or the keyring.
-async fn real_environment(need_stash: bool) -> Result<rekey::engine::run::Environment, Failure> {
+async fn real_environment(
+    need_stash: bool,
+    plan: &plan::Plan,
+) -> Result<rekey::engine::run::Environment, Failure> {
     let token = credentials::token(Service::Circleci).map_err(|e| Failure::input(e.to_string()))?;
     let circleci = rekey::circleci::CircleCiClient::from_env(token)
         .map_err(|e| Failure::input(e.to_string()))?;
     let aws = rekey::providers::aws::AwsIamProvider::from_env().await;
-    let providers = rekey::engine::run::ProviderSet::default().with(std::sync::Arc::new(aws));
+    let providers = cloud_providers(plan)?.with(std::sync::Arc::new(aws));
     let stash_key = if need_stash {
         rekey::engine::stash::StashKey::from_env_or_keyring()
             .map_err(|e| Failure::input(e.to_string()))?
@@ -653,6 +656,28 @@ async fn real_environment(need_stash: bool) -> Result<rekey::engine::run::Enviro
         providers,
         stash_key,
     })
+}
+
+/// The providers besides AWS (whose SDK finds its own endpoint), the GCP and Azure ones pointed at the plan's `endpoints:`.
+/// rekey's own GCP and Azure credentials come from the standard variables; a broken
+/// `GOOGLE_APPLICATION_CREDENTIALS` stops the run only when the plan has a GCP target.
+fn cloud_providers(plan: &plan::Plan) -> Result<rekey::engine::run::ProviderSet, Failure> {
+    use rekey::providers::{azure, exec, gcp};
+    use std::sync::Arc;
+    let has = |kind: plan::ProviderKind| plan.targets.iter().any(|t| t.provider.value == kind);
+    let gcp_auth = match gcp::GcpAuth::from_env() {
+        Ok(auth) => auth,
+        Err(e) if has(plan::ProviderKind::GcpSaKey) => return Err(Failure::input(e)),
+        Err(_) => gcp::GcpAuth::None,
+    };
+    let gcp = gcp::GcpSaKeyProvider::new(&plan.endpoints, gcp_auth)
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let azure = azure::AzureAppSecretProvider::new(&plan.endpoints, azure::AzureIdentity::from_env())
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    Ok(rekey::engine::run::ProviderSet::default()
+        .with(Arc::new(gcp))
+        .with(Arc::new(azure))
+        .with(Arc::new(exec::ExecProvider::new())))
 }
 
 fn event_sink(
@@ -679,7 +704,11 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
     };
     if let Some(run_id) = &args.resume {
-        let env = rt.block_on(real_environment(true))?;
+        let stored = rekey::engine::run::stored_plan(&args.state_dir, run_id).map_err(|e| Failure {
+            code: engine_code(&e),
+            message: e.to_string(),
+        })?;
+        let env = rt.block_on(real_environment(true, &stored))?;
         let sink = event_sink(output, 0);
         let report = rt
             .block_on(rekey::engine::run::resume(run_id, env, options, sink))
@@ -703,7 +732,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         )));
     }
     if args.dry_run {
-        let env = rt.block_on(real_environment(false))?;
+        let env = rt.block_on(real_environment(false, &plan))?;
         let preview = rt.block_on(rekey::engine::dryrun::preview(
             &plan,
             &env.circleci,
@@ -722,7 +751,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             0
         });
     }
-    let env = rt.block_on(real_environment(true))?;
+    let env = rt.block_on(real_environment(true, &plan))?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(rekey::engine::run::apply(
