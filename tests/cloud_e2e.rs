@@ -1,8 +1,9 @@
 //! End to end through the real binary: a plan with one `gcp-sa-key`, one `azure-app-secret`
 //! and one `exec` target, its GCP and Azure endpoints pointing at the simulators through the
 //! plan's `endpoints:`, CircleCI at its simulator (`CIRCLECI_HOST`). `rekey apply` at
-//! `RUST_LOG=trace` with `--output json` and `--report` rotates all three to done (grace 0s);
-//! then every binding holds a new working credential, every old one is gone, and the
+//! `RUST_LOG=trace` with `--output json` and `--report` (after a dry run that changes
+//! nothing) takes all three to their grace period, `apply --resume` after it to done; then
+//! every binding holds a new working credential, every old one is gone, and the
 //! secret-hygiene scan (stdout, stderr, every byte of the state directory, the report) finds
 //! none of the secrets involved — new, old, rekey's own — nor their base64.
 
@@ -102,7 +103,7 @@ kind: RotationPlan
 metadata:
   name: cloud-e2e
 defaults:
-  grace: 0s
+  grace: 2s
 endpoints:
   gcp_iam: {gcp_iam}
   gcp_token: {gcp_token}
@@ -152,12 +153,12 @@ targets:
     let report = dir.path().join("report.md");
     let stash_key = b64(&"k".repeat(32));
 
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
-        .args(["apply", plan_file.to_str().unwrap(), "--state-dir"])
-        .arg(&state_dir)
-        .arg("--report")
-        .arg(&report)
-        .args(["--output", "json", "--ignore-max-age", "--verify-backoff-ms", "50"])
+    let rekey = |args: Vec<String>| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_rekey"));
+        command
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state_dir)
         .env("RUST_LOG", "trace")
         .env("CIRCLECI_HOST", circleci.base_url())
         .env("CIRCLECI_TOKEN", CIRCLECI_TOKEN)
@@ -170,21 +171,63 @@ targets:
         .env("AZURE_CLIENT_SECRET", azure_admin.client_secret.expose())
         .env("AWS_ACCESS_KEY_ID", "AKIAUNUSEDUNUSED0000")
         .env("AWS_SECRET_ACCESS_KEY", "unused")
-        .env("AWS_REGION", "us-east-1")
+        .env("AWS_REGION", "us-east-1");
+        command
+    };
+    let summary_of = |out: &std::process::Output| -> serde_json::Value {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.get("summary").is_some()))
+            .unwrap_or_else(|| panic!("no summary line in\n{stdout}"))["summary"]
+            .clone()
+    };
+    let args = |extra: &[&str]| -> Vec<String> { extra.iter().map(|s| (*s).to_owned()).collect() };
+    let plan_arg = plan_file.to_str().unwrap();
+
+    // A dry run reads (the exec owner's inspect command included) and changes nothing.
+    let owner_before = std::fs::read_to_string(&owner_state).unwrap();
+    let dry = rekey(args(&["apply", plan_arg, "--dry-run", "--ignore-max-age"]))
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    let summary: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.get("summary").is_some()))
-        .unwrap_or_else(|| panic!("no summary line in\n{stdout}"));
-    for t in summary["summary"]["targets"].as_array().unwrap() {
+    assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(gcp.server().mutating_requests().iter().all(|r| r.path == "/token"), "{:?}", gcp.server().mutating_requests());
+    assert!(azure.server().mutating_requests().iter().all(|r| r.path.ends_with("/token")));
+    assert!(circleci.mutating_requests().is_empty());
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    assert_eq!(parse(&std::fs::read_to_string(&owner_state).unwrap()), parse(&owner_before));
+
+    // Apply: every target ends in its grace period (the old GCP key and exec token disabled,
+    // the Azure secret still valid: it cannot be disabled).
+    let first = rekey(args(&["apply", plan_arg, "--output", "json", "--ignore-max-age", "--verify-backoff-ms", "50"]))
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    let summary = summary_of(&first);
+    for t in summary["targets"].as_array().unwrap() {
+        assert_eq!(t["state"], "waiting", "{t}");
+    }
+    assert_eq!(gcp.with_state(|s| s.keys_of(&sa)).iter().filter(|(_, disabled)| *disabled).count(), 1);
+    let run = summary["run"].as_str().unwrap().to_owned();
+
+    // After the grace period, --resume (the plan comes from the journal, endpoints included)
+    // revokes the old credentials.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let second = rekey(args(&["apply", "--resume", &run, "--output", "json"]))
+        .output()
+        .await
+        .unwrap();
+    let summary = summary_of(&second);
+    for t in summary["targets"].as_array().unwrap() {
         assert_eq!(t["state"], "done", "{t}");
     }
+    let stderr = format!("{}{}", String::from_utf8_lossy(&first.stderr), String::from_utf8_lossy(&second.stderr));
 
     // The bindings hold new credentials that work; the old ones are gone.
     let vars = circleci.state().project_by_slug(SLUG).unwrap().env_vars.clone();
@@ -303,8 +346,12 @@ targets:
         );
     }
     let mut outputs: Vec<(String, Vec<u8>)> = vec![
-        ("stdout".into(), out.stdout.clone()),
-        ("stderr".into(), out.stderr.clone()),
+        ("dry-run stdout".into(), dry.stdout.clone()),
+        ("dry-run stderr".into(), dry.stderr.clone()),
+        ("stdout".into(), first.stdout.clone()),
+        ("stderr".into(), first.stderr.clone()),
+        ("resume stdout".into(), second.stdout.clone()),
+        ("resume stderr".into(), second.stderr.clone()),
         ("report".into(), std::fs::read(&report).unwrap()),
     ];
     files_under(&state_dir, &mut outputs);
