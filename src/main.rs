@@ -672,8 +672,9 @@ fn cloud_providers(plan: &plan::Plan) -> Result<rekey::engine::run::ProviderSet,
     };
     let gcp = gcp::GcpSaKeyProvider::new(&plan.endpoints, gcp_auth)
         .map_err(|e| Failure::runtime(e.to_string()))?;
-    let azure = azure::AzureAppSecretProvider::new(&plan.endpoints, azure::AzureIdentity::from_env())
-        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let azure =
+        azure::AzureAppSecretProvider::new(&plan.endpoints, azure::AzureIdentity::from_env())
+            .map_err(|e| Failure::runtime(e.to_string()))?;
     Ok(rekey::engine::run::ProviderSet::default()
         .with(Arc::new(gcp))
         .with(Arc::new(azure))
@@ -704,10 +705,11 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
     };
     if let Some(run_id) = &args.resume {
-        let stored = rekey::engine::run::stored_plan(&args.state_dir, run_id).map_err(|e| Failure {
-            code: engine_code(&e),
-            message: e.to_string(),
-        })?;
+        let stored =
+            rekey::engine::run::stored_plan(&args.state_dir, run_id).map_err(|e| Failure {
+                code: engine_code(&e),
+                message: e.to_string(),
+            })?;
         let env = rt.block_on(real_environment(true, &stored))?;
         let sink = event_sink(output, 0);
         let report = rt

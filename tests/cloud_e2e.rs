@@ -14,10 +14,10 @@ use rekey::plan::{Endpoints, Located, Principal, ProviderKind};
 use rekey::providers::azure::AzureAppSecretProvider;
 use rekey::providers::gcp::{GcpAuth, GcpSaKeyProvider, ServiceAccountKey};
 use rekey::providers::{Minted, Provider};
+use rekey::sandbox::Sandbox;
 use rekey::sandbox::azure::AzureSandbox;
 use rekey::sandbox::circleci::{CircleCiState, OrgSpec, ProjectSpec};
 use rekey::sandbox::gcp::GcpSandbox;
-use rekey::sandbox::Sandbox;
 use rekey::secret::Secret;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,12 +79,14 @@ async fn one_target_of_each_cloud_provider_applies_end_to_end() {
     .unwrap();
 
     let circleci = Sandbox::start(
-        CircleCiState::new(CIRCLECI_TOKEN).org(OrgSpec::new("gh/acme")).project(
-            ProjectSpec::new(SLUG)
-                .env("GCLOUD_SERVICE_KEY", b64(old_gcp_json.expose()))
-                .env("AZURE_CLIENT_SECRET", old_azure_secret.expose())
-                .env("NPM_TOKEN", old_exec_value),
-        ),
+        CircleCiState::new(CIRCLECI_TOKEN)
+            .org(OrgSpec::new("gh/acme"))
+            .project(
+                ProjectSpec::new(SLUG)
+                    .env("GCLOUD_SERVICE_KEY", b64(old_gcp_json.expose()))
+                    .env("AZURE_CLIENT_SECRET", old_azure_secret.expose())
+                    .env("NPM_TOKEN", old_exec_value),
+            ),
     )
     .await
     .unwrap();
@@ -159,29 +161,37 @@ targets:
             .args(args)
             .arg("--state-dir")
             .arg(&state_dir)
-        .env("RUST_LOG", "trace")
-        .env("CIRCLECI_HOST", circleci.base_url())
-        .env("CIRCLECI_TOKEN", CIRCLECI_TOKEN)
-        .env("REKEY_STASH_KEY", &stash_key)
-        .env("REKEY_KEYRING_DISABLED", "1")
-        .env("GOOGLE_APPLICATION_CREDENTIALS", &gcp_admin_file)
-        .env_remove("GOOGLE_OAUTH_ACCESS_TOKEN")
-        .env("AZURE_TENANT_ID", &azure_admin.tenant_id)
-        .env("AZURE_CLIENT_ID", &azure_admin.client_id)
-        .env("AZURE_CLIENT_SECRET", azure_admin.client_secret.expose())
-        .env("AWS_ACCESS_KEY_ID", "AKIAUNUSEDUNUSED0000")
-        .env("AWS_SECRET_ACCESS_KEY", "unused")
-        .env("AWS_REGION", "us-east-1");
+            .env("RUST_LOG", "trace")
+            .env("CIRCLECI_HOST", circleci.base_url())
+            .env("CIRCLECI_TOKEN", CIRCLECI_TOKEN)
+            .env("REKEY_STASH_KEY", &stash_key)
+            .env("REKEY_KEYRING_DISABLED", "1")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &gcp_admin_file)
+            .env_remove("GOOGLE_OAUTH_ACCESS_TOKEN")
+            .env("AZURE_TENANT_ID", &azure_admin.tenant_id)
+            .env("AZURE_CLIENT_ID", &azure_admin.client_id)
+            .env("AZURE_CLIENT_SECRET", azure_admin.client_secret.expose())
+            .env("AWS_ACCESS_KEY_ID", "AKIAUNUSEDUNUSED0000")
+            .env("AWS_SECRET_ACCESS_KEY", "unused")
+            .env("AWS_REGION", "us-east-1");
         command
     };
     let summary_of = |out: &std::process::Output| -> serde_json::Value {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         stdout
             .lines()
             .rev()
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.get("summary").is_some()))
+            .find_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .filter(|v| v.get("summary").is_some())
+            })
             .unwrap_or_else(|| panic!("no summary line in\n{stdout}"))["summary"]
             .clone()
     };
@@ -194,26 +204,61 @@ targets:
         .output()
         .await
         .unwrap();
-    assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
-    assert!(gcp.server().mutating_requests().iter().all(|r| r.path == "/token"), "{:?}", gcp.server().mutating_requests());
-    assert!(azure.server().mutating_requests().iter().all(|r| r.path.ends_with("/token")));
+    assert_eq!(
+        dry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        gcp.server()
+            .mutating_requests()
+            .iter()
+            .all(|r| r.path == "/token"),
+        "{:?}",
+        gcp.server().mutating_requests()
+    );
+    assert!(
+        azure
+            .server()
+            .mutating_requests()
+            .iter()
+            .all(|r| r.path.ends_with("/token"))
+    );
     assert!(circleci.mutating_requests().is_empty());
     let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
-    assert_eq!(parse(&std::fs::read_to_string(&owner_state).unwrap()), parse(&owner_before));
+    assert_eq!(
+        parse(&std::fs::read_to_string(&owner_state).unwrap()),
+        parse(&owner_before)
+    );
 
     // Apply: every target ends in its grace period (the old GCP key and exec token disabled,
     // the Azure secret still valid: it cannot be disabled).
-    let first = rekey(args(&["apply", plan_arg, "--output", "json", "--ignore-max-age", "--verify-backoff-ms", "50"]))
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .await
-        .unwrap();
+    let first = rekey(args(&[
+        "apply",
+        plan_arg,
+        "--output",
+        "json",
+        "--ignore-max-age",
+        "--verify-backoff-ms",
+        "50",
+    ]))
+    .arg("--report")
+    .arg(&report)
+    .output()
+    .await
+    .unwrap();
     let summary = summary_of(&first);
     for t in summary["targets"].as_array().unwrap() {
         assert_eq!(t["state"], "waiting", "{t}");
     }
-    assert_eq!(gcp.with_state(|s| s.keys_of(&sa)).iter().filter(|(_, disabled)| *disabled).count(), 1);
+    assert_eq!(
+        gcp.with_state(|s| s.keys_of(&sa))
+            .iter()
+            .filter(|(_, disabled)| *disabled)
+            .count(),
+        1
+    );
     let run = summary["run"].as_str().unwrap().to_owned();
 
     // After the grace period, --resume (the plan comes from the journal, endpoints included)
@@ -227,10 +272,19 @@ targets:
     for t in summary["targets"].as_array().unwrap() {
         assert_eq!(t["state"], "done", "{t}");
     }
-    let stderr = format!("{}{}", String::from_utf8_lossy(&first.stderr), String::from_utf8_lossy(&second.stderr));
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&first.stderr),
+        String::from_utf8_lossy(&second.stderr)
+    );
 
     // The bindings hold new credentials that work; the old ones are gone.
-    let vars = circleci.state().project_by_slug(SLUG).unwrap().env_vars.clone();
+    let vars = circleci
+        .state()
+        .project_by_slug(SLUG)
+        .unwrap()
+        .env_vars
+        .clone();
     let value = |name: &str| vars.get(name).unwrap().value.clone();
 
     let new_gcp_json = String::from_utf8(
@@ -243,7 +297,11 @@ targets:
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_ne!(keys[0].0, old_gcp_key);
     let parsed: serde_json::Value = serde_json::from_str(&new_gcp_json).unwrap();
-    assert!(keys[0].0.ends_with(parsed["private_key_id"].as_str().unwrap()));
+    assert!(
+        keys[0]
+            .0
+            .ends_with(parsed["private_key_id"].as_str().unwrap())
+    );
     let gcp_endpoints = Endpoints {
         gcp_iam: Some(Located::new(gcp.iam_url())),
         gcp_token: Some(Located::new(gcp.token_url())),
@@ -251,7 +309,9 @@ targets:
     };
     let gcp_provider = GcpSaKeyProvider::new(
         &gcp_endpoints,
-        GcpAuth::KeyFile(Box::new(ServiceAccountKey::parse(gcp_admin.expose()).unwrap())),
+        GcpAuth::KeyFile(Box::new(
+            ServiceAccountKey::parse(gcp_admin.expose()).unwrap(),
+        )),
     )
     .unwrap();
     let gcp_target = target(
@@ -270,10 +330,15 @@ targets:
         .verify(&gcp_target, &minted(&keys[0].0, "key_json", &new_gcp_json))
         .await
         .unwrap();
-    assert!(gcp_provider
-        .verify(&gcp_target, &minted(&old_gcp_key, "key_json", old_gcp_json.expose()))
-        .await
-        .is_err());
+    assert!(
+        gcp_provider
+            .verify(
+                &gcp_target,
+                &minted(&old_gcp_key, "key_json", old_gcp_json.expose())
+            )
+            .await
+            .is_err()
+    );
 
     let new_azure_secret = value("AZURE_CLIENT_SECRET");
     let passwords = azure.with_state(|s| s.passwords_of(&app_object));
@@ -298,13 +363,21 @@ targets:
         },
     );
     azure_provider
-        .verify(&azure_target, &minted(&passwords[0], "client_secret", &new_azure_secret))
+        .verify(
+            &azure_target,
+            &minted(&passwords[0], "client_secret", &new_azure_secret),
+        )
         .await
         .unwrap();
-    assert!(azure_provider
-        .verify(&azure_target, &minted(&old_azure_key, "client_secret", old_azure_secret.expose()))
-        .await
-        .is_err());
+    assert!(
+        azure_provider
+            .verify(
+                &azure_target,
+                &minted(&old_azure_key, "client_secret", old_azure_secret.expose())
+            )
+            .await
+            .is_err()
+    );
 
     let new_exec_value = value("NPM_TOKEN");
     let owner: serde_json::Value =
@@ -312,7 +385,10 @@ targets:
     let creds = owner["principals"]["npm"].as_object().unwrap();
     assert_eq!(creds.len(), 1, "{creds:?}");
     assert!(!creds.contains_key("cred-old"));
-    assert_eq!(creds.values().next().unwrap()["value"], new_exec_value.as_str());
+    assert_eq!(
+        creds.values().next().unwrap()["value"],
+        new_exec_value.as_str()
+    );
 
     // Secret hygiene: nothing of any secret, in clear or base64, anywhere rekey wrote.
     let gcp_private = |json: &str| {
@@ -356,7 +432,10 @@ targets:
     ];
     files_under(&state_dir, &mut outputs);
     assert!(outputs.len() > 3, "the state directory has files");
-    assert!(stderr.contains("gcp-sa-key") && stderr.contains("TRACE"), "trace logs were captured");
+    assert!(
+        stderr.contains("gcp-sa-key") && stderr.contains("TRACE"),
+        "trace logs were captured"
+    );
     let mut hits = Vec::new();
     for (what, bytes) in &outputs {
         for (i, s) in secrets.iter().enumerate() {

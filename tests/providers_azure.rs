@@ -34,7 +34,8 @@ impl AzureHarness {
     async fn start() -> AzureHarness {
         let sandbox = AzureSandbox::start(TENANT).await.unwrap();
         let admin = sandbox.admin_identity().unwrap();
-        let provider = AzureAppSecretProvider::new(&endpoints(&sandbox), Some(admin.clone())).unwrap();
+        let provider =
+            AzureAppSecretProvider::new(&endpoints(&sandbox), Some(admin.clone())).unwrap();
         AzureHarness {
             sandbox,
             provider,
@@ -84,8 +85,13 @@ where
     let logs = LogCapture::start();
     let mut transcript = scenario(&h).await;
     let log_text = logs.text();
-    assert!(log_text.contains("azure-app-secret"), "the capture saw the provider's lines");
-    transcript.secrets.push(h.admin.client_secret.expose().to_owned());
+    assert!(
+        log_text.contains("azure-app-secret"),
+        "the capture saw the provider's lines"
+    );
+    transcript
+        .secrets
+        .push(h.admin.client_secret.expose().to_owned());
     let debug = format!("{:?}", h.provider);
     transcript.assert_clean(&[("logs", &log_text), ("provider Debug", &debug)]);
 }
@@ -134,12 +140,23 @@ async fn graph_errors_are_verbatim_minus_secrets() {
     let body = format!(
         r#"{{"error":{{"code":"Authorization_RequestDenied","message":"Insufficient privileges to complete the operation. (client secret {leak} was used)","innerError":{{"request-id":"abc-123"}}}}}}"#
     );
-    h.sandbox.server().fail_next("addPassword$", 1, 403, Some(&body)).unwrap();
+    h.sandbox
+        .server()
+        .fail_next("addPassword$", 1, 403, Some(&body))
+        .unwrap();
     let err = h.provider.mint(&t).await.unwrap_err();
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains(r#""code":"Authorization_RequestDenied""#), "{text}");
-    assert!(text.contains("Insufficient privileges to complete the operation. (client secret [redacted] was used)"), "{text}");
+    assert!(
+        text.contains(r#""code":"Authorization_RequestDenied""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Insufficient privileges to complete the operation. (client secret [redacted] was used)"
+        ),
+        "{text}"
+    );
     assert!(text.contains(r#""request-id":"abc-123""#), "{text}");
     assert_no_secret("graph error", &format!("{text} {err:?}"), &[leak]);
 
@@ -147,7 +164,10 @@ async fn graph_errors_are_verbatim_minus_secrets() {
     let missing = h.missing_principal();
     let err = h.provider.inspect(&missing).await.unwrap_err();
     assert!(matches!(err, ProviderError::NotFound(_)), "{err:?}");
-    assert!(err.to_string().contains("Request_ResourceNotFound"), "{err}");
+    assert!(
+        err.to_string().contains("Request_ResourceNotFound"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +179,13 @@ async fn bad_answers_are_mapped() {
     assert!(h.provider.mint(&t).await.unwrap_err().is_transient());
     sim.fail_next("addPassword$", 1, 429, None).unwrap();
     assert!(h.provider.mint(&t).await.unwrap_err().is_transient());
-    sim.fail_next("addPassword$", 1, 200, Some(r#"{"keyId": 7, "secretText": ["hunter2-leak"]}"#)).unwrap();
+    sim.fail_next(
+        "addPassword$",
+        1,
+        200,
+        Some(r#"{"keyId": 7, "secretText": ["hunter2-leak"]}"#),
+    )
+    .unwrap();
     let err = h.provider.mint(&t).await.unwrap_err();
     assert!(!err.to_string().contains("hunter2-leak"), "{err}");
     // The token endpoint down: verification is Transient, not Rejected.
@@ -178,7 +204,10 @@ async fn display_name_end_date_and_expiry() {
     t.policy.max_age = Some(Located::new(PlanDuration::from_days(30)));
     let object = t.principal.app_id.as_ref().unwrap().value.clone();
     let m = h.provider.mint(&t).await.unwrap();
-    let (name, end) = h.sandbox.with_state(|s| s.password_meta(&object, &m.id)).unwrap();
+    let (name, end) = h
+        .sandbox
+        .with_state(|s| s.password_meta(&object, &m.id))
+        .unwrap();
     assert_eq!(name.as_deref(), Some("rekey-ci"));
     let days = (end - chrono::Utc::now()).num_days();
     assert!((59..=60).contains(&days), "end date {days} days away");
@@ -189,7 +218,13 @@ async fn display_name_end_date_and_expiry() {
 
     let expired = h
         .sandbox
-        .with_state(|s| s.add_password(&object, Some("old"), Some(chrono::Utc::now() - chrono::Duration::days(1))))
+        .with_state(|s| {
+            s.add_password(
+                &object,
+                Some("old"),
+                Some(chrono::Utc::now() - chrono::Duration::days(1)),
+            )
+        })
         .unwrap();
     let i = h.provider.inspect(&t).await.unwrap();
     let status = |id: &str| i.credentials.iter().find(|c| c.id == id).map(|c| c.status);
@@ -201,7 +236,11 @@ async fn display_name_end_date_and_expiry() {
     };
     let err = h.provider.verify(&t, &old).await.unwrap_err();
     assert!(err.to_string().contains("AADSTS7000222"), "{err}");
-    assert_no_secret("expired", &format!("{err:?}"), &[expired.1.expose(), m.fields["client_secret"].expose()]);
+    assert_no_secret(
+        "expired",
+        &format!("{err:?}"),
+        &[expired.1.expose(), m.fields["client_secret"].expose()],
+    );
 }
 
 #[tokio::test]
@@ -209,7 +248,13 @@ async fn rekey_own_credentials() {
     let h = AzureHarness::start().await;
     let t = h.fresh_principal("own").await;
     let none = AzureAppSecretProvider::new(&endpoints(&h.sandbox), None).unwrap();
-    assert!(none.inspect(&t).await.unwrap_err().to_string().contains("AZURE_CLIENT_SECRET"));
+    assert!(
+        none.inspect(&t)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("AZURE_CLIENT_SECRET")
+    );
     let wrong = AzureIdentity {
         client_secret: Secret::new("not-the-secret-0123456789"),
         ..h.admin.clone()

@@ -107,11 +107,16 @@ where
     let logs = LogCapture::start();
     let mut transcript = scenario(&h).await;
     let log_text = logs.text();
-    assert!(log_text.contains("exec"), "the capture saw the provider's lines");
+    assert!(
+        log_text.contains("exec"),
+        "the capture saw the provider's lines"
+    );
     // Every value the owner ever held, revoked ones included, is in its state only while
     // live; the transcript has the minted ones.
     if transcript.secrets.is_empty() {
-        transcript.secrets.push("tok_never-minted-placeholder".to_owned());
+        transcript
+            .secrets
+            .push("tok_never-minted-placeholder".to_owned());
     }
     transcript.assert_clean(&[("logs", &log_text)]);
 }
@@ -157,10 +162,21 @@ async fn timeout_kills_the_whole_command() {
     exec.timeout = Some(Located::new(PlanDuration(1)));
     let began = Instant::now();
     let err = h.provider.mint(&t).await.unwrap_err();
-    assert!(began.elapsed() < Duration::from_secs(10), "{:?}", began.elapsed());
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
-    assert!(err.to_string().contains("did not finish within 1s"), "{err}");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(
+        err.to_string().contains("did not finish within 1s"),
+        "{err}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // The killed sleep may linger a moment as a zombie of the killed shell: wait for it.
     let mut alive = true;
     for _ in 0..50 {
@@ -183,7 +199,11 @@ async fn non_zero_exit_quotes_stderr_redacted() {
     let m = h.provider.mint(&t).await.unwrap();
     let value = m.fields["value"].expose().to_owned();
     for (status, check) in [
-        ("1", (|e: &ProviderError| matches!(e, ProviderError::Failed(_))) as fn(&ProviderError) -> bool),
+        (
+            "1",
+            (|e: &ProviderError| matches!(e, ProviderError::Failed(_)))
+                as fn(&ProviderError) -> bool,
+        ),
         ("4", |e| matches!(e, ProviderError::Rejected(_))),
         ("75", |e| e.is_transient()),
         ("5", |e| matches!(e, ProviderError::Quota(_))),
@@ -192,8 +212,14 @@ async fn non_zero_exit_quotes_stderr_redacted() {
         let err = h.provider.verify(&t, &m).await.unwrap_err();
         assert!(check(&err), "status {status}: {err:?}");
         let text = err.to_string();
-        assert!(text.contains(&format!("exited with status {status}")), "{text}");
-        assert!(text.contains("owner refused the credential [redacted]"), "{text}");
+        assert!(
+            text.contains(&format!("exited with status {status}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("owner refused the credential [redacted]"),
+            "{text}"
+        );
         assert!(text.contains("see the owner's log"), "{text}");
         assert_no_secret("exec error", &format!("{text} {err:?}"), &[&value]);
     }
@@ -209,9 +235,18 @@ async fn malformed_json_is_a_failure_that_quotes_nothing() {
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("not the expected JSON"), "{text}");
-    assert!(!text.contains("not\", \"a\"") && !text.contains("string\""), "{text}");
-    t.exec.as_mut().unwrap().inspect = Some(Located::new(vec!["echo".into(), "{\"principal\": 3}".into()]));
-    assert!(matches!(h.provider.inspect(&t).await, Err(ProviderError::Failed(_))));
+    assert!(
+        !text.contains("not\", \"a\"") && !text.contains("string\""),
+        "{text}"
+    );
+    t.exec.as_mut().unwrap().inspect = Some(Located::new(vec![
+        "echo".into(),
+        "{\"principal\": 3}".into(),
+    ]));
+    assert!(matches!(
+        h.provider.inspect(&t).await,
+        Err(ProviderError::Failed(_))
+    ));
 }
 
 /// Positive control of the fixture's check: a value in argv is caught (exit 99), so the
@@ -251,7 +286,10 @@ async fn optional_commands() {
         Err(ProviderError::Unsupported { .. })
     ));
     t.exec = None;
-    assert!(matches!(h.provider.mint(&t).await, Err(ProviderError::Failed(_))));
+    assert!(matches!(
+        h.provider.mint(&t).await,
+        Err(ProviderError::Failed(_))
+    ));
     let mut t = h.target("x");
     t.exec.as_mut().unwrap().mint = Located::new(vec!["/nonexistent/command".into()]);
     let err = h.provider.mint(&t).await.unwrap_err();

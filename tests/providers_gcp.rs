@@ -35,7 +35,9 @@ impl GcpHarness {
     async fn start() -> GcpHarness {
         let sandbox = GcpSandbox::start(PROJECT).await.unwrap();
         let admin_key = sandbox.admin_key_json().unwrap();
-        let auth = GcpAuth::KeyFile(Box::new(ServiceAccountKey::parse(admin_key.expose()).unwrap()));
+        let auth = GcpAuth::KeyFile(Box::new(
+            ServiceAccountKey::parse(admin_key.expose()).unwrap(),
+        ));
         let provider = GcpSaKeyProvider::new(&endpoints(&sandbox), auth).unwrap();
         GcpHarness {
             sandbox,
@@ -93,7 +95,10 @@ where
     let logs = LogCapture::start();
     let mut transcript = scenario(&h).await;
     let log_text = logs.text();
-    assert!(log_text.contains("gcp-sa-key"), "the capture saw the provider's lines");
+    assert!(
+        log_text.contains("gcp-sa-key"),
+        "the capture saw the provider's lines"
+    );
     // rekey's own key must not leak either.
     transcript.secrets.push(h.admin_key.expose().to_owned());
     let debug = format!("{:?}", h.provider);
@@ -162,11 +167,18 @@ async fn quota_when_the_account_already_has_ten_keys() {
     });
     let i = h.provider.inspect(&t).await.unwrap();
     assert_eq!(i.credentials.len(), 10);
-    assert!(i.credentials.iter().all(|c| c.status == CredentialStatus::Active && c.created_at.is_some()));
+    assert!(
+        i.credentials
+            .iter()
+            .all(|c| c.status == CredentialStatus::Active && c.created_at.is_some())
+    );
     let err = h.provider.mint(&t).await.unwrap_err();
     assert!(matches!(err, ProviderError::Quota(_)), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("FAILED_PRECONDITION") && text.contains("10 user-managed keys"), "{text}");
+    assert!(
+        text.contains("FAILED_PRECONDITION") && text.contains("10 user-managed keys"),
+        "{text}"
+    );
 }
 
 /// 5xx and 429 are Transient (the engine retries), 4xx other than 404 are Failed, and an
@@ -183,8 +195,17 @@ async fn bad_answers_are_mapped() {
     sim.fail_next("/keys$", 1, 403, Some(r#"{"error":{"code":403,"message":"Permission 'iam.serviceAccountKeys.create' denied","status":"PERMISSION_DENIED"}}"#)).unwrap();
     let err = h.provider.mint(&t).await.unwrap_err();
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
-    assert!(err.to_string().contains("iam.serviceAccountKeys.create"), "{err}");
-    sim.fail_next("/keys$", 1, 200, Some(r#"{"name": "x", "privateKeyData": 12, "secret": "hunter2-leak"}"#)).unwrap();
+    assert!(
+        err.to_string().contains("iam.serviceAccountKeys.create"),
+        "{err}"
+    );
+    sim.fail_next(
+        "/keys$",
+        1,
+        200,
+        Some(r#"{"name": "x", "privateKeyData": 12, "secret": "hunter2-leak"}"#),
+    )
+    .unwrap();
     let err = h.provider.mint(&t).await.unwrap_err();
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
     assert!(!err.to_string().contains("hunter2-leak"), "{err}");
@@ -198,8 +219,11 @@ async fn bad_answers_are_mapped() {
 async fn rekey_own_credentials() {
     let h = GcpHarness::start().await;
     let t = h.fresh_principal("own").await;
-    let token = h.sandbox.with_state(|s| s.issue_token(&s.email("rekey-admin")));
-    let by_token = GcpSaKeyProvider::new(&endpoints(&h.sandbox), GcpAuth::AccessToken(token.clone())).unwrap();
+    let token = h
+        .sandbox
+        .with_state(|s| s.issue_token(&s.email("rekey-admin")));
+    let by_token =
+        GcpSaKeyProvider::new(&endpoints(&h.sandbox), GcpAuth::AccessToken(token.clone())).unwrap();
     assert!(by_token.inspect(&t).await.unwrap().credentials.is_empty());
     assert!(!format!("{by_token:?}").contains(token.expose()));
 
@@ -211,13 +235,22 @@ async fn rekey_own_credentials() {
     let admin = h.sandbox.with_state(|s| s.email("rekey-admin"));
     let admin_key = h.sandbox.with_state(|s| s.keys_of(&admin))[0].0.clone();
     h.provider.inspect(&gcp_target(&admin)).await.unwrap();
-    h.provider.deactivate(&gcp_target(&admin), &admin_key).await.unwrap();
-    let auth = GcpAuth::KeyFile(Box::new(ServiceAccountKey::parse(h.admin_key.expose()).unwrap()));
+    h.provider
+        .deactivate(&gcp_target(&admin), &admin_key)
+        .await
+        .unwrap();
+    let auth = GcpAuth::KeyFile(Box::new(
+        ServiceAccountKey::parse(h.admin_key.expose()).unwrap(),
+    ));
     let fresh = GcpSaKeyProvider::new(&endpoints(&h.sandbox), auth).unwrap();
     let err = fresh.inspect(&t).await.unwrap_err();
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
     assert!(err.to_string().contains("invalid_grant"), "{err}");
-    assert_no_secret("own-key error", &format!("{err:?}"), &[h.admin_key.expose()]);
+    assert_no_secret(
+        "own-key error",
+        &format!("{err:?}"),
+        &[h.admin_key.expose()],
+    );
 }
 
 /// A key name from the plan that is not this account's is refused before any request.
@@ -225,14 +258,20 @@ async fn rekey_own_credentials() {
 async fn foreign_key_names_are_refused() {
     let h = GcpHarness::start().await;
     let t = h.fresh_principal("mine").await;
-    let other = format!("projects/{PROJECT}/serviceAccounts/{}/keys/abc", email("theirs"));
+    let other = format!(
+        "projects/{PROJECT}/serviceAccounts/{}/keys/abc",
+        email("theirs")
+    );
     h.sandbox.server().clear_requests();
     for result in [
         h.provider.revoke(&t, &other).await,
         h.provider.deactivate(&t, &other).await,
         h.provider.revoke(&t, "../../v1/projects/x").await,
     ] {
-        assert!(matches!(result, Err(ProviderError::Failed(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(ProviderError::Failed(_))),
+            "{result:?}"
+        );
     }
     assert!(h.sandbox.server().mutating_requests().is_empty());
 }

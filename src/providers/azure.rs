@@ -120,7 +120,10 @@ struct PasswordCredential {
 }
 
 impl AzureAppSecretProvider {
-    pub fn new(endpoints: &Endpoints, identity: Option<AzureIdentity>) -> Result<Self, ProviderError> {
+    pub fn new(
+        endpoints: &Endpoints,
+        identity: Option<AzureIdentity>,
+    ) -> Result<Self, ProviderError> {
         let pick = |v: &Option<crate::plan::Located<String>>, default: &str| {
             v.as_ref()
                 .map(|l| l.value.trim_end_matches('/').to_owned())
@@ -147,7 +150,11 @@ impl AzureAppSecretProvider {
         client_id: &str,
         secret: &Secret,
     ) -> Result<TokenOutcome, ProviderError> {
-        tracing::debug!(tenant, client_id, "azure-app-secret: client-credentials token request");
+        tracing::debug!(
+            tenant,
+            client_id,
+            "azure-app-secret: client-credentials token request"
+        );
         rest::token_request(
             &self.http,
             what,
@@ -183,7 +190,10 @@ impl AzureAppSecretProvider {
         {
             TokenOutcome::Granted(token, lifetime) => {
                 if let Ok(mut cached) = self.cached.lock() {
-                    *cached = Some((token.clone(), Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN)));
+                    *cached = Some((
+                        token.clone(),
+                        Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
+                    ));
                 }
                 Ok(token)
             }
@@ -203,7 +213,10 @@ impl AzureAppSecretProvider {
     ) -> Result<String, ProviderError> {
         let token = self.token().await?;
         let url = format!("{}{path}", self.graph);
-        let mut request = self.http.request(method.clone(), &url).bearer_auth(token.expose());
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(token.expose());
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -238,8 +251,9 @@ impl AzureAppSecretProvider {
                 &[],
             )
             .await?;
-        serde_json::from_str(&body)
-            .map_err(|e| ProviderError::Failed(format!("azure-app-secret {what}: unreadable answer: {e}")))
+        serde_json::from_str(&body).map_err(|e| {
+            ProviderError::Failed(format!("azure-app-secret {what}: unreadable answer: {e}"))
+        })
     }
 }
 
@@ -299,7 +313,10 @@ impl Provider for AzureAppSecretProvider {
             .policy
             .max_age
             .as_ref()
-            .map(|m| chrono::Duration::seconds(i64::try_from(m.value.seconds()).unwrap_or(i64::MAX / 4)) * 2)
+            .map(|m| {
+                chrono::Duration::seconds(i64::try_from(m.value.seconds()).unwrap_or(i64::MAX / 4))
+                    * 2
+            })
             .unwrap_or_else(|| chrono::Duration::days(DEFAULT_LIFETIME_DAYS));
         let end = Utc::now()
             .checked_add_signed(lifetime)
@@ -327,7 +344,11 @@ impl Provider for AzureAppSecretProvider {
                 e.column()
             ))
         })?;
-        let Some(secret) = created.secret_text.filter(|s| !s.is_empty()).map(Secret::new) else {
+        let Some(secret) = created
+            .secret_text
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+        else {
             return Err(ProviderError::Failed(format!(
                 "azure-app-secret {what}: secret {} was created but the answer has no secretText",
                 created.key_id
@@ -343,7 +364,10 @@ impl Provider for AzureAppSecretProvider {
     async fn verify(&self, target: &Target, minted: &Minted) -> Result<(), ProviderError> {
         let (_, tenant) = principal_of(target)?;
         let secret = minted.fields.get(FIELD_CLIENT_SECRET).ok_or_else(|| {
-            ProviderError::Failed(format!("azure-app-secret verify of {}: no client_secret field", minted.id))
+            ProviderError::Failed(format!(
+                "azure-app-secret verify of {}: no client_secret field",
+                minted.id
+            ))
         })?;
         let app = self.application(target).await?;
         let what = format!(
@@ -376,7 +400,11 @@ impl Provider for AzureAppSecretProvider {
 
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         let (app, _) = principal_of(target)?;
-        if credential_id.is_empty() || !credential_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        if credential_id.is_empty()
+            || !credential_id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
             return Err(ProviderError::Failed(format!(
                 "azure-app-secret: `{credential_id}` is not a keyId (a GUID)"
             )));
@@ -424,7 +452,10 @@ fn principal_of(target: &Target) -> Result<(&str, &str), ProviderError> {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         })
     }
-    match (get(&target.principal.app_id), get(&target.principal.tenant_id)) {
+    match (
+        get(&target.principal.app_id),
+        get(&target.principal.tenant_id),
+    ) {
         (Some(app), Some(tenant)) => Ok((app, tenant)),
         _ => Err(ProviderError::Failed(format!(
             "target {}: azure-app-secret needs principal.app_id (the application's object id) and principal.tenant_id",

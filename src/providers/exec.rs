@@ -160,14 +160,16 @@ async fn run(
     #[cfg(unix)]
     command.process_group(0);
     tracing::debug!(operation = what, program = %program, "exec: running command");
-    let mut child = command
-        .spawn()
-        .map_err(|e| ProviderError::Failed(format!("exec {what}: cannot start `{program}`: {e}")))?;
+    let mut child = command.spawn().map_err(|e| {
+        ProviderError::Failed(format!("exec {what}: cannot start `{program}`: {e}"))
+    })?;
     let pid = child.id();
     let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(ProviderError::Failed(format!("exec {what}: no pipes to the command")));
+        return Err(ProviderError::Failed(format!(
+            "exec {what}: no pipes to the command"
+        )));
     };
     let input = input.clone();
     let work = async move {
@@ -181,10 +183,16 @@ async fn run(
         let mut out = Vec::new();
         let mut err = Vec::new();
         let read_out = async {
-            let _ = (&mut stdout).take(MAX_OUTPUT as u64 + 1).read_to_end(&mut out).await;
+            let _ = (&mut stdout)
+                .take(MAX_OUTPUT as u64 + 1)
+                .read_to_end(&mut out)
+                .await;
         };
         let read_err = async {
-            let _ = (&mut stderr).take(MAX_OUTPUT as u64).read_to_end(&mut err).await;
+            let _ = (&mut stderr)
+                .take(MAX_OUTPUT as u64)
+                .read_to_end(&mut err)
+                .await;
         };
         tokio::join!(write, read_out, read_err);
         let status = child.wait().await;
@@ -315,7 +323,10 @@ impl Provider for ExecProvider {
                     last_used_service: None,
                 })
                 .collect();
-            return Ok(Inspection { principal, credentials });
+            return Ok(Inspection {
+                principal,
+                credentials,
+            });
         };
         let input = request("inspect", target, None, None);
         let ran = run("inspect", command, &input, timeout_of(exec), &[]).await?;
@@ -341,9 +352,13 @@ impl Provider for ExecProvider {
         let input = request("mint", target, None, None);
         let ran = run("mint", &exec.mint, &input, timeout_of(exec), &[]).await?;
         let answer: MintAnswer = parse("mint", &ran.stdout)?;
-        if answer.id.is_empty() || answer.fields.is_empty() || answer.fields.values().any(String::is_empty) {
+        if answer.id.is_empty()
+            || answer.fields.is_empty()
+            || answer.fields.values().any(String::is_empty)
+        {
             return Err(ProviderError::Failed(
-                "exec mint: the answer needs a non-empty id and at least one non-empty field".into(),
+                "exec mint: the answer needs a non-empty id and at least one non-empty field"
+                    .into(),
             ));
         }
         tracing::debug!(id = %answer.id, "exec: minted");

@@ -296,7 +296,13 @@ impl GcpSaKeyProvider {
         if (200..300).contains(&answer.status) {
             return Ok(answer.body);
         }
-        Err(map_error(what, answer.status, &answer.body, create, &[token.expose()]))
+        Err(map_error(
+            what,
+            answer.status,
+            &answer.body,
+            create,
+            &[token.expose()],
+        ))
     }
 
     fn keys_url(&self, email: &str) -> String {
@@ -369,8 +375,9 @@ impl Provider for GcpSaKeyProvider {
                 false,
             )
             .await?;
-        let list: KeyList = serde_json::from_str(&body)
-            .map_err(|e| ProviderError::Failed(format!("gcp-sa-key {what}: unreadable answer: {e}")))?;
+        let list: KeyList = serde_json::from_str(&body).map_err(|e| {
+            ProviderError::Failed(format!("gcp-sa-key {what}: unreadable answer: {e}"))
+        })?;
         Ok(Inspection {
             principal: email.to_owned(),
             credentials: list
@@ -444,17 +451,24 @@ impl Provider for GcpSaKeyProvider {
     async fn verify(&self, target: &Target, minted: &Minted) -> Result<(), ProviderError> {
         let email = account_of(target)?;
         let json = minted.fields.get(FIELD_KEY_JSON).ok_or_else(|| {
-            ProviderError::Failed(format!("gcp-sa-key verify of {}: no key_json field", minted.id))
+            ProviderError::Failed(format!(
+                "gcp-sa-key verify of {}: no key_json field",
+                minted.id
+            ))
         })?;
-        let key = ServiceAccountKey::parse(json.expose())
-            .map_err(|e| ProviderError::Failed(format!("gcp-sa-key verify of {}: {e}", minted.id)))?;
+        let key = ServiceAccountKey::parse(json.expose()).map_err(|e| {
+            ProviderError::Failed(format!("gcp-sa-key verify of {}: {e}", minted.id))
+        })?;
         if !key.client_email.eq_ignore_ascii_case(email) {
             return Err(ProviderError::Failed(format!(
                 "gcp-sa-key verify of {}: the key belongs to {}, not {email}",
                 minted.id, key.client_email
             )));
         }
-        let what = format!("gcp-sa-key verify of {} (token with the new key)", minted.id);
+        let what = format!(
+            "gcp-sa-key verify of {} (token with the new key)",
+            minted.id
+        );
         match self.grant(&what, &key).await {
             Ok(TokenOutcome::Granted(_, _)) => Ok(()),
             Ok(TokenOutcome::Refused(why)) => Err(ProviderError::Rejected(why)),
@@ -580,10 +594,24 @@ mod tests {
     #[test]
     fn key_names_are_checked() {
         let e = "ci@acme.iam.gserviceaccount.com";
-        assert!(check_key_name(&format!("projects/acme/serviceAccounts/{e}/keys/abc123"), e).is_ok());
+        assert!(
+            check_key_name(&format!("projects/acme/serviceAccounts/{e}/keys/abc123"), e).is_ok()
+        );
         assert!(check_key_name(&format!("projects/-/serviceAccounts/{e}/keys/abc"), e).is_ok());
-        assert!(check_key_name(&format!("projects/acme/serviceAccounts/other@x/keys/abc"), e).is_err());
-        assert!(check_key_name(&format!("projects/acme/serviceAccounts/{e}/keys/../../x"), e).is_err());
+        assert!(
+            check_key_name(
+                "projects/acme/serviceAccounts/other@x/keys/abc",
+                e
+            )
+            .is_err()
+        );
+        assert!(
+            check_key_name(
+                &format!("projects/acme/serviceAccounts/{e}/keys/../../x"),
+                e
+            )
+            .is_err()
+        );
         assert!(check_key_name(&format!("projects/acme/serviceAccounts/{e}/keys/a?b"), e).is_err());
         assert!(check_key_name("abc", e).is_err());
     }
@@ -591,13 +619,26 @@ mod tests {
     #[test]
     fn errors_map() {
         let quota = r#"{"error":{"code":400,"message":"Precondition check failed.","status":"FAILED_PRECONDITION"}}"#;
-        assert!(matches!(map_error("x", 400, quota, true, &[]), ProviderError::Quota(_)));
-        assert!(matches!(map_error("x", 400, quota, false, &[]), ProviderError::Failed(_)));
+        assert!(matches!(
+            map_error("x", 400, quota, true, &[]),
+            ProviderError::Quota(_)
+        ));
+        assert!(matches!(
+            map_error("x", 400, quota, false, &[]),
+            ProviderError::Failed(_)
+        ));
         let nf = r#"{"error":{"code":404,"message":"gone","status":"NOT_FOUND"}}"#;
-        assert!(matches!(map_error("x", 404, nf, false, &[]), ProviderError::NotFound(_)));
+        assert!(matches!(
+            map_error("x", 404, nf, false, &[]),
+            ProviderError::NotFound(_)
+        ));
         assert!(map_error("x", 502, "<html>bad gateway</html>", false, &[]).is_transient());
         let leaky = r#"{"error":{"code":400,"message":"bad tok3n","status":"INVALID_ARGUMENT"}}"#;
-        assert!(!map_error("x", 400, leaky, false, &["tok3n"]).to_string().contains("tok3n"));
+        assert!(
+            !map_error("x", 400, leaky, false, &["tok3n"])
+                .to_string()
+                .contains("tok3n")
+        );
     }
 
     #[test]
@@ -607,7 +648,9 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(!format!("{k:?}").contains("SECRETBYTES"));
-        let err = ServiceAccountKey::parse(r#"{"private_key": "SECRETBYTES""#).err().unwrap_or_default();
+        let err = ServiceAccountKey::parse(r#"{"private_key": "SECRETBYTES""#)
+            .err()
+            .unwrap_or_default();
         assert!(!err.contains("SECRETBYTES"), "{err}");
     }
 }

@@ -125,7 +125,10 @@ pub async fn token_request(
     );
     let request = http
         .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
         .body(body.expose().to_owned());
     let answer = send(what, request).await?;
     if (200..300).contains(&answer.status) {
@@ -158,7 +161,10 @@ pub async fn token_request(
         {
             let description = err.error_description.unwrap_or_default();
             Ok(TokenOutcome::Refused(redact(
-                &format!("{what}: {} (HTTP {}): {description}", err.error, answer.status),
+                &format!(
+                    "{what}: {} (HTTP {}): {description}",
+                    err.error, answer.status
+                ),
                 secrets,
             )))
         }
@@ -172,17 +178,30 @@ mod tests {
 
     #[test]
     fn redact_and_quote() {
-        assert_eq!(redact("a s3cr3t b s3cr3t", &["s3cr3t", ""]), "a [redacted] b [redacted]");
+        assert_eq!(
+            redact("a s3cr3t b s3cr3t", &["s3cr3t", ""]),
+            "a [redacted] b [redacted]"
+        );
         let long = "é".repeat(5000);
         let q = quote(&long, &[]);
-        assert!(q.len() < 4200 && q.ends_with("bytes in all)"), "{}", q.len());
+        assert!(
+            q.len() < 4200 && q.ends_with("bytes in all)"),
+            "{}",
+            q.len()
+        );
     }
 
     #[test]
     fn statuses() {
-        assert!(matches!(by_status(404, "x".into()), ProviderError::NotFound(_)));
+        assert!(matches!(
+            by_status(404, "x".into()),
+            ProviderError::NotFound(_)
+        ));
         assert!(by_status(503, "x".into()).is_transient());
         assert!(by_status(429, "x".into()).is_transient());
-        assert!(matches!(by_status(403, "x".into()), ProviderError::Failed(_)));
+        assert!(matches!(
+            by_status(403, "x".into()),
+            ProviderError::Failed(_)
+        ));
     }
 }

@@ -59,7 +59,9 @@ impl AzureState {
             admin: None,
         };
         let (object, app_id) = state.add_app(ADMIN_APP);
-        let secret = state.add_password(&object, Some("rekey"), None).map(|(_, s)| s);
+        let secret = state
+            .add_password(&object, Some("rekey"), None)
+            .map(|(_, s)| s);
         state.admin = secret.map(|client_secret| AzureIdentity {
             tenant_id: tenant.to_owned(),
             client_id: app_id,
@@ -116,8 +118,17 @@ impl AzureState {
     }
 
     /// A secret's display name and end date, as addPassword stored them.
-    pub fn password_meta(&self, object: &str, key_id: &str) -> Option<(Option<String>, DateTime<Utc>)> {
-        let p = self.apps.get(object)?.passwords.iter().find(|p| p.key_id == key_id)?;
+    pub fn password_meta(
+        &self,
+        object: &str,
+        key_id: &str,
+    ) -> Option<(Option<String>, DateTime<Utc>)> {
+        let p = self
+            .apps
+            .get(object)?
+            .passwords
+            .iter()
+            .find(|p| p.key_id == key_id)?;
         Some((p.display_name.clone(), p.end))
     }
 
@@ -165,7 +176,9 @@ impl AzureState {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unauthorized_client",
-                &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."),
+                &format!(
+                    "AADSTS700016: Application with identifier '{client_id}' was not found in the directory."
+                ),
             );
         };
         let given = request.form("client_secret").unwrap_or_default();
@@ -174,14 +187,18 @@ impl AzureState {
             return oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
-                &format!("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."),
+                &format!(
+                    "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                ),
             );
         };
         if password.end <= now {
             return oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
-                &format!("AADSTS7000222: The provided client secret keys for app '{client_id}' are expired."),
+                &format!(
+                    "AADSTS7000222: The provided client secret keys for app '{client_id}' are expired."
+                ),
             );
         }
         let token = format!("eyJ0eXAiOiJKV1Qi.{}", self.rng.string(fake::ALNUM, 60));
@@ -193,7 +210,10 @@ impl AzureState {
     }
 
     fn graph(&mut self, path: &str, request: &SimRequest<'_>) -> Response {
-        if !request.bearer().is_some_and(|t| self.tokens.contains_key(t)) {
+        if !request
+            .bearer()
+            .is_some_and(|t| self.tokens.contains_key(t))
+        {
             return graph_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
@@ -208,7 +228,10 @@ impl AzureState {
                 return graph_error(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
-                    &format!("Resource not found for the segment '{}'.", parts.first().unwrap_or(&"")),
+                    &format!(
+                        "Resource not found for the segment '{}'.",
+                        parts.first().unwrap_or(&"")
+                    ),
                 );
             }
         };
@@ -216,7 +239,9 @@ impl AzureState {
             graph_error(
                 StatusCode::NOT_FOUND,
                 "Request_ResourceNotFound",
-                &format!("Resource '{object}' does not exist or one of its queried reference-property objects are not present."),
+                &format!(
+                    "Resource '{object}' does not exist or one of its queried reference-property objects are not present."
+                ),
             )
         };
         let body: serde_json::Value = serde_json::from_slice(request.body).unwrap_or_default();

@@ -190,7 +190,9 @@ impl GcpState {
         };
         let parts: Vec<&str> = assertion.split('.').collect();
         let [header, claims, signature] = parts.as_slice() else {
-            return refuse("Invalid JWT: Token must be a short-lived token and in a reasonable timeframe");
+            return refuse(
+                "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe",
+            );
         };
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let decode = |s: &str| -> Option<serde_json::Value> {
@@ -205,7 +207,9 @@ impl GcpState {
         let exp = c["exp"].as_i64().unwrap_or(0);
         let iat = c["iat"].as_i64().unwrap_or(0);
         if h["alg"] != "RS256" || exp <= now || iat > now + 300 || exp - iat > 3600 {
-            return refuse("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.");
+            return refuse(
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+            );
         }
         if !c["aud"].as_str().is_some_and(|a| a.ends_with("/token")) {
             return refuse("Invalid JWT: Failed audience check.");
@@ -266,7 +270,9 @@ impl GcpState {
             return error(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
-                &format!("Service account projects/{project}/serviceAccounts/{email} does not exist."),
+                &format!(
+                    "Service account projects/{project}/serviceAccounts/{email} does not exist."
+                ),
             );
         }
         let (key_id, verb) = match key.map(|k| k.split_once(':').unwrap_or((k, ""))) {
@@ -300,7 +306,11 @@ impl GcpState {
                         .get(&email)
                         .and_then(|a| a.keys.iter().find(|k| k.id == id))
                     else {
-                        return error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Internal error encountered.");
+                        return error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "INTERNAL",
+                            "Internal error encountered.",
+                        );
                     };
                     let mut v = self.key_json(stored);
                     v["name"] = name.into();
@@ -318,7 +328,11 @@ impl GcpState {
             (method, Some(id), verb) => {
                 let name = self.key_name(&email, id);
                 let Some(account) = self.accounts.get_mut(&email) else {
-                    return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Unknown service account");
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "NOT_FOUND",
+                        "Unknown service account",
+                    );
                 };
                 let Some(pos) = account.keys.iter().position(|k| k.id == id) else {
                     return error(

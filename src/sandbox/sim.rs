@@ -182,8 +182,7 @@ impl<S: Simulator> SimServer<S> {
         body: Option<&str>,
     ) -> Result<(), regex::Error> {
         let pattern = Regex::new(path_regex)?;
-        let retry_after =
-            (kind == FaultKind::Status(StatusCode::TOO_MANY_REQUESTS)).then_some(1);
+        let retry_after = (kind == FaultKind::Status(StatusCode::TOO_MANY_REQUESTS)).then_some(1);
         lock(&self.shared.faults).forced.push(Forced {
             pattern,
             remaining: count,
