@@ -254,26 +254,32 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             Step::Mint,
             EventPhase::Intent,
             &Detail {
-                known_ids: Some(known),
+                known_ids: Some(known.clone()),
                 ..Default::default()
             },
         )?;
         ctx.crash_point("mint-before-call");
-        let m = match retry(|| provider.mint(target)).await {
-            Ok(m) => m,
-            Err(e) => {
-                ctx.journal.record(
-                    id,
-                    Step::Mint,
-                    EventPhase::Failed,
-                    &Detail {
-                        message: Some(e.to_string()),
-                        ..Default::default()
-                    },
-                )?;
-                return Ok(step.fail_untouched(Step::Mint, format!("mint failed: {e}")));
-            }
-        };
+        let m =
+            match mint_without_orphans(ctx, provider, target, &known, progress.old_id.as_deref())
+                .await
+            {
+                Ok(m) => m,
+                Err(MintFailure::Orphan(reason)) => {
+                    return Ok(step.incomplete(Step::Rollback, reason));
+                }
+                Err(MintFailure::Provider(e)) => {
+                    ctx.journal.record(
+                        id,
+                        Step::Mint,
+                        EventPhase::Failed,
+                        &Detail {
+                            message: Some(e.to_string()),
+                            ..Default::default()
+                        },
+                    )?;
+                    return Ok(step.fail_untouched(Step::Mint, format!("mint failed: {e}")));
+                }
+            };
         ctx.crash_point("mint-after-call");
         ctx.stash.put(id, &m)?;
         ctx.crash_point("mint-after-stash");
@@ -673,6 +679,105 @@ impl Stepper<'_> {
             .set_state(self.target, "failed", None, Some(&reason));
         Outcome::Failed { reason }
     }
+}
+
+/// Why a mint did not produce a credential.
+enum MintFailure {
+    /// The owner refused or kept failing; nothing of this mint is left at the owner.
+    Provider(ProviderError),
+    /// A credential this mint may have created could not be listed or removed.
+    Orphan(String),
+}
+
+/// Mints, retrying transient failures — but a transient failure of a create call may hide a
+/// credential that was created (the answer was lost): before every retry, and after the last
+/// failure, credentials of the principal that were not there before the mint (`known`) and are
+/// not the old one are deleted, journaled as rollbacks. A blind retry would leave that
+/// credential behind as an orphan, or (AWS, two keys per user) fail on the quota it uses.
+async fn mint_without_orphans(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    target: &Target,
+    known: &[String],
+    old_id: Option<&str>,
+) -> Result<Minted, MintFailure> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let error = match provider.mint(target).await {
+            Ok(m) => return Ok(m),
+            Err(e) => e,
+        };
+        if !error.is_transient() {
+            return Err(MintFailure::Provider(error));
+        }
+        tracing::debug!(target = target.id.as_str(), attempt = attempts, error = %error, "mint failed transiently; checking for a credential it may have created");
+        remove_unknown(ctx, provider, target, known, old_id)
+            .await
+            .map_err(|why| {
+                MintFailure::Orphan(format!(
+                    "mint failed ({error}) and a credential it may have created could not be checked or removed: {why}"
+                ))
+            })?;
+        if attempts > 5 {
+            return Err(MintFailure::Provider(error));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Deletes every credential of the principal that is neither in `known` nor the old one.
+async fn remove_unknown(
+    ctx: &Ctx,
+    provider: &dyn Provider,
+    target: &Target,
+    known: &[String],
+    old_id: Option<&str>,
+) -> Result<(), String> {
+    let id = target.id.as_str();
+    let live = retry(|| provider.inspect(target))
+        .await
+        .map_err(|e| format!("cannot list credentials: {e}"))?;
+    for orphan in live
+        .credentials
+        .iter()
+        .filter(|c| !known.contains(&c.id) && Some(c.id.as_str()) != old_id)
+    {
+        let detail = Detail {
+            new_id: Some(orphan.id.clone()),
+            message: Some("created by a mint whose answer was lost".into()),
+            ..Default::default()
+        };
+        ctx.journal
+            .record(id, Step::Rollback, EventPhase::Intent, &detail)
+            .map_err(|e| e.to_string())?;
+        retry(|| provider.revoke(target, &orphan.id))
+            .await
+            .map_err(|e| format!("cannot delete {}: {e}", orphan.id))?;
+        ctx.journal
+            .record(
+                id,
+                Step::Rollback,
+                EventPhase::Done,
+                &Detail {
+                    removed_id: Some(orphan.id.clone()),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        ctx.emit(
+            id,
+            Step::Rollback,
+            Status::Done,
+            Some(&format!(
+                "deleted {} (left by a lost mint answer)",
+                orphan.id
+            )),
+        );
+    }
+    Ok(())
 }
 
 /// Retries a provider call on transient errors (throttling, 5xx), with backoff.

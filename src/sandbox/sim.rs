@@ -156,8 +156,9 @@ impl<S: Simulator> SimServer<S> {
         lock(&self.shared.faults).latency = latency;
     }
 
-    /// The next `count` requests whose path matches answer `status` (with the service's error
-    /// shape, or `body` verbatim when given), doing nothing. 429s carry `Retry-After: 1`.
+    /// The next `count` requests whose `METHOD /path` matches (`"^POST .*/keys$"`, or just
+    /// `"/keys$"` for any method) answer `status` (with the service's error shape, or `body`
+    /// verbatim when given), doing nothing. 429s carry `Retry-After: 1`.
     pub fn fail_next(
         &self,
         path_regex: &str,
@@ -266,7 +267,7 @@ async fn handle<S: Simulator>(
         let forced = faults
             .forced
             .iter_mut()
-            .find(|r| r.remaining > 0 && r.pattern.is_match(&path))
+            .find(|r| r.remaining > 0 && r.pattern.is_match(&format!("{method} {path}")))
             .map(|rule| {
                 rule.remaining -= 1;
                 (rule.kind, rule.body.clone(), rule.retry_after)
