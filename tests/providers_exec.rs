@@ -225,6 +225,22 @@ async fn non_zero_exit_quotes_stderr_redacted() {
     }
 }
 
+/// A mint that printed its answer, then failed and repeated the value on stderr: the value
+/// printed on stdout is redacted from the error too.
+#[tokio::test]
+async fn a_failing_mint_does_not_leak_what_it_printed() {
+    let h = ExecHarness::new();
+    let mut t = h.fresh_principal("half").await;
+    t.exec.as_mut().unwrap().mint = h.command("mint", &["--then-fail"]);
+    let err = h.provider.mint(&t).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("created [redacted] but could not record it"),
+        "{text}"
+    );
+    assert!(!text.contains("tok_"), "{text}");
+}
+
 /// Malformed JSON on stdout fails the step without quoting stdout (it may hold a secret).
 #[tokio::test]
 async fn malformed_json_is_a_failure_that_quotes_nothing() {

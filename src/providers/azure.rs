@@ -38,8 +38,20 @@ pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com/v1.0";
 /// The minted field.
 pub const FIELD_CLIENT_SECRET: &str = "client_secret";
 
-/// The scope of a Graph token (client credentials always ask for `.default`).
+/// The scope of a Graph token in the global cloud (client credentials always ask for
+/// `.default`); national clouds' Graph hosts (graph.microsoft.us, microsoftgraph.chinacloudapi.cn)
+/// have their own, derived from the Graph URL by [`graph_scope`].
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// `{scheme}://{host}/.default` of the Graph URL: the resource a token must be issued for.
+fn graph_scope(graph: &str) -> String {
+    match url::Url::parse(graph) {
+        Ok(u) if u.host_str().is_some() => {
+            format!("{}/.default", u.origin().ascii_serialization())
+        }
+        _ => GRAPH_SCOPE.to_owned(),
+    }
+}
 
 /// Lifetime of a new secret when the target's policy names no `max_age`.
 const DEFAULT_LIFETIME_DAYS: i64 = 180;
@@ -155,6 +167,7 @@ impl AzureAppSecretProvider {
             client_id,
             "azure-app-secret: client-credentials token request"
         );
+        let scope = graph_scope(&self.graph);
         rest::token_request(
             &self.http,
             what,
@@ -163,7 +176,7 @@ impl AzureAppSecretProvider {
                 ("grant_type", "client_credentials"),
                 ("client_id", client_id),
                 ("client_secret", secret.expose()),
-                ("scope", GRAPH_SCOPE),
+                ("scope", scope.as_str()),
             ],
             &[secret.expose()],
         )
@@ -433,6 +446,21 @@ impl Provider for AzureAppSecretProvider {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_follow_the_graph_host() {
+        assert_eq!(graph_scope(DEFAULT_GRAPH), GRAPH_SCOPE);
+        assert_eq!(
+            graph_scope("https://graph.microsoft.us/v1.0"),
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(graph_scope("not a url"), GRAPH_SCOPE);
     }
 }
 

@@ -220,7 +220,21 @@ async fn run(
     if status.success() {
         return Ok(Ran { stdout: out });
     }
-    let stderr_text = stderr_tail(&err, secrets);
+    // A command that printed its answer and then failed (a mint that created the credential
+    // but could not finish) may repeat the values on stderr: redact those too.
+    let printed: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|v| {
+            v.get("fields").and_then(|f| f.as_object()).map(|f| {
+                f.values()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut all: Vec<&str> = secrets.to_vec();
+    all.extend(printed.iter().map(String::as_str));
+    let stderr_text = stderr_tail(&err, &all);
     let code = status.code();
     let text = match code {
         Some(c) => format!("exec {what}: `{program}` exited with status {c}: {stderr_text}"),

@@ -185,8 +185,9 @@ impl std::fmt::Debug for GcpSaKeyProvider {
     }
 }
 
-/// A key as `keys.list` and `keys.create` describe it.
-#[derive(Debug, Deserialize)]
+/// A key as `keys.list` and `keys.create` describe it. No `Debug`: `private_key_data` is the
+/// key file.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Key {
     name: String,
@@ -598,13 +599,7 @@ mod tests {
             check_key_name(&format!("projects/acme/serviceAccounts/{e}/keys/abc123"), e).is_ok()
         );
         assert!(check_key_name(&format!("projects/-/serviceAccounts/{e}/keys/abc"), e).is_ok());
-        assert!(
-            check_key_name(
-                "projects/acme/serviceAccounts/other@x/keys/abc",
-                e
-            )
-            .is_err()
-        );
+        assert!(check_key_name("projects/acme/serviceAccounts/other@x/keys/abc", e).is_err());
         assert!(
             check_key_name(
                 &format!("projects/acme/serviceAccounts/{e}/keys/../../x"),
