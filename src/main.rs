@@ -962,14 +962,21 @@ async fn demo() -> Result<u8, Failure> {
     let fail =
         |what: &str, e: &dyn std::fmt::Display| Failure::runtime(format!("demo: {what}: {e}"));
     println!(
-        "rekey demo — a made-up organization, gh/acme, in in-process simulators of CircleCI and"
+        "rekey demo — a made-up organization, gh/acme, in in-process simulators of CircleCI, AWS"
     );
     println!(
-        "AWS IAM/STS on 127.0.0.1. Real protocol, real AWS SDK calls, nothing leaves this machine.\n"
+        "IAM/STS, GCP IAM and Azure Entra ID/Graph on 127.0.0.1, plus a made-up token owner driven"
+    );
+    println!(
+        "by the exec provider. Real protocols, real AWS SDK calls, nothing leaves this machine.\n"
     );
     let world = demo::start()
         .await
         .map_err(|e| fail("starting the simulators", &e))?;
+    // GCP, Azure and an exec owner: their credentials replace the demo org's fakes.
+    let cloud = rekey::sandbox::demo_cloud::CloudDemo::start(&world.circleci)
+        .await
+        .map_err(|e| fail("starting the GCP and Azure simulators", &e))?;
     let token = rekey::secret::Secret::new(world.circleci.state().token());
     let client = rekey::circleci::CircleCiClient::new(&world.circleci.base_url(), token)
         .map_err(|e| fail("CircleCI client", &e))?;
@@ -1000,7 +1007,7 @@ async fn demo() -> Result<u8, Failure> {
         println!("   {}: {}", r.target, r.note);
     }
     println!(
-        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys; the other providers' targets stay for review.",
+        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys and one GCP, Azure and exec target; the others stay for review.",
         draft.plan.targets.len(),
         draft.plan.unclassified.len(),
         draft.plan.ignored.len()
@@ -1056,6 +1063,22 @@ async fn demo() -> Result<u8, Failure> {
             );
         }
     }
+    // One target of each other provider, as the reviewer writes them, with the simulators'
+    // endpoints.
+    for t in cloud.targets() {
+        println!(
+            "   reviewer: {} ({}) rotates {}",
+            t.id,
+            t.provider.value,
+            t.bindings
+                .iter()
+                .flat_map(|b| b.vars.values().map(|v| v.value.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        plan.targets.push(t);
+    }
+    plan.endpoints = cloud.endpoints();
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
     let text =
         plan::write::to_yaml(&plan, &draft.notes).map_err(|e| fail("writing the plan", &e))?;
@@ -1076,7 +1099,13 @@ async fn demo() -> Result<u8, Failure> {
         reparsed.targets.len()
     );
 
-    let providers = ProviderSet::default().with(Arc::new(aws));
+    let mut providers = ProviderSet::default().with(Arc::new(aws));
+    for p in cloud
+        .providers()
+        .map_err(|e| fail("GCP and Azure providers", &e))?
+    {
+        providers = providers.with(p);
+    }
     println!("\n3. Dry run (reads live state, changes nothing)");
     let preview = rekey::engine::dryrun::preview(&reparsed, &client, &providers, false).await;
     for line in render_preview(&preview).lines().skip(2) {
@@ -1135,7 +1164,11 @@ async fn demo() -> Result<u8, Failure> {
         println!("   {line}");
     }
     println!("\n   Checks against the simulators:");
-    for (place, works) in world.bindings_work() {
+    for (place, works) in world
+        .bindings_work()
+        .into_iter()
+        .chain(cloud.bindings_work(&world.circleci))
+    {
         println!(
             "   {} {place}: {}",
             if works { "✓" } else { "✗" },

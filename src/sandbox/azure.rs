@@ -117,6 +117,25 @@ impl AzureState {
             .unwrap_or_default()
     }
 
+    /// Moves every secret's start back by `by` (fixtures older than a plan's max_age).
+    pub fn backdate(&mut self, by: chrono::Duration) {
+        for app in self.apps.values_mut() {
+            for p in &mut app.passwords {
+                p.start -= by;
+            }
+        }
+    }
+
+    /// Whether `secret` is a live (unexpired) secret of the app.
+    pub fn accepts(&self, object: &str, secret: &str) -> bool {
+        let now = Utc::now();
+        self.apps.get(object).is_some_and(|a| {
+            a.passwords
+                .iter()
+                .any(|p| p.secret.expose() == secret && p.end > now)
+        })
+    }
+
     /// A secret's display name and end date, as addPassword stored them.
     pub fn password_meta(
         &self,

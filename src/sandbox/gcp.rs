@@ -154,6 +154,15 @@ impl GcpState {
         Ok((self.key_name(email, &id), Secret::new(json.to_string())))
     }
 
+    /// Moves every key's creation time back by `by` (fixtures older than a plan's max_age).
+    pub fn backdate(&mut self, by: chrono::Duration) {
+        for account in self.accounts.values_mut() {
+            for key in &mut account.keys {
+                key.created -= by;
+            }
+        }
+    }
+
     /// An access token for `email`, as if it had signed in (tests).
     pub fn issue_token(&mut self, email: &str) -> Secret {
         let token = format!("ya29.{}", self.rng.string(fake::ALNUM, 60));

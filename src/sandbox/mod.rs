@@ -10,6 +10,7 @@ pub mod aws;
 pub mod azure;
 pub mod circleci;
 pub mod demo;
+pub mod demo_cloud;
 pub mod gcp;
 pub mod sim;
 
