@@ -449,21 +449,6 @@ impl Provider for AzureAppSecretProvider {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_follow_the_graph_host() {
-        assert_eq!(graph_scope(DEFAULT_GRAPH), GRAPH_SCOPE);
-        assert_eq!(
-            graph_scope("https://graph.microsoft.us/v1.0"),
-            "https://graph.microsoft.us/.default"
-        );
-        assert_eq!(graph_scope("not a url"), GRAPH_SCOPE);
-    }
-}
-
 /// (application object id, tenant id) of an azure-app-secret target.
 fn principal_of(target: &Target) -> Result<(&str, &str), ProviderError> {
     if *target.provider != ProviderKind::AzureAppSecret {
@@ -489,5 +474,20 @@ fn principal_of(target: &Target) -> Result<(&str, &str), ProviderError> {
             "target {}: azure-app-secret needs principal.app_id (the application's object id) and principal.tenant_id",
             target.id.as_str()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_follow_the_graph_host() {
+        assert_eq!(graph_scope(DEFAULT_GRAPH), GRAPH_SCOPE);
+        assert_eq!(
+            graph_scope("https://graph.microsoft.us/v1.0"),
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(graph_scope("not a url"), GRAPH_SCOPE);
     }
 }
