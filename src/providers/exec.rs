@@ -8,8 +8,8 @@
 //! no shell, in rekey's working directory). rekey writes one JSON object to the command's
 //! stdin and closes it; the command answers on stdout (one JSON object, only where said
 //! below) and by its exit status. Secret values travel **only through these pipes**: never in
-//! argv, never in the environment (the child gets rekey's environment unchanged; nothing is
-//! added).
+//! argv, never in the environment (the child gets rekey's environment with nothing added, and
+//! without rekey's own `REKEY_STASH_KEY` and `CIRCLECI_TOKEN`).
 //!
 //! stdin, every operation:
 //! `{"operation": "mint", "target": "<target id>", "principal": {<the plan's principal>}}`
@@ -54,6 +54,10 @@ const STDERR_TAIL: usize = 2048;
 
 /// A command's output is read whole; more than this is not a credential answer.
 const MAX_OUTPUT: usize = 1 << 20;
+
+/// rekey's own secrets that a user command never needs: its stash key and its CircleCI token.
+/// (Cloud credentials stay: a command may legitimately call gcloud or az with them.)
+const WITHHELD_ENV: &[&str] = &["REKEY_STASH_KEY", "CIRCLECI_TOKEN"];
 
 pub const EXIT_NOT_FOUND: i32 = 3;
 pub const EXIT_REJECTED: i32 = 4;
@@ -149,6 +153,9 @@ async fn run(
         return Err(ProviderError::Failed(format!("exec {what}: empty command")));
     };
     let mut command = tokio::process::Command::new(program);
+    for name in WITHHELD_ENV {
+        command.env_remove(name);
+    }
     command
         .args(args)
         .stdin(Stdio::piped())
