@@ -702,11 +702,13 @@ fn print_schema() -> Result<u8, Failure> {
 /// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, AWS from its default
 /// chain (AWS_ENDPOINT_URL included), the stash key from REKEY_STASH_KEY or the keyring.
 /// GitHub from GITHUB_API_URL with GITHUB_TOKEN (needed by deploy-key targets only: a missing
-/// token fails those targets, not the run), and the token inputs of github-token targets.
+/// token fails those targets, not the run), and the token inputs of github-token targets; GCP,
+/// Azure and exec from the plan's `endpoints:` and their own credentials.
 async fn real_environment(
     need_stash: bool,
     limits: &[(String, f64)],
     token_inputs: rekey::providers::github::TokenInputs,
+    plan: &plan::Plan,
 ) -> Result<rekey::engine::run::Environment, Failure> {
     use rekey::providers::{checkout_key::CheckoutKeyProvider, github};
     use rekey::ratelimit::RateLimiter;
@@ -737,7 +739,7 @@ async fn real_environment(
         .map_err(|e| Failure::input(e.to_string()))?;
     let github_anonymous =
         rekey::github::GithubClient::from_env(None).map_err(|e| Failure::input(e.to_string()))?;
-    let providers = rekey::engine::run::ProviderSet::default()
+    let providers = cloud_providers(plan)?
         .with(aws)
         .with(Arc::new(github::GithubDeployKeyProvider::new(github_own)))
         .with(Arc::new(github::GithubTokenProvider::new(
@@ -757,6 +759,29 @@ async fn real_environment(
         providers,
         stash_key,
     })
+}
+
+/// The providers besides AWS (whose SDK finds its own endpoint), the GCP and Azure ones pointed at the plan's `endpoints:`.
+/// rekey's own GCP and Azure credentials come from the standard variables; a broken
+/// `GOOGLE_APPLICATION_CREDENTIALS` stops the run only when the plan has a GCP target.
+fn cloud_providers(plan: &plan::Plan) -> Result<rekey::engine::run::ProviderSet, Failure> {
+    use rekey::providers::{azure, exec, gcp};
+    use std::sync::Arc;
+    let has = |kind: plan::ProviderKind| plan.targets.iter().any(|t| t.provider.value == kind);
+    let gcp_auth = match gcp::GcpAuth::from_env() {
+        Ok(auth) => auth,
+        Err(e) if has(plan::ProviderKind::GcpSaKey) => return Err(Failure::input(e)),
+        Err(_) => gcp::GcpAuth::None,
+    };
+    let gcp = gcp::GcpSaKeyProvider::new(&plan.endpoints, gcp_auth)
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    let azure =
+        azure::AzureAppSecretProvider::new(&plan.endpoints, azure::AzureIdentity::from_env())
+            .map_err(|e| Failure::runtime(e.to_string()))?;
+    Ok(rekey::engine::run::ProviderSet::default()
+        .with(Arc::new(gcp))
+        .with(Arc::new(azure))
+        .with(Arc::new(exec::ExecProvider::new())))
 }
 
 fn event_sink(
@@ -834,7 +859,22 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
     };
     if let Some(run_id) = &args.resume {
-        let env = rt.block_on(real_environment(true, &args.rate_limits, inputs.clone()))?;
+        // The stored plan's endpoints configure GCP and Azure. A run that cannot be read here
+        // is left for `resume` to report, after it has checked the state directory's lock.
+        let stored = match rekey::engine::run::stored_plan(&args.state_dir, run_id) {
+            Ok(plan) => plan,
+            Err(_) => plan::load::parse(
+                "(no stored plan)",
+                "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: resume}\n",
+            )
+            .map_err(|d| Failure::runtime(d.message))?,
+        };
+        let env = rt.block_on(real_environment(
+            true,
+            &args.rate_limits,
+            inputs.clone(),
+            &stored,
+        ))?;
         let sink = event_sink(output, 0);
         let report = rt
             .block_on(rekey::engine::run::resume(run_id, env, options, sink))
@@ -858,7 +898,12 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         )));
     }
     if let Some(out) = &args.refresh {
-        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs.clone()))?;
+        let env = rt.block_on(real_environment(
+            false,
+            &args.rate_limits,
+            inputs.clone(),
+            &plan,
+        ))?;
         let mut refreshed = plan;
         let changes = rt
             .block_on(plan::refresh::refresh_observed(
@@ -887,7 +932,12 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         return Ok(0);
     }
     if args.dry_run {
-        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs.clone()))?;
+        let env = rt.block_on(real_environment(
+            false,
+            &args.rate_limits,
+            inputs.clone(),
+            &plan,
+        ))?;
         // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
         let preview = rt.block_on(rekey::engine::dryrun::preview_with_history(
             &plan,
@@ -908,7 +958,12 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             0
         });
     }
-    let env = rt.block_on(real_environment(true, &args.rate_limits, inputs.clone()))?;
+    let env = rt.block_on(real_environment(
+        true,
+        &args.rate_limits,
+        inputs.clone(),
+        &plan,
+    ))?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(rekey::engine::run::apply(
@@ -1117,14 +1172,21 @@ async fn demo() -> Result<u8, Failure> {
     let fail =
         |what: &str, e: &dyn std::fmt::Display| Failure::runtime(format!("demo: {what}: {e}"));
     println!(
-        "rekey demo — a made-up organization, gh/acme, in in-process simulators of CircleCI and"
+        "rekey demo — a made-up organization, gh/acme, in in-process simulators of CircleCI, AWS"
     );
     println!(
-        "AWS IAM/STS on 127.0.0.1. Real protocol, real AWS SDK calls, nothing leaves this machine.\n"
+        "IAM/STS, GCP IAM and Azure Entra ID/Graph on 127.0.0.1, plus a made-up token owner driven"
+    );
+    println!(
+        "by the exec provider. Real protocols, real AWS SDK calls, nothing leaves this machine.\n"
     );
     let world = demo::start()
         .await
         .map_err(|e| fail("starting the simulators", &e))?;
+    // GCP, Azure and an exec owner: their credentials replace the demo org's fakes.
+    let cloud = rekey::sandbox::demo_cloud::CloudDemo::start(&world.circleci)
+        .await
+        .map_err(|e| fail("starting the GCP and Azure simulators", &e))?;
     let token = rekey::secret::Secret::new(world.circleci.state().token());
     let client = rekey::circleci::CircleCiClient::new(&world.circleci.base_url(), token)
         .map_err(|e| fail("CircleCI client", &e))?;
@@ -1155,7 +1217,7 @@ async fn demo() -> Result<u8, Failure> {
         println!("   {}: {}", r.target, r.note);
     }
     println!(
-        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys and one target of each GitHub provider; the others stay for review.",
+        "   {} targets, {} unclassified, {} ignored. This demo rotates the AWS keys and one target of each other provider (GitHub deploy key, checkout key, GitHub token, GCP, Azure, exec); the others stay for review.",
         draft.plan.targets.len(),
         draft.plan.unclassified.len(),
         draft.plan.ignored.len()
@@ -1243,6 +1305,22 @@ async fn demo() -> Result<u8, Failure> {
         );
     }
     plan.targets.extend(extra);
+    // One target of each other provider, as the reviewer writes them, with the simulators'
+    // endpoints.
+    for t in cloud.targets() {
+        println!(
+            "   reviewer: {} ({}) rotates {}",
+            t.id,
+            t.provider.value,
+            t.bindings
+                .iter()
+                .flat_map(|b| b.vars.values().map(|v| v.value.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        plan.targets.push(t);
+    }
+    plan.endpoints = cloud.endpoints();
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
     let text =
         plan::write::to_yaml(&plan, &draft.notes).map_err(|e| fail("writing the plan", &e))?;
@@ -1286,7 +1364,7 @@ async fn demo() -> Result<u8, Failure> {
             prompt: false,
         }
     };
-    let providers = ProviderSet::default()
+    let mut providers = ProviderSet::default()
         .with(Arc::new(aws))
         .with(Arc::new(
             rekey::providers::github::GithubDeployKeyProvider::new(github_client),
@@ -1297,6 +1375,12 @@ async fn demo() -> Result<u8, Failure> {
         .with(Arc::new(
             rekey::providers::checkout_key::CheckoutKeyProvider::new(client.clone()),
         ));
+    for p in cloud
+        .providers()
+        .map_err(|e| fail("GCP and Azure providers", &e))?
+    {
+        providers = providers.with(p);
+    }
     println!("\n3. Dry run (reads live state, changes nothing)");
     let preview = rekey::engine::dryrun::preview(&reparsed, &client, &providers, false).await;
     for line in render_preview(&preview).lines().skip(2) {
@@ -1355,7 +1439,11 @@ async fn demo() -> Result<u8, Failure> {
         println!("   {line}");
     }
     println!("\n   Checks against the simulators:");
-    for (place, works) in world.bindings_work() {
+    for (place, works) in world
+        .bindings_work()
+        .into_iter()
+        .chain(cloud.bindings_work(&world.circleci))
+    {
         println!(
             "   {} {place}: {}",
             if works { "✓" } else { "✗" },

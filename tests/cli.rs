@@ -253,7 +253,14 @@ fn demo_runs_the_whole_flow() {
         .unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert_eq!(stdout.matches("holds a working key").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("holds a working key").count(), 7, "{stdout}");
+    for provider in [
+        "(gcp-sa-key): holds",
+        "(azure-app-secret): holds",
+        "(exec): holds",
+    ] {
+        assert!(stdout.contains(provider), "{stdout}");
+    }
     assert!(!stdout.contains("does NOT hold"), "{stdout}");
     // One target of each GitHub provider, checked against the simulators.
     for check in [

@@ -165,7 +165,7 @@ async fn preview_target(
         ));
         return out;
     };
-    let caps = provider.capabilities();
+    let caps = provider.capabilities_for(target);
     let inspection = match provider.inspect(target).await {
         Ok(i) => i,
         Err(e) => {

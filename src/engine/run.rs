@@ -352,6 +352,22 @@ pub async fn resume(
     execute(run, plan, journal, env, options, sink, lock).await
 }
 
+/// The plan stored with run `run_id` (what `--resume` executes), read without taking the
+/// lock: the command line needs it before the run starts, to build the providers with the
+/// plan's `endpoints:`.
+pub fn stored_plan(state_dir: &std::path::Path, run_id: &str) -> Result<Plan, EngineError> {
+    let journal = Journal::open(state_dir)?;
+    let record = journal
+        .run(&RunId::from(run_id.to_string()))?
+        .ok_or_else(|| EngineError::NoSuchRun(run_id.to_string()))?;
+    crate::plan::load::parse(&record.plan_file, &record.plan_text).map_err(|d| {
+        EngineError::Internal(format!(
+            "the plan stored with run {run_id} no longer parses: {}",
+            d.message
+        ))
+    })
+}
+
 async fn execute(
     run: RunId,
     plan: Plan,

@@ -134,7 +134,7 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             ),
         });
     };
-    let caps = provider.capabilities();
+    let caps = provider.capabilities_for(target);
     let step = Stepper { ctx, target: id };
 
     // 2. inspect: live state, which credential is in use, age, staleness.

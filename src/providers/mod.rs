@@ -10,8 +10,12 @@
 //! [`wrappers`], so chaos tests never touch a provider's code.
 
 pub mod aws;
+pub mod azure;
 pub mod checkout_key;
+pub mod exec;
+pub mod gcp;
 pub mod github;
+pub mod rest;
 pub mod wrappers;
 
 use crate::plan::{ProviderKind, Target};
@@ -120,6 +124,14 @@ pub trait Provider: Send + Sync {
     fn kind(&self) -> ProviderKind;
 
     fn capabilities(&self) -> Capabilities;
+
+    /// What the owner supports for this target. The same as [`Provider::capabilities`] except
+    /// where a target's own configuration decides (exec: deactivation exists only when the
+    /// plan names an `exec.deactivate` command). The engine asks this one.
+    fn capabilities_for(&self, target: &Target) -> Capabilities {
+        let _ = target;
+        self.capabilities()
+    }
 
     /// Lists the principal's credentials (read-only).
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError>;

@@ -269,6 +269,10 @@ impl<P: Provider> Provider for Faulty<P> {
         self.inner.capabilities()
     }
 
+    fn capabilities_for(&self, target: &Target) -> Capabilities {
+        self.inner.capabilities_for(target)
+    }
+
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
         self.run(Operation::Inspect, self.inner.inspect(target))
             .await
@@ -386,6 +390,10 @@ impl<P: Provider> Provider for Delayed<P> {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn capabilities_for(&self, target: &Target) -> Capabilities {
+        self.inner.capabilities_for(target)
     }
 
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {

@@ -7,9 +7,13 @@
 //! down or dropped.
 
 pub mod aws;
+pub mod azure;
 pub mod circleci;
 pub mod demo;
+pub mod demo_cloud;
+pub mod gcp;
 pub mod github;
+pub mod sim;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};

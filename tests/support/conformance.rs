@@ -1,6 +1,6 @@
 //! The provider conformance suite: what every [`Provider`] must do, written once against the
-//! trait and run against each provider's test double (moto for AWS today; the sandbox
-//! simulators next), like `object_store`'s `integration.rs`.
+//! trait and run against each provider's test double (moto for AWS; the GCP and Azure
+//! simulators; fixture commands for exec), like `object_store`'s `integration.rs`.
 //!
 //! A test double plugs in through [`Harness`]: it hands out the provider and fresh principals,
 //! and says which of the owner's behaviours it reproduces (moto accepts an Inactive key, so the
@@ -176,8 +176,9 @@ pub async fn verify_eventually(
 pub async fn lifecycle(h: &dyn Harness) -> Transcript {
     let mut tr = Transcript::default();
     let p = h.provider();
-    let caps = p.capabilities();
     let t = h.fresh_principal("lifecycle").await;
+    // Per target: an exec target's own commands decide what it supports.
+    let caps = p.capabilities_for(&t);
 
     let before = inspect(p, &t, &mut tr).await;
     assert!(!before.principal.is_empty(), "inspect names the principal");
@@ -260,6 +261,7 @@ pub async fn capacity(h: &dyn Harness) -> Transcript {
         return tr;
     };
     let t = h.fresh_principal("capacity").await;
+    let caps = p.capabilities_for(&t);
     let mut minted = Vec::new();
     for _ in 0..max {
         minted.push(mint(p, &t, &mut tr).await);
@@ -350,7 +352,7 @@ pub async fn missing_things(h: &dyn Harness) -> Transcript {
     }
     let t = h.fresh_principal("unknown-credential").await;
     let unknown = h.unknown_credential_id();
-    let caps = p.capabilities();
+    let caps = p.capabilities_for(&t);
     if caps.deactivate {
         match p.deactivate(&t, &unknown).await {
             Err(e @ ProviderError::NotFound(_)) => tr.error(&e),

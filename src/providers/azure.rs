@@ -1,0 +1,493 @@
+//! Azure app registration client secrets: the `azure-app-secret` provider, over Microsoft Graph.
+//!
+//! Operations (Graph v1.0, `{azure_graph}`): `GET /applications/{id}?$select=…` (inspect: the
+//! app's `appId` and `passwordCredentials`), `POST /applications/{id}/addPassword` (mint: the
+//! answer's `secretText` is the minted `client_secret` field, its `keyId` the credential id),
+//! `POST /applications/{id}/removePassword` (revoke). Client secrets cannot be disabled, so the
+//! capabilities say no deactivate: during the grace period the old secret stays valid, and the
+//! engine's report says so.
+//!
+//! Verification asks `{azure_authority}/{tenant}/oauth2/v2.0/token` for a client-credentials
+//! token with the app's client id and the NEW secret. rekey's own Graph token comes the same
+//! way from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` (the variables of the
+//! Azure SDKs' environment credential).
+//!
+//! Why reqwest rather than azure_identity: the authority must follow the plan's `endpoints:`
+//! per run (the sandbox stands in for Entra ID); azure_identity's client-secret credential
+//! takes its authority host from process-wide configuration (`AZURE_AUTHORITY_HOST`), and
+//! verification needs Entra's own error answer (`AADSTS…` codes) to tell a refused secret from
+//! an outage. A client-credentials request is one form POST. Graph's error bodies are quoted
+//! verbatim in errors, with every secret rekey knows replaced.
+
+use super::rest::{self, TokenOutcome};
+use super::{
+    Capabilities, CredentialInfo, CredentialStatus, Inspection, Minted, Provider, ProviderError,
+};
+use crate::plan::{Endpoints, ProviderKind, Target};
+use crate::secret::Secret;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH: &str = "https://graph.microsoft.com/v1.0";
+
+/// The minted field.
+pub const FIELD_CLIENT_SECRET: &str = "client_secret";
+
+/// The scope of a Graph token in the global cloud (client credentials always ask for
+/// `.default`); national clouds' Graph hosts (graph.microsoft.us, microsoftgraph.chinacloudapi.cn)
+/// have their own, derived from the Graph URL by [`graph_scope`].
+const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// `{scheme}://{host}/.default` of the Graph URL: the resource a token must be issued for.
+fn graph_scope(graph: &str) -> String {
+    match url::Url::parse(graph) {
+        Ok(u) if u.host_str().is_some() => {
+            format!("{}/.default", u.origin().ascii_serialization())
+        }
+        _ => GRAPH_SCOPE.to_owned(),
+    }
+}
+
+/// Lifetime of a new secret when the target's policy names no `max_age`.
+const DEFAULT_LIFETIME_DAYS: i64 = 180;
+
+const TOKEN_MARGIN: Duration = Duration::from_secs(120);
+
+/// rekey's own identity at Entra ID (a client secret of the rotating app registration).
+#[derive(Clone)]
+pub struct AzureIdentity {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+impl std::fmt::Debug for AzureIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureIdentity")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureIdentity {
+    /// From `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`; `None` unless all three
+    /// are set.
+    pub fn from_env() -> Option<AzureIdentity> {
+        let get = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        Some(AzureIdentity {
+            tenant_id: get("AZURE_TENANT_ID")?,
+            client_id: get("AZURE_CLIENT_ID")?,
+            client_secret: Secret::new(get("AZURE_CLIENT_SECRET")?),
+        })
+    }
+}
+
+/// The `azure-app-secret` provider: client secrets of the app registration whose object id is
+/// `target.principal.app_id`, in tenant `target.principal.tenant_id`.
+pub struct AzureAppSecretProvider {
+    http: reqwest::Client,
+    authority: String,
+    graph: String,
+    identity: Option<AzureIdentity>,
+    cached: Mutex<Option<(Secret, Instant)>>,
+}
+
+impl std::fmt::Debug for AzureAppSecretProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureAppSecretProvider")
+            .field("authority", &self.authority)
+            .field("graph", &self.graph)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Application {
+    #[serde(default)]
+    app_id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    password_credentials: Vec<PasswordCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordCredential {
+    key_id: String,
+    #[serde(default)]
+    start_date_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    end_date_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    secret_text: Option<String>,
+}
+
+impl AzureAppSecretProvider {
+    pub fn new(
+        endpoints: &Endpoints,
+        identity: Option<AzureIdentity>,
+    ) -> Result<Self, ProviderError> {
+        let pick = |v: &Option<crate::plan::Located<String>>, default: &str| {
+            v.as_ref()
+                .map(|l| l.value.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        Ok(AzureAppSecretProvider {
+            http: rest::client()?,
+            authority: pick(&endpoints.azure_authority, DEFAULT_AUTHORITY),
+            graph: pick(&endpoints.azure_graph, DEFAULT_GRAPH),
+            identity,
+            cached: Mutex::new(None),
+        })
+    }
+
+    fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.authority)
+    }
+
+    /// A client-credentials token request; the secret goes in the form body only.
+    async fn client_credentials(
+        &self,
+        what: &str,
+        tenant: &str,
+        client_id: &str,
+        secret: &Secret,
+    ) -> Result<TokenOutcome, ProviderError> {
+        tracing::debug!(
+            tenant,
+            client_id,
+            "azure-app-secret: client-credentials token request"
+        );
+        let scope = graph_scope(&self.graph);
+        rest::token_request(
+            &self.http,
+            what,
+            &self.token_url(tenant),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret.expose()),
+                ("scope", scope.as_str()),
+            ],
+            &[secret.expose()],
+        )
+        .await
+    }
+
+    /// rekey's own Graph token: cached, renewed before it expires.
+    async fn token(&self) -> Result<Secret, ProviderError> {
+        let Some(id) = &self.identity else {
+            return Err(ProviderError::Failed(
+                "azure-app-secret: no Azure credentials for rekey: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into(),
+            ));
+        };
+        if let Ok(cached) = self.cached.lock()
+            && let Some((token, renew_at)) = cached.as_ref()
+            && Instant::now() < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let what = format!("azure-app-secret token for rekey (client {})", id.client_id);
+        match self
+            .client_credentials(&what, &id.tenant_id, &id.client_id, &id.client_secret)
+            .await?
+        {
+            TokenOutcome::Granted(token, lifetime) => {
+                if let Ok(mut cached) = self.cached.lock() {
+                    *cached = Some((
+                        token.clone(),
+                        Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
+                    ));
+                }
+                Ok(token)
+            }
+            TokenOutcome::Refused(why) => Err(ProviderError::Failed(why)),
+        }
+    }
+
+    /// An authenticated Graph request; `Ok` holds a 2xx body. `secrets` are redacted from any
+    /// quoted error body (rekey's token and client secret always are).
+    async fn call(
+        &self,
+        what: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        secrets: &[&str],
+    ) -> Result<String, ProviderError> {
+        let token = self.token().await?;
+        let url = format!("{}{path}", self.graph);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(token.expose());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        tracing::debug!(%method, url, "azure-app-secret: {what}");
+        let answer = rest::send(what, request).await?;
+        if (200..300).contains(&answer.status) {
+            return Ok(answer.body);
+        }
+        let mut all: Vec<&str> = secrets.to_vec();
+        all.push(token.expose());
+        if let Some(id) = &self.identity {
+            all.push(id.client_secret.expose());
+        }
+        // Graph's answer verbatim (minus secrets): its code and message say what to fix.
+        let text = format!(
+            "azure-app-secret {what}: HTTP {}: {}",
+            answer.status,
+            rest::quote(&answer.body, &all)
+        );
+        Err(rest::by_status(answer.status, text))
+    }
+
+    async fn application(&self, target: &Target) -> Result<Application, ProviderError> {
+        let (app, _) = principal_of(target)?;
+        let what = format!("read of application {app}");
+        let body = self
+            .call(
+                &what,
+                reqwest::Method::GET,
+                &format!("/applications/{app}?$select=id,appId,displayName,passwordCredentials"),
+                None,
+                &[],
+            )
+            .await?;
+        serde_json::from_str(&body).map_err(|e| {
+            ProviderError::Failed(format!("azure-app-secret {what}: unreadable answer: {e}"))
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for AzureAppSecretProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AzureAppSecret
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            deactivate: false,
+            reactivate: false,
+            manual_mint: false,
+            max_credentials: None,
+        }
+    }
+
+    async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
+        let (app, _) = principal_of(target)?;
+        let a = self.application(target).await?;
+        let now = Utc::now();
+        Ok(Inspection {
+            principal: match &a.display_name {
+                Some(name) => format!("application {app} (client {}, {name})", a.app_id),
+                None => format!("application {app} (client {})", a.app_id),
+            },
+            credentials: a
+                .password_credentials
+                .into_iter()
+                .map(|p| CredentialInfo {
+                    id: p.key_id,
+                    // An expired secret no longer authenticates: as good as disabled.
+                    status: match p.end_date_time {
+                        Some(end) if end <= now => CredentialStatus::Inactive,
+                        _ => CredentialStatus::Active,
+                    },
+                    created_at: p.start_date_time,
+                    last_used: None,
+                    last_used_service: None,
+                })
+                .collect(),
+        })
+    }
+
+    async fn mint(&self, target: &Target) -> Result<Minted, ProviderError> {
+        let (app, _) = principal_of(target)?;
+        let display_name = target
+            .principal
+            .title
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_else(|| format!("rekey {}", Utc::now().format("%Y-%m-%d")));
+        // A scheduled run rotates at max_age: the secret lives twice that, so a late run still
+        // finds it valid.
+        let lifetime = target
+            .policy
+            .max_age
+            .as_ref()
+            .map(|m| {
+                chrono::Duration::seconds(i64::try_from(m.value.seconds()).unwrap_or(i64::MAX / 4))
+                    * 2
+            })
+            .unwrap_or_else(|| chrono::Duration::days(DEFAULT_LIFETIME_DAYS));
+        let end = Utc::now()
+            .checked_add_signed(lifetime)
+            .unwrap_or_else(|| Utc::now() + chrono::Duration::days(DEFAULT_LIFETIME_DAYS));
+        let what = format!("addPassword on application {app}");
+        let body = self
+            .call(
+                &what,
+                reqwest::Method::POST,
+                &format!("/applications/{app}/addPassword"),
+                Some(serde_json::json!({
+                    "passwordCredential": {
+                        "displayName": display_name,
+                        "endDateTime": end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    }
+                })),
+                &[],
+            )
+            .await?;
+        // The answer holds the secret: serde's message could quote it, so position only.
+        let created: PasswordCredential = serde_json::from_str(&body).map_err(|e| {
+            ProviderError::Failed(format!(
+                "azure-app-secret {what}: unreadable answer (JSON error at line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let Some(secret) = created
+            .secret_text
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+        else {
+            return Err(ProviderError::Failed(format!(
+                "azure-app-secret {what}: secret {} was created but the answer has no secretText",
+                created.key_id
+            )));
+        };
+        tracing::debug!(key = %created.key_id, "azure-app-secret: secret added");
+        Ok(Minted {
+            id: created.key_id,
+            fields: BTreeMap::from([(FIELD_CLIENT_SECRET.to_owned(), secret)]),
+        })
+    }
+
+    async fn verify(&self, target: &Target, minted: &Minted) -> Result<(), ProviderError> {
+        let (_, tenant) = principal_of(target)?;
+        let secret = minted.fields.get(FIELD_CLIENT_SECRET).ok_or_else(|| {
+            ProviderError::Failed(format!(
+                "azure-app-secret verify of {}: no client_secret field",
+                minted.id
+            ))
+        })?;
+        let app = self.application(target).await?;
+        let what = format!(
+            "azure-app-secret verify of secret {} (token for client {})",
+            minted.id, app.app_id
+        );
+        match self
+            .client_credentials(&what, tenant, &app.app_id, secret)
+            .await?
+        {
+            TokenOutcome::Granted(_, _) => Ok(()),
+            // New secrets take a moment to reach every Entra replica: the engine retries.
+            TokenOutcome::Refused(why) => Err(ProviderError::Rejected(why)),
+        }
+    }
+
+    async fn deactivate(&self, _target: &Target, _id: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: ProviderKind::AzureAppSecret,
+            operation: "deactivate",
+        })
+    }
+
+    async fn reactivate(&self, _target: &Target, _id: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: ProviderKind::AzureAppSecret,
+            operation: "reactivate",
+        })
+    }
+
+    async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
+        let (app, _) = principal_of(target)?;
+        if credential_id.is_empty()
+            || !credential_id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-')
+        {
+            return Err(ProviderError::Failed(format!(
+                "azure-app-secret: `{credential_id}` is not a keyId (a GUID)"
+            )));
+        }
+        let what = format!("removePassword {credential_id} on application {app}");
+        let result = self
+            .call(
+                &what,
+                reqwest::Method::POST,
+                &format!("/applications/{app}/removePassword"),
+                Some(serde_json::json!({"keyId": credential_id})),
+                &[],
+            )
+            .await;
+        match result {
+            Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
+            // Graph refuses an unknown keyId with a 400: gone is the goal, so look before
+            // reporting a failure.
+            Err(ProviderError::Failed(m)) => {
+                let listed = self.inspect(target).await?;
+                if listed.credentials.iter().any(|c| c.id == credential_id) {
+                    Err(ProviderError::Failed(m))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// (application object id, tenant id) of an azure-app-secret target.
+fn principal_of(target: &Target) -> Result<(&str, &str), ProviderError> {
+    if *target.provider != ProviderKind::AzureAppSecret {
+        return Err(ProviderError::Failed(format!(
+            "target {} is {}, not azure-app-secret",
+            target.id.as_str(),
+            target.provider.as_str()
+        )));
+    }
+    fn get(v: &Option<crate::plan::Located<String>>) -> Option<&str> {
+        v.as_deref().map(String::as_str).filter(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        })
+    }
+    match (
+        get(&target.principal.app_id),
+        get(&target.principal.tenant_id),
+    ) {
+        (Some(app), Some(tenant)) => Ok((app, tenant)),
+        _ => Err(ProviderError::Failed(format!(
+            "target {}: azure-app-secret needs principal.app_id (the application's object id) and principal.tenant_id",
+            target.id.as_str()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_follow_the_graph_host() {
+        assert_eq!(graph_scope(DEFAULT_GRAPH), GRAPH_SCOPE);
+        assert_eq!(
+            graph_scope("https://graph.microsoft.us/v1.0"),
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(graph_scope("not a url"), GRAPH_SCOPE);
+    }
+}

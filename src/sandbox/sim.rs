@@ -1,0 +1,335 @@
+//! The server machinery the REST simulators (GCP IAM, Azure Entra ID + Graph) share: bind on
+//! 127.0.0.1 at a free port, serve every request through one simulator's `answer`, fault
+//! injection (latency, forced statuses with an optional body, lost responses, a seeded 5xx
+//! rate) and the request log (method, path, query, status: never a body, where secrets
+//! travel). The CircleCI and AWS sandboxes predate it and keep their own.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use regex::Regex;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::{RecordedRequest, Rng, lock};
+
+/// One request, as a simulator's `answer` sees it.
+pub struct SimRequest<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+impl SimRequest<'_> {
+    /// A form-encoded body's field.
+    pub fn form(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query?.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The token of an `Authorization: Bearer …` header.
+    pub fn bearer(&self) -> Option<&str> {
+        self.headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+    }
+}
+
+/// A simulated service.
+pub trait Simulator: Send + 'static {
+    /// Answers one request, changing the state as the service would.
+    fn answer(&mut self, request: &SimRequest<'_>) -> Response;
+
+    /// The service's own error shape for an injected fault.
+    fn fault(&self, status: StatusCode) -> Response;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    /// The forced status, nothing happens.
+    Status(StatusCode),
+    /// The request takes effect, then the answer is a 500: the client cannot know.
+    LoseResponse,
+}
+
+#[derive(Debug)]
+struct Forced {
+    pattern: Regex,
+    remaining: u32,
+    kind: FaultKind,
+    body: Option<String>,
+    retry_after: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Faults {
+    latency: Duration,
+    forced: Vec<Forced>,
+    error_rate: f64,
+    rng: Rng,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            latency: Duration::ZERO,
+            forced: Vec::new(),
+            error_rate: 0.0,
+            rng: Rng::seeded(0),
+        }
+    }
+}
+
+struct Shared<S> {
+    state: Mutex<S>,
+    faults: Mutex<Faults>,
+    log: Mutex<Vec<RecordedRequest>>,
+    started: Instant,
+}
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimServer<S: Simulator> {
+    shared: Arc<Shared<S>>,
+    addr: std::net::SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl<S: Simulator> SimServer<S> {
+    /// Binds first, so that `make` can know the base URL (key files name their token URI).
+    pub async fn start(make: impl FnOnce(&str) -> S) -> std::io::Result<SimServer<S>> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let state = make(&format!("http://{addr}"));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            faults: Mutex::new(Faults::default()),
+            log: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        });
+        let app = axum::Router::new()
+            .fallback(handle::<S>)
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(SimServer {
+            shared,
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
+        f(&mut lock(&self.shared.state))
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.shared.faults).latency = latency;
+    }
+
+    /// The next `count` requests whose `METHOD /path` matches (`"^POST .*/keys$"`, or just
+    /// `"/keys$"` for any method) answer `status` (with the service's error shape, or `body`
+    /// verbatim when given), doing nothing. 429s carry `Retry-After: 1`.
+    pub fn fail_next(
+        &self,
+        path_regex: &str,
+        count: u32,
+        status: u16,
+        body: Option<&str>,
+    ) -> Result<(), regex::Error> {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        self.force(path_regex, count, FaultKind::Status(status), body)
+    }
+
+    /// The next `count` matching requests take effect, then answer 500.
+    pub fn lose_response(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
+        self.force(path_regex, count, FaultKind::LoseResponse, None)
+    }
+
+    fn force(
+        &self,
+        path_regex: &str,
+        count: u32,
+        kind: FaultKind,
+        body: Option<&str>,
+    ) -> Result<(), regex::Error> {
+        let pattern = Regex::new(path_regex)?;
+        let retry_after = (kind == FaultKind::Status(StatusCode::TOO_MANY_REQUESTS)).then_some(1);
+        lock(&self.shared.faults).forced.push(Forced {
+            pattern,
+            remaining: count,
+            kind,
+            body: body.map(str::to_owned),
+            retry_after,
+        });
+        Ok(())
+    }
+
+    /// A `fraction` of requests answer 500, drawn from a generator seeded with `seed`.
+    pub fn set_error_rate(&self, fraction: f64, seed: u64) {
+        let mut faults = lock(&self.shared.faults);
+        faults.error_rate = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        faults.rng = Rng::seeded(seed);
+    }
+
+    pub fn clear_faults(&self) {
+        *lock(&self.shared.faults) = Faults::default();
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.log).clone()
+    }
+
+    pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_mutating)
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.shared.log).clear();
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl<S: Simulator> Drop for SimServer<S> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn handle<S: Simulator>(
+    State(shared): State<Arc<Shared<S>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let latency = lock(&shared.faults).latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let path = uri.path().to_owned();
+    let query = uri.query().map(str::to_owned);
+    let fault = {
+        let mut faults = lock(&shared.faults);
+        let forced = faults
+            .forced
+            .iter_mut()
+            .find(|r| r.remaining > 0 && r.pattern.is_match(&format!("{method} {path}")))
+            .map(|rule| {
+                rule.remaining -= 1;
+                (rule.kind, rule.body.clone(), rule.retry_after)
+            });
+        match forced {
+            Some(f) => Some(f),
+            None if faults.error_rate > 0.0 && faults.rng.next_f64() < faults.error_rate => Some((
+                FaultKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
+                None,
+                None,
+            )),
+            None => None,
+        }
+    };
+    let request = SimRequest {
+        method: &method,
+        path: &path,
+        query: query.as_deref(),
+        headers: &headers,
+        body: &body,
+    };
+    let response = {
+        let mut state = lock(&shared.state);
+        match fault {
+            Some((FaultKind::Status(status), body, retry_after)) => {
+                let mut response = match body {
+                    Some(body) => Response::builder()
+                        .status(status)
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(body))
+                        .unwrap_or_else(|_| state.fault(status)),
+                    None => state.fault(status),
+                };
+                if let Some(secs) = retry_after
+                    && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+                {
+                    response.headers_mut().insert("retry-after", v);
+                }
+                response
+            }
+            Some((FaultKind::LoseResponse, _, _)) => {
+                let _ = state.answer(&request);
+                state.fault(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            None => state.answer(&request),
+        }
+    };
+    lock(&shared.log).push(RecordedRequest {
+        method: method.to_string(),
+        path,
+        query,
+        status: response.status().as_u16(),
+        at: shared.started.elapsed(),
+    });
+    response
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(axum::body::Body::from(value.to_string()))
+        .unwrap_or_default()
+}
