@@ -614,7 +614,7 @@ async fn a_lost_create_answer_leaves_no_orphan() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let rollbacks = stdout
         .lines()
-        .filter(|l| l.contains("left by a lost mint answer"))
+        .filter(|l| l.contains("created by a mint whose answer was lost"))
         .count();
     assert_eq!(rollbacks, 2, "both orphans found and deleted:\n{stdout}");
     w.check_rotated().await;
