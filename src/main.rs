@@ -1408,13 +1408,14 @@ async fn demo() -> Result<u8, Failure> {
         providers: providers.clone(),
         stash_key,
     };
+    let events = Arc::new(Recorded::default());
     let report = rekey::engine::run::apply(
         "demo-plan.yaml",
         &text,
         reparsed,
         env,
         options,
-        Arc::new(rekey::engine::events::PlainLines),
+        events.clone(),
     )
     .await
     .map_err(|e| fail("apply", &e))?;
@@ -1476,9 +1477,110 @@ async fn demo() -> Result<u8, Failure> {
     for line in markdown.lines().take(8) {
         println!("   | {line}");
     }
+    // Secret hygiene, checked on the spot: every value now in a binding (the new credentials)
+    // and every AWS secret ever issued (old ones included), raw and base64, searched in every
+    // file of the state directory (journal, stash, lock), the report and every progress line.
+    let mut secrets: Vec<String> = Vec::new();
+    {
+        let state = world.circleci.state();
+        for t in &plan.targets {
+            for b in &t.bindings {
+                for var in b.vars.values() {
+                    let value = match b.place() {
+                        Some(plan::Place::Project(slug)) => state
+                            .project_by_slug(slug)
+                            .and_then(|p| p.env_vars.get(var.as_str())),
+                        Some(plan::Place::Context(name)) => state
+                            .context_by_name(name)
+                            .and_then(|c| c.vars.get(var.as_str())),
+                        None => None,
+                    };
+                    // Ids are public (an AWS key id shows in CloudTrail); only secrets count.
+                    if let Some(v) =
+                        value.filter(|v| v.value.len() >= 16 && !v.value.starts_with("AKIA"))
+                    {
+                        secrets.push(v.value.clone());
+                    }
+                }
+            }
+        }
+    }
+    secrets.extend(
+        world
+            .aws
+            .state()
+            .issued_secrets()
+            .iter()
+            .map(|s| s.expose().to_string()),
+    );
+    let mut haystacks: Vec<Vec<u8>> =
+        vec![markdown.clone().into_bytes(), events.text().into_bytes()];
+    let mut files = 0;
+    for entry in std::fs::read_dir(&state_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(bytes) = std::fs::read(entry.path()) {
+            files += 1;
+            haystacks.push(bytes);
+        }
+    }
+    use base64::Engine as _;
+    let found = secrets
+        .iter()
+        .flat_map(|s| {
+            [
+                s.clone(),
+                base64::engine::general_purpose::STANDARD.encode(s),
+            ]
+        })
+        .filter(|needle| {
+            haystacks
+                .iter()
+                .any(|h| h.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .count();
+    println!(
+        "\n   Secret hygiene: {} secret values (new and old, raw and base64) searched in {files} state files, the report and {} progress lines: {found} found.",
+        secrets.len() * 2,
+        events.count()
+    );
     let _ = std::fs::remove_dir_all(&state_dir);
+    if found > 0 {
+        return Err(Failure::runtime(
+            "demo: a secret reached the state directory, the report or the progress output",
+        ));
+    }
     println!(
         "\nNext: `rekey inventory --org gh/<yours> --out inventory.json` — see the README, \"Rotating for real\"."
     );
     Ok(report.exit_code())
+}
+
+/// Progress lines of the demo, printed as usual and kept for the demo's secret-hygiene check.
+#[derive(Default)]
+struct Recorded {
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+impl Recorded {
+    fn text(&self) -> String {
+        self.lines.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    fn count(&self) -> usize {
+        self.lines.lock().map(|l| l.len()).unwrap_or_default()
+    }
+}
+
+impl rekey::engine::events::EventSink for Recorded {
+    fn event(&self, e: &rekey::engine::events::Event<'_>) {
+        rekey::engine::events::PlainLines.event(e);
+        if let Ok(line) = serde_json::to_string(e) {
+            if let Ok(mut lines) = self.lines.lock() {
+                lines.push(line);
+            }
+        }
+    }
 }

@@ -262,6 +262,15 @@ fn demo_runs_the_whole_flow() {
         assert!(stdout.contains(provider), "{stdout}");
     }
     assert!(!stdout.contains("does NOT hold"), "{stdout}");
+    let hygiene = stdout
+        .lines()
+        .find(|l| l.contains("Secret hygiene:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(hygiene.ends_with(": 0 found."), "{hygiene}");
+    assert!(
+        !hygiene.contains(" 0 secret values"),
+        "something was searched: {hygiene}"
+    );
     // One target of each GitHub provider, checked against the simulators.
     for check in [
         "✓ GitHub acme/api: one deploy key",
