@@ -78,6 +78,8 @@ enum Pattern {
     Regex(regex::Regex),
     Cidr(ipnet::IpNet),
     FieldRef(FieldId, RefKind),
+    /// Any of several case-insensitive substrings.
+    AnyOf(aho_corasick::AhoCorasick),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +129,22 @@ impl Search {
 }
 
 impl FieldMatcher {
+    /// A rough relative cost, to evaluate cheap matchers first.
+    fn cost(&self) -> u32 {
+        self.values
+            .iter()
+            .map(|p| match p {
+                Pattern::Null | Pattern::Exists(_) | Pattern::Any => 1,
+                Pattern::Exact(_) => 2,
+                Pattern::StartsWith(_) | Pattern::EndsWith(_) | Pattern::FieldRef(..) => 3,
+                Pattern::Cidr(_) => 4,
+                Pattern::Contains(_) | Pattern::AnyOf(_) => 8,
+                Pattern::Wildcard(..) => 10,
+                Pattern::Regex(_) => 12,
+            })
+            .sum()
+    }
+
     fn matches(&self, f: &Fields<'_>) -> bool {
         let v = f.get(self.field).unwrap_or(&FieldVal::Missing);
         if self.all {
@@ -159,6 +177,7 @@ impl Pattern {
                     Pattern::Any => true,
                     Pattern::Wildcard(segs, cased) => wild(segs, s.as_bytes(), *cased),
                     Pattern::Regex(r) => r.is_match(s),
+                    Pattern::AnyOf(ac) => ac.is_match(s),
                     Pattern::Cidr(net) => s
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| net.contains(&ip)),
@@ -497,12 +516,36 @@ fn compile_map(
         if patterns.is_empty() {
             return Err(format!("`{key}` has an empty value list"));
         }
+        // Several case-insensitive substrings of one field (user-agent lists): one automaton
+        // scans the value once instead of once per needle.
+        if !all
+            && patterns.len() > 1
+            && patterns
+                .iter()
+                .all(|p| matches!(p, Pattern::Contains(t) if !t.cased && t.s.is_ascii()))
+        {
+            let needles: Vec<&str> = patterns
+                .iter()
+                .filter_map(|p| match p {
+                    Pattern::Contains(t) => Some(t.s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Ok(ac) = aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&needles)
+            {
+                patterns = vec![Pattern::AnyOf(ac)];
+            }
+        }
         out.push(FieldMatcher {
             field,
             all,
             values: patterns,
         });
     }
+    // Cheap comparisons first: most records fail on an exact event name.
+    out.sort_by_key(FieldMatcher::cost);
     Ok(out)
 }
 
