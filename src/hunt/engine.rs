@@ -97,15 +97,17 @@ pub const FINDINGS_PER_PAIR: u64 = 1000;
 pub const MAX_PROBLEMS: usize = 10_000;
 
 /// Below this many records before the incident start, a credential's hours say nothing.
-const MIN_HOURS_BASELINE: u64 = 20;
+const MIN_HOURS_BASELINE: u32 = 20;
 
+/// Hours of the day a credential was used in, kept small (every credential has one): counts
+/// and the first time after the incident start per hour, no record locations.
 #[derive(Debug, Clone)]
 struct Hours {
     source: Source,
-    before: [u64; 24],
-    /// Only when and where: a credential may be used at every hour, keep this small.
-    first_after: [Option<(DateTime<Utc>, Box<str>)>; 24],
-    after: [u64; 24],
+    before: [u32; 24],
+    /// Unix seconds of the first use after the incident start at that hour; `i64::MAX`: none.
+    first_after: [i64; 24],
+    after: [u32; 24],
 }
 
 impl Hours {
@@ -113,20 +115,16 @@ impl Hours {
         Hours {
             source,
             before: [0; 24],
-            first_after: Default::default(),
+            first_after: [i64::MAX; 24],
             after: [0; 24],
         }
     }
 
-    fn merge(&mut self, x: Hours) {
-        for (h, fa) in x.first_after.into_iter().enumerate() {
-            self.before[h] += x.before[h];
-            self.after[h] += x.after[h];
-            if let Some(fa) = fa
-                && self.first_after[h].as_ref().is_none_or(|u| fa.0 < u.0)
-            {
-                self.first_after[h] = Some(fa);
-            }
+    fn merge(&mut self, x: &Hours) {
+        for h in 0..24 {
+            self.before[h] = self.before[h].saturating_add(x.before[h]);
+            self.after[h] = self.after[h].saturating_add(x.after[h]);
+            self.first_after[h] = self.first_after[h].min(x.first_after[h]);
         }
     }
 }
@@ -300,12 +298,10 @@ impl Sink for Worker<'_> {
                     .or_insert_with(|| Hours::new(self.source)),
             };
             if after {
-                per.after[h] += 1;
-                if per.first_after[h].as_ref().is_none_or(|u| time < u.0) {
-                    per.first_after[h] = Some((time, loc.to_string().into_boxed_str()));
-                }
+                per.after[h] = per.after[h].saturating_add(1);
+                per.first_after[h] = per.first_after[h].min(time.timestamp());
             } else {
-                per.before[h] += 1;
+                per.before[h] = per.before[h].saturating_add(1);
             }
         }
         if let (Some(c), Some(country)) = (credential, first(&f, &core.country)) {
@@ -467,7 +463,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
         }
         for (cred, x) in hs {
             match hours.get_mut(&cred) {
-                Some(y) => y.merge(x),
+                Some(y) => y.merge(&x),
                 None => {
                     hours.insert(cred, x);
                 }
@@ -582,11 +578,14 @@ fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
 /// the credential has enough history for its hours to mean something.
 fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
     for (cred, h) in hours {
-        if h.before.iter().sum::<u64>() < MIN_HOURS_BASELINE {
+        if h.before.iter().sum::<u32>() < MIN_HOURS_BASELINE {
             continue;
         }
-        for (hour, first) in h.first_after.iter().enumerate() {
-            let Some(first) = first else { continue };
+        for (hour, &first) in h.first_after.iter().enumerate() {
+            let Some(first) = DateTime::from_timestamp(first, 0).filter(|_| first != i64::MAX)
+            else {
+                continue;
+            };
             if h.before[hour] > 0 {
                 continue;
             }
@@ -602,12 +601,12 @@ fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
                 source: h.source,
                 credential: Some(cred.as_str().into()),
                 principal: None,
-                time: first.0,
+                time: first,
                 action: None,
                 source_ip: None,
                 user_agent: None,
                 error: None,
-                location: first.1.to_string(),
+                location: format!("the credential's records at {}", first.to_rfc3339()),
                 record_id: None,
                 detail: Some(format!(
                     "{} use(s) at {hour:02}h UTC; before: {}",
