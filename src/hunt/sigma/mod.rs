@@ -120,6 +120,18 @@ impl Rule {
 }
 
 impl Search {
+    /// The cost of deciding this search for a record that does not match: its cheapest
+    /// required matcher, as matchers are sorted and stop at the first miss.
+    fn cost(&self) -> u32 {
+        match self {
+            Search::All(ms) => ms.first().map(FieldMatcher::cost).unwrap_or(0),
+            Search::Any(groups) => groups
+                .iter()
+                .map(|g| g.first().map(FieldMatcher::cost).unwrap_or(0))
+                .sum(),
+        }
+    }
+
     fn matches(&self, f: &Fields<'_>) -> bool {
         match self {
             Search::All(ms) => ms.iter().all(|m| m.matches(f)),
@@ -408,7 +420,10 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         names.push(name.clone());
         searches.push(search);
     }
-    let cond = condition::parse(&condition, &names).map_err(err)?;
+    let mut cond = condition::parse(&condition, &names).map_err(err)?;
+    // Evaluate cheap searches first (`and`/`or` do not depend on order).
+    let costs: Vec<u32> = searches.iter().map(Search::cost).collect();
+    cond.order_by(&|i| costs.get(i).copied().unwrap_or(u32::MAX));
     Ok(Rule {
         id: id.into(),
         title: title.into(),
@@ -533,6 +548,7 @@ fn compile_map(
                 .collect();
             if let Ok(ac) = aho_corasick::AhoCorasick::builder()
                 .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(&needles)
             {
                 patterns = vec![Pattern::AnyOf(ac)];
