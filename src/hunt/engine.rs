@@ -13,7 +13,11 @@ use super::sigma::Rule;
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// Maps consulted for every record (credential → state): a fast, randomly seeded hasher
+/// instead of SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,7 +188,7 @@ impl Seen {
 /// One copy of each repeated value (user agents, key ids, event names) per worker: findings
 /// of one credential share them.
 #[derive(Default)]
-struct Interner(HashSet<Arc<str>>);
+struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
 
 impl Interner {
     fn get(&mut self, s: &str) -> Arc<str> {
@@ -406,10 +410,10 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
             .map(|_| {
                 scope.spawn(|| {
                     let mut acc = HuntReport::default();
-                    let mut seen: SeenMap = HashMap::new();
-                    let mut countries: CountryMap = HashMap::new();
-                    let mut hours: HourMap = HashMap::new();
-                    let mut per_pair = HashMap::new();
+                    let mut seen: SeenMap = HashMap::default();
+                    let mut countries: CountryMap = HashMap::default();
+                    let mut hours: HourMap = HashMap::default();
+                    let mut per_pair = HashMap::default();
                     let mut strings = Interner::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -453,10 +457,10 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let mut seen: SeenMap = HashMap::new();
-    let mut countries: CountryMap = HashMap::new();
-    let mut hours: HourMap = HashMap::new();
-    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
+    let mut seen: SeenMap = HashMap::default();
+    let mut countries: CountryMap = HashMap::default();
+    let mut hours: HourMap = HashMap::default();
+    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     for (r, s, cs, hs, pp) in results {
         for (k, n) in pp {
             *per_pair.entry(k).or_default() += n;
@@ -505,7 +509,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     hour_baselines(&hours, &mut report);
     report.normalize();
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
-    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
+    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     report.findings.retain(|f| {
         if f.detail.is_some() {
             return true;
