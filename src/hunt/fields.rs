@@ -60,13 +60,18 @@ struct Node {
 }
 
 impl Node {
-    /// Children are kept sorted: every key of every record is looked up here.
+    /// Children are kept sorted by length, then bytes: every key of every record is looked up
+    /// here, and most keys differ from a child's in length, which costs no byte comparison.
     fn child(&self, key: &str) -> Option<&Node> {
         self.children
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .binary_search_by(|(k, _)| by_len(k, key))
             .ok()
             .map(|i| &self.children[i].1)
     }
+}
+
+fn by_len(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 impl FieldSet {
@@ -82,7 +87,7 @@ impl FieldSet {
         for part in path.split('.') {
             let pos = match node
                 .children
-                .binary_search_by(|(k, _)| k.as_str().cmp(part))
+                .binary_search_by(|(k, _)| by_len(k, part))
             {
                 Ok(p) => p,
                 Err(p) => {
