@@ -3,10 +3,11 @@
 //! the source's raw paths, and compiles the detection into matchers over [`FieldId`]s so that a
 //! record is matched without allocating.
 //!
-//! Why not a library: see the hunting notes in the module above — in short, the maintained Rust
-//! crate (sigma-rust) evaluates over an owned `HashMap` event built per record and lowercases
-//! strings per comparison, which cannot meet the throughput goal, and it has no hook for a
-//! per-source field mapping.
+//! Why not a library: the maintained Rust crate, sigma-rust (0.7), evaluates over an owned
+//! event (`HashMap<String, EventValue>`) built per record and lowercases both sides of every
+//! case-insensitive comparison, which cannot reach the throughput goal (a DOM per record), and
+//! it has no hook for a per-source field mapping; here fields are extracted lazily
+//! ([`super::fields`]) and literals are lowercased once, at load.
 //!
 //! Supported: selections as maps or lists of maps, value lists, `null`, wildcards `*` `?` (with
 //! `\` escapes), modifiers `contains`, `startswith`, `endswith`, `all`, `re` (with `i`, `m`, `s`),
