@@ -13,7 +13,11 @@ use super::sigma::Rule;
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// Maps consulted for every record (credential → state): a fast, randomly seeded hasher
+/// instead of SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -97,15 +101,17 @@ pub const FINDINGS_PER_PAIR: u64 = 1000;
 pub const MAX_PROBLEMS: usize = 10_000;
 
 /// Below this many records before the incident start, a credential's hours say nothing.
-const MIN_HOURS_BASELINE: u64 = 20;
+const MIN_HOURS_BASELINE: u32 = 20;
 
+/// Hours of the day a credential was used in, kept small (every credential has one): counts
+/// and the first time after the incident start per hour, no record locations.
 #[derive(Debug, Clone)]
 struct Hours {
     source: Source,
-    before: [u64; 24],
-    /// Only when and where: a credential may be used at every hour, keep this small.
-    first_after: [Option<(DateTime<Utc>, Box<str>)>; 24],
-    after: [u64; 24],
+    before: [u32; 24],
+    /// Unix seconds of the first use after the incident start at that hour; `i64::MAX`: none.
+    first_after: [i64; 24],
+    after: [u32; 24],
 }
 
 impl Hours {
@@ -113,20 +119,16 @@ impl Hours {
         Hours {
             source,
             before: [0; 24],
-            first_after: Default::default(),
+            first_after: [i64::MAX; 24],
             after: [0; 24],
         }
     }
 
-    fn merge(&mut self, x: Hours) {
-        for (h, fa) in x.first_after.into_iter().enumerate() {
-            self.before[h] += x.before[h];
-            self.after[h] += x.after[h];
-            if let Some(fa) = fa
-                && self.first_after[h].as_ref().is_none_or(|u| fa.0 < u.0)
-            {
-                self.first_after[h] = Some(fa);
-            }
+    fn merge(&mut self, x: &Hours) {
+        for h in 0..24 {
+            self.before[h] = self.before[h].saturating_add(x.before[h]);
+            self.after[h] = self.after[h].saturating_add(x.after[h]);
+            self.first_after[h] = self.first_after[h].min(x.first_after[h]);
         }
     }
 }
@@ -186,7 +188,7 @@ impl Seen {
 /// One copy of each repeated value (user agents, key ids, event names) per worker: findings
 /// of one credential share them.
 #[derive(Default)]
-struct Interner(HashSet<Arc<str>>);
+struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
 
 impl Interner {
     fn get(&mut self, s: &str) -> Arc<str> {
@@ -300,12 +302,10 @@ impl Sink for Worker<'_> {
                     .or_insert_with(|| Hours::new(self.source)),
             };
             if after {
-                per.after[h] += 1;
-                if per.first_after[h].as_ref().is_none_or(|u| time < u.0) {
-                    per.first_after[h] = Some((time, loc.to_string().into_boxed_str()));
-                }
+                per.after[h] = per.after[h].saturating_add(1);
+                per.first_after[h] = per.first_after[h].min(time.timestamp());
             } else {
-                per.before[h] += 1;
+                per.before[h] = per.before[h].saturating_add(1);
             }
         }
         if let (Some(c), Some(country)) = (credential, first(&f, &core.country)) {
@@ -410,10 +410,10 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
             .map(|_| {
                 scope.spawn(|| {
                     let mut acc = HuntReport::default();
-                    let mut seen: SeenMap = HashMap::new();
-                    let mut countries: CountryMap = HashMap::new();
-                    let mut hours: HourMap = HashMap::new();
-                    let mut per_pair = HashMap::new();
+                    let mut seen: SeenMap = HashMap::default();
+                    let mut countries: CountryMap = HashMap::default();
+                    let mut hours: HourMap = HashMap::default();
+                    let mut per_pair = HashMap::default();
                     let mut strings = Interner::default();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -457,17 +457,17 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let mut seen: SeenMap = HashMap::new();
-    let mut countries: CountryMap = HashMap::new();
-    let mut hours: HourMap = HashMap::new();
-    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
+    let mut seen: SeenMap = HashMap::default();
+    let mut countries: CountryMap = HashMap::default();
+    let mut hours: HourMap = HashMap::default();
+    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     for (r, s, cs, hs, pp) in results {
         for (k, n) in pp {
             *per_pair.entry(k).or_default() += n;
         }
         for (cred, x) in hs {
             match hours.get_mut(&cred) {
-                Some(y) => y.merge(x),
+                Some(y) => y.merge(&x),
                 None => {
                     hours.insert(cred, x);
                 }
@@ -509,7 +509,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
     hour_baselines(&hours, &mut report);
     report.normalize();
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
-    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::new();
+    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     report.findings.retain(|f| {
         if f.detail.is_some() {
             return true;
@@ -582,11 +582,14 @@ fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
 /// the credential has enough history for its hours to mean something.
 fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
     for (cred, h) in hours {
-        if h.before.iter().sum::<u64>() < MIN_HOURS_BASELINE {
+        if h.before.iter().sum::<u32>() < MIN_HOURS_BASELINE {
             continue;
         }
-        for (hour, first) in h.first_after.iter().enumerate() {
-            let Some(first) = first else { continue };
+        for (hour, &first) in h.first_after.iter().enumerate() {
+            let Some(first) = DateTime::from_timestamp(first, 0).filter(|_| first != i64::MAX)
+            else {
+                continue;
+            };
             if h.before[hour] > 0 {
                 continue;
             }
@@ -602,12 +605,12 @@ fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
                 source: h.source,
                 credential: Some(cred.as_str().into()),
                 principal: None,
-                time: first.0,
+                time: first,
                 action: None,
                 source_ip: None,
                 user_agent: None,
                 error: None,
-                location: first.1.to_string(),
+                location: format!("the credential's records at {}", first.to_rfc3339()),
                 record_id: None,
                 detail: Some(format!(
                     "{} use(s) at {hour:02}h UTC; before: {}",

@@ -60,9 +60,18 @@ struct Node {
 }
 
 impl Node {
+    /// Children are kept sorted by length, then bytes: every key of every record is looked up
+    /// here, and most keys differ from a child's in length, which costs no byte comparison.
     fn child(&self, key: &str) -> Option<&Node> {
-        self.children.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+        self.children
+            .binary_search_by(|(k, _)| by_len(k, key))
+            .ok()
+            .map(|i| &self.children[i].1)
     }
+}
+
+fn by_len(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 impl FieldSet {
@@ -76,11 +85,14 @@ impl FieldSet {
         self.by_path.insert(path.to_string(), id);
         let mut node = &mut self.root;
         for part in path.split('.') {
-            let pos = match node.children.iter().position(|(k, _)| k == part) {
-                Some(p) => p,
-                None => {
-                    node.children.push((part.to_string(), Node::default()));
-                    node.children.len() - 1
+            let pos = match node
+                .children
+                .binary_search_by(|(k, _)| by_len(k, part))
+            {
+                Ok(p) => p,
+                Err(p) => {
+                    node.children.insert(p, (part.to_string(), Node::default()));
+                    p
                 }
             };
             node = &mut node.children[pos].1;

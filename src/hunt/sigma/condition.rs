@@ -13,6 +13,29 @@ pub enum Cond {
 }
 
 impl Cond {
+    /// Reorders `and`/`or` operands, cheapest first by `cost` of the searches they use.
+    pub fn order_by(&mut self, cost: &dyn Fn(usize) -> u32) {
+        match self {
+            Cond::Search(_) => {}
+            Cond::Not(c) => c.order_by(cost),
+            Cond::And(v) | Cond::Or(v) => {
+                for c in v.iter_mut() {
+                    c.order_by(cost);
+                }
+                v.sort_by_key(|c| c.cost(cost));
+            }
+        }
+    }
+
+    fn cost(&self, cost: &dyn Fn(usize) -> u32) -> u32 {
+        match self {
+            Cond::Search(i) => cost(*i),
+            Cond::Not(c) => c.cost(cost),
+            Cond::And(v) => v.iter().map(|c| c.cost(cost)).min().unwrap_or(0),
+            Cond::Or(v) => v.iter().map(|c| c.cost(cost)).sum(),
+        }
+    }
+
     pub fn eval(&self, searches: &mut dyn FnMut(usize) -> bool) -> bool {
         match self {
             Cond::Search(i) => searches(*i),

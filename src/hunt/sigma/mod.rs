@@ -3,10 +3,11 @@
 //! the source's raw paths, and compiles the detection into matchers over [`FieldId`]s so that a
 //! record is matched without allocating.
 //!
-//! Why not a library: see the hunting notes in the module above — in short, the maintained Rust
-//! crate (sigma-rust) evaluates over an owned `HashMap` event built per record and lowercases
-//! strings per comparison, which cannot meet the throughput goal, and it has no hook for a
-//! per-source field mapping.
+//! Why not a library: the maintained Rust crate, sigma-rust (0.7), evaluates over an owned
+//! event (`HashMap<String, EventValue>`) built per record and lowercases both sides of every
+//! case-insensitive comparison, which cannot reach the throughput goal (a DOM per record), and
+//! it has no hook for a per-source field mapping; here fields are extracted lazily
+//! ([`super::fields`]) and literals are lowercased once, at load.
 //!
 //! Supported: selections as maps or lists of maps, value lists, `null`, wildcards `*` `?` (with
 //! `\` escapes), modifiers `contains`, `startswith`, `endswith`, `all`, `re` (with `i`, `m`, `s`),
@@ -78,6 +79,8 @@ enum Pattern {
     Regex(regex::Regex),
     Cidr(ipnet::IpNet),
     FieldRef(FieldId, RefKind),
+    /// Any of several case-insensitive substrings.
+    AnyOf(aho_corasick::AhoCorasick),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +121,18 @@ impl Rule {
 }
 
 impl Search {
+    /// The cost of deciding this search for a record that does not match: its cheapest
+    /// required matcher, as matchers are sorted and stop at the first miss.
+    fn cost(&self) -> u32 {
+        match self {
+            Search::All(ms) => ms.first().map(FieldMatcher::cost).unwrap_or(0),
+            Search::Any(groups) => groups
+                .iter()
+                .map(|g| g.first().map(FieldMatcher::cost).unwrap_or(0))
+                .sum(),
+        }
+    }
+
     fn matches(&self, f: &Fields<'_>) -> bool {
         match self {
             Search::All(ms) => ms.iter().all(|m| m.matches(f)),
@@ -127,6 +142,22 @@ impl Search {
 }
 
 impl FieldMatcher {
+    /// A rough relative cost, to evaluate cheap matchers first.
+    fn cost(&self) -> u32 {
+        self.values
+            .iter()
+            .map(|p| match p {
+                Pattern::Null | Pattern::Exists(_) | Pattern::Any => 1,
+                Pattern::Exact(_) => 2,
+                Pattern::StartsWith(_) | Pattern::EndsWith(_) | Pattern::FieldRef(..) => 3,
+                Pattern::Cidr(_) => 4,
+                Pattern::Contains(_) | Pattern::AnyOf(_) => 8,
+                Pattern::Wildcard(..) => 10,
+                Pattern::Regex(_) => 12,
+            })
+            .sum()
+    }
+
     fn matches(&self, f: &Fields<'_>) -> bool {
         let v = f.get(self.field).unwrap_or(&FieldVal::Missing);
         if self.all {
@@ -159,6 +190,7 @@ impl Pattern {
                     Pattern::Any => true,
                     Pattern::Wildcard(segs, cased) => wild(segs, s.as_bytes(), *cased),
                     Pattern::Regex(r) => r.is_match(s),
+                    Pattern::AnyOf(ac) => ac.is_match(s),
                     Pattern::Cidr(net) => s
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| net.contains(&ip)),
@@ -389,7 +421,10 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         names.push(name.clone());
         searches.push(search);
     }
-    let cond = condition::parse(&condition, &names).map_err(err)?;
+    let mut cond = condition::parse(&condition, &names).map_err(err)?;
+    // Evaluate cheap searches first (`and`/`or` do not depend on order).
+    let costs: Vec<u32> = searches.iter().map(Search::cost).collect();
+    cond.order_by(&|i| costs.get(i).copied().unwrap_or(u32::MAX));
     Ok(Rule {
         id: id.into(),
         title: title.into(),
@@ -497,12 +532,37 @@ fn compile_map(
         if patterns.is_empty() {
             return Err(format!("`{key}` has an empty value list"));
         }
+        // Several case-insensitive substrings of one field (user-agent lists): one automaton
+        // scans the value once instead of once per needle.
+        if !all
+            && patterns.len() > 1
+            && patterns
+                .iter()
+                .all(|p| matches!(p, Pattern::Contains(t) if !t.cased && t.s.is_ascii()))
+        {
+            let needles: Vec<&str> = patterns
+                .iter()
+                .filter_map(|p| match p {
+                    Pattern::Contains(t) => Some(t.s.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Ok(ac) = aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(&needles)
+            {
+                patterns = vec![Pattern::AnyOf(ac)];
+            }
+        }
         out.push(FieldMatcher {
             field,
             all,
             values: patterns,
         });
     }
+    // Cheap comparisons first: most records fail on an exact event name.
+    out.sort_by_key(FieldMatcher::cost);
     Ok(out)
 }
 
