@@ -85,10 +85,7 @@ impl FieldSet {
         self.by_path.insert(path.to_string(), id);
         let mut node = &mut self.root;
         for part in path.split('.') {
-            let pos = match node
-                .children
-                .binary_search_by(|(k, _)| by_len(k, part))
-            {
+            let pos = match node.children.binary_search_by(|(k, _)| by_len(k, part)) {
                 Ok(p) => p,
                 Err(p) => {
                     node.children.insert(p, (part.to_string(), Node::default()));
