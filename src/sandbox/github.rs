@@ -6,27 +6,21 @@
 //! already in use" for a public key registered anywhere, 422 at the deploy-key limit,
 //! `X-OAuth-Scopes` on `GET /user`, 202 from `POST /credentials/revoke`.
 //!
-//! Fault injection (latency, rate limiting as GitHub does it — 403 with
-//! `x-ratelimit-remaining: 0` —, forced statuses, a lost response after the effect) and the
-//! request log (method, path, status: never a body or a header) work as in the CircleCI and AWS
-//! simulators. Point `GITHUB_API_URL` at [`GithubSandbox::base_url`].
+//! Fault injection (latency, GitHub's 403 "API rate limit exceeded", forced statuses, a lost
+//! response after the effect) and the request log (method, path, status: never a body or a
+//! header) come from the shared simulator server, [`super::sim`]. Point `GITHUB_API_URL` at [`GithubSandbox::base_url`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use regex::Regex;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::{RecordedRequest, Rng, fake, lock};
+use super::sim::{SimRequest, SimServer, Simulator};
+use super::{RecordedRequest, Rng, fake};
 
 /// Deploy keys a repository may hold before GitHub answers 422.
 pub const DEFAULT_MAX_DEPLOY_KEYS: usize = 50;
@@ -168,238 +162,100 @@ impl Default for GithubState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// 403 with `x-ratelimit-remaining: 0`, before anything happens.
-    RateLimit,
-    /// This status, before anything happens.
-    Status(StatusCode),
-    /// The request takes effect, then the answer is a 502: the client cannot know.
-    LoseResponse,
-}
-
-#[derive(Debug)]
-struct Forced {
-    pattern: Regex,
-    remaining: u32,
-    fault: Fault,
-}
-
-#[derive(Debug, Default)]
-struct Faults {
-    latency: Duration,
-    forced: Vec<Forced>,
-}
-
-struct Shared {
-    state: Mutex<GithubState>,
-    faults: Mutex<Faults>,
-    log: Mutex<Vec<RecordedRequest>>,
-    started: Instant,
-}
-
-/// A running GitHub simulator. Dropping it stops the server.
+/// A running GitHub simulator on the shared simulator server ([`SimServer`]: latency, forced
+/// statuses, lost responses, request log). Dropping it stops the server.
 pub struct GithubSandbox {
-    shared: Arc<Shared>,
-    addr: std::net::SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: SimServer<GithubState>,
 }
 
 impl std::fmt::Debug for GithubSandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GithubSandbox")
-            .field("addr", &self.addr)
+            .field("base_url", &self.server.base_url())
             .finish()
+    }
+}
+
+impl Simulator for GithubState {
+    fn answer(&mut self, r: &SimRequest<'_>) -> Response {
+        answer(self, r.method, r.path, r.query, r.headers, r.body)
+    }
+
+    fn fault(&self, status: StatusCode) -> Response {
+        error(status, status.canonical_reason().unwrap_or("Server Error"))
     }
 }
 
 impl GithubSandbox {
     /// Starts the simulator on 127.0.0.1 at a free port, within the current Tokio runtime.
     pub async fn start(state: GithubState) -> std::io::Result<GithubSandbox> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            faults: Mutex::new(Faults::default()),
-            log: Mutex::new(Vec::new()),
-            started: Instant::now(),
-        });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "github sandbox server stopped");
-            }
-        });
         Ok(GithubSandbox {
-            shared,
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
+            server: SimServer::start(|_| state).await?,
         })
     }
 
     /// `http://127.0.0.1:PORT`, to use as `GITHUB_API_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     pub fn admin_token(&self) -> String {
-        lock(&self.shared.state).admin_token.clone()
+        self.server.with_state(|s| s.admin_token.clone())
     }
 
     pub fn with_state<R>(&self, f: impl FnOnce(&mut GithubState) -> R) -> R {
-        f(&mut lock(&self.shared.state))
+        self.server.with_state(f)
     }
 
     pub fn state(&self) -> GithubState {
-        lock(&self.shared.state).clone()
+        self.server.with_state(|s| s.clone())
     }
 
     pub fn set_latency(&self, latency: Duration) {
-        lock(&self.shared.faults).latency = latency;
+        self.server.set_latency(latency);
     }
 
-    /// The next `count` requests whose path matches answer 403 "API rate limit exceeded".
+    /// The next `count` requests whose path matches answer 403 "API rate limit exceeded", as
+    /// GitHub's primary rate limit does.
     pub fn rate_limit(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
-        self.force(path_regex, count, Fault::RateLimit)
+        let body = json!({
+            "message": "API rate limit exceeded for user ID 1.",
+            "documentation_url": DOCS,
+            "status": "403",
+        });
+        self.server
+            .fail_next(path_regex, count, 403, Some(&body.to_string()))
     }
 
     /// The next `count` matching requests answer `status` without any effect.
     pub fn fail_next(&self, path_regex: &str, count: u32, status: u16) -> Result<(), regex::Error> {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.force(path_regex, count, Fault::Status(status))
+        self.server.fail_next(path_regex, count, status, None)
     }
 
-    /// The next `count` matching requests take effect, then answer 502.
+    /// The next `count` matching requests take effect, then answer 500.
     pub fn lose_response(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
-        self.force(path_regex, count, Fault::LoseResponse)
-    }
-
-    fn force(&self, path_regex: &str, count: u32, fault: Fault) -> Result<(), regex::Error> {
-        let pattern = Regex::new(path_regex)?;
-        lock(&self.shared.faults).forced.push(Forced {
-            pattern,
-            remaining: count,
-            fault,
-        });
-        Ok(())
+        self.server.lose_response(path_regex, count)
     }
 
     pub fn clear_faults(&self) {
-        *lock(&self.shared.faults) = Faults::default();
+        self.server.clear_faults();
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.log).clone()
+        self.server.requests()
     }
 
     pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(RecordedRequest::is_mutating)
-            .collect()
+        self.server.mutating_requests()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.shared.log).clear();
+        self.server.clear_requests();
     }
 
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(Duration::from_secs(1), &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
-}
-
-impl Drop for GithubSandbox {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let latency = lock(&shared.faults).latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let path = uri.path().to_owned();
-    let query = uri.query().map(str::to_owned);
-    let fault = injected(&shared, &path);
-    let response = match fault {
-        Some(Fault::RateLimit) => {
-            let mut r = error(
-                StatusCode::FORBIDDEN,
-                "API rate limit exceeded for user ID 1.",
-            );
-            r.headers_mut()
-                .insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-            r
-        }
-        Some(Fault::Status(status)) => {
-            error(status, status.canonical_reason().unwrap_or("Server Error"))
-        }
-        Some(Fault::LoseResponse) | None => {
-            let mut state = lock(&shared.state);
-            let answer = answer(
-                &mut state,
-                &method,
-                &path,
-                query.as_deref(),
-                &headers,
-                &body,
-            );
-            if fault == Some(Fault::LoseResponse) {
-                error(StatusCode::BAD_GATEWAY, "Server Error")
-            } else {
-                answer
-            }
-        }
-    };
-    lock(&shared.log).push(RecordedRequest {
-        method: method.to_string(),
-        path,
-        query,
-        status: response.status().as_u16(),
-        at: shared.started.elapsed(),
-    });
-    response
-}
-
-fn injected(shared: &Shared, path: &str) -> Option<Fault> {
-    let mut faults = lock(&shared.faults);
-    let rule = faults
-        .forced
-        .iter_mut()
-        .find(|r| r.remaining > 0 && r.pattern.is_match(path))?;
-    rule.remaining -= 1;
-    Some(rule.fault)
 }
 
 /// GitHub's error shape.

@@ -1,4 +1,4 @@
-//! The server machinery the REST simulators (GCP IAM, Azure Entra ID + Graph) share: bind on
+//! The server machinery the REST simulators (GitHub, GCP IAM, Azure Entra ID + Graph) share: bind on
 //! 127.0.0.1 at a free port, serve every request through one simulator's `answer`, fault
 //! injection (latency, forced statuses with an optional body, lost responses, a seeded 5xx
 //! rate) and the request log (method, path, query, status: never a body, where secrets
