@@ -9,6 +9,7 @@ use super::Severity;
 use super::fields::Fields;
 use super::findings::{Finding, HuntReport};
 use super::pack::RuleSet;
+use super::remote::Page;
 use super::sigma::Rule;
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
@@ -369,8 +370,38 @@ impl Sink for Worker<'_> {
     }
 }
 
-/// Runs a hunt. Unreadable inputs become problems; nothing here panics on input.
+/// One unit of work for a worker.
+enum Item<'a> {
+    File(Source, &'a PathBuf),
+    Page(Page),
+}
+
+impl Item<'_> {
+    fn source(&self) -> Source {
+        match self {
+            Item::File(s, _) => *s,
+            Item::Page(p) => p.source,
+        }
+    }
+}
+
+/// Pages fetched from APIs, delivered while the hunt runs; the channel is bounded, so memory
+/// follows the fetchers' look-ahead, not the input.
+pub type PageFeed = Mutex<tokio::sync::mpsc::Receiver<Page>>;
+
+fn next_page(pages: Option<&PageFeed>) -> Option<Page> {
+    // Workers are plain threads outside the async runtime: blocking here is what they are for.
+    pages?.lock().ok()?.blocking_recv()
+}
+
+/// Runs a hunt over files. Unreadable inputs become problems; nothing here panics on input.
 pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
+    run_with_pages(rules, opts, None)
+}
+
+/// Runs a hunt over files and over pages fetched while it runs (see [`super::remote`]); returns
+/// when the files are read and the feed is closed.
+pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFeed>) -> HuntReport {
     let started = std::time::Instant::now();
     let mut files: Vec<(Source, PathBuf)> = Vec::new();
     let mut report = HuntReport {
@@ -395,7 +426,11 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
             .unwrap_or(1),
         n => n,
     }
-    .min(files.len().max(1));
+    .min(if pages.is_some() {
+        usize::MAX
+    } else {
+        files.len().max(1)
+    });
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
     #[allow(clippy::type_complexity)]
@@ -416,16 +451,22 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                     let mut per_pair = HashMap::default();
                     let mut strings = Interner::default();
                     loop {
+                        // Files first, then pages as the fetchers deliver them.
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((source, path)) = files.get(i) else {
-                            break;
+                        let item = match files.get(i) {
+                            Some((source, path)) => Item::File(*source, path),
+                            None => match next_page(pages) {
+                                Some(page) => Item::Page(page),
+                                None => break,
+                            },
                         };
+                        let source = item.source();
                         let mut w = Worker {
                             rules,
                             opts,
-                            source: *source,
-                            source_rules: rules.for_source(*source).collect(),
-                            core: rules.fields.core(*source),
+                            source,
+                            source_rules: rules.for_source(source).collect(),
+                            core: rules.fields.core(source),
                             circleci_ids: &circleci_ids,
                             report: std::mem::take(&mut acc),
                             seen: std::mem::take(&mut seen),
@@ -434,14 +475,34 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                             per_pair: std::mem::take(&mut per_pair),
                             strings: std::mem::take(&mut strings),
                         };
-                        let set = rules.fields.set(*source);
-                        if let Ok(m) = std::fs::metadata(path) {
-                            w.report.stats.bytes += m.len();
-                        }
-                        if let Err(e) = source::read_file(*source, path, set, &mut w) {
+                        let set = rules.fields.set(source);
+                        let (name, result) = match item {
+                            Item::File(_, path) => {
+                                if let Ok(m) = std::fs::metadata(path) {
+                                    w.report.stats.bytes += m.len();
+                                }
+                                (
+                                    path.display().to_string(),
+                                    source::read_file(source, path, set, &mut w),
+                                )
+                            }
+                            Item::Page(page) => {
+                                w.report.stats.bytes += page.body.len() as u64;
+                                w.report.stats.pages += 1;
+                                let r = source::read_from(
+                                    source,
+                                    &page.name,
+                                    page.body.as_slice(),
+                                    set,
+                                    &mut w,
+                                );
+                                (page.name, r)
+                            }
+                        };
+                        if let Err(e) = result {
                             w.report.problems.push(Problem {
-                                location: path.display().to_string(),
-                                message: format!("read error, rest of the file skipped: {e}"),
+                                location: name,
+                                message: format!("read error, rest of the input skipped: {e}"),
                             });
                         }
                         acc = w.report;
@@ -477,6 +538,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
         report.problems.extend(r.problems);
         let st = &mut report.stats;
         st.bytes += r.stats.bytes;
+        st.pages += r.stats.pages;
         st.records += r.stats.records;
         st.in_window += r.stats.in_window;
         st.out_of_scope += r.stats.out_of_scope;

@@ -52,6 +52,8 @@ pub struct Finding {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub files: usize,
+    /// Pages fetched from APIs (S3 objects, API responses).
+    pub pages: u64,
     pub bytes: u64,
     pub records: u64,
     /// Records at or after `since` (the others only feed baselines).

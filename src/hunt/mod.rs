@@ -5,6 +5,7 @@
 //! - [`fields`]: lazy extraction of only the fields rules reference,
 //! - [`sigma`]: the Sigma evaluator and per-source field mapping,
 //! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
+//! - [`remote`]: pages fetched from the platforms' APIs (S3, LookupEvents, GitHub, GCP, Azure),
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
 //! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings.
 
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod fields;
 pub mod findings;
 pub mod pack;
+pub mod remote;
 pub mod sigma;
 pub mod source;
 

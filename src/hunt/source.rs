@@ -327,13 +327,19 @@ pub fn expand(source: Source, path: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Opens a file, decompressing gzip (by magic number, whatever the name).
-fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
-    let mut file = std::fs::File::open(path)?;
+/// Wraps a reader, decompressing gzip (by magic number, whatever the name).
+fn decompressing<'r>(mut inner: impl Read + 'r) -> std::io::Result<Box<dyn BufRead + 'r>> {
     let mut magic = [0u8; 2];
-    let n = file.read(&mut magic)?;
+    let mut n = 0;
+    // A short read is not the end: fill both bytes unless the input is shorter.
+    while n < 2 {
+        match inner.read(&mut magic[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
     let head = std::io::Cursor::new(magic[..n].to_vec());
-    let chained = head.chain(file);
+    let chained = head.chain(inner);
     const BUF: usize = 256 * 1024;
     if n == 2 && magic == [0x1f, 0x8b] {
         Ok(Box::new(BufReader::with_capacity(
@@ -353,23 +359,35 @@ pub fn read_file(
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
-    let name = path.display().to_string();
-    let mut reader = open(path)?;
+    let file = std::fs::File::open(path)?;
+    read_from(source, &path.display().to_string(), file, set, sink)
+}
+
+/// Reads every record of one input — a file, or a page fetched from an API (see
+/// [`super::remote`]) — named `name` in locations. Gzip is recognised by its magic number.
+pub fn read_from(
+    source: Source,
+    name: &str,
+    input: impl Read,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
+    let mut reader = decompressing(input)?;
     let is_csv = source == Source::CircleciAudit && {
         let head = reader.fill_buf()?;
         let first = head.iter().copied().find(|b| !b.is_ascii_whitespace());
         !matches!(first, Some(b'{') | Some(b'['))
     };
     if is_csv {
-        return read_csv(&name, reader, set, sink);
+        return read_csv(name, reader, set, sink);
     }
-    read_json(source, &name, reader, set, sink)
+    read_json(source, name, reader, set, sink)
 }
 
 fn read_json(
     source: Source,
     name: &str,
-    mut reader: Box<dyn BufRead>,
+    mut reader: Box<dyn BufRead + '_>,
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -703,7 +721,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
 /// the JSON object the streaming export would carry, then read like any record.
 fn read_csv(
     name: &str,
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + '_>,
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
