@@ -3,6 +3,7 @@
 
 use super::{Failure, Output, print_json};
 use rekey::hunt::engine::{self, HuntOptions};
+use rekey::hunt::findings::HuntReport;
 use rekey::hunt::pack::RuleSet;
 use rekey::hunt::source::Source;
 use rekey::hunt::{CATALOGUE, Severity};
@@ -68,6 +69,13 @@ pub struct HuntArgs {
     /// List the hunts a plan can name, and the rules of each; then exit.
     #[arg(long)]
     list: bool,
+    /// Run the post-rotation hunts of this run again (audit logs arrive late): the plan, the
+    /// credentials and the times come from the journal; nothing is changed.
+    #[arg(long, value_name = "RUN_ID")]
+    run: Option<String>,
+    /// The state directory of `--run`.
+    #[arg(long, default_value = ".rekey", value_name = "DIR", requires = "run")]
+    state_dir: PathBuf,
 }
 
 pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
@@ -83,6 +91,10 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     }
     if args.list {
         return list(&rules, output);
+    }
+    if let Some(run) = &args.run {
+        let report = rerun(&args, run, rules)?;
+        return print_report(&args, &report, output);
     }
     let mut opts = HuntOptions::default();
     if let Some(plan_path) = &args.plan {
@@ -130,6 +142,47 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     opts.expected_actors = args.expected_actor.clone();
     opts.threads = args.threads;
     let report = engine::run(&rules, &opts);
+    print_report(&args, &report, output)
+}
+
+/// The post-rotation hunts of a finished run, as one report; each target's skipped hunts and
+/// unread sources become notes naming the target.
+fn rerun(args: &HuntArgs, run: &str, rules: RuleSet) -> Result<HuntReport, Failure> {
+    let rt = super::runtime()?;
+    let results = rt
+        .block_on(rekey::engine::hunts::rerun_post(
+            &args.state_dir,
+            run,
+            std::sync::Arc::new(rules),
+            std::sync::Arc::new(rekey::hunt::remote::Endpoints::default()),
+        ))
+        .map_err(|e| Failure::input(e.to_string()))?;
+    let mut report = HuntReport::default();
+    for (target, r) in results {
+        report.findings.extend(r.report.findings);
+        report.problems.extend(r.report.problems);
+        report.stats.records += r.report.stats.records;
+        report.stats.files += r.report.stats.files;
+        report.stats.bytes += r.report.stats.bytes;
+        for note in r.report.notes.into_iter().chain(r.notes) {
+            report.notes.push(format!("{target}: {note}"));
+        }
+        if !r.skipped.is_empty() {
+            report
+                .notes
+                .push(format!("{target}: skipped {}", r.skipped.join("; ")));
+        }
+        if !r.unread.is_empty() {
+            report
+                .notes
+                .push(format!("{target}: could not read {}", r.unread.join("; ")));
+        }
+    }
+    report.normalize();
+    Ok(report)
+}
+
+fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<u8, Failure> {
     if let Some(md) = &args.markdown {
         rekey::fsio::write_atomically(md, report.markdown_section().as_bytes())
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", md.display())))?;

@@ -290,6 +290,9 @@ async fn preview_target(
     } else {
         "create a new credential"
     };
+    if let Some(what) = super::hunts::describe(plan, target, super::hunts::When::Pre) {
+        step(Step::PreHunt, what, None);
+    }
     step(
         Step::Mint,
         format!("{mint} for {principal}; keep it in the encrypted stash"),
@@ -359,6 +362,9 @@ async fn preview_target(
         format!("wait {grace} (the run ends and resumes after)"),
         None,
     );
+    if let Some(what) = super::hunts::describe(plan, target, super::hunts::When::Post) {
+        step(Step::PostHunt, what, None);
+    }
     if let Some(o) = &old {
         step(
             Step::Revoke,

@@ -8,12 +8,14 @@
 //! - [`run`]: runs — bounded concurrency over targets, resume, the shared context;
 //! - [`target`]: the per-target state machine; [`steps`]: step names and progress from events;
 //! - [`bindings`]: writes to CircleCI and read-back; [`canary`]: the canary pipeline;
+//! - [`hunts`]: the hunts before and after a target's rotation, and where their findings go;
 //! - [`dryrun`]: the read-only preview; [`events`]: progress output.
 
 pub mod bindings;
 pub mod canary;
 pub mod dryrun;
 pub mod events;
+pub mod hunts;
 pub mod journal;
 pub mod lock;
 pub mod run;

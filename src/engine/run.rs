@@ -74,6 +74,8 @@ pub struct RunReport {
     pub plan: String,
     pub status: RunStatus,
     pub targets: Vec<TargetReport>,
+    /// Hunt findings of this invocation at or above the plan's `on_findings.severity`.
+    pub serious_findings: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -85,13 +87,16 @@ pub struct TargetReport {
 }
 
 impl RunReport {
-    /// Exit code of the invocation: 2 stale plan, 1 a target failed, 4 incomplete, else 0.
+    /// Exit code of the invocation: 2 stale plan, 1 a target failed, 3 hunt findings at or
+    /// above the plan's severity, 4 incomplete, else 0.
     pub fn exit_code(&self) -> u8 {
         let any = |f: fn(&Outcome) -> bool| self.targets.iter().any(|t| f(&t.outcome));
         if any(|o| matches!(o, Outcome::Stale { .. })) {
             2
         } else if any(|o| matches!(o, Outcome::Failed { .. })) {
             1
+        } else if self.serious_findings > 0 {
+            3
         } else if any(|o| matches!(o, Outcome::Incomplete { .. })) {
             4
         } else {
@@ -110,24 +115,7 @@ impl RunJournal {
     pub fn events(&self, target: &str) -> Result<Vec<StepEvent>, EngineError> {
         let journal = self.journal.lock().map_err(|_| EngineError::Poisoned)?;
         let events = journal.events(&self.run, Some(target))?;
-        Ok(events
-            .into_iter()
-            .filter_map(|e| {
-                let step = Step::parse(&e.step)?;
-                let phase = match e.phase {
-                    Phase::Intent => EventPhase::Intent,
-                    Phase::Done => EventPhase::Done,
-                    Phase::Failed => EventPhase::Failed,
-                    Phase::Skipped => EventPhase::Skipped,
-                };
-                let detail: Detail = serde_json::from_value(e.detail).unwrap_or_default();
-                Some(StepEvent {
-                    step,
-                    phase,
-                    detail,
-                })
-            })
-            .collect())
+        Ok(StepEvent::from_journal(events))
     }
 
     pub fn record(
@@ -261,6 +249,11 @@ pub struct Ctx {
     pub plan: Plan,
     pub sink: Arc<dyn EventSink>,
     pub run_id: String,
+    /// The built-in hunt rules, loaded once per run.
+    pub hunt_rules: Arc<crate::hunt::pack::RuleSet>,
+    pub hunt_endpoints: Arc<crate::hunt::remote::Endpoints>,
+    /// Hunt findings at or above the plan's `on_findings.severity`, over every target.
+    pub serious_findings: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -401,6 +394,9 @@ async fn execute(
         plan,
         sink: sink.clone(),
         run_id: run.to_string(),
+        hunt_rules: Arc::new(crate::hunt::pack::RuleSet::builtin()),
+        hunt_endpoints: Arc::new(crate::hunt::remote::Endpoints::default()),
+        serious_findings: std::sync::atomic::AtomicUsize::new(0),
     });
     let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
         let ctx = ctx.clone();
@@ -452,6 +448,9 @@ async fn execute(
         plan: plan_name,
         status,
         targets,
+        serious_findings: ctx
+            .serious_findings
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
@@ -489,11 +488,18 @@ pub fn confirm(
             target: target.to_string(),
         });
     };
+    // The step that waits for a person: a manual revocation, or a hunt whose findings the
+    // plan's policy holds for review.
+    let waiting_steps = [Step::Revoke, Step::PreHunt, Step::PostHunt];
     let last = journal
         .events(&run, Some(target))?
         .into_iter()
         .rev()
-        .find(|e| e.step == Step::Revoke.as_str() && e.phase == Phase::Failed);
+        .find(|e| e.phase == Phase::Failed && waiting_steps.iter().any(|s| s.as_str() == e.step));
+    let confirmed_step = last
+        .as_ref()
+        .and_then(|e| Step::parse(&e.step))
+        .unwrap_or(Step::Revoke);
     let old_id = last
         .as_ref()
         .and_then(|e| e.detail.get("old_id"))
@@ -509,7 +515,7 @@ pub fn confirm(
         ..Default::default()
     };
     let value = serde_json::to_value(&detail).map_err(|e| EngineError::Internal(e.to_string()))?;
-    journal.record(&run, target, Step::Revoke.as_str(), Phase::Done, &value)?;
+    journal.record(&run, target, confirmed_step.as_str(), Phase::Done, &value)?;
     journal.set_target_state(
         &run,
         target,

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     Inspect,
+    /// The hunts before the rotation (evidence; the plan's `on_findings.pre` policy).
+    PreHunt,
     Capacity,
     Mint,
     Verify,
@@ -21,6 +23,8 @@ pub enum Step {
     Canary,
     Deactivate,
     Grace,
+    /// The hunts after the grace period (the old credential used? the new one from where?).
+    PostHunt,
     Revoke,
     Done,
     /// Undoing a step after a failure: deleting a new credential that failed verification,
@@ -32,6 +36,7 @@ impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Inspect => "inspect",
+            Step::PreHunt => "pre-hunt",
             Step::Capacity => "capacity",
             Step::Mint => "mint",
             Step::Verify => "verify",
@@ -40,6 +45,7 @@ impl Step {
             Step::Canary => "canary",
             Step::Deactivate => "deactivate",
             Step::Grace => "grace",
+            Step::PostHunt => "post-hunt",
             Step::Revoke => "revoke",
             Step::Done => "done",
             Step::Rollback => "rollback",
@@ -49,6 +55,7 @@ impl Step {
     pub fn parse(name: &str) -> Option<Step> {
         [
             Step::Inspect,
+            Step::PreHunt,
             Step::Capacity,
             Step::Mint,
             Step::Verify,
@@ -57,6 +64,7 @@ impl Step {
             Step::Canary,
             Step::Deactivate,
             Step::Grace,
+            Step::PostHunt,
             Step::Revoke,
             Step::Done,
             Step::Rollback,
@@ -103,6 +111,15 @@ pub struct Detail {
     /// Why a step failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the step's effect happened (a mint, a deactivation): hunts after the rotation
+    /// start their windows here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// How many findings a hunt step reported, and the highest severity among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 /// A journal event as the engine sees it.
@@ -111,6 +128,32 @@ pub struct StepEvent {
     pub step: Step,
     pub phase: EventPhase,
     pub detail: Detail,
+}
+
+impl StepEvent {
+    /// A target's journal records as the engine reads them (records of unknown steps, from a
+    /// newer rekey, are left out).
+    pub fn from_journal(events: Vec<super::journal::Event>) -> Vec<StepEvent> {
+        use super::journal::Phase;
+        events
+            .into_iter()
+            .filter_map(|e| {
+                let step = Step::parse(&e.step)?;
+                let phase = match e.phase {
+                    Phase::Intent => EventPhase::Intent,
+                    Phase::Done => EventPhase::Done,
+                    Phase::Failed => EventPhase::Failed,
+                    Phase::Skipped => EventPhase::Skipped,
+                };
+                let detail: Detail = serde_json::from_value(e.detail).unwrap_or_default();
+                Some(StepEvent {
+                    step,
+                    phase,
+                    detail,
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +176,9 @@ pub struct Progress {
     /// Places whose write is done.
     pub written: Vec<String>,
     pub grace_until: Option<DateTime<Utc>>,
+    /// When the new credential was minted and the old one disabled.
+    pub minted_at: Option<DateTime<Utc>>,
+    pub deactivated_at: Option<DateTime<Utc>>,
     /// A step whose intent has no done/failed record: interrupted by a crash.
     pub interrupted: Option<(Step, Detail)>,
     /// The target ended (done, or rolled back after a failed verification).
@@ -155,6 +201,13 @@ impl Progress {
             }
             if d.until.is_some() {
                 p.grace_until = d.until;
+            }
+            if e.phase == EventPhase::Done && d.at.is_some() {
+                match e.step {
+                    Step::Mint => p.minted_at = d.at,
+                    Step::Deactivate => p.deactivated_at = d.at,
+                    _ => {}
+                }
             }
             for (k, v) in &d.before {
                 p.before.insert(k.clone(), *v);

@@ -12,6 +12,7 @@
 use super::EngineError;
 use super::bindings::{self, BindingError};
 use super::events::Status;
+use super::hunts::{self, RotationFacts, When};
 use super::run::Ctx;
 use super::steps::{Detail, EventPhase, Progress, Step};
 use crate::circleci::CircleCiClient;
@@ -221,6 +222,14 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
     }
     step.emit(Step::Inspect, Status::Done, progress.old_id.as_deref());
 
+    // 2b. pre-hunt: evidence of abuse of the credential in use, before anything changes. A
+    // target minted before this step existed in the journal has nothing to look back on.
+    if !progress.has(Step::PreHunt) && progress.new_id.is_none() {
+        if let Some(outcome) = pre_hunt(ctx, &step, target, &progress).await? {
+            return Ok(outcome);
+        }
+    }
+
     // 4 (resolving a crash first). An interrupted mint: the stash has the value, or the owner
     // may hold a credential this run created but never recorded.
     let mut minted: Option<Minted> = None;
@@ -364,6 +373,7 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             EventPhase::Done,
             &Detail {
                 new_id: Some(m.id.clone()),
+                at: Some(Utc::now()),
                 ..Default::default()
             },
         )?;
@@ -634,9 +644,11 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                     &Detail {
                         old_id: Some(old_id.clone()),
                         until: Some(until),
+                        at: Some(Utc::now()),
                         ..Default::default()
                     },
                 )?;
+                progress.deactivated_at = Some(Utc::now());
                 step.emit(Step::Deactivate, Status::Done, Some(old_id));
             }
             _ => {
@@ -674,18 +686,18 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 old_still_valid: old.is_some() && !caps.deactivate,
             });
         }
-        let message =
-            "grace period over; post-rotation hunts are not part of this build yet".to_string();
-        ctx.journal.record(
-            id,
-            Step::Grace,
-            EventPhase::Done,
-            &Detail {
-                message: Some(message),
-                ..Default::default()
-            },
-        )?;
+        ctx.journal
+            .record(id, Step::Grace, EventPhase::Done, &Detail::default())?;
         step.emit(Step::Grace, Status::Done, None);
+    }
+
+    // 10b. post-hunt: was the old credential used after it was disabled, the new one from
+    // outside the allow-list? Before revoking, so that a missed consumer can be given its
+    // credential back.
+    if !progress.has(Step::PostHunt) {
+        if let Some(outcome) = post_hunt(ctx, &step, target, provider, &progress, caps).await? {
+            return Ok(outcome);
+        }
     }
 
     // 11. revoke the old credential.
@@ -760,6 +772,258 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
     ctx.journal.set_state(id, "done", None, None)?;
     step.emit(Step::Done, Status::Done, Some(&minted.id));
     Ok(Outcome::Done)
+}
+
+/// Runs the pre-rotation hunts and applies `on_findings.pre`; `Some` ends the invocation.
+async fn pre_hunt(
+    ctx: &Ctx,
+    step: &Stepper<'_>,
+    target: &Target,
+    progress: &Progress,
+) -> Result<Option<Outcome>, EngineError> {
+    use crate::plan::PreFindings;
+    if hunts::names(&ctx.plan, target, When::Pre).is_empty() {
+        return Ok(None);
+    }
+    let id = target.id.as_str();
+    step.started(Step::PreHunt);
+    let facts = RotationFacts {
+        old_id: progress.old_id.clone(),
+        ..Default::default()
+    };
+    let (result, detail, serious, path) = hunt_phase(ctx, target, When::Pre, &facts).await?;
+    let policy = ctx.plan.defaults.on_findings.pre;
+    // A source that could not be read hides what it holds: a policy that wants a person to
+    // look at findings wants one to look at that too.
+    let held = serious > 0 || (!result.unread.is_empty() && policy != PreFindings::Continue);
+    if !held {
+        ctx.journal
+            .record(id, Step::PreHunt, EventPhase::Done, &detail)?;
+        step.emit(Step::PreHunt, Status::Done, detail.message.as_deref());
+        return Ok(None);
+    }
+    let what = format!(
+        "pre-rotation hunt: {} (findings in {})",
+        result.summary(),
+        path.display()
+    );
+    match policy {
+        PreFindings::Continue => {
+            ctx.journal
+                .record(id, Step::PreHunt, EventPhase::Done, &detail)?;
+            step.emit(
+                Step::PreHunt,
+                Status::Done,
+                Some(&format!(
+                    "{what}; rotating anyway (on_findings.pre: continue)"
+                )),
+            );
+            Ok(None)
+        }
+        PreFindings::Pause => {
+            let action = format!(
+                "{what}; review them, then run `rekey confirm {} {id}` and `rekey apply --resume {}` to rotate",
+                ctx.run_id, ctx.run_id
+            );
+            let detail = Detail {
+                message: Some(action.clone()),
+                ..detail
+            };
+            ctx.journal
+                .record(id, Step::PreHunt, EventPhase::Failed, &detail)?;
+            ctx.journal
+                .set_state(id, AWAITING_CONFIRMATION, None, Some(&action))?;
+            step.emit(Step::PreHunt, Status::Failed, Some(&action));
+            Ok(Some(Outcome::AwaitingConfirmation { action }))
+        }
+        PreFindings::Abort => {
+            let reason = format!("{what}; not rotated (on_findings.pre: abort)");
+            let detail = Detail {
+                message: Some(reason.clone()),
+                ..detail
+            };
+            ctx.journal
+                .record(id, Step::PreHunt, EventPhase::Failed, &detail)?;
+            ctx.journal.set_state(id, "aborted", None, Some(&reason))?;
+            step.emit(Step::PreHunt, Status::Failed, Some(&reason));
+            Ok(Some(Outcome::Skipped { reason }))
+        }
+    }
+}
+
+/// Runs the post-rotation hunts and applies `on_findings.post`; `Some` ends the invocation
+/// before the old credential is revoked.
+async fn post_hunt(
+    ctx: &Ctx,
+    step: &Stepper<'_>,
+    target: &Target,
+    provider: &dyn Provider,
+    progress: &Progress,
+    caps: crate::providers::Capabilities,
+) -> Result<Option<Outcome>, EngineError> {
+    use crate::plan::PostFindings;
+    if hunts::names(&ctx.plan, target, When::Post).is_empty() {
+        return Ok(None);
+    }
+    let id = target.id.as_str();
+    step.started(Step::PostHunt);
+    // Journals written before `at` was recorded: the deactivation happened when the grace
+    // period began.
+    let deactivated_at = progress.deactivated_at.or_else(|| {
+        let grace = chrono::Duration::seconds(ctx.grace(target).seconds() as i64);
+        progress
+            .grace_until
+            .filter(|_| progress.has(Step::Deactivate) && caps.deactivate)
+            .map(|u| u - grace)
+    });
+    let facts = RotationFacts {
+        old_id: progress.old_id.clone(),
+        new_id: progress.new_id.clone(),
+        minted_at: progress.minted_at,
+        deactivated_at: deactivated_at.filter(|_| caps.deactivate),
+    };
+    let (result, detail, serious, path) = hunt_phase(ctx, target, When::Post, &facts).await?;
+    if serious == 0 && result.unread.is_empty() {
+        ctx.journal
+            .record(id, Step::PostHunt, EventPhase::Done, &detail)?;
+        step.emit(Step::PostHunt, Status::Done, detail.message.as_deref());
+        return Ok(None);
+    }
+    let what = format!(
+        "post-rotation hunt: {} (findings in {})",
+        result.summary(),
+        path.display()
+    );
+    if serious == 0 {
+        // Nothing found, but not everything read: the old credential stays disabled until a
+        // hunt that sees every source says it is unused.
+        let reason = format!(
+            "{what}; the old credential stays disabled: fix the source and run `rekey apply --resume {}`",
+            ctx.run_id
+        );
+        ctx.journal.record(
+            id,
+            Step::PostHunt,
+            EventPhase::Failed,
+            &Detail {
+                message: Some(reason.clone()),
+                ..detail
+            },
+        )?;
+        return Ok(Some(step.incomplete(Step::PostHunt, reason)));
+    }
+    let policy = ctx.plan.defaults.on_findings.post;
+    if policy == PostFindings::Continue {
+        ctx.journal
+            .record(id, Step::PostHunt, EventPhase::Done, &detail)?;
+        step.emit(
+            Step::PostHunt,
+            Status::Done,
+            Some(&format!(
+                "{what}; revoking anyway (on_findings.post: continue)"
+            )),
+        );
+        return Ok(None);
+    }
+    let mut done_to_old = "the old credential stays disabled".to_string();
+    if policy == PostFindings::Reactivate
+        && let Some(old_id) = &progress.old_id
+    {
+        if caps.reactivate && progress.has(Step::Deactivate) && facts.deactivated_at.is_some() {
+            let rollback = Detail {
+                old_id: Some(old_id.clone()),
+                message: Some(
+                    "reactivate the old credential after post-rotation hunt findings".into(),
+                ),
+                ..Default::default()
+            };
+            ctx.journal
+                .record(id, Step::Rollback, EventPhase::Intent, &rollback)?;
+            match retry(|| provider.reactivate(target, old_id)).await {
+                Ok(()) => {
+                    ctx.journal
+                        .record(id, Step::Rollback, EventPhase::Done, &rollback)?;
+                    done_to_old = format!("the old credential {old_id} was reactivated");
+                }
+                Err(e) => {
+                    ctx.journal.record(
+                        id,
+                        Step::Rollback,
+                        EventPhase::Failed,
+                        &Detail {
+                            message: Some(format!("cannot reactivate: {e}")),
+                            ..rollback
+                        },
+                    )?;
+                    done_to_old = format!(
+                        "the old credential {old_id} could not be reactivated ({e}) and stays disabled"
+                    );
+                }
+            }
+        } else {
+            done_to_old = format!(
+                "{} cannot reactivate a credential: the old one stays as it is",
+                target.provider.value
+            );
+        }
+    }
+    let action = format!(
+        "{what}; {done_to_old}; investigate, then run `rekey confirm {} {id}` and `rekey apply --resume {}` to revoke it",
+        ctx.run_id, ctx.run_id
+    );
+    ctx.journal.record(
+        id,
+        Step::PostHunt,
+        EventPhase::Failed,
+        &Detail {
+            old_id: progress.old_id.clone(),
+            message: Some(action.clone()),
+            ..detail
+        },
+    )?;
+    ctx.journal
+        .set_state(id, AWAITING_CONFIRMATION, None, Some(&action))?;
+    step.emit(Step::PostHunt, Status::Failed, Some(&action));
+    Ok(Some(Outcome::AwaitingConfirmation { action }))
+}
+
+/// Runs one phase's hunts, keeps the findings, counts the serious ones for the exit code, and
+/// returns the journal detail summarizing them.
+async fn hunt_phase(
+    ctx: &Ctx,
+    target: &Target,
+    when: When,
+    facts: &RotationFacts,
+) -> Result<(hunts::PhaseResult, Detail, usize, std::path::PathBuf), EngineError> {
+    let env = hunts::HuntEnv {
+        plan: &ctx.plan,
+        rules: ctx.hunt_rules.clone(),
+        endpoints: ctx.hunt_endpoints.clone(),
+        now: Utc::now(),
+    };
+    let result = hunts::run_phase(&env, target, when, facts).await;
+    let path = hunts::findings_path(
+        &ctx.options.state_dir,
+        &ctx.run_id,
+        target.id.as_str(),
+        when,
+    );
+    hunts::keep(&path, &result).map_err(|e| {
+        EngineError::Internal(format!(
+            "cannot keep the findings in {}: {e}",
+            path.display()
+        ))
+    })?;
+    let serious = result.serious(ctx.plan.defaults.on_findings.severity);
+    ctx.serious_findings
+        .fetch_add(serious, std::sync::atomic::Ordering::Relaxed);
+    let detail = Detail {
+        findings: Some(result.report.findings.len()),
+        severity: result.report.highest().map(|s| s.to_string()),
+        message: Some(result.summary()),
+        ..Default::default()
+    };
+    Ok((result, detail, serious, path))
 }
 
 /// Emits events and ends a target's invocation with the right outcome.

@@ -39,6 +39,44 @@ pub struct HuntOptions {
     pub expected_actors: Vec<String>,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Records after this time are left out: audit logs arrive late, and a window that ends
+    /// before the newest deliveries says so instead of looking complete.
+    pub until: Option<DateTime<Utc>>,
+    /// Set when the hunt runs after a rotation: the old and new credentials, and when the old
+    /// one was disabled.
+    pub rotation: Option<Rotation>,
+}
+
+/// The credentials of one rotation, for the checks of a post-rotation hunt: the old credential
+/// used after it was disabled, and the new one used from outside the allow-list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rotation {
+    pub old: Vec<String>,
+    pub new: Vec<String>,
+    /// When the old credential was disabled; `None` when the owner cannot disable it (then
+    /// any use after `HuntOptions::since` counts).
+    pub deactivated_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a record attributed to `credential` names `id`: the same text, or a resource name
+/// ending in it (`projects/p/serviceAccounts/sa/keys/<id>`).
+pub fn names_credential(credential: &str, id: &str) -> bool {
+    credential == id
+        || (credential.len() > id.len()
+            && credential.ends_with(id)
+            && credential.as_bytes()[credential.len() - id.len() - 1] == b'/')
+}
+
+/// Whether a record says the call failed, from its source's error field: CloudTrail's
+/// `errorCode`, CircleCI's `success`, Cloud Logging's `status.code`, Graph's
+/// `status.errorCode` (0 is success).
+fn failed(source: Source, error: Option<&str>) -> bool {
+    match (source, error) {
+        (_, None) => false,
+        (Source::CircleciAudit, Some(e)) => e.eq_ignore_ascii_case("false"),
+        (Source::GcpLogging | Source::AzureSignins, Some(e)) => e != "0",
+        (_, Some(_)) => true,
+    }
 }
 
 impl Default for HuntOptions {
@@ -53,6 +91,8 @@ impl Default for HuntOptions {
             allow: Vec::new(),
             expected_actors: Vec::new(),
             threads: 0,
+            until: None,
+            rotation: None,
         }
     }
 }
@@ -236,9 +276,65 @@ impl Worker<'_> {
             return true;
         }
         self.opts.credentials.iter().any(|c| {
-            credential.is_some_and(|k| k == c || k.ends_with(&format!("/{c}")))
-                || principal.is_some_and(|p| p == c)
+            credential.is_some_and(|k| names_credential(k, c)) || principal.is_some_and(|p| p == c)
         })
+    }
+}
+
+impl Worker<'_> {
+    /// A use of the old credential after it was disabled: successful (a consumer that was
+    /// missed, or an attacker) or attempted.
+    fn rotation_checks(
+        &mut self,
+        rotation: &Rotation,
+        credential: &str,
+        time: DateTime<Utc>,
+        ip_text: Option<&str>,
+        loc: &Loc<'_>,
+        f: &Fields<'_>,
+    ) {
+        if !rotation.old.iter().any(|o| names_credential(credential, o)) {
+            return;
+        }
+        if rotation.deactivated_at.is_some_and(|d| time < d) {
+            return;
+        }
+        let core = self.core;
+        let error = first(f, &core.error);
+        let (rule_id, rule, severity) = if failed(self.source, error) {
+            (
+                "rekey-old-credential-attempt",
+                "Attempt with the old credential after deactivation",
+                Severity::Medium,
+            )
+        } else {
+            (
+                "rekey-old-credential-used",
+                "Old credential used successfully after deactivation",
+                Severity::High,
+            )
+        };
+        let detail = match rotation.deactivated_at {
+            Some(d) => format!("disabled at {}", d.to_rfc3339()),
+            None => "the owner cannot disable it: used after the rotation started".into(),
+        };
+        self.report.findings.push(Finding {
+            rule_id: rule_id.into(),
+            rule: rule.into(),
+            hunt: Some("old-credential-used".into()),
+            severity,
+            source: self.source,
+            credential: Some(self.strings.get(credential)),
+            principal: first(f, &core.principal).map(|p| self.strings.get(p)),
+            time,
+            action: first(f, &core.action).map(|a| self.strings.get(a)),
+            source_ip: ip_text.map(|i| self.strings.get(i)),
+            user_agent: first(f, &core.ua).map(|u| self.strings.get(u)),
+            error: error.map(|e| self.strings.get(e)),
+            location: loc.to_string(),
+            record_id: first(f, &core.id).map(str::to_string),
+            detail: Some(detail),
+        });
     }
 }
 
@@ -273,6 +369,10 @@ impl Sink for Worker<'_> {
             });
             return;
         };
+        if self.opts.until.is_some_and(|u| time > u) {
+            self.report.stats.after_until += 1;
+            return;
+        }
         let credential = first(&f, &core.credential);
         let principal = first(&f, &core.principal);
         if !self.in_scope(credential, principal) {
@@ -326,6 +426,9 @@ impl Sink for Worker<'_> {
             return;
         }
         self.report.stats.in_window += 1;
+        if let (Some(rotation), Some(c)) = (&self.opts.rotation, credential) {
+            self.rotation_checks(rotation, c, time, ip_text, &loc, &f);
+        }
         for rule in &self.source_rules {
             if !rule.matches(&f) {
                 continue;
@@ -542,6 +645,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.records += r.stats.records;
         st.in_window += r.stats.in_window;
         st.out_of_scope += r.stats.out_of_scope;
+        st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
         for (cred, per) in s {
             let into = seen.entry(cred).or_default();
@@ -737,7 +841,13 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                     detail: Some(detail),
                 })
             };
-            if !opts.allow.is_empty() {
+            // After a rotation only the new credential must stay inside the allow-list; a
+            // standalone hunt holds every credential to it.
+            let held_to_list = match &opts.rotation {
+                Some(r) => r.new.iter().any(|n| names_credential(cred, n)),
+                None => true,
+            };
+            if !opts.allow.is_empty() && held_to_list {
                 push(
                     "rekey-outside-allowlist",
                     "Credential used from outside the allow-list",

@@ -60,6 +60,8 @@ pub struct Stats {
     pub in_window: u64,
     /// Records outside the `--access-key-id` scope.
     pub out_of_scope: u64,
+    /// Records newer than the window's end (not yet complete: delivery delay).
+    pub after_until: u64,
     pub duplicates: u64,
     /// Findings beyond the per-credential-and-rule cap, counted only.
     pub findings_not_listed: u64,

@@ -42,6 +42,20 @@ impl Source {
         }
     }
 
+    /// How late records typically arrive after the event: CloudTrail delivers within about 15
+    /// minutes; CircleCI streams its audit log to S3 in batches; GitHub's, Cloud Logging's and
+    /// Entra ID's logs lag by minutes, sign-ins sometimes longer. A plan overrides these
+    /// (`hunts.delivery_delay`).
+    pub fn typical_delivery_delay(self) -> chrono::Duration {
+        chrono::Duration::minutes(match self {
+            Source::Cloudtrail => 15,
+            Source::CircleciAudit => 60,
+            Source::GithubAudit => 10,
+            Source::GcpLogging => 5,
+            Source::AzureSignins => 30,
+        })
+    }
+
     /// The source a Sigma `logsource` describes.
     pub fn for_logsource(product: &str, service: &str, _category: &str) -> Option<Source> {
         match (product, service) {

@@ -103,5 +103,6 @@ fn default_hunts(providers: &BTreeSet<ProviderKind>) -> HuntSelection {
     HuntSelection {
         pre: located(pre),
         post: located(post),
+        ..Default::default()
     }
 }

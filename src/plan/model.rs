@@ -135,14 +135,31 @@ impl Default for Defaults {
     }
 }
 
+impl Default for OnFindings {
+    fn default() -> Self {
+        OnFindings {
+            pre: PreFindings::default(),
+            post: PostFindings::default(),
+            severity: default_finding_severity(),
+        }
+    }
+}
+
 /// What a rotation does when a hunt reports findings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnFindings {
     #[serde(default)]
     pub pre: PreFindings,
     #[serde(default)]
     pub post: PostFindings,
+    /// Findings below this severity are reported but decide nothing (default: medium).
+    #[serde(default = "default_finding_severity")]
+    pub severity: crate::hunt::Severity,
+}
+
+fn default_finding_severity() -> crate::hunt::Severity {
+    crate::hunt::Severity::Medium
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -169,7 +186,8 @@ pub enum PostFindings {
     Abort,
 }
 
-/// Names of hunts (see `rekey hunt --list`) to run before and after a rotation.
+/// Names of hunts (see `rekey hunt --list`) to run before and after a rotation, and where the
+/// audit logs they read are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HuntSelection {
@@ -177,6 +195,52 @@ pub struct HuntSelection {
     pub pre: Vec<Located<String>>,
     #[serde(default)]
     pub post: Vec<Located<String>>,
+    /// Where each source's records are. A hunt with no source for its target is skipped, and
+    /// the journal and dry run say so.
+    #[serde(default, skip_serializing_if = "HuntSources::is_empty")]
+    pub sources: HuntSources,
+    /// How late each source's records arrive, by source name (`cloudtrail: 15m`); the
+    /// post-rotation hunt covers up to now minus this. Defaults: see `rekey hunt --list`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delivery_delay: BTreeMap<String, Located<PlanDuration>>,
+}
+
+/// Where the audit logs of each source are: paths of exports (files or directory trees),
+/// `s3://bucket/prefix` for CloudTrail log files, or `api`: the source's own API, narrowed to
+/// the target's credentials (CloudTrail LookupEvents by access key id; Cloud Logging of the
+/// service account's project; Graph sign-ins of the app; the GitHub audit log of the
+/// repository's organization, or `org:NAME`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HuntSources {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cloudtrail: Vec<Located<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub circleci_audit: Vec<Located<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub github_audit: Vec<Located<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gcp_logging: Vec<Located<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azure_signins: Vec<Located<String>>,
+}
+
+impl HuntSources {
+    pub fn is_empty(&self) -> bool {
+        self.all().all(|(_, v)| v.is_empty())
+    }
+
+    /// Every source's entries, with the source's name as the plan spells it.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &Vec<Located<String>>)> {
+        [
+            ("cloudtrail", &self.cloudtrail),
+            ("circleci_audit", &self.circleci_audit),
+            ("github_audit", &self.github_audit),
+            ("gcp_logging", &self.gcp_logging),
+            ("azure_signins", &self.azure_signins),
+        ]
+        .into_iter()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

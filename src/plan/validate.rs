@@ -97,7 +97,68 @@ impl Validator<'_> {
                     let msg = format!("{at}.{phase}: unknown hunt `{}`", name.value);
                     let help = format!("known hunts: {}", known.join(", "));
                     self.error(name.pos, msg).help = Some(help);
+                } else if let Some(h) = crate::hunt::find(name) {
+                    let fits = match (phase, h.phase) {
+                        (_, crate::hunt::Phase::Both) => true,
+                        ("pre", p) => p == crate::hunt::Phase::Pre,
+                        (_, p) => p == crate::hunt::Phase::Post,
+                    };
+                    if !fits {
+                        self.warning(
+                            name.pos,
+                            format!(
+                                "{at}.{phase}: hunt `{}` is meant for the {} phase; here it finds nothing",
+                                name.value,
+                                if phase == "pre" { "post" } else { "pre" }
+                            ),
+                        );
+                    }
                 }
+            }
+        }
+        for (source, list) in hunts.sources.all() {
+            for entry in list {
+                let e = entry.value.as_str();
+                let bad = if e.starts_with("s3://") {
+                    match crate::hunt::remote::Remote::parse_s3(e) {
+                        Some(Err(why)) => Some(why),
+                        _ if source != "cloudtrail" => {
+                            Some("S3 holds only CloudTrail log files".to_string())
+                        }
+                        _ => None,
+                    }
+                } else if let Some(org) = e.strip_prefix("org:") {
+                    if source != "github_audit" {
+                        Some("`org:` names a GitHub organization (github_audit only)".into())
+                    } else if org.is_empty() {
+                        Some("`org:` needs an organization name".into())
+                    } else {
+                        None
+                    }
+                } else if e.is_empty() {
+                    Some("empty entry".into())
+                } else {
+                    None
+                };
+                if let Some(why) = bad {
+                    self.error(entry.pos, format!("{at}.sources.{source}: `{e}`: {why}"));
+                }
+            }
+        }
+        for (key, value) in &hunts.delivery_delay {
+            let known = crate::hunt::source::ALL_SOURCES
+                .iter()
+                .any(|s| s.name() == key || s.name().replace('-', "_") == *key);
+            if !known {
+                let names: Vec<String> = crate::hunt::source::ALL_SOURCES
+                    .iter()
+                    .map(|s| s.name().replace('-', "_"))
+                    .collect();
+                self.error(
+                    value.pos,
+                    format!("{at}.delivery_delay: unknown source `{key}`"),
+                )
+                .help = Some(format!("sources: {}", names.join(", ")));
             }
         }
     }

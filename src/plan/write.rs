@@ -43,6 +43,11 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
     out.push_str("# grace: how long an old credential stays disabled before it is deleted.\n");
     out.push_str("# max_age: scheduled runs skip credentials younger than this.\n");
     section(&mut out, "defaults", &plan.defaults)?;
+    if plan.hunts.sources.is_empty() {
+        out.push_str(
+            "# hunts.sources: where the audit logs are (exports, s3://bucket/prefix, or `api`);\n# a hunt without a source for its target is skipped. See `rekey hunt --list`.\n",
+        );
+    }
     section(&mut out, "hunts", &HuntsView::of(&plan.hunts))?;
     if !plan.allow_cidrs.is_empty() {
         section(&mut out, "allow_cidrs", &FlowSeq(&plan.allow_cidrs))?;
@@ -327,6 +332,10 @@ impl<'a> ExecView<'a> {
 struct HuntsView<'a> {
     pre: FlowSeq<&'a Vec<super::Located<String>>>,
     post: FlowSeq<&'a Vec<super::Located<String>>>,
+    #[serde(skip_serializing_if = "super::model::HuntSources::is_empty")]
+    sources: &'a super::model::HuntSources,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    delivery_delay: &'a std::collections::BTreeMap<String, super::Located<super::PlanDuration>>,
 }
 
 impl<'a> HuntsView<'a> {
@@ -334,6 +343,8 @@ impl<'a> HuntsView<'a> {
         HuntsView {
             pre: FlowSeq(&h.pre),
             post: FlowSeq(&h.post),
+            sources: &h.sources,
+            delivery_delay: &h.delivery_delay,
         }
     }
 }

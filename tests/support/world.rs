@@ -100,6 +100,10 @@ pub struct PlanSpec {
     pub canary: Option<String>,
     /// `policy.verify.attempts`.
     pub verify_attempts: Option<u32>,
+    /// `defaults.on_findings`, as a YAML flow mapping (`{pre: pause}`).
+    pub on_findings: Option<String>,
+    /// Top-level sections (`hunts:`, `allow_cidrs:`) written before `targets:`.
+    pub sections: String,
 }
 
 impl Default for PlanSpec {
@@ -111,6 +115,8 @@ impl Default for PlanSpec {
             observed: true,
             canary: None,
             verify_attempts: None,
+            on_findings: None,
+            sections: String::new(),
         }
     }
 }
@@ -317,6 +323,10 @@ impl World {
         if let Some(max_age) = &spec.max_age {
             y.push_str(&format!("  max_age: {max_age}\n"));
         }
+        if let Some(on_findings) = &spec.on_findings {
+            y.push_str(&format!("  on_findings: {on_findings}\n"));
+        }
+        y.push_str(&spec.sections);
         y.push_str(&format!(
             "targets:\n  - id: {TARGET}\n    provider: aws-iam\n    principal: {{user: {USER}, account_id: \"{ACCOUNT_ID}\"}}\n    bindings:\n"
         ));

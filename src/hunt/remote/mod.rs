@@ -151,11 +151,29 @@ pub async fn hunt(
     window: Window,
     endpoints: Arc<Endpoints>,
 ) -> HuntReport {
+    hunt_reporting_unread(rules, opts, remotes, window, endpoints)
+        .await
+        .0
+}
+
+/// As [`hunt`], and also names each remote that could not be read completely: a hunt that
+/// missed part of a source must not look clean.
+pub async fn hunt_reporting_unread(
+    rules: Arc<RuleSet>,
+    opts: HuntOptions,
+    remotes: Vec<Remote>,
+    window: Window,
+    endpoints: Arc<Endpoints>,
+) -> (HuntReport, Vec<String>) {
     if remotes.is_empty() {
         let run = tokio::task::spawn_blocking(move || engine::run(&rules, &opts)).await;
-        return run.unwrap_or_else(|e| failed(format!("the hunt stopped: {e}")));
+        return (
+            run.unwrap_or_else(|e| failed(format!("the hunt stopped: {e}"))),
+            Vec::new(),
+        );
     }
     let (tx, rx) = tokio::sync::mpsc::channel(LOOK_AHEAD);
+    let names: Vec<String> = remotes.iter().map(Remote::to_string).collect();
     let fetchers: Vec<_> = remotes
         .into_iter()
         .map(|remote| {
@@ -170,16 +188,23 @@ pub async fn hunt(
     let workers =
         tokio::task::spawn_blocking(move || engine::run_with_pages(&rules, &opts, Some(&feed)));
     let mut fetched = Fetched::default();
-    for f in fetchers {
+    let mut unread = Vec::new();
+    for (f, name) in fetchers.into_iter().zip(names) {
         match f.await {
             Ok(x) => {
+                if !x.problems.is_empty() {
+                    unread.push(name);
+                }
                 fetched.notes.extend(x.notes);
                 fetched.problems.extend(x.problems);
             }
-            Err(e) => fetched.problems.push(Problem {
-                location: "fetch".into(),
-                message: format!("a fetcher stopped: {e}"),
-            }),
+            Err(e) => {
+                fetched.problems.push(Problem {
+                    location: name.clone(),
+                    message: format!("the fetcher stopped: {e}"),
+                });
+                unread.push(name);
+            }
         }
     }
     let mut report = workers
@@ -187,7 +212,7 @@ pub async fn hunt(
         .unwrap_or_else(|e| failed(format!("the hunt stopped: {e}")));
     report.notes.extend(fetched.notes);
     report.problems.extend(fetched.problems);
-    report
+    (report, unread)
 }
 
 fn failed(message: String) -> HuntReport {
