@@ -268,8 +268,24 @@ fn old_key_used_after_deactivation_is_reactivated_and_held_for_a_person() {
         ],
     );
     std::thread::sleep(std::time::Duration::from_millis(3200));
-    let held = w.resume(&run, &["--output", "json"]);
+    let report_md = w.path("report.md");
+    let held = w.resume(
+        &run,
+        &[
+            "--output",
+            "json",
+            "--report",
+            &report_md.display().to_string(),
+        ],
+    );
     held.expect_code(3, "resume with post-hunt findings");
+    let md = std::fs::read_to_string(&report_md).unwrap_or_else(|e| panic!("report: {e}"));
+    assert!(
+        md.contains("## Hunts")
+            && md.contains("post-rotation")
+            && md.contains("Old credential used successfully after deactivation"),
+        "the run report shows the post-hunt:\n{md}"
+    );
     let t = &held.summary()["targets"][0];
     assert_eq!(t["state"], "awaiting-confirmation", "{t}");
     assert!(

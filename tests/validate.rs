@@ -303,3 +303,51 @@ fn two_targets_of_one_iam_user_are_a_warning() {
     );
     assert_eq!((diags[0].line, diags[0].column), (17, 23));
 }
+
+#[test]
+fn hunt_source_that_cannot_hold_that_source() {
+    // Line 7: S3 holds CloudTrail log files only.
+    assert_one_error(
+        &replace(
+            7,
+            "  post: [old-credential-used]\n  sources: {gcp_logging: [s3://bucket/x]}",
+        ),
+        "S3 holds only CloudTrail log files",
+        8,
+        27,
+    );
+    assert_one_error(
+        &replace(
+            7,
+            "  post: [old-credential-used]\n  sources: {cloudtrail: [org:acme]}",
+        ),
+        "`org:` names a GitHub organization",
+        8,
+        26,
+    );
+}
+
+#[test]
+fn delivery_delay_of_an_unknown_source() {
+    assert_one_error(
+        &replace(
+            7,
+            "  post: [old-credential-used]\n  delivery_delay: {cloudtrial: 15m}",
+        ),
+        "unknown source `cloudtrial`",
+        8,
+        32,
+    );
+}
+
+#[test]
+fn hunt_in_the_wrong_phase_is_a_warning() {
+    let diags = check(&replace(6, "  pre: [old-credential-used]"));
+    assert!(diags.iter().all(|d| !d.is_error()), "{diags:#?}");
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("meant for the post phase") && d.line == 6),
+        "{diags:#?}"
+    );
+}

@@ -81,6 +81,35 @@ impl PhaseResult {
     }
 }
 
+/// What a phase found for a target, as the run report shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HuntRecord {
+    pub target: String,
+    pub phase: &'static str,
+    pub findings: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highest: Option<Severity>,
+    pub summary: String,
+    /// The findings in full (JSON).
+    pub file: String,
+    /// Rule, severity, count.
+    pub per_rule: Vec<(String, Severity, usize)>,
+}
+
+impl HuntRecord {
+    pub fn of(target: &str, when: When, result: &PhaseResult, file: &Path) -> HuntRecord {
+        HuntRecord {
+            target: target.to_string(),
+            phase: when.as_str(),
+            findings: result.report.findings.len(),
+            highest: result.report.highest(),
+            summary: result.summary(),
+            file: file.display().to_string(),
+            per_rule: result.report.per_rule(),
+        }
+    }
+}
+
 /// The credentials a post-rotation hunt looks for, and when things happened.
 #[derive(Debug, Clone, Default)]
 pub struct RotationFacts {

@@ -76,6 +76,9 @@ pub struct RunReport {
     pub targets: Vec<TargetReport>,
     /// Hunt findings of this invocation at or above the plan's `on_findings.severity`.
     pub serious_findings: usize,
+    /// The hunts this invocation ran, per target and phase.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hunts: Vec<super::hunts::HuntRecord>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -254,6 +257,8 @@ pub struct Ctx {
     pub hunt_endpoints: Arc<crate::hunt::remote::Endpoints>,
     /// Hunt findings at or above the plan's `on_findings.severity`, over every target.
     pub serious_findings: std::sync::atomic::AtomicUsize,
+    /// The hunts run so far, for the run report.
+    pub hunt_records: Mutex<Vec<super::hunts::HuntRecord>>,
 }
 
 impl Ctx {
@@ -397,6 +402,7 @@ async fn execute(
         hunt_rules: Arc::new(crate::hunt::pack::RuleSet::builtin()),
         hunt_endpoints: Arc::new(crate::hunt::remote::Endpoints::default()),
         serious_findings: std::sync::atomic::AtomicUsize::new(0),
+        hunt_records: Mutex::new(Vec::new()),
     });
     let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
         let ctx = ctx.clone();
@@ -451,6 +457,17 @@ async fn execute(
         serious_findings: ctx
             .serious_findings
             .load(std::sync::atomic::Ordering::Relaxed),
+        hunts: {
+            let mut records = ctx
+                .hunt_records
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
+            records.sort_by(|a, b| {
+                (&a.target, a.phase == "post").cmp(&(&b.target, b.phase == "post"))
+            });
+            records
+        },
     })
 }
 

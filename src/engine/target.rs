@@ -1014,6 +1014,14 @@ async fn hunt_phase(
             path.display()
         ))
     })?;
+    if let Ok(mut records) = ctx.hunt_records.lock() {
+        records.push(hunts::HuntRecord::of(
+            target.id.as_str(),
+            when,
+            &result,
+            &path,
+        ));
+    }
     let serious = result.serious(ctx.plan.defaults.on_findings.severity);
     ctx.serious_findings
         .fetch_add(serious, std::sync::atomic::Ordering::Relaxed);

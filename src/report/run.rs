@@ -108,6 +108,28 @@ pub fn markdown(report: &RunReport) -> String {
             out.push_str(&format!("- [ ] `{id}`: {action}\n"));
         }
     }
+    if !report.hunts.is_empty() {
+        out.push_str("\n## Hunts\n\n");
+        for h in &report.hunts {
+            out.push_str(&format!(
+                "### `{}`, {}-rotation\n\n{} (findings in `{}`)\n\n",
+                h.target,
+                h.phase,
+                h.summary.replace('|', "\\|"),
+                h.file
+            ));
+            if !h.per_rule.is_empty() {
+                out.push_str("| Rule | Severity | Count |\n|---|---|---|\n");
+                for (rule, severity, n) in &h.per_rule {
+                    out.push_str(&format!(
+                        "| {} | {severity} | {n} |\n",
+                        rule.replace('|', "\\|")
+                    ));
+                }
+                out.push('\n');
+            }
+        }
+    }
     if !pending.is_empty() {
         out.push_str(&format!(
             "\n## Pending\n\nContinue with `rekey apply --resume {}` ({} target(s) pending).\n",
