@@ -425,6 +425,49 @@ fn github_keys_and_tokens_rotate_end_to_end() {
     for (i, s) in secrets.iter().enumerate() {
         assert!(!haystack.contains(s.as_str()), "secret #{i} leaked");
     }
+
+    // A scheduled run of the plan with max_age: GitHub does not date tokens, but rekey's own
+    // rotation does, so the tokens rotated minutes ago are skipped instead of asked for again.
+    let scheduled = dir.path().join("scheduled.yaml");
+    std::fs::write(
+        &scheduled,
+        PLAN.replace("FINGERPRINT", &w.checkout_in_use).replace(
+            "defaults: {grace: 0s}",
+            "defaults: {grace: 0s, max_age: 90d}",
+        ),
+    )
+    .unwrap();
+    let again = w.rekey(
+        &state,
+        &[
+            "apply",
+            scheduled.to_str().unwrap(),
+            "--target",
+            "gh-pat",
+            "--target",
+            "gh-pat-api",
+            "--output",
+            "json",
+        ],
+    );
+    let stdout = text(&again.stdout);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&again.stderr)
+    );
+    for t in ["gh-pat", "gh-pat-api"] {
+        let o = outcome(&stdout, t);
+        assert_eq!(o["state"], "skipped", "{t}: {stdout}");
+        assert!(
+            o["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("rotated by run"),
+            "{t}: {o}"
+        );
+    }
 }
 
 /// Crash and resume at every journal boundary of the deploy-key and checkout-key targets (a

@@ -593,6 +593,33 @@ impl Journal {
         Ok(out)
     }
 
+    /// When the newest credential that another run minted for `target` and carried to the end
+    /// of the protocol was minted: `(run, time)`. It dates a credential its owner cannot date
+    /// (a GitHub token has no creation time rekey can read), so `max_age` still applies.
+    pub fn last_rotation_by_other_runs(
+        &self,
+        target: &str,
+        except: &RunId,
+    ) -> Result<Option<(RunId, DateTime<Utc>)>, JournalError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT m.run_id, m.at FROM events m
+                 WHERE m.target = ?1 AND m.run_id != ?2 AND m.step = 'mint' AND m.phase = 'done'
+                   AND EXISTS (SELECT 1 FROM events d WHERE d.run_id = m.run_id
+                               AND d.target = m.target AND d.step = 'done' AND d.phase = 'done')
+                 ORDER BY m.seq DESC LIMIT 1",
+                params![target, except.as_str()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.db(e))?;
+        match row {
+            None => Ok(None),
+            Some((run, at)) => Ok(Some((RunId(run), self.parse_time(&at)?))),
+        }
+    }
+
     pub fn set_run_status(&self, run: &RunId, status: RunStatus) -> Result<(), JournalError> {
         let changed = self
             .conn()

@@ -160,6 +160,18 @@ impl RunJournal {
             .map(|(run, _)| run.to_string()))
     }
 
+    /// When another run last rotated `target` to the end (see
+    /// `Journal::last_rotation_by_other_runs`).
+    pub fn last_rotation(
+        &self,
+        target: &str,
+    ) -> Result<Option<(String, DateTime<Utc>)>, EngineError> {
+        let journal = self.journal.lock().map_err(|_| EngineError::Poisoned)?;
+        Ok(journal
+            .last_rotation_by_other_runs(target, &self.run)?
+            .map(|(run, at)| (run.to_string(), at)))
+    }
+
     pub fn set_state(
         &self,
         target: &str,

@@ -172,6 +172,23 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 ));
             }
         }
+        // A credential its owner cannot date (a GitHub token): the last rotation of this
+        // target by rekey dates it, so a scheduled run does not ask for a new token every time.
+        if let (None, Some(max_age), false) = (
+            old.as_ref().and_then(|o| o.created_at),
+            max_age,
+            ctx.options.ignore_max_age,
+        ) && skip.is_none()
+            && let Some((run, minted)) = ctx.journal.last_rotation(id)?
+        {
+            let age = Utc::now() - minted;
+            if age.num_seconds() >= 0 && (age.num_seconds() as u64) < max_age.seconds() {
+                skip = Some(format!(
+                    "rotated by run {run} {} ago, younger than max_age {max_age} (the owner does not date this credential)",
+                    crate::plan::PlanDuration(age.num_seconds() as u64)
+                ));
+            }
+        }
         // Without max_age nothing says when to rotate again, so a plan that has been carried
         // out stays carried out: applying it again (a re-run CI job, a repeated command)
         // must change nothing rather than rotate a second time.
