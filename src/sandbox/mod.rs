@@ -1,7 +1,7 @@
-//! In-process simulators for demos, rehearsals and tests. This module owns the server handle
-//! ([`Sandbox`]: bind, serve, shut down), fault injection (latency, forced 429s and 5xx, a
-//! seeded 5xx rate), the request log, and the random fake credentials ([`fake`]). The CircleCI
-//! simulator itself — its state and endpoints — is [`circleci`].
+//! In-process simulators for demos, rehearsals and tests. This module owns the CircleCI
+//! sandbox's handle ([`Sandbox`], on the shared server of [`sim`]: bind, serve, faults, request
+//! log), the request record, the seeded generator and the random fake credentials ([`fake`]).
+//! The CircleCI simulator itself — its state and endpoints — is [`circleci`].
 //!
 //! A sandbox listens on 127.0.0.1 at a port the OS picks and stops when its handle is shut
 //! down or dropped.
@@ -15,16 +15,11 @@ pub mod gcp;
 pub mod github;
 pub mod sim;
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::Response;
-use regex::Regex;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use aws::{AwsCredentials, AwsSandbox, AwsState, KeySpec};
 pub use circleci::{
@@ -65,59 +60,39 @@ impl RecordedRequest {
     }
 }
 
-/// A rule answering the next `remaining` requests whose path matches with a fixed status.
-#[derive(Debug)]
-struct ForcedAnswer {
-    pattern: Regex,
-    remaining: u32,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    /// The request takes effect first (a lost answer); only mutating requests match.
-    after_effect: bool,
-}
-
-#[derive(Debug)]
-struct Faults {
-    latency: Duration,
-    forced: Vec<ForcedAnswer>,
-    error_rate: f64,
-    rng: Rng,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            latency: Duration::ZERO,
-            forced: Vec::new(),
-            error_rate: 0.0,
-            rng: Rng::seeded(0),
-        }
-    }
-}
-
-struct Shared {
-    state: Mutex<CircleCiState>,
-    faults: Mutex<Faults>,
-    log: Mutex<Vec<RecordedRequest>>,
-    started: Instant,
-}
-
 /// A locked mutex even if a panicking test thread poisoned it: the data is still what it was.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A running sandbox. Dropping it stops the server.
+/// The CircleCI simulator behind the shared server: its state answers every request.
+struct CircleCiSim(CircleCiState);
+
+impl sim::Simulator for CircleCiSim {
+    fn answer(&mut self, r: &sim::SimRequest<'_>) -> Response {
+        circleci::answer(&mut self.0, r.method, r.path, r.query, r.headers, r.body)
+    }
+
+    fn fault(&self, status: StatusCode) -> Response {
+        let message = match status {
+            StatusCode::TOO_MANY_REQUESTS => "Rate limit exceeded",
+            StatusCode::BAD_GATEWAY => "Bad gateway",
+            _ => "Internal server error",
+        };
+        circleci::message(status, message)
+    }
+}
+
+/// A running CircleCI sandbox. Dropping it stops the server.
 pub struct Sandbox {
-    shared: Arc<Shared>,
-    addr: std::net::SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: sim::SimServer<CircleCiSim>,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("addr", &self.addr).finish()
+        f.debug_struct("Sandbox")
+            .field("addr", &self.server.addr())
+            .finish()
     }
 }
 
@@ -125,75 +100,38 @@ impl Sandbox {
     /// Starts the CircleCI simulator with `state` on 127.0.0.1 at a free port. Must be called
     /// within a Tokio runtime, which then serves the requests.
     pub async fn start(state: CircleCiState) -> std::io::Result<Sandbox> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            faults: Mutex::new(Faults::default()),
-            log: Mutex::new(Vec::new()),
-            started: Instant::now(),
-        });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "sandbox server stopped");
-            }
-        });
-        tracing::debug!(%addr, "sandbox listening");
-        Ok(Sandbox {
-            shared,
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        let server = sim::SimServer::start(|_| CircleCiSim(state)).await?;
+        tracing::debug!(addr = %server.addr(), "sandbox listening");
+        Ok(Sandbox { server })
     }
 
     /// `http://127.0.0.1:PORT`, to use as `CIRCLECI_HOST`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops the server and waits (a second at most) for it to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(mut task) = self.task.take() {
-            // Idle keep-alive connections may hold a graceful shutdown; do not wait forever.
-            if tokio::time::timeout(Duration::from_secs(1), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await
     }
 
     /// Reads or changes the simulated state (to set up a case, or to check what a mutation did).
     pub fn with_state<R>(&self, f: impl FnOnce(&mut CircleCiState) -> R) -> R {
-        f(&mut lock(&self.shared.state))
+        self.server.with_state(|s| f(&mut s.0))
     }
 
     /// A copy of the simulated state.
     pub fn state(&self) -> CircleCiState {
-        lock(&self.shared.state).clone()
+        self.with_state(|s| s.clone())
     }
 
     /// Delays every answer by `latency` (a WAN round trip, say 50 ms).
     pub fn set_latency(&self, latency: Duration) {
-        lock(&self.shared.faults).latency = latency;
+        self.server.set_latency(latency)
     }
 
     /// Answers the next `count` requests whose path matches `path_regex` with 429 and
@@ -204,190 +142,45 @@ impl Sandbox {
         count: u32,
         retry_after: Duration,
     ) -> Result<(), regex::Error> {
-        self.force(
-            path_regex,
-            count,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(retry_after),
-        )
+        self.server.throttle(path_regex, count, retry_after)
     }
 
     /// Answers the next `count` requests whose path matches `path_regex` with `status`
     /// (a 5xx, typically).
     pub fn fail_next(&self, path_regex: &str, count: u32, status: u16) -> Result<(), regex::Error> {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.force(path_regex, count, status, None)
-    }
-
-    fn force(
-        &self,
-        path_regex: &str,
-        count: u32,
-        status: StatusCode,
-        retry_after: Option<Duration>,
-    ) -> Result<(), regex::Error> {
-        let pattern = Regex::new(path_regex)?;
-        lock(&self.shared.faults).forced.push(ForcedAnswer {
-            pattern,
-            remaining: count,
-            status,
-            retry_after,
-            after_effect: false,
-        });
-        Ok(())
+        self.server.fail_next(path_regex, count, status, None)
     }
 
     /// Lets the next `count` mutating requests (POST, PUT, PATCH, DELETE) whose path matches
     /// take effect, then answers them 502: the client cannot know what happened.
     pub fn lose_response(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
-        let pattern = Regex::new(path_regex)?;
-        lock(&self.shared.faults).forced.push(ForcedAnswer {
-            pattern,
-            remaining: count,
-            status: StatusCode::BAD_GATEWAY,
-            retry_after: None,
-            after_effect: true,
-        });
-        Ok(())
+        self.server.lose_response(path_regex, count)
     }
 
     /// Answers a `fraction` of requests (0.0–1.0) with 500, drawn from a generator seeded with
     /// `seed`, so that a run is reproducible for a given order of requests.
     pub fn set_error_rate(&self, fraction: f64, seed: u64) {
-        let mut faults = lock(&self.shared.faults);
-        faults.error_rate = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        faults.rng = Rng::seeded(seed);
+        self.server.set_error_rate(fraction, seed)
     }
 
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
-        *lock(&self.shared.faults) = Faults::default();
+        self.server.clear_faults()
     }
 
     /// Every request answered so far, in the order the answers were sent.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.log).clone()
+        self.server.requests()
     }
 
     /// Requests that could have changed something (POST, PUT, PATCH, DELETE).
     pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(RecordedRequest::is_mutating)
-            .collect()
+        self.server.mutating_requests()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.shared.log).clear();
+        self.server.clear_requests()
     }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let latency = lock(&shared.faults).latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let path = uri.path().to_owned();
-    let query = uri.query().map(str::to_owned);
-    let mutating = !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS");
-    let lost = mutating && lose_answer(&shared, &path);
-    let response = match injected_fault(&shared, &path) {
-        Some(response) if !lost => response,
-        _ => {
-            let mut state = lock(&shared.state);
-            let answer = circleci::answer(
-                &mut state,
-                &method,
-                &path,
-                query.as_deref(),
-                &headers,
-                &body,
-            );
-            if lost {
-                circleci::message(StatusCode::BAD_GATEWAY, "Bad gateway")
-            } else {
-                answer
-            }
-        }
-    };
-    lock(&shared.log).push(RecordedRequest {
-        method: method.to_string(),
-        path,
-        query,
-        status: response.status().as_u16(),
-        at: shared.started.elapsed(),
-    });
-    response
-}
-
-/// Whether a lost-answer rule takes this (mutating) request, consuming it.
-fn lose_answer(shared: &Shared, path: &str) -> bool {
-    let mut faults = lock(&shared.faults);
-    match faults
-        .forced
-        .iter_mut()
-        .find(|r| r.after_effect && r.remaining > 0 && r.pattern.is_match(path))
-    {
-        Some(rule) => {
-            rule.remaining -= 1;
-            true
-        }
-        None => false,
-    }
-}
-
-fn injected_fault(shared: &Shared, path: &str) -> Option<Response> {
-    let mut faults = lock(&shared.faults);
-    if let Some(rule) = faults
-        .forced
-        .iter_mut()
-        .find(|r| !r.after_effect && r.remaining > 0 && r.pattern.is_match(path))
-    {
-        rule.remaining -= 1;
-        let status = rule.status;
-        let message = if status == StatusCode::TOO_MANY_REQUESTS {
-            "Rate limit exceeded"
-        } else {
-            "Internal server error"
-        };
-        let mut response = circleci::message(status, message);
-        if let Some(after) = rule.retry_after {
-            // Whole seconds, rounded up: Retry-After has no fractions.
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert("retry-after", value);
-            }
-        }
-        return Some(response);
-    }
-    if faults.error_rate > 0.0 && faults.rng.next_f64() < faults.error_rate {
-        return Some(circleci::message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal server error",
-        ));
-    }
-    None
 }
 
 /// SplitMix64: small, fast, good enough for fake data and fault draws; seeded for

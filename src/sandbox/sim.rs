@@ -1,8 +1,9 @@
-//! The server machinery the REST simulators (GitHub, GCP IAM, Azure Entra ID + Graph) share: bind on
-//! 127.0.0.1 at a free port, serve every request through one simulator's `answer`, fault
-//! injection (latency, forced statuses with an optional body, lost responses, a seeded 5xx
-//! rate) and the request log (method, path, query, status: never a body, where secrets
-//! travel). The CircleCI and AWS sandboxes predate it and keep their own.
+//! The server machinery the REST simulators (CircleCI, GitHub, GCP IAM, Azure Entra ID + Graph)
+//! share: bind on 127.0.0.1 at a free port, serve every request through one simulator's
+//! `answer`, fault injection (latency, forced statuses with an optional body and `Retry-After`,
+//! lost responses, a seeded 5xx rate) and the request log (method, path, query, status: never a
+//! body, where secrets travel). The AWS sandbox (a Query/JSON protocol keyed by action, not
+//! path) predates it and keeps its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,7 +74,25 @@ struct Forced {
     remaining: u32,
     kind: FaultKind,
     body: Option<String>,
-    retry_after: Option<u64>,
+    retry_after: Option<Duration>,
+}
+
+impl Forced {
+    /// A rule's pattern may name the path alone (`^/api/v2/context/`) or `METHOD path`
+    /// (`^POST .*/keys$`). Lost responses only take requests that change something.
+    fn takes(&self, method: &Method, path: &str) -> bool {
+        if self.remaining == 0 {
+            return false;
+        }
+        if self.kind == FaultKind::LoseResponse && is_read(method) {
+            return false;
+        }
+        self.pattern.is_match(path) || self.pattern.is_match(&format!("{method} {path}"))
+    }
+}
+
+fn is_read(method: &Method) -> bool {
+    matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS")
 }
 
 #[derive(Debug)]
@@ -148,6 +167,10 @@ impl<S: Simulator> SimServer<S> {
         format!("http://{}", self.addr)
     }
 
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
     pub fn with_state<R>(&self, f: impl FnOnce(&mut S) -> R) -> R {
         f(&mut lock(&self.shared.state))
     }
@@ -156,9 +179,9 @@ impl<S: Simulator> SimServer<S> {
         lock(&self.shared.faults).latency = latency;
     }
 
-    /// The next `count` requests whose `METHOD /path` matches (`"^POST .*/keys$"`, or just
-    /// `"/keys$"` for any method) answer `status` (with the service's error shape, or `body`
-    /// verbatim when given), doing nothing. 429s carry `Retry-After: 1`.
+    /// The next `count` requests whose path or `METHOD /path` matches (`"^POST .*/keys$"`,
+    /// or just `"/keys$"` for any method) answer `status` (with the service's error shape, or
+    /// `body` verbatim when given), doing nothing. 429s carry `Retry-After: 1`.
     pub fn fail_next(
         &self,
         path_regex: &str,
@@ -167,12 +190,39 @@ impl<S: Simulator> SimServer<S> {
         body: Option<&str>,
     ) -> Result<(), regex::Error> {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        self.force(path_regex, count, FaultKind::Status(status), body)
+        let retry_after =
+            (status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(1));
+        self.force(
+            path_regex,
+            count,
+            FaultKind::Status(status),
+            body,
+            retry_after,
+        )
     }
 
-    /// The next `count` matching requests take effect, then answer 500.
+    /// The next `count` matching requests answer 429 with `Retry-After` (whole seconds,
+    /// rounded up: the header has no fractions).
+    pub fn throttle(
+        &self,
+        path_regex: &str,
+        count: u32,
+        retry_after: Duration,
+    ) -> Result<(), regex::Error> {
+        self.force(
+            path_regex,
+            count,
+            FaultKind::Status(StatusCode::TOO_MANY_REQUESTS),
+            None,
+            Some(retry_after),
+        )
+    }
+
+    /// The next `count` matching requests that change something (POST, PUT, PATCH, DELETE)
+    /// take effect, then answer 502, as a proxy does when the answer is lost: the client cannot
+    /// know what happened.
     pub fn lose_response(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
-        self.force(path_regex, count, FaultKind::LoseResponse, None)
+        self.force(path_regex, count, FaultKind::LoseResponse, None, None)
     }
 
     fn force(
@@ -181,9 +231,9 @@ impl<S: Simulator> SimServer<S> {
         count: u32,
         kind: FaultKind,
         body: Option<&str>,
+        retry_after: Option<Duration>,
     ) -> Result<(), regex::Error> {
         let pattern = Regex::new(path_regex)?;
-        let retry_after = (kind == FaultKind::Status(StatusCode::TOO_MANY_REQUESTS)).then_some(1);
         lock(&self.shared.faults).forced.push(Forced {
             pattern,
             remaining: count,
@@ -267,7 +317,7 @@ async fn handle<S: Simulator>(
         let forced = faults
             .forced
             .iter_mut()
-            .find(|r| r.remaining > 0 && r.pattern.is_match(&format!("{method} {path}")))
+            .find(|r| r.takes(&method, &path))
             .map(|rule| {
                 rule.remaining -= 1;
                 (rule.kind, rule.body.clone(), rule.retry_after)
@@ -301,16 +351,17 @@ async fn handle<S: Simulator>(
                         .unwrap_or_else(|_| state.fault(status)),
                     None => state.fault(status),
                 };
-                if let Some(secs) = retry_after
-                    && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-                {
-                    response.headers_mut().insert("retry-after", v);
+                if let Some(after) = retry_after {
+                    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+                    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                        response.headers_mut().insert("retry-after", v);
+                    }
                 }
                 response
             }
             Some((FaultKind::LoseResponse, _, _)) => {
                 let _ = state.answer(&request);
-                state.fault(StatusCode::INTERNAL_SERVER_ERROR)
+                state.fault(StatusCode::BAD_GATEWAY)
             }
             None => state.answer(&request),
         }
