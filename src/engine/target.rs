@@ -241,10 +241,11 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
 
     // 2b. pre-hunt: evidence of abuse of the credential in use, before anything changes. A
     // target minted before this step existed in the journal has nothing to look back on.
-    if !progress.has(Step::PreHunt) && progress.new_id.is_none() {
-        if let Some(outcome) = pre_hunt(ctx, &step, target, &progress).await? {
-            return Ok(outcome);
-        }
+    if !progress.has(Step::PreHunt)
+        && progress.new_id.is_none()
+        && let Some(outcome) = pre_hunt(ctx, &step, target, &progress).await?
+    {
+        return Ok(outcome);
     }
 
     // 4 (resolving a crash first). An interrupted mint: the stash has the value, or the owner
@@ -711,10 +712,10 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
     // 10b. post-hunt: was the old credential used after it was disabled, the new one from
     // outside the allow-list? Before revoking, so that a missed consumer can be given its
     // credential back.
-    if !progress.has(Step::PostHunt) {
-        if let Some(outcome) = post_hunt(ctx, &step, target, provider, &progress, caps).await? {
-            return Ok(outcome);
-        }
+    if !progress.has(Step::PostHunt)
+        && let Some(outcome) = post_hunt(ctx, &step, target, provider, &progress, caps).await?
+    {
+        return Ok(outcome);
     }
 
     // 11. revoke the old credential.
