@@ -454,3 +454,61 @@ fn a_short_grace_says_so_and_a_missing_source_holds_the_revocation() {
     assert_eq!(w.keys().len(), 2, "the old key is not revoked");
     assert!(w.keys().iter().any(|k| k.id == w.old_key.0 && !k.active));
 }
+
+/// A crash between the post-hunt and its record (at the reactivation's intent) loses nothing:
+/// the next invocation hunts again, reactivates (again: idempotent) and holds the target.
+#[test]
+fn a_crash_during_the_reactivation_is_resumed() {
+    let w = World::sandbox(1);
+    let old = w.old_key.0.clone();
+    let plan = w.write_plan(&PlanSpec {
+        grace: "1s".into(),
+        sections: hunts_section(
+            &w,
+            "",
+            "old-credential-used",
+            "  delivery_delay: {cloudtrail: 0s}\n",
+        ),
+        ..PlanSpec::default()
+    });
+    deliver(&w, "empty", vec![]);
+    let first = w.apply(&plan, &["--output", "json"]);
+    first.expect_code(0, "apply until the grace period");
+    let run = first.run_id();
+    let after = Utc::now() + chrono::Duration::seconds(1);
+    deliver(
+        &w,
+        "post",
+        vec![event(&old, "GetObject", "198.51.100.7", after, None)],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let state = w.state_dir().display().to_string();
+    let crashed = w.run(
+        &[
+            "apply",
+            "--resume",
+            &run,
+            "--state-dir",
+            &state,
+            "--output",
+            "json",
+        ],
+        &[("REKEY_CRASH_AT", &format!("{TARGET}:rollback:intent"))],
+    );
+    assert_eq!(
+        crashed.code, None,
+        "killed by SIGKILL at the reactivation's intent: {}",
+        crashed.stderr
+    );
+    let held = w.resume(&run, &["--output", "json"]);
+    held.expect_code(3, "resume after the crash");
+    assert_eq!(
+        held.summary()["targets"][0]["state"],
+        "awaiting-confirmation"
+    );
+    assert!(
+        w.keys().iter().any(|k| k.id == old && k.active),
+        "the old key is active again"
+    );
+    assert_eq!(w.keys_created(), 1, "nothing minted twice");
+}
