@@ -21,14 +21,16 @@ pub enum Source {
     GithubAudit,
     GcpLogging,
     AzureSignins,
+    AzureActivity,
 }
 
-pub const ALL_SOURCES: [Source; 5] = [
+pub const ALL_SOURCES: [Source; 6] = [
     Source::Cloudtrail,
     Source::CircleciAudit,
     Source::GithubAudit,
     Source::GcpLogging,
     Source::AzureSignins,
+    Source::AzureActivity,
 ];
 
 impl Source {
@@ -39,6 +41,7 @@ impl Source {
             Source::GithubAudit => "github-audit",
             Source::GcpLogging => "gcp-logging",
             Source::AzureSignins => "azure-signins",
+            Source::AzureActivity => "azure-activity",
         }
     }
 
@@ -52,6 +55,7 @@ impl Source {
             ("azure", "signinlogs") | ("azure", "serviceprincipalsignins") => {
                 Some(Source::AzureSignins)
             }
+            ("azure", "activitylogs") => Some(Source::AzureActivity),
             _ => None,
         }
     }
@@ -80,6 +84,19 @@ impl Source {
                 "Location" => "location.countryOrRegion",
                 _ => name,
             },
+            // Community rules are written against the Log Analytics / Event Hubs form, where
+            // these are plain strings; the REST API (and its exports) nest them in `value`.
+            Source::AzureActivity => match name {
+                "operationName" | "OperationNameValue" | "OperationName" => "operationName.value",
+                "status" | "ActivityStatusValue" | "ActivityStatus" => "status.value",
+                "subStatus" | "ActivitySubstatusValue" => "subStatus.value",
+                "Caller" => "caller",
+                "CallerIpAddress" => "httpRequest.clientIpAddress",
+                "ResourceProviderValue" => "resourceProviderName.value",
+                "category" | "CategoryValue" => "category.value",
+                "ResourceId" => "resourceId",
+                _ => name,
+            },
             _ => name,
         }
     }
@@ -89,7 +106,7 @@ impl Source {
         match self {
             Source::Cloudtrail => &["Records", "Events"],
             Source::GcpLogging => &["entries"],
-            Source::AzureSignins => &["value"],
+            Source::AzureSignins | Source::AzureActivity => &["value"],
             Source::GithubAudit | Source::CircleciAudit => &[],
         }
     }
@@ -154,6 +171,21 @@ impl Source {
                 id: &["id"],
                 country: &["location.countryOrRegion"],
                 error: &["status.errorCode"],
+            },
+            // Activity Log events as the REST API returns them (`value` pages) and as the
+            // portal's JSON export saves them.
+            Source::AzureActivity => CorePaths {
+                time: &["eventTimestamp"],
+                ip: &["httpRequest.clientIpAddress", "claims.ipaddr"],
+                ua: &[],
+                // The caller: a user's UPN or a service principal's object id; scoping by the
+                // application (client) id goes through `claims.appid`.
+                credential: &["caller"],
+                principal: &["claims.appid", "caller"],
+                action: &["operationName.value"],
+                id: &["eventDataId"],
+                country: &[],
+                error: &["subStatus.value", "status.value"],
             },
         }
     }

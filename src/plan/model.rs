@@ -194,6 +194,13 @@ pub struct Endpoints {
     /// Microsoft Graph base URL (default https://graph.microsoft.com/v1.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_graph: Option<Located<String>>,
+    /// GCP Cloud Logging API base URL, for hunts (default https://logging.googleapis.com).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_logging: Option<Located<String>>,
+    /// Azure Resource Manager base URL, for Activity Log hunts (default
+    /// https://management.azure.com).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_management: Option<Located<String>>,
 }
 
 impl Endpoints {
@@ -208,6 +215,8 @@ impl Endpoints {
             ("gcp_token", &self.gcp_token),
             ("azure_authority", &self.azure_authority),
             ("azure_graph", &self.azure_graph),
+            ("gcp_logging", &self.gcp_logging),
+            ("azure_management", &self.azure_management),
         ]
         .into_iter()
     }
