@@ -456,3 +456,244 @@ async fn lookup_events_refused_credentials_make_the_hunt_incomplete() {
     let text = format!("{:?}", got.incomplete);
     support::assert_no_secret("report", &text, &[bad.secret_access_key.expose()]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// GitHub organization audit log (the GitHub simulator)
+
+use rekey::sandbox::github::{GithubSandbox, GithubState};
+
+const TOKEN_A: &str = "4b1d2b0c3f1e5a6c7d8e9f00112233445566778899aabbccddeeff0011223344";
+
+fn git_event(
+    id: &str,
+    action: &str,
+    ip: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "@timestamp": at.timestamp_millis(),
+        "created_at": at.timestamp_millis(),
+        "_document_id": id,
+        "action": action,
+        "actor": "ci-bot",
+        "actor_ip": ip,
+        "org": "acme",
+        "repo": "acme/api",
+        "hashed_token": TOKEN_A,
+        "transport_protocol_name": "http",
+    })
+}
+
+/// acme's audit log, relative to now: a baseline fetch (5 days ago), a clone from the same
+/// address and one from a new address after the incident start (3 days ago), a clone 10 days
+/// ago (gone from the API: git events are kept 7 days) and web events.
+async fn github_with_events() -> (GithubSandbox, chrono::DateTime<chrono::Utc>) {
+    let now = chrono::Utc::now();
+    let days = chrono::Duration::days;
+    let mut state = GithubState::new().org("acme");
+    for e in [
+        git_event("d-base", "git.fetch", "192.0.2.10", now - days(5)),
+        git_event("d-same", "git.clone", "192.0.2.10", now - days(1)),
+        git_event(
+            "d-new",
+            "git.clone",
+            "203.0.113.9",
+            now - days(1) + chrono::Duration::hours(1),
+        ),
+        git_event("d-old", "git.clone", "198.51.100.1", now - days(10)),
+    ] {
+        state.add_audit_event("acme", e);
+    }
+    for i in 0..5 {
+        state.add_audit_event(
+            "acme",
+            serde_json::json!({
+                "@timestamp": (now - days(2) + chrono::Duration::minutes(i)).timestamp_millis(),
+                "_document_id": format!("w-{i}"),
+                "action": "org.update_member",
+                "actor": "octocat",
+                "actor_ip": "192.0.2.50",
+            }),
+        );
+    }
+    let sandbox = GithubSandbox::start(state).await.unwrap();
+    (sandbox, now - days(3))
+}
+
+fn fast_retry() -> rekey::http::RetryPolicy {
+    rekey::http::RetryPolicy {
+        max_attempts: 4,
+        base_delay: std::time::Duration::from_millis(5),
+        max_delay: std::time::Duration::from_millis(50),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_audit_log_pages_rate_limits_and_the_git_retention_note() {
+    let (gh, since) = github_with_events().await;
+    let token = gh.admin_token();
+    // A 429 (Retry-After) and a secondary rate limit (403) on the way: both waited out.
+    gh.fail_next_with_body("/audit-log$", 1, 429, None).unwrap();
+    gh.fail_next_with_body(
+        "/audit-log$",
+        1,
+        403,
+        Some(r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again.","documentation_url":"https://docs.github.com/rest"}"#),
+    )
+    .unwrap();
+    let ctx = Context {
+        endpoints: remote::Endpoints {
+            github_api: gh.base_url(),
+            ..Default::default()
+        },
+        credentials: Credentials {
+            github_token: Some(rekey::secret::Secret::new(token.clone())),
+            ..Default::default()
+        },
+        retry: fast_retry(),
+        page_size: Some(2),
+        ..Default::default()
+    };
+    let opts = HuntOptions {
+        since,
+        ..Default::default()
+    };
+    let window = Window {
+        from: since - chrono::Duration::days(30),
+        until: chrono::Utc::now(),
+    };
+    let report = remote::hunt(
+        Arc::new(RuleSet::builtin()),
+        opts,
+        vec![Remote::GithubOrg {
+            org: "acme".into(),
+            phrase: None,
+        }],
+        window,
+        Arc::new(ctx),
+    )
+    .await;
+    assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // 8 events answered (the 10-day-old clone is gone), 2 a page.
+    assert_eq!(report.stats.records, 8);
+    assert_eq!(report.stats.pages, 4);
+    let git: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule_id.as_ref() == "30651bc9-00e0-4711-9126-5b93efba8444")
+        .map(|f| f.record_id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(git.len(), 2, "{git:?}");
+    let new_ip: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule_id.as_ref() == "rekey-new-source-address")
+        .collect();
+    assert_eq!(new_ip.len(), 1, "{:?}", report.findings);
+    assert_eq!(new_ip[0].source_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(new_ip[0].credential.as_deref(), Some(TOKEN_A));
+    assert!(
+        new_ip[0]
+            .location
+            .starts_with("github:orgs/acme/audit-log page ")
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("git.clone, git.fetch and git.push before")),
+        "{:?}",
+        report.notes
+    );
+    let requests = gh.requests();
+    let audit: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == "/orgs/acme/audit-log")
+        .collect();
+    assert_eq!(audit.len(), 6, "4 pages + 2 rate-limited attempts");
+    let first = audit[0].query.as_deref().unwrap_or_default();
+    let params: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(first.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(params["include"], "all");
+    assert_eq!(
+        params["phrase"],
+        format!("created:>={}", window.from.format("%Y-%m-%d"))
+    );
+    assert!(
+        audit[3..]
+            .iter()
+            .all(|r| r.query.as_deref().unwrap_or("").contains("after="))
+    );
+    support::assert_no_secret("report", &format!("{report:?}"), &[&token]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_phrase_narrows_and_bad_token_is_incomplete_without_the_token() {
+    let (gh, since) = github_with_events().await;
+    let run = |token: String, phrase: Option<&str>| {
+        let ctx = Context {
+            endpoints: remote::Endpoints {
+                github_api: gh.base_url(),
+                ..Default::default()
+            },
+            credentials: Credentials {
+                github_token: Some(rekey::secret::Secret::new(token)),
+                ..Default::default()
+            },
+            retry: fast_retry(),
+            ..Default::default()
+        };
+        let remotes = vec![Remote::GithubOrg {
+            org: "acme".into(),
+            phrase: phrase.map(str::to_owned),
+        }];
+        remote::hunt(
+            Arc::new(RuleSet::builtin()),
+            HuntOptions {
+                since,
+                ..Default::default()
+            },
+            remotes,
+            Window {
+                from: since - chrono::Duration::days(1),
+                until: chrono::Utc::now(),
+            },
+            Arc::new(ctx),
+        )
+    };
+    let r = run(gh.admin_token(), Some("action:git")).await;
+    assert!(r.incomplete.is_empty(), "{:?}", r.incomplete);
+    // Git events only, and only from 4 days back (created:>=): the 5-day-old fetch is not asked.
+    assert_eq!(r.stats.records, 2);
+    let ids: BTreeSet<String> = r
+        .findings
+        .iter()
+        .filter_map(|f| f.record_id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["d-new".to_owned(), "d-same".to_owned()])
+    );
+    assert!(
+        !r.notes.iter().any(|n| n.contains("git.clone")),
+        "a 4-day window is within git retention: {:?}",
+        r.notes
+    );
+
+    let wrong = "ghp_wrongwrongwrongwrongwrongwrongwrong".to_owned();
+    let r = run(wrong.clone(), None).await;
+    assert_eq!(r.incomplete.len(), 1);
+    assert_eq!(
+        r.incomplete[0].location,
+        "github:orgs/acme/audit-log page 1"
+    );
+    assert!(
+        r.incomplete[0].message.starts_with("HTTP 401"),
+        "{:?}",
+        r.incomplete
+    );
+    support::assert_no_secret("report", &format!("{r:?}"), &[&wrong]);
+}

@@ -275,10 +275,27 @@ pub(crate) struct Http {
     retry: RetryPolicy,
 }
 
-/// A 2xx answer.
+/// An answer of any status.
 pub(crate) struct Answer {
+    pub status: reqwest::StatusCode,
     pub headers: reqwest::header::HeaderMap,
     pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `HTTP 403: <the body, bounded, every secret redacted>`.
+    pub fn error_text(&self, secrets: &[&str]) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let quoted: String = crate::providers::rest::quote(&text, secrets)
+            .chars()
+            .take(500)
+            .collect();
+        format!("HTTP {}: {quoted}", self.status.as_u16())
+    }
 }
 
 impl Http {
@@ -291,9 +308,14 @@ impl Http {
         &self.client
     }
 
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
     /// Sends what `build` makes with the retry policy (idempotent: these are all reads, GCP's
-    /// `entries:list` POST included); a non-2xx final answer is an error quoting the body.
-    pub async fn send<F>(&self, build: F, secrets: &[&str]) -> Result<Answer, String>
+    /// `entries:list` POST included) and returns the final answer, whatever its status; `Err`
+    /// describes a transport failure without its URL.
+    pub async fn send<F>(&self, build: F) -> Result<Answer, String>
     where
         F: FnMut() -> reqwest::RequestBuilder,
     {
@@ -309,13 +331,11 @@ impl Http {
             .await
             .map_err(|e| crate::http::error_kind(&e).to_string())?
             .to_vec();
-        if status.is_success() {
-            return Ok(Answer { headers, body });
-        }
-        let text = String::from_utf8_lossy(&body);
-        let quoted = crate::providers::rest::quote(&text, secrets);
-        let quoted: String = quoted.chars().take(500).collect();
-        Err(format!("HTTP {}: {quoted}", status.as_u16()))
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
