@@ -697,3 +697,118 @@ async fn github_phrase_narrows_and_bad_token_is_incomplete_without_the_token() {
     );
     support::assert_no_secret("report", &format!("{r:?}"), &[&wrong]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+fn rekey_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"));
+    c.env_remove("RUST_LOG")
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("REKEY_KEYRING_DISABLED", "1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+#[test]
+fn cli_lookup_events_needs_an_access_key_id() {
+    let out = rekey_cmd()
+        .args(["hunt", "--lookup-events"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--access-key-id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lookup_events_finds_the_reconnaissance_and_keeps_the_secret() {
+    let Some(dir) = trail::invictus() else { return };
+    let aws = trail_sandbox(&dir).await;
+    let admin = aws.admin_credentials();
+    let url = aws.endpoint_url();
+    let secret = admin.secret_access_key.expose().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        rekey_cmd()
+            .args([
+                "hunt",
+                "--lookup-events",
+                "--access-key-id",
+                BENJAMIN,
+                "--since",
+                "2023-07-10T00:00:00Z",
+                "--baseline",
+                "1d",
+                "--until",
+                "2023-07-11T00:00:00Z",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ENDPOINT_URL", url)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", &admin.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key.expose())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "high recon findings: {stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = doc["credentials"][0]["findings"].as_array().unwrap();
+    let gaad = findings
+        .iter()
+        .find(|f| f["action"] == "GetAccountAuthorizationDetails")
+        .unwrap();
+    assert_eq!(gaad["source_ip"], "10.248.16.43");
+    assert_eq!(gaad["time"], "2023-07-10T11:43:34Z");
+    assert!(doc.get("incomplete").is_none(), "{doc}");
+    let all = format!("{}{stderr}", String::from_utf8_lossy(&out.stdout));
+    support::assert_no_secret("output", &all, &[&secret]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_github_org_clean_run_and_refused_token_exits_1_without_the_token() {
+    let (gh, since) = github_with_events().await;
+    let base = gh.base_url();
+    let good = gh.admin_token();
+    let since = since.to_rfc3339();
+    let run = move |token: String| {
+        let base = base.clone();
+        let since = since.clone();
+        tokio::task::spawn_blocking(move || {
+            rekey_cmd()
+                .args(["hunt", "--github-org", "acme", "--since", &since])
+                .env("GITHUB_API_URL", base)
+                .env("GITHUB_TOKEN", token)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(good.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // A medium new-address finding: under the default --fail-on high.
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("203.0.113.9"), "{stdout}");
+    assert!(
+        stdout.contains("github:orgs/acme/audit-log page 1"),
+        "{stdout}"
+    );
+    support::assert_no_secret("output", &format!("{stdout}{stderr}"), &[&good]);
+
+    let wrong = "ghp_notthetokennotthetokennotthetoken00".to_owned();
+    let out = run(wrong.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("NOT READ: github:orgs/acme/audit-log page 1: HTTP 401"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("the hunt is incomplete"), "{stderr}");
+    support::assert_no_secret("output", &format!("{stdout}{stderr}"), &[&wrong, &good]);
+}
