@@ -812,3 +812,151 @@ async fn cli_github_org_clean_run_and_refused_token_exits_1_without_the_token() 
     assert!(stderr.contains("the hunt is incomplete"), "{stderr}");
     support::assert_no_secret("output", &format!("{stdout}{stderr}"), &[&wrong, &good]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// GCP Cloud Logging (the GCP simulator)
+
+use rekey::providers::gcp::{GcpAuth, ServiceAccountKey};
+use rekey::sandbox::gcp::GcpSandbox;
+
+const GCP_SA: &str = "ci@acme.iam.gserviceaccount.com";
+
+fn gcp_fixture() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hunt/gcp-logging.jsonl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_entries_list_gives_the_fixture_findings_filtered_by_principal_and_log() {
+    let gcp = GcpSandbox::start("acme").await.unwrap();
+    let text = std::fs::read_to_string(gcp_fixture()).unwrap();
+    gcp.with_state(|s| {
+        // The fixture's readable entries…
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                s.add_log_entry(v);
+            }
+        }
+        // …and entries the request must filter out: another principal's denial, an
+        // application log's error, and a denial before the window.
+        let denied = |id: &str, who: &str, log: &str, at: &str| {
+            serde_json::json!({
+                "insertId": id, "logName": log, "timestamp": at, "severity": "ERROR",
+                "protoPayload": {"authenticationInfo": {"principalEmail": who},
+                    "methodName": "storage.objects.list",
+                    "requestMetadata": {"callerIp": "203.0.113.66"},
+                    "status": {"code": 7, "message": "PERMISSION_DENIED"}}
+            })
+        };
+        let audit = "projects/acme/logs/cloudaudit.googleapis.com%2Fdata_access";
+        s.add_log_entry(denied(
+            "x-other",
+            "other@acme.iam.gserviceaccount.com",
+            audit,
+            "2023-01-03T11:00:00Z",
+        ));
+        s.add_log_entry(denied(
+            "x-app",
+            GCP_SA,
+            "projects/acme/logs/app",
+            "2023-01-03T11:00:00Z",
+        ));
+        s.add_log_entry(denied("x-early", GCP_SA, audit, "2022-01-03T11:00:00Z"));
+    });
+    let key = ServiceAccountKey::parse(gcp.admin_key_json().unwrap().expose()).unwrap();
+    let ctx = Context {
+        endpoints: remote::Endpoints {
+            gcp_logging: gcp.logging_url(),
+            gcp_token: gcp.token_url(),
+            ..Default::default()
+        },
+        credentials: Credentials {
+            gcp: Some(GcpAuth::KeyFile(Box::new(key))),
+            ..Default::default()
+        },
+        retry: fast_retry(),
+        page_size: Some(1),
+        ..Default::default()
+    };
+    let window = Window {
+        from: t("2022-11-21T00:00:00Z"),
+        until: t("2023-02-01T00:00:00Z"),
+    };
+    let got = remote_hunt(
+        vec![Remote::GcpProject {
+            project: "acme".into(),
+            principal: Some(GCP_SA.into()),
+        }],
+        &[],
+        window,
+        ctx,
+    )
+    .await;
+    assert!(got.incomplete.is_empty(), "{:?}", got.incomplete);
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    assert_eq!(got.stats.records, 3, "g1, g2, g3 only");
+    assert_eq!(got.stats.pages, 3, "one entry a page");
+    let want = engine::run(
+        &RuleSet::builtin(),
+        &HuntOptions {
+            inputs: vec![(Source::GcpLogging, gcp_fixture())],
+            ..Default::default()
+        },
+    );
+    assert!(!want.findings.is_empty());
+    assert_eq!(keys(&got), keys(&want));
+    assert!(
+        got.findings
+            .iter()
+            .all(|f| f.location.starts_with("gcp:projects/acme/entries page "))
+    );
+    // The filter went as documented.
+    let lists: Vec<_> = gcp
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v2/entries:list")
+        .collect();
+    assert_eq!(lists.len(), 3);
+    assert!(lists.iter().all(|r| r.status == 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcp_without_credentials_or_with_a_foreign_project_is_incomplete() {
+    let gcp = GcpSandbox::start("acme").await.unwrap();
+    let token = gcp.with_state(|s| s.issue_token("rekey-admin@acme.iam.gserviceaccount.com"));
+    for (auth, project, expect) in [
+        (GcpAuth::None, "acme", "no GCP credentials"),
+        (GcpAuth::AccessToken(token.clone()), "other", "HTTP 403"),
+    ] {
+        let ctx = Context {
+            endpoints: remote::Endpoints {
+                gcp_logging: gcp.logging_url(),
+                gcp_token: gcp.token_url(),
+                ..Default::default()
+            },
+            credentials: Credentials {
+                gcp: Some(auth),
+                ..Default::default()
+            },
+            retry: fast_retry(),
+            ..Default::default()
+        };
+        let got = remote_hunt(
+            vec![Remote::GcpProject {
+                project: project.into(),
+                principal: None,
+            }],
+            &[],
+            dataset_window(),
+            ctx,
+        )
+        .await;
+        assert_eq!(got.incomplete.len(), 1, "{:?}", got.incomplete);
+        assert!(
+            got.incomplete[0].message.contains(expect),
+            "{:?}",
+            got.incomplete
+        );
+        support::assert_no_secret("report", &format!("{got:?}"), &[token.expose()]);
+    }
+}
