@@ -552,7 +552,6 @@ async fn github_audit_log_pages_rate_limits_and_the_git_retention_note() {
         },
         retry: fast_retry(),
         page_size: Some(2),
-        ..Default::default()
     };
     let opts = HuntOptions {
         since,
@@ -875,7 +874,6 @@ async fn gcp_entries_list_gives_the_fixture_findings_filtered_by_principal_and_l
         },
         retry: fast_retry(),
         page_size: Some(1),
-        ..Default::default()
     };
     let window = Window {
         from: t("2022-11-21T00:00:00Z"),

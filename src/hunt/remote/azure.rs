@@ -1,4 +1,7 @@
-//! stub
+//! Azure remotes — NOT BUILT YET: Graph service-principal sign-ins (`--azure-graph`) and the
+//! Activity Log of a subscription (`--azure-subscription`). Both answer an "incomplete" problem
+//! so that a hunt asking for them never looks clean. Exports of both are read today
+//! (`--azure-signins FILE`, `--azure-activity FILE`).
 use super::{Context, Fetched, PageSender, Window};
 
 pub(super) async fn fetch_signins(
@@ -8,7 +11,10 @@ pub(super) async fn fetch_signins(
     _tx: &PageSender,
 ) -> Fetched {
     let mut out = Fetched::default();
-    out.failed("graph", "not built yet");
+    out.failed(
+        "graph:auditLogs/signIns",
+        "fetching Graph sign-ins is not built yet (hunt in an export: --azure-signins FILE)",
+    );
     out
 }
 
@@ -19,6 +25,9 @@ pub(super) async fn fetch_activity(
     _tx: &PageSender,
 ) -> Fetched {
     let mut out = Fetched::default();
-    out.failed(sub, "not built yet");
+    out.failed(
+        format!("azure:subscriptions/{sub}/activity-log"),
+        "fetching the Activity Log is not built yet (hunt in an export: --azure-activity FILE)",
+    );
     out
 }
