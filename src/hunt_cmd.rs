@@ -5,28 +5,65 @@ use super::{Failure, Output, print_json};
 use rekey::hunt::engine::{self, HuntOptions};
 use rekey::hunt::findings::HuntReport;
 use rekey::hunt::pack::RuleSet;
+use rekey::hunt::remote::{self, Remote, Window};
 use rekey::hunt::source::Source;
 use rekey::hunt::{CATALOGUE, Severity};
+use rekey::plan::PlanDuration;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct HuntArgs {
-    /// CloudTrail log files: a `.json`/`.json.gz` file, a directory tree of them, or a
-    /// LookupEvents response saved as JSON (repeatable).
+    /// CloudTrail log files: a `.json`/`.json.gz` file, a directory tree of them, a
+    /// LookupEvents response saved as JSON, or `s3://BUCKET/PREFIX` (fetched with the AWS
+    /// default credential chain; `AWS_ENDPOINT_URL` is honoured) (repeatable).
     #[arg(long, value_name = "PATH")]
     cloudtrail: Vec<PathBuf>,
+    /// Fetch CloudTrail LookupEvents (event history: management events, 90 days) for every
+    /// --access-key-id.
+    #[arg(long)]
+    lookup_events: bool,
     /// CircleCI audit log: the CSV export or JSON lines (repeatable).
     #[arg(long, value_name = "FILE")]
     circleci_audit: Vec<PathBuf>,
     /// GitHub organization audit log: the API's JSON array or JSON lines (repeatable).
     #[arg(long, value_name = "FILE")]
     github_audit: Vec<PathBuf>,
+    /// Fetch the audit log of this GitHub organization (`GET /orgs/ORG/audit-log`,
+    /// `include=all`; token from GITHUB_TOKEN or `rekey auth set github`; GITHUB_API_URL).
+    #[arg(long, value_name = "ORG")]
+    github_org: Option<String>,
+    /// Narrow --github-org with a search phrase (`action:git.clone`, `actor:octocat`, …),
+    /// added to the window's `created:>=`.
+    #[arg(long, value_name = "PHRASE", requires = "github_org")]
+    github_phrase: Option<String>,
     /// GCP Cloud Logging entries: JSON lines, an array, or an entries.list response (repeatable).
     #[arg(long, value_name = "FILE")]
     gcp_logging: Vec<PathBuf>,
+    /// Fetch the audit logs of this GCP project (Cloud Logging `entries:list`; credentials from
+    /// GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_OAUTH_ACCESS_TOKEN).
+    #[arg(long, value_name = "PROJECT")]
+    gcp_project: Option<String>,
+    /// Only entries of this principal (service-account email) with --gcp-project.
+    #[arg(long, value_name = "EMAIL", requires = "gcp_project")]
+    gcp_principal: Option<String>,
     /// Azure service-principal sign-ins: Graph `value` pages or JSON lines (repeatable).
     #[arg(long, value_name = "FILE")]
     azure_signins: Vec<PathBuf>,
+    /// Fetch service-principal sign-ins from Microsoft Graph (AZURE_TENANT_ID, AZURE_CLIENT_ID,
+    /// AZURE_CLIENT_SECRET; the app needs AuditLog.Read.All).
+    #[arg(long)]
+    azure_graph: bool,
+    /// Only sign-ins of this application (client) id with --azure-graph.
+    #[arg(long, value_name = "ID", requires = "azure_graph")]
+    azure_app_id: Option<String>,
+    /// Azure Activity Log events: the REST API's `value` pages, an array, or JSON lines
+    /// (repeatable).
+    #[arg(long, value_name = "FILE")]
+    azure_activity: Vec<PathBuf>,
+    /// Fetch the Activity Log of this Azure subscription (Azure Resource Manager).
+    #[arg(long, value_name = "SUBSCRIPTION")]
+    azure_subscription: Option<String>,
     /// Only records of this credential: AWS access key id, GCP key id or name, Azure credential
     /// key id, GitHub hashed token or actor (repeatable).
     #[arg(
@@ -39,6 +76,13 @@ pub struct HuntArgs {
     /// Default: the plan's incident.since, else 2022-12-21T00:00:00Z.
     #[arg(long, value_name = "TIME")]
     since: Option<chrono::DateTime<chrono::Utc>>,
+    /// How far before --since the APIs are read, to learn what was normal (addresses, hours)
+    /// (`30d`, `12h`, …).
+    #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = PlanDuration::parse)]
+    baseline: PlanDuration,
+    /// End of the window asked of the APIs (RFC 3339; default now).
+    #[arg(long, value_name = "TIME")]
+    until: Option<chrono::DateTime<chrono::Utc>>,
     /// Third-party Sigma rules (a directory tree of .yml, or one file), loaded unchanged (repeatable).
     #[arg(long, value_name = "DIR")]
     rules: Vec<PathBuf>,
@@ -97,10 +141,12 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         return print_report(&args, &report, output);
     }
     let mut opts = HuntOptions::default();
+    let mut endpoints = remote::Endpoints::default();
     if let Some(plan_path) = &args.plan {
         let (_, plan) =
             rekey::plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
         opts.since = plan.incident.since.value;
+        endpoints = endpoints.with_plan(&plan.endpoints);
         for c in &plan.allow_cidrs {
             opts.allow.push(engine::parse_cidr(&c.value).map_err(|e| {
                 Failure::input(format!("{}: allow_cidrs: {e}", plan_path.display()))
@@ -117,20 +163,60 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         opts.allow
             .extend(engine::parse_cidrs(&name, &text).map_err(Failure::input)?);
     }
+    let mut remotes = Vec::new();
+    for p in &args.cloudtrail {
+        match p.to_str().and_then(Remote::parse_s3) {
+            Some(Ok(r)) => remotes.push(r),
+            Some(Err(e)) => return Err(Failure::input(e)),
+            None => opts.inputs.push((Source::Cloudtrail, p.clone())),
+        }
+    }
     let sources = [
-        (Source::Cloudtrail, &args.cloudtrail),
         (Source::CircleciAudit, &args.circleci_audit),
         (Source::GithubAudit, &args.github_audit),
         (Source::GcpLogging, &args.gcp_logging),
         (Source::AzureSignins, &args.azure_signins),
+        (Source::AzureActivity, &args.azure_activity),
     ];
     for (source, paths) in sources {
         opts.inputs
             .extend(paths.iter().map(|p| (source, p.clone())));
     }
-    if opts.inputs.is_empty() {
+    if args.lookup_events {
+        if args.credentials.is_empty() {
+            return Err(Failure::input(
+                "--lookup-events looks events up by access key id: give at least one --access-key-id",
+            ));
+        }
+        remotes.push(Remote::LookupEvents {
+            access_key_ids: args.credentials.clone(),
+        });
+    }
+    if let Some(org) = &args.github_org {
+        remotes.push(Remote::GithubOrg {
+            org: org.clone(),
+            phrase: args.github_phrase.clone(),
+        });
+    }
+    if let Some(project) = &args.gcp_project {
+        remotes.push(Remote::GcpProject {
+            project: project.clone(),
+            principal: args.gcp_principal.clone(),
+        });
+    }
+    if args.azure_graph {
+        remotes.push(Remote::AzureSignins {
+            app_id: args.azure_app_id.clone(),
+        });
+    }
+    if let Some(subscription) = &args.azure_subscription {
+        remotes.push(Remote::AzureActivity {
+            subscription: subscription.clone(),
+        });
+    }
+    if opts.inputs.is_empty() && remotes.is_empty() {
         return Err(Failure::input(
-            "say where to hunt: --cloudtrail PATH, --circleci-audit FILE, --github-audit FILE, --gcp-logging FILE or --azure-signins FILE (or --list)",
+            "say where to hunt: --cloudtrail PATH|s3://BUCKET/PREFIX, --lookup-events, --circleci-audit FILE, --github-audit FILE, --github-org ORG, --gcp-logging FILE, --gcp-project P, --azure-signins FILE, --azure-graph, --azure-activity FILE or --azure-subscription SUB (or --list)",
         ));
     }
     for (_, p) in &opts.inputs {
@@ -141,7 +227,33 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     opts.credentials = args.credentials.clone();
     opts.expected_actors = args.expected_actor.clone();
     opts.threads = args.threads;
-    let report = engine::run(&rules, &opts);
+    let report = if remotes.is_empty() {
+        engine::run(&rules, &opts)
+    } else {
+        let until = args.until.unwrap_or_else(chrono::Utc::now);
+        let baseline = chrono::Duration::seconds(
+            i64::try_from(args.baseline.seconds()).unwrap_or(i64::MAX / 1000),
+        );
+        let window = Window {
+            from: opts.since - baseline,
+            until,
+        };
+        if window.from >= window.until {
+            return Err(Failure::input(format!(
+                "the window is empty: from {} (--since minus --baseline) to {} (--until)",
+                window.from.to_rfc3339(),
+                window.until.to_rfc3339()
+            )));
+        }
+        let credentials = remote::Credentials::from_env(&remotes).map_err(Failure::input)?;
+        let ctx = Arc::new(remote::Context {
+            endpoints,
+            credentials,
+            ..Default::default()
+        });
+        let rt = super::runtime()?;
+        rt.block_on(remote::hunt(Arc::new(rules), opts, remotes, window, ctx))
+    };
     print_report(&args, &report, output)
 }
 
@@ -153,16 +265,17 @@ fn rerun(args: &HuntArgs, run: &str, rules: RuleSet) -> Result<HuntReport, Failu
         .block_on(rekey::engine::hunts::rerun_post(
             &args.state_dir,
             run,
-            std::sync::Arc::new(rules),
-            std::sync::Arc::new(rekey::hunt::remote::Endpoints::default()),
+            Arc::new(rules),
         ))
         .map_err(|e| Failure::input(e.to_string()))?;
     let mut report = HuntReport::default();
     for (target, r) in results {
         report.findings.extend(r.report.findings);
         report.problems.extend(r.report.problems);
+        report.incomplete.extend(r.report.incomplete);
         report.stats.records += r.report.stats.records;
         report.stats.files += r.report.stats.files;
+        report.stats.pages += r.report.stats.pages;
         report.stats.bytes += r.report.stats.bytes;
         for note in r.report.notes.into_iter().chain(r.notes) {
             report.notes.push(format!("{target}: {note}"));
@@ -205,8 +318,18 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
             }
         }
     }
+    // Findings at the threshold are the strongest signal (3). Otherwise a source that could
+    // not be read (wholly or in part) makes the run a failure (1): a hunt that did not see
+    // everything must not look clean.
+    if !report.incomplete.is_empty() {
+        eprintln!(
+            "the hunt is incomplete: {} source(s) or page(s) could not be read (listed in the report)",
+            report.incomplete.len()
+        );
+    }
     Ok(match report.highest() {
         Some(s) if s >= args.fail_on => 3,
+        _ if !report.incomplete.is_empty() => 1,
         _ => 0,
     })
 }

@@ -720,3 +720,57 @@ fn list_names_every_catalogue_hunt_with_its_rules() {
         );
     }
 }
+
+#[test]
+fn azure_activity_log_sensitive_writes_and_denials() {
+    let rules = RuleSet::builtin();
+    let r = hunt(
+        &rules,
+        vec![(Source::AzureActivity, fixture("azure-activity.json"))],
+        &[],
+    );
+    assert_eq!(
+        r.stats.records, 5,
+        "read, the wrong-typed one then skipped as a problem"
+    );
+    let fired: BTreeSet<(String, String)> = r
+        .findings
+        .iter()
+        .filter(|f| f.hunt.as_deref() == Some("azure-activity-sensitive"))
+        .map(|f| (f.record_id.clone().unwrap_or_default(), f.rule.to_string()))
+        .collect();
+    let ids: Vec<&str> = fired.iter().map(|(id, _)| id.as_str()).collect();
+    // The role assignment written (true finding), the denied key listing (both rules); the
+    // role-assignment read and the 409 conflict are look-alikes that must not fire.
+    assert_eq!(
+        ids,
+        vec!["ev-denied", "ev-denied", "ev-role-write"],
+        "{fired:?}"
+    );
+    let write = r
+        .findings
+        .iter()
+        .find(|f| f.record_id.as_deref() == Some("ev-role-write"))
+        .unwrap();
+    assert_eq!(write.severity, Severity::High);
+    assert_eq!(write.source_ip.as_deref(), Some("203.0.113.77"));
+    assert_eq!(
+        write.credential.as_deref(),
+        Some("7d1c4b8e-1111-4a2b-9c3d-5e6f7a8b9c0d")
+    );
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(
+        r.problems[0]
+            .location
+            .ends_with("azure-activity.json (record 5)"),
+        "{:?}",
+        r.problems
+    );
+    // Scoped by the application (client) id through claims.appid.
+    let scoped = hunt(
+        &rules,
+        vec![(Source::AzureActivity, fixture("azure-activity.json"))],
+        &["11111111-2222-3333-4444-555555555555"],
+    );
+    assert_eq!(scoped.stats.out_of_scope, 0);
+}

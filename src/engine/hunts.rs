@@ -10,7 +10,7 @@ use crate::hunt::Severity;
 use crate::hunt::engine::{HuntOptions, Rotation, names_credential};
 use crate::hunt::findings::HuntReport;
 use crate::hunt::pack::RuleSet;
-use crate::hunt::remote::{self, Endpoints, Remote, Window};
+use crate::hunt::remote::{self, Credentials, Endpoints, Remote, Window};
 use crate::hunt::source::Source;
 use crate::plan::{HuntSources, Located, Plan, ProviderKind, Target};
 use chrono::{DateTime, Utc};
@@ -146,6 +146,9 @@ fn provider_source(kind: ProviderKind) -> Option<Source> {
 /// The source a catalogue hunt reads; `None` for the checks that read whatever source holds
 /// the target's credential.
 fn hunt_source(name: &str) -> Option<Source> {
+    if name.starts_with("azure-activity") {
+        return Some(Source::AzureActivity);
+    }
     let prefix = name.split('-').next().unwrap_or("");
     match prefix {
         "circleci" => Some(Source::CircleciAudit),
@@ -174,6 +177,7 @@ fn entries(sources: &HuntSources, source: Source) -> &[Located<String>] {
         Source::GithubAudit => &sources.github_audit,
         Source::GcpLogging => &sources.gcp_logging,
         Source::AzureSignins => &sources.azure_signins,
+        Source::AzureActivity => &sources.azure_activity,
     }
 }
 
@@ -201,6 +205,16 @@ fn resolve(entry: &str, source: Source, target: &Target, keys: &[String]) -> Inp
             (Source::Cloudtrail, Ok(r)) => Input::Remote(r),
             (_, Ok(_)) => Input::Unusable(format!("{entry}: S3 holds only CloudTrail log files")),
             (_, Err(e)) => Input::Unusable(e),
+        };
+    }
+    if let Some(subscription) = entry.strip_prefix("subscription:") {
+        return match source {
+            Source::AzureActivity => Input::Remote(Remote::AzureActivity {
+                subscription: subscription.to_string(),
+            }),
+            _ => Input::Unusable(format!(
+                "{entry}: subscription: names an Azure subscription (azure_activity)"
+            )),
         };
     }
     if let Some(org) = entry.strip_prefix("org:") {
@@ -330,7 +344,6 @@ pub fn describe(plan: &Plan, target: &Target, when: When) -> Option<String> {
 pub struct HuntEnv<'a> {
     pub plan: &'a Plan,
     pub rules: Arc<RuleSet>,
-    pub endpoints: Arc<Endpoints>,
     pub now: DateTime<Utc>,
 }
 
@@ -433,15 +446,27 @@ pub async fn run_phase(
             from: since - chrono::Duration::days(30),
             until: until.unwrap_or(env.now),
         };
-        let (report, unread) = remote::hunt_reporting_unread(
-            env.rules.clone(),
-            opts,
-            remotes,
-            window,
-            env.endpoints.clone(),
-        )
-        .await;
-        result.unread.extend(unread);
+        // rekey's own credentials for the APIs, from the standard places; missing ones are
+        // reported by the fetcher that needs them.
+        let credentials = match Credentials::from_env(&remotes) {
+            Ok(c) => c,
+            Err(e) => {
+                result.unread.push(e);
+                Credentials::default()
+            }
+        };
+        let ctx = Arc::new(remote::Context {
+            endpoints: Endpoints::default().with_plan(&env.plan.endpoints),
+            credentials,
+            ..Default::default()
+        });
+        let report = remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await;
+        result.unread.extend(
+            report
+                .incomplete
+                .iter()
+                .map(|p| format!("{}: {}", p.location, p.message)),
+        );
         merge(&mut result.report, report);
     }
     // Only what the plan asked for: a hunt's rules and checks, not every rule of the pack.
@@ -477,6 +502,7 @@ fn merge(into: &mut HuntReport, from: HuntReport) {
     a.out_of_scope += b.out_of_scope;
     a.after_until += b.after_until;
     a.duplicates += b.duplicates;
+    into.incomplete.extend(from.incomplete);
     a.rules = b.rules;
     a.elapsed_ms += b.elapsed_ms;
 }
@@ -514,7 +540,6 @@ pub async fn rerun_post(
     state_dir: &Path,
     run_id: &str,
     rules: Arc<RuleSet>,
-    endpoints: Arc<Endpoints>,
 ) -> Result<Vec<(String, PhaseResult)>, super::EngineError> {
     use super::EngineError;
     use super::journal::{Journal, RunId};
@@ -548,7 +573,6 @@ pub async fn rerun_post(
         let env = HuntEnv {
             plan: &plan,
             rules: rules.clone(),
-            endpoints: endpoints.clone(),
             now: Utc::now(),
         };
         result = run_phase(&env, target, When::Post, &facts).await;

@@ -266,7 +266,6 @@ pub struct Ctx {
     pub run_id: String,
     /// The built-in hunt rules, loaded once per run.
     pub hunt_rules: Arc<crate::hunt::pack::RuleSet>,
-    pub hunt_endpoints: Arc<crate::hunt::remote::Endpoints>,
     /// Hunt findings at or above the plan's `on_findings.severity`, over every target.
     pub serious_findings: std::sync::atomic::AtomicUsize,
     /// The hunts run so far, for the run report.
@@ -412,7 +411,6 @@ async fn execute(
         sink: sink.clone(),
         run_id: run.to_string(),
         hunt_rules: Arc::new(crate::hunt::pack::RuleSet::builtin()),
-        hunt_endpoints: Arc::new(crate::hunt::remote::Endpoints::default()),
         serious_findings: std::sync::atomic::AtomicUsize::new(0),
         hunt_records: Mutex::new(Vec::new()),
     });

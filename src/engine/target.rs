@@ -1016,7 +1016,6 @@ async fn hunt_phase(
     let env = hunts::HuntEnv {
         plan: &ctx.plan,
         rules: ctx.hunt_rules.clone(),
-        endpoints: ctx.hunt_endpoints.clone(),
         now: Utc::now(),
     };
     let result = hunts::run_phase(&env, target, when, facts).await;

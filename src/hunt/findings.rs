@@ -81,6 +81,9 @@ pub struct HuntReport {
     pub rule_errors: Vec<RuleError>,
     /// Things the reader should know (credentials without a baseline, …).
     pub notes: Vec<String>,
+    /// Remote sources, or pages of them, that could not be fetched (HTTP errors, refused
+    /// credentials): the hunt did not see everything it was asked to, so it must not look clean.
+    pub incomplete: Vec<Problem>,
 }
 
 impl HuntReport {
@@ -165,6 +168,8 @@ impl HuntReport {
             by_rule: Vec<ByRule>,
             credentials: Vec<Group<'a>>,
             problems: &'a [Problem],
+            #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
+            incomplete: &'a [Problem],
             rule_errors: &'a [RuleError],
             notes: &'a [String],
         }
@@ -192,6 +197,7 @@ impl HuntReport {
                 })
                 .collect(),
             problems: &self.problems,
+            incomplete: &self.incomplete,
             rule_errors: &self.rule_errors,
             notes: &self.notes,
         };
@@ -246,6 +252,9 @@ impl HuntReport {
             self.stats.in_window,
             self.stats.rules,
         );
+        for p in &self.incomplete {
+            out.push_str(&format!("NOT READ: {}: {}\n", p.location, p.message));
+        }
         for p in &self.problems {
             out.push_str(&format!("skipped: {}: {}\n", p.location, p.message));
         }
@@ -319,6 +328,13 @@ impl HuntReport {
                     md_cell(&shorten(f.user_agent.as_deref().unwrap_or(""), 60)),
                     md_cell(&f.location)
                 ));
+            }
+            md.push('\n');
+        }
+        if !self.incomplete.is_empty() {
+            md.push_str("**Incomplete hunt**: these sources could not be read:\n\n");
+            for p in &self.incomplete {
+                md.push_str(&format!("- `{}`: {}\n", p.location, md_cell(&p.message)));
             }
             md.push('\n');
         }

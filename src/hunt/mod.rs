@@ -142,6 +142,11 @@ pub const CATALOGUE: &[HuntInfo] = &[
         summary: "Entra ID: service-principal sign-in failures with the secret",
     },
     HuntInfo {
+        name: "azure-activity-sensitive",
+        phase: Phase::Both,
+        summary: "Azure Activity Log: role assignments, storage key listing, VM run-command, denied operations by the caller",
+    },
+    HuntInfo {
         name: "new-source-address",
         phase: Phase::Both,
         summary: "Any source: an address, /24 or country first seen for the credential after the incident start",

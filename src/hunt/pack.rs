@@ -47,6 +47,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "azure_signin_failure.yml",
         include_str!("rules/azure_signin_failure.yml"),
     ),
+    (
+        "azure_activity_sensitive_write.yml",
+        include_str!("rules/azure_activity_sensitive_write.yml"),
+    ),
+    (
+        "azure_activity_denied.yml",
+        include_str!("rules/azure_activity_denied.yml"),
+    ),
 ];
 
 /// Compiled rules, grouped by source, and the field sets they reference.

@@ -21,14 +21,16 @@ pub enum Source {
     GithubAudit,
     GcpLogging,
     AzureSignins,
+    AzureActivity,
 }
 
-pub const ALL_SOURCES: [Source; 5] = [
+pub const ALL_SOURCES: [Source; 6] = [
     Source::Cloudtrail,
     Source::CircleciAudit,
     Source::GithubAudit,
     Source::GcpLogging,
     Source::AzureSignins,
+    Source::AzureActivity,
 ];
 
 impl Source {
@@ -39,12 +41,14 @@ impl Source {
             Source::GithubAudit => "github-audit",
             Source::GcpLogging => "gcp-logging",
             Source::AzureSignins => "azure-signins",
+            Source::AzureActivity => "azure-activity",
         }
     }
 
     /// How late records typically arrive after the event: CloudTrail delivers within about 15
     /// minutes; CircleCI streams its audit log to S3 in batches; GitHub's, Cloud Logging's and
-    /// Entra ID's logs lag by minutes, sign-ins sometimes longer. A plan overrides these
+    /// Entra ID's logs lag by minutes, sign-ins sometimes longer, the Activity Log up to about
+    /// 20 minutes. A plan overrides these
     /// (`hunts.delivery_delay`).
     pub fn typical_delivery_delay(self) -> chrono::Duration {
         chrono::Duration::minutes(match self {
@@ -53,6 +57,7 @@ impl Source {
             Source::GithubAudit => 10,
             Source::GcpLogging => 5,
             Source::AzureSignins => 30,
+            Source::AzureActivity => 20,
         })
     }
 
@@ -66,6 +71,7 @@ impl Source {
             ("azure", "signinlogs") | ("azure", "serviceprincipalsignins") => {
                 Some(Source::AzureSignins)
             }
+            ("azure", "activitylogs") => Some(Source::AzureActivity),
             _ => None,
         }
     }
@@ -94,6 +100,19 @@ impl Source {
                 "Location" => "location.countryOrRegion",
                 _ => name,
             },
+            // Community rules are written against the Log Analytics / Event Hubs form, where
+            // these are plain strings; the REST API (and its exports) nest them in `value`.
+            Source::AzureActivity => match name {
+                "operationName" | "OperationNameValue" | "OperationName" => "operationName.value",
+                "status" | "ActivityStatusValue" | "ActivityStatus" => "status.value",
+                "subStatus" | "ActivitySubstatusValue" => "subStatus.value",
+                "Caller" => "caller",
+                "CallerIpAddress" => "httpRequest.clientIpAddress",
+                "ResourceProviderValue" => "resourceProviderName.value",
+                "category" | "CategoryValue" => "category.value",
+                "ResourceId" => "resourceId",
+                _ => name,
+            },
             _ => name,
         }
     }
@@ -103,7 +122,7 @@ impl Source {
         match self {
             Source::Cloudtrail => &["Records", "Events"],
             Source::GcpLogging => &["entries"],
-            Source::AzureSignins => &["value"],
+            Source::AzureSignins | Source::AzureActivity => &["value"],
             Source::GithubAudit | Source::CircleciAudit => &[],
         }
     }
@@ -168,6 +187,21 @@ impl Source {
                 id: &["id"],
                 country: &["location.countryOrRegion"],
                 error: &["status.errorCode"],
+            },
+            // Activity Log events as the REST API returns them (`value` pages) and as the
+            // portal's JSON export saves them.
+            Source::AzureActivity => CorePaths {
+                time: &["eventTimestamp"],
+                ip: &["httpRequest.clientIpAddress", "claims.ipaddr"],
+                ua: &[],
+                // The caller: a user's UPN or a service principal's object id; scoping by the
+                // application (client) id goes through `claims.appid`.
+                credential: &["caller"],
+                principal: &["claims.appid", "caller"],
+                action: &["operationName.value"],
+                id: &["eventDataId"],
+                country: &[],
+                error: &["subStatus.value", "status.value"],
             },
         }
     }

@@ -223,6 +223,9 @@ pub struct HuntSources {
     pub gcp_logging: Vec<Located<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub azure_signins: Vec<Located<String>>,
+    /// Activity Log exports, or `subscription:ID` for the API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub azure_activity: Vec<Located<String>>,
 }
 
 impl HuntSources {
@@ -238,6 +241,7 @@ impl HuntSources {
             ("github_audit", &self.github_audit),
             ("gcp_logging", &self.gcp_logging),
             ("azure_signins", &self.azure_signins),
+            ("azure_activity", &self.azure_activity),
         ]
         .into_iter()
     }
@@ -258,6 +262,13 @@ pub struct Endpoints {
     /// Microsoft Graph base URL (default https://graph.microsoft.com/v1.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_graph: Option<Located<String>>,
+    /// GCP Cloud Logging API base URL, for hunts (default https://logging.googleapis.com).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp_logging: Option<Located<String>>,
+    /// Azure Resource Manager base URL, for Activity Log hunts (default
+    /// https://management.azure.com).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_management: Option<Located<String>>,
 }
 
 impl Endpoints {
@@ -272,6 +283,8 @@ impl Endpoints {
             ("gcp_token", &self.gcp_token),
             ("azure_authority", &self.azure_authority),
             ("azure_graph", &self.azure_graph),
+            ("gcp_logging", &self.gcp_logging),
+            ("azure_management", &self.azure_management),
         ]
         .into_iter()
     }

@@ -165,22 +165,102 @@ impl GcpAuth {
     }
 }
 
-/// The `gcp-sa-key` provider: user-managed keys of `target.principal.service_account`.
-pub struct GcpSaKeyProvider {
+/// rekey's own GCP access tokens: the JWT bearer grant at `token_url` with the key file of
+/// [`GcpAuth`], cached and renewed before expiry. Shared by the `gcp-sa-key` provider and the
+/// Cloud Logging hunt (`crate::hunt::remote::gcp`).
+pub struct GcpTokens {
     http: reqwest::Client,
-    iam: String,
     token_url: String,
     auth: GcpAuth,
     /// rekey's own access token and when it must be renewed.
     cached: Mutex<Option<(Secret, Instant)>>,
 }
 
+impl std::fmt::Debug for GcpTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcpTokens")
+            .field("token_url", &self.token_url)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcpTokens {
+    pub fn new(http: reqwest::Client, token_url: &str, auth: GcpAuth) -> GcpTokens {
+        GcpTokens {
+            http,
+            token_url: token_url.trim_end_matches('/').to_owned(),
+            auth,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// rekey's own access token: cached, renewed before it expires.
+    pub async fn token(&self) -> Result<Secret, ProviderError> {
+        let key = match &self.auth {
+            GcpAuth::AccessToken(t) => return Ok(t.clone()),
+            GcpAuth::None => {
+                return Err(ProviderError::Failed(
+                    "no GCP credentials for rekey: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or GOOGLE_OAUTH_ACCESS_TOKEN)".into(),
+                ));
+            }
+            GcpAuth::KeyFile(key) => key,
+        };
+        if let Ok(cached) = self.cached.lock()
+            && let Some((token, renew_at)) = cached.as_ref()
+            && Instant::now() < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let what = format!("GCP token for rekey ({})", key.client_email);
+        match self.grant(&what, key).await? {
+            TokenOutcome::Granted(token, lifetime) => {
+                let renew_at = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+                if let Ok(mut cached) = self.cached.lock() {
+                    *cached = Some((token.clone(), renew_at));
+                }
+                Ok(token)
+            }
+            TokenOutcome::Refused(why) => Err(ProviderError::Failed(why)),
+        }
+    }
+
+    /// The JWT bearer grant with `key` at the token endpoint.
+    pub async fn grant(
+        &self,
+        what: &str,
+        key: &ServiceAccountKey,
+    ) -> Result<TokenOutcome, ProviderError> {
+        let assertion = key
+            .assertion(&self.token_url, Utc::now())
+            .map_err(|e| ProviderError::Failed(format!("{what}: {e}")))?;
+        tracing::debug!(account = %key.client_email, url = %self.token_url, "GCP: JWT bearer grant");
+        rest::token_request(
+            &self.http,
+            what,
+            &self.token_url,
+            &[
+                ("grant_type", JWT_BEARER),
+                ("assertion", assertion.expose()),
+            ],
+            &[assertion.expose(), &key.private_key],
+        )
+        .await
+    }
+}
+
+/// The `gcp-sa-key` provider: user-managed keys of `target.principal.service_account`.
+pub struct GcpSaKeyProvider {
+    http: reqwest::Client,
+    iam: String,
+    tokens: GcpTokens,
+}
+
 impl std::fmt::Debug for GcpSaKeyProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GcpSaKeyProvider")
             .field("iam", &self.iam)
-            .field("token_url", &self.token_url)
-            .field("auth", &self.auth)
+            .field("tokens", &self.tokens)
             .finish_non_exhaustive()
     }
 }
@@ -213,66 +293,16 @@ impl GcpSaKeyProvider {
                 .map(|l| l.value.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| default.to_owned())
         };
+        let http = rest::client()?;
         Ok(GcpSaKeyProvider {
-            http: rest::client()?,
+            tokens: GcpTokens::new(
+                http.clone(),
+                &pick(&endpoints.gcp_token, DEFAULT_TOKEN),
+                auth,
+            ),
+            http,
             iam: pick(&endpoints.gcp_iam, DEFAULT_IAM),
-            token_url: pick(&endpoints.gcp_token, DEFAULT_TOKEN),
-            auth,
-            cached: Mutex::new(None),
         })
-    }
-
-    /// rekey's own access token: cached, renewed before it expires.
-    async fn token(&self) -> Result<Secret, ProviderError> {
-        let key = match &self.auth {
-            GcpAuth::AccessToken(t) => return Ok(t.clone()),
-            GcpAuth::None => {
-                return Err(ProviderError::Failed(
-                    "gcp-sa-key: no GCP credentials for rekey: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file (or GOOGLE_OAUTH_ACCESS_TOKEN)".into(),
-                ));
-            }
-            GcpAuth::KeyFile(key) => key,
-        };
-        if let Ok(cached) = self.cached.lock()
-            && let Some((token, renew_at)) = cached.as_ref()
-            && Instant::now() < *renew_at
-        {
-            return Ok(token.clone());
-        }
-        let what = format!("gcp-sa-key token for rekey ({})", key.client_email);
-        match self.grant(&what, key).await? {
-            TokenOutcome::Granted(token, lifetime) => {
-                let renew_at = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
-                if let Ok(mut cached) = self.cached.lock() {
-                    *cached = Some((token.clone(), renew_at));
-                }
-                Ok(token)
-            }
-            TokenOutcome::Refused(why) => Err(ProviderError::Failed(why)),
-        }
-    }
-
-    /// The JWT bearer grant with `key` at the token endpoint.
-    async fn grant(
-        &self,
-        what: &str,
-        key: &ServiceAccountKey,
-    ) -> Result<TokenOutcome, ProviderError> {
-        let assertion = key
-            .assertion(&self.token_url, Utc::now())
-            .map_err(|e| ProviderError::Failed(format!("{what}: {e}")))?;
-        tracing::debug!(account = %key.client_email, url = %self.token_url, "gcp-sa-key: JWT bearer grant");
-        rest::token_request(
-            &self.http,
-            what,
-            &self.token_url,
-            &[
-                ("grant_type", JWT_BEARER),
-                ("assertion", assertion.expose()),
-            ],
-            &[assertion.expose(), &key.private_key],
-        )
-        .await
     }
 
     /// Sends an authenticated IAM request; `Ok` holds a 2xx answer's body, errors are mapped.
@@ -284,7 +314,10 @@ impl GcpSaKeyProvider {
         body: Option<serde_json::Value>,
         create: bool,
     ) -> Result<String, ProviderError> {
-        let token = self.token().await?;
+        let token = self.tokens.token().await.map_err(|e| match e {
+            ProviderError::Failed(m) => ProviderError::Failed(format!("gcp-sa-key: {m}")),
+            other => other,
+        })?;
         let mut request = self
             .http
             .request(method.clone(), url)
@@ -470,7 +503,7 @@ impl Provider for GcpSaKeyProvider {
             "gcp-sa-key verify of {} (token with the new key)",
             minted.id
         );
-        match self.grant(&what, &key).await {
+        match self.tokens.grant(&what, &key).await {
             Ok(TokenOutcome::Granted(_, _)) => Ok(()),
             Ok(TokenOutcome::Refused(why)) => Err(ProviderError::Rejected(why)),
             Err(e) => Err(e),

@@ -12,6 +12,7 @@
 //! the CircleCI sandbox.
 
 mod api;
+pub mod cloudtrail;
 mod sigv4;
 pub mod state;
 
@@ -338,6 +339,13 @@ async fn handle(
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    if let Some(target) = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    {
+        return handle_json(&shared, &method, &uri, &headers, &body, &target);
+    }
     // The Query protocol carries parameters in a POST's form body or a GET's query string.
     let form: &[u8] = if method == Method::POST { &body } else { &[] };
     let params = Params::parse(uri.query(), form);
@@ -422,6 +430,82 @@ fn answer(
         Ok(body) => api::xml_response(StatusCode::OK, body, &request_id),
         Err(error) => refuse(caller.service, error, record),
     }
+}
+
+/// The JSON protocol (CloudTrail): `X-Amz-Target` names the operation, the body is JSON.
+fn handle_json(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    target: &str,
+) -> Response {
+    let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
+    let mut record = AwsRequest {
+        method: method.to_string(),
+        service: None,
+        action: Some(operation.clone()),
+        access_key_id: sigv4::access_key_id_of(headers),
+        params: BTreeMap::new(),
+        status: 0,
+        error_code: None,
+        at: Duration::ZERO,
+    };
+    let request = RequestParts {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query(),
+        headers,
+        body,
+        now: Instant::now(),
+    };
+    let response = {
+        let mut state = lock(&shared.state);
+        let request_id = state.request_id();
+        let refuse = |error: ApiError, record: &mut AwsRequest| {
+            record.error_code = Some(error.code.to_owned());
+            cloudtrail::error_response(&error, &request_id)
+        };
+        match api::authenticate(&mut state, &request, Some(&operation)) {
+            Err((_, error)) => refuse(error, &mut record),
+            Ok(caller) => {
+                record.service = Some(caller.service.name().to_owned());
+                if caller.service != Service::Cloudtrail
+                    || !cloudtrail::is_cloudtrail_target(target)
+                {
+                    let error = ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "UnknownOperationException",
+                        format!("The simulator does not implement {target}"),
+                    );
+                    refuse(error, &mut record)
+                } else {
+                    match injected_fault(shared, &operation) {
+                        Some(Fault::Throttle) => refuse(ApiError::throttling(), &mut record),
+                        Some(Fault::InternalFailure) => {
+                            refuse(ApiError::internal_failure(), &mut record)
+                        }
+                        fault => {
+                            match cloudtrail::dispatch(&state, &caller.user, &operation, body) {
+                                Ok(_) if fault == Some(Fault::LoseResponse) => {
+                                    refuse(ApiError::internal_failure(), &mut record)
+                                }
+                                Ok(answer) => {
+                                    cloudtrail::json_response(StatusCode::OK, &answer, &request_id)
+                                }
+                                Err(error) => refuse(error, &mut record),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    record.status = response.status().as_u16();
+    record.at = shared.started.elapsed();
+    lock(&shared.log).push(record);
+    response
 }
 
 fn injected_fault(shared: &Shared, action: &str) -> Option<Fault> {

@@ -9,6 +9,17 @@
 //! answers `FAILED_PRECONDITION`, as IAM does. Every IAM call needs a bearer token this
 //! simulator issued. Errors use Google's shape `{"error": {"code", "message", "status"}}`.
 //!
+//! Cloud Logging `POST /v2/entries:list` (a token this simulator issued) answers the log entries
+//! loaded with [`GcpState::add_log_entry`] as `{"entries": […], "nextPageToken"}` (no
+//! `entries` key when none match), oldest first (`orderBy` `timestamp asc`, the default; `timestamp
+//! desc` reverses). `resourceNames` must be `["projects/{the project}"]` (another project: 403
+//! PERMISSION_DENIED). `pageSize` 1–1000 (default 50). `pageToken` is opaque and bound to the
+//! filter. The filter evaluator understands exactly what rekey's hunt emits: terms joined by
+//! ` AND `, each `FIELD:"TEXT"` (the field contains the text), `FIELD="TEXT"` (equals), or
+//! `timestamp>="RFC3339"` / `timestamp<="RFC3339"` (compared as times); fields are dotted paths
+//! into the entry. Anything else is 400 INVALID_ARGUMENT, so that a client never believes a
+//! filter was applied.
+//!
 //! Key size: 2048 bits like GCP's keys. The `rsa` and `num-bigint-dig` crates are compiled with
 //! optimizations even in debug builds (Cargo.toml), which keeps generation to a fraction of a
 //! second; [`GcpState::key_bits`] can lower it where a test mints many keys.
@@ -62,6 +73,8 @@ pub struct GcpState {
     /// RSA modulus size of generated keys.
     pub key_bits: usize,
     admin_key: Option<Secret>,
+    /// Cloud Logging entries of the project, for `entries:list`.
+    pub log_entries: Vec<serde_json::Value>,
 }
 
 impl GcpState {
@@ -74,6 +87,7 @@ impl GcpState {
             rng: Rng::from_entropy(),
             key_bits: 2048,
             admin_key: None,
+            log_entries: Vec::new(),
         };
         let admin = state.add_account(ADMIN_ACCOUNT);
         state.admin_key = state.create_key(&admin).ok().map(|(_, json)| json);
@@ -161,6 +175,134 @@ impl GcpState {
                 key.created -= by;
             }
         }
+    }
+
+    /// Adds a log entry (a `LogEntry` as Cloud Logging returns it).
+    pub fn add_log_entry(&mut self, entry: serde_json::Value) {
+        self.log_entries.push(entry);
+    }
+
+    fn entries_list(&self, request: &SimRequest<'_>) -> Response {
+        let authorized = request
+            .bearer()
+            .is_some_and(|t| self.tokens.contains_key(t));
+        if !authorized {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+            );
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(request.body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "Invalid JSON payload received.",
+            );
+        };
+        let wanted = format!("projects/{}", self.project);
+        let names: Vec<&str> = body
+            .get("resourceNames")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                "resourceNames is required.",
+            );
+        }
+        if names.iter().any(|n| *n != wanted) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "The caller does not have permission",
+            );
+        }
+        let filter = body.get("filter").and_then(|v| v.as_str()).unwrap_or("");
+        let terms = match parse_filter(filter) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &e),
+        };
+        let page_size = match body.get("pageSize").and_then(|v| v.as_i64()) {
+            None => 50,
+            Some(n) if (1..=1000).contains(&n) => n as usize,
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "pageSize must be between 1 and 1000.",
+                );
+            }
+        };
+        let descending = match body.get("orderBy").and_then(|v| v.as_str()) {
+            None | Some("timestamp asc") | Some("timestamp") => false,
+            Some("timestamp desc") => true,
+            Some(o) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    &format!("unsupported orderBy `{o}`"),
+                );
+            }
+        };
+        let offset = match body
+            .get("pageToken")
+            .and_then(|v| v.as_str())
+            .filter(|t| !t.is_empty())
+        {
+            None => 0,
+            Some(t) => {
+                let decoded = hex::decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .and_then(|s| {
+                        let (f, n) = s.rsplit_once('\n')?;
+                        (f == filter).then(|| n.parse::<usize>().ok()).flatten()
+                    });
+                match decoded {
+                    Some(n) => n,
+                    None => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "INVALID_ARGUMENT",
+                            "Invalid page token.",
+                        );
+                    }
+                }
+            }
+        };
+        let time_of = |e: &serde_json::Value| {
+            e.get("timestamp")
+                .and_then(|t| t.as_str())
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let mut matching: Vec<&serde_json::Value> = self
+            .log_entries
+            .iter()
+            .filter(|e| terms.iter().all(|t| t.matches(e)))
+            .collect();
+        matching.sort_by_key(|e| time_of(e));
+        if descending {
+            matching.reverse();
+        }
+        let page: Vec<serde_json::Value> = matching
+            .iter()
+            .skip(offset)
+            .take(page_size)
+            .map(|e| (*e).clone())
+            .collect();
+        let mut out = serde_json::json!({});
+        if !page.is_empty() {
+            out["entries"] = serde_json::Value::Array(page);
+        }
+        if matching.len() > offset + page_size {
+            out["nextPageToken"] =
+                serde_json::Value::String(hex::encode(format!("{filter}\n{}", offset + page_size)));
+        }
+        sim::json(StatusCode::OK, &out)
     }
 
     /// An access token for `email`, as if it had signed in (tests).
@@ -382,6 +524,72 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_owned())
 }
 
+/// One term of a Cloud Logging filter, of the shapes the simulator understands.
+enum Term {
+    Has(Vec<String>, String),
+    Equals(Vec<String>, String),
+    TimeAtLeast(DateTime<Utc>),
+    TimeAtMost(DateTime<Utc>),
+}
+
+impl Term {
+    fn matches(&self, entry: &serde_json::Value) -> bool {
+        let get = |path: &[String]| -> Option<String> {
+            let mut v = entry;
+            for p in path {
+                v = v.get(p)?;
+            }
+            v.as_str().map(str::to_owned)
+        };
+        let time = || {
+            get(&["timestamp".to_owned()])
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        match self {
+            Term::Has(p, text) => get(p).is_some_and(|v| v.contains(text.as_str())),
+            Term::Equals(p, text) => get(p).as_deref() == Some(text.as_str()),
+            Term::TimeAtLeast(t) => time().is_some_and(|x| x >= *t),
+            Term::TimeAtMost(t) => time().is_some_and(|x| x <= *t),
+        }
+    }
+}
+
+fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
+    let mut out = Vec::new();
+    if filter.trim().is_empty() {
+        return Ok(out);
+    }
+    for term in filter.split(" AND ") {
+        let term = term.trim();
+        let unsupported = || format!("the simulator does not understand the filter term `{term}`");
+        let quoted = |v: &str| -> Option<String> {
+            v.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
+        };
+        let path = |f: &str| f.split('.').map(str::to_owned).collect::<Vec<_>>();
+        let time = |v: &str| -> Option<DateTime<Utc>> {
+            DateTime::parse_from_rfc3339(&quoted(v)?)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        if let Some(v) = term.strip_prefix("timestamp>=") {
+            out.push(Term::TimeAtLeast(time(v).ok_or_else(unsupported)?));
+        } else if let Some(v) = term.strip_prefix("timestamp<=") {
+            out.push(Term::TimeAtMost(time(v).ok_or_else(unsupported)?));
+        } else if let Some((f, v)) = term.split_once(':') {
+            out.push(Term::Has(path(f), quoted(v).ok_or_else(unsupported)?));
+        } else if let Some((f, v)) = term.split_once('=') {
+            if f.ends_with(['<', '>', '!']) {
+                return Err(unsupported());
+            }
+            out.push(Term::Equals(path(f), quoted(v).ok_or_else(unsupported)?));
+        } else {
+            return Err(unsupported());
+        }
+    }
+    Ok(out)
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     sim::json(
         status,
@@ -393,6 +601,9 @@ impl Simulator for GcpState {
     fn answer(&mut self, request: &SimRequest<'_>) -> Response {
         if request.path == "/token" && request.method == Method::POST {
             return self.token_endpoint(request);
+        }
+        if request.path == "/v2/entries:list" && request.method == Method::POST {
+            return self.entries_list(request);
         }
         self.iam(request)
     }
@@ -430,6 +641,11 @@ impl GcpSandbox {
 
     /// For the plan's `endpoints.gcp_iam`.
     pub fn iam_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// For the plan's `endpoints.gcp_logging` (the same server).
+    pub fn logging_url(&self) -> String {
         self.server.base_url()
     }
 

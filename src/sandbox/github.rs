@@ -6,6 +6,17 @@
 //! already in use" for a public key registered anywhere, 422 at the deploy-key limit,
 //! `X-OAuth-Scopes` on `GET /user`, 202 from `POST /credentials/revoke`.
 //!
+//! The organization audit log, `GET /orgs/{org}/audit-log` (rekey's own token; 404 for an
+//! unknown organization), answers as GitHub documents it: a JSON array of events (`@timestamp`
+//! and `created_at` in epoch milliseconds, `_document_id`, `action`, `actor`, `actor_ip`,
+//! `hashed_token`, …: whatever [`GithubState::add_audit_event`] stored), newest first;
+//! `include=web` (default), `git` or `all`; `per_page` (default 30, at most 100); cursor
+//! pagination through a `Link: <…after=CURSOR>; rel="next"` header; `phrase` qualifiers
+//! `action:X` (the action, or its category: `action:git` is every `git.*`), `actor:NAME`,
+//! `created:>=D`, `created:>D`, `created:<=D`, `created:<D` (D a date or an RFC 3339 time) —
+//! any other qualifier is a 422, so that a client never believes a filter was applied. Git
+//! events older than 7 days are never answered, as the API keeps them only that long.
+//!
 //! Fault injection (latency, GitHub's 403 "API rate limit exceeded", forced statuses, a lost
 //! response after the effect) and the request log (method, path, status: never a body or a
 //! header) come from the shared simulator server, [`super::sim`]. Point `GITHUB_API_URL` at [`GithubSandbox::base_url`].
@@ -66,6 +77,8 @@ pub struct GithubState {
     pub repos: BTreeMap<String, Vec<StoredDeployKey>>,
     pub tokens: Vec<StoredToken>,
     pub max_deploy_keys: usize,
+    /// Audit-log events per organization (any order; answered newest first).
+    pub audit: BTreeMap<String, Vec<Value>>,
     next_id: u64,
     rng: Rng,
 }
@@ -79,6 +92,7 @@ impl GithubState {
             repos: BTreeMap::new(),
             tokens: Vec::new(),
             max_deploy_keys: DEFAULT_MAX_DEPLOY_KEYS,
+            audit: BTreeMap::new(),
             next_id: 64_000_000 + rng.below(1_000_000),
             rng,
         }
@@ -135,6 +149,18 @@ impl GithubState {
             scopes: scopes.to_owned(),
             revoked: false,
         });
+    }
+
+    /// Declares organization `org` (with an empty audit log).
+    pub fn org(mut self, org: &str) -> Self {
+        self.audit.entry(org.to_owned()).or_default();
+        self
+    }
+
+    /// Stores an audit-log event of `org` as given (it should carry `@timestamp` in epoch
+    /// milliseconds, `_document_id` and `action`).
+    pub fn add_audit_event(&mut self, org: &str, event: Value) {
+        self.audit.entry(org.to_owned()).or_default().push(event);
     }
 
     pub fn token_works(&self, value: &str) -> bool {
@@ -230,6 +256,18 @@ impl GithubSandbox {
     /// The next `count` matching requests answer `status` without any effect.
     pub fn fail_next(&self, path_regex: &str, count: u32, status: u16) -> Result<(), regex::Error> {
         self.server.fail_next(path_regex, count, status, None)
+    }
+
+    /// The next `count` matching requests answer `status` with `body` verbatim (GitHub's
+    /// secondary-rate-limit 403, say) without any effect; 429s carry `Retry-After: 1`.
+    pub fn fail_next_with_body(
+        &self,
+        path_regex: &str,
+        count: u32,
+        status: u16,
+        body: Option<&str>,
+    ) -> Result<(), regex::Error> {
+        self.server.fail_next(path_regex, count, status, body)
     }
 
     /// The next `count` matching requests take effect, then answer 500.
@@ -352,6 +390,12 @@ fn answer(
             }
             (StatusCode::ACCEPTED, Json(json!({}))).into_response()
         }
+        (&Method::GET, ["orgs", org, "audit-log"]) => {
+            if bearer(headers) != Some(state.admin_token.as_str()) {
+                return error(StatusCode::UNAUTHORIZED, "Bad credentials");
+            }
+            audit_log(state, org, query, headers)
+        }
         (_, ["repos", owner, repo, "keys", rest @ ..]) => {
             if bearer(headers) != Some(state.admin_token.as_str()) {
                 return error(StatusCode::UNAUTHORIZED, "Bad credentials");
@@ -391,6 +435,172 @@ fn answer(
         }
         _ => error(StatusCode::NOT_FOUND, "Not Found"),
     }
+}
+
+/// How long the audit-log API keeps git events.
+const GIT_EVENTS_DAYS: i64 = 7;
+
+/// One `phrase` qualifier the simulator understands.
+enum Qualifier {
+    Action(String),
+    Actor(String),
+    Created(&'static str, i64),
+}
+
+fn parse_phrase(phrase: &str) -> Result<Vec<Qualifier>, String> {
+    let mut out = Vec::new();
+    for word in phrase.split_whitespace() {
+        let Some((key, value)) = word.split_once(':') else {
+            return Err(format!("unsupported search term `{word}`"));
+        };
+        match key {
+            "action" => out.push(Qualifier::Action(value.to_owned())),
+            "actor" => out.push(Qualifier::Actor(value.to_owned())),
+            "created" => {
+                let (op, rest) = [">=", "<=", ">", "<"]
+                    .iter()
+                    .find_map(|op| value.strip_prefix(op).map(|r| (*op, r)))
+                    .unwrap_or(("=", value));
+                let ms = DateTime::parse_from_rfc3339(rest)
+                    .map(|t| t.timestamp_millis())
+                    .or_else(|_| {
+                        chrono::NaiveDate::parse_from_str(rest, "%Y-%m-%d").map(|d| {
+                            d.and_time(chrono::NaiveTime::MIN)
+                                .and_utc()
+                                .timestamp_millis()
+                        })
+                    })
+                    .map_err(|_| format!("unreadable date in `{word}`"))?;
+                if op == "=" {
+                    return Err(format!("unsupported date form in `{word}`"));
+                }
+                out.push(Qualifier::Created(op, ms));
+            }
+            _ => return Err(format!("unsupported qualifier `{key}:`")),
+        }
+    }
+    Ok(out)
+}
+
+fn event_ms(e: &Value) -> i64 {
+    e.get("@timestamp").and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn event_id(e: &Value) -> String {
+    e.get("_document_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn audit_log(state: &GithubState, org: &str, query: Option<&str>, headers: &HeaderMap) -> Response {
+    let Some(events) = state.audit.get(org) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let params: BTreeMap<String, String> = query
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let per_page: usize = params
+        .get("per_page")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 100);
+    let include = params.get("include").map(String::as_str).unwrap_or("web");
+    let qualifiers = match parse_phrase(params.get("phrase").map(String::as_str).unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"message": "Validation Failed", "errors": [e], "status": "422"})),
+            )
+                .into_response();
+        }
+    };
+    // Cursor: the (timestamp, document id) of the first event of the next page.
+    let after: Option<(i64, String)> = match params.get("after").filter(|a| !a.is_empty()) {
+        None => None,
+        Some(cursor) => {
+            let decoded = hex::decode(cursor)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|t| {
+                    let (ms, id) = t.split_once('/')?;
+                    Some((ms.parse().ok()?, id.to_owned()))
+                });
+            match decoded {
+                Some(c) => Some(c),
+                None => return error(StatusCode::UNPROCESSABLE_ENTITY, "Invalid cursor"),
+            }
+        }
+    };
+    let git_kept_from = (Utc::now() - chrono::Duration::days(GIT_EVENTS_DAYS)).timestamp_millis();
+    let mut kept: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            let action = e.get("action").and_then(Value::as_str).unwrap_or("");
+            let is_git = action.starts_with("git.");
+            let included = match include {
+                "all" => true,
+                "git" => is_git,
+                _ => !is_git,
+            };
+            let ms = event_ms(e);
+            included
+                && !(is_git && ms < git_kept_from)
+                && qualifiers.iter().all(|q| match q {
+                    Qualifier::Action(a) => action == a || action.starts_with(&format!("{a}.")),
+                    Qualifier::Actor(a) => e.get("actor").and_then(Value::as_str) == Some(a),
+                    Qualifier::Created(op, t) => match *op {
+                        ">=" => ms >= *t,
+                        ">" => ms > *t,
+                        "<=" => ms <= *t,
+                        _ => ms < *t,
+                    },
+                })
+        })
+        .collect();
+    // Newest first; ties by document id.
+    kept.sort_by(|a, b| (event_ms(b), event_id(a)).cmp(&(event_ms(a), event_id(b))));
+    let key = |e: &Value| (-event_ms(e), event_id(e));
+    let mut rest = kept
+        .into_iter()
+        .filter(|e| {
+            after
+                .as_ref()
+                .is_none_or(|(ms, id)| key(e) >= (-*ms, id.clone()))
+        })
+        .peekable();
+    let page: Vec<Value> = rest.by_ref().take(per_page).cloned().collect();
+    let next = rest
+        .peek()
+        .map(|e| hex::encode(format!("{}/{}", event_ms(e), event_id(e))));
+    let mut response = (StatusCode::OK, Json(Value::Array(page))).into_response();
+    if let Some(cursor) = next {
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &params {
+            if k != "after" && k != "before" {
+                pairs.append_pair(k, v);
+            }
+        }
+        pairs.append_pair("after", &cursor);
+        pairs.append_pair("before", "");
+        let link = format!(
+            "<http://{host}/orgs/{org}/audit-log?{}>; rel=\"next\"",
+            pairs.finish()
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert("link", v);
+        }
+    }
+    response
 }
 
 fn list_keys(state: &GithubState, full_name: &str, query: Option<&str>) -> Response {

@@ -6,10 +6,32 @@
 //! saved to a file (`source::read_from`). So a hunt over an export and a hunt over the API find
 //! the same things, and memory follows the channel's look-ahead, not the input.
 
+//!
+//! One module per API, each owning its requests, pagination and retention limits: [`s3`]
+//! (CloudTrail files in a bucket), [`lookup_events`] (CloudTrail LookupEvents), [`github`]
+//! (organization audit log), [`gcp`] (Cloud Logging `entries:list`), [`azure`] (Graph
+//! sign-ins, Activity Log). What they share lives here: the page channel, the window, the
+//! endpoints and credentials, and [`Http`] (the project's retry policy, bounded error texts
+//! with every token redacted).
+//!
+//! A page that cannot be fetched is never silently dropped: it becomes an entry of the
+//! report's `incomplete` list with the URL or page it was, so that a hunt that could not read
+//! a source does not look clean (`rekey hunt` exits 1 then, unless findings already ask for 3).
+
+pub mod azure;
+pub mod gcp;
+pub mod github;
+pub mod lookup_events;
+pub mod s3;
+
 use super::engine::{self, HuntOptions, PageFeed};
 use super::findings::HuntReport;
 use super::pack::RuleSet;
 use super::source::{Problem, Source};
+use crate::http::RetryPolicy;
+use crate::providers::azure::AzureIdentity;
+use crate::providers::gcp::GcpAuth;
+use crate::secret::Secret;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 
@@ -53,7 +75,7 @@ impl Remote {
             Remote::GithubOrg { .. } => Source::GithubAudit,
             Remote::GcpProject { .. } => Source::GcpLogging,
             Remote::AzureSignins { .. } => Source::AzureSignins,
-            Remote::AzureActivity { .. } => Source::AzureSignins,
+            Remote::AzureActivity { .. } => Source::AzureActivity,
         }
     }
 
@@ -120,25 +142,222 @@ impl Default for Endpoints {
     }
 }
 
-/// What a fetcher has to say besides its pages: retention limits, pages it could not get.
+impl Endpoints {
+    /// These endpoints with the plan's `endpoints:` where it names one.
+    pub fn with_plan(mut self, plan: &crate::plan::Endpoints) -> Endpoints {
+        let set = |slot: &mut String, v: &Option<crate::plan::Located<String>>| {
+            if let Some(v) = v {
+                *slot = v.value.trim_end_matches('/').to_owned();
+            }
+        };
+        set(&mut self.gcp_logging, &plan.gcp_logging);
+        set(&mut self.gcp_token, &plan.gcp_token);
+        set(&mut self.azure_authority, &plan.azure_authority);
+        set(&mut self.azure_graph, &plan.azure_graph);
+        set(&mut self.azure_management, &plan.azure_management);
+        self
+    }
+}
+
+/// What a fetcher has to say besides its pages: retention limits (notes), and pages it could
+/// not get (problems: they make the hunt incomplete).
 #[derive(Debug, Default)]
 pub struct Fetched {
     pub notes: Vec<String>,
     pub problems: Vec<Problem>,
 }
 
+impl Fetched {
+    fn failed(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+}
+
 /// Sends pages to the workers; `false` when they are gone (the hunt ended).
 pub type PageSender = tokio::sync::mpsc::Sender<Page>;
 
+/// Hands a page to the workers; `false` when they are gone (stop fetching).
+async fn deliver(tx: &PageSender, source: Source, name: String, body: Vec<u8>) -> bool {
+    tx.send(Page { source, name, body }).await.is_ok()
+}
+
+/// rekey's own credentials for the APIs, from the standard places (never from arguments).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The AWS SDK configuration; `None`: the default chain (`AWS_ENDPOINT_URL` included),
+    /// loaded when an AWS remote is fetched.
+    pub aws: Option<aws_config::SdkConfig>,
+    /// `GITHUB_TOKEN` or the keyring (`rekey auth set github`).
+    pub github_token: Option<Secret>,
+    /// `GOOGLE_OAUTH_ACCESS_TOKEN`, else the key file of `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub gcp: Option<GcpAuth>,
+    /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`.
+    pub azure: Option<AzureIdentity>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("aws", &self.aws.as_ref().map(|_| "configured"))
+            .field(
+                "github_token",
+                &self.github_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("gcp", &self.gcp)
+            .field("azure", &self.azure)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// What the environment (and the keyring, for GitHub) holds for the remotes asked for. A
+    /// GCP key file that is named but unreadable is an error (a typo must not look like "no
+    /// credentials"); anything else missing is reported by the fetcher that needs it.
+    pub fn from_env(remotes: &[Remote]) -> Result<Credentials, String> {
+        let mut c = Credentials::default();
+        if remotes
+            .iter()
+            .any(|r| matches!(r, Remote::GithubOrg { .. }))
+        {
+            c.github_token = crate::credentials::token(crate::credentials::Service::Github).ok();
+        }
+        if remotes
+            .iter()
+            .any(|r| matches!(r, Remote::GcpProject { .. }))
+        {
+            c.gcp = Some(GcpAuth::from_env()?);
+        }
+        if remotes.iter().any(|r| {
+            matches!(
+                r,
+                Remote::AzureSignins { .. } | Remote::AzureActivity { .. }
+            )
+        }) {
+            c.azure = AzureIdentity::from_env();
+        }
+        Ok(c)
+    }
+
+    /// The AWS configuration: the one given, else the default chain (region defaulting to
+    /// us-east-1, where CloudTrail's global events are).
+    pub async fn aws_config(&self) -> aws_config::SdkConfig {
+        if let Some(c) = &self.aws {
+            return c.clone();
+        }
+        let region = aws_config::meta::region::RegionProviderChain::default_provider()
+            .or_else(aws_config::Region::new("us-east-1"));
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await
+    }
+}
+
+/// Everything the fetchers need besides the remote and the window.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub endpoints: Endpoints,
+    pub credentials: Credentials,
+    /// The project's HTTP retry policy (429 with `Retry-After`, 5xx, connection errors).
+    pub retry: RetryPolicy,
+    /// Records asked per page; `None`: each API's maximum. Tests lower it to see pagination.
+    pub page_size: Option<u32>,
+}
+
+/// An HTTP client with the project's retry policy, for the REST fetchers (GitHub, GCP,
+/// Azure). Error texts are bounded and never carry a token: every secret the caller names is
+/// redacted from a quoted body, and transport errors are described without their URL.
+pub(crate) struct Http {
+    client: reqwest::Client,
+    retry: RetryPolicy,
+}
+
+/// An answer of any status.
+pub(crate) struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `HTTP 403: <the body, bounded, every secret redacted>`.
+    pub fn error_text(&self, secrets: &[&str]) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let quoted: String = crate::providers::rest::quote(&text, secrets)
+            .chars()
+            .take(500)
+            .collect();
+        format!("HTTP {}: {quoted}", self.status.as_u16())
+    }
+}
+
+impl Http {
+    pub fn new(retry: RetryPolicy) -> Result<Http, String> {
+        let client = crate::providers::rest::client().map_err(|e| e.to_string())?;
+        Ok(Http { client, retry })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Sends what `build` makes with the retry policy (idempotent: these are all reads, GCP's
+    /// `entries:list` POST included) and returns the final answer, whatever its status; `Err`
+    /// describes a transport failure without its URL.
+    pub async fn send<F>(&self, build: F) -> Result<Answer, String>
+    where
+        F: FnMut() -> reqwest::RequestBuilder,
+    {
+        let response = self
+            .retry
+            .send_idempotent(build)
+            .await
+            .map_err(|e| crate::http::error_kind(&e).to_string())?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| crate::http::error_kind(&e).to_string())?
+            .to_vec();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
 /// Fetches one remote's pages into `tx`.
-async fn fetch(remote: &Remote, window: Window, endpoints: &Endpoints, tx: &PageSender) -> Fetched {
-    let _ = (window, endpoints, tx);
-    Fetched {
-        problems: vec![Problem {
-            location: remote.to_string(),
-            message: "fetching from this API is not built yet".into(),
-        }],
-        ..Default::default()
+async fn fetch(remote: &Remote, window: Window, ctx: &Context, tx: &PageSender) -> Fetched {
+    match remote {
+        Remote::S3 { bucket, prefix } => s3::fetch(ctx, bucket, prefix, window, tx).await,
+        Remote::LookupEvents { access_key_ids } => {
+            lookup_events::fetch(ctx, access_key_ids, window, tx).await
+        }
+        Remote::GithubOrg { org, phrase } => {
+            github::fetch(ctx, org, phrase.as_deref(), window, tx).await
+        }
+        Remote::GcpProject { project, principal } => {
+            gcp::fetch(ctx, project, principal.as_deref(), window, tx).await
+        }
+        Remote::AzureSignins { app_id } => {
+            azure::fetch_signins(ctx, app_id.as_deref(), window, tx).await
+        }
+        Remote::AzureActivity { subscription } => {
+            azure::fetch_activity(ctx, subscription, window, tx).await
+        }
     }
 }
 
@@ -149,37 +368,19 @@ pub async fn hunt(
     opts: HuntOptions,
     remotes: Vec<Remote>,
     window: Window,
-    endpoints: Arc<Endpoints>,
+    ctx: Arc<Context>,
 ) -> HuntReport {
-    hunt_reporting_unread(rules, opts, remotes, window, endpoints)
-        .await
-        .0
-}
-
-/// As [`hunt`], and also names each remote that could not be read completely: a hunt that
-/// missed part of a source must not look clean.
-pub async fn hunt_reporting_unread(
-    rules: Arc<RuleSet>,
-    opts: HuntOptions,
-    remotes: Vec<Remote>,
-    window: Window,
-    endpoints: Arc<Endpoints>,
-) -> (HuntReport, Vec<String>) {
     if remotes.is_empty() {
         let run = tokio::task::spawn_blocking(move || engine::run(&rules, &opts)).await;
-        return (
-            run.unwrap_or_else(|e| failed(format!("the hunt stopped: {e}"))),
-            Vec::new(),
-        );
+        return run.unwrap_or_else(|e| failed(format!("the hunt stopped: {e}")));
     }
     let (tx, rx) = tokio::sync::mpsc::channel(LOOK_AHEAD);
-    let names: Vec<String> = remotes.iter().map(Remote::to_string).collect();
     let fetchers: Vec<_> = remotes
         .into_iter()
         .map(|remote| {
             let tx = tx.clone();
-            let endpoints = endpoints.clone();
-            tokio::spawn(async move { fetch(&remote, window, &endpoints, &tx).await })
+            let ctx = ctx.clone();
+            tokio::spawn(async move { fetch(&remote, window, &ctx, &tx).await })
         })
         .collect();
     // The workers see the end of the feed once every fetcher has dropped its sender.
@@ -188,31 +389,21 @@ pub async fn hunt_reporting_unread(
     let workers =
         tokio::task::spawn_blocking(move || engine::run_with_pages(&rules, &opts, Some(&feed)));
     let mut fetched = Fetched::default();
-    let mut unread = Vec::new();
-    for (f, name) in fetchers.into_iter().zip(names) {
+    for f in fetchers {
         match f.await {
             Ok(x) => {
-                if !x.problems.is_empty() {
-                    unread.push(name);
-                }
                 fetched.notes.extend(x.notes);
                 fetched.problems.extend(x.problems);
             }
-            Err(e) => {
-                fetched.problems.push(Problem {
-                    location: name.clone(),
-                    message: format!("the fetcher stopped: {e}"),
-                });
-                unread.push(name);
-            }
+            Err(e) => fetched.failed("fetch", format!("a fetcher stopped: {e}")),
         }
     }
     let mut report = workers
         .await
         .unwrap_or_else(|e| failed(format!("the hunt stopped: {e}")));
     report.notes.extend(fetched.notes);
-    report.problems.extend(fetched.problems);
-    (report, unread)
+    report.incomplete.extend(fetched.problems);
+    report
 }
 
 fn failed(message: String) -> HuntReport {

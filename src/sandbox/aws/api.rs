@@ -37,6 +37,8 @@ pub(crate) const LOGGED_PARAMS: &[&str] = &[
 pub(crate) enum Service {
     Iam,
     Sts,
+    /// CloudTrail, over the JSON protocol (see `super::cloudtrail`).
+    Cloudtrail,
 }
 
 impl Service {
@@ -45,6 +47,7 @@ impl Service {
         match name {
             "iam" => Some(Service::Iam),
             "sts" => Some(Service::Sts),
+            "cloudtrail" => Some(Service::Cloudtrail),
             _ => None,
         }
     }
@@ -53,6 +56,7 @@ impl Service {
     pub fn guess(action: Option<&str>) -> Service {
         match action {
             Some("GetCallerIdentity") => Service::Sts,
+            Some("LookupEvents") => Service::Cloudtrail,
             _ => Service::Iam,
         }
     }
@@ -61,6 +65,7 @@ impl Service {
         match self {
             Service::Iam => "iam",
             Service::Sts => "sts",
+            Service::Cloudtrail => "cloudtrail",
         }
     }
 
@@ -68,6 +73,7 @@ impl Service {
         match self {
             Service::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
             Service::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
+            Service::Cloudtrail => "https://cloudtrail.amazonaws.com/doc/2013-11-01/",
         }
     }
 
@@ -75,6 +81,7 @@ impl Service {
         match self {
             Service::Iam => IAM_VERSION,
             Service::Sts => STS_VERSION,
+            Service::Cloudtrail => "2013-11-01",
         }
     }
 }
@@ -88,7 +95,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -246,7 +253,7 @@ pub(crate) fn authenticate(
         return Err((
             fallback,
             ApiError::signature_mismatch(format!(
-                "Credential should be scoped to correct service: 'iam' or 'sts', not '{}'.",
+                "Credential should be scoped to correct service: 'iam', 'sts' or 'cloudtrail', not '{}'.",
                 auth.service
             )),
         ));

@@ -269,6 +269,8 @@ pub struct AwsState {
     issued: Vec<Secret>,
     next_seq: u64,
     rng: Rng,
+    /// CloudTrail's event history, answered by LookupEvents (`super::cloudtrail`).
+    trail: Vec<super::cloudtrail::TrailEvent>,
 }
 
 impl AwsState {
@@ -285,6 +287,7 @@ impl AwsState {
             issued: Vec::new(),
             next_seq: 0,
             rng: Rng::from_entropy(),
+            trail: Vec::new(),
         };
         state.insert_user(ADMIN_USER, Access::Admin);
         let key = state.insert_key(ADMIN_USER, &KeySpec::active(), None);
@@ -469,6 +472,20 @@ impl AwsState {
 
     pub fn propagation(&self) -> Propagation {
         self.propagation
+    }
+
+    /// Adds the records of a CloudTrail delivery (`{"Records": […]}`, as in S3) to the event
+    /// history that LookupEvents answers from; returns how many were added.
+    pub fn load_cloudtrail_records(&mut self, json: &str) -> Result<usize, String> {
+        let events = super::cloudtrail::events_of_delivery(json)?;
+        let n = events.len();
+        self.trail.extend(events);
+        Ok(n)
+    }
+
+    /// The event history LookupEvents answers from.
+    pub fn trail_events(&self) -> &[super::cloudtrail::TrailEvent] {
+        &self.trail
     }
 
     /// Case-insensitive, as IAM looks users up.
