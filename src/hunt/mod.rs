@@ -6,7 +6,8 @@
 //! - [`sigma`]: the Sigma evaluator and per-source field mapping,
 //! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
-//! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings.
+//! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
+//! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
 
 pub mod engine;
 pub mod fields;
@@ -14,6 +15,7 @@ pub mod findings;
 pub mod pack;
 pub mod sigma;
 pub mod source;
+pub mod timeline_svg;
 
 /// How bad a finding is; Sigma's `level` scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
