@@ -222,7 +222,7 @@ fn empty(report: &HuntReport) -> String {
         svg,
         "<text class=\"t\" x=\"10\" y=\"24\">Hunt findings per credential</text>\
          <text x=\"{}\" y=\"64\" text-anchor=\"middle\" style=\"font-size:14px\">No findings</text>\
-         <text class=\"sub\" x=\"{}\" y=\"86\" text-anchor=\"middle\">{} record(s) of {} file(s) searched, {} rule(s){}</text></svg>\n",
+         <text class=\"sub\" x=\"{}\" y=\"86\" text-anchor=\"middle\">{} record(s) of {} file(s) searched, {} rule(s){}</text></svg>",
         WIDTH / 2.0,
         WIDTH / 2.0,
         report.stats.records,
@@ -233,6 +233,7 @@ fn empty(report: &HuntReport) -> String {
             .map(|s| format!(", incident start {}", s.format("%Y-%m-%d %H:%M:%S UTC")))
             .unwrap_or_default(),
     );
+    svg.push('\n');
     svg
 }
 
@@ -264,14 +265,14 @@ fn legend(svg: &mut String, report: &HuntReport) {
     let _ = write!(
         svg,
         "<line class=\"since\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\"/>\
-         <text x=\"{:.1}\" y=\"{y}\">incident start</text>\
-\n",
+         <text x=\"{:.1}\" y=\"{y}\">incident start</text>",
         x + 6.0,
         y - 10.0,
         x + 6.0,
         y + 2.0,
         x + 14.0,
     );
+    svg.push('\n');
 }
 
 /// The findings of one lane that fall into one bin.
