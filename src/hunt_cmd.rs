@@ -9,7 +9,7 @@ use rekey::hunt::remote::{self, Remote, Window};
 use rekey::hunt::source::Source;
 use rekey::hunt::{CATALOGUE, Severity};
 use rekey::plan::PlanDuration;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -107,6 +107,10 @@ pub struct HuntArgs {
     /// Write the findings as a Markdown section to this file.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// Write a timeline chart of the findings per credential, as SVG, to this file. With
+    /// --markdown in the same folder (or one above it), the Markdown section shows the chart.
+    #[arg(long, value_name = "FILE")]
+    timeline_svg: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -296,8 +300,18 @@ fn rerun(args: &HuntArgs, run: &str, rules: RuleSet) -> Result<HuntReport, Failu
 }
 
 fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<u8, Failure> {
+    if let Some(svg) = &args.timeline_svg {
+        let chart = rekey::hunt::timeline_svg::render(report);
+        rekey::fsio::write_atomically(svg, chart.as_bytes())
+            .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", svg.display())))?;
+    }
     if let Some(md) = &args.markdown {
-        rekey::fsio::write_atomically(md, report.markdown_section().as_bytes())
+        let chart = args
+            .timeline_svg
+            .as_deref()
+            .and_then(|svg| chart_link(md, svg));
+        let section = report.markdown_section_with_chart(chart.as_deref());
+        rekey::fsio::write_atomically(md, section.as_bytes())
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", md.display())))?;
     }
     match output {
@@ -332,6 +346,23 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
         _ if !report.incomplete.is_empty() => 1,
         _ => 0,
     })
+}
+
+/// The chart's path relative to the Markdown file's folder, with `/` separators, when the chart
+/// is in that folder or below it (a report is moved with the files beside it, not with others).
+fn chart_link(md: &Path, svg: &Path) -> Option<String> {
+    let folder = |p: &Path| {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()
+    };
+    let (md_dir, svg_dir) = (folder(md)?, folder(svg)?);
+    let rel = svg_dir.strip_prefix(&md_dir).ok()?.join(svg.file_name()?);
+    let parts: Vec<&str> = rel
+        .components()
+        .map(|c| c.as_os_str().to_str())
+        .collect::<Option<_>>()?;
+    let link = parts.join("/");
+    (!link.contains(['<', '>', '\n', '\r'])).then_some(link)
 }
 
 fn list(rules: &RuleSet, output: Output) -> Result<u8, Failure> {

@@ -683,6 +683,52 @@ fn several_sources_in_one_run_table_markdown_and_fail_on() {
 }
 
 #[test]
+fn timeline_svg_has_a_lane_for_the_key_and_its_markers() {
+    let Some(ct) = dataset("cloudtrail-invictus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("out.svg");
+    let md_path = dir.path().join("hunt.md");
+    let out = rekey(&[
+        "hunt",
+        "--cloudtrail",
+        ct.to_str().unwrap(),
+        "--access-key-id",
+        BENJAMIN,
+        "--timeline-svg",
+        svg_path.to_str().unwrap(),
+        "--markdown",
+        md_path.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    eprintln!("timeline SVG: {} bytes", svg.len());
+    assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\""));
+    assert_eq!(svg.matches("class=\"lbl\"").count(), 1, "one lane");
+    assert!(svg.contains(&format!(">{BENJAMIN}</text>")));
+    let markers = svg.matches("<g><title>").count() - 1; // minus the lane label
+    assert!(markers >= 1, "{svg}");
+    assert!(svg.contains("<path class=\"m high\""), "high markers");
+    assert!(svg.contains("10.248.16.43"), "tooltips name the source IP");
+    assert!(svg.contains("ListUsers") || svg.contains("findings, 2023-07-10"));
+    // The default incident start (2022-12-21) is months before: noted beside the axis.
+    assert!(svg.contains("incident start 2022-12-21 00:00:00 UTC (before the axis)"));
+    assert!(svg.len() < 512 * 1024, "{} bytes", svg.len());
+    let md = std::fs::read_to_string(&md_path).unwrap();
+    assert!(
+        md.contains("![Timeline of the findings per credential](<out.svg>)"),
+        "{md}"
+    );
+}
+
+#[test]
 fn list_names_every_catalogue_hunt_with_its_rules() {
     let out = rekey(&["hunt", "--list", "--output", "json"]);
     assert!(out.status.success());

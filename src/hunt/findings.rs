@@ -294,6 +294,12 @@ impl HuntReport {
 
     /// A Markdown section for the run report (incident ticket).
     pub fn markdown_section(&self) -> String {
+        self.markdown_section_with_chart(None)
+    }
+
+    /// [`Self::markdown_section`], showing under its summary the timeline chart at `chart` (a
+    /// path relative to the Markdown file, without `<`, `>` or line breaks).
+    pub fn markdown_section_with_chart(&self, chart: Option<&str>) -> String {
         let mut md = String::from("## Hunt findings\n\n");
         md.push_str(&format!(
             "{} finding(s){} in {} record(s) from {} file(s){}.\n\n",
@@ -307,6 +313,11 @@ impl HuntReport {
                 .map(|s| format!(", window from {}", s.to_rfc3339()))
                 .unwrap_or_default()
         ));
+        if let Some(chart) = chart {
+            md.push_str(&format!(
+                "![Timeline of the findings per credential](<{chart}>)\n\n"
+            ));
+        }
         if !self.findings.is_empty() {
             md.push_str("| Rule | Severity | Count |\n|---|---|---|\n");
             for (r, s, n) in self.per_rule() {

@@ -7,7 +7,8 @@
 //! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
 //! - [`remote`]: pages fetched from the platforms' APIs (S3, LookupEvents, GitHub, GCP, Azure),
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
-//! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings.
+//! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
+//! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
 
 pub mod engine;
 pub mod fields;
@@ -16,6 +17,7 @@ pub mod pack;
 pub mod remote;
 pub mod sigma;
 pub mod source;
+pub mod timeline_svg;
 
 /// How bad a finding is; Sigma's `level` scale.
 #[derive(
