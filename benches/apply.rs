@@ -95,6 +95,7 @@ async fn run(world: &World, parallelism: usize) -> (Duration, usize) {
         circleci: client,
         providers,
         stash_key: rekey::engine::stash::StashKey::generate().expect("key"),
+        hunt_aws: None,
     };
     let options = ApplyOptions {
         state_dir: dir.path().to_path_buf(),

@@ -758,6 +758,7 @@ async fn real_environment(
         circleci,
         providers,
         stash_key,
+        hunt_aws: None,
     })
 }
 
@@ -1322,6 +1323,17 @@ async fn demo() -> Result<u8, Failure> {
     }
     plan.endpoints = cloud.endpoints();
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
+    // Hunts: CloudTrail's event history through LookupEvents, narrowed to each AWS key; the
+    // simulator delivers at once, so no delivery delay.
+    plan.incident.since = plan::Located::new(demo::incident_start());
+    plan.hunts.sources.cloudtrail = vec![plan::Located::new("api".into())];
+    plan.hunts.delivery_delay.insert(
+        "cloudtrail".into(),
+        plan::Located::new(plan::PlanDuration(0)),
+    );
+    println!(
+        "   reviewer: hunts read CloudTrail through LookupEvents (`hunts.sources.cloudtrail: [api]`); findings before a rotation are recorded and the rotation goes on (on_findings.pre: continue)"
+    );
     let text =
         plan::write::to_yaml(&plan, &draft.notes).map_err(|e| fail("writing the plan", &e))?;
     let reparsed = plan::load::parse("demo-plan.yaml", &text)
@@ -1407,6 +1419,7 @@ async fn demo() -> Result<u8, Failure> {
         circleci: client.clone(),
         providers: providers.clone(),
         stash_key,
+        hunt_aws: Some(world.aws.sdk_config()),
     };
     let events = Arc::new(Recorded::default());
     let report = rekey::engine::run::apply(
@@ -1438,6 +1451,18 @@ async fn demo() -> Result<u8, Failure> {
     println!("   Run {} ({:?})", report.run, report.status);
     for line in rekey::report::run::summary_table(&report).lines() {
         println!("   {line}");
+    }
+    for h in report.hunts.iter().filter(|h| h.findings > 0) {
+        println!(
+            "\n   {} {}-rotation hunt: {} finding(s), highest {} (CloudTrail via LookupEvents):",
+            h.target,
+            h.phase,
+            h.findings,
+            h.highest.map(|s| s.to_string()).unwrap_or_default()
+        );
+        for (rule, severity, n) in &h.per_rule {
+            println!("     {n:>3} × {:<6} {rule}", severity.as_str());
+        }
     }
     println!("\n   Checks against the simulators:");
     for (place, works) in world
@@ -1516,14 +1541,17 @@ async fn demo() -> Result<u8, Failure> {
     let mut haystacks: Vec<Vec<u8>> =
         vec![markdown.clone().into_bytes(), events.text().into_bytes()];
     let mut files = 0;
-    for entry in std::fs::read_dir(&state_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(bytes) = std::fs::read(entry.path()) {
-            files += 1;
-            haystacks.push(bytes);
+    // Every file below the state directory: journal, stash, lock, hunt findings.
+    let mut dirs = vec![state_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files += 1;
+                haystacks.push(bytes);
+            }
         }
     }
     use base64::Engine as _;
@@ -1555,7 +1583,12 @@ async fn demo() -> Result<u8, Failure> {
     println!(
         "\nNext: `rekey inventory --org gh/<yours> --out inventory.json` — see the README, \"Rotating for real\"."
     );
-    Ok(report.exit_code())
+    // The demo's own outcome: its hunt findings are the point of the show, not a failure
+    // (`rekey apply` itself exits 3 on them).
+    Ok(match report.exit_code() {
+        3 => 0,
+        code => code,
+    })
 }
 
 /// Progress lines of the demo, printed as usual and kept for the demo's secret-hygiene check.

@@ -286,6 +286,20 @@ fn demo_runs_the_whole_flow() {
             "{stdout}"
         );
     }
+    // The pre-rotation hunt finds the simulated attacker's reconnaissance with ci-deployer's
+    // key in CloudTrail's event history (LookupEvents), and the rotation goes on.
+    assert!(
+        stdout.contains("aws-api pre-rotation hunt: 10 finding(s), highest high"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 × high   Reconnaissance by a script or scanner"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 × medium Access denied to a CI credential"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("answered 429 1×"),
         "the CircleCI fault was injected: {stdout}"

@@ -160,6 +160,18 @@ fn hunt_source(name: &str) -> Option<Source> {
     }
 }
 
+/// Whether `source` logs the use of credentials whose own log is `own` (the Activity Log
+/// records what an Azure app's secret did; sign-ins record the sign-in itself).
+fn records_credentials_of(source: Source, own: Option<Source>) -> bool {
+    match own {
+        Some(Source::AzureSignins) => {
+            matches!(source, Source::AzureSignins | Source::AzureActivity)
+        }
+        Some(o) => source == o,
+        None => false,
+    }
+}
+
 /// Whether a source's records name the credential itself (an access key id, a key name, a
 /// credential key id), so the hunt can be narrowed to it. CircleCI's audit log names actors and
 /// GitHub's names tokens by hash or actor: their hunts look at every record.
@@ -287,7 +299,16 @@ fn select<'p>(plan: &'p Plan, target: &'p Target, names: &[String]) -> Selection
         skipped: Vec::new(),
     };
     for name in names {
-        match hunt_source(name).or(own) {
+        let source = hunt_source(name).or(own);
+        // CircleCI's audit log concerns every target; a provider's own log only its targets
+        // (CloudTrail says nothing about a GitHub token): elsewhere the hunt does not apply.
+        if let (Some(s), true) = (source, hunt_source(name).is_some())
+            && s != Source::CircleciAudit
+            && !records_credentials_of(s, own)
+        {
+            continue;
+        }
+        match source {
             Some(s) if !entries(sources, s).is_empty() => {
                 if !sel.wanted.contains(&s) {
                     sel.wanted.push(s);
@@ -345,6 +366,8 @@ pub struct HuntEnv<'a> {
     pub plan: &'a Plan,
     pub rules: Arc<RuleSet>,
     pub now: DateTime<Utc>,
+    /// CloudTrail's AWS configuration; `None`: the default chain.
+    pub aws: Option<aws_config::SdkConfig>,
 }
 
 /// Runs `when`'s hunts for `target`. With no hunts named, returns an empty result.
@@ -448,13 +471,16 @@ pub async fn run_phase(
         };
         // rekey's own credentials for the APIs, from the standard places; missing ones are
         // reported by the fetcher that needs them.
-        let credentials = match Credentials::from_env(&remotes) {
+        let mut credentials = match Credentials::from_env(&remotes) {
             Ok(c) => c,
             Err(e) => {
                 result.unread.push(e);
                 Credentials::default()
             }
         };
+        if env.aws.is_some() {
+            credentials.aws = env.aws.clone();
+        }
         let ctx = Arc::new(remote::Context {
             endpoints: Endpoints::default().with_plan(&env.plan.endpoints),
             credentials,
@@ -574,6 +600,7 @@ pub async fn rerun_post(
             plan: &plan,
             rules: rules.clone(),
             now: Utc::now(),
+            aws: None,
         };
         result = run_phase(&env, target, When::Post, &facts).await;
         out.push((id.to_string(), result));

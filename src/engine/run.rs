@@ -270,6 +270,7 @@ pub struct Ctx {
     pub serious_findings: std::sync::atomic::AtomicUsize,
     /// The hunts run so far, for the run report.
     pub hunt_records: Mutex<Vec<super::hunts::HuntRecord>>,
+    pub hunt_aws: Option<aws_config::SdkConfig>,
 }
 
 impl Ctx {
@@ -315,6 +316,9 @@ pub struct Environment {
     pub circleci: CircleCiClient,
     pub providers: ProviderSet,
     pub stash_key: StashKey,
+    /// The AWS configuration hunts read CloudTrail with (LookupEvents, S3); `None`: the
+    /// default chain, as the AWS provider uses in a real run.
+    pub hunt_aws: Option<aws_config::SdkConfig>,
 }
 
 /// Applies `plan` (read from `plan_file`, whose text is `plan_text`): continues an unfinished
@@ -413,6 +417,7 @@ async fn execute(
         hunt_rules: Arc::new(crate::hunt::pack::RuleSet::builtin()),
         serious_findings: std::sync::atomic::AtomicUsize::new(0),
         hunt_records: Mutex::new(Vec::new()),
+        hunt_aws: env.hunt_aws,
     });
     let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
         let ctx = ctx.clone();

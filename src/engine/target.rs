@@ -1017,6 +1017,7 @@ async fn hunt_phase(
         plan: &ctx.plan,
         rules: ctx.hunt_rules.clone(),
         now: Utc::now(),
+        aws: ctx.hunt_aws.clone(),
     };
     let result = hunts::run_phase(&env, target, when, facts).await;
     let path = hunts::findings_path(

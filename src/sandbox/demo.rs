@@ -32,6 +32,86 @@ pub const DEPLOY_KEY_VAR: &str = "GITHUB_DEPLOY_KEY";
 
 pub const ACCOUNT: &str = "123456789012";
 
+/// When the demo's incident began: the exposed key's history before it is the baseline.
+pub fn incident_start() -> chrono::DateTime<Utc> {
+    Utc::now() - Duration::days(30)
+}
+
+/// CloudTrail's event history of `ci-deployer`'s key, as LookupEvents serves it: weeks of
+/// deployments from CircleCI's egress, then, after the incident start, someone else's
+/// reconnaissance with Boto3 from an address never seen before, and a denied attempt.
+fn event_history(key: &str) -> String {
+    let record =
+        |days_ago: i64, name: &str, source: &str, ip: &str, agent: &str, error: Option<&str>| {
+            let at = Utc::now() - Duration::days(days_ago);
+            let mut r = serde_json::json!({
+                "eventVersion": "1.08",
+                "userIdentity": {
+                    "type": "IAMUser",
+                    "principalId": "AIDADEMOCIDEPLOYER01",
+                    "arn": format!("arn:aws:iam::{ACCOUNT}:user/ci-deployer"),
+                    "accountId": ACCOUNT,
+                    "accessKeyId": key,
+                    "userName": "ci-deployer"
+                },
+                "eventTime": at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "eventSource": source,
+                "eventName": name,
+                "awsRegion": "us-east-1",
+                "sourceIPAddress": ip,
+                "userAgent": agent,
+                "eventID": format!("demo-{days_ago}-{name}"),
+                "eventType": "AwsApiCall",
+                "readOnly": true,
+                "recipientAccountId": ACCOUNT
+            });
+            if let Some(code) = error {
+                r["errorCode"] = serde_json::json!(code);
+                r["errorMessage"] =
+                    serde_json::json!("User is not authorized to perform this action");
+            }
+            r
+        };
+    let deploy = "aws-cli/2.9.0 Python/3.9.11 Linux/5.15 exe/x86_64.ubuntu.22";
+    let boto = "Boto3/1.26.41 Python/3.10.6 Linux/5.19.0 Botocore/1.29.41";
+    let mut records = Vec::new();
+    for days_ago in [60, 52, 45, 38, 33] {
+        records.push(record(
+            days_ago,
+            "PutObject",
+            "s3.amazonaws.com",
+            "198.51.100.10",
+            deploy,
+            None,
+        ));
+    }
+    records.push(record(
+        9,
+        "GetCallerIdentity",
+        "sts.amazonaws.com",
+        "203.0.113.66",
+        boto,
+        None,
+    ));
+    records.push(record(
+        9,
+        "ListUsers",
+        "iam.amazonaws.com",
+        "203.0.113.66",
+        boto,
+        None,
+    ));
+    records.push(record(
+        9,
+        "GetAccountAuthorizationDetails",
+        "iam.amazonaws.com",
+        "203.0.113.66",
+        boto,
+        Some("AccessDenied"),
+    ));
+    serde_json::json!({ "Records": records }).to_string()
+}
+
 /// Starts the world. Must be called within a Tokio runtime.
 pub async fn start() -> std::io::Result<DemoWorld> {
     let long_ago = Utc::now() - Duration::days(700);
@@ -54,6 +134,8 @@ pub async fn start() -> std::io::Result<DemoWorld> {
     let prod = add("prod-deployer", true, 500)?;
     let prod_old = add("prod-deployer", false, 900)?;
     let release = add("release-bot", true, 400)?;
+    aws.load_cloudtrail_records(&event_history(&ci.access_key_id))
+        .map_err(std::io::Error::other)?;
     let aws = Arc::new(AwsSandbox::start(aws).await?);
 
     let mut state: CircleCiState = demo_org();

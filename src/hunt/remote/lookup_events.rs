@@ -14,7 +14,6 @@
 
 use super::{Context, Fetched, PageSender, Window, deliver};
 use crate::hunt::source::Source;
-use aws_sdk_cloudtrail::error::ProvideErrorMetadata;
 use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
@@ -86,7 +85,10 @@ pub(super) async fn fetch(
             let answer = match answer {
                 Ok(a) => a,
                 Err(e) => {
-                    out.failed(name, format!("LookupEvents failed: {}", describe(&e)));
+                    out.failed(
+                        name,
+                        format!("LookupEvents failed: {}", super::aws_error(&e)),
+                    );
                     break;
                 }
             };
@@ -128,18 +130,4 @@ fn smithy_time(t: DateTime<Utc>) -> aws_sdk_cloudtrail::primitives::DateTime {
 
 fn chrono_time(t: &aws_sdk_cloudtrail::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-}
-
-/// An SDK error as code and message (AWS's, never a credential), else the SDK's own text.
-fn describe<E>(e: &aws_sdk_cloudtrail::error::SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
-        None => match e.raw_response() {
-            Some(raw) => format!("HTTP {}", raw.status().as_u16()),
-            None => aws_sdk_cloudtrail::error::DisplayErrorContext(e).to_string(),
-        },
-    }
 }

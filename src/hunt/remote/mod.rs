@@ -339,6 +339,33 @@ impl Http {
     }
 }
 
+/// An AWS SDK error in a line: the service's code and message, or the HTTP status, or — for a
+/// request that never got an answer (no credentials, no network) — the innermost cause, since
+/// the full chain repeats raw responses and runs to kilobytes.
+pub(crate) fn aws_error<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    if let Some(code) = e.code() {
+        return format!("{code}: {}", e.message().unwrap_or(""));
+    }
+    if let Some(raw) = e.raw_response() {
+        return format!("HTTP {}", raw.status().as_u16());
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let text: String = cause.to_string().chars().take(300).collect();
+    let kind = match e {
+        aws_sdk_s3::error::SdkError::TimeoutError(_) => "timed out",
+        aws_sdk_s3::error::SdkError::DispatchFailure(_) => "not sent",
+        _ => "failed",
+    };
+    format!("{kind}: {text}")
+}
+
 /// Fetches one remote's pages into `tx`.
 async fn fetch(remote: &Remote, window: Window, ctx: &Context, tx: &PageSender) -> Fetched {
     match remote {

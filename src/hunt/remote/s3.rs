@@ -12,7 +12,6 @@
 
 use super::{Context, Fetched, PageSender, Window, deliver};
 use crate::hunt::source::Source;
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use chrono::NaiveDate;
 
 /// Object keys listed per request (S3's maximum).
@@ -55,7 +54,7 @@ pub(super) async fn fetch(
             Err(e) => {
                 out.failed(
                     format!("s3://{bucket}/{prefix} (listing page {listing})"),
-                    format!("ListObjectsV2 failed: {}", describe(&e)),
+                    format!("ListObjectsV2 failed: {}", super::aws_error(&e)),
                 );
                 return out;
             }
@@ -79,7 +78,7 @@ pub(super) async fn fetch(
                     }
                 },
                 Err(e) => {
-                    out.failed(name, format!("GetObject failed: {}", describe(&e)));
+                    out.failed(name, format!("GetObject failed: {}", super::aws_error(&e)));
                     continue;
                 }
             };
@@ -118,20 +117,6 @@ pub fn cloudtrail_day(key: &str) -> Option<NaiveDate> {
         return None;
     }
     NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
-}
-
-/// An SDK error as code and message (AWS's, never a credential), else the SDK's own text.
-fn describe<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match e.code() {
-        Some(code) => format!("{code}: {}", e.message().unwrap_or("")),
-        None => match e.raw_response() {
-            Some(raw) => format!("HTTP {}", raw.status().as_u16()),
-            None => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
-        },
-    }
 }
 
 #[cfg(test)]
