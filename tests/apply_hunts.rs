@@ -68,6 +68,22 @@ fn hunts_section(w: &World, pre: &str, post: &str, extra: &str) -> String {
     )
 }
 
+/// Post-rotation hunts only, over a simulator-fast CloudTrail (no delivery delay).
+fn post_only(w: &World, post: &str) -> String {
+    hunts_section(w, "", post, "  delivery_delay: {cloudtrail: 0s}\n")
+}
+
+/// Writes the plan, an empty CloudTrail delivery, and applies until the grace period: the new
+/// key is bound, the old one disabled. Returns the invocation and the run id.
+fn until_grace(w: &World, spec: &PlanSpec) -> (support::world::Invocation, String) {
+    let plan = w.write_plan(spec);
+    deliver(w, "empty", vec![]);
+    let first = w.apply(&plan, &["--output", "json"]);
+    first.expect_code(0, "apply until the grace period");
+    let run = first.run_id();
+    (first, run)
+}
+
 fn findings(w: &World, run: &str, phase: &str) -> serde_json::Value {
     let path = w
         .state_dir()
@@ -222,20 +238,14 @@ fn pre_hunt_abort_leaves_the_target_alone() {
 fn old_key_used_after_deactivation_is_reactivated_and_held_for_a_person() {
     let w = World::sandbox(1);
     let old = w.old_key.0.clone();
-    let plan = w.write_plan(&PlanSpec {
-        grace: "2s".into(),
-        sections: hunts_section(
-            &w,
-            "",
-            "old-credential-used, new-credential-outside-allowlist",
-            "  delivery_delay: {cloudtrail: 0s}\n",
-        ),
-        ..PlanSpec::default()
-    });
-    deliver(&w, "empty", vec![]);
-    let first = w.apply(&plan, &["--output", "json"]);
-    first.expect_code(0, "apply until the grace period");
-    let run = first.run_id();
+    let (first, run) = until_grace(
+        &w,
+        &PlanSpec {
+            grace: "2s".into(),
+            sections: post_only(&w, "old-credential-used, new-credential-outside-allowlist"),
+            ..PlanSpec::default()
+        },
+    );
     assert_eq!(first.summary()["targets"][0]["state"], "waiting");
     let (_, new_id, new_secret) = w.bound()[0].clone();
     assert!(
@@ -362,24 +372,18 @@ fn old_key_used_after_deactivation_is_reactivated_and_held_for_a_person() {
 #[test]
 fn new_key_outside_the_allow_list_is_reported_and_continue_revokes() {
     let w = World::sandbox(1);
-    let plan = w.write_plan(&PlanSpec {
-        grace: "2s".into(),
-        on_findings: Some("{post: continue}".into()),
-        sections: format!(
-            "{}allow_cidrs: [198.51.100.0/24]\n",
-            hunts_section(
-                &w,
-                "",
-                "new-credential-outside-allowlist",
-                "  delivery_delay: {cloudtrail: 0s}\n"
-            )
-        ),
-        ..PlanSpec::default()
-    });
-    deliver(&w, "empty", vec![]);
-    let first = w.apply(&plan, &["--output", "json"]);
-    first.expect_code(0, "apply until the grace period");
-    let run = first.run_id();
+    let (_, run) = until_grace(
+        &w,
+        &PlanSpec {
+            grace: "2s".into(),
+            on_findings: Some("{post: continue}".into()),
+            sections: format!(
+                "{}allow_cidrs: [198.51.100.0/24]\n",
+                post_only(&w, "new-credential-outside-allowlist")
+            ),
+            ..PlanSpec::default()
+        },
+    );
     let (_, new_id, _) = w.bound()[0].clone();
     let after = Utc::now() + chrono::Duration::seconds(1);
     deliver(
@@ -409,15 +413,14 @@ fn new_key_outside_the_allow_list_is_reported_and_continue_revokes() {
 #[test]
 fn a_short_grace_says_so_and_a_missing_source_holds_the_revocation() {
     let w = World::sandbox(1);
-    let plan = w.write_plan(&PlanSpec {
-        grace: "1s".into(),
-        sections: hunts_section(&w, "", "old-credential-used", ""),
-        ..PlanSpec::default()
-    });
-    deliver(&w, "empty", vec![]);
-    let first = w.apply(&plan, &["--output", "json"]);
-    first.expect_code(0, "apply until the grace period");
-    let run = first.run_id();
+    let (_, run) = until_grace(
+        &w,
+        &PlanSpec {
+            grace: "1s".into(),
+            sections: hunts_section(&w, "", "old-credential-used", ""),
+            ..PlanSpec::default()
+        },
+    );
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let done = w.resume(&run, &["--output", "json"]);
     done.expect_code(0, "nothing found");
@@ -461,20 +464,14 @@ fn a_short_grace_says_so_and_a_missing_source_holds_the_revocation() {
 fn a_crash_during_the_reactivation_is_resumed() {
     let w = World::sandbox(1);
     let old = w.old_key.0.clone();
-    let plan = w.write_plan(&PlanSpec {
-        grace: "1s".into(),
-        sections: hunts_section(
-            &w,
-            "",
-            "old-credential-used",
-            "  delivery_delay: {cloudtrail: 0s}\n",
-        ),
-        ..PlanSpec::default()
-    });
-    deliver(&w, "empty", vec![]);
-    let first = w.apply(&plan, &["--output", "json"]);
-    first.expect_code(0, "apply until the grace period");
-    let run = first.run_id();
+    let (_, run) = until_grace(
+        &w,
+        &PlanSpec {
+            grace: "1s".into(),
+            sections: post_only(&w, "old-credential-used"),
+            ..PlanSpec::default()
+        },
+    );
     let after = Utc::now() + chrono::Duration::seconds(1);
     deliver(
         &w,
