@@ -9,7 +9,7 @@ use super::Severity;
 use super::fields::Fields;
 use super::findings::{Finding, HuntReport};
 use super::pack::RuleSet;
-use super::sigma::Rule;
+use super::sigma::Prefilter;
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
@@ -205,7 +205,8 @@ struct Worker<'a> {
     rules: &'a RuleSet,
     opts: &'a HuntOptions,
     source: Source,
-    source_rules: Vec<&'a Rule>,
+    /// The source's rules, indexed so that a record meets only those it could match.
+    source_rules: &'a Prefilter<'a>,
     core: &'a Core,
     circleci_ids: &'a Mutex<HashSet<String>>,
     report: HuntReport,
@@ -235,8 +236,11 @@ impl Worker<'_> {
             return true;
         }
         self.opts.credentials.iter().any(|c| {
-            credential.is_some_and(|k| k == c || k.ends_with(&format!("/{c}")))
-                || principal.is_some_and(|p| p == c)
+            // `k` is `c` or ends with `/c` (no allocation: this runs for every record).
+            credential.is_some_and(|k| {
+                k.strip_suffix(c.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.ends_with('/'))
+            }) || principal.is_some_and(|p| p == c)
         })
     }
 }
@@ -325,7 +329,7 @@ impl Sink for Worker<'_> {
             return;
         }
         self.report.stats.in_window += 1;
-        for rule in &self.source_rules {
+        for rule in self.source_rules.candidates(&f) {
             if !rule.matches(&f) {
                 continue;
             }
@@ -396,6 +400,12 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
         n => n,
     }
     .min(files.len().max(1));
+    let prefilters: Vec<(Source, Prefilter)> = source::ALL_SOURCES
+        .iter()
+        .map(|&s| (s, Prefilter::new(rules.for_source(s))))
+        .collect();
+    let prefilter = |s: Source| prefilters.iter().find(|(p, _)| *p == s).map(|(_, p)| p);
+    let no_rules = Prefilter::default();
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
     #[allow(clippy::type_complexity)]
@@ -424,7 +434,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
                             rules,
                             opts,
                             source: *source,
-                            source_rules: rules.for_source(*source).collect(),
+                            source_rules: prefilter(*source).unwrap_or(&no_rules),
                             core: rules.fields.core(*source),
                             circleci_ids: &circleci_ids,
                             report: std::mem::take(&mut acc),
