@@ -269,6 +269,8 @@ fn repeat(runs: usize, make: impl Fn() -> Command) -> (Runs, Vec<u8>) {
     let mut out = Vec::new();
     let mut all = Vec::new();
     for _ in 0..runs {
+        // Freed before the next spawn: a forked child's peak RSS starts from its parent's.
+        out = Vec::new();
         let (m, o) = run(make());
         all.push(m);
         out = o;
