@@ -3,14 +3,18 @@
 //! `rekey hunt` with the built-in pack plus every SigmaHQ CloudTrail rule — one worker (per-core
 //! figure) and all cores — against `jq` and a plain Python `json` script applying an equivalent
 //! filter, and on `.json.gz` against `zcat` alone. Peak memory is the child's maximum RSS.
+//! Every measurement runs several times (min and median shown), timed by wall-clock and by the
+//! child's user+sys CPU time: on a machine shared with other work, CPU time per byte is the
+//! steadier per-core figure.
 //!
 //! `cargo bench --bench hunt` (REKEY_BENCH_MB=1024 by default; REKEY_BENCH_DIR keeps the
-//! generated files between runs).
+//! generated files between runs; REKEY_BENCH_RUNS=3 runs per measurement;
+//! REKEY_BENCH_ONLY=rekey skips the jq, Python and zcat comparisons).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const RECON: &[&str] = &[
     "GetCallerIdentity",
@@ -83,6 +87,18 @@ fn main() {
         plain.display()
     );
 
+    let runs: usize = std::env::var("REKEY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    // REKEY_BENCH_ONLY=rekey: only the rekey runs (quick iterations on the hot path).
+    let only_rekey = std::env::var("REKEY_BENCH_ONLY").is_ok_and(|v| v == "rekey");
+    println!(
+        "{runs} run(s) each, min / median; cpu = the child's user+sys time (wait4), steadier than \
+         wall-clock on a shared machine"
+    );
+
     let bin = env!("CARGO_BIN_EXE_rekey");
     let hunt = |dir: &Path, threads: &str| {
         let mut c = Command::new(bin);
@@ -100,7 +116,13 @@ fn main() {
             ]);
         c
     };
-    let (t1, rss1, out1) = run(hunt(&plain, "1"));
+    let files: Vec<PathBuf> = list(&plain)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    let gz_files = list(&gz);
+
+    let (r1, out1) = repeat(runs, || hunt(&plain, "1"));
     // Only the count: a parsed tree of the findings would swell this process, and a forked
     // child's peak RSS starts from its parent's.
     #[derive(serde::Deserialize)]
@@ -111,16 +133,24 @@ fn main() {
         .map(|t| t.total)
         .unwrap_or(0);
     drop(out1);
-    let (t2, rss2, out2) = run(hunt(&plain, "2"));
-    drop(out2);
-    let (tg, rssg, outg) = run(hunt(&gz, "1"));
-    drop(outg);
-    let files: Vec<PathBuf> = list(&plain)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    let gz_files = list(&gz);
-    let (tz, _, _) = run({
+    r1.print(
+        &format!(
+            "rekey hunt, 1 worker ({findings} findings, {} files)",
+            files.len()
+        ),
+        bytes,
+    );
+    let (r2, _) = repeat(runs, || hunt(&plain, "2"));
+    r2.print("rekey hunt, 2 workers", bytes);
+    let (rg, _) = repeat(runs, || hunt(&gz, "1"));
+    rg.print(
+        &format!("rekey hunt .json.gz, 1 worker ({} files)", gz_files.len()),
+        bytes,
+    );
+    if only_rekey {
+        return;
+    }
+    let (rz, _) = repeat(runs, || {
         let mut c = Command::new("sh");
         c.arg("-c").arg(format!(
             "cat {} | zcat > /dev/null",
@@ -128,71 +158,130 @@ fn main() {
         ));
         c
     });
+    rz.print("zcat alone (cat | zcat, both counted)", bytes);
     let jq_filter = format!(
         ".Records[] | select((.eventName as $e | {recon} | index($e)) or (.errorCode as $c | {denied} | index($c)) or ((.userAgent // \"\" | ascii_downcase) as $u | {agents} | any(. as $a | $u | contains($a)))) | .eventID",
         recon = serde_json::to_string(RECON).unwrap_or_default(),
         denied = serde_json::to_string(DENIED).unwrap_or_default(),
         agents = serde_json::to_string(AGENTS).unwrap_or_default(),
     );
-    let (tj, _, outj) = run({
+    let (rj, outj) = repeat(runs, || {
         let mut c = Command::new("jq");
         c.arg("-r").arg(&jq_filter).args(&files);
         c
     });
+    rj.print(
+        &format!(
+            "jq, equivalent filter ({} matches)",
+            String::from_utf8_lossy(&outj).lines().count()
+        ),
+        bytes,
+    );
+    drop(outj);
     let py = format!(
         "import json,sys\nR=set({recon});D=set({denied});A={agents}\nn=0\nfor p in sys.argv[1:]:\n  with open(p) as f:\n    for r in json.load(f)['Records']:\n      u=(r.get('userAgent') or '').lower()\n      if r.get('eventName') in R or r.get('errorCode') in D or any(a in u for a in A): n+=1\nprint(n)\n",
         recon = serde_json::to_string(RECON).unwrap_or_default(),
         denied = serde_json::to_string(DENIED).unwrap_or_default(),
         agents = serde_json::to_string(AGENTS).unwrap_or_default(),
     );
-    let (tp, _, outp) = run({
+    let (rp, outp) = repeat(runs, || {
         let mut c = Command::new("python3");
         c.arg("-c").arg(&py).args(&files);
         c
     });
-    let rate = |t: Duration| mbytes / t.as_secs_f64();
-    println!(
-        "rekey hunt, 1 worker : {:>7.2} s  {:>6.0} MB/s  peak RSS {:>4} MB  ({} findings, {} files)",
-        t1.as_secs_f64(),
-        rate(t1),
-        rss1 / 1024,
-        findings,
-        files.len()
+    rp.print(
+        &format!(
+            "python json script ({} matches)",
+            String::from_utf8_lossy(&outp).trim()
+        ),
+        bytes,
     );
-    println!(
-        "rekey hunt, 2 workers: {:>7.2} s  {:>6.0} MB/s  peak RSS {:>4} MB",
-        t2.as_secs_f64(),
-        rate(t2),
-        rss2 / 1024
-    );
-    println!(
-        "jq (equivalent filter): {:>6.2} s  {:>6.0} MB/s  ({} matches) → rekey 1 worker is {:.1}x faster",
-        tj.as_secs_f64(),
-        rate(tj),
-        String::from_utf8_lossy(&outj).lines().count(),
-        tj.as_secs_f64() / t1.as_secs_f64()
-    );
-    println!(
-        "python json script   : {:>7.2} s  {:>6.0} MB/s  ({} matches) → rekey 1 worker is {:.1}x faster",
-        tp.as_secs_f64(),
-        rate(tp),
-        String::from_utf8_lossy(&outp).trim(),
-        tp.as_secs_f64() / t1.as_secs_f64()
-    );
-    println!(
-        "rekey hunt .json.gz, 1 worker: {:>6.2} s  peak RSS {:>4} MB; zcat alone {:.2} s → {:.2}x zcat ({} files)",
-        tg.as_secs_f64(),
-        rssg / 1024,
-        tz.as_secs_f64(),
-        tg.as_secs_f64() / tz.as_secs_f64(),
-        gz_files.len()
-    );
+    println!("ratios (medians; > 1: rekey faster, except the last: rekey .json.gz / zcat):");
+    let ratio = |what: &str, other: &Runs, mine: &Runs| {
+        println!(
+            "  {what:<34} wall {:>5.2}x   cpu {:>5.2}x",
+            other.wall_median() / mine.wall_median(),
+            other.cpu_median() / mine.cpu_median()
+        );
+    };
+    ratio("python / rekey 1 worker", &rp, &r1);
+    ratio("jq / rekey 1 worker", &rj, &r1);
+    ratio("rekey .json.gz 1 worker / zcat", &rg, &rz);
 }
 
-/// Runs a child to completion: wall time, its own peak RSS (KiB, from wait4), stdout.
+/// One child run: wall time, user+sys CPU time, peak RSS (KiB).
+#[derive(Clone, Copy)]
+struct Measure {
+    wall: f64,
+    cpu: f64,
+    rss_kib: u64,
+}
+
+/// Repeated runs of one measurement.
+struct Runs(Vec<Measure>);
+
+fn min_median(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (v[0], median)
+}
+
+impl Runs {
+    fn wall(&self) -> (f64, f64) {
+        min_median(self.0.iter().map(|m| m.wall).collect())
+    }
+    fn cpu(&self) -> (f64, f64) {
+        min_median(self.0.iter().map(|m| m.cpu).collect())
+    }
+    fn wall_median(&self) -> f64 {
+        self.wall().1
+    }
+    fn cpu_median(&self) -> f64 {
+        self.cpu().1
+    }
+
+    /// One line: times, and throughput over `bytes` by wall-clock and per CPU-second (the
+    /// per-core figure that other load on the machine does not distort much).
+    fn print(&self, what: &str, bytes: u64) {
+        let (wmin, wmed) = self.wall();
+        let (cmin, cmed) = self.cpu();
+        let rss = self.0.iter().map(|m| m.rss_kib).max().unwrap_or(0) / 1024;
+        println!("{what}");
+        print!("    wall {wmin:>6.2} / {wmed:>6.2} s   cpu {cmin:>6.2} / {cmed:>6.2} s");
+        let mb = bytes as f64 / 1e6;
+        println!(
+            "   MB/s wall {:>5.0} / {:>5.0}   MB per cpu-s {:>5.0} / {:>5.0}   peak RSS {rss} MB",
+            mb / wmin,
+            mb / wmed,
+            mb / cmin,
+            mb / cmed
+        );
+    }
+}
+
+/// Runs `runs` children made by `make`; the last one's stdout is returned.
+fn repeat(runs: usize, make: impl Fn() -> Command) -> (Runs, Vec<u8>) {
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    for _ in 0..runs {
+        // Freed before the next spawn: a forked child's peak RSS starts from its parent's.
+        out = Vec::new();
+        let (m, o) = run(make());
+        all.push(m);
+        out = o;
+    }
+    (Runs(all), out)
+}
+
+/// Runs a child to completion: wall time, its CPU time and peak RSS (from wait4), stdout.
 // Reaped with wait4 (for its rusage), which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn run(mut c: Command) -> (Duration, u64, Vec<u8>) {
+fn run(mut c: Command) -> (Measure, Vec<u8>) {
     let start = Instant::now();
     let mut child = c
         .stdout(Stdio::piped())
@@ -207,7 +296,18 @@ fn run(mut c: Command) -> (Duration, u64, Vec<u8>) {
     // SAFETY: wait4 writes only into the status and rusage we own; the pid is our child's.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
-    (start.elapsed(), ru.ru_maxrss as u64, out)
+    let wall = start.elapsed().as_secs_f64();
+    // The child's rusage includes its own reaped children (the pipeline under `sh -c`).
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+    (
+        Measure {
+            wall,
+            cpu,
+            rss_kib: ru.ru_maxrss as u64,
+        },
+        out,
+    )
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {

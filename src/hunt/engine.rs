@@ -10,7 +10,7 @@ use super::fields::Fields;
 use super::findings::{Finding, HuntReport};
 use super::pack::RuleSet;
 use super::remote::Page;
-use super::sigma::Rule;
+use super::sigma::Prefilter;
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
@@ -246,7 +246,8 @@ struct Worker<'a> {
     rules: &'a RuleSet,
     opts: &'a HuntOptions,
     source: Source,
-    source_rules: Vec<&'a Rule>,
+    /// The source's rules, indexed so that a record meets only those it could match.
+    source_rules: &'a Prefilter<'a>,
     core: &'a Core,
     circleci_ids: &'a Mutex<HashSet<String>>,
     report: HuntReport,
@@ -429,7 +430,7 @@ impl Sink for Worker<'_> {
         if let (Some(rotation), Some(c)) = (&self.opts.rotation, credential) {
             self.rotation_checks(rotation, c, time, ip_text, &loc, &f);
         }
-        for rule in &self.source_rules {
+        for rule in self.source_rules.candidates(&f) {
             if !rule.matches(&f) {
                 continue;
             }
@@ -534,6 +535,12 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     } else {
         files.len().max(1)
     });
+    let prefilters: Vec<(Source, Prefilter)> = source::ALL_SOURCES
+        .iter()
+        .map(|&s| (s, Prefilter::new(rules.for_source(s))))
+        .collect();
+    let prefilter = |s: Source| prefilters.iter().find(|(p, _)| *p == s).map(|(_, p)| p);
+    let no_rules = Prefilter::default();
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
     #[allow(clippy::type_complexity)]
@@ -568,7 +575,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             rules,
                             opts,
                             source,
-                            source_rules: rules.for_source(source).collect(),
+                            source_rules: prefilter(source).unwrap_or(&no_rules),
                             core: rules.fields.core(source),
                             circleci_ids: &circleci_ids,
                             report: std::mem::take(&mut acc),

@@ -57,16 +57,35 @@ struct Node {
     /// Capture this node's whole value under this id.
     id: Option<FieldId>,
     children: Vec<(String, Node)>,
+    /// `by_len[n]`: the range of `children` whose keys are `n` bytes long.
+    by_len: Vec<(usize, usize)>,
 }
 
 impl Node {
-    /// Children are kept sorted by length, then bytes: every key of every record is looked up
-    /// here, and most keys differ from a child's in length, which costs no byte comparison.
+    /// Children are kept sorted by length, then bytes, and ranged by length: every key of every
+    /// record is looked up here, and most keys differ from every child's in length, which then
+    /// costs one bounds check and no byte comparison (a binary search cost ~10% of a hunt).
     fn child(&self, key: &str) -> Option<&Node> {
+        let &(start, end) = self.by_len.get(key.len())?;
         self.children
-            .binary_search_by(|(k, _)| by_len(k, key))
-            .ok()
-            .map(|i| &self.children[i].1)
+            .get(start..end)?
+            .iter()
+            .find(|(k, _)| k.as_bytes() == key.as_bytes())
+            .map(|(_, n)| n)
+    }
+
+    /// Rebuilds `by_len` after a child was added.
+    fn range_by_len(&mut self) {
+        let longest = self.children.last().map_or(0, |(k, _)| k.len());
+        self.by_len = vec![(0, 0); longest + 1];
+        for (i, (k, _)) in self.children.iter().enumerate() {
+            let r = &mut self.by_len[k.len()];
+            if r.0 == r.1 {
+                *r = (i, i + 1);
+            } else {
+                r.1 = i + 1;
+            }
+        }
     }
 }
 
@@ -89,6 +108,7 @@ impl FieldSet {
                 Ok(p) => p,
                 Err(p) => {
                     node.children.insert(p, (part.to_string(), Node::default()));
+                    node.range_by_len();
                     p
                 }
             };

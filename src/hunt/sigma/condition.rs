@@ -36,6 +36,29 @@ impl Cond {
         }
     }
 
+    /// The values one field must take for the condition to hold, given what each search
+    /// requires of it (`None`: the search does not constrain the field). A superset is fine:
+    /// it only decides which rules are evaluated at all.
+    pub fn required(&self, search: &dyn Fn(usize) -> Option<Vec<String>>) -> Option<Vec<String>> {
+        match self {
+            Cond::Search(i) => search(*i),
+            // Any operand's requirement holds for the whole; the smallest filters best.
+            Cond::And(v) => v
+                .iter()
+                .filter_map(|c| c.required(search))
+                .min_by_key(Vec::len),
+            // Only when every operand is constrained: then their union.
+            Cond::Or(v) => {
+                let mut out = Vec::new();
+                for c in v {
+                    out.extend(c.required(search)?);
+                }
+                Some(out)
+            }
+            Cond::Not(_) => None,
+        }
+    }
+
     pub fn eval(&self, searches: &mut dyn FnMut(usize) -> bool) -> bool {
         match self {
             Cond::Search(i) => searches(*i),
