@@ -521,7 +521,7 @@ impl AzureState {
                 (service_principal && app_ok && at >= from && at <= until).then_some((at, r))
             })
             .collect();
-        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        matching.sort_by_key(|r| std::cmp::Reverse(r.0));
         let size = self.page(top);
         let page: Vec<serde_json::Value> = matching
             .iter()
@@ -638,7 +638,7 @@ impl AzureState {
                 (at >= from && at <= until).then_some((at, r))
             })
             .collect();
-        matching.sort_by(|a, b| b.0.cmp(&a.0));
+        matching.sort_by_key(|r| std::cmp::Reverse(r.0));
         let size = self.page(ARM_PAGE);
         let page: Vec<serde_json::Value> = matching
             .iter()
