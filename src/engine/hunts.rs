@@ -245,8 +245,12 @@ fn resolve(entry: &str, source: Source, target: &Target, keys: &[String]) -> Inp
                 principal: Some(email),
             })
         }),
+        // principal.app_id is the application's OBJECT id, while a sign-in's appId is its
+        // client id: filtering Graph by it would find nothing and look clean. All
+        // service-principal sign-ins are asked instead; the hunt narrows them to the secret's
+        // key id (servicePrincipalCredentialKeyId).
         Source::AzureSignins => {
-            value(&principal.app_id).map(|id| Remote::AzureSignins { app_id: Some(id) })
+            value(&principal.app_id).map(|_| Remote::AzureSignins { app_id: None })
         }
         Source::GithubAudit => value(&principal.repository)
             .and_then(|r| r.split('/').next().map(str::to_string))
