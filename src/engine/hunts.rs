@@ -584,3 +584,34 @@ pub async fn rerun_post(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_signins_by_api_are_not_filtered_by_the_object_id() {
+        let text = include_str!("../../plans/circleci-incident.yaml");
+        let plan = crate::plan::load::parse("circleci-incident.yaml", text)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let target = plan
+            .targets
+            .iter()
+            .find(|t| t.provider.value == ProviderKind::AzureAppSecret)
+            .unwrap_or_else(|| panic!("the example plan has an Azure target"));
+        let keys = vec!["aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".to_owned()];
+        assert!(matches!(
+            resolve("api", Source::AzureSignins, target, &keys),
+            Input::Remote(Remote::AzureSignins { app_id: None })
+        ));
+        assert!(matches!(
+            resolve(
+                "subscription:00000000-0000-0000-0000-0000000000aa",
+                Source::AzureActivity,
+                target,
+                &keys
+            ),
+            Input::Remote(Remote::AzureActivity { .. })
+        ));
+    }
+}
