@@ -50,8 +50,9 @@ pub struct HuntArgs {
     /// Azure service-principal sign-ins: Graph `value` pages or JSON lines (repeatable).
     #[arg(long, value_name = "FILE")]
     azure_signins: Vec<PathBuf>,
-    /// Fetch service-principal sign-ins from Microsoft Graph (AZURE_TENANT_ID, AZURE_CLIENT_ID,
-    /// AZURE_CLIENT_SECRET; the app needs AuditLog.Read.All).
+    /// Fetch service-principal sign-ins from Microsoft Graph (beta `auditLogs/signIns`; kept 30
+    /// days with Entra ID P1/P2, 7 without; AZURE_TENANT_ID, AZURE_CLIENT_ID,
+    /// AZURE_CLIENT_SECRET; the app needs AuditLog.Read.All and Directory.Read.All).
     #[arg(long)]
     azure_graph: bool,
     /// Only sign-ins of this application (client) id with --azure-graph.
@@ -61,7 +62,8 @@ pub struct HuntArgs {
     /// (repeatable).
     #[arg(long, value_name = "FILE")]
     azure_activity: Vec<PathBuf>,
-    /// Fetch the Activity Log of this Azure subscription (Azure Resource Manager).
+    /// Fetch the Activity Log of this Azure subscription (Azure Resource Manager; kept 90 days;
+    /// the AZURE_* credentials, with Reader on the subscription).
     #[arg(long, value_name = "SUBSCRIPTION")]
     azure_subscription: Option<String>,
     /// Only records of this credential: AWS access key id, GCP key id or name, Azure credential

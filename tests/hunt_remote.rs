@@ -958,3 +958,530 @@ async fn gcp_without_credentials_or_with_a_foreign_project_is_incomplete() {
         support::assert_no_secret("report", &format!("{got:?}"), &[token.expose()]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Azure: Graph service-principal sign-ins and the Activity Log (the Azure simulator)
+
+use rekey::providers::azure::AzureIdentity;
+use rekey::sandbox::azure::AzureSandbox;
+
+const AZ_APP: &str = "11111111-2222-3333-4444-555555555555";
+const AZ_OTHER_APP: &str = "99999999-2222-3333-4444-555555555555";
+const AZ_SUB: &str = "00000000-0000-0000-0000-0000000000aa";
+
+fn azure_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/hunt/{name}"))
+}
+
+/// The `value` records of a fixture.
+fn azure_records(name: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(azure_fixture(name)).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["value"].as_array().unwrap().clone()
+}
+
+/// The fixture window: from the default baseline to February 2023.
+fn azure_window() -> Window {
+    Window {
+        from: t("2022-11-21T00:00:00Z"),
+        until: t("2023-02-01T00:00:00Z"),
+    }
+}
+
+/// Another app's failed sign-in in the window: served unless the app id narrows.
+fn other_app_signin() -> serde_json::Value {
+    let mut r = azure_records("azure-signins.json")[0].clone();
+    r["id"] = "o1".into();
+    r["appId"] = AZ_OTHER_APP.into();
+    r["servicePrincipalCredentialKeyId"] = "bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee".into();
+    r["ipAddress"] = "203.0.113.99".into();
+    r["createdDateTime"] = "2023-01-05T08:00:00Z".into();
+    r
+}
+
+/// A simulator holding the fixtures' records, and records the requests must leave out: a user
+/// sign-in, a service-principal sign-in and an event before the window, an event of another
+/// subscription.
+async fn azure_with_records() -> AzureSandbox {
+    let az = AzureSandbox::start("acme-tenant").await.unwrap();
+    az.with_state(|s| {
+        for r in azure_records("azure-signins.json") {
+            s.add_signin(r);
+        }
+        s.add_signin(other_app_signin());
+        let mut user = azure_records("azure-signins.json")[0].clone();
+        user["id"] = "u1".into();
+        user["signInEventTypes"] = serde_json::json!(["interactiveUser"]);
+        s.add_signin(user);
+        let mut early = azure_records("azure-signins.json")[0].clone();
+        early["id"] = "e1".into();
+        early["createdDateTime"] = "2022-01-04T12:00:00Z".into();
+        s.add_signin(early);
+        for r in azure_records("azure-activity.json") {
+            s.add_activity(AZ_SUB, r);
+        }
+        let mut early = azure_records("azure-activity.json")[3].clone();
+        early["eventDataId"] = "ev-early".into();
+        early["eventTimestamp"] = "2022-01-04T09:18:00Z".into();
+        s.add_activity(AZ_SUB, early.clone());
+        early["eventDataId"] = "ev-other-sub".into();
+        early["eventTimestamp"] = "2023-01-04T09:18:00Z".into();
+        s.add_activity("00000000-0000-0000-0000-0000000000bb", early);
+    });
+    az
+}
+
+fn azure_ctx(az: &AzureSandbox, identity: Option<AzureIdentity>, page: Option<u32>) -> Context {
+    Context {
+        endpoints: remote::Endpoints {
+            azure_authority: az.authority_url(),
+            azure_graph: az.graph_url(),
+            azure_management: az.management_url(),
+            ..Default::default()
+        },
+        credentials: Credentials {
+            azure: identity,
+            ..Default::default()
+        },
+        retry: fast_retry(),
+        page_size: page,
+    }
+}
+
+fn local_file(source: Source, path: &std::path::Path) -> HuntReport {
+    engine::run(
+        &RuleSet::builtin(),
+        &HuntOptions {
+            inputs: vec![(source, path.to_path_buf())],
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_signins_give_the_same_findings_as_the_export_paged_throttled_and_narrowed() {
+    let az = azure_with_records().await;
+    let admin = az.admin_identity().unwrap();
+    // One 429 on the way (Retry-After): waited out through the retry policy.
+    az.server()
+        .throttle(
+            "/auditLogs/signIns$",
+            1,
+            std::time::Duration::from_millis(10),
+        )
+        .unwrap();
+    let all = remote_hunt(
+        vec![Remote::AzureSignins { app_id: None }],
+        &[],
+        azure_window(),
+        azure_ctx(&az, Some(admin.clone()), Some(1)),
+    )
+    .await;
+    assert!(all.incomplete.is_empty(), "{:?}", all.incomplete);
+    assert!(all.problems.is_empty(), "{:?}", all.problems);
+    // s1, s2 and the other app's sign-in (s3's time is not a date: never in a time filter).
+    assert_eq!(all.stats.records, 3);
+    assert_eq!(all.stats.pages, 3, "one sign-in a page");
+    // The same records as an export: the same findings.
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("signins.json");
+    let mut served = azure_records("azure-signins.json");
+    served.push(other_app_signin());
+    std::fs::write(&export, serde_json::json!({ "value": served }).to_string()).unwrap();
+    let want = local_file(Source::AzureSignins, &export);
+    assert!(!want.findings.is_empty());
+    assert_eq!(keys(&all), keys(&want));
+    assert!(
+        all.findings
+            .iter()
+            .any(|f| f.record_id.as_deref() == Some("o1")),
+        "{:?}",
+        all.findings
+    );
+    assert!(
+        all.findings
+            .iter()
+            .all(|f| f.location.starts_with("graph:auditLogs/signIns page ")),
+        "locations name the page"
+    );
+    let signins: Vec<_> = az
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/beta/auditLogs/signIns")
+        .collect();
+    assert_eq!(signins.len(), 4, "3 pages + 1 throttled attempt");
+    assert_eq!(signins[0].status, 429);
+    let params: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(signins[0].query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(
+        params["$filter"],
+        "createdDateTime ge 2022-11-21T00:00:00Z and createdDateTime le 2023-02-01T00:00:00Z and signInEventTypes/any(t: t eq 'servicePrincipal')"
+    );
+    assert_eq!(params["$top"], "1");
+    assert!(
+        signins[2..]
+            .iter()
+            .all(|r| r.query.as_deref().unwrap_or("").contains("skiptoken")),
+        "later pages follow @odata.nextLink"
+    );
+    assert!(
+        all.notes
+            .iter()
+            .any(|n| n.contains("keeps sign-ins 30 days")),
+        "{:?}",
+        all.notes
+    );
+
+    // The app id narrows: the fixture's app only, as its export finds.
+    az.server().clear_requests();
+    let one = remote_hunt(
+        vec![Remote::AzureSignins {
+            app_id: Some(AZ_APP.into()),
+        }],
+        &[],
+        azure_window(),
+        azure_ctx(&az, Some(admin.clone()), None),
+    )
+    .await;
+    assert!(one.incomplete.is_empty(), "{:?}", one.incomplete);
+    assert_eq!(one.stats.records, 2);
+    assert_eq!(one.stats.pages, 1, "Graph's own page size");
+    let want = local_file(Source::AzureSignins, &azure_fixture("azure-signins.json"));
+    assert_eq!(keys(&one), keys(&want));
+    assert!(keys(&one).len() < keys(&all).len());
+    let q = az
+        .server()
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/beta/auditLogs/signIns")
+        .and_then(|r| r.query)
+        .unwrap_or_default();
+    assert!(q.contains("appId%20eq%20%27"), "{q}");
+    assert!(q.contains("%24top=1000") || q.contains("$top=1000"), "{q}");
+    let text = format!("{all:?}{one:?}");
+    support::assert_no_secret("report", &text, &[admin.client_secret.expose()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_activity_log_gives_the_same_findings_as_the_export_paged() {
+    let az = azure_with_records().await;
+    az.with_state(|s| s.set_page_size(Some(2)));
+    let admin = az.admin_identity().unwrap();
+    let got = remote_hunt(
+        vec![Remote::AzureActivity {
+            subscription: AZ_SUB.into(),
+        }],
+        &[],
+        azure_window(),
+        azure_ctx(&az, Some(admin.clone()), None),
+    )
+    .await;
+    assert!(got.incomplete.is_empty(), "{:?}", got.incomplete);
+    assert!(got.problems.is_empty(), "{:?}", got.problems);
+    // The fixture's four dated events (the fifth's time is a number), two a page.
+    assert_eq!(got.stats.records, 4);
+    assert_eq!(got.stats.pages, 2);
+    let want = local_file(Source::AzureActivity, &azure_fixture("azure-activity.json"));
+    assert!(!want.findings.is_empty());
+    assert_eq!(keys(&got), keys(&want));
+    assert!(got.findings.iter().all(|f| {
+        f.location
+            .starts_with(&format!("azure:subscriptions/{AZ_SUB}/activity-log page "))
+    }));
+    let calls: Vec<_> = az
+        .server()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/eventtypes/management/values"))
+        .collect();
+    assert_eq!(calls.len(), 2);
+    assert!(calls.iter().all(|r| r.status == 200));
+    let params: std::collections::BTreeMap<String, String> =
+        url::form_urlencoded::parse(calls[0].query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(params["api-version"], "2015-04-01");
+    assert_eq!(
+        params["$filter"],
+        "eventTimestamp ge '2022-11-21T00:00:00Z' and eventTimestamp le '2023-02-01T00:00:00Z'"
+    );
+    assert!(
+        calls[1]
+            .query
+            .as_deref()
+            .unwrap_or("")
+            .contains("skipToken")
+    );
+    assert!(
+        got.notes
+            .iter()
+            .any(|n| n.contains("the Activity Log keeps 90 days")),
+        "{:?}",
+        got.notes
+    );
+    support::assert_no_secret(
+        "report",
+        &format!("{got:?}"),
+        &[admin.client_secret.expose()],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_refused_secret_foreign_subscription_and_short_window() {
+    let az = azure_with_records().await;
+    let admin = az.admin_identity().unwrap();
+    let wrong = "Wr0ng~secret.secret.secret.secret.xyz".to_owned();
+    let bad = AzureIdentity {
+        client_secret: rekey::secret::Secret::new(wrong.clone()),
+        ..admin.clone()
+    };
+    let both = || {
+        vec![
+            Remote::AzureSignins { app_id: None },
+            Remote::AzureActivity {
+                subscription: AZ_SUB.into(),
+            },
+        ]
+    };
+    let got = remote_hunt(both(), &[], azure_window(), azure_ctx(&az, Some(bad), None)).await;
+    assert_eq!(got.incomplete.len(), 2, "{:?}", got.incomplete);
+    assert!(
+        got.incomplete
+            .iter()
+            .all(|p| p.message.contains("no access token") && p.message.contains("AADSTS7000215")),
+        "{:?}",
+        got.incomplete
+    );
+    assert_eq!(got.stats.pages, 0);
+    support::assert_no_secret("report", &format!("{got:?}"), &[&wrong]);
+
+    // No credentials at all.
+    let got = remote_hunt(both(), &[], azure_window(), azure_ctx(&az, None, None)).await;
+    assert_eq!(got.incomplete.len(), 2, "{:?}", got.incomplete);
+    assert!(got.incomplete[0].message.contains("AZURE_CLIENT_SECRET"));
+
+    // A subscription the tenant does not have: ARM's 404, incomplete.
+    let got = remote_hunt(
+        vec![Remote::AzureActivity {
+            subscription: "00000000-0000-0000-0000-0000000000cc".into(),
+        }],
+        &[],
+        azure_window(),
+        azure_ctx(&az, Some(admin.clone()), None),
+    )
+    .await;
+    assert_eq!(got.incomplete.len(), 1, "{:?}", got.incomplete);
+    assert!(
+        got.incomplete[0].message.starts_with("HTTP 404")
+            && got.incomplete[0].message.contains("SubscriptionNotFound"),
+        "{:?}",
+        got.incomplete
+    );
+
+    // An app id that is not a GUID never reaches the filter.
+    let got = remote_hunt(
+        vec![Remote::AzureSignins {
+            app_id: Some("x' or true".into()),
+        }],
+        &[],
+        azure_window(),
+        azure_ctx(&az, Some(admin.clone()), None),
+    )
+    .await;
+    assert_eq!(got.incomplete.len(), 1, "{:?}", got.incomplete);
+
+    // A window within every retention: no note, nothing to read, complete.
+    let now = chrono::Utc::now();
+    let recent = Window {
+        from: now - chrono::Duration::days(3),
+        until: now,
+    };
+    let got = remote_hunt(both(), &[], recent, azure_ctx(&az, Some(admin), None)).await;
+    assert!(got.incomplete.is_empty(), "{:?}", got.incomplete);
+    assert!(got.notes.is_empty(), "{:?}", got.notes);
+    assert_eq!(got.stats.records, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_simulator_checks_audiences_and_filters() {
+    let az = azure_with_records().await;
+    let (graph_token, arm_token) = az.with_state(|s| (s.issue_graph_token(), s.issue_arm_token()));
+    let http = reqwest::Client::new();
+    let base = az.authority_url();
+    let signins = format!(
+        "{base}/beta/auditLogs/signIns?$filter=createdDateTime%20ge%202023-01-01T00:00:00Z%20and%20createdDateTime%20le%202023-02-01T00:00:00Z%20and%20signInEventTypes/any(t:%20t%20eq%20'servicePrincipal')"
+    );
+    let activity = format!(
+        "{}/subscriptions/{AZ_SUB}/providers/Microsoft.Insights/eventtypes/management/values?api-version=2015-04-01&$filter=eventTimestamp%20ge%20'2023-01-01T00:00:00Z'%20and%20eventTimestamp%20le%20'2023-02-01T00:00:00Z'",
+        az.management_url()
+    );
+    let get = |url: String, token: &str| {
+        let req = http.get(url).bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = get(signins.clone(), &graph_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"].as_array().unwrap().len(), 3);
+    let (status, body) = get(activity.clone(), &arm_token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"].as_array().unwrap().len(), 4);
+    // Each token only for its own API.
+    let (status, body) = get(signins.clone(), &arm_token).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+    let (status, body) = get(activity.clone(), &graph_token).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationTokenAudience");
+    // Filters other than rekey's shapes: 400 with the error shape.
+    let (status, body) = get(signins.replace("%20ge%20", "%20gt%20"), &graph_token).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "BadRequest");
+    assert!(body["error"]["innerError"].is_object(), "Graph's shape");
+    let (status, body) = get(format!("{signins}&$top=1001"), &graph_token).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get(format!("{signins}&$skiptoken=zz"), &graph_token).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = get(
+        activity.replace("'2023-01-01T00:00:00Z'", "2023-01-01"),
+        &arm_token,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "BadRequest");
+    let (status, body) = get(
+        activity.replace("api-version=2015-04-01", "api-version=2017-03-01-preview"),
+        &arm_token,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "InvalidApiVersionParameter");
+    // The token endpoint wants a scope it knows.
+    let admin = az.admin_identity().unwrap();
+    let token_url = format!("{base}/{}/oauth2/v2.0/token", admin.tenant_id);
+    for (scope, code) in [
+        (None, "invalid_request"),
+        (
+            Some("https://example.com/.default".to_owned()),
+            "invalid_resource",
+        ),
+        (Some(format!("{base}/arm")), "invalid_scope"),
+    ] {
+        let mut form = vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", admin.client_id.clone()),
+            ("client_secret", admin.client_secret.expose().to_owned()),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let r = http
+            .post(&token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], code);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_azure_graph_and_subscription_and_refused_secret_exits_1_without_the_secret() {
+    let az = azure_with_records().await;
+    let admin = az.admin_identity().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/circleci-incident.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "endpoints: {}",
+        &format!(
+            "endpoints: {{azure_authority: \"{}\", azure_graph: \"{}\", azure_management: \"{}\"}}",
+            az.authority_url(),
+            az.graph_url(),
+            az.management_url()
+        ),
+    );
+    assert!(plan.contains("azure_management"));
+    let plan_path = dir.path().join("plan.yaml");
+    std::fs::write(&plan_path, plan).unwrap();
+    let run = move |secret: String| {
+        let plan_path = plan_path.clone();
+        let admin = admin.clone();
+        tokio::task::spawn_blocking(move || {
+            rekey_cmd()
+                .args(["hunt", "--plan"])
+                .arg(&plan_path)
+                .args([
+                    "--azure-graph",
+                    "--azure-app-id",
+                    AZ_APP,
+                    "--azure-subscription",
+                    AZ_SUB,
+                    "--since",
+                    "2022-12-21T00:00:00Z",
+                    "--until",
+                    "2023-02-01T00:00:00Z",
+                ])
+                .env("AZURE_TENANT_ID", &admin.tenant_id)
+                .env("AZURE_CLIENT_ID", &admin.client_id)
+                .env("AZURE_CLIENT_SECRET", secret)
+                .output()
+                .unwrap()
+        })
+    };
+    let good = az
+        .admin_identity()
+        .unwrap()
+        .client_secret
+        .expose()
+        .to_owned();
+    let out = run(good.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // High findings in the Activity Log (a role assignment written, storage keys listed).
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("roleAssignments/write"), "{stdout}");
+    assert!(!stdout.contains("NOT READ"), "{stdout}");
+    assert!(
+        stdout.contains("graph:auditLogs/signIns page 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("azure:subscriptions/{AZ_SUB}/activity-log page 1")),
+        "{stdout}"
+    );
+    support::assert_no_secret("output", &format!("{stdout}{stderr}"), &[&good]);
+
+    let wrong = "Wr0ng~secret.secret.secret.secret.xyz".to_owned();
+    let out = run(wrong.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("NOT READ: graph:auditLogs/signIns"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "NOT READ: azure:subscriptions/{AZ_SUB}/activity-log"
+        )),
+        "{stdout}"
+    );
+    assert!(stderr.contains("the hunt is incomplete"), "{stderr}");
+    support::assert_no_secret("output", &format!("{stdout}{stderr}"), &[&wrong, &good]);
+}

@@ -257,8 +257,12 @@ fn resolve(entry: &str, source: Source, target: &Target, keys: &[String]) -> Inp
                 principal: Some(email),
             })
         }),
+        // principal.app_id is the application's OBJECT id, while a sign-in's appId is its
+        // client id: filtering Graph by it would find nothing and look clean. All
+        // service-principal sign-ins are asked instead; the hunt narrows them to the secret's
+        // key id (servicePrincipalCredentialKeyId).
         Source::AzureSignins => {
-            value(&principal.app_id).map(|id| Remote::AzureSignins { app_id: Some(id) })
+            value(&principal.app_id).map(|_| Remote::AzureSignins { app_id: None })
         }
         Source::GithubAudit => value(&principal.repository)
             .and_then(|r| r.split('/').next().map(str::to_string))
@@ -606,4 +610,35 @@ pub async fn rerun_post(
         out.push((id.to_string(), result));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_signins_by_api_are_not_filtered_by_the_object_id() {
+        let text = include_str!("../../plans/circleci-incident.yaml");
+        let plan = crate::plan::load::parse("circleci-incident.yaml", text)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let target = plan
+            .targets
+            .iter()
+            .find(|t| t.provider.value == ProviderKind::AzureAppSecret)
+            .unwrap_or_else(|| panic!("the example plan has an Azure target"));
+        let keys = vec!["aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".to_owned()];
+        assert!(matches!(
+            resolve("api", Source::AzureSignins, target, &keys),
+            Input::Remote(Remote::AzureSignins { app_id: None })
+        ));
+        assert!(matches!(
+            resolve(
+                "subscription:00000000-0000-0000-0000-0000000000aa",
+                Source::AzureActivity,
+                target,
+                &keys
+            ),
+            Input::Remote(Remote::AzureActivity { .. })
+        ));
+    }
 }

@@ -10,7 +10,9 @@
 //! Verification asks `{azure_authority}/{tenant}/oauth2/v2.0/token` for a client-credentials
 //! token with the app's client id and the NEW secret. rekey's own Graph token comes the same
 //! way from `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` (the variables of the
-//! Azure SDKs' environment credential).
+//! Azure SDKs' environment credential). Both go through [`AzureTokens`], which the hunt's Azure
+//! fetchers share (a Graph token for sign-ins, an ARM token for the Activity Log: one
+//! [`AzureTokens`] per scope, see [`graph_scope`] and [`management_scope`]).
 //!
 //! Why reqwest rather than azure_identity: the authority must follow the plan's `endpoints:`
 //! per run (the sandbox stands in for Entra ID); azure_identity's client-secret credential
@@ -43,13 +45,36 @@ pub const FIELD_CLIENT_SECRET: &str = "client_secret";
 /// have their own, derived from the Graph URL by [`graph_scope`].
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
-/// `{scheme}://{host}/.default` of the Graph URL: the resource a token must be issued for.
-fn graph_scope(graph: &str) -> String {
+/// The resource a Graph token must be issued for: the Graph URL without its API version
+/// (`https://graph.microsoft.com/v1.0` → `https://graph.microsoft.com/.default`).
+pub fn graph_scope(graph: &str) -> String {
     match url::Url::parse(graph) {
         Ok(u) if u.host_str().is_some() => {
-            format!("{}/.default", u.origin().ascii_serialization())
+            let path = u.path().trim_end_matches('/');
+            let path = match path.rsplit_once('/') {
+                Some((rest, "v1.0" | "beta")) => rest,
+                _ => path,
+            };
+            format!("{}{path}/.default", u.origin().ascii_serialization())
         }
         _ => GRAPH_SCOPE.to_owned(),
+    }
+}
+
+/// The scope of an Azure Resource Manager token in the global cloud.
+const MANAGEMENT_SCOPE: &str = "https://management.azure.com/.default";
+
+/// The resource an ARM token must be issued for: the ARM URL itself
+/// (`https://management.azure.com` → `https://management.azure.com/.default`;
+/// management.usgovcloudapi.net, management.chinacloudapi.cn alike).
+pub fn management_scope(management: &str) -> String {
+    match url::Url::parse(management) {
+        Ok(u) if u.host_str().is_some() => format!(
+            "{}{}/.default",
+            u.origin().ascii_serialization(),
+            u.path().trim_end_matches('/')
+        ),
+        _ => MANAGEMENT_SCOPE.to_owned(),
     }
 }
 
@@ -88,22 +113,123 @@ impl AzureIdentity {
     }
 }
 
+/// Client-credentials tokens at Entra ID (`{authority}/{tenant}/oauth2/v2.0/token`) for one
+/// scope: rekey's own token (from [`AzureIdentity`], cached, renewed before it expires) and
+/// one-off grants with any app's secret (verification of a minted secret). Shared by the
+/// `azure-app-secret` provider (Graph scope) and the hunt's Azure fetchers (Graph sign-ins,
+/// ARM Activity Log).
+pub struct AzureTokens {
+    http: reqwest::Client,
+    authority: String,
+    scope: String,
+    identity: Option<AzureIdentity>,
+    cached: Mutex<Option<(Secret, Instant)>>,
+}
+
+impl std::fmt::Debug for AzureTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureTokens")
+            .field("authority", &self.authority)
+            .field("scope", &self.scope)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureTokens {
+    /// Tokens for `scope` (see [`graph_scope`], [`management_scope`]) from `authority`.
+    pub fn new(
+        http: reqwest::Client,
+        authority: &str,
+        scope: String,
+        identity: Option<AzureIdentity>,
+    ) -> AzureTokens {
+        AzureTokens {
+            http,
+            authority: authority.trim_end_matches('/').to_owned(),
+            scope,
+            identity,
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub fn identity(&self) -> Option<&AzureIdentity> {
+        self.identity.as_ref()
+    }
+
+    fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.authority)
+    }
+
+    /// A client-credentials token request; the secret goes in the form body only.
+    pub async fn client_credentials(
+        &self,
+        what: &str,
+        tenant: &str,
+        client_id: &str,
+        secret: &Secret,
+    ) -> Result<TokenOutcome, ProviderError> {
+        tracing::debug!(tenant, client_id, scope = %self.scope, "Azure: client-credentials token request");
+        rest::token_request(
+            &self.http,
+            what,
+            &self.token_url(tenant),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret.expose()),
+                ("scope", self.scope.as_str()),
+            ],
+            &[secret.expose()],
+        )
+        .await
+    }
+
+    /// rekey's own token: cached, renewed before it expires.
+    pub async fn token(&self) -> Result<Secret, ProviderError> {
+        let Some(id) = &self.identity else {
+            return Err(ProviderError::Failed(
+                "no Azure credentials for rekey: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into(),
+            ));
+        };
+        if let Ok(cached) = self.cached.lock()
+            && let Some((token, renew_at)) = cached.as_ref()
+            && Instant::now() < *renew_at
+        {
+            return Ok(token.clone());
+        }
+        let what = format!("Azure token for rekey (client {})", id.client_id);
+        match self
+            .client_credentials(&what, &id.tenant_id, &id.client_id, &id.client_secret)
+            .await?
+        {
+            TokenOutcome::Granted(token, lifetime) => {
+                if let Ok(mut cached) = self.cached.lock() {
+                    *cached = Some((
+                        token.clone(),
+                        Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
+                    ));
+                }
+                Ok(token)
+            }
+            TokenOutcome::Refused(why) => Err(ProviderError::Failed(why)),
+        }
+    }
+}
+
 /// The `azure-app-secret` provider: client secrets of the app registration whose object id is
 /// `target.principal.app_id`, in tenant `target.principal.tenant_id`.
 pub struct AzureAppSecretProvider {
     http: reqwest::Client,
-    authority: String,
     graph: String,
-    identity: Option<AzureIdentity>,
-    cached: Mutex<Option<(Secret, Instant)>>,
+    tokens: AzureTokens,
 }
 
 impl std::fmt::Debug for AzureAppSecretProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AzureAppSecretProvider")
-            .field("authority", &self.authority)
             .field("graph", &self.graph)
-            .field("identity", &self.identity)
+            .field("tokens", &self.tokens)
             .finish_non_exhaustive()
     }
 }
@@ -141,77 +267,27 @@ impl AzureAppSecretProvider {
                 .map(|l| l.value.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| default.to_owned())
         };
-        Ok(AzureAppSecretProvider {
-            http: rest::client()?,
-            authority: pick(&endpoints.azure_authority, DEFAULT_AUTHORITY),
-            graph: pick(&endpoints.azure_graph, DEFAULT_GRAPH),
+        let http = rest::client()?;
+        let graph = pick(&endpoints.azure_graph, DEFAULT_GRAPH);
+        let tokens = AzureTokens::new(
+            http.clone(),
+            &pick(&endpoints.azure_authority, DEFAULT_AUTHORITY),
+            graph_scope(&graph),
             identity,
-            cached: Mutex::new(None),
+        );
+        Ok(AzureAppSecretProvider {
+            http,
+            graph,
+            tokens,
         })
     }
 
-    fn token_url(&self, tenant: &str) -> String {
-        format!("{}/{tenant}/oauth2/v2.0/token", self.authority)
-    }
-
-    /// A client-credentials token request; the secret goes in the form body only.
-    async fn client_credentials(
-        &self,
-        what: &str,
-        tenant: &str,
-        client_id: &str,
-        secret: &Secret,
-    ) -> Result<TokenOutcome, ProviderError> {
-        tracing::debug!(
-            tenant,
-            client_id,
-            "azure-app-secret: client-credentials token request"
-        );
-        let scope = graph_scope(&self.graph);
-        rest::token_request(
-            &self.http,
-            what,
-            &self.token_url(tenant),
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", client_id),
-                ("client_secret", secret.expose()),
-                ("scope", scope.as_str()),
-            ],
-            &[secret.expose()],
-        )
-        .await
-    }
-
-    /// rekey's own Graph token: cached, renewed before it expires.
+    /// rekey's own Graph token.
     async fn token(&self) -> Result<Secret, ProviderError> {
-        let Some(id) = &self.identity else {
-            return Err(ProviderError::Failed(
-                "azure-app-secret: no Azure credentials for rekey: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into(),
-            ));
-        };
-        if let Ok(cached) = self.cached.lock()
-            && let Some((token, renew_at)) = cached.as_ref()
-            && Instant::now() < *renew_at
-        {
-            return Ok(token.clone());
-        }
-        let what = format!("azure-app-secret token for rekey (client {})", id.client_id);
-        match self
-            .client_credentials(&what, &id.tenant_id, &id.client_id, &id.client_secret)
-            .await?
-        {
-            TokenOutcome::Granted(token, lifetime) => {
-                if let Ok(mut cached) = self.cached.lock() {
-                    *cached = Some((
-                        token.clone(),
-                        Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
-                    ));
-                }
-                Ok(token)
-            }
-            TokenOutcome::Refused(why) => Err(ProviderError::Failed(why)),
-        }
+        self.tokens.token().await.map_err(|e| match e {
+            ProviderError::Failed(m) => ProviderError::Failed(format!("azure-app-secret: {m}")),
+            other => other,
+        })
     }
 
     /// An authenticated Graph request; `Ok` holds a 2xx body. `secrets` are redacted from any
@@ -240,7 +316,7 @@ impl AzureAppSecretProvider {
         }
         let mut all: Vec<&str> = secrets.to_vec();
         all.push(token.expose());
-        if let Some(id) = &self.identity {
+        if let Some(id) = self.tokens.identity() {
             all.push(id.client_secret.expose());
         }
         // Graph's answer verbatim (minus secrets): its code and message say what to fix.
@@ -388,6 +464,7 @@ impl Provider for AzureAppSecretProvider {
             minted.id, app.app_id
         );
         match self
+            .tokens
             .client_credentials(&what, tenant, &app.app_id, secret)
             .await?
         {
@@ -489,5 +566,28 @@ mod tests {
             "https://graph.microsoft.us/.default"
         );
         assert_eq!(graph_scope("not a url"), GRAPH_SCOPE);
+        assert_eq!(graph_scope("https://graph.microsoft.com/beta"), GRAPH_SCOPE);
+        // A simulator's Graph under a path keeps the path, without the version.
+        assert_eq!(
+            graph_scope("http://127.0.0.1:9/v1.0"),
+            "http://127.0.0.1:9/.default"
+        );
+    }
+
+    #[test]
+    fn management_scopes_follow_the_arm_url() {
+        assert_eq!(
+            management_scope("https://management.azure.com"),
+            MANAGEMENT_SCOPE
+        );
+        assert_eq!(
+            management_scope("https://management.usgovcloudapi.net/"),
+            "https://management.usgovcloudapi.net/.default"
+        );
+        assert_eq!(
+            management_scope("http://127.0.0.1:9/arm"),
+            "http://127.0.0.1:9/arm/.default"
+        );
+        assert_eq!(management_scope("nope"), MANAGEMENT_SCOPE);
     }
 }

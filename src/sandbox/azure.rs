@@ -1,13 +1,33 @@
 //! The Azure simulator: Entra ID's token endpoint (`/{tenant}/oauth2/v2.0/token`, client
-//! credentials) and Microsoft Graph's application password credentials (`/v1.0/applications/
-//! {id}`, `addPassword`, `removePassword`), behind one base URL that a plan's
-//! `endpoints: {azure_authority: URL, azure_graph: URL/v1.0}` points at.
+//! credentials), Microsoft Graph's application password credentials (`/v1.0/applications/
+//! {id}`, `addPassword`, `removePassword`), Graph's service-principal sign-ins
+//! (`/beta/auditLogs/signIns`) and Azure Resource Manager's Activity Log (`/arm/subscriptions/
+//! {sub}/providers/Microsoft.Insights/eventtypes/management/values`), behind one base URL that a
+//! plan's `endpoints: {azure_authority: URL, azure_graph: URL/v1.0, azure_management: URL/arm}`
+//! points at.
 //!
 //! The token endpoint checks the client secret against the app's live password credentials:
 //! a removed or expired secret gets Entra's `invalid_client` (AADSTS7000215 / AADSTS7000222).
-//! Graph calls need a bearer token this simulator issued; errors use Graph's shape
-//! `{"error": {"code", "message", "innerError"}}`. removePassword of an unknown keyId answers
-//! 400 `Request_BadRequest` here (the provider does not depend on which 4xx Graph uses).
+//! It needs a `scope` naming one of the two resources it knows, with `/.default`: Graph
+//! (`URL/.default`) or ARM (`URL/arm/.default`); a missing scope is AADSTS900144, another
+//! resource AADSTS500011. A token works only for the resource it was issued for: Graph answers
+//! 401 `InvalidAuthenticationToken` to any other token, ARM 401 `InvalidAuthenticationToken`
+//! (unknown token) or `InvalidAuthenticationTokenAudience` (a Graph token). Graph's errors use
+//! its shape `{"error": {"code", "message", "innerError"}}`, ARM's `{"error": {"code",
+//! "message"}}`. removePassword of an unknown keyId answers 400 `Request_BadRequest` here (the
+//! provider does not depend on which 4xx Graph uses).
+//!
+//! Audit records are whatever the test loads ([`AzureState::add_signin`],
+//! [`AzureState::add_activity`]); retention is not simulated. The listings accept exactly the
+//! filters rekey sends, as documented: sign-ins `$filter=createdDateTime ge T and
+//! createdDateTime le T and signInEventTypes/any(t: t eq 'servicePrincipal')[ and appId eq
+//! 'ID']` (unquoted date-times) with `$top` 1..=1000; the Activity Log `api-version=2015-04-01`
+//! and `$filter=eventTimestamp ge 'T' and eventTimestamp le 'T'`. Any other filter or query
+//! option is a 400 (`BadRequest`). Records whose time is not an RFC 3339 string never match a
+//! time filter. Answers are newest first, `{"value": […]}` pages with `@odata.nextLink`
+//! (Graph) or `nextLink` (ARM) carrying a `$skiptoken`/`$skipToken` while records remain; the
+//! page size is `$top` (Graph, default 1000) or 200 (ARM), lowered by
+//! [`AzureState::set_page_size`] for tests.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,24 +59,48 @@ struct App {
     passwords: Vec<StoredPassword>,
 }
 
+/// Which API a token was issued for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    Graph,
+    Arm,
+}
+
+/// The Activity Log's page size (ARM chooses it; the API has no `$top`).
+const ARM_PAGE: usize = 200;
+
+/// Graph's default and largest sign-in page.
+const GRAPH_PAGE: usize = 1000;
+
 /// The simulated tenant.
 pub struct AzureState {
     tenant: String,
+    /// `http://127.0.0.1:PORT`: the resources' identifiers and next links derive from it.
+    base: String,
     /// Object id → app.
     apps: BTreeMap<String, App>,
-    tokens: HashMap<String, String>,
+    /// Token → (client id, audience).
+    tokens: HashMap<String, (String, Audience)>,
     rng: Rng,
     admin: Option<AzureIdentity>,
+    signins: Vec<serde_json::Value>,
+    /// Subscription → Activity Log events.
+    activity: BTreeMap<String, Vec<serde_json::Value>>,
+    page_size: Option<usize>,
 }
 
 impl AzureState {
-    fn new(tenant: &str) -> AzureState {
+    fn new(tenant: &str, base: &str) -> AzureState {
         let mut state = AzureState {
             tenant: tenant.to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
             apps: BTreeMap::new(),
             tokens: HashMap::new(),
             rng: Rng::from_entropy(),
             admin: None,
+            signins: Vec::new(),
+            activity: BTreeMap::new(),
+            page_size: None,
         };
         let (object, app_id) = state.add_app(ADMIN_APP);
         let secret = state
@@ -72,6 +116,49 @@ impl AzureState {
 
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+
+    /// A sign-in record, as Graph would list it (`createdDateTime`, `signInEventTypes`, …).
+    pub fn add_signin(&mut self, record: serde_json::Value) {
+        self.signins.push(record);
+    }
+
+    /// An Activity Log event of `subscription` (which then exists).
+    pub fn add_activity(&mut self, subscription: &str, record: serde_json::Value) {
+        self.activity
+            .entry(subscription.to_owned())
+            .or_default()
+            .push(record);
+    }
+
+    /// A subscription with an empty Activity Log.
+    pub fn add_subscription(&mut self, subscription: &str) {
+        self.activity.entry(subscription.to_owned()).or_default();
+    }
+
+    /// Caps every listing's page at `size` records (`None`: the APIs' own sizes).
+    pub fn set_page_size(&mut self, size: Option<usize>) {
+        self.page_size = size.map(|n| n.max(1));
+    }
+
+    /// A token for `audience` without the token endpoint (tests of the audience check).
+    fn issue(&mut self, client_id: &str, audience: Audience) -> String {
+        let token = format!("eyJ0eXAiOiJKV1Qi.{}", self.rng.string(fake::ALNUM, 60));
+        self.tokens
+            .insert(token.clone(), (client_id.to_owned(), audience));
+        token
+    }
+
+    /// A token as the token endpoint would issue it to rekey's admin app for Graph.
+    pub fn issue_graph_token(&mut self) -> String {
+        let client = self.admin.as_ref().map(|a| a.client_id.clone());
+        self.issue(&client.unwrap_or_default(), Audience::Graph)
+    }
+
+    /// A token as the token endpoint would issue it to rekey's admin app for ARM.
+    pub fn issue_arm_token(&mut self) -> String {
+        let client = self.admin.as_ref().map(|a| a.client_id.clone());
+        self.issue(&client.unwrap_or_default(), Audience::Arm)
     }
 
     /// Registers an app: (object id, application (client) id).
@@ -220,8 +307,36 @@ impl AzureState {
                 ),
             );
         }
-        let token = format!("eyJ0eXAiOiJKV1Qi.{}", self.rng.string(fake::ALNUM, 60));
-        self.tokens.insert(token.clone(), client_id);
+        let Some(scope) = request.form("scope").filter(|s| !s.is_empty()) else {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "AADSTS900144: The request body must contain the following parameter: 'scope'.",
+            );
+        };
+        let audience = match scope.strip_suffix("/.default") {
+            Some(r) if r == self.base => Audience::Graph,
+            Some(r) if r == format!("{}/arm", self.base) => Audience::Arm,
+            Some(r) => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_resource",
+                    &format!(
+                        "AADSTS500011: The resource principal named {r} was not found in the tenant named {tenant}."
+                    ),
+                );
+            }
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    &format!(
+                        "AADSTS1002012: The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                    ),
+                );
+            }
+        };
+        let token = self.issue(&client_id, audience);
         sim::json(
             StatusCode::OK,
             &serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}),
@@ -229,10 +344,7 @@ impl AzureState {
     }
 
     fn graph(&mut self, path: &str, request: &SimRequest<'_>) -> Response {
-        if !request
-            .bearer()
-            .is_some_and(|t| self.tokens.contains_key(t))
-        {
+        if !self.bearer_for(request, Audience::Graph) {
             return graph_error(
                 StatusCode::UNAUTHORIZED,
                 "InvalidAuthenticationToken",
@@ -335,6 +447,287 @@ impl AzureState {
             ),
         }
     }
+
+    /// Whether the request carries a token this simulator issued for `audience`.
+    fn bearer_for(&self, request: &SimRequest<'_>, audience: Audience) -> bool {
+        request
+            .bearer()
+            .and_then(|t| self.tokens.get(t))
+            .is_some_and(|(_, a)| *a == audience)
+    }
+
+    /// The page size: the API's (`asked`, else its default), capped by the test's.
+    fn page(&self, asked: usize) -> usize {
+        self.page_size.map_or(asked, |cap| asked.min(cap)).max(1)
+    }
+
+    /// `GET /beta/auditLogs/signIns`.
+    fn signins(&mut self, request: &SimRequest<'_>) -> Response {
+        if !self.bearer_for(request, Audience::Graph) {
+            return graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            );
+        }
+        if request.method != Method::GET {
+            return graph_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Request_BadRequest",
+                "Specified HTTP method is not allowed for the request target.",
+            );
+        }
+        let bad = |message: &str| graph_error(StatusCode::BAD_REQUEST, "BadRequest", message);
+        let params = query_pairs(request.query);
+        if let Some((k, _)) = params
+            .iter()
+            .find(|(k, _)| !matches!(k.as_str(), "$filter" | "$top" | "$skiptoken"))
+        {
+            return bad(&format!("Query option '{k}' is not allowed."));
+        }
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let Some(filter) = get("$filter") else {
+            return bad("This request needs a $filter.");
+        };
+        let Some((from, until, app)) = parse_signin_filter(&filter) else {
+            return bad(&format!("Invalid filter clause: {filter}"));
+        };
+        let top = match get("$top").map(|t| t.parse::<usize>()) {
+            None => GRAPH_PAGE,
+            Some(Ok(n)) if (1..=GRAPH_PAGE).contains(&n) => n,
+            Some(_) => return bad("Invalid page size specified: $top must be from 1 to 1000."),
+        };
+        let Some(offset) = skip(get("$skiptoken")) else {
+            return bad("Invalid $skiptoken.");
+        };
+        let mut matching: Vec<(DateTime<Utc>, &serde_json::Value)> = self
+            .signins
+            .iter()
+            .filter_map(|r| {
+                let at = time_of(r, "createdDateTime")?;
+                let service_principal = r["signInEventTypes"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "servicePrincipal"));
+                let app_ok = app.as_deref().is_none_or(|a| {
+                    r["appId"]
+                        .as_str()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(a))
+                });
+                (service_principal && app_ok && at >= from && at <= until).then_some((at, r))
+            })
+            .collect();
+        matching.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let size = self.page(top);
+        let page: Vec<serde_json::Value> = matching
+            .iter()
+            .skip(offset)
+            .take(size)
+            .map(|(_, r)| (*r).clone())
+            .collect();
+        let mut body = serde_json::json!({
+            "@odata.context": format!("{}/beta/$metadata#auditLogs/signIns", self.base),
+            "value": page,
+        });
+        if offset + size < matching.len() {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("$filter", &filter)
+                .append_pair("$top", &top.to_string())
+                .append_pair("$skiptoken", &skip_token(offset + size))
+                .finish();
+            body["@odata.nextLink"] =
+                format!("{}/beta/auditLogs/signIns?{query}", self.base).into();
+        }
+        sim::json(StatusCode::OK, &body)
+    }
+
+    /// `GET /arm/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values`.
+    fn activity_log(&mut self, sub: &str, request: &SimRequest<'_>) -> Response {
+        let known = request.bearer().and_then(|t| self.tokens.get(t));
+        match known {
+            None => {
+                return arm_error(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationToken",
+                    "The access token is invalid.",
+                );
+            }
+            Some((_, Audience::Graph)) => {
+                return arm_error(
+                    StatusCode::UNAUTHORIZED,
+                    "InvalidAuthenticationTokenAudience",
+                    &format!(
+                        "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences '{}/arm'.",
+                        self.base, self.base
+                    ),
+                );
+            }
+            Some((_, Audience::Arm)) => {}
+        }
+        if request.method != Method::GET {
+            return arm_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The requested resource does not support http method.",
+            );
+        }
+        let params = query_pairs(request.query);
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        match get("api-version").as_deref() {
+            Some("2015-04-01") => {}
+            Some(v) => {
+                return arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidApiVersionParameter",
+                    &format!(
+                        "The api-version '{v}' is invalid. The supported versions are '2015-04-01'."
+                    ),
+                );
+            }
+            None => {
+                return arm_error(
+                    StatusCode::BAD_REQUEST,
+                    "MissingApiVersionParameter",
+                    "The api-version query parameter (?api-version=) is required for all requests.",
+                );
+            }
+        }
+        if let Some((k, _)) = params
+            .iter()
+            .find(|(k, _)| !matches!(k.as_str(), "api-version" | "$filter" | "$skipToken"))
+        {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("Query option '{k}' is not supported."),
+            );
+        }
+        let Some(events) = self.activity.get(sub) else {
+            return arm_error(
+                StatusCode::NOT_FOUND,
+                "SubscriptionNotFound",
+                &format!("The subscription '{sub}' could not be found."),
+            );
+        };
+        let filter = get("$filter").unwrap_or_default();
+        let Some((from, until)) = parse_activity_filter(&filter) else {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "The filter '{filter}' is not valid: expected eventTimestamp ge '…' and eventTimestamp le '…'."
+                ),
+            );
+        };
+        let Some(offset) = skip(get("$skipToken")) else {
+            return arm_error(StatusCode::BAD_REQUEST, "BadRequest", "Invalid $skipToken.");
+        };
+        let mut matching: Vec<(DateTime<Utc>, &serde_json::Value)> = events
+            .iter()
+            .filter_map(|r| {
+                let at = time_of(r, "eventTimestamp")?;
+                (at >= from && at <= until).then_some((at, r))
+            })
+            .collect();
+        matching.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let size = self.page(ARM_PAGE);
+        let page: Vec<serde_json::Value> = matching
+            .iter()
+            .skip(offset)
+            .take(size)
+            .map(|(_, r)| (*r).clone())
+            .collect();
+        let mut body = serde_json::json!({ "value": page });
+        if offset + size < matching.len() {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("api-version", "2015-04-01")
+                .append_pair("$filter", &filter)
+                .append_pair("$skipToken", &skip_token(offset + size))
+                .finish();
+            body["nextLink"] = format!(
+                "{}/arm/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values?{query}",
+                self.base
+            )
+            .into();
+        }
+        sim::json(StatusCode::OK, &body)
+    }
+}
+
+/// A query's parameters, decoded.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A record's time field, when it is an RFC 3339 string.
+fn time_of(record: &serde_json::Value, field: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(record[field].as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn skip_token(offset: usize) -> String {
+    format!("rk{offset:x}")
+}
+
+/// The offset of a skip token; `Some(0)` without one, `None` for a token not issued here.
+fn skip(token: Option<String>) -> Option<usize> {
+    match token {
+        None => Some(0),
+        Some(t) => usize::from_str_radix(t.strip_prefix("rk")?, 16).ok(),
+    }
+}
+
+fn rfc3339(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `createdDateTime ge T and createdDateTime le T and signInEventTypes/any(t: t eq
+/// 'servicePrincipal')[ and appId eq 'ID']`, exactly.
+fn parse_signin_filter(filter: &str) -> Option<(DateTime<Utc>, DateTime<Utc>, Option<String>)> {
+    let rest = filter.strip_prefix("createdDateTime ge ")?;
+    let (from, rest) = rest.split_once(" and createdDateTime le ")?;
+    let (until, rest) = rest.split_once(" and signInEventTypes/any(t: t eq 'servicePrincipal')")?;
+    let app = match rest {
+        "" => None,
+        r => {
+            let id = r.strip_prefix(" and appId eq '")?.strip_suffix('\'')?;
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return None;
+            }
+            Some(id.to_owned())
+        }
+    };
+    Some((rfc3339(from)?, rfc3339(until)?, app))
+}
+
+/// `eventTimestamp ge 'T' and eventTimestamp le 'T'`, exactly.
+fn parse_activity_filter(filter: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let rest = filter.strip_prefix("eventTimestamp ge '")?;
+    let (from, rest) = rest.split_once("' and eventTimestamp le '")?;
+    let until = rest.strip_suffix('\'')?;
+    Some((rfc3339(from)?, rfc3339(until)?))
+}
+
+/// ARM's error shape.
+pub fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    sim::json(
+        status,
+        &serde_json::json!({"error": {"code": code, "message": message}}),
+    )
 }
 
 /// Graph's error shape.
@@ -350,6 +743,16 @@ impl Simulator for AzureState {
     fn answer(&mut self, request: &SimRequest<'_>) -> Response {
         if let Some(graph_path) = request.path.strip_prefix("/v1.0") {
             return self.graph(graph_path, request);
+        }
+        if request.path == "/beta/auditLogs/signIns" {
+            return self.signins(request);
+        }
+        if let Some(arm) = request.path.strip_prefix("/arm/subscriptions/")
+            && let Some((sub, "providers/Microsoft.Insights/eventtypes/management/values")) =
+                arm.split_once('/')
+        {
+            let sub = sub.to_owned();
+            return self.activity_log(&sub, request);
         }
         let parts: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
         if let [tenant, "oauth2", "v2.0", "token"] = parts.as_slice()
@@ -386,7 +789,7 @@ impl std::fmt::Debug for AzureSandbox {
 impl AzureSandbox {
     /// Starts with tenant `tenant` and the admin app (one secret).
     pub async fn start(tenant: &str) -> std::io::Result<AzureSandbox> {
-        let server = SimServer::start(|_| AzureState::new(tenant)).await?;
+        let server = SimServer::start(|base| AzureState::new(tenant, base)).await?;
         Ok(AzureSandbox { server })
     }
 
@@ -398,6 +801,11 @@ impl AzureSandbox {
     /// For the plan's `endpoints.azure_graph`.
     pub fn graph_url(&self) -> String {
         format!("{}/v1.0", self.server.base_url())
+    }
+
+    /// For the plan's `endpoints.azure_management` (Azure Resource Manager).
+    pub fn management_url(&self) -> String {
+        format!("{}/arm", self.server.base_url())
     }
 
     /// rekey's own identity (the `AZURE_*` variables).

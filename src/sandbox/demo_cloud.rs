@@ -137,6 +137,7 @@ impl CloudDemo {
             gcp_token: Some(Located::new(self.gcp.token_url())),
             azure_authority: Some(Located::new(self.azure.authority_url())),
             azure_graph: Some(Located::new(self.azure.graph_url())),
+            azure_management: Some(Located::new(self.azure.management_url())),
             ..Endpoints::default()
         }
     }
