@@ -270,7 +270,7 @@ fn repeat(runs: usize, make: impl Fn() -> Command) -> (Runs, Vec<u8>) {
     let mut all = Vec::new();
     for _ in 0..runs {
         // Freed before the next spawn: a forked child's peak RSS starts from its parent's.
-        out = Vec::new();
+        drop(std::mem::take(&mut out));
         let (m, o) = run(make());
         all.push(m);
         out = o;
