@@ -61,10 +61,11 @@ fn deliver(w: &World, name: &str, records: Vec<serde_json::Value>) {
     std::fs::write(dir.join(format!("{name}.json")), body).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The plan's hunts; the CloudTrail directory is named relative to the plan file (the binary
+/// runs elsewhere), as a plan kept next to its exports would.
 fn hunts_section(w: &World, pre: &str, post: &str, extra: &str) -> String {
     format!(
-        "hunts:\n  pre: [{pre}]\n  post: [{post}]\n  sources: {{cloudtrail: [{}]}}\n{extra}",
-        w.path("cloudtrail").display()
+        "hunts:\n  pre: [{pre}]\n  post: [{post}]\n  sources: {{cloudtrail: [cloudtrail]}}\n{extra}"
     )
 }
 

@@ -372,6 +372,17 @@ pub struct HuntEnv<'a> {
     pub now: DateTime<Utc>,
     /// CloudTrail's AWS configuration; `None`: the default chain.
     pub aws: Option<aws_config::SdkConfig>,
+    /// Relative source paths are relative to this directory (the plan file's).
+    pub plan_dir: PathBuf,
+}
+
+/// The directory relative paths of a plan file are read from (`.` for a bare file name).
+pub fn plan_dir(plan_file: &str) -> PathBuf {
+    Path::new(plan_file)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Runs `when`'s hunts for `target`. With no hunts named, returns an empty result.
@@ -457,10 +468,13 @@ pub async fn run_phase(
         for source in wanted.iter().filter(|s| attributes_keys(**s) == narrowed) {
             for entry in entries(sources_cfg, *source) {
                 match resolve(&entry.value, *source, target, &keys) {
-                    Input::Path(p) if p.exists() => opts.inputs.push((*source, p)),
-                    Input::Path(p) => result
-                        .unread
-                        .push(format!("{} (no such file or directory)", p.display())),
+                    Input::Path(p) if env.plan_dir.join(&p).exists() => {
+                        opts.inputs.push((*source, env.plan_dir.join(p)))
+                    }
+                    Input::Path(p) => result.unread.push(format!(
+                        "{} (no such file or directory)",
+                        env.plan_dir.join(p).display()
+                    )),
                     Input::Remote(r) => remotes.push(r),
                     Input::Unusable(why) => result.unread.push(why),
                 }
@@ -605,6 +619,7 @@ pub async fn rerun_post(
             rules: rules.clone(),
             now: Utc::now(),
             aws: None,
+            plan_dir: plan_dir(&record.plan_file),
         };
         result = run_phase(&env, target, When::Post, &facts).await;
         out.push((id.to_string(), result));

@@ -271,6 +271,8 @@ pub struct Ctx {
     /// The hunts run so far, for the run report.
     pub hunt_records: Mutex<Vec<super::hunts::HuntRecord>>,
     pub hunt_aws: Option<aws_config::SdkConfig>,
+    /// The directory of the plan file, as named when the run was created.
+    pub plan_dir: std::path::PathBuf,
 }
 
 impl Ctx {
@@ -391,6 +393,11 @@ async fn execute(
     _lock: StateLock,
 ) -> Result<RunReport, EngineError> {
     let stash = Stash::open(&options.state_dir, env.stash_key)?;
+    // Relative paths in the plan (hunt sources) are relative to the plan's directory.
+    let plan_dir = journal
+        .run(&run)?
+        .map(|r| super::hunts::plan_dir(&r.plan_file))
+        .unwrap_or_default();
     let parallelism = options.parallelism.max(1);
     let targets: Vec<Target> = plan
         .targets
@@ -418,6 +425,7 @@ async fn execute(
         serious_findings: std::sync::atomic::AtomicUsize::new(0),
         hunt_records: Mutex::new(Vec::new()),
         hunt_aws: env.hunt_aws,
+        plan_dir,
     });
     let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
         let ctx = ctx.clone();

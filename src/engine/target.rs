@@ -1018,6 +1018,7 @@ async fn hunt_phase(
         rules: ctx.hunt_rules.clone(),
         now: Utc::now(),
         aws: ctx.hunt_aws.clone(),
+        plan_dir: ctx.plan_dir.clone(),
     };
     let result = hunts::run_phase(&env, target, when, facts).await;
     let path = hunts::findings_path(

@@ -205,7 +205,8 @@ pub struct HuntSelection {
     pub delivery_delay: BTreeMap<String, Located<PlanDuration>>,
 }
 
-/// Where the audit logs of each source are: paths of exports (files or directory trees),
+/// Where the audit logs of each source are: paths of exports (files or directory trees,
+/// relative to the plan file's directory),
 /// `s3://bucket/prefix` for CloudTrail log files, or `api`: the source's own API, narrowed to
 /// the target's credentials (CloudTrail LookupEvents by access key id; Cloud Logging of the
 /// service account's project; Graph sign-ins of the app; the GitHub audit log of the
