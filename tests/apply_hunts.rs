@@ -63,15 +63,15 @@ fn deliver(w: &World, name: &str, records: Vec<serde_json::Value>) {
 
 /// The plan's hunts; the CloudTrail directory is named relative to the plan file (the binary
 /// runs elsewhere), as a plan kept next to its exports would.
-fn hunts_section(w: &World, pre: &str, post: &str, extra: &str) -> String {
+fn hunts_section(pre: &str, post: &str, extra: &str) -> String {
     format!(
         "hunts:\n  pre: [{pre}]\n  post: [{post}]\n  sources: {{cloudtrail: [cloudtrail]}}\n{extra}"
     )
 }
 
 /// Post-rotation hunts only, over a simulator-fast CloudTrail (no delivery delay).
-fn post_only(w: &World, post: &str) -> String {
-    hunts_section(w, "", post, "  delivery_delay: {cloudtrail: 0s}\n")
+fn post_only(post: &str) -> String {
+    hunts_section("", post, "  delivery_delay: {cloudtrail: 0s}\n")
 }
 
 /// Writes the plan, an empty CloudTrail delivery, and applies until the grace period: the new
@@ -146,7 +146,7 @@ fn pre_hunt_findings_pause_the_target_until_a_person_confirms() {
     );
     let plan = w.write_plan(&PlanSpec {
         on_findings: Some("{pre: pause}".into()),
-        sections: hunts_section(&w, "aws-recon", "", ""),
+        sections: hunts_section("aws-recon", "", ""),
         ..PlanSpec::default()
     });
 
@@ -212,7 +212,7 @@ fn pre_hunt_abort_leaves_the_target_alone() {
     );
     let plan = w.write_plan(&PlanSpec {
         on_findings: Some("{pre: abort}".into()),
-        sections: hunts_section(&w, "aws-denied", "", ""),
+        sections: hunts_section("aws-denied", "", ""),
         ..PlanSpec::default()
     });
     for attempt in 0..2 {
@@ -243,7 +243,7 @@ fn old_key_used_after_deactivation_is_reactivated_and_held_for_a_person() {
         &w,
         &PlanSpec {
             grace: "2s".into(),
-            sections: post_only(&w, "old-credential-used, new-credential-outside-allowlist"),
+            sections: post_only("old-credential-used, new-credential-outside-allowlist"),
             ..PlanSpec::default()
         },
     );
@@ -380,7 +380,7 @@ fn new_key_outside_the_allow_list_is_reported_and_continue_revokes() {
             on_findings: Some("{post: continue}".into()),
             sections: format!(
                 "{}allow_cidrs: [198.51.100.0/24]\n",
-                post_only(&w, "new-credential-outside-allowlist")
+                post_only("new-credential-outside-allowlist")
             ),
             ..PlanSpec::default()
         },
@@ -418,7 +418,7 @@ fn a_short_grace_says_so_and_a_missing_source_holds_the_revocation() {
         &w,
         &PlanSpec {
             grace: "1s".into(),
-            sections: hunts_section(&w, "", "old-credential-used", ""),
+            sections: hunts_section("", "old-credential-used", ""),
             ..PlanSpec::default()
         },
     );
@@ -437,7 +437,7 @@ fn a_short_grace_says_so_and_a_missing_source_holds_the_revocation() {
     let w = World::sandbox(1);
     let plan = w.write_plan(&PlanSpec {
         grace: "1s".into(),
-        sections: hunts_section(&w, "", "old-credential-used", ""),
+        sections: hunts_section("", "old-credential-used", ""),
         ..PlanSpec::default()
     });
     let first = w.apply(&plan, &["--output", "json"]);
@@ -469,7 +469,7 @@ fn a_crash_during_the_reactivation_is_resumed() {
         &w,
         &PlanSpec {
             grace: "1s".into(),
-            sections: post_only(&w, "old-credential-used"),
+            sections: post_only("old-credential-used"),
             ..PlanSpec::default()
         },
     );
