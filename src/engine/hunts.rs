@@ -374,7 +374,12 @@ pub struct HuntEnv<'a> {
     pub aws: Option<aws_config::SdkConfig>,
     /// Relative source paths are relative to this directory (the plan file's).
     pub plan_dir: PathBuf,
+    /// Reports of logs read whole before rotations, shared by a run's targets.
+    pub shared: Option<&'a SharedReads>,
 }
+
+/// Reports of the logs every target reads whole (CircleCI's, GitHub's), by what was read.
+pub type SharedReads = tokio::sync::Mutex<std::collections::HashMap<String, HuntReport>>;
 
 /// The directory relative paths of a plan file are read from (`.` for a bare file name).
 pub fn plan_dir(plan_file: &str) -> PathBuf {
@@ -504,7 +509,27 @@ pub async fn run_phase(
             credentials,
             ..Default::default()
         });
-        let report = remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await;
+        // The logs read whole (CircleCI's, GitHub's) give every target the same report before
+        // a rotation: read them once per run.
+        let shared = (!narrowed && when == When::Pre)
+            .then_some(env.shared)
+            .flatten()
+            .map(|cache| (cache, format!("{:?}|{remotes:?}|{since}", opts.inputs)));
+        let report = match &shared {
+            Some((cache, key)) => {
+                // Held while reading, so that targets running in parallel wait for one read.
+                let mut reads = cache.lock().await;
+                match reads.get(key) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await;
+                        reads.insert(key.clone(), r.clone());
+                        r
+                    }
+                }
+            }
+            None => remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await,
+        };
         result.unread.extend(
             report
                 .incomplete
@@ -620,6 +645,7 @@ pub async fn rerun_post(
             now: Utc::now(),
             aws: None,
             plan_dir: plan_dir(&record.plan_file),
+            shared: None,
         };
         result = run_phase(&env, target, When::Post, &facts).await;
         out.push((id.to_string(), result));
@@ -655,5 +681,69 @@ mod tests {
             ),
             Input::Remote(Remote::AzureActivity { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod shared_reads {
+    use super::*;
+
+    const PLAN: &str = "apiVersion: rekey/v1
+kind: RotationPlan
+metadata: {name: t}
+hunts:
+  pre: [circleci-persistence]
+  sources: {circleci_audit: [audit.jsonl]}
+targets:
+  - id: one
+    provider: aws-iam
+    principal: {user: a}
+  - id: two
+    provider: aws-iam
+    principal: {user: b}
+";
+
+    /// CircleCI's audit log is the same for every target: read once per run, before the
+    /// rotations. The second target gets the first one's report even though the file was
+    /// emptied in between.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logs_read_whole_are_read_once_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/hunt/circleci-audit.jsonl"
+        );
+        std::fs::copy(fixture, &audit).unwrap();
+        let plan = crate::plan::load::parse("plan.yaml", PLAN).unwrap();
+        let shared = SharedReads::default();
+        let env = HuntEnv {
+            plan: &plan,
+            rules: Arc::new(RuleSet::builtin()),
+            now: Utc::now(),
+            aws: None,
+            plan_dir: dir.path().to_path_buf(),
+            shared: Some(&shared),
+        };
+        let facts = RotationFacts::default();
+        let first = run_phase(&env, &plan.targets[0], When::Pre, &facts).await;
+        assert!(!first.report.findings.is_empty(), "{}", first.summary());
+        assert!(first.unread.is_empty(), "{}", first.summary());
+        std::fs::write(&audit, b"").unwrap();
+        let second = run_phase(&env, &plan.targets[1], When::Pre, &facts).await;
+        assert_eq!(
+            second.report.findings.len(),
+            first.report.findings.len(),
+            "read from the run's cache: {}",
+            second.summary()
+        );
+
+        // Without the cache, the file is read again: empty now.
+        let alone = HuntEnv {
+            shared: None,
+            ..env
+        };
+        let third = run_phase(&alone, &plan.targets[1], When::Pre, &facts).await;
+        assert!(third.report.findings.is_empty(), "{}", third.summary());
     }
 }

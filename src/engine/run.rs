@@ -273,6 +273,7 @@ pub struct Ctx {
     pub hunt_aws: Option<aws_config::SdkConfig>,
     /// The directory of the plan file, as named when the run was created.
     pub plan_dir: std::path::PathBuf,
+    pub hunt_reads: super::hunts::SharedReads,
 }
 
 impl Ctx {
@@ -426,6 +427,7 @@ async fn execute(
         hunt_records: Mutex::new(Vec::new()),
         hunt_aws: env.hunt_aws,
         plan_dir,
+        hunt_reads: Default::default(),
     });
     let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
         let ctx = ctx.clone();

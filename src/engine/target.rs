@@ -1019,6 +1019,7 @@ async fn hunt_phase(
         now: Utc::now(),
         aws: ctx.hunt_aws.clone(),
         plan_dir: ctx.plan_dir.clone(),
+        shared: Some(&ctx.hunt_reads),
     };
     let result = hunts::run_phase(&env, target, when, facts).await;
     let path = hunts::findings_path(
