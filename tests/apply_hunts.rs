@@ -510,3 +510,63 @@ fn a_crash_during_the_reactivation_is_resumed() {
     );
     assert_eq!(w.keys_created(), 1, "nothing minted twice");
 }
+
+/// `hunts.sources.cloudtrail: [api]` in a rotation: CloudTrail's event history through
+/// LookupEvents (the AWS simulator's), narrowed to the target's key. The reconnaissance before
+/// the rotation pauses it; after `rekey confirm`, the rotation runs and its post-hunt over the
+/// same API finds nothing.
+#[test]
+fn api_sources_read_cloudtrail_through_lookup_events() {
+    let w = World::sandbox(1);
+    let old = w.old_key.0.clone();
+    let ten_days_ago = Utc::now() - chrono::Duration::days(10);
+    let history = json!({
+        "Records": [
+            event(&old, "ListUsers", "203.0.113.9", ten_days_ago, None),
+            event("AKIAOTHERKEY00000000", "ListUsers", "203.0.113.9", ten_days_ago, None),
+        ]
+    })
+    .to_string();
+    w.sandbox_aws()
+        .with_state(|s| s.load_cloudtrail_records(&history))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let since = (Utc::now() - chrono::Duration::days(30)).to_rfc3339();
+    let plan = w.write_plan(&PlanSpec {
+        on_findings: Some("{pre: pause}".into()),
+        sections: format!(
+            "incident: {{since: {since}}}\nhunts:\n  pre: [aws-recon]\n  post: [old-credential-used]\n  sources: {{cloudtrail: [api]}}\n  delivery_delay: {{cloudtrail: 0s}}\n"
+        ),
+        ..PlanSpec::default()
+    });
+    let out = w.apply(&plan, &["--output", "json"]);
+    out.expect_code(3, "the pre-hunt finds the reconnaissance");
+    let run = out.run_id();
+    let found = all_findings(&findings(&w, &run, "pre"));
+    assert_eq!(
+        found.len(),
+        2,
+        "both aws-recon rules, the old key only: {found:?}"
+    );
+    for f in &found {
+        assert_eq!(f["credential"], old.as_str());
+        assert!(
+            f["location"]
+                .as_str()
+                .unwrap_or("")
+                .contains("LookupEvents"),
+            "{f}"
+        );
+    }
+    assert_eq!(w.keys_created(), 0);
+
+    confirm(&w, &run);
+    let done = w.resume(&run, &["--output", "json"]);
+    done.expect_code(0, "rotated; the post-hunt over LookupEvents is clean");
+    w.assert_rotated(&run, 1, &[]);
+    let post = findings(&w, &run, "post");
+    assert!(all_findings(&post).is_empty(), "{post}");
+    assert!(
+        post["stats"]["pages"].as_u64().unwrap_or(0) >= 1,
+        "the post-hunt read LookupEvents pages: {post}"
+    );
+}
