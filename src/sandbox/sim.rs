@@ -2,8 +2,9 @@
 //! share: bind on 127.0.0.1 at a free port, serve every request through one simulator's
 //! `answer`, fault injection (latency, forced statuses with an optional body and `Retry-After`,
 //! lost responses, a seeded 5xx rate) and the request log (method, path, query, status: never a
-//! body, where secrets travel). The AWS sandbox (a Query/JSON protocol keyed by action, not
-//! path) predates it and keeps its own.
+//! body, where secrets travel). The AWS sandbox keeps its own: its faults are keyed by action
+//! (Query and JSON protocols, not paths) and strike only after SigV4 authentication, as
+//! AWS's throttling does, and its log records the calling access key and error code.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
