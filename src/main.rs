@@ -224,6 +224,8 @@ struct ApplyArgs {
     /// confirmed with `rekey confirm`.
     #[arg(long, value_name = "TARGET=FILE", value_parser = parse_value_source)]
     old_value_from_file: Vec<(String, rekey::providers::github::ValueSource)>,
+    #[command(flatten)]
+    policy: rekey::policy::OperatorPolicy,
 }
 
 /// `TARGET=FILE` (or `TARGET=-` for stdin): a file name only, never a value on the command line.
@@ -267,6 +269,8 @@ struct StatusArgs {
 struct ValidateArgs {
     /// The plan to check.
     plan: PathBuf,
+    #[command(flatten)]
+    endpoint_policy: rekey::policy::EndpointPolicy,
 }
 
 #[derive(Subcommand)]
@@ -303,6 +307,9 @@ impl Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Err(e) = rekey::secret::forbid_core_dumps() {
+        tracing::warn!("cannot turn core dumps off: {e}");
+    }
     let result = match cli.command {
         Command::Inventory(args) => run_inventory(args, cli.output),
         Command::Plan(args) => run_plan(args, cli.output),
@@ -592,7 +599,11 @@ fn run_validate(args: ValidateArgs, output: Output) -> Result<u8, Failure> {
     let name = args.plan.display().to_string();
     let (diagnostics, targets) = match plan::load::load_file(&args.plan) {
         Err(d) => (vec![d], 0),
-        Ok((text, p)) => (plan::validate::validate(&name, &text, &p), p.targets.len()),
+        Ok((text, p)) => {
+            let mut d = plan::validate::validate(&name, &text, &p);
+            d.extend(args.endpoint_policy.plan_diagnostics(&name, &text, &p));
+            (d, p.targets.len())
+        }
     };
     let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
     let warnings: Vec<&Diagnostic> = diagnostics.iter().filter(|d| !d.is_error()).collect();
@@ -709,6 +720,7 @@ async fn real_environment(
     limits: &[(String, f64)],
     token_inputs: rekey::providers::github::TokenInputs,
     plan: &plan::Plan,
+    exec: rekey::providers::exec::ExecProvider,
 ) -> Result<rekey::engine::run::Environment, Failure> {
     use rekey::providers::{checkout_key::CheckoutKeyProvider, github};
     use rekey::ratelimit::RateLimiter;
@@ -739,7 +751,7 @@ async fn real_environment(
         .map_err(|e| Failure::input(e.to_string()))?;
     let github_anonymous =
         rekey::github::GithubClient::from_env(None).map_err(|e| Failure::input(e.to_string()))?;
-    let providers = cloud_providers(plan)?
+    let providers = cloud_providers(plan, exec)?
         .with(aws)
         .with(Arc::new(github::GithubDeployKeyProvider::new(github_own)))
         .with(Arc::new(github::GithubTokenProvider::new(
@@ -765,8 +777,11 @@ async fn real_environment(
 /// The providers besides AWS (whose SDK finds its own endpoint), the GCP and Azure ones pointed at the plan's `endpoints:`.
 /// rekey's own GCP and Azure credentials come from the standard variables; a broken
 /// `GOOGLE_APPLICATION_CREDENTIALS` stops the run only when the plan has a GCP target.
-fn cloud_providers(plan: &plan::Plan) -> Result<rekey::engine::run::ProviderSet, Failure> {
-    use rekey::providers::{azure, exec, gcp};
+fn cloud_providers(
+    plan: &plan::Plan,
+    exec: rekey::providers::exec::ExecProvider,
+) -> Result<rekey::engine::run::ProviderSet, Failure> {
+    use rekey::providers::{azure, gcp};
     use std::sync::Arc;
     let has = |kind: plan::ProviderKind| plan.targets.iter().any(|t| t.provider.value == kind);
     let gcp_auth = match gcp::GcpAuth::from_env() {
@@ -782,7 +797,7 @@ fn cloud_providers(plan: &plan::Plan) -> Result<rekey::engine::run::ProviderSet,
     Ok(rekey::engine::run::ProviderSet::default()
         .with(Arc::new(gcp))
         .with(Arc::new(azure))
-        .with(Arc::new(exec::ExecProvider::new())))
+        .with(Arc::new(exec)))
 }
 
 fn event_sink(
@@ -851,6 +866,13 @@ fn run_confirm(args: ConfirmArgs, output: Output) -> Result<u8, Failure> {
 fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let rt = runtime()?;
     let inputs = token_inputs(&args)?;
+    // The operator's rules, checked before any request (the plan's endpoints below).
+    args.policy.check().map_err(Failure::input)?;
+    args.policy
+        .endpoints
+        .check_environment()
+        .map_err(Failure::input)?;
+    let exec = args.policy.exec_provider(args.dry_run);
     let options = rekey::engine::run::ApplyOptions {
         state_dir: args.state_dir.clone(),
         parallelism: usize::from(args.parallelism),
@@ -870,11 +892,16 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             )
             .map_err(|d| Failure::runtime(d.message))?,
         };
+        args.policy
+            .endpoints
+            .check_endpoints(&stored.endpoints)
+            .map_err(|e| Failure::input(format!("run {run_id}: {e}")))?;
         let env = rt.block_on(real_environment(
             true,
             &args.rate_limits,
             inputs.clone(),
             &stored,
+            exec,
         ))?;
         let sink = event_sink(output, 0);
         let report = rt
@@ -891,7 +918,8 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let name = plan_path.display().to_string();
     let (text, plan) =
         plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
-    let diagnostics = plan::validate::validate(&name, &text, &plan);
+    let mut diagnostics = plan::validate::validate(&name, &text, &plan);
+    diagnostics.extend(args.policy.endpoints.plan_diagnostics(&name, &text, &plan));
     if diagnostics.iter().any(|d| d.is_error()) {
         return Err(Failure::input(format!(
             "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
@@ -904,6 +932,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             &args.rate_limits,
             inputs.clone(),
             &plan,
+            exec.clone(),
         ))?;
         let mut refreshed = plan;
         let changes = rt
@@ -938,6 +967,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             &args.rate_limits,
             inputs.clone(),
             &plan,
+            exec.clone(),
         ))?;
         // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
         let preview = rt.block_on(rekey::engine::dryrun::preview_with_history(
@@ -964,6 +994,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         &args.rate_limits,
         inputs.clone(),
         &plan,
+        exec,
     ))?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
