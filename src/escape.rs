@@ -47,26 +47,11 @@ pub fn markdown(text: &str) -> String {
     let line = terminal_line(text);
     let mut out = String::with_capacity(line.len() + 8);
     for c in line.chars() {
+        // Only what changes meaning inside a line: emphasis, code, links and images
+        // (`[`), HTML and entities, strikethrough, the cell separator, the escape itself.
         if matches!(
             c,
-            '\\' | '`'
-                | '*'
-                | '_'
-                | '{'
-                | '}'
-                | '['
-                | ']'
-                | '<'
-                | '>'
-                | '('
-                | ')'
-                | '#'
-                | '+'
-                | '-'
-                | '!'
-                | '|'
-                | '~'
-                | '&'
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&'
         ) {
             out.push('\\');
         }
@@ -106,7 +91,7 @@ mod tests {
     fn markdown_stays_literal() {
         assert_eq!(
             markdown("a|b [x](http://e) <img>"),
-            "a\\|b \\[x\\]\\(http://e\\) \\<img\\>"
+            "a\\|b \\[x\\](http://e) \\<img\\>"
         );
         assert_eq!(markdown("line\nbreak"), "line break");
         assert_eq!(markdown_code("id"), "`id`");

@@ -325,7 +325,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("{}", failure.message);
+            eprintln!("{}", rekey::escape::terminal(&failure.message));
             ExitCode::from(failure.code)
         }
     }
@@ -979,7 +979,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         ));
         match output {
             Output::Json => print_json(&json!(preview)),
-            Output::Table => print!("{}", render_preview(&preview)),
+            Output::Table => print!("{}", rekey::escape::terminal(&render_preview(&preview))),
         }
         return Ok(if args.detailed_exitcode {
             preview.detailed_exit_code()
