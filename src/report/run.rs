@@ -141,3 +141,48 @@ pub fn markdown(report: &RunReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::journal::RunStatus;
+    use crate::engine::run::TargetReport;
+    use crate::plan::ProviderKind;
+
+    /// A failure reason quotes a service's message: it must not reshape the report.
+    #[test]
+    fn hostile_reasons_stay_inside_their_cell() {
+        let report = RunReport {
+            run: "r1".into(),
+            plan: "plan`.yaml".into(),
+            status: RunStatus::Incomplete,
+            targets: vec![TargetReport {
+                id: "t`x|y".into(),
+                provider: ProviderKind::Exec,
+                outcome: Outcome::Failed {
+                    reason: "boom | injected | cells\n# Heading\n[click](https://evil.example) <img src=x>"
+                        .into(),
+                },
+            }],
+            serious_findings: 0,
+            hunts: Vec::new(),
+        };
+        let md = markdown(&report);
+        let row = md
+            .lines()
+            .find(|l| l.contains("boom"))
+            .unwrap_or_else(|| panic!("{md}"));
+        // One row, four cells: every other `|` is escaped.
+        assert_eq!(
+            row.matches(" | ").count() - row.matches("\\| ").count(),
+            3,
+            "{row}"
+        );
+        assert!(!md.contains("\n# Heading"), "{md}");
+        assert!(
+            row.contains("\\[click\\]") && row.contains("\\<img"),
+            "{row}"
+        );
+        assert!(md.contains("- Plan: `` plan`.yaml ``"), "{md}");
+    }
+}
