@@ -204,6 +204,7 @@ async fn a_307_never_replays_a_secret_body() {
         "{seen:?}"
     );
     assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
 }
 
 #[tokio::test]

@@ -117,7 +117,8 @@ struct InspectCredential {
 
 /// What one run of a command gave.
 struct Ran {
-    stdout: Vec<u8>,
+    /// May hold the minted values: wiped when dropped.
+    stdout: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl ExecProvider {
@@ -215,7 +216,19 @@ fn request(
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
-    Secret::new(doc.to_string())
+    let text = Secret::new(doc.to_string());
+    wipe_json(&mut doc);
+    text
+}
+
+/// Overwrites every string of a JSON document that held secret values before it is dropped.
+fn wipe_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe_json),
+        _ => {}
+    }
 }
 
 /// Runs `argv` with `input` on stdin, within `timeout`. `secrets` are redacted from stderr.
@@ -264,7 +277,8 @@ async fn run(
             let _ = stdin.shutdown().await;
             drop(stdin);
         };
-        let mut out = Vec::new();
+        // Room up front, so a typical answer is not reallocated (leaving unwiped copies).
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
         let mut err = Vec::new();
         let read_out = async {
             let _ = (&mut stdout)
@@ -305,17 +319,8 @@ async fn run(
         return Ok(Ran { stdout: out });
     }
     // A command that printed its answer and then failed (a mint that created the credential
-    // but could not finish) may repeat the values on stderr: redact those too.
-    let printed: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out)
-        .ok()
-        .and_then(|v| {
-            v.get("fields").and_then(|f| f.as_object()).map(|f| {
-                f.values()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
+    // but could not finish) may repeat the values on stderr: redact what it printed too.
+    let printed = printed_values(&out);
     let mut all: Vec<&str> = secrets.to_vec();
     all.extend(printed.iter().map(String::as_str));
     let stderr_text = stderr_tail(&err, &all);
@@ -331,6 +336,38 @@ async fn run(
         Some(EXIT_TEMPFAIL) => ProviderError::Transient(text),
         _ => ProviderError::Failed(text),
     })
+}
+
+/// What a command printed on stdout that may be a secret: every string of its JSON answer
+/// (at any depth) but the top-level `id`, or, when stdout is not JSON, each of its lines of
+/// 8 characters or more.
+fn printed_values(stdout: &[u8]) -> zeroize::Zeroizing<Vec<String>> {
+    let mut found = zeroize::Zeroizing::new(Vec::new());
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(stdout) {
+        Ok(mut answer) => {
+            if let Some(map) = answer.as_object_mut() {
+                map.remove("id");
+            }
+            strings(&answer, &mut found);
+            wipe_json(&mut answer);
+        }
+        Err(_) => found.extend(
+            String::from_utf8_lossy(stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.len() >= 8)
+                .map(str::to_owned),
+        ),
+    }
+    found
 }
 
 #[cfg(unix)]
