@@ -7,7 +7,7 @@ use super::bindings;
 use super::journal::{Journal, RunId};
 use super::run::ProviderSet;
 use super::steps::Step;
-use super::target::{current_credential, stale};
+use super::steps::inspect::{current_credential, stale};
 use crate::circleci::CircleCiClient;
 use crate::plan::{Place, Plan, Target};
 use crate::providers::CredentialInfo;
@@ -385,7 +385,7 @@ async fn binding_preview(
     let place = bindings::label(binding);
     let mut vars = Vec::new();
     match binding.place() {
-        Some(Place::Project(slug)) => match bindings::project_masks(circleci, slug).await {
+        Some(Place::Project(slug)) => match circleci.project_masks(slug).await {
             Ok(masks) => {
                 for var in binding.vars.values() {
                     match masks.get(var.as_str()) {
