@@ -142,6 +142,21 @@ fn client(url: &str) -> CircleCiClient {
         .with_retry_policy(rekey::http::RetryPolicy::no_retry())
 }
 
+/// `GET /user` through rekey's GitHub client at `url`, with `token` as rekey's own.
+async fn github_user(
+    url: &str,
+    token: Option<&str>,
+) -> Result<rekey::github::Answer, rekey::github::GithubError> {
+    let github = rekey::github::GithubClient::new(url, token.map(Secret::new)).unwrap();
+    let auth = match token {
+        Some(_) => rekey::github::Auth::Own,
+        None => rekey::github::Auth::Anonymous,
+    };
+    github
+        .call(reqwest::Method::GET, &["user"], &[], None, auth)
+        .await
+}
+
 #[tokio::test]
 async fn no_redirect_carries_the_token_to_another_origin() {
     let evil = Fake::start(Arc::new(|_| answer("200 OK", "", "{\"items\": []}"))).await;
@@ -163,20 +178,7 @@ async fn no_redirect_carries_the_token_to_another_origin() {
             .expect_err("a cross-origin redirect is refused");
         assert!(err.to_string().contains("redirect"), "{status}: {err}");
         // GitHub's client too, with rekey's own token.
-        let github = rekey::github::GithubClient::new(
-            &redirecting.url,
-            Some(Secret::new("ghp_rekeys-own-token")),
-        )
-        .unwrap();
-        let gh = github
-            .call(
-                reqwest::Method::GET,
-                &["user"],
-                &[],
-                None,
-                rekey::github::Auth::Own,
-            )
-            .await;
+        let gh = github_user(&redirecting.url, Some("ghp_rekeys-own-token")).await;
         assert!(gh.is_err(), "{status}: GitHub followed the redirect");
     }
     assert_eq!(evil.connections(), 0, "{:?}", evil.seen());
@@ -238,16 +240,7 @@ async fn answers_without_end_are_cut_at_the_bound() {
     assert!(err.to_string().contains("larger than"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 
-    let github = rekey::github::GithubClient::new(&endless.url, None).unwrap();
-    let gh = github
-        .call(
-            reqwest::Method::GET,
-            &["user"],
-            &[],
-            None,
-            rekey::github::Auth::Anonymous,
-        )
-        .await;
+    let gh = github_user(&endless.url, None).await;
     assert!(
         gh.as_ref()
             .err()

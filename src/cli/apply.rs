@@ -146,36 +146,26 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             diagnostic::render_all(&diagnostics)
         )));
     }
-    if let Some(out) = &args.refresh {
-        let exec = args.policy.exec_provider(false);
-        let env = rt.block_on(real_environment(
-            false,
+    // A dry run's exec provider runs no plan command unless the operator asks.
+    let environment = |need_stash: bool, dry_run: bool, inputs: TokenInputs| {
+        let exec = args.policy.exec_provider(dry_run);
+        rt.block_on(real_environment(
+            need_stash,
             &args.rate_limits,
             inputs,
             &plan,
             exec,
-        ))?;
+        ))
+    };
+    if let Some(out) = &args.refresh {
+        let env = environment(false, false, inputs)?;
         return refresh(&rt, plan, &env, out, output);
     }
     if args.dry_run {
-        let exec = args.policy.exec_provider(true);
-        let env = rt.block_on(real_environment(
-            false,
-            &args.rate_limits,
-            inputs,
-            &plan,
-            exec,
-        ))?;
+        let env = environment(false, true, inputs)?;
         return dry_run(&rt, &args, &plan, &env, output);
     }
-    let exec = args.policy.exec_provider(false);
-    let env = rt.block_on(real_environment(
-        true,
-        &args.rate_limits,
-        inputs,
-        &plan,
-        exec,
-    ))?;
+    let env = environment(true, false, inputs)?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(crate::engine::run::apply(
