@@ -20,13 +20,14 @@ pub fn write_atomically_with(
 ) -> std::io::Result<()> {
     // A device or pipe (/dev/stdout, /dev/null, a FIFO) is written in place: renaming a
     // temporary file over it would replace the device with a regular file.
-    if let Ok(meta) = std::fs::metadata(path) {
-        if !meta.is_file() && !meta.is_dir() {
-            let file = std::fs::OpenOptions::new().write(true).open(path)?;
-            let mut writer = std::io::BufWriter::new(file);
-            fill(&mut writer)?;
-            return writer.flush();
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        let mut writer = std::io::BufWriter::new(file);
+        fill(&mut writer)?;
+        return writer.flush();
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -114,12 +114,12 @@ impl EventSink for Bars {
     }
 
     fn ended(&self, target: &str, outcome: &str) {
-        if let Ok(lines) = self.lines.lock() {
-            if let Some(line) = lines.get(target) {
-                line.finish_with_message(
-                    crate::escape::terminal_line(&format!("{target}: {outcome}")).into_owned(),
-                );
-            }
+        if let Ok(lines) = self.lines.lock()
+            && let Some(line) = lines.get(target)
+        {
+            line.finish_with_message(
+                crate::escape::terminal_line(&format!("{target}: {outcome}")).into_owned(),
+            );
         }
         self.overall.inc(1);
     }
