@@ -151,7 +151,7 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     if let Some(plan_path) = &args.plan {
         let (_, plan) =
             rekey::plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
-        opts.since = plan.incident.since.value;
+        opts.since = plan.incident_since();
         endpoints = endpoints.with_plan(&plan.endpoints);
         for c in &plan.allow_cidrs {
             opts.allow.push(engine::parse_cidr(&c.value).map_err(|e| {

@@ -156,6 +156,9 @@ struct PlanArgs {
     /// Start of the incident window (RFC 3339).
     #[arg(long, value_name = "TIME", default_value = "2022-12-21T00:00:00Z")]
     since: chrono::DateTime<chrono::Utc>,
+    /// Write a scheduled plan (no `incident`): only credentials older than max_age are due.
+    #[arg(long, conflicts_with = "since")]
+    schedule: bool,
     /// Where to write the plan (YAML); stdout when absent.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -474,6 +477,7 @@ fn run_plan(args: PlanArgs, output: Output) -> Result<u8, Failure> {
     let options = BuildOptions {
         name: args.name.clone(),
         since: args.since,
+        schedule: args.schedule,
     };
     let mut draft = plan::build::build(&inv, classification, &options);
     // The plan holds everything from here on; at 10,000 projects the inventory is worth freeing.
@@ -1015,6 +1019,9 @@ fn render_preview(preview: &rekey::engine::dryrun::Preview) -> String {
             Action::Skip(why) => out.push_str(&format!(": would skip — {why}\n")),
             Action::Blocked(why) => out.push_str(&format!(": WOULD FAIL — {why}\n")),
         }
+        if let Some(why) = &t.due {
+            out.push_str(&format!("  due: {why}\n"));
+        }
         if let Some(p) = &t.principal {
             out.push_str(&format!("  principal: {p}\n"));
         }
@@ -1325,7 +1332,8 @@ async fn demo() -> Result<u8, Failure> {
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
     // Hunts: CloudTrail's event history through LookupEvents, narrowed to each AWS key; the
     // simulator delivers at once, so no delivery delay.
-    plan.incident.since = plan::Located::new(demo::incident_start());
+    plan.incident.get_or_insert_with(Default::default).since =
+        plan::Located::new(demo::incident_start());
     plan.hunts.sources.cloudtrail = vec![plan::Located::new("api".into())];
     plan.hunts.delivery_delay.insert(
         "cloudtrail".into(),

@@ -17,6 +17,7 @@ use super::run::Ctx;
 use super::steps::{Detail, EventPhase, Progress, Step};
 use crate::circleci::CircleCiClient;
 use crate::plan::{Place, Target};
+use crate::providers::budget::{VerifyBudget, VerifyClock};
 use crate::providers::{CredentialInfo, Inspection, Minted, Provider, ProviderError};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -155,51 +156,14 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
             Some(old) => ctx.journal.rotated_earlier(id, &old.id)?,
             None => None,
         };
-        let max_age = ctx.max_age(target);
-        let mut skip = None;
-        if let (Some(old), Some(max_age)) = (&old, max_age)
-            && let Some(created) = old.created_at
-        {
-            let age = Utc::now() - created;
-            if !ctx.options.ignore_max_age
-                && age.num_seconds() >= 0
-                && (age.num_seconds() as u64) < max_age.seconds()
-            {
-                skip = Some(format!(
-                    "current credential {} is {} old, younger than max_age {max_age}",
-                    old.id,
-                    crate::plan::PlanDuration(age.num_seconds() as u64)
-                ));
-            }
-        }
-        // A credential its owner cannot date (a GitHub token): the last rotation of this
-        // target by rekey dates it, so a scheduled run does not ask for a new token every time.
-        if let (None, Some(max_age), false) = (
-            old.as_ref().and_then(|o| o.created_at),
-            max_age,
-            ctx.options.ignore_max_age,
-        ) && skip.is_none()
-            && let Some((run, minted)) = ctx.journal.last_rotation(id)?
-        {
-            let age = Utc::now() - minted;
-            if age.num_seconds() >= 0 && (age.num_seconds() as u64) < max_age.seconds() {
-                skip = Some(format!(
-                    "rotated by run {run} {} ago, younger than max_age {max_age} (the owner does not date this credential)",
-                    crate::plan::PlanDuration(age.num_seconds() as u64)
-                ));
-            }
-        }
-        // Without max_age nothing says when to rotate again, so a plan that has been carried
-        // out stays carried out: applying it again (a re-run CI job, a repeated command)
-        // must change nothing rather than rotate a second time.
-        if let (Some(old), Some(run), None, false) =
-            (&old, &rotated_by, max_age, ctx.options.ignore_max_age)
-        {
-            skip = Some(format!(
-                "already rotated by run {run}: the bindings hold {}, which that run minted (set max_age to rotate on a schedule, or pass --ignore-max-age to rotate again now)",
-                old.id
-            ));
-        }
+        let verdict = match &old {
+            Some(old) => Some(ctx.due(target, old, rotated_by.as_deref())?),
+            None => None,
+        };
+        let skip = match &verdict {
+            Some(crate::plan::due::Verdict::Skip(reason)) => Some(reason.clone()),
+            _ => None,
+        };
         if let Some(reason) = skip {
             ctx.journal.record(
                 id,
@@ -229,8 +193,10 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, EngineError> {
                 Err(reason) => return Ok(step.incomplete(Step::Inspect, reason)),
             }
         }
+        // Why the target is due, for the report (`TargetReport::due`).
         let detail = Detail {
             old_id: old.as_ref().map(|c| c.id.clone()),
+            message: verdict.map(|v| v.reason().to_string()),
             ..Default::default()
         };
         ctx.journal
@@ -1243,31 +1209,40 @@ where
     call().await
 }
 
+/// Tries the new credential until it works or the target's [`VerifyBudget`] is spent, and
+/// says while it waits how long it may still wait.
 async fn verify_with_retries(
     ctx: &Ctx,
     provider: &dyn Provider,
     target: &Target,
     minted: &Minted,
 ) -> Result<(), ProviderError> {
-    let attempts = target
-        .policy
-        .verify
-        .as_ref()
-        .map(|v| v.attempts)
-        .unwrap_or(10)
-        .max(1);
-    let mut delay = ctx.options.verify_backoff;
+    let budget = VerifyBudget::for_target(target);
+    let clock = VerifyClock::with_second(ctx.options.verify_backoff);
+    let started = std::time::Instant::now();
     let mut last = None;
-    for attempt in 1..=attempts {
+    for attempt in 1.. {
         match provider.verify(target, minted).await {
             Ok(()) => return Ok(()),
             Err(e @ (ProviderError::Rejected(_) | ProviderError::Transient(_))) => {
                 tracing::debug!(target = target.id.as_str(), attempt, error = %e, "new credential not accepted yet");
                 last = Some(e);
-                if attempt < attempts {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(8));
-                }
+                let elapsed = clock.elapsed(started);
+                let Some(pause) = budget.pause_after(attempt, elapsed) else {
+                    break;
+                };
+                let note = format!(
+                    "not accepted yet after {attempt} attempt(s); waiting for the owner to propagate it, {} of {}",
+                    crate::plan::PlanDuration(elapsed.as_secs()),
+                    budget.describe()
+                );
+                ctx.emit(
+                    target.id.as_str(),
+                    Step::Verify,
+                    Status::Waiting,
+                    Some(&note),
+                );
+                clock.sleep(pause).await;
             }
             Err(e) => return Err(e),
         }

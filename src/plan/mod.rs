@@ -4,10 +4,12 @@
 //! - [`load`]: reading YAML with errors that name file, line and column;
 //! - [`validate`]: the semantic checks serde cannot express;
 //! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
-//! - [`build`]: from an inventory and its classification to a plan.
+//! - [`build`]: from an inventory and its classification to a plan;
+//! - [`due`]: whether a credential is due (incident and schedule).
 
 pub mod build;
 pub mod discover;
+pub mod due;
 pub mod duration;
 pub mod load;
 pub mod located;

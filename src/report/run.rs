@@ -73,14 +73,17 @@ pub fn markdown(report: &RunReport) -> String {
         count(|o| matches!(o, Outcome::Failed { .. })),
         count(|o| matches!(o, Outcome::Stale { .. })),
     ));
-    out.push_str("| Target | Provider | State | Detail |\n|---|---|---|---|\n");
+    // "Due because": the incident or the schedule that made the target due (a skipped
+    // target says in its detail why it was not).
+    out.push_str("| Target | Provider | State | Due because | Detail |\n|---|---|---|---|---|\n");
     for t in &report.targets {
         let (state, detail) = state_and_detail(&t.outcome);
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
+            "| `{}` | {} | {} | {} | {} |\n",
             t.id,
             t.provider,
             state,
+            t.due.as_deref().unwrap_or("").replace('|', "\\|"),
             detail.replace('|', "\\|")
         ));
     }
