@@ -167,6 +167,22 @@ struct PlanArgs {
     /// principal.user. AWS credentials come from the standard chain.
     #[arg(long, value_enum, value_name = "PROVIDER")]
     discover: Vec<Discover>,
+    /// Write a directory of plan files (--out DIR), one per project, context, provider or team
+    /// (--teams), with an index.yaml, for review shared by owners; `validate` and `apply` take
+    /// the directory.
+    #[arg(long, value_enum, value_name = "BY", requires = "out")]
+    split_by: Option<SplitByArg>,
+    /// With --split-by team: a YAML or JSON map from project slug (or context name) to team.
+    #[arg(long, value_name = "FILE")]
+    teams: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SplitByArg {
+    Project,
+    Context,
+    Provider,
+    Team,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -504,10 +520,11 @@ fn run_plan(args: PlanArgs, output: Output) -> Result<u8, Failure> {
         plan::write::write_yaml(w, &draft.plan, &draft.notes)
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
-    match &args.out {
-        Some(path) => rekey::fsio::write_atomically_with(path, write)
+    match (&args.out, args.split_by) {
+        (Some(dir), Some(by)) => write_split(dir, by, args.teams.as_deref(), &draft)?,
+        (Some(path), None) => rekey::fsio::write_atomically_with(path, write)
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?,
-        None => {
+        (None, _) => {
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
             write(&mut lock)
@@ -584,6 +601,39 @@ fn run_plan(args: PlanArgs, output: Output) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// `rekey plan --split-by`: the draft as a directory of plan files with an index.
+fn write_split(
+    dir: &Path,
+    by: SplitByArg,
+    teams: Option<&Path>,
+    draft: &plan::build::Draft,
+) -> Result<(), Failure> {
+    use plan::split::{SplitBy, Teams};
+    let by = match by {
+        SplitByArg::Project => SplitBy::Project,
+        SplitByArg::Context => SplitBy::Context,
+        SplitByArg::Provider => SplitBy::Provider,
+        SplitByArg::Team => SplitBy::Team,
+    };
+    let teams = match teams {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::input(format!("cannot read {name}: {e}")))?;
+            Teams::parse(&name, &text).map_err(|d| Failure::input(d.to_string()))?
+        }
+        None if by == SplitBy::Team => {
+            return Err(Failure::input(
+                "--split-by team needs --teams FILE (a map from project slug to team)",
+            ));
+        }
+        None => Teams::default(),
+    };
+    let parts = plan::split::split(draft.plan.clone(), by, &teams);
+    plan::split::write_dir(dir, by, &parts, &draft.notes)
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", dir.display())))
+}
+
 fn by_provider(p: &plan::Plan) -> serde_json::Value {
     let mut counts = std::collections::BTreeMap::new();
     for t in &p.targets {
@@ -594,9 +644,10 @@ fn by_provider(p: &plan::Plan) -> serde_json::Value {
 
 fn run_validate(args: ValidateArgs, output: Output) -> Result<u8, Failure> {
     let name = args.plan.display().to_string();
-    let (diagnostics, targets) = match plan::load::load_file(&args.plan) {
+    // A file, or the directory of a split plan (checked file by file and as a whole).
+    let (diagnostics, targets) = match plan::split::load_path(&args.plan) {
         Err(d) => (vec![d], 0),
-        Ok((text, p)) => (plan::validate::validate(&name, &text, &p), p.targets.len()),
+        Ok(loaded) => (loaded.validate(), loaded.target_count()),
     };
     let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
     let warnings: Vec<&Diagnostic> = diagnostics.iter().filter(|d| !d.is_error()).collect();
@@ -893,15 +944,31 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         return Err(Failure::input("name a plan, or --resume RUN_ID"));
     };
     let name = plan_path.display().to_string();
-    let (text, plan) =
-        plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
-    let diagnostics = plan::validate::validate(&name, &text, &plan);
+    let loaded = plan::split::load_path(plan_path).map_err(|d| Failure::input(d.to_string()))?;
+    let diagnostics = loaded.validate();
     if diagnostics.iter().any(|d| d.is_error()) {
         return Err(Failure::input(format!(
             "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
             diagnostic::render_all(&diagnostics)
         )));
     }
+    // A split plan runs as one plan: the journal keeps the files merged, as reviewed.
+    let split = loaded.files.len() > 1;
+    let (text, plan) = match (split, loaded.files.first()) {
+        (false, Some(f)) => (f.text.clone(), loaded.merge()),
+        _ => {
+            let merged = loaded.merge();
+            let text = merged
+                .as_ref()
+                .map(|p| plan::write::to_yaml(p, &Default::default()))
+                .transpose()
+                .map_err(|e| Failure::runtime(e.to_string()))?
+                .unwrap_or_default();
+            (text, merged)
+        }
+    };
+    let plan =
+        plan.ok_or_else(|| Failure::input(format!("{name}: the split plan lists no file")))?;
     if let Some(out) = &args.refresh {
         let env = rt.block_on(real_environment(
             false,

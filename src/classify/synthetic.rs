@@ -427,6 +427,36 @@ pub fn realistic_inventory(
     }
 }
 
+/// A planner's YAML with every REVIEW-REQUIRED decided the way a tired reviewer would, one
+/// distinct owner per target (`user: ci-7`, `repository: acme/repo-7`, a service account, an
+/// exec command): what the benchmark and the scale tests validate and dry-run. Not a real
+/// review — only a plan of the right size and shape.
+pub fn decide_review_required(yaml: &str) -> String {
+    const MARK: &str = "REVIEW-REQUIRED";
+    let mut out = String::with_capacity(yaml.len() + yaml.len() / 16);
+    let mut n = 0usize;
+    for line in yaml.split_inclusive('\n') {
+        if !line.contains(MARK) || line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        n += 1;
+        let decided = line
+            .replace(
+                "service_account: REVIEW-REQUIRED",
+                &format!("service_account: ci-{n}@acme-prod.iam.gserviceaccount.com"),
+            )
+            .replace(
+                "repository: REVIEW-REQUIRED",
+                &format!("repository: acme/repo-{n}"),
+            )
+            .replace("[REVIEW-REQUIRED]", "[/usr/local/bin/rotate-token]")
+            .replace(MARK, &format!("ci-{n}"));
+        out.push_str(&decided);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@
 //! - [`validate`]: the semantic checks serde cannot express;
 //! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
 //! - [`build`]: from an inventory and its classification to a plan;
-//! - [`due`]: whether a credential is due (incident and schedule).
+//! - [`due`]: whether a credential is due (incident and schedule);
+//! - [`split`]: a plan split into a directory of files for review, read back as one.
 
 pub mod build;
 pub mod discover;
@@ -15,6 +16,7 @@ pub mod load;
 pub mod located;
 pub mod model;
 pub mod refresh;
+pub mod split;
 pub mod validate;
 pub mod write;
 
