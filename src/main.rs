@@ -1011,9 +1011,11 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             &plan,
         ))?;
         // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
+        // Reads only, so each CircleCI place is read once for every target that binds it.
+        let circleci = env.circleci.clone().with_read_cache();
         let preview = rt.block_on(rekey::engine::dryrun::preview_with_history(
             &plan,
-            &env.circleci,
+            &circleci,
             &env.providers,
             args.ignore_max_age,
             Some(&args.state_dir),

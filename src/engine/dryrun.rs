@@ -13,8 +13,12 @@ use crate::plan::due::{Facts, Rule, Verdict, decide};
 use crate::plan::{Place, Plan, Target};
 use crate::providers::CredentialInfo;
 use chrono::Utc;
+use futures::StreamExt;
 use serde::Serialize;
 use std::path::Path;
+
+/// Targets previewed at once (reads only; the services' rate limits still apply).
+const PREVIEW_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
@@ -117,20 +121,21 @@ pub async fn preview_with_history(
         }
         None => None,
     };
-    let mut targets = Vec::new();
-    for target in &plan.targets {
-        targets.push(
-            preview_target(
-                plan,
-                target,
-                circleci,
-                providers,
-                ignore_max_age,
-                history.as_ref(),
-            )
-            .await,
-        );
-    }
+    // Targets are previewed concurrently, in the plan's order; a client made
+    // `with_read_cache` reads each CircleCI place once for all of them.
+    let targets: Vec<TargetPreview> = futures::stream::iter(plan.targets.iter().map(|target| {
+        preview_target(
+            plan,
+            target,
+            circleci,
+            providers,
+            ignore_max_age,
+            history.as_ref(),
+        )
+    }))
+    .buffered(PREVIEW_CONCURRENCY)
+    .collect()
+    .await;
     Preview {
         plan: plan.metadata.name.value.clone(),
         targets,
