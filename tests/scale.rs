@@ -31,6 +31,20 @@ fn write_inventory(dir: &Path, projects: usize, contexts: usize) -> String {
     path.display().to_string()
 }
 
+/// `rekey plan --split-by project` of `inventory` into the directory `split`.
+fn split_by_project(inventory: &str, split: &Path) {
+    let out = rekey(&[
+        "plan",
+        "--inventory",
+        inventory,
+        "--split-by",
+        "project",
+        "--out",
+        split.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 #[test]
 fn scale_realistic_inventory_does_not_collapse_into_few_targets() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,16 +75,7 @@ fn scale_realistic_inventory_does_not_collapse_into_few_targets() {
     // Split by project: a directory with an index, every target in exactly one file, and the
     // directory validates as the whole did.
     let split = dir.path().join("split");
-    let out = rekey(&[
-        "plan",
-        "--inventory",
-        &inventory,
-        "--split-by",
-        "project",
-        "--out",
-        split.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    split_by_project(&inventory, &split);
     let index = std::fs::read_to_string(split.join("index.yaml")).unwrap();
     assert!(index.contains("kind: RotationPlanIndex"), "{index}");
     let mut ids = 0;
@@ -101,16 +106,7 @@ fn scale_a_binding_in_two_files_of_a_split_plan_is_a_located_error() {
     let dir = tempfile::tempdir().unwrap();
     let inventory = write_inventory(dir.path(), 3, 0);
     let split = dir.path().join("split");
-    let out = rekey(&[
-        "plan",
-        "--inventory",
-        &inventory,
-        "--split-by",
-        "project",
-        "--out",
-        split.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    split_by_project(&inventory, &split);
     let first = split.join("gh-acme-service-00000.yaml");
     let second = split.join("gh-acme-service-00001.yaml");
     let a = std::fs::read_to_string(&first).unwrap();

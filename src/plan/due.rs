@@ -101,7 +101,7 @@ pub fn decide(rule: Rule<'_>, facts: Facts<'_>, now: DateTime<Utc>) -> Verdict {
         .map(|u| format!(", created after the incident ended ({})", rfc3339(u)))
         .unwrap_or_default();
     let by_run = match (remedied, facts.minted_by_run) {
-        (true, Some(run)) => format!(" (minted by run {run})"),
+        (true, Some(run)) => format!(" (rotated by run {run})"),
         _ => String::new(),
     };
     match (rule.max_age, facts.created_at) {
