@@ -1,13 +1,13 @@
-//! Planning at scale: classification of a synthetic organization of 10,000 projects × 30
-//! variables and 500 contexts × 20 variables (the size the planner must handle in under 1 s).
+//! Planning at scale: a realistic organization of 10,000 projects × 30 variables and 500
+//! contexts × 20 variables whose values mostly differ per project, with tokens of many kinds
+//! (`synthetic::realistic_inventory`): about 190,000 targets.
 //!
-//! Run with `cargo bench --bench plan`. Prints the time to build the inventory, min and median
-//! of several classification runs in process, and then what a user sees: the `rekey plan`
-//! binary run end to end on the inventory file (read JSON, classify, write the YAML plan), its
-//! wall time and its peak memory (the children's maximum resident set, from getrusage).
-//! Targets: under 1 s and under 300 MB.
-
-use rekey::classify::{RuleSet, classify, synthetic::synthetic_inventory};
+//! Run with `cargo bench --bench plan`. Prints what a user sees, each step the release binary
+//! run end to end with its wall time and its peak memory (that child's maximum resident set,
+//! from wait4): `rekey plan` (read the JSON inventory, classify, write the YAML plan), then —
+//! once every REVIEW-REQUIRED is decided mechanically — `rekey validate` of that plan, and of
+//! the same plan split by project. Then classification alone, in process.
+//! Targets: each step under 1.5 s and 400 MB.
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,13 +20,37 @@ const RUNS: usize = 9;
 
 /// Set in the child that writes the synthetic inventory file (see `main`).
 const GENERATE_ENV: &str = "REKEY_PLAN_BENCH_GENERATE";
+/// Set in the child that decides a plan's REVIEW-REQUIRED in place (file or directory).
+const DECIDE_ENV: &str = "REKEY_PLAN_BENCH_DECIDE";
 
 fn main() {
     // The end-to-end run comes first, while this process is still small: Linux carries the
     // parent's peak RSS into a spawned child's ru_maxrss, so a parent holding the inventory
     // would inflate the child's figure. A child process writes the inventory file instead.
+    if let Some(path) = std::env::var_os(DECIDE_ENV) {
+        let path = std::path::PathBuf::from(path);
+        let files: Vec<std::path::PathBuf> = if path.is_dir() {
+            std::fs::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n != "index.yaml"))
+                .collect()
+        } else {
+            vec![path]
+        };
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if let Err(e) = std::fs::write(&file, decide_review_required(&text)) {
+                eprintln!("cannot write {}: {e}", file.display());
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     if let Some(path) = std::env::var_os(GENERATE_ENV) {
-        let inv = synthetic_inventory(PROJECTS, VARS, CONTEXTS, CTX_VARS);
+        let inv = realistic_inventory(PROJECTS, VARS, CONTEXTS, CTX_VARS);
         let json = serde_json::to_vec(&inv).unwrap_or_default();
         if let Err(e) = std::fs::write(&path, json) {
             eprintln!("cannot write the inventory: {e}");
@@ -37,7 +61,7 @@ fn main() {
     end_to_end();
 
     let started = Instant::now();
-    let inv = synthetic_inventory(PROJECTS, VARS, CONTEXTS, CTX_VARS);
+    let inv = realistic_inventory(PROJECTS, VARS, CONTEXTS, CTX_VARS);
     let generated = started.elapsed();
 
     let started = Instant::now();
@@ -80,8 +104,64 @@ fn main() {
     );
 }
 
-/// Runs the release `rekey plan` binary on the inventory as a file, as a user would, and
-/// reports each run's own peak memory (wait4's rusage of that child).
+/// One run of the release binary: wall time and that child's peak memory (wait4's rusage).
+fn timed(args: &[&std::ffi::OsStr], ok_codes: &[i32]) -> (Duration, i64) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("cannot start rekey: {child:?}");
+        std::process::exit(1);
+    };
+    // SAFETY: wait4 on our own child's pid with valid out-pointers; std never waits on it.
+    let (status, usage) = unsafe {
+        let mut status = 0;
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
+        (status, usage)
+    };
+    let took = started.elapsed();
+    if !(libc::WIFEXITED(status) && ok_codes.contains(&libc::WEXITSTATUS(status))) {
+        eprintln!("rekey {args:?} failed: wait status {status}");
+        std::process::exit(1);
+    }
+    (took, usage.ru_maxrss)
+}
+
+/// Runs a child of this benchmark with `env` set to `path` (generate, decide).
+fn helper(env: &str, path: &std::path::Path) {
+    let done = std::env::current_exe().and_then(|exe| Command::new(exe).env(env, path).status());
+    if !matches!(done, Ok(s) if s.success()) {
+        eprintln!("{env} failed: {done:?}");
+        std::process::exit(1);
+    }
+}
+
+/// `runs` timings of one command: median wall time and the largest peak memory.
+fn measure(what: &str, args: &[&std::ffi::OsStr], ok_codes: &[i32], runs: usize) {
+    let mut times = Vec::new();
+    let mut peak_kib = 0;
+    for _ in 0..runs {
+        let (took, kib) = timed(args, ok_codes);
+        times.push(took);
+        peak_kib = peak_kib.max(kib);
+    }
+    times.sort();
+    let median = times[runs / 2];
+    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    println!(
+        "{what}: wall min {:.2?}, median {median:.2?} over {runs} runs; peak memory {:.0} MB [1.5 s {}; 400 MB {}]",
+        times[0],
+        peak_kib as f64 / 1024.0,
+        verdict(median <= Duration::from_millis(1500)),
+        verdict(peak_kib <= 400 * 1024)
+    );
+}
+
+/// The user's steps on the realistic inventory, each the release binary as a user runs it.
 fn end_to_end() {
     let dir = std::env::temp_dir().join(format!("rekey-plan-bench-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -90,59 +170,62 @@ fn end_to_end() {
     }
     let inventory = dir.join("inventory.json");
     let plan = dir.join("plan.yaml");
-    let generated = std::env::current_exe()
-        .and_then(|exe| Command::new(exe).env(GENERATE_ENV, &inventory).status());
-    if !matches!(generated, Ok(s) if s.success()) {
-        eprintln!("generating the inventory failed: {generated:?}");
-        std::process::exit(1);
-    }
-    let inventory_bytes = std::fs::metadata(&inventory).map(|m| m.len()).unwrap_or(0);
-    let mut peak_kib = 0;
-    let mut times = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
-            .args(["plan", "--inventory"])
-            .arg(&inventory)
-            .arg("--out")
-            .arg(&plan)
-            .arg("--output")
-            .arg("json")
-            .stdout(std::process::Stdio::null())
-            .spawn();
-        let Ok(child) = child else {
-            eprintln!("cannot start rekey: {child:?}");
-            std::process::exit(1);
-        };
-        // SAFETY: wait4 on our own child's pid with valid out-pointers; std never waits on it.
-        let (status, usage) = unsafe {
-            let mut status = 0;
-            let mut usage: libc::rusage = std::mem::zeroed();
-            libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage);
-            (status, usage)
-        };
-        times.push(started.elapsed());
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            eprintln!("rekey plan failed: wait status {status}");
-            std::process::exit(1);
-        }
-        peak_kib = peak_kib.max(usage.ru_maxrss);
-    }
-    times.sort();
-    let plan_bytes = std::fs::metadata(&plan).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "rekey plan (binary, end to end): inventory {:.1} MB -> plan {:.1} MB; wall min {:.0?}, median {:.0?} over 5 runs; peak memory {:.0} MB",
-        inventory_bytes as f64 / 1e6,
-        plan_bytes as f64 / 1e6,
-        times[0],
-        times[2],
-        peak_kib as f64 / 1024.0
+    let split = dir.join("split");
+    helper(GENERATE_ENV, &inventory);
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    measure(
+        "rekey plan (inventory JSON -> YAML plan)",
+        &[
+            os("plan"),
+            os("--inventory"),
+            inventory.as_os_str(),
+            os("--out"),
+            plan.as_os_str(),
+            os("--output"),
+            os("json"),
+        ],
+        &[0],
+        5,
     );
-    let verdict = |ok: bool| if ok { "ok" } else { "MISSED" };
+    let size =
+        |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let targets = std::fs::read_to_string(&plan)
+        .map(|t| t.matches("\n  - id: ").count())
+        .unwrap_or(0);
     println!(
-        "targets: under 1 s {} ; under 300 MB {}",
-        verdict(times[2] < Duration::from_secs(1)),
-        verdict(peak_kib < 300 * 1024)
+        "inventory {:.1} MB -> plan {:.1} MB, {targets} targets",
+        size(&inventory),
+        size(&plan)
+    );
+    helper(DECIDE_ENV, &plan);
+    measure(
+        "rekey validate (every REVIEW-REQUIRED decided)",
+        &[os("validate"), plan.as_os_str()],
+        &[0],
+        5,
+    );
+    measure(
+        "rekey plan --split-by project",
+        &[
+            os("plan"),
+            os("--inventory"),
+            inventory.as_os_str(),
+            os("--split-by"),
+            os("project"),
+            os("--out"),
+            split.as_os_str(),
+            os("--output"),
+            os("json"),
+        ],
+        &[0],
+        3,
+    );
+    helper(DECIDE_ENV, &split);
+    measure(
+        "rekey validate DIR (split by project, 10,000+ files)",
+        &[os("validate"), split.as_os_str()],
+        &[0],
+        3,
     );
     if std::env::var_os("REKEY_BENCH_KEEP").is_some() {
         println!("kept {}", dir.display());

@@ -626,3 +626,98 @@ async fn a_lost_create_answer_leaves_no_orphan() {
     assert_eq!(rollbacks, 2, "both orphans found and deleted:\n{stdout}");
     w.check_rotated().await;
 }
+
+/// Runs `apply` on the GCP and Azure targets only, 100× faster than real time
+/// (`--verify-backoff-ms 10`: a budget's second takes 10 ms), after making each owner accept a
+/// new credential only two (simulated) minutes after creating it.
+async fn apply_with_two_minute_propagation(w: &World) -> (serde_json::Value, String, i32) {
+    let clock =
+        rekey::providers::budget::VerifyClock::with_second(std::time::Duration::from_millis(10));
+    let two_minutes = clock.real(std::time::Duration::from_secs(120));
+    w.gcp.with_state(|s| s.propagation = two_minutes);
+    w.azure.with_state(|s| s.propagation = two_minutes);
+    let out = w
+        .rekey(&[
+            "apply",
+            w.plan_arg(),
+            "--output",
+            "json",
+            "--ignore-max-age",
+            "--verify-backoff-ms",
+            "10",
+            "--target",
+            "gcp-deployer",
+            "--target",
+            "azure-ci-app",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (summary_of(&out, code), stdout, code)
+}
+
+/// GCP service-account keys and Azure client secrets take minutes to work everywhere: with
+/// each provider's default budget (ten minutes) a credential usable only after two minutes is
+/// verified and written, not deleted, and the progress says how long it may still wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_usable_after_two_minutes_is_verified_not_deleted() {
+    let w = World::start("1h").await;
+    let (summary, stdout, code) = apply_with_two_minute_propagation(&w).await;
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(states(&summary), ["waiting", "waiting"], "{summary}");
+    // The new credentials are the ones bound, and they work.
+    let keys = w.gcp.with_state(|s| s.keys_of(&w.sa));
+    assert_eq!(keys.len(), 2, "old (disabled) and new: {keys:?}");
+    assert_ne!(w.var("AZURE_CLIENT_SECRET"), w.old_azure_secret.expose());
+    assert_eq!(
+        w.azure.with_state(|s| s.passwords_of(&w.app_object)).len(),
+        2
+    );
+    // While it waited, the progress said so, with the budget.
+    let waits: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("\"status\":\"waiting\"") && l.contains("\"step\":\"verify\""))
+        .collect();
+    assert!(
+        waits
+            .iter()
+            .any(|l| l.contains("gcp-deployer") && l.contains("up to 10m")),
+        "{stdout}"
+    );
+    assert!(waits.iter().any(|l| l.contains("azure-ci-app")), "{stdout}");
+}
+
+/// The same propagation with the old one-minute budget (`policy.verify.timeout: 1m`) gives up:
+/// the new credential is deleted and nothing else changes — what every GCP and Azure rotation
+/// risked before the budgets were per provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_minute_budget_deletes_a_credential_that_needs_two() {
+    let w = World::start("1h").await;
+    let plan = std::fs::read_to_string(&w.plan_file).unwrap();
+    let plan = plan
+        .replace(
+            "        encoding: {key_json: base64}\n",
+            "        encoding: {key_json: base64}\n    policy: {verify: {timeout: 1m}}\n",
+        )
+        .replace(
+            "        vars: {client_secret: AZURE_CLIENT_SECRET}\n",
+            "        vars: {client_secret: AZURE_CLIENT_SECRET}\n    policy: {verify: {timeout: 1m}}\n",
+        );
+    std::fs::write(&w.plan_file, plan).unwrap();
+    let (summary, _, code) = apply_with_two_minute_propagation(&w).await;
+    assert_eq!(code, 1, "{summary}");
+    assert_eq!(states(&summary), ["failed", "failed"], "{summary}");
+    assert_eq!(
+        w.gcp.with_state(|s| s.keys_of(&w.sa)).len(),
+        1,
+        "new key deleted"
+    );
+    assert_eq!(
+        w.azure.with_state(|s| s.passwords_of(&w.app_object)).len(),
+        1,
+        "new secret deleted"
+    );
+    assert_eq!(w.var("AZURE_CLIENT_SECRET"), w.old_azure_secret.expose());
+}

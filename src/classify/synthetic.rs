@@ -5,6 +5,10 @@
 //! credential sits in hundreds of projects), some hold prefixed pairs, third-party tokens,
 //! configuration, half pairs, names no rule knows and names unique to the project; contexts hold
 //! pairs and webhooks under the same names. Benchmarks (`benches/plan.rs`) and scale tests use it.
+//!
+//! [`realistic_inventory`] is the organization of issue 10 (sizes): most values differ per
+//! project (each team its own keys and tokens, of many kinds), so 10,000 projects × 30 variables
+//! and 500 contexts × 20 make about 190,000 targets rather than a few hundred.
 
 use crate::inventory::{
     CheckoutKey, Context, ContextVar, Inventory, InventorySource, LegacyAwsKeys, Masked, Project,
@@ -265,6 +269,192 @@ pub fn synthetic_inventory(
         contexts: out_contexts,
         errors: Vec::new(),
     }
+}
+
+/// Single-variable tokens of many kinds (each a rule of the built-in set), most projects
+/// holding their own value.
+const TOKENS: &[&str] = &[
+    "NPM_TOKEN",
+    "GITHUB_TOKEN",
+    "SLACK_WEBHOOK_URL",
+    "DOCKERHUB_PASSWORD",
+    "SENTRY_AUTH_TOKEN",
+    "DATADOG_API_KEY",
+    "CODECOV_TOKEN",
+    "HEROKU_API_KEY",
+    "STRIPE_SECRET_KEY",
+    "SENDGRID_API_KEY",
+    "SNYK_TOKEN",
+    "CLOUDFLARE_API_TOKEN",
+    "SONAR_TOKEN",
+    "NETLIFY_AUTH_TOKEN",
+    "VERCEL_TOKEN",
+    "PYPI_API_TOKEN",
+    "CIRCLECI_API_TOKEN",
+    "GCLOUD_SERVICE_KEY",
+    "DEPLOY_KEY",
+    "SLACK_BOT_TOKEN",
+    "COVERALLS_REPO_TOKEN",
+    "NUGET_API_KEY",
+    "MAILGUN_API_KEY",
+    "TFC_TOKEN",
+];
+
+/// An organization whose projects mostly hold their own credentials: an AWS key pair each
+/// (a few shared deploy keys too), 15–20 tokens of many kinds with per-project values (one in
+/// ten shared by a team), configuration, and names no rule knows. Contexts hold the same kinds.
+/// Deterministic; for tests and benchmarks only.
+pub fn realistic_inventory(
+    projects: usize,
+    vars: usize,
+    contexts: usize,
+    ctx_vars: usize,
+) -> Inventory {
+    let mut rng = Rng(0x0BAD_5EED);
+    let taken_at: DateTime<Utc> = Utc
+        .with_ymd_and_hms(2023, 1, 5, 9, 0, 0)
+        .single()
+        .unwrap_or_default();
+    // A value number unique to (project, slot), or one of a team's shared values.
+    let value = |rng: &mut Rng, p: usize, slot: u64| -> u64 {
+        if rng.chance(10) {
+            1_000_000 + (p as u64 / 20) * 64 + slot
+        } else {
+            p as u64 * 64 + slot
+        }
+    };
+    let mut out_projects = Vec::with_capacity(projects);
+    for p in 0..projects {
+        let mut env: Vec<ProjectVar> = Vec::with_capacity(vars);
+        let push = |env: &mut Vec<ProjectVar>, name: String, masked: Masked| {
+            if env.len() < vars {
+                env.push(ProjectVar {
+                    name,
+                    masked,
+                    created_at: None,
+                });
+            }
+        };
+        let k = if rng.chance(5) {
+            rng.below(40)
+        } else {
+            1000 + p as u64
+        };
+        push(&mut env, "AWS_ACCESS_KEY_ID".into(), tail(1, k));
+        push(&mut env, "AWS_SECRET_ACCESS_KEY".into(), tail(2, k));
+        if rng.chance(40) {
+            let k = value(&mut rng, p, 0);
+            push(&mut env, "PROD_AWS_ACCESS_KEY_ID".into(), tail(3, k));
+            push(&mut env, "PROD_AWS_SECRET_ACCESS_KEY".into(), tail(4, k));
+        }
+        // 15 to 20 tokens, starting anywhere in the list so every kind is common.
+        let count = 15 + rng.below(6) as usize;
+        let first = rng.below(TOKENS.len() as u64) as usize;
+        for i in 0..count {
+            let t = (first + i) % TOKENS.len();
+            let v = value(&mut rng, p, 1 + t as u64);
+            push(&mut env, TOKENS[t].to_string(), tail(100 + t as u64, v));
+        }
+        for name in CONFIG {
+            if rng.chance(50) {
+                push(&mut env, (*name).into(), tail(18, rng.below(8)));
+            }
+        }
+        push(&mut env, format!("SERVICE_{p}_SETTING"), tail(21, p as u64));
+        let mut u = rng.below(300);
+        while env.len() < vars {
+            let name = if u % 2 == 0 {
+                format!("CONFIG_{u}")
+            } else {
+                format!("SVC{u}_API_KEY")
+            };
+            push(&mut env, name, tail(22, p as u64 * 300 + u));
+            u += 1;
+        }
+        out_projects.push(Project {
+            slug: format!("gh/acme/service-{p:05}"),
+            env_vars: env,
+            checkout_keys: vec![CheckoutKey {
+                key_type: "deploy-key".into(),
+                fingerprint: format!("SHA256:checkout{p:05}"),
+                preferred: true,
+                created_at: None,
+            }],
+            ssh_keys: Vec::new(),
+            legacy_aws_keys: None,
+        });
+    }
+    let mut out_contexts = Vec::with_capacity(contexts);
+    for c in 0..contexts {
+        let updated = taken_at - Duration::days(rng.below(700) as i64);
+        let mut variables: Vec<ContextVar> = Vec::with_capacity(ctx_vars);
+        let push = |variables: &mut Vec<ContextVar>, name: String| {
+            if variables.len() < ctx_vars {
+                variables.push(ContextVar {
+                    name,
+                    created_at: None,
+                    updated_at: Some(updated),
+                });
+            }
+        };
+        push(&mut variables, format!("CONTEXT_{c}_AWS_ACCESS_KEY_ID"));
+        push(&mut variables, format!("CONTEXT_{c}_AWS_SECRET_ACCESS_KEY"));
+        let first = rng.below(TOKENS.len() as u64) as usize;
+        for i in 0..12 {
+            let t = TOKENS[(first + i) % TOKENS.len()];
+            push(&mut variables, format!("CTX{c}_{t}"));
+        }
+        push(&mut variables, "AWS_REGION".into());
+        let mut k = rng.below(100);
+        while variables.len() < ctx_vars {
+            push(&mut variables, format!("SHARED_SETTING_{k}"));
+            k += 1;
+        }
+        out_contexts.push(Context {
+            id: format!("ctx-{c:04}"),
+            name: format!("context-{c:04}"),
+            created_at: None,
+            variables,
+        });
+    }
+    Inventory {
+        source: InventorySource::CircleciApi,
+        org: Some("gh/acme".into()),
+        taken_at,
+        projects: out_projects,
+        contexts: out_contexts,
+        errors: Vec::new(),
+    }
+}
+
+/// A planner's YAML with every REVIEW-REQUIRED decided the way a tired reviewer would, one
+/// distinct owner per target (`user: ci-7`, `repository: acme/repo-7`, a service account, an
+/// exec command): what the benchmark and the scale tests validate and dry-run. Not a real
+/// review — only a plan of the right size and shape.
+pub fn decide_review_required(yaml: &str) -> String {
+    const MARK: &str = "REVIEW-REQUIRED";
+    let mut out = String::with_capacity(yaml.len() + yaml.len() / 16);
+    let mut n = 0usize;
+    for line in yaml.split_inclusive('\n') {
+        if !line.contains(MARK) || line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        n += 1;
+        let decided = line
+            .replace(
+                "service_account: REVIEW-REQUIRED",
+                &format!("service_account: ci-{n}@acme-prod.iam.gserviceaccount.com"),
+            )
+            .replace(
+                "repository: REVIEW-REQUIRED",
+                &format!("repository: acme/repo-{n}"),
+            )
+            .replace("[REVIEW-REQUIRED]", "[/usr/local/bin/rotate-token]")
+            .replace(MARK, &format!("ci-{n}"));
+        out.push_str(&decided);
+    }
+    out
 }
 
 #[cfg(test)]

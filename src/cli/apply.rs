@@ -136,16 +136,34 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         return Err(Failure::input("name a plan, or --resume RUN_ID"));
     };
     let name = plan_path.display().to_string();
-    let (text, plan) =
-        plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
-    let mut diagnostics = plan::validate::validate(&name, &text, &plan);
-    diagnostics.extend(args.policy.endpoints.plan_diagnostics(&name, &text, &plan));
+    let loaded = plan::split::load_path(plan_path).map_err(|d| Failure::input(d.to_string()))?;
+    let mut diagnostics = loaded.validate();
+    for f in &loaded.files {
+        diagnostics.extend(args.policy.endpoints.plan_diagnostics(&f.name, &f.text, &f.plan));
+    }
     if diagnostics.iter().any(|d| d.is_error()) {
         return Err(Failure::input(format!(
             "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
             diagnostic::render_all(&diagnostics)
         )));
     }
+    // A split plan runs as one plan: the journal keeps the files merged, as reviewed.
+    let split = loaded.files.len() > 1;
+    let (text, plan) = match (split, loaded.files.first()) {
+        (false, Some(f)) => (f.text.clone(), loaded.merge()),
+        _ => {
+            let merged = loaded.merge();
+            let text = merged
+                .as_ref()
+                .map(|p| plan::write::to_yaml(p, &Default::default()))
+                .transpose()
+                .map_err(|e| Failure::runtime(e.to_string()))?
+                .unwrap_or_default();
+            (text, merged)
+        }
+    };
+    let plan =
+        plan.ok_or_else(|| Failure::input(format!("{name}: the split plan lists no file")))?;
     // A dry run's exec provider runs no plan command unless the operator asks.
     let environment = |need_stash: bool, dry_run: bool, inputs: TokenInputs| {
         let exec = args.policy.exec_provider(dry_run);
@@ -277,9 +295,11 @@ fn dry_run(
     output: Output,
 ) -> Result<u8, Failure> {
     // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
+    // Reads only, so each CircleCI place is read once for every target that binds it.
+    let circleci = env.circleci.clone().with_read_cache();
     let preview = rt.block_on(crate::engine::dryrun::preview_with_history(
         plan,
-        &env.circleci,
+        &circleci,
         &env.providers,
         args.ignore_max_age,
         Some(&args.state_dir),
@@ -376,6 +396,9 @@ pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
             Action::Rotate => out.push_str(": would rotate\n"),
             Action::Skip(why) => out.push_str(&format!(": would skip — {why}\n")),
             Action::Blocked(why) => out.push_str(&format!(": WOULD FAIL — {why}\n")),
+        }
+        if let Some(why) = &t.due {
+            out.push_str(&format!("  due: {why}\n"));
         }
         if let Some(p) = &t.principal {
             out.push_str(&format!("  principal: {p}\n"));

@@ -245,7 +245,8 @@ fn add_other_targets(plan: &mut Plan, cloud: &CloudDemo) -> Result<(), Failure> 
     plan.defaults.grace = plan::Located::new(plan::PlanDuration(0));
     // Hunts: CloudTrail's event history through LookupEvents, narrowed to each AWS key; the
     // simulator delivers at once, so no delivery delay.
-    plan.incident.since = plan::Located::new(demo::incident_start());
+    plan.incident.get_or_insert_with(Default::default).since =
+        plan::Located::new(demo::incident_start());
     plan.hunts.sources.cloudtrail = vec![plan::Located::new("api".into())];
     plan.hunts.delivery_delay.insert(
         "cloudtrail".into(),

@@ -156,7 +156,7 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     if let Some(plan_path) = &args.plan {
         let (_, plan) =
             crate::plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
-        opts.since = plan.incident.since.value;
+        opts.since = plan.incident_since();
         args.endpoint_policy
             .check_endpoints(&plan.endpoints)
             .map_err(|e| Failure::input(format!("{}: {e}", plan_path.display())))?;

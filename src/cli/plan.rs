@@ -24,6 +24,9 @@ pub struct PlanArgs {
     /// Start of the incident window (RFC 3339).
     #[arg(long, value_name = "TIME", default_value = "2022-12-21T00:00:00Z")]
     since: chrono::DateTime<chrono::Utc>,
+    /// Write a scheduled plan (no `incident`): only credentials older than max_age are due.
+    #[arg(long, conflicts_with = "since")]
+    schedule: bool,
     /// Where to write the plan (YAML); stdout when absent.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -32,6 +35,22 @@ pub struct PlanArgs {
     /// principal.user. AWS credentials come from the standard chain.
     #[arg(long, value_enum, value_name = "PROVIDER")]
     discover: Vec<Discover>,
+    /// Write a directory of plan files (--out DIR), one per project, context, provider or team
+    /// (--teams), with an index.yaml, for review shared by owners; `validate` and `apply` take
+    /// the directory.
+    #[arg(long, value_enum, value_name = "BY", requires = "out")]
+    split_by: Option<SplitByArg>,
+    /// With --split-by team: a YAML or JSON map from project slug (or context name) to team.
+    #[arg(long, value_name = "FILE")]
+    teams: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SplitByArg {
+    Project,
+    Context,
+    Provider,
+    Team,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +90,7 @@ pub fn run(args: PlanArgs, output: Output) -> Result<u8, Failure> {
     let options = BuildOptions {
         name: args.name.clone(),
         since: args.since,
+        schedule: args.schedule,
     };
     let mut draft = plan::build::build(&inv, classification, &options);
     // The plan holds everything from here on; at 10,000 projects the inventory is worth freeing.
@@ -92,10 +112,11 @@ pub fn run(args: PlanArgs, output: Output) -> Result<u8, Failure> {
         plan::write::write_yaml(w, &draft.plan, &draft.notes)
             .map_err(|e| std::io::Error::other(e.to_string()))
     };
-    match &args.out {
-        Some(path) => crate::fsio::write_atomically_with(path, write)
+    match (&args.out, args.split_by) {
+        (Some(dir), Some(by)) => write_split(dir, by, args.teams.as_deref(), &draft)?,
+        (Some(path), None) => crate::fsio::write_atomically_with(path, write)
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", path.display())))?,
-        None => {
+        (None, _) => {
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
             write(&mut lock)
@@ -170,6 +191,39 @@ pub fn run(args: PlanArgs, output: Output) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// `rekey plan --split-by`: the draft as a directory of plan files with an index.
+fn write_split(
+    dir: &Path,
+    by: SplitByArg,
+    teams: Option<&Path>,
+    draft: &plan::build::Draft,
+) -> Result<(), Failure> {
+    use plan::split::{SplitBy, Teams};
+    let by = match by {
+        SplitByArg::Project => SplitBy::Project,
+        SplitByArg::Context => SplitBy::Context,
+        SplitByArg::Provider => SplitBy::Provider,
+        SplitByArg::Team => SplitBy::Team,
+    };
+    let teams = match teams {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::input(format!("cannot read {name}: {e}")))?;
+            Teams::parse(&name, &text).map_err(|d| Failure::input(d.to_string()))?
+        }
+        None if by == SplitBy::Team => {
+            return Err(Failure::input(
+                "--split-by team needs --teams FILE (a map from project slug to team)",
+            ));
+        }
+        None => Teams::default(),
+    };
+    let parts = plan::split::split(draft.plan.clone(), by, &teams);
+    plan::split::write_dir(dir, by, &parts, &draft.notes)
+        .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", dir.display())))
 }
 
 fn by_provider(p: &plan::Plan) -> serde_json::Value {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct ValidateArgs {
-    /// The plan to check.
+    /// The plan to check: a file, or the directory of a plan split by `rekey plan --split-by`.
     plan: PathBuf,
     #[command(flatten)]
     endpoint_policy: crate::policy::EndpointPolicy,
@@ -16,12 +16,15 @@ pub struct ValidateArgs {
 
 pub fn run(args: ValidateArgs, output: Output) -> Result<u8, Failure> {
     let name = args.plan.display().to_string();
-    let (diagnostics, targets) = match plan::load::load_file(&args.plan) {
+    // A file, or the directory of a split plan (checked file by file and as a whole).
+    let (diagnostics, targets) = match plan::split::load_path(&args.plan) {
         Err(d) => (vec![d], 0),
-        Ok((text, p)) => {
-            let mut d = plan::validate::validate(&name, &text, &p);
-            d.extend(args.endpoint_policy.plan_diagnostics(&name, &text, &p));
-            (d, p.targets.len())
+        Ok(loaded) => {
+            let mut d = loaded.validate();
+            for f in &loaded.files {
+                d.extend(args.endpoint_policy.plan_diagnostics(&f.name, &f.text, &f.plan));
+            }
+            (d, loaded.target_count())
         }
     };
     let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();

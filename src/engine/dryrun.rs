@@ -9,11 +9,16 @@ use super::run::ProviderSet;
 use super::steps::Step;
 use super::steps::inspect::{current_credential, stale};
 use crate::circleci::CircleCiClient;
+use crate::plan::due::{Facts, Rule, Verdict, decide};
 use crate::plan::{Place, Plan, Target};
 use crate::providers::CredentialInfo;
 use chrono::Utc;
+use futures::StreamExt;
 use serde::Serialize;
 use std::path::Path;
+
+/// Targets previewed at once (reads only; the services' rate limits still apply).
+const PREVIEW_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
@@ -34,6 +39,10 @@ pub struct TargetPreview {
     /// The credential the bindings hold now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<String>,
+    /// Why the current credential is due (the incident, max_age, --ignore-max-age); a skipped
+    /// target says why in its action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
     /// Each binding and what CircleCI shows for its variables.
     pub bindings: Vec<BindingPreview>,
     pub steps: Vec<PlannedStep>,
@@ -112,20 +121,21 @@ pub async fn preview_with_history(
         }
         None => None,
     };
-    let mut targets = Vec::new();
-    for target in &plan.targets {
-        targets.push(
-            preview_target(
-                plan,
-                target,
-                circleci,
-                providers,
-                ignore_max_age,
-                history.as_ref(),
-            )
-            .await,
-        );
-    }
+    // Targets are previewed concurrently, in the plan's order; a client made
+    // `with_read_cache` reads each CircleCI place once for all of them.
+    let targets: Vec<TargetPreview> = futures::stream::iter(plan.targets.iter().map(|target| {
+        preview_target(
+            plan,
+            target,
+            circleci,
+            providers,
+            ignore_max_age,
+            history.as_ref(),
+        )
+    }))
+    .buffered(PREVIEW_CONCURRENCY)
+    .collect()
+    .await;
     Preview {
         plan: plan.metadata.name.value.clone(),
         targets,
@@ -147,6 +157,7 @@ async fn preview_target(
         principal: None,
         credentials: Vec::new(),
         current: None,
+        due: None,
         bindings: Vec::new(),
         steps: Vec::new(),
     };
@@ -183,25 +194,6 @@ async fn preview_target(
         }
     };
     out.current = old.as_ref().map(|c| c.id.clone());
-    let max_age = target
-        .policy
-        .max_age
-        .as_ref()
-        .or(plan.defaults.max_age.as_ref())
-        .map(|m| m.value);
-    if let (Some(old), Some(max_age), false) = (&old, max_age, ignore_max_age) {
-        if let Some(created) = old.created_at {
-            let age = (Utc::now() - created).num_seconds().max(0) as u64;
-            if age < max_age.seconds() {
-                out.action = Action::Skip(format!(
-                    "current credential {} is {} old, younger than max_age {max_age}",
-                    old.id,
-                    crate::plan::PlanDuration(age)
-                ));
-                return out;
-            }
-        }
-    }
     // As `apply` does (target.rs, step 2): rekey's own earlier rotation is no staleness.
     let rotated_by = match (&old, history) {
         (Some(old), Some(journal)) => journal
@@ -215,12 +207,30 @@ async fn preview_target(
             .map(|(run, _)| run),
         _ => None,
     };
-    if let (Some(old), Some(run), None, false) = (&old, &rotated_by, max_age, ignore_max_age) {
-        out.action = Action::Skip(format!(
-            "already rotated by run {run}: the bindings hold {}, which that run minted (set max_age to rotate on a schedule, or pass --ignore-max-age to rotate again now)",
-            old.id
-        ));
-        return out;
+    if let Some(old) = &old {
+        let run = rotated_by.as_ref().map(|r| r.to_string());
+        let rule = Rule {
+            incident: plan.incident.as_ref(),
+            max_age: target
+                .policy
+                .max_age
+                .as_ref()
+                .or(plan.defaults.max_age.as_ref())
+                .map(|m| m.value),
+            ignore_max_age,
+        };
+        let facts = Facts {
+            credential: &old.id,
+            created_at: old.created_at,
+            minted_by_run: run.as_deref(),
+        };
+        match decide(rule, facts, Utc::now()) {
+            Verdict::Skip(reason) => {
+                out.action = Action::Skip(reason);
+                return out;
+            }
+            Verdict::Due(reason) => out.due = Some(reason),
+        }
     }
     if rotated_by.is_none() {
         match stale(circleci, target).await {
@@ -286,16 +296,12 @@ fn planned_steps(
         format!("{mint} for {principal}; keep it in the encrypted stash"),
         None,
     );
-    let attempts = target
-        .policy
-        .verify
-        .as_ref()
-        .map(|v| v.attempts)
-        .unwrap_or(10);
+    let budget = crate::providers::budget::VerifyBudget::for_target(target);
     step(
         Step::Verify,
         format!(
-            "prove the new credential authenticates as {principal} (up to {attempts} attempts)"
+            "prove the new credential authenticates as {principal} (waiting {})",
+            budget.describe()
         ),
         None,
     );

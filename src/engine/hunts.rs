@@ -418,8 +418,8 @@ pub async fn run_phase(
         return result;
     }
     let since = match when {
-        When::Pre => env.plan.incident.since.value,
-        When::Post => facts.minted_at.unwrap_or(env.plan.incident.since.value),
+        When::Pre => env.plan.incident_since(),
+        When::Post => facts.minted_at.unwrap_or(env.plan.incident_since()),
     };
     // After the rotation, stop where every source's deliveries are complete.
     let until = match when {

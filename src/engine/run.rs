@@ -30,7 +30,8 @@ pub struct ApplyOptions {
     pub parallelism: usize,
     /// Rotate even credentials younger than `max_age` (an incident, not a schedule).
     pub ignore_max_age: bool,
-    /// First pause between verification attempts of a new credential (doubles, capped).
+    /// What one second of a verification budget takes in real time (1 s; less in tests, which
+    /// run the providers' budgets faster: see `providers::budget::VerifyClock`).
     pub verify_backoff: Duration,
     /// Pause between polls of a canary pipeline.
     pub poll_interval: Duration,
@@ -72,6 +73,10 @@ pub struct RunReport {
 pub struct TargetReport {
     pub id: String,
     pub provider: ProviderKind,
+    /// Why the target was due (incident, max_age, --ignore-max-age), as its inspection found;
+    /// a skipped target says why in its outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -293,6 +298,47 @@ impl Ctx {
             .map(|m| m.value)
     }
 
+    /// Why the target was found due: the message of its inspection in this run's journal.
+    pub fn due_reason(&self, target: &str) -> Option<String> {
+        let events = self.journal.events(target).ok()?;
+        events
+            .into_iter()
+            .rev()
+            .find(|e| e.step == Step::Inspect && e.phase == EventPhase::Done)
+            .and_then(|e| e.detail.message)
+    }
+
+    /// Whether `old`, the credential the bindings hold, is due (DESIGN.md, "Incident and
+    /// schedule"), and why. A credential its owner cannot date (a GitHub token) is dated by
+    /// the last rotation of this target by rekey, which then counts as that run's mint.
+    pub fn due(
+        &self,
+        target: &Target,
+        old: &crate::providers::CredentialInfo,
+        rotated_by: Option<&str>,
+    ) -> Result<crate::plan::due::Verdict, EngineError> {
+        use crate::plan::due::{Facts, Rule, decide};
+        let mut created_at = old.created_at;
+        let mut run = rotated_by.map(str::to_string);
+        if created_at.is_none()
+            && let Some((by, minted)) = self.journal.last_rotation(target.id.as_str())?
+        {
+            created_at = Some(minted);
+            run.get_or_insert(by);
+        }
+        let rule = Rule {
+            incident: self.plan.incident.as_ref(),
+            max_age: self.max_age(target),
+            ignore_max_age: self.options.ignore_max_age,
+        };
+        let facts = Facts {
+            credential: &old.id,
+            created_at,
+            minted_by_run: run.as_deref(),
+        };
+        Ok(decide(rule, facts, Utc::now()))
+    }
+
     /// A crash point inside a step, between a side effect and its journal record
     /// (`mint-after-call`: the key exists at the owner, neither stash nor journal knows it).
     /// Same `REKEY_CRASH_AT` hook as the journal boundaries: `<target>:mint-after-call`.
@@ -424,6 +470,7 @@ async fn execute(
             TargetReport {
                 id: t.id.value.clone(),
                 provider: t.provider.value,
+                due: ctx.due_reason(t.id.as_str()),
                 outcome,
             }
         }

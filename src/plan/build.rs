@@ -14,6 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 pub struct BuildOptions {
     pub name: String,
     pub since: DateTime<Utc>,
+    /// A scheduled plan: no `incident`, so only `max_age` makes a credential due.
+    pub schedule: bool,
 }
 
 impl Default for BuildOptions {
@@ -21,6 +23,7 @@ impl Default for BuildOptions {
         BuildOptions {
             name: "circleci-incident".into(),
             since: default_incident_start(),
+            schedule: false,
         }
     }
 }
@@ -59,10 +62,10 @@ pub fn build(
                 taken_at: inventory.taken_at,
             }),
         },
-        incident: Incident {
+        incident: (!options.schedule).then(|| Incident {
             since: Located::new(options.since),
             until: None,
-        },
+        }),
         defaults: Defaults::default(),
         hunts: default_hunts(&providers),
         allow_cidrs: Vec::new(),

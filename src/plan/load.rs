@@ -2,13 +2,48 @@
 //!
 //! Unknown fields, wrong types, duplicate keys, unparsable durations and timestamps are caught
 //! here by serde; [`super::validate`] checks what types cannot say.
+//!
+//! The YAML reader's budget (nodes, events, scalar bytes) is sized from the text: a plan of
+//! 190,000 targets is 100+ MB and millions of nodes, which no fixed count fits, yet a hostile
+//! file still gets only work in proportion to its size (every node takes at least one byte,
+//! aliases stay capped), and no plan may exceed [`MAX_PLAN_BYTES`].
 
 use super::model::Plan;
 use crate::diagnostic::Diagnostic;
 
+/// Largest plan file rekey reads (a 190,000-target plan is about 130 MB).
+pub const MAX_PLAN_BYTES: usize = 1 << 30;
+
 /// Parses `text` (the content of `file`) into a plan, or the one error that stopped parsing.
 pub fn parse(file: &str, text: &str) -> Result<Plan, Diagnostic> {
-    serde_saphyr::from_str::<Plan>(text).map_err(|e| yaml_error(file, text, &e))
+    if text.len() > MAX_PLAN_BYTES {
+        return Err(Diagnostic::error(
+            file,
+            "",
+            0,
+            0,
+            format!(
+                "the plan is {} bytes, more than rekey reads ({MAX_PLAN_BYTES}): split it with `rekey plan --split-by`",
+                text.len()
+            ),
+        ));
+    }
+    serde_saphyr::from_str_with_options::<Plan>(text, options_for(text.len()))
+        .map_err(|e| yaml_error(file, text, &e))
+}
+
+/// The reader's limits for a text of `bytes` bytes: the library's defaults, raised in
+/// proportion to the size where a large plan needs it (a node is at least one byte and a
+/// separator, an event at most two per node), never lowered.
+pub fn options_for(bytes: usize) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = budget.max_nodes.max(bytes / 2 + 1);
+    budget.max_events = budget.max_events.max(bytes + 1);
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(bytes);
+    budget.max_reader_input_bytes = Some(MAX_PLAN_BYTES);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 /// A serde-saphyr error as a [`Diagnostic`]: its first line, without the position prefix.
@@ -45,6 +80,17 @@ pub fn load_file(path: &std::path::Path) -> Result<(String, Plan), Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_grows_with_the_file_and_not_without_it() {
+        let small = options_for(1_000).budget.unwrap_or_default();
+        assert_eq!(small.max_nodes, serde_saphyr::Budget::default().max_nodes);
+        let big = options_for(130_000_000).budget.unwrap_or_default();
+        assert_eq!(big.max_nodes, 65_000_001);
+        assert!(big.max_events >= 130_000_000);
+        // Aliases stay capped whatever the size (billion laughs).
+        assert_eq!(big.max_aliases, serde_saphyr::Budget::default().max_aliases);
+    }
 
     #[test]
     fn strips_position_prefix() {

@@ -4,15 +4,19 @@
 //! - [`load`]: reading YAML with errors that name file, line and column;
 //! - [`validate`]: the semantic checks serde cannot express;
 //! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
-//! - [`build`]: from an inventory and its classification to a plan.
+//! - [`build`]: from an inventory and its classification to a plan;
+//! - [`due`]: whether a credential is due (incident and schedule);
+//! - [`split`]: a plan split into a directory of files for review, read back as one.
 
 pub mod build;
 pub mod discover;
+pub mod due;
 pub mod duration;
 pub mod load;
 pub mod located;
 pub mod model;
 pub mod refresh;
+pub mod split;
 pub mod validate;
 pub mod write;
 

@@ -37,8 +37,10 @@ pub struct Plan {
     /// Always `RotationPlan`.
     pub kind: Located<String>,
     pub metadata: Metadata,
-    #[serde(default)]
-    pub incident: Incident,
+    /// Present in an incident: every credential created before `until` is due whatever its
+    /// age. Absent in a scheduled plan, where only `max_age` makes a credential due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Incident>,
     #[serde(default)]
     pub defaults: Defaults,
     /// Hunts run around every target (a target's policy may replace them).
@@ -90,13 +92,24 @@ pub struct Incident {
     /// Start of the window (RFC 3339); default 2022-12-21T00:00:00Z.
     #[serde(default = "located_incident_start")]
     pub since: Located<DateTime<Utc>>,
-    /// End of the window; default: now.
+    /// End of the exposure: credentials created before it are due whatever their age. Absent
+    /// while the incident is open (then: now).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Located<DateTime<Utc>>>,
 }
 
 fn located_incident_start() -> Located<DateTime<Utc>> {
     Located::new(default_incident_start())
+}
+
+impl Plan {
+    /// Where hunts start looking: the incident's start, else CircleCI's (2022-12-21).
+    pub fn incident_since(&self) -> DateTime<Utc> {
+        self.incident
+            .as_ref()
+            .map(|i| i.since.value)
+            .unwrap_or_else(default_incident_start)
+    }
 }
 
 impl Default for Incident {
@@ -671,18 +684,18 @@ pub struct Canary {
     pub timeout: Option<Located<PlanDuration>>,
 }
 
-/// Bounded retries for proving a new credential works (providers are eventually consistent).
+/// How long a new credential gets to prove it works (owners replicate it at their own pace).
+/// Unset fields take the provider's default: about a minute for AWS, GitHub and CircleCI, ten
+/// minutes for GCP and Azure (see `rekey apply --dry-run`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyPolicy {
-    #[serde(default = "default_attempts")]
-    pub attempts: u32,
+    /// At most this many attempts (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Give up after this long (at most 1h); then the new credential is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Located<PlanDuration>>,
-}
-
-fn default_attempts() -> u32 {
-    10
 }
 
 /// Commands of an `exec` target: argv arrays; values travel as JSON on stdin/stdout only.

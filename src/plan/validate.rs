@@ -64,19 +64,21 @@ impl Validator<'_> {
         if plan.metadata.name.trim().is_empty() {
             self.error(plan.metadata.name.pos, "metadata.name is empty");
         }
-        if let Some(until) = &plan.incident.until {
-            if until.value <= plan.incident.since.value {
+        if let Some(incident) = &plan.incident {
+            if let Some(until) = &incident.until
+                && until.value <= incident.since.value
+            {
                 let msg = format!(
                     "incident.until ({}) is not after incident.since ({})",
                     until.value.to_rfc3339(),
-                    plan.incident.since.value.to_rfc3339()
+                    incident.since.value.to_rfc3339()
                 );
                 self.error(until.pos, msg);
             }
-        }
-        if plan.incident.since.value > chrono::Utc::now() {
-            let msg = "incident.since is in the future: hunts would search an empty window";
-            self.error(plan.incident.since.pos, msg);
+            if incident.since.value > chrono::Utc::now() {
+                let msg = "incident.since is in the future: hunts would search an empty window";
+                self.error(incident.since.pos, msg);
+            }
         }
         if let Some(max_age) = &plan.defaults.max_age {
             if plan.defaults.grace.value > max_age.value {
@@ -476,7 +478,7 @@ impl Validator<'_> {
             }
         }
         if let Some(verify) = &target.policy.verify {
-            if verify.attempts == 0 {
+            if verify.attempts == Some(0) {
                 let pos = verify
                     .timeout
                     .as_ref()
@@ -486,6 +488,25 @@ impl Validator<'_> {
                     pos,
                     format!("target `{id}`: policy.verify.attempts must be at least 1"),
                 );
+            }
+            if let Some(timeout) = &verify.timeout {
+                let max = crate::providers::budget::MAX_TIMEOUT;
+                if timeout.value.seconds() == 0 || timeout.value > max {
+                    self.error(
+                        timeout.pos,
+                        format!(
+                            "target `{id}`: policy.verify.timeout must be between 1s and {max}, not {}",
+                            timeout.value
+                        ),
+                    )
+                    .help = Some(format!(
+                        "the provider's default is {}",
+                        crate::providers::budget::VerifyBudget::default_for(
+                            target.provider.value
+                        )
+                        .describe()
+                    ));
+                }
             }
         }
         if let (Some(grace), Some(max_age)) = (&target.policy.grace, &target.policy.max_age) {

@@ -38,10 +38,17 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
     section(&mut out, "apiVersion", &plan.api_version)?;
     section(&mut out, "kind", &plan.kind)?;
     section(&mut out, "metadata", &plan.metadata)?;
-    out.push_str("# The window in which exposed credentials may have been used (CircleCI: from 2022-12-21).\n");
-    section(&mut out, "incident", &plan.incident)?;
+    match &plan.incident {
+        Some(incident) => {
+            out.push_str("# The window in which exposed credentials may have been used (CircleCI: from 2022-12-21).\n# Every credential created before `until` (before now while `until` is absent) is rotated\n# whatever its age; set `until` when the exposure ended.\n");
+            section(&mut out, "incident", incident)?;
+        }
+        None => out.push_str(
+            "# No incident: a scheduled plan, which rotates only credentials older than max_age.\n",
+        ),
+    }
     out.push_str("# grace: how long an old credential stays disabled before it is deleted.\n");
-    out.push_str("# max_age: scheduled runs skip credentials younger than this.\n");
+    out.push_str("# max_age: a credential older than this is due (in an incident or not).\n");
     section(&mut out, "defaults", &plan.defaults)?;
     if plan.hunts.sources.is_empty() {
         out.push_str(

@@ -11,6 +11,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod budget;
 pub mod checkout_key;
 pub mod exec;
 pub mod gcp;

@@ -74,14 +74,17 @@ pub fn markdown(report: &RunReport) -> String {
         count(|o| matches!(o, Outcome::Failed { .. })),
         count(|o| matches!(o, Outcome::Stale { .. })),
     ));
-    out.push_str("| Target | Provider | State | Detail |\n|---|---|---|---|\n");
+    // "Due because": the incident or the schedule that made the target due (a skipped
+    // target says in its detail why it was not).
+    out.push_str("| Target | Provider | State | Due because | Detail |\n|---|---|---|---|---|\n");
     for t in &report.targets {
         let (state, detail) = state_and_detail(&t.outcome);
         out.push_str(&format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             markdown_code(&t.id),
             t.provider,
             state,
+            md_text(t.due.as_deref().unwrap_or("")),
             md_text(&detail)
         ));
     }
@@ -159,6 +162,7 @@ mod tests {
             targets: vec![TargetReport {
                 id: "t`x|y".into(),
                 provider: ProviderKind::Exec,
+                due: Some("due | because".into()),
                 outcome: Outcome::Failed {
                     reason: "boom | injected | cells\n# Heading\n[click](https://evil.example) <img src=x>"
                         .into(),

@@ -50,6 +50,8 @@ struct StoredPassword {
     secret: Secret,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    /// When the token endpoint starts to accept the secret (see [`AzureState::propagation`]).
+    usable_at: std::time::Instant,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,10 @@ pub struct AzureState {
     /// Subscription → Activity Log events.
     activity: BTreeMap<String, Vec<serde_json::Value>>,
     page_size: Option<usize>,
+    /// How long a new client secret is not accepted by the token endpoint (real time): Entra
+    /// replicates a new credential to every region over minutes. Applies to secrets added
+    /// after it is set; zero by default.
+    pub propagation: std::time::Duration,
 }
 
 impl AzureState {
@@ -101,6 +107,7 @@ impl AzureState {
             signins: Vec::new(),
             activity: BTreeMap::new(),
             page_size: None,
+            propagation: std::time::Duration::ZERO,
         };
         let (object, app_id) = state.add_app(ADMIN_APP);
         let secret = state
@@ -192,6 +199,7 @@ impl AzureState {
             secret: secret.clone(),
             start: Utc::now(),
             end: end.unwrap_or_else(|| Utc::now() + chrono::Duration::days(730)),
+            usable_at: std::time::Instant::now() + self.propagation,
         });
         Some((key_id, secret))
     }
@@ -289,7 +297,12 @@ impl AzureState {
         };
         let given = request.form("client_secret").unwrap_or_default();
         let now = Utc::now();
-        let Some(password) = app.passwords.iter().find(|p| p.secret.expose() == given) else {
+        // A secret not yet replicated is refused as an unknown one, as Entra does.
+        let Some(password) = app
+            .passwords
+            .iter()
+            .find(|p| p.secret.expose() == given && std::time::Instant::now() >= p.usable_at)
+        else {
             return oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",

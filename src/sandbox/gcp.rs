@@ -55,6 +55,8 @@ struct StoredKey {
     public: RsaPublicKey,
     disabled: bool,
     created: DateTime<Utc>,
+    /// When the token endpoint starts to accept the key (see [`GcpState::propagation`]).
+    usable_at: std::time::Instant,
 }
 
 #[derive(Clone, Default)]
@@ -75,6 +77,10 @@ pub struct GcpState {
     admin_key: Option<Secret>,
     /// Cloud Logging entries of the project, for `entries:list`.
     pub log_entries: Vec<serde_json::Value>,
+    /// How long a new key is unknown to the token endpoint (real time): Google documents that a
+    /// new key may need 60 seconds or more before it can be used. Applies to keys created
+    /// after it is set; zero by default.
+    pub propagation: std::time::Duration,
 }
 
 impl GcpState {
@@ -88,6 +94,7 @@ impl GcpState {
             key_bits: 2048,
             admin_key: None,
             log_entries: Vec::new(),
+            propagation: std::time::Duration::ZERO,
         };
         let admin = state.add_account(ADMIN_ACCOUNT);
         state.admin_key = state.create_key(&admin).ok().map(|(_, json)| json);
@@ -161,6 +168,7 @@ impl GcpState {
             public: private.to_public_key(),
             disabled: false,
             created: Utc::now(),
+            usable_at: std::time::Instant::now() + self.propagation,
         };
         if let Some(account) = self.accounts.get_mut(email) {
             account.keys.push(key);
@@ -387,6 +395,10 @@ impl GcpState {
         }
         if key.disabled {
             return refuse("Invalid grant: account not found");
+        }
+        // Not yet propagated: Google answers as for a key it does not know.
+        if std::time::Instant::now() < key.usable_at {
+            return refuse("Invalid JWT Signature.");
         }
         let token = self.issue_token(&iss);
         sim::json(

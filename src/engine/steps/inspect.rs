@@ -1,5 +1,6 @@
 //! Step 2, inspect: the live state of the target's principal, which credential the bindings
-//! hold now, whether it is due (max_age, an earlier rotation by rekey), and whether the plan
+//! hold now, whether it is due (`plan::due`: the incident, max_age, an earlier rotation by
+//! rekey), and whether the plan
 //! still matches what CircleCI holds (staleness). Nothing changes here.
 
 use super::progress::{Detail, EventPhase, Step};
@@ -8,9 +9,9 @@ use crate::circleci::CircleCiClient;
 use crate::engine::bindings;
 use crate::engine::events::Status;
 use crate::engine::target::Outcome;
+use crate::plan::due::Verdict;
 use crate::plan::{Place, Target};
 use crate::providers::{CredentialInfo, Inspection};
-use chrono::Utc;
 use std::collections::BTreeMap;
 
 impl Runner<'_> {
@@ -36,7 +37,8 @@ impl Runner<'_> {
                 Some(old) => ctx.journal.rotated_earlier(self.id, &old.id)?,
                 None => None,
             };
-            if let Some(reason) = self.not_due(old.as_ref(), rotated_by.as_deref())? {
+            let verdict = self.due(old.as_ref(), rotated_by.as_deref())?;
+            if let Some(Verdict::Skip(reason)) = verdict.clone() {
                 self.record(
                     Step::Inspect,
                     EventPhase::Skipped,
@@ -56,8 +58,10 @@ impl Runner<'_> {
             if rotated_by.is_none() {
                 self.check_stale().await?;
             }
+            // Why the target is due, for the report (`TargetReport::due`).
             let detail = Detail {
                 old_id: old.as_ref().map(|c| c.id.clone()),
+                message: verdict.map(|v| v.reason().to_string()),
                 ..Default::default()
             };
             self.record(Step::Inspect, EventPhase::Done, &detail)?;
@@ -67,51 +71,17 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Why the target is not due now (`Some(reason)`): the credential in use is younger than
-    /// max_age, or a run of rekey minted it and no max_age asks for another rotation.
-    fn not_due(
+    /// Whether the credential in use is due (`plan::due`: the incident, max_age, an earlier
+    /// rotation by rekey), and why; `None` when no credential is in use.
+    fn due(
         &self,
         old: Option<&CredentialInfo>,
         rotated_by: Option<&str>,
-    ) -> Result<Option<String>, Stop> {
-        let ctx = self.ctx;
-        let max_age = ctx.max_age(self.target);
-        let ignore = ctx.options.ignore_max_age;
-        if let (Some(old), Some(max_age), false) = (old, max_age, ignore)
-            && let Some(created) = old.created_at
-        {
-            let age = Utc::now() - created;
-            if age.num_seconds() >= 0 && (age.num_seconds() as u64) < max_age.seconds() {
-                return Ok(Some(format!(
-                    "current credential {} is {} old, younger than max_age {max_age}",
-                    old.id,
-                    crate::plan::PlanDuration(age.num_seconds() as u64)
-                )));
-            }
+    ) -> Result<Option<Verdict>, Stop> {
+        match old {
+            Some(old) => Ok(Some(self.ctx.due(self.target, old, rotated_by)?)),
+            None => Ok(None),
         }
-        // A credential its owner cannot date (a GitHub token): the last rotation of this
-        // target by rekey dates it, so a scheduled run does not ask for a new token every time.
-        if let (None, Some(max_age), false) = (old.and_then(|o| o.created_at), max_age, ignore)
-            && let Some((run, minted)) = ctx.journal.last_rotation(self.id)?
-        {
-            let age = Utc::now() - minted;
-            if age.num_seconds() >= 0 && (age.num_seconds() as u64) < max_age.seconds() {
-                return Ok(Some(format!(
-                    "rotated by run {run} {} ago, younger than max_age {max_age} (the owner does not date this credential)",
-                    crate::plan::PlanDuration(age.num_seconds() as u64)
-                )));
-            }
-        }
-        // Without max_age nothing says when to rotate again, so a plan that has been carried
-        // out stays carried out: applying it again (a re-run CI job, a repeated command)
-        // must change nothing rather than rotate a second time.
-        if let (Some(old), Some(run), None, false) = (old, rotated_by, max_age, ignore) {
-            return Ok(Some(format!(
-                "already rotated by run {run}: the bindings hold {}, which that run minted (set max_age to rotate on a schedule, or pass --ignore-max-age to rotate again now)",
-                old.id
-            )));
-        }
-        Ok(None)
     }
 
     /// Stops when the plan no longer matches live state (nothing changed), or when live state

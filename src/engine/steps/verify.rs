@@ -6,8 +6,8 @@ use super::runner::{Runner, StepResult, retry};
 use crate::engine::events::Status;
 use crate::engine::run::Ctx;
 use crate::plan::Target;
+use crate::providers::budget::{VerifyBudget, VerifyClock};
 use crate::providers::{Minted, Provider, ProviderError};
-use std::time::Duration;
 
 impl Runner<'_> {
     /// Step 5: verify, or delete the new credential (a rollback) and fail.
@@ -55,31 +55,40 @@ impl Runner<'_> {
     }
 }
 
+/// Tries the new credential until it works or the target's [`VerifyBudget`] is spent, and
+/// says while it waits how long it may still wait.
 async fn verify_with_retries(
     ctx: &Ctx,
     provider: &dyn Provider,
     target: &Target,
     minted: &Minted,
 ) -> Result<(), ProviderError> {
-    let attempts = target
-        .policy
-        .verify
-        .as_ref()
-        .map(|v| v.attempts)
-        .unwrap_or(10)
-        .max(1);
-    let mut delay = ctx.options.verify_backoff;
+    let budget = VerifyBudget::for_target(target);
+    let clock = VerifyClock::with_second(ctx.options.verify_backoff);
+    let started = std::time::Instant::now();
     let mut last = None;
-    for attempt in 1..=attempts {
+    for attempt in 1.. {
         match provider.verify(target, minted).await {
             Ok(()) => return Ok(()),
             Err(e @ (ProviderError::Rejected(_) | ProviderError::Transient(_))) => {
                 tracing::debug!(target = target.id.as_str(), attempt, error = %e, "new credential not accepted yet");
                 last = Some(e);
-                if attempt < attempts {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(8));
-                }
+                let elapsed = clock.elapsed(started);
+                let Some(pause) = budget.pause_after(attempt, elapsed) else {
+                    break;
+                };
+                let note = format!(
+                    "not accepted yet after {attempt} attempt(s); waiting for the owner to propagate it, {} of {}",
+                    crate::plan::PlanDuration(elapsed.as_secs()),
+                    budget.describe()
+                );
+                ctx.emit(
+                    target.id.as_str(),
+                    Step::Verify,
+                    Status::Waiting,
+                    Some(&note),
+                );
+                clock.sleep(pause).await;
             }
             Err(e) => return Err(e),
         }
