@@ -17,15 +17,18 @@ impl Runner<'_> {
         }
         self.started(Step::Verify);
         let call = verify_with_retries(self.ctx, self.provider, self.target, minted);
-        let note = self.provider.verified_note(self.target);
-        let done = Detail {
-            message: note.clone(),
-            ..Default::default()
+        // What the verification learnt (a token's scopes): known once it has succeeded.
+        let done = |_: &()| {
+            Ok(Detail {
+                message: self.provider.verified_note(self.target),
+                ..Default::default()
+            })
         };
         let Err(e) = self
-            .journaled(Step::Verify, &Detail::default(), call, |_| Ok(done))
+            .journaled(Step::Verify, &Detail::default(), call, done)
             .await?
         else {
+            let note = self.provider.verified_note(self.target);
             self.emit(Step::Verify, Status::Done, note.as_deref());
             return Ok(());
         };
