@@ -297,16 +297,7 @@ fn durations_past_what_dates_hold_are_refused_before_anything_changes() {
         grace: "200000000d".into(),
         ..PlanSpec::default()
     });
-    let plan_arg = plan.display().to_string();
-    let validate = w.run(&["validate", plan_arg.as_str()], &[]);
-    assert_eq!(
-        validate.code,
-        Some(2),
-        "{}\n{}",
-        validate.stdout,
-        validate.stderr
-    );
-    assert!(validate.stderr.contains("100 years") || validate.stdout.contains("100 years"));
+    validate_refuses(&w, &plan, "grace", "100 years");
     w.clear_request_logs();
     let keys_before = w.keys();
     let apply = w.apply(&plan, &[]);
@@ -351,16 +342,37 @@ fn two_targets_on_one_principal_are_refused_for_every_listing_provider() {
         .unwrap()
         .replace("id: thing", "id: thing-2")
         .replace("gh/acme/web", "gh/acme/api");
+    // Two targets of `provider` on the principal `principal`, bound to different variables.
+    let pair = |provider: &str, principal: &str, field: &str| {
+        ["a", "b"]
+            .iter()
+            .map(|id| {
+                format!(
+                    "  - id: {id}\n    provider: {provider}\n    principal: {principal}\n    bindings:\n      - project: gh/acme/api\n        vars: {{{field}: K_{id}}}\n"
+                )
+            })
+            .collect::<String>()
+    };
     let cases = [
         (
             "deploy keys",
-            "  - id: a\n    provider: github-deploy-key\n    principal: {repository: acme/api}\n    bindings:\n      - project: gh/acme/api\n        vars: {private_key: K1}\n  - id: b\n    provider: github-deploy-key\n    principal: {repository: acme/api}\n    bindings:\n      - project: gh/acme/web\n        vars: {private_key: K2}\n".to_string(),
+            pair("github-deploy-key", "{repository: acme/api}", "private_key"),
         ),
         (
             "gcp keys",
-            "  - id: a\n    provider: gcp-sa-key\n    principal: {service_account: ci@p.iam.gserviceaccount.com}\n    bindings:\n      - project: gh/acme/api\n        vars: {key_json: K1}\n  - id: b\n    provider: gcp-sa-key\n    principal: {service_account: ci@p.iam.gserviceaccount.com}\n    bindings:\n      - project: gh/acme/web\n        vars: {key_json: K2}\n".to_string(),
+            pair(
+                "gcp-sa-key",
+                "{service_account: ci@p.iam.gserviceaccount.com}",
+                "key_json",
+            ),
         ),
-        ("exec", format!("{}{second_exec}", exec_text.split("targets:\n").nth(1).unwrap())),
+        (
+            "exec",
+            format!(
+                "{}{second_exec}",
+                exec_text.split("targets:\n").nth(1).unwrap()
+            ),
+        ),
     ];
     for (what, targets) in cases {
         let path = w.path("shared.yaml");
@@ -369,15 +381,7 @@ fn two_targets_on_one_principal_are_refused_for_every_listing_provider() {
             format!("apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {{name: shared}}\ntargets:\n{targets}"),
         )
         .unwrap();
-        let p = path.display().to_string();
-        let run = w.run(&["validate", p.as_str()], &[]);
-        assert_eq!(run.code, Some(2), "{what}: {}\n{}", run.stdout, run.stderr);
-        assert!(
-            run.stderr.contains("both rotate") || run.stdout.contains("both rotate"),
-            "{what}: {}\n{}",
-            run.stdout,
-            run.stderr
-        );
+        validate_refuses(&w, &path, what, "both rotate");
     }
 }
 
@@ -386,12 +390,17 @@ fn an_exec_binding_that_maps_no_field_is_refused() {
     let w = World::sandbox(1);
     let (state, _) = exec_owner(&w);
     let plan = exec_plan(&w, &state, "{}", "");
+    validate_refuses(&w, &plan, "exec", "maps no field");
+}
+
+/// `rekey validate PLAN` exits 2 with a diagnostic that says `phrase`.
+fn validate_refuses(w: &World, plan: &Path, what: &str, phrase: &str) {
     let p = plan.display().to_string();
     let run = w.run(&["validate", p.as_str()], &[]);
-    assert_eq!(run.code, Some(2), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(2), "{what}: {}\n{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains("maps no field") || run.stdout.contains("maps no field"),
-        "{}\n{}",
+        run.stderr.contains(phrase) || run.stdout.contains(phrase),
+        "{what}: {}\n{}",
         run.stdout,
         run.stderr
     );

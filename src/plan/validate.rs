@@ -627,29 +627,26 @@ fn listed_principal(target: &Target) -> Option<(Vec<(&'static str, &str)>, Pos)>
         ProviderKind::CircleciCheckoutKey => &["project"],
         ProviderKind::GcpSaKey => &["service_account"],
         ProviderKind::AzureAppSecret => &["tenant_id", "app_id"],
-        // The commands define the principal; without `exec.inspect` nothing is listed.
-        ProviderKind::Exec if target.exec.as_ref().is_some_and(|e| e.inspect.is_some()) => &[
-            "user",
-            "account_id",
-            "repository",
-            "project",
-            "service_account",
-            "app_id",
-            "tenant_id",
-            "service",
-        ],
+        // The commands define the principal (every field but the credential's own title and
+        // key); without `exec.inspect` nothing is listed.
+        ProviderKind::Exec if target.exec.as_ref().is_some_and(|e| e.inspect.is_some()) => &[],
         ProviderKind::Exec | ProviderKind::GithubToken => return None,
     };
     let mut fields = Vec::new();
     let mut at = None;
-    for name in names {
-        if let Some(value) = target.principal.field(name).and_then(|f| f.as_ref()) {
-            if value.as_str() == REVIEW_REQUIRED {
-                return None;
-            }
-            at.get_or_insert(value.pos);
-            fields.push((*name, value.as_str()));
+    for (name, value) in target.principal.set_fields() {
+        let names_owner = match target.provider.value {
+            ProviderKind::Exec => !matches!(name, "title" | "key_id"),
+            _ => names.contains(&name),
+        };
+        if !names_owner {
+            continue;
         }
+        if value.as_str() == REVIEW_REQUIRED {
+            return None;
+        }
+        at.get_or_insert(value.pos);
+        fields.push((name, value.as_str()));
     }
     Some((fields, at?))
 }
