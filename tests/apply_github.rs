@@ -236,7 +236,8 @@ fn github_keys_and_tokens_rotate_end_to_end() {
     let keys = w.github.state().keys_of("acme/api");
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_ne!(keys[0].id, w.old_key_id);
-    assert_eq!(keys[0].title, "rekey e2e");
+    // The plan's title, and rekey's mark for the orphan sweep.
+    assert_eq!(keys[0].title, "rekey e2e [rekey:deploy-key-api]");
     let api = w
         .circleci
         .state()

@@ -208,7 +208,9 @@ async fn display_name_end_date_and_expiry() {
         .sandbox
         .with_state(|s| s.password_meta(&object, &m.id))
         .unwrap();
-    assert_eq!(name.as_deref(), Some("rekey-ci"));
+    // The plan's title, then rekey's mark (what the orphan sweep recognizes).
+    let expected = format!("rekey-ci {}", rekey::providers::mint_mark(&t));
+    assert_eq!(name.as_deref(), Some(expected.as_str()));
     let days = (end - chrono::Utc::now()).num_days();
     assert!((59..=60).contains(&days), "end date {days} days away");
     let i = h.provider.inspect(&t).await.unwrap();

@@ -121,7 +121,7 @@ async fn deploy_key_conformance_missing_things() {
 }
 
 /// The private key written to bindings is an OpenSSH ed25519 key whose public half is the one
-/// registered, read-only by default, with the plan's title.
+/// registered, read-only by default, with the plan's title and rekey's mark.
 #[tokio::test]
 async fn deploy_key_mint_registers_the_generated_public_key() {
     let h = GithubHarness::start().await;
@@ -134,7 +134,11 @@ async fn deploy_key_mint_registers_the_generated_public_key() {
     let stored = h.sandbox.state().keys_of("acme/api");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].id.to_string(), m.id);
-    assert_eq!(stored[0].title, "rekey rotation 2026-11");
+    // The plan's title, then rekey's mark (what the orphan sweep recognizes).
+    assert_eq!(
+        stored[0].title,
+        format!("rekey rotation 2026-11 {}", rekey::providers::mint_mark(&t))
+    );
     assert!(stored[0].read_only, "read_only defaults to true");
     assert_eq!(
         stored[0].key,

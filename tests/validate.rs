@@ -289,15 +289,17 @@ fn legacy_key_pair_cannot_be_applied() {
 }
 
 #[test]
-fn two_targets_of_one_iam_user_are_a_warning() {
+fn two_targets_of_one_iam_user_are_refused() {
     let text = append(
         "  - id: aws-b\n    provider: aws-iam\n    principal: {user: ci}\n    bindings:\n      - project: gh/acme/web\n        vars: {access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}\n",
     );
     let diags = check(&text);
     assert_eq!(diags.len(), 1, "{diags:#?}");
-    assert!(!diags[0].is_error());
+    assert!(diags[0].is_error());
     assert!(
-        diags[0].message.contains("both rotate keys of IAM user ci"),
+        diags[0]
+            .message
+            .contains("both rotate aws-iam credentials of user ci"),
         "{}",
         diags[0].message
     );

@@ -200,7 +200,7 @@ pub fn delivery_delay(plan: &Plan, source: Source) -> chrono::Duration {
         .delivery_delay
         .get(&key)
         .or_else(|| plan.hunts.delivery_delay.get(source.name()))
-        .map(|d| chrono::Duration::seconds(d.value.seconds() as i64))
+        .map(|d| d.value.to_chrono())
         .unwrap_or_else(|| source.typical_delivery_delay())
 }
 

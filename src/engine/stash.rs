@@ -298,6 +298,16 @@ pub enum StashError {
     },
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    #[error(
+        "the OS keyring had no stash key, so a new one was made ({fingerprint}), but this state \
+         directory's stash holds {entries} entr{} sealed with another key (was the keyring \
+         cleared by a reboot, or is this another machine?); help: set {STASH_KEY_ENV} to the \
+         key that sealed them (`rekey auth stash-key --export` where it is kept), then resume; \
+         without it, the minted values are lost and only `rekey status` can say which \
+         credentials to revoke by hand",
+        if *entries == 1 { "y" } else { "ies" }
+    )]
+    KeyLost { entries: usize, fingerprint: String },
 }
 
 /// What the stash holds for one target, without the secret.
@@ -325,15 +335,42 @@ impl std::fmt::Debug for Stash {
 impl Stash {
     /// Opens the stash of `state_dir` (the journal database, created if needed). Entries of any
     /// key can be listed; only those written with `key` can be read.
+    ///
+    /// A key the keyring has just generated ([`KeySource::Keyring`] `created`) while rows
+    /// sealed with another key exist is refused ([`StashError::KeyLost`]): the entry was lost
+    /// (a reboot), and going on would strand those rows silently.
     pub fn open(state_dir: &Path, key: StashKey) -> Result<Stash, StashError> {
         let (conn, path) = journal::open_database(state_dir)?;
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.bytes[..]));
-        Ok(Stash {
+        let stash = Stash {
             conn: Mutex::new(conn),
             path,
             cipher,
             key_id: key.key_id(),
-        })
+        };
+        if key.source == (KeySource::Keyring { created: true }) {
+            let entries = stash.sealed_with_other_keys()?;
+            if entries > 0 {
+                return Err(StashError::KeyLost {
+                    entries,
+                    fingerprint: key.fingerprint(),
+                });
+            }
+        }
+        Ok(stash)
+    }
+
+    /// How many entries were sealed with a key other than this stash's.
+    fn sealed_with_other_keys(&self) -> Result<usize, StashError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM stash WHERE key_id != ?1",
+                params![&self.key_id[..]],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Stores the minted credential of `target` in `run`. Storing the same credential again

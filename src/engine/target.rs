@@ -4,7 +4,8 @@
 //! [`Runner`] in `engine/steps/`. Each step journals its intent before the side effect and
 //! `done` after it (one helper, `Runner::journaled`), and a run starts by folding the journal
 //! into [`Progress`], so a second call after a crash continues where the first stopped: a
-//! minted value comes back from the stash (never a second mint), an interrupted mint is
+//! minted value comes back from the stash (never a second mint; and only for the steps that
+//! need the value: verify, write, read-back), an interrupted mint is
 //! resolved by listing the principal's credentials and deleting any this run created but did
 //! not record, and every other step is idempotent and simply repeated.
 //!
@@ -115,16 +116,15 @@ async fn run_inner(ctx: &Ctx, target: &Target) -> Result<Outcome, Stop> {
     step.resolve_interrupted_mint().await?; //  4 after a crash: stash, or orphans swept
     step.capacity().await?; //                  3. room under the owner's quota
     step.mint().await?; //                      4. new credential: id journaled, value stashed
-    let minted = step.minted_value()?;
-    step.verify(&minted).await?; //             5. it authenticates, or it is deleted
-    step.write(&minted).await?; //              6. every binding
-    step.read_back(&minted).await?; //          7. every binding holds it
+    step.verify().await?; //                    5. it authenticates, or it is deleted
+    step.write().await?; //                     6. every binding
+    step.read_back().await?; //                 7. every binding holds it
     step.canary().await?; //                    8. a pipeline succeeds with it
     step.deactivate().await?; //                9. old credential disabled, grace starts
     step.grace()?; //                          10. wait until the grace period is over
     step.post_hunt().await?; //               10b. the old one unused since?
     step.revoke().await?; //                   11. old credential deleted
-    step.done(&minted.id) //                   12. stash erased
+    step.done() //                             12. stash erased
 }
 
 /// A target whose journal says it ended: repeats the bookkeeping a crash may have cut short.

@@ -16,17 +16,34 @@ const UNITS: [(char, u64); 5] = [
     ('s', 1),
 ];
 
+/// The longest duration a plan or the command line may give: 100 years. Longer is a typo
+/// (`grace: 200000000d`), and every date rekey computes from a duration (the end of a grace
+/// period, a hunt window, a secret's expiry) stays far inside what chrono can represent.
+pub const MAX_SECONDS: u64 = 100 * 366 * 86_400;
+
 impl PlanDuration {
     pub fn seconds(self) -> u64 {
         self.0
     }
 
     pub fn from_days(days: u64) -> Self {
-        PlanDuration(days * 86_400)
+        PlanDuration(days.saturating_mul(86_400).min(MAX_SECONDS))
     }
 
     pub fn from_hours(hours: u64) -> Self {
-        PlanDuration(hours * 3_600)
+        PlanDuration(hours.saturating_mul(3_600).min(MAX_SECONDS))
+    }
+
+    /// As a chrono duration, for date arithmetic; a value built past [`MAX_SECONDS`] (the
+    /// parser refuses one) counts as the maximum, so no arithmetic on it can overflow.
+    pub fn to_chrono(self) -> chrono::Duration {
+        // MAX_SECONDS fits an i64 of seconds and chrono's range by orders of magnitude.
+        chrono::Duration::seconds(self.0.min(MAX_SECONDS) as i64)
+    }
+
+    /// `at + self`, or `None` past the dates chrono can represent.
+    pub fn after(self, at: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        at.checked_add_signed(self.to_chrono())
     }
 
     /// Parses `1h30m`-style text; units w, d, h, m, s, each at most once, largest first.
@@ -61,6 +78,12 @@ impl PlanDuration {
         }
         if !digits.is_empty() || last_unit_rank.is_none() {
             return Err(bad());
+        }
+        if total > MAX_SECONDS {
+            return Err(format!(
+                "duration {text:?} is longer than 100 years ({}), the longest rekey accepts",
+                PlanDuration(MAX_SECONDS)
+            ));
         }
         Ok(PlanDuration(total))
     }
@@ -122,6 +145,11 @@ mod tests {
         assert_eq!(PlanDuration::parse("1h30m").unwrap().seconds(), 5_400);
         assert_eq!(PlanDuration::parse("2w").unwrap().seconds(), 14 * 86_400);
         assert_eq!(PlanDuration::parse("0s").unwrap().seconds(), 0);
+        assert_eq!(
+            PlanDuration::parse("36600d").unwrap().seconds(),
+            MAX_SECONDS
+        );
+        assert!(PlanDuration(u64::MAX).after(chrono::Utc::now()).is_some());
         assert_eq!(PlanDuration(5_400).to_string(), "1h30m");
         assert_eq!(PlanDuration(90 * 86_400).to_string(), "90d");
         for bad in [
@@ -134,6 +162,8 @@ mod tests {
             "-1h",
             "1.5h",
             "99999999999999999999w",
+            "200000000d",
+            "36601d",
         ] {
             assert!(PlanDuration::parse(bad).is_err(), "{bad} should not parse");
         }

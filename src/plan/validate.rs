@@ -255,32 +255,36 @@ impl Validator<'_> {
         }
     }
 
-    /// Two targets rotating keys of one IAM user: the second would see the first's new key as
-    /// an unknown credential, and AWS allows only two keys per user.
+    /// Two targets on one principal whose credentials the owner lists together (an IAM user,
+    /// a repository's deploy keys, a service account, an application…): each would see the
+    /// other's new credential as unknown, and a sweep for orphans after an interrupted mint
+    /// could take it for its own; AWS allows only two keys per user besides. Refused for every
+    /// provider whose `inspect` lists the principal's credentials (not github-token: one token
+    /// per target, none listed).
     fn shared_principals(&mut self, plan: &Plan) {
-        let mut seen: HashMap<&str, &str> = HashMap::new();
+        let mut seen: HashMap<(ProviderKind, Vec<&str>), &str> = HashMap::new();
         for target in &plan.targets {
-            if target.provider.value != ProviderKind::AwsIam {
-                continue;
-            }
-            let Some(user) = target
-                .principal
-                .user
-                .as_ref()
-                .filter(|u| u.as_str() != REVIEW_REQUIRED)
-            else {
+            let Some((fields, at)) = listed_principal(target) else {
                 continue;
             };
-            match seen.get(user.as_str()) {
+            let provider = target.provider.value;
+            let names: Vec<&str> = fields.iter().map(|(_, v)| *v).collect();
+            match seen.get(&(provider, names.clone())) {
                 Some(first) => {
+                    let who = fields
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let msg = format!(
-                        "targets `{first}` and `{}` both rotate keys of IAM user {}: if they hold the same key, merge their bindings into one target",
-                        *target.id, user.value
+                        "targets `{first}` and `{}` both rotate {provider} credentials of {who}: each would take the other's new credential for an unknown one",
+                        *target.id
                     );
-                    self.warning(user.pos, msg);
+                    let help = "if they hold the same credential, merge their bindings into one target; otherwise rotate them in separate plans, one after the other";
+                    self.error(at, msg).help = Some(help.into());
                 }
                 None => {
-                    seen.insert(user.as_str(), target.id.as_str());
+                    seen.insert((provider, names), target.id.as_str());
                 }
             }
         }
@@ -385,6 +389,15 @@ impl Validator<'_> {
             }
             if !places.insert(place) {
                 self.error(anchor, format!("target `{id}` binds {place} twice"));
+            }
+            if fields.is_none() && binding.vars.is_empty() {
+                let msg = format!(
+                    "target `{id}`: this binding maps no field of the credential: nothing would be written to {place}, and the old credential would still be revoked"
+                );
+                self.error(anchor, msg).help = Some(
+                    "map the fields the exec mint answers with, e.g. `vars: {value: NPM_TOKEN}`"
+                        .into(),
+                );
             }
             if let Some((allowed, required)) = fields {
                 if allowed.is_empty() && !binding.vars.is_empty() {
@@ -623,6 +636,40 @@ pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
         return Err(format!("prefix length {len} is larger than {max}"));
     }
     Ok((addr, len))
+}
+
+/// The principal fields that name whose credentials a target's `inspect` lists, with where to
+/// point a diagnostic; `None` when the provider lists nothing beyond the target's own
+/// credential, or the principal is not decided yet.
+fn listed_principal(target: &Target) -> Option<(Vec<(&'static str, &str)>, Pos)> {
+    let names: &[&str] = match target.provider.value {
+        ProviderKind::AwsIam => &["account_id", "user"],
+        ProviderKind::GithubDeployKey => &["repository"],
+        ProviderKind::CircleciCheckoutKey => &["project"],
+        ProviderKind::GcpSaKey => &["service_account"],
+        ProviderKind::AzureAppSecret => &["tenant_id", "app_id"],
+        // The commands define the principal (every field but the credential's own title and
+        // key); without `exec.inspect` nothing is listed.
+        ProviderKind::Exec if target.exec.as_ref().is_some_and(|e| e.inspect.is_some()) => &[],
+        ProviderKind::Exec | ProviderKind::GithubToken => return None,
+    };
+    let mut fields = Vec::new();
+    let mut at = None;
+    for (name, value) in target.principal.set_fields() {
+        let names_owner = match target.provider.value {
+            ProviderKind::Exec => !matches!(name, "title" | "key_id"),
+            _ => names.contains(&name),
+        };
+        if !names_owner {
+            continue;
+        }
+        if value.as_str() == REVIEW_REQUIRED {
+            return None;
+        }
+        at.get_or_insert(value.pos);
+        fields.push((name, value.as_str()));
+    }
+    Some((fields, at?))
 }
 
 #[cfg(test)]

@@ -282,6 +282,7 @@ impl Provider for AwsIamProvider {
                 .map_err(|e| map_error("GetAccessKeyLastUsed", &format!("key {id}"), e))?;
             let last = used.access_key_last_used();
             credentials.push(CredentialInfo {
+                label: None,
                 id,
                 status,
                 created_at,

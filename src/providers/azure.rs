@@ -250,6 +250,8 @@ struct Application {
 struct PasswordCredential {
     key_id: String,
     #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
     start_date_time: Option<DateTime<Utc>>,
     #[serde(default)]
     end_date_time: Option<DateTime<Utc>>,
@@ -361,6 +363,10 @@ impl Provider for AzureAppSecretProvider {
         }
     }
 
+    fn marks(&self) -> bool {
+        true
+    }
+
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
         let (app, _) = principal_of(target)?;
         let a = self.application(target).await?;
@@ -374,6 +380,7 @@ impl Provider for AzureAppSecretProvider {
                 .password_credentials
                 .into_iter()
                 .map(|p| CredentialInfo {
+                    label: p.display_name,
                     id: p.key_id,
                     // An expired secret no longer authenticates: as good as disabled.
                     status: match p.end_date_time {
@@ -396,16 +403,15 @@ impl Provider for AzureAppSecretProvider {
             .as_ref()
             .map(|t| t.value.clone())
             .unwrap_or_else(|| format!("rekey {}", Utc::now().format("%Y-%m-%d")));
+        // rekey's mark, so that an orphan sweep can tell this secret from a colleague's.
+        let display_name = format!("{display_name} {}", super::mint_mark(target));
         // A scheduled run rotates at max_age: the secret lives twice that, so a late run still
         // finds it valid.
         let lifetime = target
             .policy
             .max_age
             .as_ref()
-            .map(|m| {
-                chrono::Duration::seconds(i64::try_from(m.value.seconds()).unwrap_or(i64::MAX / 4))
-                    * 2
-            })
+            .map(|m| m.value.to_chrono() * 2)
             .unwrap_or_else(|| chrono::Duration::days(DEFAULT_LIFETIME_DAYS));
         let end = Utc::now()
             .checked_add_signed(lifetime)

@@ -110,6 +110,7 @@ impl Provider for CheckoutKeyProvider {
             .await?
             .into_iter()
             .map(|k| CredentialInfo {
+                label: None,
                 id: k.fingerprint,
                 status: CredentialStatus::Active,
                 created_at: k.created_at,

@@ -451,6 +451,7 @@ impl Provider for ExecProvider {
             .key_id
             .iter()
             .map(|k| CredentialInfo {
+                label: None,
                 id: k.value.clone(),
                 status: CredentialStatus::Active,
                 created_at: None,
@@ -485,6 +486,7 @@ impl Provider for ExecProvider {
                 .credentials
                 .into_iter()
                 .map(|c| CredentialInfo {
+                    label: None,
                     id: c.id,
                     status: c.status,
                     created_at: c.created_at,

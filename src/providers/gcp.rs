@@ -418,6 +418,7 @@ impl Provider for GcpSaKeyProvider {
                 .keys
                 .into_iter()
                 .map(|k| CredentialInfo {
+                    label: None,
                     id: k.name,
                     status: if k.disabled {
                         CredentialStatus::Inactive

@@ -150,6 +150,8 @@ struct DeployKey {
     id: u64,
     key: String,
     #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
     created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     last_used: Option<DateTime<Utc>>,
@@ -231,6 +233,10 @@ impl Provider for GithubDeployKeyProvider {
         }
     }
 
+    fn marks(&self) -> bool {
+        true
+    }
+
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
         let (owner, repo) = repository_of(target)?;
         tracing::debug!(owner, repo, "github-deploy-key inspect");
@@ -239,6 +245,7 @@ impl Provider for GithubDeployKeyProvider {
             .await?
             .into_iter()
             .map(|k| CredentialInfo {
+                label: k.title,
                 id: k.id.to_string(),
                 status: CredentialStatus::Active,
                 created_at: k.created_at,
@@ -261,6 +268,8 @@ impl Provider for GithubDeployKeyProvider {
             .as_ref()
             .map(|t| t.value.clone())
             .unwrap_or_else(|| format!("rekey {}", Utc::now().format("%Y-%m-%d")));
+        // rekey's mark, so that an orphan sweep can tell this key from a colleague's.
+        let title = format!("{title} {}", super::mint_mark(target));
         let read_only = target.principal.read_only.unwrap_or(true);
         let (private, public) = generate_ed25519(&title)?;
         tracing::debug!(owner, repo, title, read_only, "github-deploy-key create");
@@ -623,6 +632,7 @@ impl Provider for GithubTokenProvider {
             return Ok(Inspection {
                 principal: named.unwrap_or_else(|| "GitHub user (token owner)".into()),
                 credentials: vec![CredentialInfo {
+                    label: None,
                     id: UNKNOWN_TOKEN_ID.into(),
                     status: CredentialStatus::Active,
                     created_at: None,
@@ -645,6 +655,7 @@ impl Provider for GithubTokenProvider {
                 Ok(Inspection {
                     principal: login,
                     credentials: vec![CredentialInfo {
+                        label: None,
                         id,
                         status: CredentialStatus::Active,
                         created_at: None,

@@ -61,6 +61,17 @@ pub struct CredentialInfo {
     /// Service the credential was last used with, when the owner says (AWS: e.g. `s3`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_service: Option<String>,
+    /// The owner's name for it, where it keeps one (a deploy key's title, an Azure secret's
+    /// displayName): where rekey's [`mint_mark`] shows that rekey made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The mark a mint puts in the credential's name where the owner keeps one
+/// ([`Provider::marks`]): an orphan sweep deletes only credentials that bear it (and were
+/// created after the mint began), never a colleague's key made meanwhile.
+pub fn mint_mark(target: &Target) -> String {
+    format!("[rekey:{}]", target.id.as_str())
 }
 
 /// Live state of the principal: every credential it has.
@@ -133,6 +144,12 @@ pub trait Provider: Send + Sync {
     fn capabilities_for(&self, target: &Target) -> Capabilities {
         let _ = target;
         self.capabilities()
+    }
+
+    /// Whether a mint names its credential with [`mint_mark`] and `inspect` reports each
+    /// credential's name in [`CredentialInfo::label`] (deploy keys, Azure secrets).
+    fn marks(&self) -> bool {
+        false
     }
 
     /// Lists the principal's credentials (read-only).

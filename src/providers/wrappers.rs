@@ -273,6 +273,10 @@ impl<P: Provider> Provider for Faulty<P> {
         self.inner.capabilities_for(target)
     }
 
+    fn marks(&self) -> bool {
+        self.inner.marks()
+    }
+
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
         self.run(Operation::Inspect, self.inner.inspect(target))
             .await
@@ -394,6 +398,10 @@ impl<P: Provider> Provider for Delayed<P> {
 
     fn capabilities_for(&self, target: &Target) -> Capabilities {
         self.inner.capabilities_for(target)
+    }
+
+    fn marks(&self) -> bool {
+        self.inner.marks()
     }
 
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
@@ -555,6 +563,7 @@ mod tests {
             *next += 1;
             let id = format!("k{next}");
             self.keys.lock().unwrap().push(CredentialInfo {
+                label: None,
                 id: id.clone(),
                 status: CredentialStatus::Active,
                 created_at: None,

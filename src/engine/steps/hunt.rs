@@ -125,11 +125,11 @@ async fn post_hunt(step: &Runner<'_>) -> Result<Option<Outcome>, Stop> {
     // Journals written before `at` was recorded: the deactivation happened when the grace
     // period began.
     let deactivated_at = progress.deactivated_at.or_else(|| {
-        let grace = chrono::Duration::seconds(ctx.grace(target).seconds() as i64);
+        let grace = ctx.grace(target).to_chrono();
         progress
             .grace_until
             .filter(|_| progress.has(Step::Deactivate) && caps.deactivate)
-            .map(|u| u - grace)
+            .and_then(|u| u.checked_sub_signed(grace))
     });
     let facts = RotationFacts {
         old_id: progress.old_id.clone(),

@@ -6,7 +6,7 @@ use super::progress::{Detail, EventPhase, Step};
 use super::runner::{Runner, StepResult, Stop, retry};
 use crate::engine::events::Status;
 use crate::providers::{CredentialInfo, Minted, ProviderError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 impl Runner<'_> {
@@ -42,8 +42,9 @@ impl Runner<'_> {
         }
         let known = self.progress.known_ids.clone().unwrap_or_default();
         let live = self.live.clone();
+        let since = self.progress.mint_began;
         match self
-            .delete_orphans(&live, &known, "orphan of an interrupted mint")
+            .delete_orphans(&live, &known, since, "orphan of an interrupted mint")
             .await?
         {
             Ok(deleted) => self.live.retain(|c| !deleted.contains(&c.id)),
@@ -105,8 +106,11 @@ impl Runner<'_> {
         }
         self.started(Step::Mint);
         let known: Vec<String> = self.live.iter().map(|c| c.id.clone()).collect();
+        // When the mint began: a credential the owner dates earlier is not this mint's.
+        let at = Utc::now();
         let intent = Detail {
             known_ids: Some(known.clone()),
+            at: Some(at),
             ..Default::default()
         };
         let stash = |m: &Minted| {
@@ -118,7 +122,16 @@ impl Runner<'_> {
                 ..Default::default()
             })
         };
-        let call = self.mint_without_orphans(&known);
+        let old_id = self.progress.old_id.clone();
+        let call = async {
+            let m = self.mint_without_orphans(&known, at).await?;
+            // An owner (or a person giving a token) may hand back the credential in use: bound
+            // and then revoked as "old", it would leave every binding with a dead credential.
+            match old_id {
+                Some(old) if old == m.id => Err(MintFailure::SameAsOld(old)),
+                _ => Ok(m),
+            }
+        };
         let m = match self.journaled(Step::Mint, &intent, call, stash).await? {
             Ok(m) => m,
             // A person must give the value (a GitHub personal access token): nothing changed,
@@ -128,9 +141,24 @@ impl Runner<'_> {
                 let reason = format!("waiting for the new value: {what}");
                 return Err(self.incomplete(Step::Mint, reason));
             }
+            Err(MintFailure::SameAsOld(old)) => {
+                let reason = format!(
+                    "the new credential is the one in use ({old}): nothing was written or revoked; give a credential that differs from the old one"
+                );
+                self.record_failed(Step::Mint, Detail::default(), reason.clone())?;
+                return Err(self.fail_untouched(Step::Mint, reason));
+            }
+            // A refusal may come after the owner created something (GCP without the key's
+            // data, an AWS answer without the key, an exec mint failing after creating): sweep
+            // before recording the failure, so that an interrupted sweep is resumed.
             Err(MintFailure::GaveUp(e)) => {
+                let swept = self.sweep_after(&known, at, &e).await?;
+                let reason = match swept {
+                    Ok(note) => format!("mint failed: {e}{note}"),
+                    Err(reason) => return Err(self.incomplete(Step::Mint, reason)),
+                };
                 self.record_failed(Step::Mint, Detail::default(), e.to_string())?;
-                return Err(self.fail_untouched(Step::Mint, format!("mint failed: {e}")));
+                return Err(self.fail_untouched(Step::Mint, reason));
             }
             // The mint's intent stays open, so a resume lists the principal's credentials
             // again and deletes what this run may have created.
@@ -173,14 +201,26 @@ impl Runner<'_> {
         &self,
         live: &[CredentialInfo],
         known: &[String],
+        since: Option<DateTime<Utc>>,
         why: &str,
     ) -> Result<Result<Vec<String>, String>, Stop> {
         let old_id = self.progress.old_id.as_deref();
+        let mark = self
+            .provider
+            .marks()
+            .then(|| crate::providers::mint_mark(self.target));
         let mut deleted = Vec::new();
         for orphan in live
             .iter()
             .filter(|c| !known.contains(&c.id) && Some(c.id.as_str()) != old_id)
         {
+            if let Err(doubt) = minted_by_rekey(orphan, since, mark.as_deref()) {
+                // Someone else's credential, maybe: leave it, and say so.
+                let message = format!("left {} alone: {doubt}", orphan.id);
+                tracing::warn!(target = self.id, "{message}");
+                self.emit(Step::Rollback, Status::Skipped, Some(&message));
+                continue;
+            }
             let intent = Detail {
                 new_id: Some(orphan.id.clone()),
                 message: Some(why.to_string()),
@@ -213,7 +253,11 @@ impl Runner<'_> {
     /// that a blind retry fails on the quota. So after each transient error the principal's
     /// credentials are listed and every one that the mint's intent did not know is deleted,
     /// journaled as a rollback, before the intent is recorded again and the mint retried.
-    async fn mint_without_orphans(&self, known: &[String]) -> Result<Minted, MintFailure> {
+    async fn mint_without_orphans(
+        &self,
+        known: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<Minted, MintFailure> {
         let (id, target, provider) = (self.id, self.target, self.provider);
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
@@ -233,7 +277,12 @@ impl Runner<'_> {
                 }
             };
             let sweep = self
-                .delete_orphans(&live, known, "created by a mint whose answer was lost")
+                .delete_orphans(
+                    &live,
+                    known,
+                    Some(at),
+                    "created by a mint whose answer was lost",
+                )
                 .await
                 .map_err(MintFailure::Stop)?;
             if let Err(reason) = sweep {
@@ -249,6 +298,7 @@ impl Runner<'_> {
             // intent: a crash during it is resolved on resume like any interrupted mint.
             let intent = Detail {
                 known_ids: Some(known.to_vec()),
+                at: Some(at),
                 ..Default::default()
             };
             self.record(Step::Mint, EventPhase::Intent, &intent)
@@ -257,12 +307,83 @@ impl Runner<'_> {
     }
 }
 
+impl Runner<'_> {
+    /// After a mint that gave up: lists the principal's credentials and deletes those this
+    /// mint provably created. `Ok(note)` for the failure's message; `Err(why)` when the owner
+    /// could not be listed or an orphan not deleted (the intent stays open for a resume).
+    async fn sweep_after(
+        &self,
+        known: &[String],
+        at: DateTime<Utc>,
+        error: &ProviderError,
+    ) -> Result<Result<String, String>, Stop> {
+        // A person's step or a refusal before anything existed leaves nothing to look for.
+        if matches!(
+            error,
+            ProviderError::NeedsInput(_) | ProviderError::Unsupported { .. }
+        ) {
+            return Ok(Ok(String::new()));
+        }
+        let live = match retry(|| self.provider.inspect(self.target)).await {
+            Ok(i) => i.credentials,
+            Err(list) => {
+                return Ok(Err(format!(
+                    "mint failed ({error}) and the credentials of {} could not be listed to check that it created none ({list})",
+                    self.id
+                )));
+            }
+        };
+        let why = "created by a mint that then failed";
+        Ok(
+            match self.delete_orphans(&live, known, Some(at), why).await? {
+                Ok(deleted) if deleted.is_empty() => Ok(String::new()),
+                Ok(deleted) => Ok(format!(
+                    "; deleted what it had created ({})",
+                    deleted.join(", ")
+                )),
+                Err(reason) => Err(format!("mint failed ({error}); {reason}")),
+            },
+        )
+    }
+}
+
+/// Slack for the owner's clock against rekey's when comparing a credential's creation time
+/// with the mint's start (AWS dates keys to the second).
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(120);
+
+/// Whether `c` is provably a credential of this target's mint: created (by the owner's date)
+/// after the mint began, and bearing rekey's mark where the owner keeps one. `Err(why not)`.
+fn minted_by_rekey(
+    c: &CredentialInfo,
+    since: Option<DateTime<Utc>>,
+    mark: Option<&str>,
+) -> Result<(), String> {
+    let (Some(created), Some(since)) = (c.created_at, since) else {
+        return Err("the owner does not date it, or the journal does not say when the mint began, so nothing proves rekey made it".into());
+    };
+    if created < since - CLOCK_SKEW {
+        return Err(format!(
+            "it was created at {}, before this mint began ({})",
+            created.to_rfc3339(),
+            since.to_rfc3339()
+        ));
+    }
+    if let Some(mark) = mark
+        && !c.label.as_deref().is_some_and(|l| l.contains(mark))
+    {
+        return Err(format!("it does not bear rekey's mark `{mark}`"));
+    }
+    Ok(())
+}
+
 /// How a mint ended without a credential.
 enum MintFailure {
     /// The owner refused, or kept failing; nothing this run created is left behind.
     GaveUp(ProviderError),
     /// A credential may exist that this run created and could not delete.
     Unsure(String),
+    /// The owner answered with the credential in use (its id).
+    SameAsOld(String),
     /// The journal or the stash failed.
     Stop(Stop),
 }

@@ -177,6 +177,8 @@ pub struct Progress {
     /// Places whose write is done.
     pub written: Vec<String>,
     pub grace_until: Option<DateTime<Utc>>,
+    /// When the last mint began (its intent): what an owner dates earlier is not its work.
+    pub mint_began: Option<DateTime<Utc>>,
     /// When the new credential was minted and the old one disabled.
     pub minted_at: Option<DateTime<Utc>>,
     pub deactivated_at: Option<DateTime<Utc>>,
@@ -202,6 +204,9 @@ impl Progress {
             }
             if d.until.is_some() {
                 p.grace_until = d.until;
+            }
+            if e.phase == EventPhase::Intent && e.step == Step::Mint {
+                p.mint_began = d.at;
             }
             if e.phase == EventPhase::Done && d.at.is_some() {
                 match e.step {

@@ -16,7 +16,10 @@ impl Runner<'_> {
             return Ok(());
         }
         let grace = self.ctx.grace(self.target);
-        let until = Utc::now() + chrono::Duration::seconds(grace.seconds() as i64);
+        let Some(until) = grace.after(Utc::now()) else {
+            let reason = format!("grace {grace} ends past the last date rekey can represent");
+            return Err(self.incomplete(Step::Deactivate, reason));
+        };
         match (self.progress.old_id.clone(), self.caps.deactivate) {
             (Some(old_id), true) => {
                 self.started(Step::Deactivate);
@@ -129,7 +132,9 @@ impl Runner<'_> {
     /// a crash before the record would leave a run that needs the value (for nothing but its
     /// id) and can no longer find it. A crash after the record leaves the sealed value behind
     /// until the next invocation, which erases it for a finished target.
-    pub fn done(&mut self, new_id: &str) -> Result<Outcome, Stop> {
+    pub fn done(&mut self) -> Result<Outcome, Stop> {
+        let new_id = self.progress.new_id.clone().unwrap_or_default();
+        let new_id = new_id.as_str();
         let detail = Detail {
             new_id: Some(new_id.to_string()),
             ..Default::default()

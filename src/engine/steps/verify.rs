@@ -11,21 +11,30 @@ use crate::providers::{Minted, Provider, ProviderError};
 
 impl Runner<'_> {
     /// Step 5: verify, or delete the new credential (a rollback) and fail.
-    pub async fn verify(&mut self, minted: &Minted) -> StepResult {
+    pub async fn verify(&mut self) -> StepResult {
         if self.progress.has(Step::Verify) {
             return Ok(());
         }
+        let minted = &self.minted_value()?;
         self.started(Step::Verify);
-        let call = verify_with_retries(self.ctx, self.provider, self.target, minted);
-        let note = self.provider.verified_note(self.target);
-        let done = Detail {
-            message: note.clone(),
-            ..Default::default()
+        // A credential that lacks a field the bindings map would write nothing there, and the
+        // old one would then be retired: refused like one that does not authenticate.
+        let call = async {
+            missing_fields(self.target, minted).map_err(ProviderError::Failed)?;
+            verify_with_retries(self.ctx, self.provider, self.target, minted).await
+        };
+        // What the verification learnt (a token's scopes): known once it has succeeded.
+        let done = |_: &()| {
+            Ok(Detail {
+                message: self.provider.verified_note(self.target),
+                ..Default::default()
+            })
         };
         let Err(e) = self
-            .journaled(Step::Verify, &Detail::default(), call, |_| Ok(done))
+            .journaled(Step::Verify, &Detail::default(), call, done)
             .await?
         else {
+            let note = self.provider.verified_note(self.target);
             self.emit(Step::Verify, Status::Done, note.as_deref());
             return Ok(());
         };
@@ -94,4 +103,37 @@ async fn verify_with_retries(
         }
     }
     Err(last.unwrap_or_else(|| ProviderError::Rejected("not accepted".into())))
+}
+
+/// `Err(why)` when a binding maps a field the minted credential does not have, and the
+/// provider does not name it as a field it leaves alone (an Azure client id): an exec mint
+/// answering `value` for bindings that map `valeu`.
+fn missing_fields(target: &Target, minted: &Minted) -> Result<(), String> {
+    let kept: &[&str] = match target.provider.value.binding_fields() {
+        Some((allowed, _)) => allowed,
+        None => &[],
+    };
+    let mut missing: Vec<&str> = target
+        .bindings
+        .iter()
+        .flat_map(|b| b.vars.keys())
+        .map(|f| f.as_str())
+        .filter(|f| !minted.fields.contains_key(*f) && !kept.contains(f))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut has: Vec<&str> = minted.fields.keys().map(String::as_str).collect();
+    has.sort_unstable();
+    Err(format!(
+        "the bindings map field(s) {} that the new credential does not have (it has: {}); fix the field names in the plan's bindings",
+        missing.join(", "),
+        if has.is_empty() {
+            "none".to_string()
+        } else {
+            has.join(", ")
+        }
+    ))
 }

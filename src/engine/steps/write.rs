@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 
 impl Runner<'_> {
     /// Step 6: every binding not yet written; one that fails does not stop the others.
-    pub async fn write(&mut self, minted: &Minted) -> StepResult {
+    pub async fn write(&mut self) -> StepResult {
         let mut failed_places = Vec::new();
         for binding in &self.target.bindings {
             if self.progress.written.contains(&bindings::label(binding)) {
                 continue;
             }
-            if let Err(reason) = self.write_binding(binding, minted).await? {
+            let minted = self.minted_value()?;
+            if let Err(reason) = self.write_binding(binding, &minted).await? {
                 failed_places.push(reason);
             }
         }
@@ -85,10 +86,11 @@ impl Runner<'_> {
 
     /// Step 7: every binding holds the new value (project variables: the masked last four;
     /// context variables: `updated_at` advanced).
-    pub async fn read_back(&mut self, minted: &Minted) -> StepResult {
+    pub async fn read_back(&mut self) -> StepResult {
         if self.progress.has(Step::ReadBack) {
             return Ok(());
         }
+        let minted = &self.minted_value()?;
         self.started(Step::ReadBack);
         for binding in &self.target.bindings {
             let Err(e) =
