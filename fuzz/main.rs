@@ -75,7 +75,10 @@ fn on_worker_stack(f: impl FnOnce() -> i32 + Send + 'static) -> i32 {
     std::thread::Builder::new()
         .stack_size(2 << 20)
         .spawn(f)
-        .and_then(|h| h.join().map_err(|_| std::io::Error::other("fuzz thread died")))
+        .and_then(|h| {
+            h.join()
+                .map_err(|_| std::io::Error::other("fuzz thread died"))
+        })
         .unwrap_or(1)
 }
 
@@ -119,13 +122,17 @@ fn one(target: targets::Target, n: u64) -> i32 {
                     .ok()
                     .and_then(|mut l| l.take())
                     .unwrap_or_default();
-                let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("target/fuzz-crashes");
+                let dir =
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-crashes");
                 let file = dir.join(format!("{}-{i}.bin", target.name));
                 let _ = std::fs::create_dir_all(&dir);
                 let _ = std::fs::write(&file, &input);
                 if panics <= 5 {
-                    eprintln!("PANIC {} input {i}: {message} ({})", target.name, file.display());
+                    eprintln!(
+                        "PANIC {} input {i}: {message} ({})",
+                        target.name,
+                        file.display()
+                    );
                 }
             }
         }

@@ -79,7 +79,8 @@ pub fn mutate(rng: &mut Rng, pool: &[Vec<u8>], dict: &[&str], max: usize) -> Vec
                 let start = rng.below(len);
                 let end = (start + n).min(len);
                 let run = out[start..end].to_vec();
-                let times = 1 + rng.below(if rng.below(8) == 0 { 2000 } else { 8 });
+                let most = if rng.below(8) == 0 { 2000 } else { 8 };
+                let times = 1 + rng.below(most);
                 let mut ins = Vec::with_capacity(run.len() * times);
                 for _ in 0..times {
                     ins.extend_from_slice(&run);
@@ -96,8 +97,15 @@ pub fn mutate(rng: &mut Rng, pool: &[Vec<u8>], dict: &[&str], max: usize) -> Vec
             // Overwrite with a number at the edges (lengths, times, sizes).
             _ => {
                 let edge = [
-                    "0", "-1", "18446744073709551616", "1e999", "-0", "9999-12-31T23:59:59Z",
-                    "200000000d", "\"\"", "null",
+                    "0",
+                    "-1",
+                    "18446744073709551616",
+                    "1e999",
+                    "-0",
+                    "9999-12-31T23:59:59Z",
+                    "200000000d",
+                    "\"\"",
+                    "null",
                 ];
                 let tok = edge[rng.below(edge.len())].as_bytes();
                 out.splice(at..at, tok.iter().copied());

@@ -19,36 +19,153 @@ pub struct Target {
 }
 
 const JSON: &[&str] = &[
-    "{", "}", "[", "]", "\"", ":", ",", "null", "true", "false", "\\u0000", "\\ud800", "\\\"",
-    "1e308", "-", "{\"\":", "[[[[", "]]]]", "\"a\":{", "\"Records\":[", "\"value\":[",
-    "\"entries\":[", "\"Events\":[{\"CloudTrailEvent\":\"", "\"eventTime\":\"",
-    "2023-01-05T10:00:00Z", "\"accounts\":[", "\"projects\":[", "\"contexts\":[",
-    "\"variables\":[", "\"fields\":{", "\"credentials\":[", "\"status\":\"",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ":",
+    ",",
+    "null",
+    "true",
+    "false",
+    "\\u0000",
+    "\\ud800",
+    "\\\"",
+    "1e308",
+    "-",
+    "{\"\":",
+    "[[[[",
+    "]]]]",
+    "\"a\":{",
+    "\"Records\":[",
+    "\"value\":[",
+    "\"entries\":[",
+    "\"Events\":[{\"CloudTrailEvent\":\"",
+    "\"eventTime\":\"",
+    "2023-01-05T10:00:00Z",
+    "\"accounts\":[",
+    "\"projects\":[",
+    "\"contexts\":[",
+    "\"variables\":[",
+    "\"fields\":{",
+    "\"credentials\":[",
+    "\"status\":\"",
 ];
 
 const YAML: &[&str] = &[
-    ": ", "- ", "\n  ", "\n    - ", "{", "}", "[", "]", "'", "\"", "|", ">", "&a ", "*a", "!!str ",
-    "<<: *a", "---\n", "...\n", "# c\n", "~", "null", "true", "1h", "30d", "200000000d",
-    "targets:\n", "bindings:\n", "endpoints:\n", "hunts:\n", "exec:\n", "grace: ", "provider: ",
-    "vars: {", "project: gh/a/b", "context: c", "incident:\n  since: ",
+    ": ",
+    "- ",
+    "\n  ",
+    "\n    - ",
+    "{",
+    "}",
+    "[",
+    "]",
+    "'",
+    "\"",
+    "|",
+    ">",
+    "&a ",
+    "*a",
+    "!!str ",
+    "<<: *a",
+    "---\n",
+    "...\n",
+    "# c\n",
+    "~",
+    "null",
+    "true",
+    "1h",
+    "30d",
+    "200000000d",
+    "targets:\n",
+    "bindings:\n",
+    "endpoints:\n",
+    "hunts:\n",
+    "exec:\n",
+    "grace: ",
+    "provider: ",
+    "vars: {",
+    "project: gh/a/b",
+    "context: c",
+    "incident:\n  since: ",
 ];
 
 const SIGMA: &[&str] = &[
-    "title: t\n", "logsource: {product: aws, service: cloudtrail}\n", "detection:\n",
-    "  condition: ", " and ", " or ", "not ", "(", ")", "1 of ", "all of ", "them", "sel*",
-    "|contains", "|startswith", "|endswith", "|all", "|re", "|cidr", "|cased", "|exists",
-    "|fieldref", "|base64", "'*'", "'?'", "'\\*'", "a*a*a*b", "(?i)", ".*", "[a-", "10.0.0.0/8",
-    "level: high\n", "tags: [rekey.hunt.aws-recon]\n", "  sel: {eventName: [", "null", "- ",
+    "title: t\n",
+    "logsource: {product: aws, service: cloudtrail}\n",
+    "detection:\n",
+    "  condition: ",
+    " and ",
+    " or ",
+    "not ",
+    "(",
+    ")",
+    "1 of ",
+    "all of ",
+    "them",
+    "sel*",
+    "|contains",
+    "|startswith",
+    "|endswith",
+    "|all",
+    "|re",
+    "|cidr",
+    "|cased",
+    "|exists",
+    "|fieldref",
+    "|base64",
+    "'*'",
+    "'?'",
+    "'\\*'",
+    "a*a*a*b",
+    "(?i)",
+    ".*",
+    "[a-",
+    "10.0.0.0/8",
+    "level: high\n",
+    "tags: [rekey.hunt.aws-recon]\n",
+    "  sel: {eventName: [",
+    "null",
+    "- ",
 ];
 
 const CONDITION: &[&str] = &[
-    " and ", " or ", "not ", "(", ")", "1 of ", "all of ", "any of ", "them", "sel", "sel_a",
-    "filter_*", "sel*", "*", "| count() > 5", " of ", "2 of ",
+    " and ",
+    " or ",
+    "not ",
+    "(",
+    ")",
+    "1 of ",
+    "all of ",
+    "any of ",
+    "them",
+    "sel",
+    "sel_a",
+    "filter_*",
+    "sel*",
+    "*",
+    "| count() > 5",
+    " of ",
+    "2 of ",
 ];
 
 const CSV: &[&str] = &[
-    ",", "\"", "\"\"", "\n", "\r\n", "{", "}", "[", "]", "true", "false", "{\"ip_address\":\"",
-    "2023-01-05T10:00:00Z", "user.logged_in",
+    ",",
+    "\"",
+    "\"\"",
+    "\n",
+    "\r\n",
+    "{",
+    "}",
+    "[",
+    "]",
+    "true",
+    "false",
+    "{\"ip_address\":\"",
+    "2023-01-05T10:00:00Z",
+    "user.logged_in",
 ];
 
 pub fn all() -> Vec<Target> {
@@ -199,7 +316,8 @@ fn files(paths: &[&str], exts: &[&str]) -> Vec<Vec<u8>> {
     while let Some(p) = stack.pop() {
         if p.is_dir() {
             if let Ok(rd) = std::fs::read_dir(&p) {
-                let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                let mut entries: Vec<PathBuf> =
+                    rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
                 entries.sort();
                 stack.extend(entries);
             }
@@ -238,7 +356,11 @@ fn dataset_lines(name: &str, max: usize) -> Vec<Vec<u8>> {
             if out.len() >= max {
                 return out;
             }
-            out.push(serde_json::json!({ "Records": [r] }).to_string().into_bytes());
+            out.push(
+                serde_json::json!({ "Records": [r] })
+                    .to_string()
+                    .into_bytes(),
+            );
             out.push(r.to_string().into_bytes());
         }
     }
@@ -323,7 +445,12 @@ impl Sink for Matcher<'_> {
 
 fn records(source: Source, b: &[u8]) -> bool {
     let h = hunt();
-    let Some(pre) = h.prefilters.iter().find(|(s, _)| *s == source).map(|(_, p)| p) else {
+    let Some(pre) = h
+        .prefilters
+        .iter()
+        .find(|(s, _)| *s == source)
+        .map(|(_, p)| p)
+    else {
         return false;
     };
     let mut sink = Matcher { pre, records: 0 };
