@@ -227,7 +227,11 @@ fn deeply_nested_rule_conditions_are_refused_not_fatal() {
     assert!(errors[0].contains("huge.yml") && errors[0].contains("not a Sigma rule"));
     assert!(errors[1].contains("nots.yml") && errors[1].contains("levels deep"));
     assert!(errors[2].contains("parens.yml") && errors[2].contains("levels deep"));
-    assert_eq!(finding_ids(&v), ["good-1"], "the built-in pack still hunted");
+    assert_eq!(
+        finding_ids(&v),
+        ["good-1"],
+        "the built-in pack still hunted"
+    );
     assert!(peak < PEAK_LIMIT, "peak RSS {} MiB", peak / MB);
 }
 
@@ -351,8 +355,11 @@ async fn s3_bomb_object_is_streamed_bounded_and_reported() {
     assert_eq!(got.incomplete.len(), 1, "{:?}", got.incomplete);
     assert!(got.incomplete[0].location.ends_with("a.json.gz"));
     assert!(got.incomplete[0].message.contains("64 MiB"));
-    let ids: std::collections::BTreeSet<_> =
-        got.findings.iter().filter_map(|f| f.record_id.clone()).collect();
+    let ids: std::collections::BTreeSet<_> = got
+        .findings
+        .iter()
+        .filter_map(|f| f.record_id.clone())
+        .collect();
     assert_eq!(ids, ["good-1".to_string()].into());
     assert!(own_peak() < PEAK_LIMIT, "peak RSS {} MiB", own_peak() / MB);
 }
@@ -363,10 +370,15 @@ async fn s3_bomb_object_is_streamed_bounded_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcp_filter_escapes_the_principal() {
     use rekey::providers::gcp::{GcpAuth, ServiceAccountKey};
-    let gcp = rekey::sandbox::gcp::GcpSandbox::start("acme").await.unwrap();
+    let gcp = rekey::sandbox::gcp::GcpSandbox::start("acme")
+        .await
+        .unwrap();
     let odd = "o\"brien\\x\" OR \"@acme.iam.gserviceaccount.com";
     gcp.with_state(|s| {
-        for (id, who) in [("mine", odd), ("theirs", "other@acme.iam.gserviceaccount.com")] {
+        for (id, who) in [
+            ("mine", odd),
+            ("theirs", "other@acme.iam.gserviceaccount.com"),
+        ] {
             s.add_log_entry(serde_json::json!({
                 "insertId": id, "timestamp": "2023-01-03T11:00:00Z", "severity": "ERROR",
                 "logName": "projects/acme/logs/cloudaudit.googleapis.com%2Fdata_access",
@@ -404,8 +416,15 @@ async fn gcp_filter_escapes_the_principal() {
     let got = remote_hunt(project(odd), window, ctx()).await;
     assert!(got.incomplete.is_empty(), "{:?}", got.incomplete);
     assert_eq!(got.stats.records, 1, "exactly the odd principal's entry");
-    let ids: Vec<_> = got.findings.iter().filter_map(|f| f.record_id.clone()).collect();
-    assert!(ids.iter().all(|i| i == "mine") && !ids.is_empty(), "{ids:?}");
+    let ids: Vec<_> = got
+        .findings
+        .iter()
+        .filter_map(|f| f.record_id.clone())
+        .collect();
+    assert!(
+        ids.iter().all(|i| i == "mine") && !ids.is_empty(),
+        "{ids:?}"
+    );
 
     let got = remote_hunt(project("a\nb@acme.iam"), window, ctx()).await;
     assert_eq!(got.incomplete.len(), 1);

@@ -634,10 +634,22 @@ fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
             out.push(Term::TimeAtLeast(time(v).ok_or_else(unsupported)?));
         } else if let Some(v) = term.strip_prefix("timestamp<=") {
             out.push(Term::TimeAtMost(time(v).ok_or_else(unsupported)?));
-        } else if let Some(v) = term.strip_prefix(field(term)).and_then(|v| v.strip_prefix(':')) {
-            out.push(Term::Has(path(field(term)), quoted(v).ok_or_else(unsupported)?));
-        } else if let Some(v) = term.strip_prefix(field(term)).and_then(|v| v.strip_prefix('=')) {
-            out.push(Term::Equals(path(field(term)), quoted(v).ok_or_else(unsupported)?));
+        } else if let Some(v) = term
+            .strip_prefix(field(term))
+            .and_then(|v| v.strip_prefix(':'))
+        {
+            out.push(Term::Has(
+                path(field(term)),
+                quoted(v).ok_or_else(unsupported)?,
+            ));
+        } else if let Some(v) = term
+            .strip_prefix(field(term))
+            .and_then(|v| v.strip_prefix('='))
+        {
+            out.push(Term::Equals(
+                path(field(term)),
+                quoted(v).ok_or_else(unsupported)?,
+            ));
         } else {
             return Err(unsupported());
         }

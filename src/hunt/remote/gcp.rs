@@ -168,7 +168,10 @@ pub fn filter_string(text: &str) -> Result<String, String> {
         ));
     }
     if text.chars().any(char::is_control) {
-        return Err("the principal holds a control character, which a Cloud Logging filter cannot quote".into());
+        return Err(
+            "the principal holds a control character, which a Cloud Logging filter cannot quote"
+                .into(),
+        );
     }
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');

@@ -825,7 +825,10 @@ mod tests {
             p.matches(&FieldVal::Text(value.into()), &Vec::new())
         };
         assert!(m("a?c", None, false, "abc"));
-        assert!(m("a?c", None, false, "aéc"), "`?` is one character, not one byte");
+        assert!(
+            m("a?c", None, false, "aéc"),
+            "`?` is one character, not one byte"
+        );
         assert!(!m("a?c", None, false, "abbc"));
         assert!(m("A\\*", None, false, "a*"));
         assert!(!m("A\\*", None, false, "ab"));
@@ -835,7 +838,10 @@ mod tests {
         assert!(m("a*b", None, false, "A\nzzB"), "`*` crosses lines");
         assert!(!m("a*b", None, true, "A--B"), "`cased` compares exactly");
         assert!(m("a*b", None, true, "a--b"));
-        assert!(!m("a*b", None, false, "xa--b"), "anchored without `contains`");
+        assert!(
+            !m("a*b", None, false, "xa--b"),
+            "anchored without `contains`"
+        );
         assert!(m("a*b", Some("contains"), false, "xa--by"));
         assert!(m("a*b", Some("startswith"), false, "a--by"));
         assert!(!m("a*b", Some("startswith"), false, "xa--b"));
