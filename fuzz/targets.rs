@@ -457,7 +457,7 @@ fn records(source: Source, b: &[u8]) -> bool {
     let set = h.rules.fields.set(source);
     // One input in sixteen goes through gzip, as a `.json.gz` would.
     let gz;
-    let input: &[u8] = if b.len() % 16 == 0 {
+    let input: &[u8] = if b.len().is_multiple_of(16) {
         use std::io::Write;
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let _ = e.write_all(b);
