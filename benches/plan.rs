@@ -11,6 +11,8 @@
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use rekey::classify::synthetic::{decide_review_required, realistic_inventory};
+use rekey::classify::{RuleSet, classify};
 
 const PROJECTS: usize = 10_000;
 const VARS: usize = 30;

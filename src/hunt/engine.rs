@@ -6,6 +6,7 @@
 //! Records before `since` are never findings: they are the baseline of what was normal.
 
 use super::Severity;
+use super::bounded;
 use super::fields::Fields;
 use super::findings::{Finding, HuntReport};
 use super::pack::RuleSet;
@@ -357,7 +358,7 @@ impl Sink for Worker<'_> {
             }
         }
         let Some(time) = first(&f, &core.time).and_then(|t| parse_time(self.source, t)) else {
-            self.report.problems.push(Problem {
+            self.problem(Problem {
                 location: loc.to_string(),
                 message: format!(
                     "no usable time in `{}`; skipped",
@@ -470,7 +471,13 @@ impl Sink for Worker<'_> {
     }
 
     fn problem(&mut self, problem: Problem) {
-        self.report.problems.push(problem);
+        // A hostile file may be nothing but unreadable records: keep the first ones, count
+        // the rest (memory follows the cap, not the input).
+        if self.report.problems.len() < MAX_PROBLEMS {
+            self.report.problems.push(problem);
+        } else {
+            self.report.stats.problems_not_listed += 1;
+        }
     }
 }
 
@@ -597,22 +604,28 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                                 )
                             }
                             Item::Page(page) => {
-                                w.report.stats.bytes += page.body.len() as u64;
+                                w.report.stats.bytes += page.body.len();
                                 w.report.stats.pages += 1;
                                 let r = source::read_from(
                                     source,
                                     &page.name,
-                                    page.body.as_slice(),
+                                    page.body.into_reader(),
                                     set,
                                     &mut w,
                                 );
                                 (page.name, r)
                             }
                         };
+                        // An input not wholly read (an I/O error, a bound exceeded) leaves
+                        // the hunt incomplete: it must not look clean.
                         if let Err(e) = result {
-                            w.report.problems.push(Problem {
+                            let message = match bounded::over_limit(&e) {
+                                Some(o) => o.to_string(),
+                                None => format!("read error, rest of the input skipped: {e}"),
+                            };
+                            w.report.incomplete.push(Problem {
                                 location: name,
-                                message: format!("read error, rest of the input skipped: {e}"),
+                                message,
                             });
                         }
                         acc = w.report;
@@ -646,7 +659,9 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         }
         report.findings.extend(r.findings);
         report.problems.extend(r.problems);
+        report.incomplete.extend(r.incomplete);
         let st = &mut report.stats;
+        st.problems_not_listed += r.stats.problems_not_listed;
         st.bytes += r.stats.bytes;
         st.pages += r.stats.pages;
         st.records += r.stats.records;
@@ -709,9 +724,13 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     if report.problems.len() > MAX_PROBLEMS {
         let more = report.problems.len() - MAX_PROBLEMS;
         report.problems.truncate(MAX_PROBLEMS);
-        report
-            .notes
-            .push(format!("{more} further unreadable record(s) not listed"));
+        report.stats.problems_not_listed += more as u64;
+    }
+    if report.stats.problems_not_listed > 0 {
+        report.notes.push(format!(
+            "{} further unreadable record(s) not listed",
+            report.stats.problems_not_listed
+        ));
     }
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report

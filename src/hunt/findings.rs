@@ -65,6 +65,8 @@ pub struct Stats {
     pub duplicates: u64,
     /// Findings beyond the per-credential-and-rule cap, counted only.
     pub findings_not_listed: u64,
+    /// Unreadable records beyond the cap on listed problems, counted only.
+    pub problems_not_listed: u64,
     pub rules: usize,
     pub elapsed_ms: u128,
 }

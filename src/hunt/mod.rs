@@ -1,6 +1,8 @@
 //! Hunting checks over audit logs. This module owns the catalogue of hunt names a plan may
 //! reference (`hunts.pre`, `hunts.post`) and the severity scale; beside it:
 //!
+//! - [`bounded`]: what one input may cost (record size, decompressed size) and the readers that
+//!   hold it to that,
 //! - [`source`]: the audit-log sources and their streaming file readers (records with locations),
 //! - [`fields`]: lazy extraction of only the fields rules reference,
 //! - [`sigma`]: the Sigma evaluator and per-source field mapping,
@@ -10,6 +12,7 @@
 //! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
 //! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
 
+pub mod bounded;
 pub mod engine;
 pub mod fields;
 pub mod findings;

@@ -57,6 +57,27 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
+/// The largest rule file read: a Sigma rule is a few kilobytes; a third-party file of
+/// gigabytes is refused, not read into memory.
+pub const MAX_RULE_BYTES: u64 = 1 << 20;
+
+/// The text of one rule file, bounded by [`MAX_RULE_BYTES`].
+fn read_rule(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_RULE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("unreadable: {e}"))?;
+    if text.len() as u64 > MAX_RULE_BYTES {
+        return Err(format!(
+            "larger than {} KiB, not a Sigma rule; skipped",
+            MAX_RULE_BYTES >> 10
+        ));
+    }
+    Ok(text)
+}
+
 /// Compiled rules, grouped by source, and the field sets they reference.
 #[derive(Debug, Default)]
 pub struct RuleSet {
@@ -104,12 +125,9 @@ impl RuleSet {
         files.sort();
         for f in &files {
             let origin = f.display().to_string();
-            match std::fs::read_to_string(f) {
+            match read_rule(f) {
                 Ok(text) => self.add_text(&origin, &text),
-                Err(e) => self.errors.push(RuleError {
-                    origin,
-                    reason: format!("unreadable: {e}"),
-                }),
+                Err(reason) => self.errors.push(RuleError { origin, reason }),
             }
         }
         Ok(files.len())

@@ -2,11 +2,13 @@
 //! (its Sigma `logsource`, the community-to-raw field mapping, the fields that say who, when and
 //! from where), and the streaming readers that turn files into records with their location.
 //!
-//! Memory: JSON lines and CSV are read one line at a time. A single JSON document (a CloudTrail
+//! Memory: JSON lines and CSV are read one record at a time. A single JSON document (a CloudTrail
 //! delivery `{"Records":[…]}`, a GitHub API page, a Graph `value` page) is read whole because
-//! its records borrow from the buffer; each such file is bounded by its producer (CloudTrail
-//! delivers every 5 minutes), so memory follows the largest file, not the input.
+//! its records borrow from the buffer. Every record and document is bounded, and so is what a
+//! gzip file may decompress to ([`super::bounded`]): memory follows the bound, not the input,
+//! and an input over a bound ends with an error the hunt reports as not wholly read.
 
+use super::bounded;
 use super::fields::{Extracted, FieldId, FieldSet, Fields, Key};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
@@ -390,9 +392,13 @@ fn decompressing<'r>(mut inner: impl Read + 'r) -> std::io::Result<Box<dyn BufRe
     let chained = head.chain(inner);
     const BUF: usize = 256 * 1024;
     if n == 2 && magic == [0x1f, 0x8b] {
+        // The bound is on what comes out: a bomb is small on disk.
         Ok(Box::new(BufReader::with_capacity(
             BUF,
-            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF, chained)),
+            bounded::Capped::new(
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(BUF, chained)),
+                bounded::MAX_DECOMPRESSED,
+            ),
         )))
     } else {
         Ok(Box::new(BufReader::with_capacity(BUF, chained)))
@@ -439,29 +445,37 @@ fn read_json(
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
-    let mut line = String::new();
+    let mut line: Vec<u8> = Vec::new();
     let mut line_no = 0u64;
     let mut index = 0u64;
     let mut first = true;
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        if bounded::read_line(&mut reader, &mut line, bounded::MAX_RECORD)? == bounded::Line::End {
             return Ok(());
         }
         line_no += 1;
-        let trimmed = line.trim();
+        let Ok(text) = std::str::from_utf8(&line) else {
+            sink.problem(Problem {
+                location: format!("{name}:{line_no}"),
+                message: "not UTF-8 text; line skipped".into(),
+            });
+            first = false;
+            continue;
+        };
+        let trimmed = text.trim();
         if trimmed.is_empty() {
             continue;
         }
         if first {
             first = false;
             // A pretty-printed document does not hold a whole value on its first line: read
-            // the rest and parse it as one document.
+            // the rest and parse it as one document (bounded like a record: its records borrow
+            // from it).
             // (A whole value never ends its first line with an opening bracket or a comma; the
             // check must stay cheap: a CloudTrail delivery is one multi-megabyte line.)
             if trimmed.ends_with('[') || trimmed.ends_with(',') || trimmed.ends_with('{') {
-                let mut doc = std::mem::take(&mut line).into_bytes();
-                reader.read_to_end(&mut doc)?;
+                let mut doc = std::mem::take(&mut line);
+                bounded::read_rest(&mut reader, &mut doc, bounded::MAX_RECORD)?;
                 let doc = match String::from_utf8(doc) {
                     Ok(d) => d,
                     Err(_) => {
@@ -773,9 +787,12 @@ fn read_csv(
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
+    // The CSV reader buffers a row itself: the budget bounds what one row may read.
+    let (reader, row_start) = bounded::RecordBudget::new(reader, bounded::MAX_RECORD);
     let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
     let headers = match csv.headers() {
         Ok(h) => h.clone(),
+        Err(e) if matches!(e.kind(), csv::ErrorKind::Io(_)) => return Err(csv_io(e)),
         Err(e) => {
             sink.problem(Problem {
                 location: name.to_string(),
@@ -789,12 +806,13 @@ fn read_csv(
     let mut index = 0u64;
     loop {
         let line = csv.position().line() + 1;
+        row_start.mark();
         match csv.read_record(&mut row) {
             Ok(false) => return Ok(()),
             Ok(true) => {}
             Err(e) => {
                 if let csv::ErrorKind::Io(_) = e.kind() {
-                    return Err(std::io::Error::other(e.to_string()));
+                    return Err(csv_io(e));
                 }
                 index += 1;
                 sink.problem(Problem {
@@ -864,5 +882,13 @@ fn read_csv(
                 message: "row could not be read as a record; skipped".into(),
             }),
         }
+    }
+}
+
+/// The I/O error inside a CSV error, kept whole (an [`bounded::OverLimit`] stays one).
+fn csv_io(e: csv::Error) -> std::io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => std::io::Error::other(format!("{other:?}")),
     }
 }

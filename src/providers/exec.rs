@@ -401,6 +401,16 @@ fn stderr_tail(err: &[u8], secrets: &[&str]) -> String {
     format!("…{}", &clean[start..])
 }
 
+/// Parses `stdout` as every answer a command may give (inspect, mint): the fuzz targets'
+/// door to the parsers of what plan-supplied commands print (`fuzz/`). Whether each parsed.
+#[doc(hidden)]
+pub fn parse_answers(stdout: &[u8]) -> (bool, bool) {
+    (
+        parse::<InspectAnswer>("inspect", stdout).is_ok(),
+        parse::<MintAnswer>("mint", stdout).is_ok(),
+    )
+}
+
 /// Parses a command's JSON answer without ever quoting it (it may hold secrets).
 fn parse<T: serde::de::DeserializeOwned>(what: &str, stdout: &[u8]) -> Result<T, ProviderError> {
     serde_json::from_slice(stdout).map_err(|e| {

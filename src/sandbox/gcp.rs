@@ -15,7 +15,8 @@
 //! desc` reverses). `resourceNames` must be `["projects/{the project}"]` (another project: 403
 //! PERMISSION_DENIED). `pageSize` 1–1000 (default 50). `pageToken` is opaque and bound to the
 //! filter. The filter evaluator understands exactly what rekey's hunt emits: terms joined by
-//! ` AND `, each `FIELD:"TEXT"` (the field contains the text), `FIELD="TEXT"` (equals), or
+//! ` AND ` (outside quotes), each `FIELD:"TEXT"` (the field contains the text), `FIELD="TEXT"`
+//! (equals; `\"` and `\\` escaped inside TEXT), or
 //! `timestamp>="RFC3339"` / `timestamp<="RFC3339"` (compared as times); fields are dotted paths
 //! into the entry. Anything else is 400 INVALID_ARGUMENT, so that a client never believes a
 //! filter was applied.
@@ -567,17 +568,74 @@ impl Term {
     }
 }
 
+/// The terms of a filter: split on ` AND ` outside quoted strings (where `\\` escapes).
+fn split_terms(filter: &str) -> Result<Vec<&str>, String> {
+    let mut terms = Vec::new();
+    let (mut start, mut in_quotes, mut escaped) = (0, false, false);
+    let bytes = filter.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_quotes = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_quotes = true;
+        } else if bytes[i..].starts_with(b" AND ") {
+            terms.push(&filter[start..i]);
+            i += 5;
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    if in_quotes {
+        return Err(format!("unterminated string in the filter `{filter}`"));
+    }
+    terms.push(&filter[start..]);
+    Ok(terms)
+}
+
+/// A quoted string value: `"` … `"` with `\"` and `\\` escaped (the logging query language's
+/// escapes); an unescaped quote inside, or another escape, is not understood.
+fn unquote(v: &str) -> Option<String> {
+    let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                c @ ('"' | '\\') => out.push(c),
+                _ => return None,
+            },
+            '"' => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The field a term starts with: a dotted path of letters, digits and `_`, `@`.
+fn field(term: &str) -> &str {
+    let end = term
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@')))
+        .unwrap_or(term.len());
+    &term[..end]
+}
+
 fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
     let mut out = Vec::new();
     if filter.trim().is_empty() {
         return Ok(out);
     }
-    for term in filter.split(" AND ") {
+    for term in split_terms(filter)? {
         let term = term.trim();
         let unsupported = || format!("the simulator does not understand the filter term `{term}`");
-        let quoted = |v: &str| -> Option<String> {
-            v.strip_prefix('"')?.strip_suffix('"').map(str::to_owned)
-        };
+        let quoted = unquote;
         let path = |f: &str| f.split('.').map(str::to_owned).collect::<Vec<_>>();
         let time = |v: &str| -> Option<DateTime<Utc>> {
             DateTime::parse_from_rfc3339(&quoted(v)?)
@@ -588,13 +646,22 @@ fn parse_filter(filter: &str) -> Result<Vec<Term>, String> {
             out.push(Term::TimeAtLeast(time(v).ok_or_else(unsupported)?));
         } else if let Some(v) = term.strip_prefix("timestamp<=") {
             out.push(Term::TimeAtMost(time(v).ok_or_else(unsupported)?));
-        } else if let Some((f, v)) = term.split_once(':') {
-            out.push(Term::Has(path(f), quoted(v).ok_or_else(unsupported)?));
-        } else if let Some((f, v)) = term.split_once('=') {
-            if f.ends_with(['<', '>', '!']) {
-                return Err(unsupported());
-            }
-            out.push(Term::Equals(path(f), quoted(v).ok_or_else(unsupported)?));
+        } else if let Some(v) = term
+            .strip_prefix(field(term))
+            .and_then(|v| v.strip_prefix(':'))
+        {
+            out.push(Term::Has(
+                path(field(term)),
+                quoted(v).ok_or_else(unsupported)?,
+            ));
+        } else if let Some(v) = term
+            .strip_prefix(field(term))
+            .and_then(|v| v.strip_prefix('='))
+        {
+            out.push(Term::Equals(
+                path(field(term)),
+                quoted(v).ok_or_else(unsupported)?,
+            ));
         } else {
             return Err(unsupported());
         }

@@ -24,6 +24,7 @@ pub mod github;
 pub mod lookup_events;
 pub mod s3;
 
+use super::bounded;
 use super::engine::{self, HuntOptions, PageFeed};
 use super::findings::HuntReport;
 use super::pack::RuleSet;
@@ -44,7 +45,84 @@ const LOOK_AHEAD: usize = 8;
 pub struct Page {
     pub source: Source,
     pub name: String,
-    pub body: Vec<u8>,
+    pub body: Body,
+}
+
+/// A page's body: whole (an API answer, bounded by [`bounded::MAX_RECORD`]), or streamed
+/// while the worker reads it (an S3 object, which may be as large as the bucket's writer
+/// wants: it is never held whole).
+#[derive(Debug)]
+pub enum Body {
+    Whole(Vec<u8>),
+    Streamed { size: u64, chunks: Chunks },
+}
+
+impl Body {
+    /// Its size in bytes (as announced, for a stream).
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Whole(b) => b.len() as u64,
+            Body::Streamed { size, .. } => *size,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, for a worker thread (a stream blocks it until the next chunk arrives).
+    pub fn into_reader(self) -> Box<dyn std::io::Read + Send> {
+        match self {
+            Body::Whole(b) => Box::new(std::io::Cursor::new(b)),
+            Body::Streamed { chunks, .. } => Box::new(chunks),
+        }
+    }
+}
+
+/// The chunks of a streamed body, received as they are downloaded; an error is the download's.
+#[derive(Debug)]
+pub struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, String>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+/// Chunks of a body that may wait downloaded for their worker.
+const CHUNKS_AHEAD: usize = 4;
+
+impl Chunks {
+    /// A stream and the sender its download feeds.
+    pub fn channel() -> (tokio::sync::mpsc::Sender<Result<Vec<u8>, String>>, Chunks) {
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        (
+            tx,
+            Chunks {
+                rx,
+                current: Vec::new(),
+                at: 0,
+            },
+        )
+    }
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.current.len() {
+            // Worker threads are outside the async runtime: blocking is what they are for.
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// What to fetch.
@@ -181,6 +259,7 @@ pub type PageSender = tokio::sync::mpsc::Sender<Page>;
 
 /// Hands a page to the workers; `false` when they are gone (stop fetching).
 async fn deliver(tx: &PageSender, source: Source, name: String, body: Vec<u8>) -> bool {
+    let body = Body::Whole(body);
     tx.send(Page { source, name, body }).await.is_ok()
 }
 
@@ -326,7 +405,9 @@ impl Http {
             .map_err(|e| crate::http::error_kind(&e).to_string())?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = crate::http::read_body(response, crate::http::MAX_BODY)
+        // One page is one document, bounded like a record: a hostile or broken server does
+        // not decide how much memory a hunt takes.
+        let body = crate::http::read_body(response, bounded::MAX_RECORD)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Answer {

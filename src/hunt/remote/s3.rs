@@ -10,7 +10,7 @@
 //! configuration the caller gives; with an overridden endpoint, path-style addressing (an
 //! S3-compatible server or moto has no per-bucket host names).
 
-use super::{Context, Fetched, PageSender, Window, deliver};
+use super::{Body, Chunks, Context, Fetched, LOOK_AHEAD, Page, PageSender, Window};
 use crate::hunt::source::Source;
 use chrono::NaiveDate;
 
@@ -35,6 +35,7 @@ pub(super) async fn fetch(
     let mut token: Option<String> = None;
     let mut listing = 0u32;
     let mut skipped_days = 0u64;
+    let downloads = std::sync::Arc::new(tokio::sync::Semaphore::new(LOOK_AHEAD));
     loop {
         listing += 1;
         let page_size = ctx
@@ -69,22 +70,49 @@ pub(super) async fn fetch(
                 continue;
             }
             let name = format!("s3://{bucket}/{key}");
-            let body = match client.get_object().bucket(bucket).key(key).send().await {
-                Ok(o) => match o.body.collect().await {
-                    Ok(b) => b.into_bytes().to_vec(),
-                    Err(e) => {
-                        out.failed(name, format!("GetObject: reading the body failed: {e}"));
-                        continue;
-                    }
-                },
+            // At most LOOK_AHEAD objects downloading at once, each a few chunks ahead of its
+            // worker: an object is streamed, never held whole (it may be as large as whoever
+            // writes to the bucket wants).
+            let Ok(permit) = downloads.clone().acquire_owned().await else {
+                return out;
+            };
+            let object = match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(o) => o,
                 Err(e) => {
                     out.failed(name, format!("GetObject failed: {}", super::aws_error(&e)));
                     continue;
                 }
             };
-            if !deliver(tx, Source::Cloudtrail, name, body).await {
+            let size = object.content_length().and_then(|n| u64::try_from(n).ok());
+            let (feed, chunks) = Chunks::channel();
+            let body = Body::Streamed {
+                size: size.unwrap_or(0),
+                chunks,
+            };
+            let page = Page {
+                source: Source::Cloudtrail,
+                name,
+                body,
+            };
+            if tx.send(page).await.is_err() {
                 return out;
             }
+            let mut stream = object.body;
+            tokio::spawn(async move {
+                let _permit = permit;
+                loop {
+                    let next = match stream.try_next().await {
+                        Ok(Some(bytes)) => Ok(bytes.to_vec()),
+                        Ok(None) => return,
+                        Err(e) => Err(format!("GetObject: reading the body failed: {e}")),
+                    };
+                    let failed = next.is_err();
+                    // The worker stopped reading (a bound, the end of the hunt): stop too.
+                    if feed.send(next).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
         }
         match list.next_continuation_token() {
             Some(t) if list.is_truncated() == Some(true) => token = Some(t.to_owned()),

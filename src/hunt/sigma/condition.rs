@@ -1,5 +1,13 @@
 //! The Sigma `condition` language: `and`, `or`, `not`, parentheses, `1 of pattern*`,
 //! `all of pattern*`, `1 of them`, `all of them`. Aggregations after `|` are refused with a reason.
+//!
+//! The parser recurses, and so does everything that walks a [`Cond`] (evaluation, ordering,
+//! dropping it): a third-party rule nesting parentheses or `not`s deeper than [`MAX_DEPTH`] is
+//! refused with the reason, instead of overflowing the stack and ending the hunt.
+
+/// The deepest nesting of parentheses and `not` a condition may have. Real rules nest a
+/// handful of levels.
+pub const MAX_DEPTH: usize = 64;
 
 use super::wildcard_match;
 
@@ -128,6 +136,7 @@ pub fn parse(text: &str, names: &[String]) -> Result<Cond, String> {
         toks: &toks,
         pos: 0,
         names,
+        depth: 0,
     };
     let c = p.or()?;
     if p.pos != toks.len() {
@@ -140,11 +149,24 @@ struct Parser<'a> {
     toks: &'a [Tok],
     pos: usize,
     names: &'a [String],
+    /// Parentheses and `not`s open around the current token.
+    depth: usize,
 }
 
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
         self.toks.get(self.pos)
+    }
+
+    /// Enters one more level of nesting, or refuses a condition nested too deep.
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!(
+                "the condition nests parentheses and `not` more than {MAX_DEPTH} levels deep"
+            ));
+        }
+        Ok(())
     }
 
     fn or(&mut self) -> Result<Cond, String> {
@@ -176,7 +198,10 @@ impl Parser<'_> {
     fn not(&mut self) -> Result<Cond, String> {
         if self.peek() == Some(&Tok::Not) {
             self.pos += 1;
-            return Ok(Cond::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let c = Cond::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(c);
         }
         self.atom()
     }
@@ -189,11 +214,13 @@ impl Parser<'_> {
         self.pos += 1;
         match tok {
             Tok::Open => {
+                self.deeper()?;
                 let c = self.or()?;
                 if self.peek() != Some(&Tok::Close) {
                     return Err("missing `)` in condition".into());
                 }
                 self.pos += 1;
+                self.depth -= 1;
                 Ok(c)
             }
             Tok::Ident(name) => self
@@ -254,5 +281,18 @@ mod tests {
         assert!(!c.eval(&mut truth));
         assert!(parse("selection | count() > 5", &n).is_err());
         assert!(parse("nothere", &n).is_err());
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let n = names(&["a"]);
+        let ok = format!("{}a{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        assert!(parse(&ok, &n).is_ok());
+        let deep = format!("{}a{}", "(".repeat(30_000), ")".repeat(30_000));
+        assert!(parse(&deep, &n).unwrap_err().contains("levels deep"));
+        let nots = format!("{}a", "not ".repeat(60_000));
+        assert!(parse(&nots, &n).unwrap_err().contains("levels deep"));
+        let mixed = format!("{}a{}", "not (".repeat(40), ")".repeat(40));
+        assert!(parse(&mixed, &n).is_err());
     }
 }

@@ -9,6 +9,10 @@
 //! it has no hook for a per-source field mapping; here fields are extracted lazily
 //! ([`super::fields`]) and literals are lowercased once, at load.
 //!
+//! Hostile rules and values cost bounded time and memory: wildcards and `re` compile to the
+//! `regex` crate (linear in the value, each compiled pattern bounded in size), plain
+//! `contains`/`startswith`/`endswith` stay substring searches, conditions have a nesting limit.
+//!
 //! Supported: selections as maps or lists of maps, value lists, `null`, wildcards `*` `?` (with
 //! `\` escapes), modifiers `contains`, `startswith`, `endswith`, `all`, `re` (with `i`, `m`, `s`),
 //! `cidr`, `cased`, `exists`, `fieldref`; conditions with `and`/`or`/`not`, parentheses, `1 of`,
@@ -75,7 +79,10 @@ enum Pattern {
     EndsWith(Text),
     /// Present (a lone `*`).
     Any,
-    Wildcard(Vec<Seg>, bool),
+    /// A value with `*` or `?` inside: compiled to a regex, linear in the value's length
+    /// whatever the pattern (a backtracking matcher takes minutes on `a*a*a*a*a*a*b` against
+    /// an attacker's 400-character user agent).
+    Wildcard(regex::Regex),
     Regex(regex::Regex),
     Cidr(ipnet::IpNet),
     FieldRef(FieldId, RefKind),
@@ -353,7 +360,7 @@ impl Pattern {
                                 .is_some_and(|p| eq_str(p, &t.s, t.cased))
                     }
                     Pattern::Any => true,
-                    Pattern::Wildcard(segs, cased) => wild(segs, s.as_bytes(), *cased),
+                    Pattern::Wildcard(r) => r.is_match(s),
                     Pattern::Regex(r) => r.is_match(s),
                     Pattern::AnyOf(n) => any_of(n, s),
                     Pattern::Cidr(net) => s
@@ -413,59 +420,73 @@ fn eq_str(s: &str, lit: &str, cased: bool) -> bool {
     }
 }
 
+/// Substring search in linear time (memchr's Two-Way), case-insensitively on an
+/// ASCII-lowercased copy of the value unless `cased` (`needle` is lowercase then).
 fn contains(hay: &str, needle: &str, cased: bool) -> bool {
     if cased {
         return memchr::memmem::find(hay.as_bytes(), needle.as_bytes()).is_some();
     }
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.is_empty() {
-        return true;
-    }
-    if h.len() < n.len() {
+    if hay.len() < needle.len() {
         return false;
     }
-    let first = n[0];
-    let first_up = first.to_ascii_uppercase();
-    (0..=h.len() - n.len()).any(|i| {
-        (h[i] == first || h[i] == first_up)
-            && h[i..i + n.len()]
-                .iter()
-                .zip(n)
-                .all(|(a, b)| a.to_ascii_lowercase() == *b)
-    })
-}
-
-fn wild(segs: &[Seg], s: &[u8], cased: bool) -> bool {
-    match segs.split_first() {
-        None => s.is_empty(),
-        Some((Seg::Star, rest)) => (0..=s.len()).any(|i| wild(rest, &s[i..], cased)),
-        Some((Seg::One, rest)) => {
-            // One character, not one byte.
-            let step = std::str::from_utf8(s)
-                .ok()
-                .and_then(|t| t.chars().next())
-                .map(char::len_utf8)
-                .or(if s.is_empty() { None } else { Some(1) });
-            step.is_some_and(|n| wild(rest, &s[n..], cased))
+    let find = |lower: &[u8]| memchr::memmem::find(lower, needle.as_bytes()).is_some();
+    // On the stack: no allocation per record for values of usual length.
+    let mut buf = [0u8; 512];
+    match buf.get_mut(..hay.len()) {
+        Some(lower) => {
+            lower.copy_from_slice(hay.as_bytes());
+            lower.make_ascii_lowercase();
+            find(lower)
         }
-        Some((Seg::Lit(l), rest)) => {
-            let l = l.as_bytes();
-            s.len() >= l.len()
-                && s[..l.len()].iter().zip(l).all(|(a, b)| {
-                    if cased {
-                        a == b
-                    } else {
-                        a.to_ascii_lowercase() == *b
-                    }
-                })
-                && wild(rest, &s[l.len()..], cased)
-        }
+        None => find(hay.to_ascii_lowercase().as_bytes()),
     }
 }
 
-/// Sigma wildcard match of an identifier pattern (`selection_*`), used by `1 of`.
+/// The most memory one compiled regex (a `|re` value or a wildcard pattern) may take; a rule
+/// whose pattern needs more is refused with the reason. Real Sigma patterns need kilobytes.
+const REGEX_SIZE_LIMIT: usize = 2 << 20;
+
+/// Builds a regex with the size bounds every rule's pattern gets.
+fn bounded_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| format!("bad regex: {e}"))
+}
+
+/// Sigma wildcards as a regex: `*` any run, `?` one character, literals escaped; anchored at
+/// both ends except where the pattern starts or ends with `*` (a search is then faster).
+fn wildcard_regex(segs: &[Seg], cased: bool) -> Result<regex::Regex, String> {
+    let mut re = String::from(if cased { "(?s)" } else { "(?si)" });
+    let body = match segs {
+        [Seg::Star, rest @ ..] => rest,
+        _ => {
+            re.push_str("\\A");
+            segs
+        }
+    };
+    let (body, open_end) = match body {
+        [rest @ .., Seg::Star] => (rest, true),
+        _ => (body, false),
+    };
+    for seg in body {
+        match seg {
+            Seg::Lit(l) => re.push_str(&regex::escape(l)),
+            Seg::Star => re.push_str(".*"),
+            Seg::One => re.push('.'),
+        }
+    }
+    if !open_end {
+        re.push_str("\\z");
+    }
+    bounded_regex(&re)
+}
+
+/// Sigma wildcard match of an identifier pattern (`selection_*`), used by `1 of`; a pattern
+/// too large to compile matches nothing.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    wild(&segments(pattern, true), name.as_bytes(), true)
+    wildcard_regex(&segments(pattern, true), true).is_ok_and(|r| r.is_match(name))
 }
 
 /// A Sigma string value split on unescaped `*` and `?`; `\*`, `\?`, `\\` are literals.
@@ -504,7 +525,7 @@ fn segments(value: &str, cased: bool) -> Vec<Seg> {
 }
 
 /// A string value with its position modifier, reduced to the cheapest pattern.
-fn string_pattern(value: &str, pos: Option<&str>, cased: bool) -> Pattern {
+fn string_pattern(value: &str, pos: Option<&str>, cased: bool) -> Result<Pattern, String> {
     let mut segs = segments(value, cased);
     match pos {
         Some("contains") => {
@@ -523,7 +544,7 @@ fn string_pattern(value: &str, pos: Option<&str>, cased: bool) -> Pattern {
         s: s.clone(),
         cased,
     };
-    match segs.as_slice() {
+    Ok(match segs.as_slice() {
         [] => Pattern::Exact(Text {
             s: String::new(),
             cased,
@@ -533,8 +554,8 @@ fn string_pattern(value: &str, pos: Option<&str>, cased: bool) -> Pattern {
         [Seg::Star, Seg::Lit(l), Seg::Star] => Pattern::Contains(text(l)),
         [Seg::Lit(l), Seg::Star] => Pattern::StartsWith(text(l)),
         [Seg::Star, Seg::Lit(l)] => Pattern::EndsWith(text(l)),
-        _ => Pattern::Wildcard(segs, cased),
-    }
+        _ => Pattern::Wildcard(wildcard_regex(&segs, cased)?),
+    })
 }
 
 /// Loads one rule from YAML text. `origin` names it in errors and findings.
@@ -682,8 +703,8 @@ fn compile_map(
                 Value::Null => Pattern::Null,
                 Value::Bool(b) if exists => Pattern::Exists(*b),
                 _ if exists => return Err("`exists` needs true or false".into()),
-                Value::Bool(b) => string_pattern(if *b { "true" } else { "false" }, None, false),
-                Value::Number(n) => string_pattern(&n.to_string(), None, false),
+                Value::Bool(b) => string_pattern(if *b { "true" } else { "false" }, None, false)?,
+                Value::Number(n) => string_pattern(&n.to_string(), None, false)?,
                 Value::String(s) if fieldref => {
                     let kind = match pos {
                         Some("contains") => RefKind::Contains,
@@ -699,15 +720,13 @@ fn compile_map(
                     } else {
                         format!("(?{re_flags}){s}")
                     };
-                    Pattern::Regex(
-                        regex::Regex::new(&pattern).map_err(|e| format!("bad regex: {e}"))?,
-                    )
+                    Pattern::Regex(bounded_regex(&pattern)?)
                 }
                 Value::String(s) if cidr => Pattern::Cidr(
                     s.parse::<ipnet::IpNet>()
                         .map_err(|e| format!("bad CIDR `{s}`: {e}"))?,
                 ),
-                Value::String(s) => string_pattern(s, pos, cased),
+                Value::String(s) => string_pattern(s, pos, cased)?,
                 _ => return Err(format!("value of `{key}` is a nested structure")),
             };
             patterns.push(p);
@@ -761,15 +780,15 @@ mod tests {
     fn patterns() {
         assert!(matches!(
             string_pattern("abc", None, false),
-            Pattern::Exact(_)
+            Ok(Pattern::Exact(_))
         ));
         assert!(matches!(
             string_pattern("*", Some("contains"), false),
-            Pattern::Any
+            Ok(Pattern::Any)
         ));
         assert!(matches!(
             string_pattern("a*b", None, false),
-            Pattern::Wildcard(..)
+            Ok(Pattern::Wildcard(..))
         ));
         assert!(contains("Hello Boto3/1.2", "boto3", false));
         let mut fields = FieldSets::new();
@@ -796,7 +815,48 @@ mod tests {
         assert!(!contains("Hello", "boto3", false));
         assert!(wildcard_match("selection_*", "selection_a"));
         assert!(!wildcard_match("filter*", "selection"));
-        assert!(wild(&segments("a?c", false), b"abc", false));
-        assert!(wild(&segments("A\\*", false), b"a*", false));
+    }
+
+    /// Sigma's wildcard semantics, through the regex they compile to.
+    #[test]
+    fn wildcards() {
+        let m = |pattern: &str, pos: Option<&str>, cased: bool, value: &str| {
+            let p = string_pattern(pattern, pos, cased).unwrap();
+            p.matches(&FieldVal::Text(value.into()), &Vec::new())
+        };
+        assert!(m("a?c", None, false, "abc"));
+        assert!(
+            m("a?c", None, false, "aéc"),
+            "`?` is one character, not one byte"
+        );
+        assert!(!m("a?c", None, false, "abbc"));
+        assert!(m("A\\*", None, false, "a*"));
+        assert!(!m("A\\*", None, false, "ab"));
+        assert!(m("a\\?", None, false, "a?"));
+        assert!(!m("a\\?", None, false, "ab"));
+        assert!(m("a\\\\*", None, false, "a\\xyz"));
+        assert!(m("a*b", None, false, "A\nzzB"), "`*` crosses lines");
+        assert!(!m("a*b", None, true, "A--B"), "`cased` compares exactly");
+        assert!(m("a*b", None, true, "a--b"));
+        assert!(
+            !m("a*b", None, false, "xa--b"),
+            "anchored without `contains`"
+        );
+        assert!(m("a*b", Some("contains"), false, "xa--by"));
+        assert!(m("a*b", Some("startswith"), false, "a--by"));
+        assert!(!m("a*b", Some("startswith"), false, "xa--b"));
+        assert!(m("a*b", Some("endswith"), false, "xa--b"));
+        assert!(m("a.b*", None, false, "a.bc") && !m("a.b*", None, false, "axbc"));
+        assert!(wildcard_match("sel_?", "sel_1") && !wildcard_match("sel_?", "sel_12"));
+    }
+
+    /// The pathological pattern of a backtracking matcher is linear here.
+    #[test]
+    fn wildcards_take_linear_time() {
+        let p = string_pattern("a*a*a*a*a*a*a*a*b", Some("contains"), false).unwrap();
+        let value = "a".repeat(100_000);
+        let t = std::time::Instant::now();
+        assert!(!p.matches(&FieldVal::Text(value.as_str().into()), &Vec::new()));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
     }
 }
