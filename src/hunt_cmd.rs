@@ -123,8 +123,14 @@ pub struct HuntArgs {
     /// credentials and the times come from the journal; nothing is changed.
     #[arg(long, value_name = "RUN_ID")]
     run: Option<String>,
-    /// The state directory of `--run`.
-    #[arg(long, default_value = ".rekey", value_name = "DIR", requires = "run")]
+    /// The state of `--run`: a directory or s3://BUCKET/PREFIX.
+    #[arg(
+        long,
+        visible_alias = "state",
+        env = "REKEY_STATE",
+        default_value = ".rekey",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     state_dir: PathBuf,
 }
 

@@ -1,7 +1,9 @@
 //! The `rekey` command line: parse arguments, call the library, print results, map errors to
-//! exit codes (0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete).
+//! exit codes (0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete,
+//! 5 locked).
 
 mod hunt_cmd;
+mod state_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rekey::classify::{self, RuleSet};
@@ -29,7 +31,7 @@ $EDITOR plan.yaml                                        # fill every REVIEW-REQ
 rekey validate plan.yaml\n\n\
 Secrets never appear in rekey's files, logs or arguments: CircleCI returns only masked values (xxxx + last four), \
 and rekey keeps no more than that. Tokens come from CIRCLECI_TOKEN / GITHUB_TOKEN or the OS keyring (`rekey auth set`).",
-    after_help = "Exit codes: 0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 run incomplete but resumable."
+    after_help = "Exit codes: 0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 run incomplete but resumable, 5 locked (another run holds the state; nothing was changed)."
 )]
 struct Cli {
     /// Output format: human tables, or one JSON document on stdout for machines.
@@ -115,6 +117,8 @@ rekey hunt --circleci-audit audit.csv --github-audit audit.json --fail-on medium
     /// Store or remove rekey's own API tokens in the OS keyring.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Inspect and manage the state (a directory or s3://BUCKET/PREFIX): list, show, unlock, migrate.
+    State(state_cmd::StateArgs),
     /// Print the plan's JSON Schema (the file in plans/ is generated from this).
     #[command(hide = true)]
     Schema,
@@ -185,9 +189,22 @@ struct ApplyArgs {
     /// With --dry-run: exit 0 when nothing would change, 2 when changes are pending, 1 on error.
     #[arg(long, requires = "dry_run")]
     detailed_exitcode: bool,
-    /// Journal, stash and lock live here (created with owner-only permissions).
-    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    /// Journal, stash and lock live here: a directory (created with owner-only permissions) or
+    /// s3://BUCKET/PREFIX, shared by CI runners (see README, "State backends").
+    #[arg(
+        long,
+        visible_alias = "state",
+        env = "REKEY_STATE",
+        default_value = ".rekey",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     state_dir: PathBuf,
+    /// S3 state: how long the lock's lease lasts unless renewed (renewed every third of it).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    lock_lease: String,
+    /// How long to wait for a run that holds the state's lock before exiting 5 ("locked").
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    lock_timeout: String,
     /// Targets rotated at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallelism: u16,
@@ -249,15 +266,27 @@ struct ConfirmArgs {
     run: String,
     /// The target whose manual step was done.
     target: String,
-    /// State directory of the run.
-    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    /// State of the run: a directory or s3://BUCKET/PREFIX.
+    #[arg(
+        long,
+        visible_alias = "state",
+        env = "REKEY_STATE",
+        default_value = ".rekey",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     state_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
 struct StatusArgs {
-    /// State directory of the runs.
-    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    /// State of the runs: a directory or s3://BUCKET/PREFIX.
+    #[arg(
+        long,
+        visible_alias = "state",
+        env = "REKEY_STATE",
+        default_value = ".rekey",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
     state_dir: PathBuf,
     /// Show this run's targets (default: the newest run).
     run: Option<String>,
@@ -313,6 +342,7 @@ fn main() -> ExitCode {
         Command::Demo => run_demo(),
         Command::Hunt(args) => hunt_cmd::run_hunt(args, cli.output),
         Command::Auth(cmd) => run_auth(cmd, cli.output),
+        Command::State(args) => state_cmd::run_state(args, cli.output),
         Command::Schema => print_schema(),
     };
     match result {
@@ -858,6 +888,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         only: args.only.clone(),
         verify_backoff: std::time::Duration::from_millis(args.verify_backoff_ms),
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
+        lock: state_cmd::lease_options(&args.lock_lease, &args.lock_timeout)?,
     };
     if let Some(run_id) = &args.resume {
         // The stored plan's endpoints configure GCP and Azure. A run that cannot be read here
@@ -979,6 +1010,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
 
 fn engine_code(e: &rekey::engine::EngineError) -> u8 {
     match e {
+        rekey::engine::EngineError::Lock(l) if l.is_locked() => 5,
         rekey::engine::EngineError::Lock(_) | rekey::engine::EngineError::NoSuchRun(_) => 2,
         _ => 1,
     }
@@ -1062,11 +1094,12 @@ fn render_preview(preview: &rekey::engine::dryrun::Preview) -> String {
 
 fn run_status(args: StatusArgs, output: Output) -> Result<u8, Failure> {
     use rekey::engine::journal::{Journal, RunId};
-    if !args.state_dir.exists() {
+    let Some(journal) =
+        Journal::open_read_only(&args.state_dir).map_err(|e| Failure::runtime(e.to_string()))?
+    else {
         println!("No runs: {} does not exist.", args.state_dir.display());
         return Ok(0);
-    }
-    let journal = Journal::open(&args.state_dir).map_err(|e| Failure::runtime(e.to_string()))?;
+    };
     let runs = journal
         .runs()
         .map_err(|e| Failure::runtime(e.to_string()))?;
