@@ -133,8 +133,10 @@ impl Store {
             match req.send().await {
                 Ok(out) => return Ok(out.e_tag().unwrap_or_default().to_string()),
                 Err(e) if is_precondition(&e) => {
-                    // Ours already (an earlier attempt of this call landed)?
-                    if attempt > 0
+                    // Ours already (an earlier attempt of this call landed, its answer lost,
+                    // whether the SDK or this loop retried)? Bodies are unique (a timestamp,
+                    // a lease token), so equal bytes mean our own write.
+                    if !matches!(cond, Cond::None)
                         && let Ok(Some((bytes, etag))) = self.get(rel).await
                         && bytes == body
                     {
