@@ -50,7 +50,12 @@ fn objects(w: &World) -> Vec<(String, Vec<u8>)> {
             let key = o.key().unwrap_or_default().to_string();
             let got = client.get_object().bucket(BUCKET).key(&key).send().await;
             if let Ok(got) = got {
-                let bytes = got.body.collect().await.map(|b| b.to_vec()).unwrap_or_default();
+                let bytes = got
+                    .body
+                    .collect()
+                    .await
+                    .map(|b| b.to_vec())
+                    .unwrap_or_default();
                 out.push((key, bytes));
             }
         }
@@ -60,9 +65,8 @@ fn objects(w: &World) -> Vec<(String, Vec<u8>)> {
 
 fn lock_holder_pid(w: &World) -> Option<u32> {
     let client = s3(w);
-    let got = w
-        .rt
-        .block_on(
+    let got =
+        w.rt.block_on(
             client
                 .get_object()
                 .bucket(BUCKET)
@@ -154,8 +158,14 @@ fn s3_status(w: &World) -> (String, String) {
     let v: serde_json::Value = serde_json::from_str(&inv.stdout)
         .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", inv.stdout));
     (
-        v["runs"][0]["status"].as_str().unwrap_or_default().to_string(),
-        v["targets"][0]["state"].as_str().unwrap_or_default().to_string(),
+        v["runs"][0]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        v["targets"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
 
@@ -173,8 +183,15 @@ fn assert_rotated_from(w: &World, old: &(String, String), outputs: &[String]) ->
     assert_ne!(new_id, old.0, "the bindings still hold the old key");
     assert!(w.works(&new_id, &new_secret), "the bound key does not work");
     let keys: Vec<String> = w.keys().into_iter().map(|k| k.id).collect();
-    assert_eq!(keys, vec![new_id.clone()], "orphans or the old key remain at IAM");
-    assert!(w.caller_arn(&old.0, &old.1).is_err(), "the old key still works");
+    assert_eq!(
+        keys,
+        vec![new_id.clone()],
+        "orphans or the old key remain at IAM"
+    );
+    assert!(
+        w.caller_arn(&old.0, &old.1).is_err(),
+        "the old key still works"
+    );
     assert_eq!(s3_status(w), ("complete".into(), "done".into()));
     let b64 = base64::engine::general_purpose::STANDARD.encode(&new_secret);
     for (key, bytes) in objects(w) {
@@ -186,7 +203,10 @@ fn assert_rotated_from(w: &World, old: &(String, String), outputs: &[String]) ->
         }
     }
     for text in outputs {
-        assert!(!text.contains(&new_secret) && !text.contains(&old.1), "a secret in an output");
+        assert!(
+            !text.contains(&new_secret) && !text.contains(&old.1),
+            "a secret in an output"
+        );
     }
     (new_id, new_secret)
 }
@@ -199,26 +219,33 @@ fn moto_enforces_conditional_writes() {
     let c = s3(&w);
     w.rt.block_on(async {
         let put = |body: &'static str| {
-            c.put_object()
-                .bucket(BUCKET)
-                .key("k")
-                .body(aws_sdk_s3::primitives::ByteStream::from_static(body.as_bytes()))
+            c.put_object().bucket(BUCKET).key("k").body(
+                aws_sdk_s3::primitives::ByteStream::from_static(body.as_bytes()),
+            )
         };
         let first = put("a").if_none_match("*").send().await.expect("create");
         let again = put("b").if_none_match("*").send().await;
         assert_eq!(
-            again.err().and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
+            again
+                .err()
+                .and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
             Some(412),
             "If-None-Match: * on an existing key"
         );
         let stale = put("c").if_match("\"not-the-etag\"").send().await;
         assert_eq!(
-            stale.err().and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
+            stale
+                .err()
+                .and_then(|e| e.raw_response().map(|r| r.status().as_u16())),
             Some(412),
             "If-Match with another ETag"
         );
         let etag = first.e_tag().expect("an ETag").to_string();
-        put("d").if_match(&etag).send().await.expect("If-Match with the ETag");
+        put("d")
+            .if_match(&etag)
+            .send()
+            .await
+            .expect("If-Match with the ETag");
         let reuse = put("e").if_match(&etag).send().await;
         assert!(reuse.is_err(), "an ETag used twice");
     });
@@ -245,16 +272,13 @@ fn two_applies_at_once_one_rotates_and_the_other_exits_locked() {
     );
     let loser = if a.code == Some(LOCKED) { &a } else { &b };
     assert!(
-        loser.stderr.contains("is locked by rekey on") && loser.stderr.contains("nothing was changed"),
+        loser.stderr.contains("is locked by rekey on")
+            && loser.stderr.contains("nothing was changed"),
         "{}",
         loser.stderr
     );
     assert_eq!(w.keys_created(), 1, "one mint at IAM");
-    assert_rotated_from(
-        &w,
-        &old,
-        &[a.stdout, a.stderr, b.stdout, b.stderr],
-    );
+    assert_rotated_from(&w, &old, &[a.stdout, a.stderr, b.stdout, b.stderr]);
     assert!(
         !objects(&w).iter().any(|(k, _)| k.ends_with("lock.json")),
         "the winner released the lock"
@@ -265,7 +289,10 @@ fn two_applies_at_once_one_rotates_and_the_other_exits_locked() {
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n.max(1)
     }
 }
@@ -286,6 +313,8 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
     let mut kills = 0;
     let mut round = 0;
     let mut outputs = Vec::new();
+    // The last record in S3 at each kill: where in the protocol the kills landed.
+    let mut reached = std::collections::BTreeSet::new();
     while kills < 20 {
         round += 1;
         // A new plan text per round: a new run that rotates the key the last round bound.
@@ -297,12 +326,12 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
             attempts += 1;
             assert!(attempts < 60, "round {round} never completed");
             let cwd = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let run = spawn(
-                &w,
-                &apply_args(&plan, &["--lock-lease", "2s", "--lock-timeout", "30s"]),
-                &[],
-                cwd.path(),
-            );
+            // Rounds after the first rotate again what an earlier run of rekey minted.
+            let mut extra = vec!["--lock-lease", "2s", "--lock-timeout", "30s"];
+            if round > 1 {
+                extra.push("--ignore-max-age");
+            }
+            let run = spawn(&w, &apply_args(&plan, &extra), &[], cwd.path());
             let pid = run.child.id();
             // Wait until it holds the lease (or ends), then kill it a random moment later.
             let began = Instant::now();
@@ -314,7 +343,10 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
                 if lock_holder_pid(&w) == Some(pid) {
                     break true;
                 }
-                assert!(began.elapsed() < Duration::from_secs(40), "never took the lease");
+                assert!(
+                    began.elapsed() < Duration::from_secs(40),
+                    "never took the lease"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             };
             if held && kills < 20 {
@@ -324,6 +356,7 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
                     let _ = running.child.kill();
                     let _ = running.child.wait();
                     kills += 1;
+                    reached.insert(last_record(&w));
                     continue;
                 }
             }
@@ -333,7 +366,12 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
             if ended.code == Some(0) {
                 break;
             }
-            assert_eq!(ended.code, Some(4), "only 'incomplete' may follow a kill: {}", ended.stderr);
+            assert_eq!(
+                ended.code,
+                Some(4),
+                "only 'incomplete' may follow a kill: {}",
+                ended.stderr
+            );
         }
         let new = assert_rotated_from(&w, &old, &outputs);
         old = new;
@@ -346,8 +384,32 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
     let again = spawn(&w, &apply_args(&plan, &[]), &[], w.dir.path()).wait();
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert_eq!(w.keys_created(), 0, "a completed plan minted again");
-    assert!(w.circleci_mutations().is_empty(), "a completed plan wrote to CircleCI");
-    eprintln!("{kills} kills over {round} rounds");
+    assert!(
+        w.circleci_mutations().is_empty(),
+        "a completed plan wrote to CircleCI"
+    );
+    eprintln!("{kills} kills over {round} rounds; last records at the kills: {reached:?}");
+    assert!(
+        reached.len() >= 4,
+        "the kills landed at too few steps: {reached:?}"
+    );
+}
+
+/// `step:phase` of the newest record in S3 (by time), or `none`.
+fn last_record(w: &World) -> String {
+    objects(w)
+        .into_iter()
+        .filter(|(k, _)| k.contains("/events/"))
+        .filter_map(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .max_by_key(|v| v["at"].as_str().unwrap_or_default().to_string())
+        .map(|v| {
+            format!(
+                "{}:{}",
+                v["step"].as_str().unwrap_or(""),
+                v["phase"].as_str().unwrap_or("")
+            )
+        })
+        .unwrap_or_else(|| "none".into())
 }
 
 /// A lease held (and renewed) for several times its length is never taken over: every apply
@@ -376,9 +438,19 @@ fn a_renewed_lease_is_never_taken_over() {
     let began = Instant::now();
     let mut refused = 0;
     while began.elapsed() < Duration::from_secs(7) {
-        let out = spawn(&w, &apply_args(&plan, &["--lock-lease", "2s"]), &[], w.dir.path()).wait();
+        let out = spawn(
+            &w,
+            &apply_args(&plan, &["--lock-lease", "2s"]),
+            &[],
+            w.dir.path(),
+        )
+        .wait();
         assert_eq!(out.code, Some(LOCKED), "{}", out.stderr);
-        assert!(out.stderr.contains("r20261204-210000-abcd"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("r20261204-210000-abcd"),
+            "{}",
+            out.stderr
+        );
         refused += 1;
         std::thread::sleep(Duration::from_millis(700));
     }
@@ -399,7 +471,10 @@ fn no_mint_without_its_record_when_s3_refuses_it() {
     let proxy = S3Proxy::start(&w.endpoint());
     proxy.set_rule(|seen| {
         let body = String::from_utf8_lossy(&seen.body);
-        if seen.method == "PUT" && body.contains("\"step\":\"mint\"") && body.contains("\"phase\":\"intent\"") {
+        if seen.method == "PUT"
+            && body.contains("\"step\":\"mint\"")
+            && body.contains("\"phase\":\"intent\"")
+        {
             Fault::SlowDown
         } else {
             Fault::Pass
@@ -443,7 +518,11 @@ fn slowdowns_and_dropped_answers_lose_no_record() {
             return Fault::SlowDown;
         }
         writes += 1;
-        if writes % 3 == 0 { Fault::DropAnswer } else { Fault::Pass }
+        if writes % 3 == 0 {
+            Fault::DropAnswer
+        } else {
+            Fault::Pass
+        }
     });
     let env = [("AWS_ENDPOINT_URL_S3", proxy.url.as_str())];
     let old = w.old_key.clone();
@@ -466,13 +545,32 @@ fn slowdowns_and_dropped_answers_lose_no_record() {
     }
     let steps: Vec<String> = events
         .iter()
-        .map(|(_, v)| format!("{}:{}", v["step"].as_str().unwrap_or(""), v["phase"].as_str().unwrap_or("")))
+        .map(|(_, v)| {
+            format!(
+                "{}:{}",
+                v["step"].as_str().unwrap_or(""),
+                v["phase"].as_str().unwrap_or("")
+            )
+        })
         .collect();
-    for needed in ["mint:intent", "mint:done", "write:intent", "deactivate:intent", "revoke:intent", "revoke:done", "done:done"] {
-        assert!(steps.iter().any(|s| s == needed), "{needed} missing from {steps:?}");
+    for needed in [
+        "mint:intent",
+        "mint:done",
+        "write:intent",
+        "deactivate:intent",
+        "revoke:intent",
+        "revoke:done",
+        "done:done",
+    ] {
+        assert!(
+            steps.iter().any(|s| s == needed),
+            "{needed} missing from {steps:?}"
+        );
     }
     let pos = |s: &str| steps.iter().position(|x| x == s).unwrap_or(usize::MAX);
-    assert!(pos("mint:intent") < pos("write:intent") && pos("write:intent") < pos("deactivate:intent"));
+    assert!(
+        pos("mint:intent") < pos("write:intent") && pos("write:intent") < pos("deactivate:intent")
+    );
 }
 
 /// `apply --dry-run` against S3 state reads it (an earlier run is recognised) and sends no
@@ -495,7 +593,11 @@ fn a_dry_run_on_s3_state_writes_nothing_to_s3() {
         .filter(|s| s.method != "GET" && s.method != "HEAD")
         .map(|s| format!("{} {}", s.method, s.path))
         .collect();
-    assert_eq!(writes, Vec::<String>::new(), "writes to S3 during a dry run");
+    assert_eq!(
+        writes,
+        Vec::<String>::new(),
+        "writes to S3 during a dry run"
+    );
     assert_eq!(objects(&w), before);
 }
 
@@ -510,19 +612,37 @@ fn migrate_list_show_and_unlock() {
     let local = w.state_dir().display().to_string();
     // Interrupted locally after the write (a stash entry and a half-done run).
     let crashed = w.run(
-        &["apply", &plan, "--state-dir", &local, "--verify-backoff-ms", "50"],
+        &[
+            "apply",
+            &plan,
+            "--state-dir",
+            &local,
+            "--verify-backoff-ms",
+            "50",
+        ],
         &[("REKEY_CRASH_AT", "aws-ci-deployer:deactivate:intent")],
     );
     assert_ne!(crashed.code, Some(0));
-    let moved = w.run(&["state", "migrate", "--from", &local, "--to", STATE, "--output", "json"], &[]);
+    let moved = w.run(
+        &[
+            "state", "migrate", "--from", &local, "--to", STATE, "--output", "json",
+        ],
+        &[],
+    );
     moved.expect_code(0, "migrate");
     let v: serde_json::Value = serde_json::from_str(&moved.stdout).unwrap_or_default();
     assert_eq!(v["runs"], 1);
     assert_eq!(v["stashed"], 1, "{v}");
-    let list = w.run(&["state", "list", "--state", STATE, "--output", "json"], &[]);
+    let list = w.run(
+        &["state", "list", "--state", STATE, "--output", "json"],
+        &[],
+    );
     list.expect_code(0, "list");
     let runs: serde_json::Value = serde_json::from_str(&list.stdout).unwrap_or_default();
-    let run = runs["runs"][0]["id"].as_str().unwrap_or_default().to_string();
+    let run = runs["runs"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!run.is_empty(), "{}", list.stdout);
     let show = w.run(&["state", "show", &run, "--state", STATE], &[]);
     show.expect_code(0, "show");
@@ -531,7 +651,11 @@ fn migrate_list_show_and_unlock() {
     let elsewhere = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let out = spawn(&w, &apply_args(&plan, &[]), &[], elsewhere.path()).wait();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_rotated_from(&w, &old, &[out.stdout, out.stderr, moved.stdout, show.stdout]);
+    assert_rotated_from(
+        &w,
+        &old,
+        &[out.stdout, out.stderr, moved.stdout, show.stdout],
+    );
     // A stuck lease: refused for another run, removed for its own.
     let c = s3(&w);
     let lease = serde_json::json!({"host": "gone", "pid": 1, "run": run, "ci_job": null,
@@ -540,13 +664,28 @@ fn migrate_list_show_and_unlock() {
         c.put_object()
             .bucket(BUCKET)
             .key("team/prod/lock.json")
-            .body(aws_sdk_s3::primitives::ByteStream::from(lease.to_string().into_bytes()))
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                lease.to_string().into_bytes(),
+            ))
             .send(),
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
-    let wrong = w.run(&["state", "unlock", "r20261204-000000-0000", "--state", STATE, "--yes"], &[]);
+    let wrong = w.run(
+        &[
+            "state",
+            "unlock",
+            "r20261204-000000-0000",
+            "--state",
+            STATE,
+            "--yes",
+        ],
+        &[],
+    );
     assert_ne!(wrong.code, Some(0));
-    assert!(lock_holder_pid(&w).is_some(), "a lease of another run was removed");
+    assert!(
+        lock_holder_pid(&w).is_some(),
+        "a lease of another run was removed"
+    );
     let locked = spawn(&w, &apply_args(&plan, &[]), &[], w.dir.path()).wait();
     assert_eq!(locked.code, Some(LOCKED), "{}", locked.stderr);
     let right = w.run(&["state", "unlock", &run, "--state", STATE, "--yes"], &[]);

@@ -122,7 +122,9 @@ fn serve(
     let header = |name: &str| {
         text.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     let mut body = Vec::new();
@@ -135,7 +137,11 @@ fn serve(
             reader.read_until(b'\n', &mut size)?;
             body.extend_from_slice(&size);
             let n = usize::from_str_radix(
-                String::from_utf8_lossy(&size).trim().split(';').next().unwrap_or("0"),
+                String::from_utf8_lossy(&size)
+                    .trim()
+                    .split(';')
+                    .next()
+                    .unwrap_or("0"),
                 16,
             )
             .unwrap_or(0);
@@ -156,7 +162,9 @@ fn serve(
     seen.fault = (rule.lock().unwrap_or_else(|p| p.into_inner()))(&seen);
     let fault = seen.fault;
     let wait = *delay.lock().unwrap_or_else(|p| p.into_inner());
-    log.lock().unwrap_or_else(|p| p.into_inner()).push(seen.clone());
+    log.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(seen.clone());
     if !wait.is_zero() {
         std::thread::sleep(wait);
     }

@@ -277,21 +277,18 @@ impl Lease {
 
 /// One renewal: the lease extended (and `run` named) with `If-Match` on our last ETag. A 412
 /// means another runner took it over: recorded as lost, so nothing more is written.
+///
+/// The lock on `shared` is held across the write: the renewal thread and `set_run` must not
+/// both renew from the same ETag (the second would find the first's write and call it theft).
 fn renew(remote: &Remote, shared: &Mutex<Current>, run: Option<&str>) -> Result<(), StoreError> {
-    let (body, etag, holder) = {
-        let mut current = shared.lock().unwrap_or_else(|p| p.into_inner());
-        let mut holder = current.holder.clone();
-        if let Some(run) = run {
-            holder.run = Some(run.to_string());
-        }
-        holder.expires = Utc::now() + chrono::Duration::from_std(current.lease).unwrap_or_default();
-        current.holder.run = holder.run.clone();
-        (
-            serde_json::to_vec(&holder).unwrap_or_default(),
-            current.etag.clone(),
-            holder,
-        )
-    };
+    let mut current = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let mut holder = current.holder.clone();
+    if let Some(run) = run {
+        holder.run = Some(run.to_string());
+    }
+    holder.expires = Utc::now() + chrono::Duration::from_std(current.lease).unwrap_or_default();
+    let body = serde_json::to_vec(&holder).unwrap_or_default();
+    let etag = current.etag.clone();
     let result = remote
         .call(|store| async move { store.put(LOCK_KEY, body, Cond::Matches(etag)).await })
         .map_err(StoreError::Other)
@@ -299,11 +296,9 @@ fn renew(remote: &Remote, shared: &Mutex<Current>, run: Option<&str>) -> Result<
     match result {
         Ok(etag) => {
             let expires = holder.expires;
-            {
-                let mut current = shared.lock().unwrap_or_else(|p| p.into_inner());
-                current.etag = etag;
-                current.holder = holder;
-            }
+            current.etag = etag;
+            current.holder = holder;
+            drop(current);
             remote
                 .lease
                 .lock()
