@@ -190,15 +190,15 @@ struct ApplyArgs {
     #[arg(long, requires = "dry_run")]
     detailed_exitcode: bool,
     /// Journal, stash and lock live here: a directory (created with owner-only permissions) or
-    /// s3://BUCKET/PREFIX, shared by CI runners (see README, "State backends").
+    /// s3://BUCKET/PREFIX, shared by CI runners (see README, "State backends"). Default: the
+    /// plan's `metadata.state`, else .rekey
     #[arg(
         long,
         visible_alias = "state",
         env = "REKEY_STATE",
-        default_value = ".rekey",
         value_name = "DIR|s3://BUCKET/PREFIX"
     )]
-    state_dir: PathBuf,
+    state_dir: Option<PathBuf>,
     /// S3 state: how long the lock's lease lasts unless renewed (renewed every third of it).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     lock_lease: String,
@@ -881,8 +881,11 @@ fn run_confirm(args: ConfirmArgs, output: Output) -> Result<u8, Failure> {
 fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let rt = runtime()?;
     let inputs = token_inputs(&args)?;
-    let options = rekey::engine::run::ApplyOptions {
-        state_dir: args.state_dir.clone(),
+    let mut options = rekey::engine::run::ApplyOptions {
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(rekey::engine::journal::DEFAULT_STATE_DIR)),
         parallelism: usize::from(args.parallelism),
         ignore_max_age: args.ignore_max_age,
         only: args.only.clone(),
@@ -893,7 +896,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     if let Some(run_id) = &args.resume {
         // The stored plan's endpoints configure GCP and Azure. A run that cannot be read here
         // is left for `resume` to report, after it has checked the state directory's lock.
-        let stored = match rekey::engine::run::stored_plan(&args.state_dir, run_id) {
+        let stored = match rekey::engine::run::stored_plan(&options.state_dir, run_id) {
             Ok(plan) => plan,
             Err(_) => plan::load::parse(
                 "(no stored plan)",
@@ -928,6 +931,10 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
             diagnostic::render_all(&diagnostics)
         )));
+    }
+    // The plan may name its state; the command line (or REKEY_STATE) wins.
+    if let (None, Some(state)) = (&args.state_dir, &plan.metadata.state) {
+        options.state_dir = PathBuf::from(state);
     }
     if let Some(out) = &args.refresh {
         let env = rt.block_on(real_environment(
@@ -976,7 +983,7 @@ fn run_apply(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
             &env.circleci,
             &env.providers,
             args.ignore_max_age,
-            Some(&args.state_dir),
+            Some(&options.state_dir),
         ));
         match output {
             Output::Json => print_json(&json!(preview)),
