@@ -318,8 +318,10 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
     while kills < 20 {
         round += 1;
         // A new plan text per round: a new run that rotates the key the last round bound.
-        let mut spec = PlanSpec::default();
-        spec.sections = format!("# round {round}\n");
+        let spec = PlanSpec {
+            sections: format!("# round {round}\n"),
+            ..Default::default()
+        };
         let plan = w.write_plan(&spec).display().to_string();
         let mut attempts = 0;
         loop {
@@ -378,8 +380,10 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
     }
     // Idempotent: the last plan applied again changes nothing at the owners.
     w.clear_request_logs();
-    let mut spec = PlanSpec::default();
-    spec.sections = format!("# round {round}\n");
+    let spec = PlanSpec {
+        sections: format!("# round {round}\n"),
+        ..Default::default()
+    };
     let plan = w.write_plan(&spec).display().to_string();
     let again = spawn(&w, &apply_args(&plan, &[]), &[], w.dir.path()).wait();
     assert_eq!(again.code, Some(0), "{}", again.stderr);
@@ -518,7 +522,7 @@ fn slowdowns_and_dropped_answers_lose_no_record() {
             return Fault::SlowDown;
         }
         writes += 1;
-        if writes % 3 == 0 {
+        if writes.is_multiple_of(3) {
             Fault::DropAnswer
         } else {
             Fault::Pass
