@@ -1,10 +1,10 @@
 //! `rekey state list | show RUN | unlock RUN | migrate --from A --to B`: the arguments and the
-//! rendering; the work is in `rekey::engine::state::admin`. Also the lock flags `apply` shares.
+//! rendering; the work is in `crate::engine::state::admin`. Also the lock flags `apply` shares.
 
-use super::{Failure, Output, print_json};
+use super::output::{Failure, Output, print_json};
+use crate::engine::state::admin::{self, Unlocked};
+use crate::engine::state::lease::LeaseOptions;
 use clap::{Args, Subcommand};
-use rekey::engine::state::admin::{self, Unlocked};
-use rekey::engine::state::lease::LeaseOptions;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -20,19 +20,19 @@ pub struct StateArgs {
 #[derive(Subcommand)]
 enum StateCommand {
     /// The runs of a state, newest first.
-    List(Where),
+    List(StateAt),
     /// One run: its plan, targets, journal records, and what the stash holds (ids, never values).
     Show {
         run: String,
         #[command(flatten)]
-        at: Where,
+        at: StateAt,
     },
     /// Remove the lock of an S3 state held for RUN, after a prompt: for a runner that is gone
     /// while its lease still runs (a lease also expires by itself, and the next apply takes it over).
     Unlock {
         run: String,
         #[command(flatten)]
-        at: Where,
+        at: StateAt,
         /// Do not ask (for scripts).
         #[arg(long)]
         yes: bool,
@@ -47,23 +47,24 @@ enum StateCommand {
     },
 }
 
+/// `--state-dir` (or `--state`, or `REKEY_STATE`): the state a command reads or changes.
 #[derive(Args)]
-struct Where {
-    /// The state: a directory, or s3://BUCKET/PREFIX.
+pub struct StateAt {
+    /// The state: a directory, or s3://BUCKET/PREFIX (see README, "State backends").
     #[arg(
-        long = "state",
-        visible_alias = "state-dir",
+        long = "state-dir",
+        visible_alias = "state",
         env = "REKEY_STATE",
         default_value = ".rekey",
         value_name = "DIR|s3://BUCKET/PREFIX"
     )]
-    state: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 /// `--lock-lease` and `--lock-timeout`, as `apply` takes them.
 pub fn lease_options(lease: &str, timeout: &str) -> Result<LeaseOptions, Failure> {
     let parse = |flag: &str, text: &str, min: u64| {
-        let secs = rekey::plan::PlanDuration::parse(text)
+        let secs = crate::plan::PlanDuration::parse(text)
             .map_err(|e| Failure::input(format!("{flag} {text:?}: {e}")))?
             .seconds();
         if secs < min || secs > MAX_LOCK_DURATION {
@@ -79,19 +80,19 @@ pub fn lease_options(lease: &str, timeout: &str) -> Result<LeaseOptions, Failure
     })
 }
 
-pub fn run_state(args: StateArgs, output: Output) -> Result<u8, Failure> {
-    let fail = |e: rekey::engine::EngineError| Failure {
+pub fn run(args: StateArgs, output: Output) -> Result<u8, Failure> {
+    let fail = |e: crate::engine::EngineError| Failure {
         code: match &e {
-            rekey::engine::EngineError::NoSuchRun(_) => 2,
-            rekey::engine::EngineError::Lock(l) if l.is_locked() => 5,
+            crate::engine::EngineError::NoSuchRun(_) => 2,
+            crate::engine::EngineError::Lock(l) if l.is_locked() => 5,
             _ => 1,
         },
         message: e.to_string(),
     };
     match args.command {
         StateCommand::List(at) => {
-            let runs = admin::list(&at.state).map_err(fail)?;
-            let holder = admin::lock_holder(&at.state).map_err(fail)?;
+            let runs = admin::list(&at.state_dir).map_err(fail)?;
+            let holder = admin::lock_holder(&at.state_dir).map_err(fail)?;
             match output {
                 Output::Json => print_json(&json!({"runs": runs, "lock": holder})),
                 Output::Table => {
@@ -99,7 +100,7 @@ pub fn run_state(args: StateArgs, output: Output) -> Result<u8, Failure> {
                         println!("Locked by {h}\n");
                     }
                     if runs.is_empty() {
-                        println!("No runs in {}.", at.state.display());
+                        println!("No runs in {}.", at.state_dir.display());
                     }
                     for r in &runs {
                         let targets: Vec<String> =
@@ -119,7 +120,7 @@ pub fn run_state(args: StateArgs, output: Output) -> Result<u8, Failure> {
             Ok(0)
         }
         StateCommand::Show { run, at } => {
-            let detail = admin::show(&at.state, &run).map_err(fail)?;
+            let detail = admin::show(&at.state_dir, &run).map_err(fail)?;
             match output {
                 Output::Json => print_json(&json!(detail)),
                 Output::Table => {
@@ -166,14 +167,14 @@ pub fn run_state(args: StateArgs, output: Output) -> Result<u8, Failure> {
             Ok(0)
         }
         StateCommand::Unlock { run, at, yes } => {
-            let outcome = admin::unlock(&at.state, &run, |holder| {
+            let outcome = admin::unlock(&at.state_dir, &run, |holder| {
                 if yes {
                     return true;
                 }
                 ask(&format!(
                     "Remove the lock of {} held by {}? Only do this if that runner is gone: \
                      two runs at once may rotate twice. [y/N] ",
-                    at.state.display(),
+                    at.state_dir.display(),
                     holder.map_or_else(|| "an unreadable holder".to_string(), |h| h.to_string())
                 ))
             })
@@ -182,7 +183,7 @@ pub fn run_state(args: StateArgs, output: Output) -> Result<u8, Failure> {
                 Output::Json => print_json(&json!({"unlock": outcome})),
                 Output::Table => match &outcome {
                     Unlocked::Removed(_) => println!("Lock removed."),
-                    Unlocked::NotLocked => println!("{} is not locked.", at.state.display()),
+                    Unlocked::NotLocked => println!("{} is not locked.", at.state_dir.display()),
                     Unlocked::Declined => println!("Left as it was."),
                 },
             }
