@@ -366,6 +366,21 @@ const READ_ONLY_STEPS: [&str; 7] = [
     "done",
 ];
 
+/// A journal on S3 that is dropped still has its last records on their way: wait for them, so
+/// that no caller can lose a record by forgetting [`Journal::flush`].
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Some(RemoteJournal {
+            remote,
+            writable: true,
+        }) = &self.remote
+            && let Err(e) = remote.flush_all()
+        {
+            tracing::error!(error = %e, "state records not written to S3");
+        }
+    }
+}
+
 /// A directory removed with everything in it when dropped.
 struct Scratch(PathBuf);
 
@@ -867,6 +882,17 @@ impl Journal {
                 .map_err(|e| self.remote_error(e))?;
         }
         Ok(seq)
+    }
+
+    /// Waits until everything recorded for `run` is durable (at once locally; on S3, once
+    /// every write chain of the run is empty): a command that records and ends calls it.
+    pub fn flush(&self, run: &RunId) -> Result<(), JournalError> {
+        match self.writable_remote()? {
+            Some(remote) => remote
+                .flush_run(run.as_str())
+                .map_err(|e| self.remote_error(e)),
+            None => Ok(()),
+        }
     }
 
     /// Waits until everything recorded for `target` in `run` is durable (at once locally;

@@ -564,6 +564,7 @@ pub fn confirm(
         None,
         Some("manual step confirmed; `rekey apply --resume` finishes the target"),
     )?;
+    journal.flush(&run)?;
     Ok(Confirmation {
         run: run_id.to_string(),
         target: target.to_string(),

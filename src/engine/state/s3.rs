@@ -440,6 +440,21 @@ impl Remote {
         Ok(())
     }
 
+    /// [`Remote::flush`] for every chain of this process.
+    pub(crate) fn flush_all(&self) -> Result<(), String> {
+        let keys: Vec<(String, String)> = self
+            .chains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for (run, target) in keys {
+            self.flush(&run, &target)?;
+        }
+        Ok(())
+    }
+
     fn start_chain(&self) -> Chain {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Op>();
         let store = self.store.clone();
