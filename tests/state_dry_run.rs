@@ -15,8 +15,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (u64, i128, Vec<u8>)> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let meta = std::fs::metadata(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
-        let mtime = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-        out.insert(d.display().to_string(), (0, mtime, Vec::new()));
+        out.insert(d.display().to_string(), (0, mtime(&meta), Vec::new()));
         for entry in std::fs::read_dir(&d)
             .unwrap_or_else(|e| panic!("{e}"))
             .flatten()
@@ -26,14 +25,19 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (u64, i128, Vec<u8>)> {
             if meta.is_dir() {
                 stack.push(path);
             } else {
-                let mtime =
-                    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
                 let bytes = std::fs::read(&path).unwrap_or_default();
-                out.insert(path.display().to_string(), (meta.len(), mtime, bytes));
+                out.insert(
+                    path.display().to_string(),
+                    (meta.len(), mtime(&meta), bytes),
+                );
             }
         }
     }
     out
+}
+
+fn mtime(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
 }
 
 fn dry_run(w: &World, plan: &Path) {
