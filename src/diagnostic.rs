@@ -106,26 +106,27 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        writeln!(f, "{label}: {}", self.message)?;
-        write!(f, "  --> {}", self.location())?;
+        // Files are written by others: their control sequences are shown, not obeyed.
+        use crate::escape::{terminal, terminal_line};
+        writeln!(f, "{label}: {}", terminal(&self.message))?;
+        write!(f, "  --> {}", terminal_line(&self.location()))?;
         if self.line > 0 && !self.source_line.is_empty() {
+            let source_line = terminal_line(&self.source_line);
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());
             // The marker goes under the column, counted in characters; tabs keep their width.
-            let prefix: String = self
-                .source_line
+            let prefix: String = source_line
                 .chars()
                 .take(self.column.saturating_sub(1) as usize)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             write!(
                 f,
-                "\n {pad} |\n {number} | {}\n {pad} | {prefix}^",
-                self.source_line
+                "\n {pad} |\n {number} | {source_line}\n {pad} | {prefix}^"
             )?;
         }
         if let Some(help) = &self.help {
-            write!(f, "\n  = help: {help}")?;
+            write!(f, "\n  = help: {}", terminal(help))?;
         }
         Ok(())
     }

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Err(e) = rekey::secret::forbid_core_dumps() {
+        tracing::warn!("cannot turn core dumps off: {e}");
+    }
     let output = cli.output;
     let result = match cli.command {
         Command::Inventory(args) => cli::inventory::run(args, output),
@@ -26,7 +29,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("{}", failure.message);
+            eprintln!("{}", rekey::escape::terminal(&failure.message));
             ExitCode::from(failure.code)
         }
     }

@@ -368,10 +368,17 @@ async fn one_target_of_each_cloud_provider_applies_end_to_end() {
     let w = World::start("2s").await;
     let report = w.dir.path().join("report.md");
 
-    // A dry run reads (the exec owner's inspect command included) and changes nothing.
+    // A dry run reads (the exec owner's inspect command included, as the operator asks with
+    // --dry-run-exec) and changes nothing.
     let owner_before = w.owner();
     let dry = w
-        .rekey(&["apply", w.plan_arg(), "--dry-run", "--ignore-max-age"])
+        .rekey(&[
+            "apply",
+            w.plan_arg(),
+            "--dry-run",
+            "--dry-run-exec",
+            "--ignore-max-age",
+        ])
         .output()
         .await
         .unwrap();

@@ -9,7 +9,6 @@
 pub mod types;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use reqwest::header::{ACCEPT, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -134,10 +133,7 @@ impl CircleCiClient {
                 reason: "expected an http(s) address".to_owned(),
             });
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("rekey/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+        let http = crate::http::client::builder()
             .build()
             .map_err(CircleCiError::Client)?;
         Ok(CircleCiClient {
@@ -210,7 +206,7 @@ impl CircleCiClient {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
-        self.request_with(method, segments, query, body, false)
+        self.request_with(method, segments, query, body, false, None)
             .await
     }
 
@@ -223,6 +219,7 @@ impl CircleCiClient {
         query: &[(&str, &str)],
         body: Option<&B>,
         idempotent_post: bool,
+        secret: Option<&Secret>,
     ) -> Result<T, CircleCiError>
     where
         T: DeserializeOwned,
@@ -233,7 +230,7 @@ impl CircleCiClient {
         // Serialized once; each attempt clones the bytes.
         // Bodies may carry a secret value (a variable being written): wipe them after use.
         let body = match body {
-            Some(b) => Some(zeroize::Zeroizing::new(serde_json::to_vec(b).map_err(
+            Some(b) => Some(crate::http::secret_bytes(serde_json::to_vec(b).map_err(
                 |e| CircleCiError::Decode {
                     method: method.clone(),
                     path: path.clone(),
@@ -252,7 +249,7 @@ impl CircleCiClient {
             if let Some(body) = &body {
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_vec());
+                    .body(body.clone());
             }
             request
         };
@@ -271,22 +268,32 @@ impl CircleCiClient {
             source: source.without_url(),
         })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        let bytes = crate::http::read_body(response, crate::http::MAX_BODY)
             .await
-            .map_err(|source| CircleCiError::Transport {
-                method: method.clone(),
-                path: path.clone(),
-                kind: error_kind(&source),
-                source: source.without_url(),
+            .map_err(|e| match e {
+                crate::http::BodyError::Transport(source) => CircleCiError::Transport {
+                    method: method.clone(),
+                    path: path.clone(),
+                    kind: error_kind(&source),
+                    source: source.without_url(),
+                },
+                too_large => CircleCiError::Decode {
+                    method: method.clone(),
+                    path: path.clone(),
+                    detail: too_large.to_string(),
+                },
             })?;
         tracing::debug!(%method, path, status = status.as_u16(), "CircleCI answer");
         if !status.is_success() {
+            // CircleCI may echo what it was sent: its token never, the value being written
+            // never, in any spelling.
+            let mut secrets = vec![self.token.expose()];
+            secrets.extend(secret.map(Secret::expose));
             return Err(CircleCiError::Api {
                 status: status.as_u16(),
                 method,
                 path,
-                message: error_message(status, &bytes),
+                message: error_message(status, &bytes, &secrets),
             });
         }
         // An empty success body (a DELETE, say) reads as JSON null.
@@ -484,6 +491,7 @@ impl CircleCiClient {
             &[],
             Some(&body),
             true,
+            Some(value),
         )
         .await
     }
@@ -498,7 +506,7 @@ impl CircleCiClient {
         let body = ContextValue {
             value: value.expose(),
         };
-        self.request(
+        self.request_with(
             Method::PUT,
             &[
                 "api",
@@ -510,6 +518,8 @@ impl CircleCiClient {
             ],
             &[],
             Some(&body),
+            false,
+            Some(value),
         )
         .await
     }
@@ -614,15 +624,15 @@ pub fn split_slug(slug: &str) -> Result<[&str; 3], CircleCiError> {
 
 /// CircleCI's `{"message": …}`, or the status's reason when the body is something else (a
 /// proxy's HTML page, say — not echoed, since nobody knows what it holds).
-fn error_message(status: StatusCode, body: &[u8]) -> String {
+fn error_message(status: StatusCode, body: &[u8], secrets: &[&str]) -> String {
     #[derive(serde::Deserialize)]
     struct Message {
         message: String,
     }
     if let Ok(m) = serde_json::from_slice::<Message>(body) {
-        // Bounded, single line: it ends up in tables and YAML.
-        let one_line: String = m
-            .message
+        // Redacted first (a secret's lines are recognizable only before they are joined),
+        // then bounded, single line: it ends up in tables and YAML.
+        let one_line: String = crate::redact::redact(&m.message, secrets)
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .take(300)
@@ -701,13 +711,17 @@ mod tests {
     #[test]
     fn error_messages() {
         assert_eq!(
-            error_message(StatusCode::NOT_FOUND, br#"{"message":"Project not found"}"#),
+            error_message(
+                StatusCode::NOT_FOUND,
+                br#"{"message":"Project not found"}"#,
+                &[]
+            ),
             "Project not found"
         );
         assert_eq!(
-            error_message(StatusCode::BAD_GATEWAY, b"<html>secret?</html>"),
+            error_message(StatusCode::BAD_GATEWAY, b"<html>secret?</html>", &[]),
             "Bad Gateway (a non-JSON answer of 20 bytes)"
         );
-        assert_eq!(error_message(StatusCode::FORBIDDEN, b""), "Forbidden");
+        assert_eq!(error_message(StatusCode::FORBIDDEN, b"", &[]), "Forbidden");
     }
 }

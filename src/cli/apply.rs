@@ -78,6 +78,8 @@ pub struct ApplyArgs {
     /// confirmed with `rekey confirm`.
     #[arg(long, value_name = "TARGET=FILE", value_parser = parse_value_source)]
     old_value_from_file: Vec<(String, ValueSource)>,
+    #[command(flatten)]
+    policy: crate::policy::OperatorPolicy,
 }
 
 /// `TARGET=FILE` (or `TARGET=-` for stdin): a file name only, never a value on the command line.
@@ -134,6 +136,12 @@ fn token_inputs(args: &ApplyArgs) -> Result<TokenInputs, Failure> {
 pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let rt = runtime()?;
     let inputs = token_inputs(&args)?;
+    // The operator's rules, checked before any request (the plan's endpoints below).
+    args.policy.check().map_err(Failure::input)?;
+    args.policy
+        .endpoints
+        .check_environment()
+        .map_err(Failure::input)?;
     if let Some(run_id) = &args.resume {
         return resume(&rt, &args, run_id, inputs, output);
     }
@@ -143,23 +151,35 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let name = plan_path.display().to_string();
     let (text, plan) =
         plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
-    let diagnostics = plan::validate::validate(&name, &text, &plan);
+    let mut diagnostics = plan::validate::validate(&name, &text, &plan);
+    diagnostics.extend(args.policy.endpoints.plan_diagnostics(&name, &text, &plan));
     if diagnostics.iter().any(|d| d.is_error()) {
         return Err(Failure::input(format!(
             "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
             diagnostic::render_all(&diagnostics)
         )));
     }
+    // A dry run's exec provider runs no plan command unless the operator asks.
+    let environment = |need_stash: bool, dry_run: bool, inputs: TokenInputs| {
+        let exec = args.policy.exec_provider(dry_run);
+        rt.block_on(real_environment(
+            need_stash,
+            &args.rate_limits,
+            inputs,
+            &plan,
+            exec,
+        ))
+    };
     if let Some(out) = &args.refresh {
-        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs, &plan))?;
+        let env = environment(false, false, inputs)?;
         return refresh(&rt, plan, &env, out, output);
     }
     if args.dry_run {
-        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs, &plan))?;
+        let env = environment(false, true, inputs)?;
         return dry_run(&rt, &args, &plan, &env, output);
     }
     let options = options(&args, Some(&plan))?;
-    let env = rt.block_on(real_environment(true, &args.rate_limits, inputs, &plan))?;
+    let env = environment(true, false, inputs)?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(crate::engine::run::apply(
@@ -213,7 +233,18 @@ fn resume(
         )
         .map_err(|d| Failure::runtime(d.message))?,
     };
-    let env = rt.block_on(real_environment(true, &args.rate_limits, inputs, &stored))?;
+    args.policy
+        .endpoints
+        .check_endpoints(&stored.endpoints)
+        .map_err(|e| Failure::input(format!("run {run_id}: {e}")))?;
+    let exec = args.policy.exec_provider(false);
+    let env = rt.block_on(real_environment(
+        true,
+        &args.rate_limits,
+        inputs,
+        &stored,
+        exec,
+    ))?;
     let sink = event_sink(output, 0);
     let report = rt
         .block_on(crate::engine::run::resume(
@@ -281,7 +312,7 @@ fn dry_run(
     ));
     match output {
         Output::Json => print_json(&json!(preview)),
-        Output::Table => print!("{}", render_preview(&preview)),
+        Output::Table => print!("{}", crate::escape::terminal(&render_preview(&preview))),
     }
     Ok(if args.detailed_exitcode {
         preview.detailed_exit_code()
@@ -299,6 +330,7 @@ async fn real_environment(
     limits: &[(String, f64)],
     token_inputs: TokenInputs,
     plan: &plan::Plan,
+    exec: crate::providers::exec::ExecProvider,
 ) -> Result<Environment, Failure> {
     let token = credentials::token(Service::Circleci).map_err(|e| Failure::input(e.to_string()))?;
     let mut circleci = crate::circleci::CircleCiClient::from_env(token)
@@ -311,6 +343,7 @@ async fn real_environment(
         circleci: &circleci,
         rate_limits: limits,
         token_inputs,
+        exec,
     })
     .await
     .map_err(|e| match e {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct HuntArgs {
+    #[command(flatten)]
+    endpoint_policy: crate::policy::EndpointPolicy,
     /// CloudTrail log files: a `.json`/`.json.gz` file, a directory tree of them, a
     /// LookupEvents response saved as JSON, or `s3://BUCKET/PREFIX` (fetched with the AWS
     /// default credential chain; `AWS_ENDPOINT_URL` is honoured) (repeatable).
@@ -146,12 +148,18 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         let report = rerun(&args, run, rules)?;
         return print_report(&args, &report, output);
     }
+    args.endpoint_policy
+        .check_environment()
+        .map_err(Failure::input)?;
     let mut opts = HuntOptions::default();
     let mut endpoints = remote::Endpoints::default();
     if let Some(plan_path) = &args.plan {
         let (_, plan) =
             crate::plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
         opts.since = plan.incident.since.value;
+        args.endpoint_policy
+            .check_endpoints(&plan.endpoints)
+            .map_err(|e| Failure::input(format!("{}: {e}", plan_path.display())))?;
         endpoints = endpoints.with_plan(&plan.endpoints);
         for c in &plan.allow_cidrs {
             opts.allow.push(engine::parse_cidr(&c.value).map_err(|e| {
@@ -328,9 +336,13 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
         }
         Output::Table => {
-            print!("{}", report.to_table());
+            // Records are the attacker's: their control sequences are shown, not obeyed.
+            print!("{}", crate::escape::terminal(&report.to_table()));
             if args.timeline {
-                print!("\nTimeline\n{}", report.timeline());
+                print!(
+                    "\nTimeline\n{}",
+                    crate::escape::terminal(&report.timeline())
+                );
             }
         }
     }
@@ -413,7 +425,10 @@ fn list(rules: &RuleSet, output: Output) -> Result<u8, Failure> {
                 println!("\n{} further rule(s) from --rules.", third_party.len());
             }
             for e in &rules.errors {
-                println!("rule not loaded: {}: {}", e.origin, e.reason);
+                println!(
+                    "rule not loaded: {}",
+                    crate::escape::terminal(&format!("{}: {}", e.origin, e.reason))
+                );
             }
         }
     }

@@ -10,13 +10,19 @@ use std::path::PathBuf;
 pub struct ValidateArgs {
     /// The plan to check.
     plan: PathBuf,
+    #[command(flatten)]
+    endpoint_policy: crate::policy::EndpointPolicy,
 }
 
 pub fn run(args: ValidateArgs, output: Output) -> Result<u8, Failure> {
     let name = args.plan.display().to_string();
     let (diagnostics, targets) = match plan::load::load_file(&args.plan) {
         Err(d) => (vec![d], 0),
-        Ok((text, p)) => (plan::validate::validate(&name, &text, &p), p.targets.len()),
+        Ok((text, p)) => {
+            let mut d = plan::validate::validate(&name, &text, &p);
+            d.extend(args.endpoint_policy.plan_diagnostics(&name, &text, &p));
+            (d, p.targets.len())
+        }
     };
     let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
     let warnings: Vec<&Diagnostic> = diagnostics.iter().filter(|d| !d.is_error()).collect();

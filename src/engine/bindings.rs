@@ -25,14 +25,13 @@ pub enum BindingError {
     },
     #[error("{place}: a context binding needs `context_id` (CircleCI addresses contexts by id)")]
     NoContextId { place: String },
-    #[error(
-        "{place}: variable {var} reads back as {got}, expected the new value's last four ({expected})"
-    )]
+    /// The masked value CircleCI shows is not the new value's. What the new value ends with is
+    /// never said: its last four are a part of the secret.
+    #[error("{place}: variable {var} reads back as {got}, which does not match the new value")]
     Mismatch {
         place: String,
         var: String,
         got: String,
-        expected: String,
     },
     #[error("{place}: variable {var} is missing after the write")]
     Missing { place: String, var: String },
@@ -168,17 +167,19 @@ pub async fn read_back(
         Some(Place::Project(slug)) => {
             let live = client.project_masks(slug).await.map_err(err)?;
             for (var, value) in expected {
-                let want = crate::inventory::Masked::new(value.expose())
-                    .last_four()
-                    .to_string();
+                // A part of the secret: wiped after the comparison.
+                let want = zeroize::Zeroizing::new(
+                    crate::inventory::Masked::new(value.expose())
+                        .last_four()
+                        .to_string(),
+                );
                 match live.get(&var) {
                     None => return Err(BindingError::Missing { place, var }),
-                    Some(got) if *got != want => {
+                    Some(got) if *got != *want => {
                         return Err(BindingError::Mismatch {
                             place,
                             var,
-                            got: got.clone(),
-                            expected: want,
+                            got: format!("xxxx{got}"),
                         });
                     }
                     Some(_) => {}

@@ -50,10 +50,12 @@ impl EventSink for PlainLines {
             Status::Failed => "FAILED",
             Status::Waiting => "waiting",
         };
-        match (e.step, e.message) {
-            (Step::Done, Some(m)) => eprintln!("{}: rotated — now using {m}", e.target),
-            (_, Some(m)) => eprintln!("{}: {} {status} — {m}", e.target, e.step),
-            (_, None) => eprintln!("{}: {} {status}", e.target, e.step),
+        // Messages quote services' answers: control sequences are shown, not obeyed.
+        let target = crate::escape::terminal_line(e.target);
+        match (e.step, e.message.map(crate::escape::terminal_line)) {
+            (Step::Done, Some(m)) => eprintln!("{target}: rotated — now using {m}"),
+            (_, Some(m)) => eprintln!("{target}: {} {status} — {m}", e.step),
+            (_, None) => eprintln!("{target}: {} {status}", e.step),
         }
     }
 }
@@ -108,14 +110,16 @@ impl EventSink for Bars {
             Some(m) => format!("{}: {} {:?} — {m}", e.target, e.step, e.status),
             None => format!("{}: {} {:?}", e.target, e.step, e.status),
         };
-        line.set_message(text.to_lowercase());
+        line.set_message(crate::escape::terminal_line(&text.to_lowercase()).into_owned());
     }
 
     fn ended(&self, target: &str, outcome: &str) {
-        if let Ok(lines) = self.lines.lock() {
-            if let Some(line) = lines.get(target) {
-                line.finish_with_message(format!("{target}: {outcome}"));
-            }
+        if let Ok(lines) = self.lines.lock()
+            && let Some(line) = lines.get(target)
+        {
+            line.finish_with_message(
+                crate::escape::terminal_line(&format!("{target}: {outcome}")).into_owned(),
+            );
         }
         self.overall.inc(1);
     }

@@ -13,8 +13,6 @@
 //! never into a URL, a log line or an error. Request bodies that may hold a secret (a token
 //! sent for revocation) are wiped after use.
 
-use std::time::Duration;
-
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
@@ -38,6 +36,13 @@ pub enum GithubError {
         kind: &'static str,
         #[source]
         source: reqwest::Error,
+    },
+    /// An answer rekey will not read (larger than its bound).
+    #[error("unreadable answer from GitHub to {method} {path}: {detail}")]
+    Answer {
+        method: Method,
+        path: String,
+        detail: String,
     },
     #[error("invalid GitHub API address {url:?}: {reason}")]
     InvalidBaseUrl { url: String, reason: String },
@@ -249,10 +254,7 @@ impl GithubClient {
             });
         }
         base.set_query(None);
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("rekey/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
+        let http = crate::http::client::builder()
             .build()
             .map_err(GithubError::Client)?;
         Ok(GithubClient {
@@ -314,12 +316,11 @@ impl GithubClient {
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
-        // May carry a secret (a token sent for revocation): wiped when dropped.
-        let bytes = body.map(|b| zeroize::Zeroizing::new(b.to_string().into_bytes()));
-        if let Some(bytes) = &bytes {
+        // May carry a secret (a token sent for revocation): wiped once sent.
+        if let Some(body) = body {
             request = request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes.to_vec());
+                .body(crate::http::secret_body(body.to_string().into_bytes()));
         }
         tracing::debug!(%method, path, "GitHub request");
         let transport = |source: reqwest::Error| GithubError::Transport {
@@ -331,7 +332,16 @@ impl GithubClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport)?.to_vec();
+        let body = crate::http::read_body(response, crate::http::MAX_BODY)
+            .await
+            .map_err(|e| match e {
+                crate::http::BodyError::Transport(source) => transport(source),
+                too_large => GithubError::Answer {
+                    method: method.clone(),
+                    path: path.clone(),
+                    detail: too_large.to_string(),
+                },
+            })?;
         tracing::debug!(%method, path, status = status.as_u16(), "GitHub answer");
         Ok(Answer {
             status,

@@ -5,6 +5,13 @@
 //! request with a body cannot be replayed). The policy retries on 429 (waiting what
 //! `Retry-After` asks, capped), on 5xx and on connection errors, with exponential backoff and
 //! jitter, and hands back the final response, whatever its status, or the final error.
+//!
+//! [`client`] builds every reqwest client (the same-origin redirect policy, timeouts) and
+//! reads every answer's body within a bound.
+
+pub mod client;
+
+pub use client::{BodyError, MAX_BODY, read_body, secret_body, secret_bytes};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -232,6 +239,8 @@ pub fn error_kind(error: &reqwest::Error) -> &'static str {
         "connection cut while reading the answer"
     } else if error.is_decode() {
         "undecodable answer"
+    } else if error.is_redirect() {
+        "redirect refused (rekey follows redirects only to the same origin, and never a 307/308)"
     } else {
         "request failed"
     }

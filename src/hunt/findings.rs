@@ -326,7 +326,10 @@ impl HuntReport {
             md.push('\n');
         }
         for (c, fs) in self.by_credential() {
-            md.push_str(&format!("### `{}`\n\n", c.unwrap_or("(unattributed)")));
+            md.push_str(&format!(
+                "### {}\n\n",
+                crate::escape::markdown_code(c.unwrap_or("(unattributed)"))
+            ));
             md.push_str("| Time | Severity | Rule | Action | Source IP | User agent | Where |\n|---|---|---|---|---|---|---|\n");
             for f in fs {
                 md.push_str(&format!(
@@ -345,7 +348,11 @@ impl HuntReport {
         if !self.incomplete.is_empty() {
             md.push_str("**Incomplete hunt**: these sources could not be read:\n\n");
             for p in &self.incomplete {
-                md.push_str(&format!("- `{}`: {}\n", p.location, md_cell(&p.message)));
+                md.push_str(&format!(
+                    "- {}: {}\n",
+                    crate::escape::markdown_code(&p.location),
+                    md_cell(&p.message)
+                ));
             }
             md.push('\n');
         }
@@ -355,7 +362,11 @@ impl HuntReport {
                 self.problems.len()
             ));
             for p in &self.problems {
-                md.push_str(&format!("- `{}`: {}\n", p.location, md_cell(&p.message)));
+                md.push_str(&format!(
+                    "- {}: {}\n",
+                    crate::escape::markdown_code(&p.location),
+                    md_cell(&p.message)
+                ));
             }
             md.push('\n');
         }
@@ -376,8 +387,9 @@ fn opt_text<S: serde::Serializer>(t: &Option<Arc<str>>, s: S) -> Result<S::Ok, S
     }
 }
 
+/// A cell's text shown literally (user agents, actions and messages are the attacker's).
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    crate::escape::markdown(s)
 }
 
 fn shorten(s: &str, max: usize) -> String {

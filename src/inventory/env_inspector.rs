@@ -52,12 +52,38 @@ fn parse_located<T: for<'de> Deserialize<'de>>(file: &str, text: &str) -> Result
 fn json_error(file: &str, text: &str, e: serde_json::Error, path: Option<String>) -> Diagnostic {
     // serde_json appends " at line L column C"; we show the position our own way.
     let full = e.to_string();
-    let message = full.split(" at line ").next().unwrap_or(&full).to_string();
+    let message = without_values(full.split(" at line ").next().unwrap_or(&full));
     let message = match path.filter(|p| p != ".") {
         Some(p) => format!("at `{p}`: {message}"),
         None => message,
     };
-    Diagnostic::error(file, text, e.line() as u32, e.column() as u32, message)
+    let mut d = Diagnostic::error(file, text, e.line() as u32, e.column() as u32, message);
+    // The file's line may be the whole file (Env-Inspector writes one line), values included:
+    // the path, line and column say where, without quoting it.
+    d.source_line.clear();
+    d
+}
+
+/// serde's message without the offending value: it quotes a string as `"…"` and a number or
+/// an enum variant as `` `…` ``, and a file's values are not to be repeated (a variable's value
+/// may be unmasked, a hostile file may hold control sequences). Field names stay: they are
+/// the schema's, and what the reader needs to fix the file.
+fn without_values(message: &str) -> String {
+    static STRING: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r#""(?:[^"\\]|\\.)*"?"#).ok());
+    static TICKED: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^(invalid type: [a-z ]+|invalid value: [a-z ]+|unknown variant) `[^`]*`",
+        )
+        .ok()
+    });
+    let Some((string, ticked)) = STRING.as_ref().zip(TICKED.as_ref()) else {
+        return "malformed value".into();
+    };
+    let message = string.replace_all(message, "(value not shown)");
+    ticked
+        .replace(&message, "$1 (value not shown)")
+        .into_owned()
 }
 
 /// Maps CircleCI's VCS names to slug prefixes (`github` → `gh`).

@@ -556,12 +556,7 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
 
 /// Replaces any occurrence of the given secret values in an error's message.
 fn scrub(err: ProviderError, secrets: &[&str]) -> ProviderError {
-    let clean = |msg: String| {
-        secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .fold(msg, |m, s| m.replace(s, "[redacted]"))
-    };
+    let clean = |msg: String| crate::redact::redact(&msg, secrets);
     match err {
         ProviderError::Quota(m) => ProviderError::Quota(clean(m)),
         ProviderError::NotFound(m) => ProviderError::NotFound(clean(m)),

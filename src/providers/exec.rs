@@ -8,8 +8,11 @@
 //! no shell, in rekey's working directory). rekey writes one JSON object to the command's
 //! stdin and closes it; the command answers on stdout (one JSON object, only where said
 //! below) and by its exit status. Secret values travel **only through these pipes**: never in
-//! argv, never in the environment (the child gets rekey's environment with nothing added, and
-//! without rekey's own `REKEY_STASH_KEY` and `CIRCLECI_TOKEN`).
+//! argv, never in the environment. The child's environment is an allow-list: `PATH`, `HOME`,
+//! `LANG`, `TMPDIR`, and the variables the operator names (`--exec-env NAME`); never rekey's
+//! own credentials (`AWS_*`, `AZURE_*`, `GOOGLE_*`, `REKEY_*`, `CIRCLECI_TOKEN`,
+//! `GITHUB_TOKEN`), whatever is named. A plan cannot widen it. In a dry run without
+//! `--dry-run-exec` no command runs at all ([`ExecProvider::not_running`]).
 //!
 //! stdin, every operation:
 //! `{"operation": "mint", "target": "<target id>", "principal": {<the plan's principal>}}`
@@ -55,18 +58,41 @@ const STDERR_TAIL: usize = 2048;
 /// A command's output is read whole; more than this is not a credential answer.
 const MAX_OUTPUT: usize = 1 << 20;
 
-/// rekey's own secrets that a user command never needs: its stash key and its CircleCI token.
-/// (Cloud credentials stay: a command may legitimately call gcloud or az with them.)
-const WITHHELD_ENV: &[&str] = &["REKEY_STASH_KEY", "CIRCLECI_TOKEN"];
+/// What every command gets from rekey's environment (when set).
+const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "TMPDIR"];
+
+/// Prefixes and names of rekey's own credentials: never passed to a command, even when the
+/// operator names them (a command that needs a cloud credential gets one of its own).
+const WITHHELD_PREFIXES: &[&str] = &["AWS_", "AZURE_", "GOOGLE_", "REKEY_", "CLOUDSDK_"];
+const WITHHELD_NAMES: &[&str] = &[
+    "CIRCLECI_TOKEN",
+    "CIRCLE_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "GCLOUD_SERVICE_KEY",
+];
+
+/// True for a variable that holds (or points at) one of rekey's own credentials.
+pub fn is_withheld(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    WITHHELD_PREFIXES.iter().any(|p| upper.starts_with(p))
+        || WITHHELD_NAMES.contains(&upper.as_str())
+}
 
 pub const EXIT_NOT_FOUND: i32 = 3;
 pub const EXIT_REJECTED: i32 = 4;
 pub const EXIT_QUOTA: i32 = 5;
 pub const EXIT_TEMPFAIL: i32 = 75;
 
-/// The `exec` provider. Stateless: everything comes from the target's `exec` block.
+/// The `exec` provider: everything about a command comes from the target's `exec` block;
+/// what it may see and whether it runs, from the operator.
 #[derive(Debug, Clone, Default)]
-pub struct ExecProvider;
+pub struct ExecProvider {
+    /// Variables passed besides [`BASE_ENV`] (the operator's `--exec-env`).
+    pass_env: Vec<String>,
+    /// A dry run without `--dry-run-exec`: no command runs.
+    not_running: bool,
+}
 
 #[derive(Deserialize)]
 struct MintAnswer {
@@ -91,12 +117,64 @@ struct InspectCredential {
 
 /// What one run of a command gave.
 struct Ran {
-    stdout: Vec<u8>,
+    /// May hold the minted values: wiped when dropped.
+    stdout: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl ExecProvider {
     pub fn new() -> Self {
-        ExecProvider
+        ExecProvider::default()
+    }
+
+    /// Also passes these variables of rekey's environment to commands (never one that
+    /// [`is_withheld`]).
+    pub fn passing_env(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.pass_env = names.into_iter().filter(|n| !is_withheld(n)).collect();
+        self
+    }
+
+    /// Runs no command: `inspect` answers with what the plan says (the principal and
+    /// `principal.key_id`), noting that nothing was run, and every other operation fails. For
+    /// a dry run of a plan nobody may have reviewed yet.
+    pub fn not_running(mut self) -> Self {
+        self.not_running = true;
+        self
+    }
+
+    /// The environment a command gets: [`BASE_ENV`] and the operator's names, where set.
+    fn environment(&self) -> Vec<(String, std::ffi::OsString)> {
+        BASE_ENV
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.pass_env.iter().cloned())
+            .filter(|n| !is_withheld(n))
+            .filter_map(|n| std::env::var_os(&n).map(|v| (n, v)))
+            .collect()
+    }
+
+    /// Runs one operation's command (refused when the provider is [`Self::not_running`]).
+    async fn run(
+        &self,
+        what: &str,
+        argv: &[String],
+        input: &Secret,
+        exec: &ExecCommands,
+        secrets: &[&str],
+    ) -> Result<Ran, ProviderError> {
+        if self.not_running {
+            return Err(ProviderError::Failed(format!(
+                "exec {what}: a dry run runs no plan command (pass --dry-run-exec to run exec.inspect)"
+            )));
+        }
+        run(
+            what,
+            argv,
+            input,
+            timeout_of(exec),
+            secrets,
+            &self.environment(),
+        )
+        .await
     }
 }
 
@@ -138,7 +216,19 @@ fn request(
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
-    Secret::new(doc.to_string())
+    let text = Secret::new(doc.to_string());
+    wipe_json(&mut doc);
+    text
+}
+
+/// Overwrites every string of a JSON document that held secret values before it is dropped.
+fn wipe_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => zeroize::Zeroize::zeroize(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe_json),
+        _ => {}
+    }
 }
 
 /// Runs `argv` with `input` on stdin, within `timeout`. `secrets` are redacted from stderr.
@@ -148,15 +238,15 @@ async fn run(
     input: &Secret,
     timeout: Duration,
     secrets: &[&str],
+    environment: &[(String, std::ffi::OsString)],
 ) -> Result<Ran, ProviderError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(ProviderError::Failed(format!("exec {what}: empty command")));
     };
     let mut command = tokio::process::Command::new(program);
-    for name in WITHHELD_ENV {
-        command.env_remove(name);
-    }
     command
+        .env_clear()
+        .envs(environment.iter().map(|(k, v)| (k, v)))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -187,7 +277,8 @@ async fn run(
             let _ = stdin.shutdown().await;
             drop(stdin);
         };
-        let mut out = Vec::new();
+        // Room up front, so a typical answer is not reallocated (leaving unwiped copies).
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
         let mut err = Vec::new();
         let read_out = async {
             let _ = (&mut stdout)
@@ -228,17 +319,8 @@ async fn run(
         return Ok(Ran { stdout: out });
     }
     // A command that printed its answer and then failed (a mint that created the credential
-    // but could not finish) may repeat the values on stderr: redact those too.
-    let printed: Vec<String> = serde_json::from_slice::<serde_json::Value>(&out)
-        .ok()
-        .and_then(|v| {
-            v.get("fields").and_then(|f| f.as_object()).map(|f| {
-                f.values()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
+    // but could not finish) may repeat the values on stderr: redact what it printed too.
+    let printed = printed_values(&out);
     let mut all: Vec<&str> = secrets.to_vec();
     all.extend(printed.iter().map(String::as_str));
     let stderr_text = stderr_tail(&err, &all);
@@ -254,6 +336,38 @@ async fn run(
         Some(EXIT_TEMPFAIL) => ProviderError::Transient(text),
         _ => ProviderError::Failed(text),
     })
+}
+
+/// What a command printed on stdout that may be a secret: every string of its JSON answer
+/// (at any depth) but the top-level `id`, or, when stdout is not JSON, each of its lines of
+/// 8 characters or more.
+fn printed_values(stdout: &[u8]) -> zeroize::Zeroizing<Vec<String>> {
+    let mut found = zeroize::Zeroizing::new(Vec::new());
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(items) => items.iter().for_each(|i| strings(i, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|i| strings(i, out)),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(stdout) {
+        Ok(mut answer) => {
+            if let Some(map) = answer.as_object_mut() {
+                map.remove("id");
+            }
+            strings(&answer, &mut found);
+            wipe_json(&mut answer);
+        }
+        Err(_) => found.extend(
+            String::from_utf8_lossy(stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.len() >= 8)
+                .map(str::to_owned),
+        ),
+    }
+    found
 }
 
 #[cfg(unix)]
@@ -325,32 +439,45 @@ impl Provider for ExecProvider {
 
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
         let exec = commands(target)?;
+        // Without a command to ask, what the plan says: its principal and `key_id`.
+        let principal = target
+            .principal
+            .service
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| target.id.value.clone());
+        let planned: Vec<CredentialInfo> = target
+            .principal
+            .key_id
+            .iter()
+            .map(|k| CredentialInfo {
+                id: k.value.clone(),
+                status: CredentialStatus::Active,
+                created_at: None,
+                last_used: None,
+                last_used_service: None,
+            })
+            .collect();
         let Some(command) = &exec.inspect else {
-            let principal = target
-                .principal
-                .service
-                .as_ref()
-                .map(|s| s.value.clone())
-                .unwrap_or_else(|| target.id.value.clone());
-            let credentials = target
-                .principal
-                .key_id
-                .iter()
-                .map(|k| CredentialInfo {
-                    id: k.value.clone(),
-                    status: CredentialStatus::Active,
-                    created_at: None,
-                    last_used: None,
-                    last_used_service: None,
-                })
-                .collect();
             return Ok(Inspection {
                 principal,
-                credentials,
+                credentials: planned,
             });
         };
+        if self.not_running {
+            tracing::info!(
+                target = target.id.as_str(),
+                "exec: dry run, inspect not run"
+            );
+            return Ok(Inspection {
+                principal: format!(
+                    "{principal} (not inspected: a dry run runs no plan command without --dry-run-exec)"
+                ),
+                credentials: planned,
+            });
+        }
         let input = request("inspect", target, None, None);
-        let ran = run("inspect", command, &input, timeout_of(exec), &[]).await?;
+        let ran = self.run("inspect", command, &input, exec, &[]).await?;
         let answer: InspectAnswer = parse("inspect", &ran.stdout)?;
         Ok(Inspection {
             principal: answer.principal,
@@ -371,7 +498,7 @@ impl Provider for ExecProvider {
     async fn mint(&self, target: &Target) -> Result<Minted, ProviderError> {
         let exec = commands(target)?;
         let input = request("mint", target, None, None);
-        let ran = run("mint", &exec.mint, &input, timeout_of(exec), &[]).await?;
+        let ran = self.run("mint", &exec.mint, &input, exec, &[]).await?;
         let answer: MintAnswer = parse("mint", &ran.stdout)?;
         if answer.id.is_empty()
             || answer.fields.is_empty()
@@ -402,7 +529,7 @@ impl Provider for ExecProvider {
             .map(Secret::expose)
             .filter(|v| *v != minted.id)
             .collect();
-        run("verify", &exec.verify, &input, timeout_of(exec), &secrets)
+        self.run("verify", &exec.verify, &input, exec, &secrets)
             .await
             .map(|_| ())
     }
@@ -416,7 +543,7 @@ impl Provider for ExecProvider {
             });
         };
         let input = request("deactivate", target, Some(credential_id), None);
-        run("deactivate", command, &input, timeout_of(exec), &[])
+        self.run("deactivate", command, &input, exec, &[])
             .await
             .map(|_| ())
     }
@@ -431,7 +558,7 @@ impl Provider for ExecProvider {
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         let exec = commands(target)?;
         let input = request("revoke", target, Some(credential_id), None);
-        match run("revoke", &exec.revoke, &input, timeout_of(exec), &[]).await {
+        match self.run("revoke", &exec.revoke, &input, exec, &[]).await {
             // Not found: already gone, the goal is reached.
             Ok(_) | Err(ProviderError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),

@@ -48,7 +48,7 @@ fn scrub(err: ProviderError, secret: &Secret) -> ProviderError {
     if secret.is_empty() {
         return err;
     }
-    let clean = |m: String| m.replace(secret.expose(), "[redacted]");
+    let clean = |m: String| crate::redact::redact(&m, &[secret.expose()]);
     match err {
         ProviderError::Quota(m) => ProviderError::Quota(clean(m)),
         ProviderError::NotFound(m) => ProviderError::NotFound(clean(m)),

@@ -58,6 +58,8 @@ pub struct RealInputs<'a> {
     pub rate_limits: &'a [(String, f64)],
     /// New and old values of github-token targets.
     pub token_inputs: TokenInputs,
+    /// The exec provider as the operator's policy makes it ([`crate::policy::OperatorPolicy`]).
+    pub exec: ExecProvider,
 }
 
 /// Every provider of a real run. AWS from its default chain (AWS_ENDPOINT_URL included) behind
@@ -75,7 +77,7 @@ pub async fn real(inputs: RealInputs<'_>) -> Result<ProviderSet, RegistryError> 
         GithubClient::from_env(github_token).map_err(|e| RegistryError::Config(e.to_string()))?;
     let github_anonymous =
         GithubClient::from_env(None).map_err(|e| RegistryError::Config(e.to_string()))?;
-    Ok(cloud(inputs.plan)?
+    Ok(cloud(inputs.plan, inputs.exec)?
         .with(aws)
         .with(Arc::new(GithubDeployKeyProvider::new(github_own)))
         .with(Arc::new(GithubTokenProvider::new(
@@ -89,7 +91,7 @@ pub async fn real(inputs: RealInputs<'_>) -> Result<ProviderSet, RegistryError> 
 /// at the plan's `endpoints:`. rekey's own GCP and Azure credentials come from the standard
 /// variables; a broken `GOOGLE_APPLICATION_CREDENTIALS` stops the run only when the plan has a
 /// GCP target.
-fn cloud(plan: &Plan) -> Result<ProviderSet, RegistryError> {
+fn cloud(plan: &Plan, exec: ExecProvider) -> Result<ProviderSet, RegistryError> {
     let has = |kind: ProviderKind| plan.targets.iter().any(|t| t.provider.value == kind);
     let gcp_auth = match GcpAuth::from_env() {
         Ok(auth) => auth,
@@ -103,7 +105,7 @@ fn cloud(plan: &Plan) -> Result<ProviderSet, RegistryError> {
     Ok(ProviderSet::default()
         .with(Arc::new(gcp))
         .with(Arc::new(azure))
-        .with(Arc::new(ExecProvider::new())))
+        .with(Arc::new(exec)))
 }
 
 /// `plan --discover aws`: every IAM user of the account with its access key ids (ListUsers,

@@ -16,23 +16,19 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Error bodies are quoted in errors; a misbehaving endpoint must not fill a report.
 const MAX_QUOTED_BODY: usize = 4096;
 
-/// The client every REST provider uses: rustls, a timeout, no redirects (a token or key
-/// request must go where the plan says, nowhere else).
+/// The client every REST provider uses: rekey's one builder ([`crate::http::client`]: rustls,
+/// same-origin redirects only, never a 307/308) with this module's timeout.
 pub fn client() -> Result<reqwest::Client, ProviderError> {
-    reqwest::Client::builder()
+    crate::http::client::builder()
         .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("rekey/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ProviderError::Failed(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Replaces every occurrence of each non-empty secret in `text` with `[redacted]`.
+/// Replaces every spelling of each non-empty secret in `text` with `[redacted]`
+/// ([`crate::redact::redact`]).
 pub fn redact(text: &str, secrets: &[&str]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_owned(), |t, s| t.replace(s, "[redacted]"))
+    crate::redact::redact(text, secrets)
 }
 
 /// A body quoted in an error: redacted, and cut (on a character boundary) when long.
@@ -62,11 +58,16 @@ pub struct Answer {
     pub body: String,
 }
 
-/// Sends, and reads the whole answer.
+/// Sends, and reads the whole answer (within [`crate::http::MAX_BODY`]).
 pub async fn send(what: &str, request: reqwest::RequestBuilder) -> Result<Answer, ProviderError> {
     let response = request.send().await.map_err(|e| transport(what, &e))?;
     let status = response.status().as_u16();
-    let bytes = response.bytes().await.map_err(|e| transport(what, &e))?;
+    let bytes = crate::http::read_body(response, crate::http::MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            crate::http::BodyError::Transport(e) => transport(what, &e),
+            too_large => ProviderError::Failed(format!("{what}: HTTP {status}: {too_large}")),
+        })?;
     Ok(Answer {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
@@ -118,18 +119,17 @@ pub async fn token_request(
     secrets: &[&str],
 ) -> Result<TokenOutcome, ProviderError> {
     // Encoded here rather than with reqwest's `form` feature: one function, no new feature.
-    let body = Secret::new(
-        url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish(),
-    );
+    // The form holds a client secret or a signed assertion: wiped once sent.
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
     let request = http
         .post(url)
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(body.expose().to_owned());
+        .body(crate::http::secret_body(body.into_bytes()));
     let answer = send(what, request).await?;
     if (200..300).contains(&answer.status) {
         let parsed: TokenAnswer = serde_json::from_str(&answer.body).map_err(|e| {

@@ -26,7 +26,22 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// The table as aligned text; every cell shown on one line with its control characters
+    /// escaped (cells hold names and messages from services and files).
     pub fn render(&self) -> String {
+        let clean = |row: &[String]| -> Vec<String> {
+            row.iter()
+                .map(|c| crate::escape::terminal_line(c).into_owned())
+                .collect()
+        };
+        let table = Table {
+            header: clean(&self.header),
+            rows: self.rows.iter().map(|r| clean(r)).collect(),
+        };
+        table.render_clean()
+    }
+
+    fn render_clean(&self) -> String {
         let columns = self.header.len();
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
@@ -64,5 +79,8 @@ mod tests {
         let mut t = Table::new(["A", "BB"]);
         t.row(["xyz", "1"]);
         assert_eq!(t.render(), "A    BB\nxyz  1\n");
+        let mut t = Table::new(["A"]);
+        t.row(["\x1b[2Jx\ny"]);
+        assert_eq!(t.render(), "A\n\\u{1b}[2Jx y\n");
     }
 }

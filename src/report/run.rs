@@ -4,6 +4,7 @@
 use super::Table;
 use crate::engine::run::RunReport;
 use crate::engine::target::Outcome;
+use crate::escape::{markdown as md_text, markdown_code};
 
 /// One line per target: id, provider, state, and what to do next.
 pub fn summary_table(report: &RunReport) -> String {
@@ -52,7 +53,7 @@ fn state_and_detail(outcome: &Outcome) -> (&'static str, String) {
 pub fn markdown(report: &RunReport) -> String {
     let mut out = String::new();
     out.push_str(&format!("# rekey run {}\n\n", report.run));
-    out.push_str(&format!("- Plan: `{}`\n", report.plan));
+    out.push_str(&format!("- Plan: {}\n", markdown_code(&report.plan)));
     out.push_str(&format!(
         "- Run status: **{}**\n",
         format!("{:?}", report.status).to_lowercase()
@@ -77,11 +78,11 @@ pub fn markdown(report: &RunReport) -> String {
     for t in &report.targets {
         let (state, detail) = state_and_detail(&t.outcome);
         out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            t.id,
+            "| {} | {} | {} | {} |\n",
+            markdown_code(&t.id),
             t.provider,
             state,
-            detail.replace('|', "\\|")
+            md_text(&detail)
         ));
     }
     let pending: Vec<_> = report
@@ -105,26 +106,27 @@ pub fn markdown(report: &RunReport) -> String {
     if !manual.is_empty() {
         out.push_str("\n## Manual steps\n\n");
         for (id, action) in manual {
-            out.push_str(&format!("- [ ] `{id}`: {action}\n"));
+            out.push_str(&format!(
+                "- [ ] {}: {}\n",
+                markdown_code(id),
+                md_text(action)
+            ));
         }
     }
     if !report.hunts.is_empty() {
         out.push_str("\n## Hunts\n\n");
         for h in &report.hunts {
             out.push_str(&format!(
-                "### `{}`, {}-rotation\n\n{} (findings in `{}`)\n\n",
-                h.target,
+                "### {}, {}-rotation\n\n{} (findings in {})\n\n",
+                markdown_code(&h.target),
                 h.phase,
-                h.summary.replace('|', "\\|"),
-                h.file
+                md_text(&h.summary),
+                markdown_code(&h.file)
             ));
             if !h.per_rule.is_empty() {
                 out.push_str("| Rule | Severity | Count |\n|---|---|---|\n");
                 for (rule, severity, n) in &h.per_rule {
-                    out.push_str(&format!(
-                        "| {} | {severity} | {n} |\n",
-                        rule.replace('|', "\\|")
-                    ));
+                    out.push_str(&format!("| {} | {severity} | {n} |\n", md_text(rule)));
                 }
                 out.push('\n');
             }
@@ -138,4 +140,45 @@ pub fn markdown(report: &RunReport) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::journal::RunStatus;
+    use crate::engine::run::TargetReport;
+    use crate::plan::ProviderKind;
+
+    /// A failure reason quotes a service's message: it must not reshape the report.
+    #[test]
+    fn hostile_reasons_stay_inside_their_cell() {
+        let report = RunReport {
+            run: "r1".into(),
+            plan: "plan`.yaml".into(),
+            status: RunStatus::Incomplete,
+            targets: vec![TargetReport {
+                id: "t`x|y".into(),
+                provider: ProviderKind::Exec,
+                outcome: Outcome::Failed {
+                    reason: "boom | injected | cells\n# Heading\n[click](https://evil.example) <img src=x>"
+                        .into(),
+                },
+            }],
+            serious_findings: 0,
+            hunts: Vec::new(),
+        };
+        let md = markdown(&report);
+        let row = md
+            .lines()
+            .find(|l| l.contains("boom"))
+            .unwrap_or_else(|| panic!("{md}"));
+        // One row, four cells: every other `|` is escaped (`\|`, never ` | `).
+        assert_eq!(row.matches(" | ").count(), 3, "{row}");
+        assert!(!md.contains("\n# Heading"), "{md}");
+        assert!(
+            row.contains("\\[click\\]") && row.contains("\\<img"),
+            "{row}"
+        );
+        assert!(md.contains("- Plan: `` plan`.yaml ``"), "{md}");
+    }
 }

@@ -150,10 +150,11 @@ async fn post_hunt(step: &Runner<'_>) -> Result<Option<Outcome>, Stop> {
         path.display()
     );
     if serious == 0 {
-        // Nothing found, but not everything read: the old credential stays disabled until a
-        // hunt that sees every source says it is unused.
+        // Nothing found, but not everything read: the old credential is not revoked until a
+        // hunt that sees every source says it is unused (disabled, where the owner can).
         let reason = format!(
-            "{what}; the old credential stays disabled: fix the source and run `rekey apply --resume {}`",
+            "{what}; {}: fix the source and run `rekey apply --resume {}`",
+            old_credential_held(facts.deactivated_at.is_some()),
             ctx.run_id
         );
         ctx.journal.record(
@@ -183,7 +184,7 @@ async fn post_hunt(step: &Runner<'_>) -> Result<Option<Outcome>, Stop> {
         );
         return Ok(None);
     }
-    let mut done_to_old = "the old credential stays disabled".to_string();
+    let mut done_to_old = old_credential_held(facts.deactivated_at.is_some()).to_string();
     if policy == PostFindings::Reactivate
         && let Some(old_id) = &progress.old_id
     {
@@ -292,4 +293,14 @@ async fn hunt_phase(
         ..Default::default()
     };
     Ok((result, detail, serious, path))
+}
+
+/// What is true of an old credential whose revocation is held: disabled only where the owner
+/// could disable it (Azure secrets, GitHub tokens, exec without `deactivate` cannot be).
+fn old_credential_held(disabled: bool) -> &'static str {
+    if disabled {
+        "the old credential stays disabled, not revoked"
+    } else {
+        "the old credential is not revoked and stays VALID (its owner cannot disable it)"
+    }
 }

@@ -326,11 +326,9 @@ impl Http {
             .map_err(|e| crate::http::error_kind(&e).to_string())?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
+        let body = crate::http::read_body(response, crate::http::MAX_BODY)
             .await
-            .map_err(|e| crate::http::error_kind(&e).to_string())?
-            .to_vec();
+            .map_err(|e| e.to_string())?;
         Ok(Answer {
             status,
             headers,
