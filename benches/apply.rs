@@ -6,7 +6,14 @@
 //!   (calls on one target's path × 50 ms × ceil(200 / parallelism)), target ≤ 1.5×;
 //! - one target after another (parallelism 1), measured on 20 targets and scaled per target
 //!   (200 would take minutes), and the speed-up, target ≥ 10×;
-//! - the process's peak memory (VmHWM, simulators included), target < 200 MB.
+//! - the process's peak memory (VmHWM, simulators included), target < 200 MB;
+//! - the same concurrent apply with its state on S3 (moto's server behind a proxy that delays
+//!   every S3 call by 20 ms) beside the local journal, target ≤ 1.3× (skipped, said so, when
+//!   moto is not installed: `.venv-moto/bin/moto_server` or `$REKEY_MOTO_SERVER`).
+
+#[path = "../tests/support/s3proxy.rs"]
+#[allow(dead_code)]
+mod s3proxy;
 
 use rekey::engine::events::Silent;
 use rekey::engine::run::{ApplyOptions, Environment, ProviderSet, apply};
@@ -81,9 +88,11 @@ async fn world(n: usize) -> World {
     }
 }
 
-/// Applies the world's plan; returns wall time and the number of calls made to both simulators.
-async fn run(world: &World, parallelism: usize) -> (Duration, usize) {
+/// Applies the world's plan (state in a fresh temporary directory, or at `state` when given);
+/// returns wall time and the number of calls made to both simulators.
+async fn run(world: &World, parallelism: usize, state: Option<&str>) -> (Duration, usize) {
     let dir = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
     let client = rekey::circleci::CircleCiClient::new(
         &world.circleci.base_url(),
         rekey::secret::Secret::new("bench-token"),
@@ -98,7 +107,7 @@ async fn run(world: &World, parallelism: usize) -> (Duration, usize) {
         hunt_aws: None,
     };
     let options = ApplyOptions {
-        state_dir: dir.path().to_path_buf(),
+        state_dir,
         parallelism,
         verify_backoff: Duration::from_millis(50),
         ..Default::default()
@@ -153,13 +162,13 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let big = world(TARGETS).await;
-        let (concurrent, calls) = run(&big, PARALLELISM).await;
+        let (concurrent, calls) = run(&big, PARALLELISM, None).await;
         let per_target = calls as f64 / TARGETS as f64;
         let bound = Duration::from_secs_f64(per_target * LATENCY.as_secs_f64() * (TARGETS.div_ceil(PARALLELISM)) as f64);
         drop(big);
 
         let small = world(SEQUENTIAL_SAMPLE).await;
-        let (sequential_sample, _) = run(&small, 1).await;
+        let (sequential_sample, _) = run(&small, 1, None).await;
         let sequential = sequential_sample.mul_f64(TARGETS as f64 / SEQUENTIAL_SAMPLE as f64);
 
         println!("apply: {TARGETS} targets × {BINDINGS} bindings, {} ms latency per call, {per_target:.1} calls per target", LATENCY.as_millis());
@@ -172,5 +181,107 @@ fn main() {
             sequential.as_secs_f64() / concurrent.as_secs_f64()
         );
         println!("peak memory (VmHWM, simulators included): {:.0} MB (target < 200 MB)", peak_mib());
+        s3_state().await;
     });
+}
+
+const S3_LATENCY: Duration = Duration::from_millis(20);
+
+/// The concurrent apply with local state, then with S3 state (20 ms per S3 call), each on a
+/// fresh world.
+async fn s3_state() {
+    let Some(moto) = Moto::start() else {
+        println!("S3 state: SKIPPED, moto is not installed (.venv-moto/bin/moto_server)");
+        return;
+    };
+    let proxy = s3proxy::S3Proxy::start(&moto.url);
+    proxy.set_delay(S3_LATENCY);
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&proxy.url)
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket()
+        .bucket("rekey-bench")
+        .send()
+        .await
+        .expect("create the state bucket");
+    let state = "s3://rekey-bench/apply";
+    let rekey::engine::state::StateLocation::S3(location) =
+        rekey::engine::state::StateLocation::of(std::path::Path::new(state)).expect("location")
+    else {
+        panic!("not an S3 location")
+    };
+    rekey::engine::state::s3::configure(&location, &sdk).expect("configure the S3 state");
+    let local_world = world(TARGETS).await;
+    let (local, _) = run(&local_world, PARALLELISM, None).await;
+    drop(local_world);
+    let s3_world = world(TARGETS).await;
+    proxy.clear();
+    let (remote, _) = run(&s3_world, PARALLELISM, Some(state)).await;
+    let s3_calls = proxy.seen().len();
+    println!(
+        "state on S3 ({} ms per S3 call, {s3_calls} S3 calls, {:.1} per target): {remote:.2?}; local journal {local:.2?}; ratio {:.2}× (target ≤ 1.3×)",
+        S3_LATENCY.as_millis(),
+        s3_calls as f64 / TARGETS as f64,
+        remote.as_secs_f64() / local.as_secs_f64()
+    );
+}
+
+/// moto's server on a free loopback port, killed by PID when dropped.
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Option<Moto> {
+        let exe = std::env::var_os("REKEY_MOTO_SERVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-moto/bin/moto_server")
+            });
+        if !exe.exists() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let child = std::process::Command::new(exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let began = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if began.elapsed() > Duration::from_secs(30) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // Our own child, by its handle.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

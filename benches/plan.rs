@@ -8,11 +8,11 @@
 //! once every REVIEW-REQUIRED is decided mechanically — `rekey validate` of that plan, and of
 //! the same plan split by project. Then classification alone, in process.
 //! Targets: each step under 1.5 s and 400 MB.
+use rekey::classify::synthetic::{decide_review_required, realistic_inventory};
+use rekey::classify::{RuleSet, classify};
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use rekey::classify::synthetic::{decide_review_required, realistic_inventory};
-use rekey::classify::{RuleSet, classify};
 
 const PROJECTS: usize = 10_000;
 const VARS: usize = 30;

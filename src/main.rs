@@ -1,5 +1,5 @@
 //! The `rekey` binary: parse the command line, start logging, run the subcommand, exit with its
-//! code (0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete). Each
+//! code (0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete, 5 locked). Each
 //! subcommand lives in `rekey::cli`.
 
 use clap::Parser;
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Demo => cli::demo::run(),
         Command::Hunt(args) => cli::hunt::run(args, output),
         Command::Auth(cmd) => cli::auth::run(cmd, output),
+        Command::State(args) => cli::state::run(args, output),
         Command::Schema => cli::schema::run(),
     };
     match result {

@@ -666,7 +666,7 @@ fn no_secret_in_any_output_or_file() {
 }
 
 /// While one apply holds the state directory, a second refuses at once with a message that
-/// names the holder, exit 2, and changes nothing.
+/// names the holder, exit 5 ("locked"), and changes nothing.
 #[test]
 fn a_second_apply_refuses_while_the_state_directory_is_locked() {
     let w = World::sandbox(1);
@@ -674,7 +674,7 @@ fn a_second_apply_refuses_while_the_state_directory_is_locked() {
     let lock = rekey::engine::lock::StateLock::acquire(&w.state_dir())
         .unwrap_or_else(|e| panic!("lock: {e}"));
     let out = w.apply(&plan, &[]);
-    out.expect_code(2, "apply while locked");
+    out.expect_code(5, "apply while locked");
     let pid = format!("pid {}", std::process::id());
     assert!(
         out.stderr.contains("another rekey apply") && out.stderr.contains(&pid),
@@ -682,7 +682,7 @@ fn a_second_apply_refuses_while_the_state_directory_is_locked() {
         out.stderr
     );
     let resumed = w.resume("r20261128-095300-7f3a", &[]);
-    resumed.expect_code(2, "resume while locked");
+    resumed.expect_code(5, "resume while locked");
     assert!(
         resumed.stderr.contains("another rekey apply"),
         "{}",

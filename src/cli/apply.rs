@@ -26,9 +26,22 @@ pub struct ApplyArgs {
     /// With --dry-run: exit 0 when nothing would change, 2 when changes are pending, 1 on error.
     #[arg(long, requires = "dry_run")]
     detailed_exitcode: bool,
-    /// Journal, stash and lock live here (created with owner-only permissions).
-    #[arg(long, default_value = ".rekey", value_name = "DIR")]
-    state_dir: PathBuf,
+    /// Journal, stash and lock live here: a directory (created with owner-only permissions) or
+    /// s3://BUCKET/PREFIX, shared by CI runners (see README, "State backends"). Default: the
+    /// plan's `metadata.state`, else .rekey
+    #[arg(
+        long,
+        visible_alias = "state",
+        env = "REKEY_STATE",
+        value_name = "DIR|s3://BUCKET/PREFIX"
+    )]
+    state_dir: Option<PathBuf>,
+    /// S3 state: how long the lock's lease lasts unless renewed (renewed every third of it).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    lock_lease: String,
+    /// How long to wait for a run that holds the state's lock before exiting 5 ("locked").
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    lock_timeout: String,
     /// Targets rotated at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallelism: u16,
@@ -139,7 +152,11 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let loaded = plan::split::load_path(plan_path).map_err(|d| Failure::input(d.to_string()))?;
     let mut diagnostics = loaded.validate();
     for f in &loaded.files {
-        diagnostics.extend(args.policy.endpoints.plan_diagnostics(&f.name, &f.text, &f.plan));
+        diagnostics.extend(
+            args.policy
+                .endpoints
+                .plan_diagnostics(&f.name, &f.text, &f.plan),
+        );
     }
     if diagnostics.iter().any(|d| d.is_error()) {
         return Err(Failure::input(format!(
@@ -183,16 +200,12 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         let env = environment(false, true, inputs)?;
         return dry_run(&rt, &args, &plan, &env, output);
     }
+    let options = options(&args, Some(&plan))?;
     let env = environment(true, false, inputs)?;
     let sink = event_sink(output, plan.targets.len());
     let report = rt
         .block_on(crate::engine::run::apply(
-            &name,
-            &text,
-            plan,
-            env,
-            options(&args),
-            sink,
+            &name, &text, plan, env, options, sink,
         ))
         .map_err(|e| Failure {
             code: engine_code(&e),
@@ -201,15 +214,27 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     finish_apply(&report, args.report.as_deref(), output)
 }
 
-fn options(args: &ApplyArgs) -> ApplyOptions {
-    ApplyOptions {
-        state_dir: args.state_dir.clone(),
+/// The state: `--state` (or `REKEY_STATE`), else the plan's `metadata.state`, else `.rekey`.
+fn state_dir(args: &ApplyArgs, plan: Option<&plan::Plan>) -> PathBuf {
+    args.state_dir
+        .clone()
+        .or_else(|| {
+            plan.and_then(|p| p.metadata.state.clone())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(crate::engine::journal::DEFAULT_STATE_DIR))
+}
+
+fn options(args: &ApplyArgs, plan: Option<&plan::Plan>) -> Result<ApplyOptions, Failure> {
+    Ok(ApplyOptions {
+        state_dir: state_dir(args, plan),
+        lock: super::state::lease_options(&args.lock_lease, &args.lock_timeout)?,
         parallelism: usize::from(args.parallelism),
         ignore_max_age: args.ignore_max_age,
         only: args.only.clone(),
         verify_backoff: std::time::Duration::from_millis(args.verify_backoff_ms),
         poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
-    }
+    })
 }
 
 /// `--resume RUN_ID`: continue a run with the plan stored in its journal.
@@ -222,7 +247,7 @@ fn resume(
 ) -> Result<u8, Failure> {
     // The stored plan's endpoints configure GCP and Azure. A run that cannot be read here
     // is left for `resume` to report, after it has checked the state directory's lock.
-    let stored = match crate::engine::run::stored_plan(&args.state_dir, run_id) {
+    let stored = match crate::engine::run::stored_plan(&state_dir(args, None), run_id) {
         Ok(plan) => plan,
         Err(_) => plan::load::parse(
             "(no stored plan)",
@@ -244,7 +269,12 @@ fn resume(
     ))?;
     let sink = event_sink(output, 0);
     let report = rt
-        .block_on(crate::engine::run::resume(run_id, env, options(args), sink))
+        .block_on(crate::engine::run::resume(
+            run_id,
+            env,
+            options(args, None)?,
+            sink,
+        ))
         .map_err(|e| Failure {
             code: engine_code(&e),
             message: e.to_string(),
@@ -302,7 +332,7 @@ fn dry_run(
         &circleci,
         &env.providers,
         args.ignore_max_age,
-        Some(&args.state_dir),
+        Some(&state_dir(args, Some(plan))),
     ));
     match output {
         Output::Json => print_json(&json!(preview)),
@@ -361,6 +391,7 @@ async fn real_environment(
 
 pub(crate) fn engine_code(e: &crate::engine::EngineError) -> u8 {
     match e {
+        crate::engine::EngineError::Lock(l) if l.is_locked() => 5,
         crate::engine::EngineError::Lock(_) | crate::engine::EngineError::NoSuchRun(_) => 2,
         _ => 1,
     }

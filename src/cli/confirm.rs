@@ -3,7 +3,6 @@
 use super::apply::engine_code;
 use super::output::{Failure, Output, print_json};
 use serde_json::json;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct ConfirmArgs {
@@ -11,21 +10,18 @@ pub struct ConfirmArgs {
     run: String,
     /// The target whose manual step was done.
     target: String,
-    /// State directory of the run.
-    #[arg(long, default_value = ".rekey", value_name = "DIR")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: super::state::StateAt,
 }
 
 pub fn run(args: ConfirmArgs, output: Output) -> Result<u8, Failure> {
-    let done =
-        crate::engine::run::confirm(&args.state_dir, &args.run, &args.target).map_err(|e| {
-            Failure {
-                code: match e {
-                    crate::engine::EngineError::NothingToConfirm { .. } => 2,
-                    ref other => engine_code(other),
-                },
-                message: e.to_string(),
-            }
+    let done = crate::engine::run::confirm(&args.state.state_dir, &args.run, &args.target)
+        .map_err(|e| Failure {
+            code: match e {
+                crate::engine::EngineError::NothingToConfirm { .. } => 2,
+                ref other => engine_code(other),
+            },
+            message: e.to_string(),
         })?;
     match output {
         Output::Json => print_json(&json!(done)),
@@ -35,7 +31,7 @@ pub fn run(args: ConfirmArgs, output: Output) -> Result<u8, Failure> {
             done.run,
             done.step,
             done.run,
-            args.state_dir.display()
+            args.state.state_dir.display()
         ),
     }
     Ok(0)

@@ -125,9 +125,9 @@ pub struct HuntArgs {
     /// credentials and the times come from the journal; nothing is changed.
     #[arg(long, value_name = "RUN_ID")]
     run: Option<String>,
-    /// The state directory of `--run`.
-    #[arg(long, default_value = ".rekey", value_name = "DIR", requires = "run")]
-    state_dir: PathBuf,
+    /// The state of `--run`.
+    #[command(flatten)]
+    state: super::state::StateAt,
 }
 
 pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
@@ -277,7 +277,7 @@ fn rerun(args: &HuntArgs, run: &str, rules: RuleSet) -> Result<HuntReport, Failu
     let rt = runtime()?;
     let results = rt
         .block_on(crate::engine::hunts::rerun_post(
-            &args.state_dir,
+            &args.state.state_dir,
             run,
             Arc::new(rules),
         ))

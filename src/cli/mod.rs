@@ -3,7 +3,8 @@
 //! output helpers (the output format, [`Failure`] and its exit codes) are in [`output`]; the
 //! binary (`src/main.rs`) only parses, starts logging, dispatches and exits.
 //!
-//! Exit codes: 0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete.
+//! Exit codes: 0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 incomplete,
+//! 5 locked.
 
 pub mod apply;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod inventory;
 pub mod output;
 pub mod plan;
 pub mod schema;
+pub mod state;
 pub mod status;
 pub mod validate;
 
@@ -36,7 +38,7 @@ $EDITOR plan.yaml                                        # fill every REVIEW-REQ
 rekey validate plan.yaml\n\n\
 Secrets never appear in rekey's files, logs or arguments: CircleCI returns only masked values (xxxx + last four), \
 and rekey keeps no more than that. Tokens come from CIRCLECI_TOKEN / GITHUB_TOKEN or the OS keyring (`rekey auth set`).",
-    after_help = "Exit codes: 0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 run incomplete but resumable."
+    after_help = "Exit codes: 0 success, 1 failure, 2 invalid input or usage, 3 hunt findings, 4 run incomplete but resumable, 5 locked (another run holds the state; nothing was changed)."
 )]
 pub struct Cli {
     /// Output format: human tables, or one JSON document on stdout for machines.
@@ -116,6 +118,8 @@ rekey hunt --circleci-audit audit.csv --github-audit audit.json --fail-on medium
     /// Store or remove rekey's own API tokens in the OS keyring.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Inspect and manage the state (a directory or s3://BUCKET/PREFIX): list, show, unlock, migrate.
+    State(state::StateArgs),
     /// Print the plan's JSON Schema (the file in plans/ is generated from this).
     #[command(hide = true)]
     Schema,

@@ -5,24 +5,24 @@ use super::output::{Failure, Output, print_json};
 use crate::plan;
 use crate::report::Table;
 use serde_json::json;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// State directory of the runs.
-    #[arg(long, default_value = ".rekey", value_name = "DIR")]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    state: super::state::StateAt,
     /// Show this run's targets (default: the newest run).
     run: Option<String>,
 }
 
 pub fn run(args: StatusArgs, output: Output) -> Result<u8, Failure> {
     use crate::engine::journal::{Journal, RunId};
-    if !args.state_dir.exists() {
-        println!("No runs: {} does not exist.", args.state_dir.display());
+    let state_dir = &args.state.state_dir;
+    let Some(journal) =
+        Journal::open_read_only(state_dir).map_err(|e| Failure::runtime(e.to_string()))?
+    else {
+        println!("No runs: {} does not exist.", state_dir.display());
         return Ok(0);
-    }
-    let journal = Journal::open(&args.state_dir).map_err(|e| Failure::runtime(e.to_string()))?;
+    };
     let runs = journal
         .runs()
         .map_err(|e| Failure::runtime(e.to_string()))?;
@@ -31,9 +31,7 @@ pub fn run(args: StatusArgs, output: Output) -> Result<u8, Failure> {
             runs.iter()
                 .find(|r| r.id.to_string() == *id)
                 .cloned()
-                .ok_or_else(|| {
-                    Failure::input(format!("no run {id} in {}", args.state_dir.display()))
-                })?,
+                .ok_or_else(|| Failure::input(format!("no run {id} in {}", state_dir.display())))?,
         ),
         None => runs.first().cloned(),
     };
@@ -84,7 +82,7 @@ pub fn run(args: StatusArgs, output: Output) -> Result<u8, Failure> {
         ),
         Output::Table => {
             if runs.is_empty() {
-                println!("No runs in {}.", args.state_dir.display());
+                println!("No runs in {}.", state_dir.display());
                 return Ok(0);
             }
             let mut table = Table::new(["RUN", "PLAN", "STARTED", "STATUS"]);

@@ -22,7 +22,10 @@ pub fn run(args: ValidateArgs, output: Output) -> Result<u8, Failure> {
         Ok(loaded) => {
             let mut d = loaded.validate();
             for f in &loaded.files {
-                d.extend(args.endpoint_policy.plan_diagnostics(&f.name, &f.text, &f.plan));
+                d.extend(
+                    args.endpoint_policy
+                        .plan_diagnostics(&f.name, &f.text, &f.plan),
+                );
             }
             (d, loaded.target_count())
         }

@@ -602,8 +602,9 @@ fn merge(into: &mut HuntReport, from: HuntReport) {
 }
 
 /// Where a phase's findings are kept.
+/// (On this machine: beside an S3 state, in `.rekey/`.)
 pub fn findings_path(state_dir: &Path, run: &str, target: &str, when: When) -> PathBuf {
-    state_dir
+    super::state::StateLocation::local_dir(state_dir)
         .join("hunts")
         .join(run)
         .join(format!("{target}.{}.json", when.as_str()))

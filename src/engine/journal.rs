@@ -20,6 +20,11 @@
 //! On disk: `<state dir>/journal.sqlite` (plus SQLite's `-wal` and `-shm` beside it), created
 //! 0600 in a state directory created 0700. The schema is versioned in the `meta` table; a
 //! journal written by a newer rekey is refused rather than misread.
+//!
+//! On S3 (a `state_dir` spelled `s3://BUCKET/PREFIX`, see [`crate::engine::state`]): the same
+//! API over an in-memory database filled from S3 when the journal opens; every write goes to S3
+//! too, and a record that precedes a side effect returns only once it is in S3
+//! ([`crate::engine::state::s3`] says which records wait and why the others need not).
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -29,8 +34,12 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use super::state::StateLocation;
+use super::state::records::{self, Dump, StashRow};
+use super::state::s3::{Cond, Remote};
 
 /// The state directory `apply` uses unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = ".rekey";
@@ -126,6 +135,10 @@ pub enum JournalError {
     InvalidRunId(String),
     #[error("no randomness from the operating system: {0}")]
     Random(String),
+    #[error("state {0}")]
+    Location(String),
+    #[error("state {location}: {what}")]
+    Remote { location: String, what: String },
 }
 
 /// A run's id: `r` + UTC date and time + 4 random hex digits, e.g. `r20261128-095300-7f3a`.
@@ -324,9 +337,57 @@ pub struct TargetState {
 /// The journal of a state directory. `Send + Sync`: the connection sits behind a mutex, and
 /// every call is one short transaction.
 pub struct Journal {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     state_dir: PathBuf,
     path: PathBuf,
+    remote: Option<RemoteJournal>,
+    /// A private copy of a busy database that a read-only open reads instead (removed on drop).
+    _scratch: Option<Scratch>,
+}
+
+/// The S3 side of a journal whose state is on S3.
+#[derive(Clone)]
+pub(crate) struct RemoteJournal {
+    pub remote: Arc<Remote>,
+    /// `false` for a read-only open (a dry run): any write is refused, nothing is PUT.
+    pub writable: bool,
+}
+
+/// Steps whose intent precedes no change anywhere (they read, or wait): their records need not
+/// be in S3 before the engine goes on (see [`crate::engine::state::s3`]). The names are those
+/// of [`crate::engine::steps::Step`].
+const READ_ONLY_STEPS: [&str; 7] = [
+    "inspect",
+    "pre-hunt",
+    "verify",
+    "read-back",
+    "grace",
+    "post-hunt",
+    "done",
+];
+
+/// A journal on S3 that is dropped still has its last records on their way: wait for them, so
+/// that no caller can lose a record by forgetting [`Journal::flush`].
+impl Drop for Journal {
+    fn drop(&mut self) {
+        if let Some(RemoteJournal {
+            remote,
+            writable: true,
+        }) = &self.remote
+            && let Err(e) = remote.flush_all()
+        {
+            tracing::error!(error = %e, "state records not written to S3");
+        }
+    }
+}
+
+/// A directory removed with everything in it when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl std::fmt::Debug for Journal {
@@ -336,38 +397,121 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal of `state_dir`, creating the directory too.
+    /// Opens (creating if needed) the journal of `state_dir`, creating the directory too; an
+    /// S3 state is read whole from S3.
     pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        if let StateLocation::S3(_) = location(state_dir)? {
+            return Journal::open_s3(state_dir, true);
+        }
         let (conn, path) = open_database(state_dir)?;
         Ok(Journal {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             state_dir: state_dir.to_path_buf(),
             path,
+            remote: None,
+            _scratch: None,
         })
+    }
+
+    /// The journal of an S3 state: an in-memory database filled with what S3 holds.
+    fn open_s3(state_dir: &Path, writable: bool) -> Result<Journal, JournalError> {
+        let StateLocation::S3(loc) = location(state_dir)? else {
+            return Err(JournalError::Location(format!(
+                "{} is not an S3 state",
+                state_dir.display()
+            )));
+        };
+        let remote_err = |what: String| JournalError::Remote {
+            location: loc.to_string(),
+            what,
+        };
+        let remote = super::state::s3::remote(&loc).map_err(remote_err)?;
+        let path = PathBuf::from(loc.to_string());
+        let db = |source| JournalError::Database {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open_in_memory().map_err(db)?;
+        conn.execute_batch("PRAGMA foreign_keys = ON;")
+            .map_err(db)?;
+        migrate(&conn, &path)?;
+        let dump = records::fetch(&remote).map_err(remote_err)?;
+        let journal = Journal {
+            conn: Arc::new(Mutex::new(conn)),
+            state_dir: state_dir.to_path_buf(),
+            path,
+            remote: Some(RemoteJournal { remote, writable }),
+            _scratch: None,
+        };
+        journal.load(&dump)?;
+        Ok(journal)
+    }
+
+    /// The S3 side, when the state is on S3.
+    pub(crate) fn remote(&self) -> Option<&RemoteJournal> {
+        self.remote.as_ref()
+    }
+
+    /// Another handle on the same journal (same connection, same remote), for the stash.
+    pub(crate) fn share(&self) -> Journal {
+        Journal {
+            conn: self.conn.clone(),
+            state_dir: self.state_dir.clone(),
+            path: self.path.clone(),
+            remote: self.remote.clone(),
+            _scratch: None,
+        }
+    }
+
+    /// The connection, shared with the stash of the same state.
+    pub(crate) fn shared_connection(&self) -> Arc<Mutex<Connection>> {
+        self.conn.clone()
+    }
+
+    /// The remote to write to, or an error when this journal may not write.
+    fn writable_remote(&self) -> Result<Option<&Arc<Remote>>, JournalError> {
+        match &self.remote {
+            None => Ok(None),
+            Some(r) if !r.writable => {
+                Err(self.remote_error("opened read-only (a dry run): refusing to write".into()))
+            }
+            Some(r) => {
+                r.remote.check_lease().map_err(|e| self.remote_error(e))?;
+                Ok(Some(&r.remote))
+            }
+        }
+    }
+
+    fn remote_error(&self, what: String) -> JournalError {
+        JournalError::Remote {
+            location: self.path.display().to_string(),
+            what,
+        }
     }
 
     /// Opens the journal of `state_dir` for reading only, when there is one (`None` when the
     /// directory or the database does not exist): a dry run consults earlier runs this way
     /// without creating or changing anything in the state directory.
     ///
-    /// The connection is read-write at the file level but `query_only`: a WAL database opened
-    /// with SQLITE_OPEN_READ_ONLY leaves its `-wal` and `-shm` files behind when it closes,
-    /// whereas the last ordinary connection to close removes them, leaving the directory as
-    /// it found it.
+    /// Nothing in the state directory is written, not even by SQLite itself: an ordinary
+    /// connection checkpoints the write-ahead log into the database when it closes (and a
+    /// read-only one leaves `-wal`/`-shm` files behind). So a database without a pending log is
+    /// opened `immutable` (no locks, no side files), and one with a pending log (an apply
+    /// running, or killed) is copied with its log into a private temporary directory and read
+    /// there. An S3 state is only read (GET and LIST), never written.
     pub fn open_read_only(state_dir: &Path) -> Result<Option<Journal>, JournalError> {
+        if let StateLocation::S3(_) = location(state_dir)? {
+            return Journal::open_s3(state_dir, false).map(Some);
+        }
         let path = state_dir.join(JOURNAL_FILE);
         if !path.is_file() {
             return Ok(None);
         }
+        let (conn, scratch) = open_untouched(&path)?;
         let db = |source| JournalError::Database {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(db)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db)?;
         conn.execute_batch("PRAGMA query_only = ON;").map_err(db)?;
         let version: Option<String> = conn
@@ -392,9 +536,11 @@ impl Journal {
             });
         }
         Ok(Some(Journal {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             state_dir: state_dir.to_path_buf(),
             path,
+            remote: None,
+            _scratch: scratch,
         }))
     }
 
@@ -416,11 +562,34 @@ impl Journal {
         let sha = hex::encode(Sha256::digest(plan_text.as_bytes()));
         let now = Utc::now();
         let at = timestamp(now);
+        let remote = self.writable_remote()?;
         let conn = self.conn();
         // Two runs created in the same second collide only if their 16 random bits do too;
         // a few retries make that practically impossible rather than an error.
         for _ in 0..8 {
             let id = RunId::generate(now)?;
+            if let Some(remote) = remote {
+                // S3 first: it is the truth, and its If-None-Match settles a collision with a
+                // run another runner created.
+                let body = records::run_body(&RunRecord {
+                    id: id.clone(),
+                    plan_name: plan_name.to_string(),
+                    plan_file: plan_file.to_string(),
+                    plan_sha256: sha.clone(),
+                    plan_text: plan_text.to_string(),
+                    status: RunStatus::Running,
+                    created_at: now,
+                    updated_at: now,
+                });
+                let rel = records::run_key(id.as_str());
+                match remote.call(|store| async move { store.put(&rel, body, Cond::Absent).await })
+                {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(super::state::s3::StoreError::Precondition)) => continue,
+                    Ok(Err(e)) => return Err(self.remote_error(e.to_string())),
+                    Err(e) => return Err(self.remote_error(e)),
+                }
+            }
             let inserted = conn
                 .execute(
                     "INSERT INTO runs (id, plan_name, plan_file, plan_sha256, plan_text, status,
@@ -621,11 +790,24 @@ impl Journal {
     }
 
     pub fn set_run_status(&self, run: &RunId, status: RunStatus) -> Result<(), JournalError> {
+        let now = Utc::now();
+        if let Some(remote) = self.writable_remote()? {
+            // The status says the run ended: its records are in S3 before it.
+            remote
+                .flush_run(run.as_str())
+                .map_err(|e| self.remote_error(e))?;
+            let rel = records::status_key(run.as_str());
+            let body = records::status_body(status, now);
+            remote
+                .call(|store| async move { store.put(&rel, body, Cond::None).await })
+                .map_err(|e| self.remote_error(e))?
+                .map_err(|e| self.remote_error(e.to_string()))?;
+        }
         let changed = self
             .conn()
             .execute(
                 "UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1",
-                params![run.as_str(), status.as_str(), timestamp(Utc::now())],
+                params![run.as_str(), status.as_str(), timestamp(now)],
             )
             .map_err(|e| self.db(e))?;
         if changed == 0 {
@@ -645,8 +827,21 @@ impl Journal {
         phase: Phase,
         detail: &serde_json::Value,
     ) -> Result<i64, JournalError> {
-        let detail = detail.to_string();
+        let remote = self.writable_remote()?;
+        let text = detail.to_string();
+        let at = Utc::now();
         let conn = self.conn();
+        // On S3 a record's key holds its place among the target's records, from 1.
+        let place: i64 = match remote {
+            Some(_) => conn
+                .query_row(
+                    "SELECT count(*) FROM events WHERE run_id = ?1 AND target = ?2",
+                    params![run.as_str(), target],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.db(e))?,
+            None => 0,
+        } + 1;
         conn.execute(
             "INSERT INTO events (run_id, target, step, phase, detail, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -655,12 +850,60 @@ impl Journal {
                 target,
                 step,
                 phase.as_str(),
-                detail,
-                timestamp(Utc::now())
+                text,
+                timestamp(at)
             ],
         )
         .map_err(|e| self.db_for_run(e, run))?;
-        Ok(conn.last_insert_rowid())
+        let seq = conn.last_insert_rowid();
+        let Some(remote) = remote else {
+            return Ok(seq);
+        };
+        let event = Event {
+            seq: place,
+            run: run.clone(),
+            target: target.to_string(),
+            step: step.to_string(),
+            phase,
+            detail: detail.clone(),
+            at,
+        };
+        remote.enqueue(
+            run.as_str(),
+            target,
+            records::event_key(run.as_str(), target, place),
+            records::event_body(&event),
+            Cond::Absent,
+        );
+        drop(conn);
+        if phase == Phase::Intent && !READ_ONLY_STEPS.contains(&step) {
+            remote
+                .flush(run.as_str(), target)
+                .map_err(|e| self.remote_error(e))?;
+        }
+        Ok(seq)
+    }
+
+    /// Waits until everything recorded for `run` is durable (at once locally; on S3, once
+    /// every write chain of the run is empty): a command that records and ends calls it.
+    pub fn flush(&self, run: &RunId) -> Result<(), JournalError> {
+        match self.writable_remote()? {
+            Some(remote) => remote
+                .flush_run(run.as_str())
+                .map_err(|e| self.remote_error(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until everything recorded for `target` in `run` is durable (at once locally;
+    /// on S3, once its write chain is empty). The stash calls it before each change.
+    pub(crate) fn flush_target(&self, run: &RunId, target: &str) -> Result<(), JournalError> {
+        match self.writable_remote()? {
+            Some(remote) => remote
+                .flush(run.as_str(), target)
+                .map_err(|e| self.remote_error(e)),
+            None => Ok(()),
+        }
     }
 
     /// The events of a run (of one target when given), in the order they were recorded.
@@ -706,6 +949,23 @@ impl Journal {
         waiting_until: Option<DateTime<Utc>>,
         message: Option<&str>,
     ) -> Result<(), JournalError> {
+        let now = Utc::now();
+        if let Some(remote) = self.writable_remote()? {
+            let state = TargetState {
+                target: target.to_string(),
+                state: state.to_string(),
+                waiting_until,
+                message: message.map(str::to_owned),
+                updated_at: now,
+            };
+            remote.enqueue(
+                run.as_str(),
+                target,
+                records::target_key(run.as_str(), target),
+                records::target_body(&state),
+                Cond::None,
+            );
+        }
         self.conn()
             .execute(
                 "INSERT INTO targets (run_id, target, state, waiting_until, message, updated_at)
@@ -719,7 +979,7 @@ impl Journal {
                     state,
                     waiting_until.map(timestamp),
                     message,
-                    timestamp(Utc::now())
+                    timestamp(now)
                 ],
             )
             .map_err(|e| self.db_for_run(e, run))?;
@@ -758,6 +1018,140 @@ impl Journal {
             });
         }
         Ok(states)
+    }
+
+    /// Every row of the journal, the stash's still sealed: what `state migrate` moves.
+    pub fn dump(&self) -> Result<Dump, JournalError> {
+        let mut dump = Dump::default();
+        let runs = self.runs()?;
+        for summary in &runs {
+            if let Some(record) = self.run(&summary.id)? {
+                dump.runs.push(record);
+            }
+        }
+        for record in &dump.runs {
+            // A record's place among its target's records, from 1, as S3 keys it.
+            let mut places: BTreeMap<String, i64> = BTreeMap::new();
+            for mut e in self.events(&record.id, None)? {
+                let place = places.entry(e.target.clone()).or_insert(0);
+                *place += 1;
+                e.seq = *place;
+                dump.events.push(e);
+            }
+            for t in self.target_states(&record.id)? {
+                dump.targets.push((record.id.clone(), t));
+            }
+        }
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT run_id, target, credential_id, key_id, nonce, ciphertext, created_at
+                 FROM stash ORDER BY run_id, target",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StashRow {
+                    run: r.get(0)?,
+                    target: r.get(1)?,
+                    credential_id: r.get(2)?,
+                    key_id: r.get(3)?,
+                    nonce: r.get(4)?,
+                    ciphertext: r.get(5)?,
+                    created_at: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.db(e))?;
+        for row in rows {
+            dump.stash.push(row.map_err(|e| self.db(e))?);
+        }
+        Ok(dump)
+    }
+
+    /// Adds `dump`'s rows to this journal as they are (no S3 write): how a journal on S3 is
+    /// filled from S3, and how `state migrate` fills a local one. A run already here is kept.
+    pub fn load(&self, dump: &Dump) -> Result<(), JournalError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.db(e))?;
+        let mut fresh = std::collections::HashSet::new();
+        for r in &dump.runs {
+            let n = tx
+                .execute(
+                    "INSERT INTO runs (id, plan_name, plan_file, plan_sha256, plan_text, status,
+                                       created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                    params![
+                        r.id.as_str(),
+                        r.plan_name,
+                        r.plan_file,
+                        r.plan_sha256,
+                        r.plan_text,
+                        r.status.as_str(),
+                        timestamp(r.created_at),
+                        timestamp(r.updated_at)
+                    ],
+                )
+                .map_err(|e| self.db(e))?;
+            if n == 1 {
+                fresh.insert(r.id.as_str());
+            }
+        }
+        for e in dump
+            .events
+            .iter()
+            .filter(|e| fresh.contains(e.run.as_str()))
+        {
+            tx.execute(
+                "INSERT INTO events (run_id, target, step, phase, detail, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    e.run.as_str(),
+                    e.target,
+                    e.step,
+                    e.phase.as_str(),
+                    e.detail.to_string(),
+                    timestamp(e.at)
+                ],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        for (run, t) in dump
+            .targets
+            .iter()
+            .filter(|(r, _)| fresh.contains(r.as_str()))
+        {
+            tx.execute(
+                "INSERT INTO targets (run_id, target, state, waiting_until, message, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, target) DO NOTHING",
+                params![
+                    run.as_str(),
+                    t.target,
+                    t.state,
+                    t.waiting_until.map(timestamp),
+                    t.message,
+                    timestamp(t.updated_at)
+                ],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        for s in dump.stash.iter().filter(|s| fresh.contains(s.run.as_str())) {
+            tx.execute(
+                "INSERT INTO stash (run_id, target, credential_id, key_id, nonce, ciphertext,
+                                    created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (run_id, target) DO NOTHING",
+                params![
+                    s.run,
+                    s.target,
+                    s.credential_id,
+                    s.key_id,
+                    s.nonce,
+                    s.ciphertext,
+                    s.created_at
+                ],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))
     }
 
     /// Whether `needle` occurs anywhere in the raw bytes of the database files (the database,
@@ -918,6 +1312,67 @@ pub(crate) fn open_database(state_dir: &Path) -> Result<(Connection, PathBuf), J
     .map_err(db)?;
     migrate(&conn, &path)?;
     Ok((conn, path))
+}
+
+/// A connection to the database at `path` that writes nothing beside it (see
+/// [`Journal::open_read_only`]), and the scratch directory it reads from, if any.
+fn open_untouched(path: &Path) -> Result<(Connection, Option<Scratch>), JournalError> {
+    let db = |source| JournalError::Database {
+        path: path.to_path_buf(),
+        source,
+    };
+    let io = |p: &Path, source| JournalError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let pending = std::fs::metadata(&wal)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    if !pending {
+        let absolute = std::path::absolute(path).map_err(|e| io(path, e))?;
+        let uri = url::Url::from_file_path(&absolute).map_err(|()| JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            reason: "its path cannot be named as a URI".into(),
+        })?;
+        let conn = Connection::open_with_flags(
+            format!("{uri}?immutable=1"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db)?;
+        return Ok((conn, None));
+    }
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| JournalError::Random(e.to_string()))?;
+    let dir = std::env::temp_dir().join(format!("rekey-read-{}", hex::encode(random)));
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| io(&dir, e))?;
+    let scratch = Scratch(dir.clone());
+    let copy = dir.join(JOURNAL_FILE);
+    for (from, to) in [
+        (path.to_path_buf(), copy.clone()),
+        (wal, PathBuf::from(format!("{}-wal", copy.display()))),
+    ] {
+        let mut src = std::fs::File::open(&from).map_err(|e| io(&from, e))?;
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .map_err(|e| io(&to, e))?;
+        std::io::copy(&mut src, &mut dst).map_err(|e| io(&to, e))?;
+    }
+    let conn = Connection::open(&copy).map_err(db)?;
+    Ok((conn, Some(scratch)))
+}
+
+/// What a `state_dir` names, as a journal error.
+fn location(state_dir: &Path) -> Result<StateLocation, JournalError> {
+    StateLocation::of(state_dir).map_err(JournalError::Location)
 }
 
 /// Creates the database file 0600 before SQLite does, so that SQLite (which gives its `-wal`

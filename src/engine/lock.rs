@@ -5,8 +5,15 @@
 //! ends, however it ends, so a SIGKILLed apply never leaves a stale lock behind, and nothing ever
 //! has to guess whether a recorded pid is still alive. The file's content (the holder's pid and
 //! start time, as JSON) is only there to tell the next apply who is in the way.
+//!
+//! On S3 state the lock is a lease instead ([`crate::engine::state::lease`]): the kernel cannot
+//! release a lock for a runner on another machine, so the lease runs out unless renewed.
+//! Either way a held lock is [`LockError::is_locked`], which the command line turns into exit
+//! code 5 ("locked": another run is at work, nothing was changed).
 
 use super::journal::{self, JournalError};
+use super::state::StateLocation;
+use super::state::lease::{Lease, LeaseError, LeaseOptions};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -38,6 +45,18 @@ pub enum LockError {
     },
     #[error(transparent)]
     StateDir(#[from] JournalError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+}
+
+impl LockError {
+    /// Another run holds the lock (as opposed to a failure to check it).
+    pub fn is_locked(&self) -> bool {
+        matches!(
+            self,
+            LockError::Held { .. } | LockError::Lease(LeaseError::Held { .. })
+        )
+    }
 }
 
 fn holder(pid: Option<u32>, since: Option<DateTime<Utc>>) -> String {
@@ -70,16 +89,64 @@ struct Holder {
 /// Holds the state directory's lock until dropped (or the process ends).
 #[derive(Debug)]
 pub struct StateLock {
-    file: File,
+    held: HeldBy,
     path: PathBuf,
     pid: u32,
     since: DateTime<Utc>,
 }
 
+#[derive(Debug)]
+enum HeldBy {
+    File(File),
+    Lease(Lease),
+}
+
 impl StateLock {
     /// Takes the lock of `state_dir` (creating the directory 0700 and the file 0600 if
-    /// needed), or says who holds it. Never waits.
+    /// needed), or says who holds it. Never waits; an S3 lease lasts the default 60 s.
     pub fn acquire(state_dir: &Path) -> Result<StateLock, LockError> {
+        StateLock::acquire_with(state_dir, LeaseOptions::default())
+    }
+
+    /// Takes the lock of `state_dir`, waiting up to `options.timeout` for another holder; on
+    /// S3, with a lease of `options.lease`.
+    pub fn acquire_with(state_dir: &Path, options: LeaseOptions) -> Result<StateLock, LockError> {
+        if let StateLocation::S3(location) =
+            StateLocation::of(state_dir).map_err(JournalError::Location)?
+        {
+            let remote =
+                super::state::s3::remote(&location).map_err(|what| JournalError::Remote {
+                    location: location.to_string(),
+                    what,
+                })?;
+            let lease = Lease::acquire(remote, options)?;
+            let holder = lease.holder();
+            return Ok(StateLock {
+                held: HeldBy::Lease(lease),
+                path: state_dir.to_path_buf(),
+                pid: holder.pid,
+                since: holder.since,
+            });
+        }
+        let began = std::time::Instant::now();
+        loop {
+            match StateLock::try_local(state_dir) {
+                Err(LockError::Held { .. }) if began.elapsed() < options.timeout => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Names the run in the lock, where the lock can say it (an S3 lease).
+    pub fn set_run(&self, run: &str) {
+        if let HeldBy::Lease(lease) = &self.held {
+            lease.set_run(run);
+        }
+    }
+
+    fn try_local(state_dir: &Path) -> Result<StateLock, LockError> {
         journal::ensure_state_dir(state_dir)?;
         let path = state_dir.join(LOCK_FILE);
         let io = |source| LockError::Io {
@@ -117,7 +184,7 @@ impl StateLock {
         file.write_all(format!("{text}\n").as_bytes()).map_err(io)?;
         file.sync_data().map_err(io)?;
         Ok(StateLock {
-            file,
+            held: HeldBy::File(file),
             path,
             pid: me.pid,
             since: me.since,
@@ -141,8 +208,11 @@ impl Drop for StateLock {
     fn drop(&mut self) {
         // Empty the file so nobody reads a finished apply as the holder; then let go. Closing
         // the file would release the lock anyway.
-        let _ = self.file.set_len(0);
-        let _ = self.file.unlock();
+        if let HeldBy::File(file) = &self.held {
+            let _ = file.set_len(0);
+            let _ = file.unlock();
+        }
+        // A lease is released by its own drop.
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`journal`]: the state directory's database of runs, step events and target states.
 //! - [`stash`]: minted secrets, encrypted, between mint and the end of their target.
 //! - [`lock`]: one apply at a time per state directory.
+//! - [`state`]: where the state lives: a local directory, or S3 (lease, write-through journal).
 //! - [`run`]: runs — bounded concurrency over targets, resume, the shared context;
 //! - [`target`]: the per-target state machine; [`steps`]: step names and progress from events;
 //! - [`bindings`]: writes to CircleCI and read-back; [`canary`]: the canary pipeline;
@@ -20,6 +21,7 @@ pub mod journal;
 pub mod lock;
 pub mod run;
 pub mod stash;
+pub mod state;
 pub mod steps;
 pub mod target;
 

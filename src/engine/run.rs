@@ -37,6 +37,8 @@ pub struct ApplyOptions {
     pub poll_interval: Duration,
     /// Only these target ids (all when empty).
     pub only: Vec<String>,
+    /// The lock's lease (S3 state) and how long to wait for another holder.
+    pub lock: super::state::lease::LeaseOptions,
 }
 
 impl Default for ApplyOptions {
@@ -48,6 +50,7 @@ impl Default for ApplyOptions {
             verify_backoff: Duration::from_secs(1),
             poll_interval: Duration::from_secs(10),
             only: Vec::new(),
+            lock: Default::default(),
         }
     }
 }
@@ -367,7 +370,7 @@ pub async fn apply(
     options: ApplyOptions,
     sink: Arc<dyn EventSink>,
 ) -> Result<RunReport, EngineError> {
-    let lock = StateLock::acquire(&options.state_dir)?;
+    let lock = StateLock::acquire_with(&options.state_dir, options.lock)?;
     let journal = Journal::open(&options.state_dir)?;
     let run = match journal.unfinished_run_for(plan_text)? {
         Some(run) => {
@@ -386,7 +389,7 @@ pub async fn resume(
     options: ApplyOptions,
     sink: Arc<dyn EventSink>,
 ) -> Result<RunReport, EngineError> {
-    let lock = StateLock::acquire(&options.state_dir)?;
+    let lock = StateLock::acquire_with(&options.state_dir, options.lock)?;
     let journal = Journal::open(&options.state_dir)?;
     let run = RunId::from(run_id.to_string());
     let record = journal
@@ -424,9 +427,10 @@ async fn execute(
     env: Environment,
     options: ApplyOptions,
     sink: Arc<dyn EventSink>,
-    _lock: StateLock,
+    lock: StateLock,
 ) -> Result<RunReport, EngineError> {
-    let stash = Stash::open(&options.state_dir, env.stash_key)?;
+    lock.set_run(run.as_str());
+    let stash = Stash::for_journal(journal.share(), env.stash_key);
     // Relative paths in the plan (hunt sources) are relative to the plan's directory.
     let plan_dir = journal
         .run(&run)?
@@ -462,9 +466,11 @@ async fn execute(
         plan_dir,
         hunt_reads: Default::default(),
     });
+    // Each target is a task of its own, so that one waiting for its state to be durable (S3
+    // state blocks its thread through `block_in_place`) does not hold up the others.
     let results: Vec<TargetReport> = futures::stream::iter(targets.into_iter().map(|t| {
         let ctx = ctx.clone();
-        async move {
+        let task = tokio::spawn(async move {
             let outcome = target::run(&ctx, &t).await;
             ctx.sink.ended(t.id.as_str(), &outcome.label());
             TargetReport {
@@ -473,11 +479,17 @@ async fn execute(
                 due: ctx.due_reason(t.id.as_str()),
                 outcome,
             }
+        });
+        async move {
+            task.await
+                .map_err(|e| EngineError::Internal(format!("a target's task ended: {e}")))
         }
     }))
     .buffer_unordered(parallelism)
-    .collect()
-    .await;
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
     sink.finish();
     let mut targets = results;
     targets.sort_by(|a, b| a.id.cmp(&b.id));
@@ -599,6 +611,7 @@ pub fn confirm(
         None,
         Some("manual step confirmed; `rekey apply --resume` finishes the target"),
     )?;
+    journal.flush(&run)?;
     Ok(Confirmation {
         run: run_id.to_string(),
         target: target.to_string(),

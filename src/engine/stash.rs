@@ -11,6 +11,10 @@
 //! `secure_delete` overwrites an erased row with zeros, and an erase truncates the write-ahead
 //! log so no old copy of the ciphertext lingers there either.
 //!
+//! On S3 state each row is also the object `runs/<run>/stash/<target>.json` (the same sealed
+//! bytes, base64, never plaintext), written before `put` returns and deleted before `erase`
+//! returns, each after the target's earlier journal records are in S3.
+//!
 //! The plaintext is the [`Minted`] value as JSON, `{"v":1,"id":…,"fields":{name: base64}}`, and
 //! exists only in memory, in buffers that are zeroed when dropped and sized up front so they
 //! never reallocate (a reallocation would leave a copy behind). Field values are base64 inside
@@ -40,7 +44,9 @@
 //! (`tests/stash.rs` checks this across processes and private sessions). A reboot loses it:
 //! export it first (`rekey auth stash-key --export`) if a run must survive one.
 
-use super::journal::{self, JournalError, RunId};
+use super::journal::{self, Journal, JournalError, RunId};
+use super::state::records::{self, StashRow};
+use super::state::s3::Cond;
 use crate::providers::Minted;
 use crate::secret::Secret;
 use base64::Engine as _;
@@ -52,7 +58,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Environment variable that carries the stash key in CI.
@@ -320,8 +326,10 @@ pub struct StashEntry {
 
 /// The encrypted stash of a state directory. `Send + Sync`, like the journal.
 pub struct Stash {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// The journal of the same state (its connection is `conn`): on S3, what writes wait for.
+    journal: Option<Journal>,
     cipher: XChaCha20Poly1305,
     key_id: [u8; KEY_ID_LEN],
 }
@@ -340,24 +348,37 @@ impl Stash {
     /// sealed with another key exist is refused ([`StashError::KeyLost`]): the entry was lost
     /// (a reboot), and going on would strand those rows silently.
     pub fn open(state_dir: &Path, key: StashKey) -> Result<Stash, StashError> {
+        if let Ok(super::state::StateLocation::S3(_)) = super::state::StateLocation::of(state_dir) {
+            let source = key.source;
+            let fingerprint = key.fingerprint();
+            let stash = Stash::for_journal(Journal::open(state_dir)?, key);
+            return stash.refuse_lost_key(&source, fingerprint);
+        }
         let (conn, path) = journal::open_database(state_dir)?;
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.bytes[..]));
         let stash = Stash {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path,
+            journal: None,
             cipher,
             key_id: key.key_id(),
         };
-        if key.source == (KeySource::Keyring { created: true }) {
-            let entries = stash.sealed_with_other_keys()?;
+        stash.refuse_lost_key(&key.source, key.fingerprint())
+    }
+
+    /// Refuses a key the keyring has just generated while entries sealed with another key
+    /// exist (see [`Stash::open`]).
+    fn refuse_lost_key(self, source: &KeySource, fingerprint: String) -> Result<Stash, StashError> {
+        if *source == (KeySource::Keyring { created: true }) {
+            let entries = self.sealed_with_other_keys()?;
             if entries > 0 {
                 return Err(StashError::KeyLost {
                     entries,
-                    fingerprint: key.fingerprint(),
+                    fingerprint,
                 });
             }
         }
-        Ok(stash)
+        Ok(self)
     }
 
     /// How many entries were sealed with a key other than this stash's.
@@ -371,6 +392,46 @@ impl Stash {
             )
             .map_err(|e| self.db(e))?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// The stash of `journal`'s state, on the journal's own connection (and, on S3, its
+    /// remote): a run opens its stash this way.
+    pub fn for_journal(journal: Journal, key: StashKey) -> Stash {
+        let cipher = XChaCha20Poly1305::new(Key::from_slice(&key.bytes[..]));
+        Stash {
+            conn: journal.shared_connection(),
+            path: journal.path().to_path_buf(),
+            journal: Some(journal),
+            cipher,
+            key_id: key.key_id(),
+        }
+    }
+
+    /// On S3: waits for the target's earlier records, then runs `op` on the store.
+    fn remote_write<F, Fut>(&self, run: &RunId, target: &str, op: F) -> Result<(), StashError>
+    where
+        F: FnOnce(super::state::s3::Store) -> Fut,
+        Fut:
+            std::future::Future<Output = Result<(), super::state::s3::StoreError>> + Send + 'static,
+    {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let Some(remote) = journal.remote() else {
+            return Ok(());
+        };
+        journal.flush_target(run, target)?;
+        let fail = |what: String| {
+            StashError::Journal(JournalError::Remote {
+                location: remote.remote.location().to_string(),
+                what,
+            })
+        };
+        remote
+            .remote
+            .call(op)
+            .map_err(fail)?
+            .map_err(|e| fail(e.to_string()))
     }
 
     /// Stores the minted credential of `target` in `run`. Storing the same credential again
@@ -394,6 +455,21 @@ impl Stash {
         self.cipher
             .encrypt_in_place(XNonce::from_slice(&nonce), &aad, &mut *buffer)
             .map_err(|_| self.malformed(run, target, "encryption failed"))?;
+        let created_at = journal::timestamp(Utc::now());
+        let row = StashRow {
+            run: run.to_string(),
+            target: target.to_string(),
+            credential_id: minted.id.clone(),
+            key_id: self.key_id.to_vec(),
+            nonce: nonce.to_vec(),
+            ciphertext: buffer.to_vec(),
+            created_at: created_at.clone(),
+        };
+        let rel = records::stash_key(run.as_str(), target);
+        let body = records::stash_body(&row);
+        self.remote_write(run, target, |store| async move {
+            store.put(&rel, body, Cond::None).await.map(|_| ())
+        })?;
         self.conn()
             .execute(
                 "INSERT INTO stash (run_id, target, credential_id, key_id, nonce, ciphertext,
@@ -410,7 +486,7 @@ impl Stash {
                     &self.key_id[..],
                     &nonce[..],
                     &buffer[..],
-                    journal::timestamp(Utc::now())
+                    created_at
                 ],
             )
             .map_err(|e| {
@@ -509,6 +585,19 @@ impl Stash {
 
     /// Removes what is stashed for `target` in `run` (absent is fine), overwriting it on disk.
     pub fn erase(&self, run: &RunId, target: &str) -> Result<(), StashError> {
+        if self.journal.as_ref().and_then(|j| j.remote()).is_some() {
+            let rel = records::stash_key(run.as_str(), target);
+            self.remote_write(run, target, |store| async move {
+                store.delete(&rel, None).await
+            })?;
+            self.conn()
+                .execute(
+                    "DELETE FROM stash WHERE run_id = ?1 AND target = ?2",
+                    params![run.as_str(), target],
+                )
+                .map_err(|e| self.db(e))?;
+            return Ok(());
+        }
         let conn = self.conn();
         let erased = conn
             .execute(

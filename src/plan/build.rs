@@ -56,6 +56,7 @@ pub fn build(
         metadata: Metadata {
             name: Located::new(options.name.clone()),
             description: None,
+            state: None,
             inventory: Some(InventoryRef {
                 source: inventory.source,
                 org: inventory.org.clone(),

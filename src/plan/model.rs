@@ -74,6 +74,10 @@ pub struct Metadata {
     /// The inventory the plan was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventoryRef>,
+    /// Where `apply` keeps this plan's state (journal, stash, lock): a directory, or
+    /// `s3://BUCKET/PREFIX` for CI runners. `--state` or `REKEY_STATE` override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

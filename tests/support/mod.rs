@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod moto;
+pub mod s3proxy;
 pub mod trail;
 pub mod world;
 
