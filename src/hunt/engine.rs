@@ -10,6 +10,7 @@ use super::fields::Fields;
 use super::findings::{Finding, HuntReport};
 use super::pack::RuleSet;
 use super::remote::Page;
+use super::severity::{self, ActionBaseline};
 use super::sigma::Prefilter;
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
@@ -256,6 +257,8 @@ struct Worker<'a> {
     hours: HourMap,
     per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64>,
     strings: Interner,
+    /// What the rules matched per credential before the incident start.
+    actions: ActionBaseline,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -324,6 +327,12 @@ impl Worker<'_> {
             rule: rule.into(),
             hunt: Some("old-credential-used".into()),
             severity,
+            severity_reason: self.strings.get(if severity == Severity::High {
+                "the old credential worked after its deactivation"
+            } else {
+                "a failed attempt with the old credential after its deactivation"
+            }),
+            attack: Some(self.strings.get("attack.initial-access,attack.t1078.004")),
             source: self.source,
             credential: Some(self.strings.get(credential)),
             principal: first(f, &core.principal).map(|p| self.strings.get(p)),
@@ -336,6 +345,25 @@ impl Worker<'_> {
             record_id: first(f, &core.id).map(str::to_string),
             detail: Some(detail),
         });
+    }
+}
+
+impl Worker<'_> {
+    /// Records which rules the credential's record matched, and with which action, before
+    /// the incident start: the baseline [`super::severity`] compares findings with.
+    fn baseline_actions(&mut self, credential: &str, f: &Fields<'_>) {
+        let Some(action) = first(f, &self.core.action) else {
+            return;
+        };
+        let rules = self.source_rules;
+        let mut matched = rules.candidates(f).filter(|r| r.matches(f)).peekable();
+        if matched.peek().is_none() {
+            return;
+        }
+        let (c, a) = (self.strings.get(credential), self.strings.get(action));
+        for rule in matched {
+            self.actions.observe(&c, &rule.id, &a);
+        }
     }
 }
 
@@ -424,6 +452,9 @@ impl Sink for Worker<'_> {
             s.observe(after, time, &loc, &f, core, &mut self.strings);
         }
         if !after {
+            if let Some(c) = credential {
+                self.baseline_actions(c, &f);
+            }
             return;
         }
         self.report.stats.in_window += 1;
@@ -454,6 +485,9 @@ impl Sink for Worker<'_> {
                 rule: rule.title.clone(),
                 hunt: rule.hunt.clone(),
                 severity: rule.level,
+                // Set by `severity::apply` once the baseline is known.
+                severity_reason: self.strings.get("rule level"),
+                attack: rule.attack.clone(),
                 source: self.source,
                 credential: credential.map(|c| self.strings.get(c)),
                 principal: principal.map(|p| self.strings.get(p)),
@@ -550,6 +584,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         CountryMap,
         HourMap,
         HashMap<(Option<Arc<str>>, Arc<str>), u64>,
+        ActionBaseline,
     )> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -559,6 +594,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                     let mut countries: CountryMap = HashMap::default();
                     let mut hours: HourMap = HashMap::default();
                     let mut per_pair = HashMap::default();
+                    let mut actions = ActionBaseline::default();
                     let mut strings = Interner::default();
                     loop {
                         // Files first, then pages as the fetchers deliver them.
@@ -583,6 +619,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             countries: std::mem::take(&mut countries),
                             hours: std::mem::take(&mut hours),
                             per_pair: std::mem::take(&mut per_pair),
+                            actions: std::mem::take(&mut actions),
                             strings: std::mem::take(&mut strings),
                         };
                         let set = rules.fields.set(source);
@@ -620,9 +657,10 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                         countries = w.countries;
                         hours = w.hours;
                         per_pair = w.per_pair;
+                        actions = w.actions;
                         strings = w.strings;
                     }
-                    (acc, seen, countries, hours, per_pair)
+                    (acc, seen, countries, hours, per_pair, actions)
                 })
             })
             .collect();
@@ -632,7 +670,9 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut countries: CountryMap = HashMap::default();
     let mut hours: HourMap = HashMap::default();
     let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
-    for (r, s, cs, hs, pp) in results {
+    let mut actions = ActionBaseline::default();
+    for (r, s, cs, hs, pp, act) in results {
+        actions.merge(act);
         for (k, n) in pp {
             *per_pair.entry(k).or_default() += n;
         }
@@ -680,6 +720,18 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     baselines(&seen, opts, &mut report);
     country_baselines(&countries, &mut report);
     hour_baselines(&hours, &mut report);
+    let records_before = |c: &str| -> u64 {
+        hours
+            .get(c)
+            .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
+    };
+    severity::apply(
+        &mut report.findings,
+        rules,
+        &actions,
+        &records_before,
+        opts.since,
+    );
     report.normalize();
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
     let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
@@ -735,6 +787,9 @@ fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
                 rule: "Country first seen for the credential after the incident start".into(),
                 hunt: Some("new-source-address".into()),
                 severity: Severity::Medium,
+                severity_reason:
+                    "country baseline: a country the credential was not used from before".into(),
+                attack: Some("attack.initial-access,attack.t1078.004".into()),
                 source: s.source,
                 credential: Some(cred.as_str().into()),
                 principal: None,
@@ -775,6 +830,9 @@ fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
                 rule: "Credential used at an hour not seen before the incident start".into(),
                 hunt: Some("new-source-address".into()),
                 severity: Severity::Low,
+                severity_reason: "hour baseline: an hour the credential was not used at before"
+                    .into(),
+                attack: None,
                 source: h.source,
                 credential: Some(cred.as_str().into()),
                 principal: None,
@@ -829,25 +887,28 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
             if allowed(ip) {
                 continue;
             }
-            let mut push = |rule_id: &str, rule: &str, hunt: &str, severity, detail: String| {
-                report.findings.push(Finding {
-                    rule_id: rule_id.into(),
-                    rule: rule.into(),
-                    hunt: Some(hunt.into()),
-                    severity,
-                    source: s.source,
-                    credential: Some(cred.as_str().into()),
-                    principal: None,
-                    time: time.to_owned(),
-                    action: action.clone(),
-                    source_ip: Some(ip.to_string().into()),
-                    user_agent: ua.clone(),
-                    error: None,
-                    location: loc.clone(),
-                    record_id: None,
-                    detail: Some(detail),
-                })
-            };
+            let mut push =
+                |rule_id: &str, rule: &str, hunt: &str, severity, reason: &str, detail: String| {
+                    report.findings.push(Finding {
+                        rule_id: rule_id.into(),
+                        rule: rule.into(),
+                        hunt: Some(hunt.into()),
+                        severity,
+                        severity_reason: reason.into(),
+                        attack: Some("attack.initial-access,attack.t1078.004".into()),
+                        source: s.source,
+                        credential: Some(cred.as_str().into()),
+                        principal: None,
+                        time: time.to_owned(),
+                        action: action.clone(),
+                        source_ip: Some(ip.to_string().into()),
+                        user_agent: ua.clone(),
+                        error: None,
+                        location: loc.clone(),
+                        record_id: None,
+                        detail: Some(detail),
+                    })
+                };
             // After a rotation only the new credential must stay inside the allow-list; a
             // standalone hunt holds every credential to it.
             let held_to_list = match &opts.rotation {
@@ -860,6 +921,7 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                     "Credential used from outside the allow-list",
                     "new-credential-outside-allowlist",
                     Severity::High,
+                    "allow-list: every use must come from an allowed CIDR",
                     format!("{ip} is in no allowed CIDR ({} uses)", s.count),
                 );
             }
@@ -883,6 +945,11 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                     "Address first seen for the credential after the incident start",
                     "new-source-address",
                     severity,
+                    if severity == Severity::Low {
+                        "address baseline: a new address inside a network seen before"
+                    } else {
+                        "address baseline: a network not seen before the incident start"
+                    },
                     format!("{what} ({} uses)", s.count),
                 );
             }

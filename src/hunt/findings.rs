@@ -23,6 +23,14 @@ pub struct Finding {
     #[serde(serialize_with = "opt_text")]
     pub hunt: Option<Arc<str>>,
     pub severity: Severity,
+    /// Why the finding has its severity: the rule's level, or how the credential's baseline
+    /// moved it.
+    #[serde(serialize_with = "text")]
+    pub severity_reason: Arc<str>,
+    /// The rule's ATT&CK tags, comma-joined (`attack.persistence,attack.t1098`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "opt_text")]
+    pub attack: Option<Arc<str>>,
     pub source: Source,
     /// The credential the record is attributed to (AWS access key id, GCP key name, Azure
     /// credential key id, GitHub hashed token or actor, CircleCI actor).

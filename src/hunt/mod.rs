@@ -7,6 +7,7 @@
 //! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
 //! - [`remote`]: pages fetched from the platforms' APIs (S3, LookupEvents, GitHub, GCP, Azure),
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
+//! - [`severity`]: the action baseline per credential, and how it moves a finding's severity,
 //! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
 //! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
 
@@ -15,6 +16,7 @@ pub mod fields;
 pub mod findings;
 pub mod pack;
 pub mod remote;
+pub mod severity;
 pub mod sigma;
 pub mod source;
 pub mod timeline_svg;

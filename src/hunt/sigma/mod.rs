@@ -36,6 +36,16 @@ pub struct Rule {
     pub expected_actor_filter: bool,
     /// Where the rule came from: `builtin:FILE` or the file path.
     pub origin: String,
+    /// The rule's `name` (Sigma 2), by which correlations may refer to it.
+    pub name: Option<std::sync::Arc<str>>,
+    /// Its ATT&CK tags (`attack.persistence`, `attack.t1098`), comma-joined; shared by findings.
+    pub attack: Option<std::sync::Arc<str>>,
+    /// A first use of its action by a credential after the incident start is raised to high
+    /// (`rekey.severity.first-seen` tag; see [`crate::hunt::severity`]).
+    pub raise_first_seen: bool,
+    /// Referenced by a correlation that does not `generate` its rules: matches feed the
+    /// correlation only (set when the correlation is resolved).
+    pub correlation_only: bool,
     searches: Vec<Search>,
     names: Vec<String>,
     cond: Cond,
@@ -571,10 +581,21 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         .filter_map(Value::as_str)
         .find_map(|t| t.strip_prefix("rekey.hunt."))
         .map(std::sync::Arc::from);
-    let expected_actor_filter = doc.get("tags").and_then(Value::as_array).is_some_and(|t| {
-        t.iter()
-            .any(|t| t.as_str() == Some("rekey.filter.expected-actors"))
-    });
+    let tags: Vec<&str> = doc
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let expected_actor_filter = tags.contains(&"rekey.filter.expected-actors");
+    let raise_first_seen = tags.contains(&"rekey.severity.first-seen");
+    let attack: Vec<&str> = tags
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("attack."))
+        .collect();
+    let attack = (!attack.is_empty()).then(|| std::sync::Arc::from(attack.join(",")));
     let detection = doc
         .get("detection")
         .and_then(Value::as_object)
@@ -616,6 +637,10 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         hunt,
         expected_actor_filter,
         origin: origin.to_string(),
+        name: get_str("name").map(std::sync::Arc::from),
+        attack,
+        raise_first_seen,
+        correlation_only: false,
         searches,
         names,
         cond,
