@@ -151,6 +151,26 @@ pub const CATALOGUE: &[HuntInfo] = &[
         summary: "Azure Activity Log: role assignments, storage key listing, VM run-command, denied operations by the caller",
     },
     HuntInfo {
+        name: "aws-post-compromise",
+        phase: Phase::Both,
+        summary: "CloudTrail: persistence, defense evasion, credential access, discovery bursts, execution, exfiltration, impact, console sign-in without MFA",
+    },
+    HuntInfo {
+        name: "gcp-post-compromise",
+        phase: Phase::Both,
+        summary: "Cloud Logging: asset and IAM reconnaissance, IAM bindings, sinks deleted, secrets accessed, instances created",
+    },
+    HuntInfo {
+        name: "azure-post-compromise",
+        phase: Phase::Both,
+        summary: "Azure Activity Log: diagnostic settings deleted, Key Vault access, federated credentials",
+    },
+    HuntInfo {
+        name: "github-post-compromise",
+        phase: Phase::Both,
+        summary: "GitHub audit log: deploy keys and tokens, visibility and branch protection, secrets and webhooks, mass clones",
+    },
+    HuntInfo {
         name: "new-source-address",
         phase: Phase::Both,
         summary: "Any source: an address, /24 or country first seen for the credential after the incident start",

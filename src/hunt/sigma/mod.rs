@@ -16,6 +16,7 @@
 //! load with the reason, never a crash.
 
 pub mod condition;
+pub mod correlation;
 
 use super::Severity;
 use super::fields::{FieldId, FieldVal, Fields};
@@ -46,6 +47,8 @@ pub struct Rule {
     /// Referenced by a correlation that does not `generate` its rules: matches feed the
     /// correlation only (set when the correlation is resolved).
     pub correlation_only: bool,
+    /// The correlations it feeds: (correlation index, position in its `rules`).
+    pub correlations: Vec<(usize, usize)>,
     searches: Vec<Search>,
     names: Vec<String>,
     cond: Cond,
@@ -554,6 +557,15 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         reason,
     };
     let doc: Value = serde_saphyr::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+    load_doc(origin, &doc, fields)
+}
+
+/// Loads one rule from a parsed YAML document (one of a multi-document file).
+pub fn load_doc(origin: &str, doc: &Value, fields: &mut FieldSets) -> Result<Rule, RuleError> {
+    let err = |reason: String| RuleError {
+        origin: origin.to_string(),
+        reason,
+    };
     let get_str = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
     let title = get_str("title").ok_or_else(|| err("no `title`".into()))?;
     let id = get_str("id").unwrap_or_else(|| title.clone());
@@ -641,6 +653,7 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         attack,
         raise_first_seen,
         correlation_only: false,
+        correlations: Vec::new(),
         searches,
         names,
         cond,
