@@ -648,7 +648,7 @@ fn other_cases() -> Vec<Case> {
     let t = 1_677_664_800_000; // 2023-03-01T10:00:00Z
     vec![
         c(
-            "GCP reconnaissance: IAM policies, assets, service accounts, buckets",
+            "GCP reconnaissance of IAM policies, assets, service accounts and buckets",
             g,
             gcp(
                 "google.cloud.asset.v1.AssetService.SearchAllIamPolicies",
@@ -657,7 +657,7 @@ fn other_cases() -> Vec<Case> {
             gcp("google.cloud.asset.v1.AssetService.ExportAssets", None),
         ),
         c(
-            "GCP reconnaissance: IAM policies, assets, service accounts, buckets",
+            "GCP reconnaissance of IAM policies, assets, service accounts and buckets",
             g,
             gcp(
                 "google.cloud.asset.v1.AssetService.SearchAllResources",
@@ -666,19 +666,19 @@ fn other_cases() -> Vec<Case> {
             gcp("google.iam.admin.v1.GetServiceAccount", None),
         ),
         c(
-            "GCP reconnaissance: IAM policies, assets, service accounts, buckets",
+            "GCP reconnaissance of IAM policies, assets, service accounts and buckets",
             g,
             gcp("google.cloudresourcemanager.v1.Projects.GetIamPolicy", None),
             gcp("google.cloudresourcemanager.v1.Projects.Get", None),
         ),
         c(
-            "GCP reconnaissance: IAM policies, assets, service accounts, buckets",
+            "GCP reconnaissance of IAM policies, assets, service accounts and buckets",
             g,
             gcp("google.iam.admin.v1.ListServiceAccounts", None),
             gcp("google.iam.admin.v1.ListServiceAccountKeys", None),
         ),
         c(
-            "GCP reconnaissance: IAM policies, assets, service accounts, buckets",
+            "GCP reconnaissance of IAM policies, assets, service accounts and buckets",
             g,
             gcp("storage.buckets.list", None),
             gcp("storage.objects.list", None),
