@@ -604,6 +604,11 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
                 if g.events[end].time < since {
                     continue;
                 }
+                // A burst that began before the incident start is reported from it on: records
+                // before it are the baseline, never findings.
+                let start = (start..=end)
+                    .find(|&i| g.events[i].time >= since)
+                    .unwrap_or(end);
                 let evs = &g.events[start..=end];
                 let mut counts: HashMap<u32, usize> = HashMap::default();
                 for e in evs {
