@@ -837,12 +837,24 @@ fn invictus_post_compromise_techniques_of_the_stratus_detonation() {
     // Persistence: the backdoor user's key, admin policy, login profile, trust to 193672423079,
     // the Lambda opened to "*", the Roles Anywhere anchor.
     assert_eq!(count("Access key created for another IAM user"), 2);
-    assert_eq!(count("Administrator policy attached to a user, group or role"), 2);
-    assert_eq!(count("Console password created or changed for an IAM user"), 2);
-    assert_eq!(count("Role trust policy trusts an outside account or anyone"), 1);
+    assert_eq!(
+        count("Administrator policy attached to a user, group or role"),
+        2
+    );
+    assert_eq!(
+        count("Console password created or changed for an IAM user"),
+        2
+    );
+    assert_eq!(
+        count("Role trust policy trusts an outside account or anyone"),
+        1
+    );
     assert_eq!(count("Lambda function or layer opened to anyone"), 1);
     assert_eq!(count("IAM Roles Anywhere trust anchor created"), 1);
-    assert_eq!(count("Lambda function code, configuration or layers changed"), 8);
+    assert_eq!(
+        count("Lambda function code, configuration or layers changed"),
+        8
+    );
     // Defense evasion: trail stopped/deleted (attempts count), selectors, flow logs, org leave.
     assert_eq!(count("CloudTrail trail stopped or deleted"), 6);
     assert_eq!(count("CloudTrail trail or event selectors changed"), 2);
@@ -856,12 +868,17 @@ fn invictus_post_compromise_techniques_of_the_stratus_detonation() {
     let stolen = of("EC2 instance credentials used from more than one address");
     assert_eq!(stolen.len(), 1, "{stolen:?}");
     assert!(
-        stolen[0].action.is_some_and(|a| a.contains("192.168.10.20")),
+        stolen[0]
+            .action
+            .is_some_and(|a| a.contains("192.168.10.20")),
         "{stolen:?}"
     );
     // Execution, exfiltration, console.
     assert_eq!(count("SSM command sent or session started on instances"), 2);
-    assert_eq!(count("EC2 instances launched of GPU/large types or in numbers"), 2);
+    assert_eq!(
+        count("EC2 instances launched of GPU/large types or in numbers"),
+        2
+    );
     assert_eq!(
         count("EBS snapshot, AMI or RDS snapshot shared with another account or made public"),
         3

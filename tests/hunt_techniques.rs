@@ -823,3 +823,517 @@ fn every_technique_fires_on_its_record_and_not_on_its_look_alike() {
         }
     }
 }
+
+fn ts(day: i64, secs: i64) -> String {
+    let t = chrono::DateTime::from_timestamp(1_676_000_000 + day * 86_400 + secs, 0).unwrap();
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[test]
+fn the_baseline_lowers_usual_actions_and_raises_first_seen_ones() {
+    let since = ts(20, 0);
+    let mut records = Vec::new();
+    // Before the incident start: the deployer reads its secret and updates its Lambda daily.
+    for day in 0..20 {
+        records.push(at(
+            ct(
+                "secretsmanager.amazonaws.com",
+                "GetSecretValue",
+                json!({"secretId": "ci/npm"}),
+            ),
+            &ts(day, 3600),
+        ));
+        records.push(at(
+            ct(
+                "lambda.amazonaws.com",
+                "UpdateFunctionCode20150331v2",
+                json!({"functionName": "api"}),
+            ),
+            &ts(day, 3700),
+        ));
+    }
+    // After: the same two, and two actions it never made.
+    records.push(at(
+        ct(
+            "secretsmanager.amazonaws.com",
+            "GetSecretValue",
+            json!({"secretId": "ci/npm"}),
+        ),
+        &ts(21, 3600),
+    ));
+    records.push(at(
+        ct(
+            "lambda.amazonaws.com",
+            "UpdateFunctionCode20150331v2",
+            json!({"functionName": "api"}),
+        ),
+        &ts(21, 3700),
+    ));
+    records.push(at(
+        ct(
+            "ssm.amazonaws.com",
+            "GetParametersByPath",
+            json!({"path": "/", "recursive": true, "withDecryption": true}),
+        ),
+        &ts(21, 3800),
+    ));
+    records.push(at(
+        ct("iam.amazonaws.com", "CreateUser", json!({"userName": "x"})),
+        &ts(21, 3900),
+    ));
+    let r = hunt_records(Source::Cloudtrail, &records, &since);
+    let sev = |action: &str| {
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.action.as_deref() == Some(action) && f.detail.is_none())
+            .unwrap_or_else(|| panic!("no finding for {action}: {:?}", r.findings));
+        (f.severity, f.severity_reason.to_string())
+    };
+    let (s, why) = sev("GetSecretValue");
+    assert_eq!(s, Severity::Informational, "{why}");
+    assert!(
+        why.contains("baseline") && why.contains("20 time(s)"),
+        "{why}"
+    );
+    let (s, why) = sev("UpdateFunctionCode20150331v2");
+    assert_eq!(s, Severity::Informational, "{why}");
+    let (s, why) = sev("GetParametersByPath");
+    assert_eq!(s, Severity::High, "{why}");
+    assert!(
+        why.contains("raised from medium") && why.contains("first seen"),
+        "{why}"
+    );
+    let (s, why) = sev("CreateUser");
+    assert_eq!(s, Severity::High, "{why}");
+    // Every finding says why it has its severity.
+    assert!(r.findings.iter().all(|f| !f.severity_reason.is_empty()));
+    // Without records before the incident start there is nothing to compare with: rule level.
+    let after: Vec<Value> = records[40..].to_vec();
+    let r = hunt_records(Source::Cloudtrail, &after, &since);
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.action.as_deref() == Some("GetSecretValue"))
+        .unwrap();
+    assert_eq!(f.severity, Severity::Medium);
+    assert!(
+        f.severity_reason
+            .contains("no records of the credential before")
+    );
+}
+
+/// `n` discovery calls of distinct names, `gap` seconds apart, from `start` on day 30.
+fn discovery(n: usize, start: i64, gap: i64) -> Vec<Value> {
+    discovery_on(30, n, start, gap)
+}
+
+fn discovery_on(day: i64, n: usize, start: i64, gap: i64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            at(
+                ct(
+                    "ec2.amazonaws.com",
+                    &format!("Describe{i}Things"),
+                    json!({}),
+                ),
+                &ts(day, start + i as i64 * gap),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn correlations_fire_on_bursts_not_on_spread_calls() {
+    let since = ts(0, 0);
+    let title = "Burst of distinct List/Describe/Get calls by one credential";
+    // 25 distinct Describe calls in 4 minutes: one burst, one finding.
+    let r = hunt_records(Source::Cloudtrail, &discovery(25, 0, 10), &since);
+    let b: Vec<_> = r.findings.iter().filter(|f| &*f.rule == title).collect();
+    assert_eq!(b.len(), 1, "{:?}", r.findings);
+    assert_eq!(b[0].severity, Severity::Medium);
+    assert!(
+        b[0].severity_reason
+            .contains("25 distinct eventName ≥ 20 within 10m")
+    );
+    assert!(b[0].detail.as_deref().unwrap().contains("25 record(s)"));
+    assert_eq!(b[0].credential.as_deref(), Some(KEY));
+    // The same 25 calls spread over four hours: never 20 within ten minutes.
+    let r = hunt_records(Source::Cloudtrail, &discovery(25, 0, 600), &since);
+    assert_eq!(fired(&r, title), 0);
+    // 19 distinct calls in a burst: under the threshold; the base rule reports nothing alone.
+    let r = hunt_records(Source::Cloudtrail, &discovery(19, 0, 5), &since);
+    assert_eq!(fired(&r, title), 0);
+    assert_eq!(
+        fired(&r, "List, Describe or Get call"),
+        0,
+        "generate: false"
+    );
+    // The same burst before the incident start too: the later one is inside the baseline.
+    let mut both = discovery(25, 0, 10);
+    both.extend(discovery_on(10, 25, 0, 10));
+    let r = hunt_records(Source::Cloudtrail, &both, &ts(20, 0));
+    let b: Vec<_> = r.findings.iter().filter(|f| &*f.rule == title).collect();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].severity, Severity::Informational, "{:?}", b[0]);
+    assert!(b[0].severity_reason.contains("1 such burst(s) before"));
+
+    // Deletions: ten within ten minutes fire, failed ones do not count.
+    let del = |n: usize, error: Option<&str>| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                let mut v = ct(
+                    "s3.amazonaws.com",
+                    "DeleteBucket",
+                    json!({"bucketName": format!("b{i}")}),
+                );
+                if let Some(e) = error {
+                    v["errorCode"] = json!(e);
+                }
+                at(v, &ts(30, i as i64 * 30))
+            })
+            .collect()
+    };
+    let title = "Burst of deletions by one credential";
+    assert_eq!(
+        fired(
+            &hunt_records(Source::Cloudtrail, &del(12, None), &since),
+            title
+        ),
+        1
+    );
+    assert_eq!(
+        fired(
+            &hunt_records(Source::Cloudtrail, &del(12, Some("AccessDenied")), &since),
+            title
+        ),
+        0
+    );
+    // Denials across services: three services within ten minutes.
+    let denied = |sources: &[&str]| -> Vec<Value> {
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut v = ct(s, "Whatever", json!({}));
+                v["errorCode"] = json!("AccessDenied");
+                at(v, &ts(30, i as i64 * 60))
+            })
+            .collect()
+    };
+    let title = "Denials across many services by one credential";
+    let three = denied(&["iam.amazonaws.com", "s3.amazonaws.com", "ec2.amazonaws.com"]);
+    let r = hunt_records(Source::Cloudtrail, &three, &since);
+    assert_eq!(fired(&r, title), 1);
+    assert_eq!(
+        r.findings
+            .iter()
+            .find(|f| &*f.rule == title)
+            .unwrap()
+            .severity,
+        Severity::High
+    );
+    let one = denied(&["s3.amazonaws.com", "s3.amazonaws.com", "s3.amazonaws.com"]);
+    assert_eq!(
+        fired(&hunt_records(Source::Cloudtrail, &one, &since), title),
+        0
+    );
+    // GitHub: ten distinct repositories cloned with one token in ten minutes.
+    let clones = |n: usize, repo_of: &dyn Fn(usize) -> String| -> Vec<Value> {
+        (0..n)
+            .map(|i| {
+                github(
+                    "git.clone",
+                    &repo_of(i),
+                    1_677_664_800_000 + i as i64 * 20_000,
+                )
+            })
+            .collect()
+    };
+    let title = "Many repositories cloned by one token";
+    let many = clones(12, &|i| format!("acme/repo{i}"));
+    assert_eq!(
+        fired(&hunt_records(Source::GithubAudit, &many, &since), title),
+        1
+    );
+    let same = clones(12, &|_| "acme/api".to_string());
+    assert_eq!(
+        fired(&hunt_records(Source::GithubAudit, &same, &since), title),
+        0
+    );
+}
+
+#[test]
+fn third_party_correlation_files_load_unchanged() {
+    // The Sigma 2 specification's shape: the correlation first, its rules after, in one
+    // multi-document file; an alias groups two rules' different fields.
+    let text = r#"
+title: Failed console logins then a success, same user
+id: 0e95725d-7320-415d-80f7-004da920fc11
+correlation:
+    type: temporal_ordered
+    rules:
+        - many_failed
+        - console_success
+    group-by:
+        - user
+    timespan: 10m
+    aliases:
+        user:
+            many_failed: userIdentity.userName
+            console_success: userIdentity.userName
+level: high
+---
+title: Many failed logins
+name: many_failed
+correlation:
+    type: event_count
+    rules:
+        - console_failure
+    group-by:
+        - userIdentity.userName
+    timespan: 10m
+    condition:
+        gte: 3
+---
+title: Console login failure
+id: 53ba33fd-3a50-4468-a5ef-c583635cfa92
+name: console_failure
+logsource:
+    product: aws
+    service: cloudtrail
+detection:
+    selection:
+        eventName: ConsoleLogin
+        responseElements.ConsoleLogin: Failure
+    condition: selection
+---
+title: Console login success
+name: console_success
+logsource:
+    product: aws
+    service: cloudtrail
+detection:
+    selection:
+        eventName: ConsoleLogin
+        responseElements.ConsoleLogin: Success
+    condition: selection
+"#;
+    let mut rules = RuleSet::builtin();
+    rules.add_text("third-party.yml", text);
+    // Chains are refused with the reason; the rest of the file loads.
+    let errors = rules.all_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .reason
+            .contains("chained correlations are not supported")
+    );
+    assert!(rules.get("53ba33fd-3a50-4468-a5ef-c583635cfa92").is_some());
+    assert!(
+        rules
+            .correlations
+            .iter()
+            .any(|c| &*c.spec.title == "Many failed logins")
+    );
+
+    // An ordered temporal correlation over two plain rules, with an alias.
+    let text = r#"
+title: Trail stopped after a new user
+correlation:
+    type: temporal_ordered
+    rules:
+        - new_user
+        - trail_off
+    group-by:
+        - who
+    timespan: 1h
+    aliases:
+        who:
+            new_user: userIdentity.accessKeyId
+            trail_off: userIdentity.accessKeyId
+level: critical
+---
+title: New user
+name: new_user
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection: {eventName: CreateUser}
+    condition: selection
+---
+title: Trail off
+name: trail_off
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection: {eventName: StopLogging}
+    condition: selection
+"#;
+    let mut rules = RuleSet::builtin();
+    rules.add_text("ordered.yml", text);
+    assert!(rules.all_errors().is_empty(), "{:?}", rules.all_errors());
+    let user = ct("iam.amazonaws.com", "CreateUser", json!({"userName": "x"}));
+    let stop = ct(
+        "cloudtrail.amazonaws.com",
+        "StopLogging",
+        json!({"name": "t"}),
+    );
+    let title = "Trail stopped after a new user";
+    let in_order = [at(user.clone(), &ts(30, 0)), at(stop.clone(), &ts(30, 600))];
+    let r = hunt_with(&rules, Source::Cloudtrail, &in_order, &ts(0, 0));
+    let f: Vec<_> = r.findings.iter().filter(|f| &*f.rule == title).collect();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].severity, Severity::Critical);
+    let reversed = [at(stop, &ts(30, 0)), at(user, &ts(30, 600))];
+    let r = hunt_with(&rules, Source::Cloudtrail, &reversed, &ts(0, 0));
+    assert_eq!(fired(&r, title), 0);
+    // Without `generate`, the named rules report nothing on their own.
+    assert_eq!(fired(&r, "New user"), 0);
+    // A correlation naming a rule no file brings is reported, not fatal.
+    let mut rules = RuleSet::builtin();
+    rules.add_text(
+        "lonely.yml",
+        "title: Lonely\ncorrelation:\n  type: event_count\n  rules: [nowhere]\n  group-by: [x]\n  timespan: 5m\n  condition: {gte: 2}\n",
+    );
+    let e = rules.all_errors();
+    assert!(e.len() == 1 && e[0].reason.contains("nowhere"), "{e:?}");
+    for bad in [
+        "title: B\ncorrelation:\n  type: value_sum\n  rules: [a]\n  timespan: 5m\n",
+        "title: B\ncorrelation:\n  type: event_count\n  rules: [a]\n  timespan: 5 minutes\n  condition: {gte: 1}\n",
+        "title: B\ncorrelation:\n  type: value_count\n  rules: [a]\n  timespan: 5m\n  condition: {gte: 1}\n",
+        "title: B\ncorrelation:\n  type: event_count\n  rules: [a]\n  timespan: 5m\n",
+        "title: B\ncorrelation: [1, 2]\n",
+    ] {
+        let mut rules = RuleSet::default();
+        rules.add_text("bad.yml", bad);
+        assert_eq!(rules.all_errors().len(), 1, "{bad}");
+    }
+}
+
+/// Weeks of a CI deployer's normal work, from its two usual egress addresses.
+fn deployer_weeks(days: std::ops::Range<i64>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for day in days {
+        for run in 0..6 {
+            let base = run * 3600 + 8 * 3600;
+            let ip = if run % 2 == 0 {
+                "198.51.100.7"
+            } else {
+                "198.51.100.8"
+            };
+            let calls: Vec<(&str, &str, Value)> = vec![
+                (
+                    "sts.amazonaws.com",
+                    "AssumeRole",
+                    json!({"roleArn": format!("arn:aws:iam::{ACCOUNT}:role/deploy"), "roleSessionName": "ci"}),
+                ),
+                (
+                    "s3.amazonaws.com",
+                    "PutObject",
+                    json!({"bucketName": "artifacts", "key": format!("build/{day}-{run}.zip")}),
+                ),
+                (
+                    "lambda.amazonaws.com",
+                    "UpdateFunctionCode20150331v2",
+                    json!({"functionName": "api", "publish": true}),
+                ),
+                (
+                    "lambda.amazonaws.com",
+                    "GetFunction20150331v2",
+                    json!({"functionName": "api"}),
+                ),
+                (
+                    "ecs.amazonaws.com",
+                    "RegisterTaskDefinition",
+                    json!({"family": "web"}),
+                ),
+                (
+                    "ecs.amazonaws.com",
+                    "UpdateService",
+                    json!({"cluster": "prod", "service": "web"}),
+                ),
+                (
+                    "ecs.amazonaws.com",
+                    "DescribeServices",
+                    json!({"cluster": "prod", "services": ["web"]}),
+                ),
+                (
+                    "cloudformation.amazonaws.com",
+                    "DescribeStacks",
+                    json!({"stackName": "app"}),
+                ),
+                (
+                    "secretsmanager.amazonaws.com",
+                    "GetSecretValue",
+                    json!({"secretId": "ci/npm"}),
+                ),
+            ];
+            for (i, (src, name, params)) in calls.into_iter().enumerate() {
+                let mut v = ct(src, name, params);
+                v["sourceIPAddress"] = json!(ip);
+                out.push(at(v, &ts(day, base + i as i64 * 20)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_ci_deployers_benign_weeks_give_no_high_finding_and_say_so() {
+    // Three weeks before the incident start, one week after: the same work.
+    let records = deployer_weeks(0..28);
+    let since = ts(21, 0);
+    let r = hunt_records(Source::Cloudtrail, &records, &since);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.stats.records, 28 * 6 * 9);
+    let high: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::High)
+        .collect();
+    assert!(high.is_empty(), "{high:?}");
+    // Its Lambda updates and secret reads are seen, and lowered with the reason.
+    assert!(
+        r.findings
+            .iter()
+            .filter(|f| f.hunt.as_deref() == Some("aws-post-compromise"))
+            .all(
+                |f| f.severity == Severity::Informational && f.severity_reason.contains("baseline")
+            ),
+        "{:?}",
+        r.findings
+    );
+    let table = r.to_table();
+    let first_line = table.lines().next().unwrap();
+    assert!(
+        first_line.starts_with("No high findings"),
+        "the report says so in its first line: {table}"
+    );
+    // Grouped: one row per (credential, rule, action, address), not one per record.
+    let groups = r.groups();
+    let lambda: Vec<_> = groups
+        .iter()
+        .filter(|g| g.action == Some("UpdateFunctionCode20150331v2"))
+        .collect();
+    assert_eq!(lambda.len(), 2, "one per address: {lambda:?}");
+    assert_eq!(lambda.iter().map(|g| g.count).sum::<usize>(), 7 * 6);
+
+    // The same credential then does what an attacker does: it shows, high, at the top.
+    let mut attacked = records;
+    attacked.push(at(
+        ct(
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            json!({"userName": "admin"}),
+        ),
+        &ts(22, 100),
+    ));
+    let r = hunt_records(Source::Cloudtrail, &attacked, &since);
+    let table = r.to_table();
+    assert!(
+        table.starts_with(&format!("High findings for: {KEY}")),
+        "{table}"
+    );
+    assert!(table.contains("persistence: Access key created for another IAM user (T1098.001)"));
+    let g = &r.groups()[0];
+    assert_eq!(g.rule, "Access key created for another IAM user");
+}
