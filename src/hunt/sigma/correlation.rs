@@ -156,22 +156,7 @@ pub fn parse(origin: &str, doc: &Value) -> Result<Spec, RuleError> {
         None => Severity::Medium,
         Some(l) => Severity::from_sigma(l).ok_or_else(|| err(format!("unknown level `{l}`")))?,
     };
-    let tags: Vec<&str> = doc
-        .get("tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let hunt = tags
-        .iter()
-        .find_map(|t| t.strip_prefix("rekey.hunt."))
-        .map(Arc::from);
-    let attack: Vec<&str> = tags
-        .iter()
-        .copied()
-        .filter(|t| t.starts_with("attack."))
-        .collect();
+    let tags = super::Tags::of(doc);
     let c = doc
         .get("correlation")
         .and_then(Value::as_object)
@@ -289,8 +274,8 @@ pub fn parse(origin: &str, doc: &Value) -> Result<Spec, RuleError> {
         title: title.into(),
         name: get_str("name").map(Arc::from),
         level,
-        hunt,
-        attack: (!attack.is_empty()).then(|| Arc::from(attack.join(","))),
+        hunt: tags.hunt(),
+        attack: tags.attack(),
         kind,
         rules,
         group_by,
@@ -398,6 +383,8 @@ pub struct Store {
     files: Vec<Arc<str>>,
     file_ids: HashMap<Arc<str>, u32>,
     kept: usize,
+    /// The file of the previous event: records of one file come one after another.
+    last_file: Option<(Arc<str>, u32)>,
     /// Matches past [`MAX_EVENTS`], per correlation.
     pub dropped: HashMap<usize, u64>,
     key: String,
@@ -451,7 +438,14 @@ impl Store {
             None => seen.action,
         };
         let value = intern(&mut self.values, &mut self.value_ids, value.unwrap_or(""));
-        let file = intern(&mut self.files, &mut self.file_ids, seen.loc.file);
+        let file = match &self.last_file {
+            Some((name, id)) if **name == *seen.loc.file => *id,
+            _ => {
+                let id = intern(&mut self.files, &mut self.file_ids, seen.loc.file);
+                self.last_file = self.files.get(id as usize).cloned().map(|n| (n, id));
+                id
+            }
+        };
         let per = self.groups.entry(ci).or_default();
         let group = match per.get_mut(self.key.as_str()) {
             Some(g) => g,

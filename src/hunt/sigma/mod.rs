@@ -585,29 +585,10 @@ pub fn load_doc(origin: &str, doc: &Value, fields: &mut FieldSets) -> Result<Rul
                 ls("service")
             ))
         })?;
-    let hunt = doc
-        .get("tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find_map(|t| t.strip_prefix("rekey.hunt."))
-        .map(std::sync::Arc::from);
-    let tags: Vec<&str> = doc
-        .get("tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let expected_actor_filter = tags.contains(&"rekey.filter.expected-actors");
-    let raise_first_seen = tags.contains(&"rekey.severity.first-seen");
-    let attack: Vec<&str> = tags
-        .iter()
-        .copied()
-        .filter(|t| t.starts_with("attack."))
-        .collect();
-    let attack = (!attack.is_empty()).then(|| std::sync::Arc::from(attack.join(",")));
+    let tags = Tags::of(doc);
+    let (hunt, attack) = (tags.hunt(), tags.attack());
+    let expected_actor_filter = tags.0.contains(&"rekey.filter.expected-actors");
+    let raise_first_seen = tags.0.contains(&"rekey.severity.first-seen");
     let detection = doc
         .get("detection")
         .and_then(Value::as_object)
@@ -658,6 +639,41 @@ pub fn load_doc(origin: &str, doc: &Value, fields: &mut FieldSets) -> Result<Rul
         names,
         cond,
     })
+}
+
+/// A rule's (or correlation's) `tags`.
+pub(crate) struct Tags<'d>(pub Vec<&'d str>);
+
+impl<'d> Tags<'d> {
+    pub fn of(doc: &'d Value) -> Tags<'d> {
+        Tags(
+            doc.get("tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+        )
+    }
+
+    /// The catalogue hunt (`rekey.hunt.NAME`).
+    pub fn hunt(&self) -> Option<std::sync::Arc<str>> {
+        self.0
+            .iter()
+            .find_map(|t| t.strip_prefix("rekey.hunt."))
+            .map(std::sync::Arc::from)
+    }
+
+    /// The ATT&CK tags, comma-joined.
+    pub fn attack(&self) -> Option<std::sync::Arc<str>> {
+        let attack: Vec<&str> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|t| t.starts_with("attack."))
+            .collect();
+        (!attack.is_empty()).then(|| std::sync::Arc::from(attack.join(",")))
+    }
 }
 
 fn compile_search(
