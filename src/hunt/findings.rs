@@ -622,6 +622,7 @@ impl HuntReport {
                 "FIRST",
                 "LAST",
                 "WHY",
+                "WHERE",
             ]);
             for g in &gs {
                 t.row([
@@ -633,6 +634,7 @@ impl HuntReport {
                     g.first.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     g.last.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     shorten(g.severity_reason, 80),
+                    g.location.to_string(),
                 ]);
             }
             out.push_str(&t.render());
