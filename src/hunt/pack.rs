@@ -313,7 +313,7 @@ impl RuleSet {
                             r.correlations.push((ci, slot));
                         }
                     }
-                    self.correlations.push(c);
+                    self.correlations.push(*c);
                     // A referenced rule reports on its own only when one of its correlations
                     // says `generate: true`.
                     for ri in touched {

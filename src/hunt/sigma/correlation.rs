@@ -289,7 +289,7 @@ pub fn parse(origin: &str, doc: &Value) -> Result<Spec, RuleError> {
 
 /// What resolving a spec against the loaded rules gave.
 pub enum Resolved {
-    Ready(Correlation),
+    Ready(Box<Correlation>),
     /// A named rule is not loaded (yet): it may come with a later file.
     Missing(String),
 }
@@ -345,11 +345,11 @@ pub fn resolve(
             .map(|f| set.intern(rule.source.map_field(&name_of(f))));
         slots.push(Slot { group, value });
     }
-    Ok(Resolved::Ready(Correlation {
+    Ok(Resolved::Ready(Box::new(Correlation {
         spec: spec.clone(),
         rules: idx,
         slots,
-    }))
+    })))
 }
 
 /// One matched record in a group: 32 bytes, no record text.
