@@ -820,3 +820,95 @@ fn azure_activity_log_sensitive_writes_and_denials() {
     );
     assert_eq!(scoped.stats.out_of_scope, 0);
 }
+
+#[test]
+fn invictus_post_compromise_techniques_of_the_stratus_detonation() {
+    let Some(ct) = dataset("cloudtrail-invictus") else {
+        return;
+    };
+    let r = hunt(&RuleSet::builtin(), vec![(Source::Cloudtrail, ct)], &[]);
+    assert!(r.rule_errors.is_empty(), "{:?}", r.rule_errors);
+    let groups = r.groups();
+    let of = |rule: &str| -> Vec<&rekey::hunt::findings::FindingGroup<'_>> {
+        groups.iter().filter(|g| g.rule == rule).collect()
+    };
+    let count = |rule: &str| of(rule).iter().map(|g| g.count).sum::<usize>();
+    const BERT: &str = "AKIATFQR7NSC8Q4X20BJ";
+    // Persistence: the backdoor user's key, admin policy, login profile, trust to 193672423079,
+    // the Lambda opened to "*", the Roles Anywhere anchor.
+    assert_eq!(count("Access key created for another IAM user"), 2);
+    assert_eq!(
+        count("Administrator policy attached to a user, group or role"),
+        2
+    );
+    assert_eq!(
+        count("Console password created or changed for an IAM user"),
+        2
+    );
+    assert_eq!(
+        count("Role trust policy trusts an outside account or anyone"),
+        1
+    );
+    assert_eq!(count("Lambda function or layer opened to anyone"), 1);
+    assert_eq!(count("IAM Roles Anywhere trust anchor created"), 1);
+    assert_eq!(
+        count("Lambda function code, configuration or layers changed"),
+        8
+    );
+    // Defense evasion: trail stopped/deleted (attempts count), selectors, flow logs, org leave.
+    assert_eq!(count("CloudTrail trail stopped or deleted"), 6);
+    assert_eq!(count("CloudTrail trail or event selectors changed"), 2);
+    assert_eq!(count("VPC flow logs deleted"), 1);
+    assert_eq!(count("Account leaves its AWS organization"), 1);
+    // Credential access.
+    assert_eq!(count("Secrets Manager secret values read"), 60);
+    assert_eq!(count("SSM parameters read with decryption"), 87);
+    assert_eq!(count("EC2 Windows password data requested"), 29);
+    assert_eq!(count("EC2 instance user data read"), 19);
+    let stolen = of("EC2 instance credentials used from more than one address");
+    assert_eq!(stolen.len(), 1, "{stolen:?}");
+    assert!(
+        stolen[0]
+            .action
+            .is_some_and(|a| a.contains("192.168.10.20")),
+        "{stolen:?}"
+    );
+    // Execution, exfiltration, console.
+    assert_eq!(count("SSM command sent or session started on instances"), 2);
+    assert_eq!(
+        count("EC2 instances launched of GPU/large types or in numbers"),
+        2
+    );
+    assert_eq!(
+        count("EBS snapshot, AMI or RDS snapshot shared with another account or made public"),
+        3
+    );
+    assert_eq!(count("Console sign-in without MFA"), 1);
+    // Correlations: bert-jan's discovery burst and the clean-up deletion bursts.
+    assert!(
+        of("Burst of distinct List/Describe/Get calls by one credential")
+            .iter()
+            .any(|g| g.credential == Some(BERT))
+    );
+    assert_eq!(of("Burst of deletions by one credential").len(), 2);
+    // The HTTPS-from-anywhere ingress rule of the detonation is not an admin port.
+    assert_eq!(
+        count("Security group opened to the world on an administration port"),
+        0
+    );
+    // The summary names the key with high findings first and the tactics seen.
+    let s = r.summary();
+    assert_eq!(s.high_credentials[0].0, BERT);
+    for t in [
+        "persistence",
+        "defense-evasion",
+        "credential-access",
+        "discovery",
+        "execution",
+        "exfiltration",
+        "impact",
+        "initial-access",
+    ] {
+        assert!(s.tactics.contains_key(t), "{t} missing: {:?}", s.tactics);
+    }
+}

@@ -108,6 +108,10 @@ pub struct HuntArgs {
     /// Also print a timeline per credential (table output).
     #[arg(long)]
     timeline: bool,
+    /// Show every record in the table, timeline and Markdown instead of one row per
+    /// (credential, rule, action, source address); JSON always has both.
+    #[arg(long)]
+    all: bool,
     /// Write the findings as a Markdown section to this file.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
@@ -320,7 +324,11 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
             .timeline_svg
             .as_deref()
             .and_then(|svg| chart_link(md, svg));
-        let section = report.markdown_section_with_chart(chart.as_deref());
+        let section = if args.all {
+            report.markdown_section_every_record(chart.as_deref())
+        } else {
+            report.markdown_section_with_chart(chart.as_deref())
+        };
         crate::fsio::write_atomically(md, section.as_bytes())
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", md.display())))?;
     }
@@ -337,12 +345,19 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
         }
         Output::Table => {
             // Records are the attacker's: their control sequences are shown, not obeyed.
-            print!("{}", crate::escape::terminal(&report.to_table()));
+            let table = if args.all {
+                report.to_table_all()
+            } else {
+                report.to_table()
+            };
+            print!("{}", crate::escape::terminal(&table));
             if args.timeline {
-                print!(
-                    "\nTimeline\n{}",
-                    crate::escape::terminal(&report.timeline())
-                );
+                let t = if args.all {
+                    report.timeline_all()
+                } else {
+                    report.timeline()
+                };
+                print!("\nTimeline\n{}", crate::escape::terminal(&t));
             }
         }
     }

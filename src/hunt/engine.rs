@@ -11,7 +11,9 @@ use super::fields::Fields;
 use super::findings::{Finding, HuntReport};
 use super::pack::RuleSet;
 use super::remote::Page;
-use super::sigma::Prefilter;
+use super::severity::{self, ActionBaseline};
+use super::sigma::correlation::{self, Burst};
+use super::sigma::{Prefilter, Rule};
 use super::source::{self, Core, Loc, Problem, Sink, Source, first};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
@@ -257,6 +259,10 @@ struct Worker<'a> {
     hours: HourMap,
     per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64>,
     strings: Interner,
+    /// What the rules matched per credential before the incident start.
+    actions: ActionBaseline,
+    /// Events of the correlations, per group.
+    corr: correlation::Store,
 }
 
 fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
@@ -325,6 +331,12 @@ impl Worker<'_> {
             rule: rule.into(),
             hunt: Some("old-credential-used".into()),
             severity,
+            severity_reason: self.strings.get(if severity == Severity::High {
+                "the old credential worked after its deactivation"
+            } else {
+                "a failed attempt with the old credential after its deactivation"
+            }),
+            attack: Some(self.strings.get("attack.initial-access,attack.t1078.004")),
             source: self.source,
             credential: Some(self.strings.get(credential)),
             principal: first(f, &core.principal).map(|p| self.strings.get(p)),
@@ -337,6 +349,67 @@ impl Worker<'_> {
             record_id: first(f, &core.id).map(str::to_string),
             detail: Some(detail),
         });
+    }
+}
+
+impl Worker<'_> {
+    /// Records which rules a record before the incident start matched, and with which
+    /// action: the baseline [`super::severity`] compares findings with; and feeds the
+    /// correlations, whose bursts before the incident start are their baseline.
+    fn baseline_matches(
+        &mut self,
+        credential: Option<&str>,
+        time: DateTime<Utc>,
+        ip_text: Option<&str>,
+        loc: &Loc<'_>,
+        f: &Fields<'_>,
+    ) {
+        let action = first(f, &self.core.action);
+        let rules = self.source_rules;
+        let mut matched = rules.candidates(f).filter(|r| r.matches(f)).peekable();
+        if matched.peek().is_none() {
+            return;
+        }
+        let pair = match (credential, action) {
+            (Some(c), Some(a)) => Some((self.strings.get(c), self.strings.get(a))),
+            _ => None,
+        };
+        for rule in matched {
+            if let Some((c, a)) = &pair {
+                self.actions.observe(c, &rule.id, a);
+            }
+            self.feed_correlations(rule, time, credential, ip_text, action, loc, f);
+        }
+    }
+
+    /// A record matched `rule`: an event for each correlation that names it.
+    #[allow(clippy::too_many_arguments)]
+    fn feed_correlations(
+        &mut self,
+        rule: &Rule,
+        time: DateTime<Utc>,
+        credential: Option<&str>,
+        source_ip: Option<&str>,
+        action: Option<&str>,
+        loc: &Loc<'_>,
+        f: &Fields<'_>,
+    ) {
+        if rule.correlations.is_empty() {
+            return;
+        }
+        let seen = correlation::Seen {
+            source: self.source,
+            time: time.timestamp(),
+            loc,
+            credential,
+            source_ip,
+            action,
+        };
+        for &(ci, slot) in &rule.correlations {
+            if let Some(c) = self.rules.correlations.get(ci) {
+                self.corr.observe(ci, c, slot, f, &seen);
+            }
+        }
     }
 }
 
@@ -425,6 +498,7 @@ impl Sink for Worker<'_> {
             s.observe(after, time, &loc, &f, core, &mut self.strings);
         }
         if !after {
+            self.baseline_matches(credential, time, ip_text, &loc, &f);
             return;
         }
         self.report.stats.in_window += 1;
@@ -438,6 +512,18 @@ impl Sink for Worker<'_> {
             if rule.expected_actor_filter
                 && principal.is_some_and(|p| self.opts.expected_actors.iter().any(|a| a == p))
             {
+                continue;
+            }
+            self.feed_correlations(
+                rule,
+                time,
+                credential,
+                ip_text,
+                first(&f, &core.action),
+                &loc,
+                &f,
+            );
+            if rule.correlation_only {
                 continue;
             }
             // Memory follows what is distinct, not the input: past the cap a (credential, rule)
@@ -455,6 +541,9 @@ impl Sink for Worker<'_> {
                 rule: rule.title.clone(),
                 hunt: rule.hunt.clone(),
                 severity: rule.level,
+                // Set by `severity::apply` once the baseline is known.
+                severity_reason: self.strings.get("rule level"),
+                attack: rule.attack.clone(),
                 source: self.source,
                 credential: credential.map(|c| self.strings.get(c)),
                 principal: principal.map(|p| self.strings.get(p)),
@@ -517,7 +606,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut files: Vec<(Source, PathBuf)> = Vec::new();
     let mut report = HuntReport {
         since: Some(opts.since),
-        rule_errors: rules.errors.clone(),
+        rule_errors: rules.all_errors(),
         ..Default::default()
     };
     report.stats.rules = rules.rules.len();
@@ -557,6 +646,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         CountryMap,
         HourMap,
         HashMap<(Option<Arc<str>>, Arc<str>), u64>,
+        ActionBaseline,
+        correlation::Store,
     )> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -566,6 +657,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                     let mut countries: CountryMap = HashMap::default();
                     let mut hours: HourMap = HashMap::default();
                     let mut per_pair = HashMap::default();
+                    let mut actions = ActionBaseline::default();
+                    let mut corr = correlation::Store::default();
                     let mut strings = Interner::default();
                     loop {
                         // Files first, then pages as the fetchers deliver them.
@@ -590,6 +683,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             countries: std::mem::take(&mut countries),
                             hours: std::mem::take(&mut hours),
                             per_pair: std::mem::take(&mut per_pair),
+                            actions: std::mem::take(&mut actions),
+                            corr: std::mem::take(&mut corr),
                             strings: std::mem::take(&mut strings),
                         };
                         let set = rules.fields.set(source);
@@ -633,9 +728,11 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                         countries = w.countries;
                         hours = w.hours;
                         per_pair = w.per_pair;
+                        actions = w.actions;
+                        corr = w.corr;
                         strings = w.strings;
                     }
-                    (acc, seen, countries, hours, per_pair)
+                    (acc, seen, countries, hours, per_pair, actions, corr)
                 })
             })
             .collect();
@@ -645,7 +742,11 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut countries: CountryMap = HashMap::default();
     let mut hours: HourMap = HashMap::default();
     let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
-    for (r, s, cs, hs, pp) in results {
+    let mut actions = ActionBaseline::default();
+    let mut corr = correlation::Store::default();
+    for (r, s, cs, hs, pp, act, co) in results {
+        actions.merge(act);
+        corr.merge(co);
         for (k, n) in pp {
             *per_pair.entry(k).or_default() += n;
         }
@@ -695,6 +796,19 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     baselines(&seen, opts, &mut report);
     country_baselines(&countries, &mut report);
     hour_baselines(&hours, &mut report);
+    let records_before = |c: &str| -> u64 {
+        hours
+            .get(c)
+            .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
+    };
+    severity::apply(
+        &mut report.findings,
+        rules,
+        &actions,
+        &records_before,
+        opts.since,
+    );
+    correlation_findings(rules, &mut corr, opts.since, &mut report);
     report.normalize();
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
     let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
@@ -754,6 +868,9 @@ fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
                 rule: "Country first seen for the credential after the incident start".into(),
                 hunt: Some("new-source-address".into()),
                 severity: Severity::Medium,
+                severity_reason:
+                    "country baseline: a country the credential was not used from before".into(),
+                attack: Some("attack.initial-access,attack.t1078.004".into()),
                 source: s.source,
                 credential: Some(cred.as_str().into()),
                 principal: None,
@@ -794,6 +911,9 @@ fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
                 rule: "Credential used at an hour not seen before the incident start".into(),
                 hunt: Some("new-source-address".into()),
                 severity: Severity::Low,
+                severity_reason: "hour baseline: an hour the credential was not used at before"
+                    .into(),
+                attack: None,
                 source: h.source,
                 credential: Some(cred.as_str().into()),
                 principal: None,
@@ -848,25 +968,28 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
             if allowed(ip) {
                 continue;
             }
-            let mut push = |rule_id: &str, rule: &str, hunt: &str, severity, detail: String| {
-                report.findings.push(Finding {
-                    rule_id: rule_id.into(),
-                    rule: rule.into(),
-                    hunt: Some(hunt.into()),
-                    severity,
-                    source: s.source,
-                    credential: Some(cred.as_str().into()),
-                    principal: None,
-                    time: time.to_owned(),
-                    action: action.clone(),
-                    source_ip: Some(ip.to_string().into()),
-                    user_agent: ua.clone(),
-                    error: None,
-                    location: loc.clone(),
-                    record_id: None,
-                    detail: Some(detail),
-                })
-            };
+            let mut push =
+                |rule_id: &str, rule: &str, hunt: &str, severity, reason: &str, detail: String| {
+                    report.findings.push(Finding {
+                        rule_id: rule_id.into(),
+                        rule: rule.into(),
+                        hunt: Some(hunt.into()),
+                        severity,
+                        severity_reason: reason.into(),
+                        attack: Some("attack.initial-access,attack.t1078.004".into()),
+                        source: s.source,
+                        credential: Some(cred.as_str().into()),
+                        principal: None,
+                        time: time.to_owned(),
+                        action: action.clone(),
+                        source_ip: Some(ip.to_string().into()),
+                        user_agent: ua.clone(),
+                        error: None,
+                        location: loc.clone(),
+                        record_id: None,
+                        detail: Some(detail),
+                    })
+                };
             // After a rotation only the new credential must stay inside the allow-list; a
             // standalone hunt holds every credential to it.
             let held_to_list = match &opts.rotation {
@@ -879,6 +1002,7 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                     "Credential used from outside the allow-list",
                     "new-credential-outside-allowlist",
                     Severity::High,
+                    "allow-list: every use must come from an allowed CIDR",
                     format!("{ip} is in no allowed CIDR ({} uses)", s.count),
                 );
             }
@@ -902,6 +1026,11 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                     "Address first seen for the credential after the incident start",
                     "new-source-address",
                     severity,
+                    if severity == Severity::Low {
+                        "address baseline: a new address inside a network seen before"
+                    } else {
+                        "address baseline: a network not seen before the incident start"
+                    },
                     format!("{what} ({} uses)", s.count),
                 );
             }
@@ -912,5 +1041,88 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
             "{without} credential(s) have no records before {} in these inputs: no address baseline for them",
             opts.since.to_rfc3339()
         ));
+    }
+}
+
+/// The correlations' bursts as findings: one per burst, its severity lowered when the same
+/// group had a burst before the incident start.
+fn correlation_findings(
+    rules: &RuleSet,
+    store: &mut correlation::Store,
+    since: DateTime<Utc>,
+    report: &mut HuntReport,
+) {
+    let mut dropped: Vec<(usize, u64)> = store.dropped.iter().map(|(c, n)| (*c, *n)).collect();
+    dropped.sort_unstable();
+    for (ci, n) in dropped {
+        if let Some(c) = rules.correlations.get(ci) {
+            report.notes.push(format!(
+                "correlation {}: {n} matching record(s) past the limit of {} events per worker were not evaluated",
+                c.spec.title,
+                correlation::MAX_EVENTS
+            ));
+        }
+    }
+    let since_text = since.format("%Y-%m-%dT%H:%M:%SZ");
+    for b in correlation::evaluate(&rules.correlations, store, since.timestamp()) {
+        let Some(c) = rules.correlations.get(b.correlation) else {
+            continue;
+        };
+        let Burst {
+            first,
+            last,
+            events,
+            distinct,
+            before,
+            measure,
+            ..
+        } = b;
+        let why = c.reason(measure);
+        let (severity, reason) = if before > 0 {
+            (
+                Severity::Informational,
+                format!(
+                    "lowered from {}: {why}, but the same group had {before} such burst(s) before {since_text} (its baseline)",
+                    c.spec.level
+                ),
+            )
+        } else {
+            (c.spec.level, format!("correlation: {why}"))
+        };
+        let time = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or_default();
+        let mut action: String = b
+            .values
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if distinct > b.values.len() {
+            action.push_str(&format!(" (+{} more)", distinct - b.values.len()));
+        }
+        let group: Vec<String> = b.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        report.findings.push(Finding {
+            rule_id: c.spec.id.clone(),
+            rule: c.spec.title.clone(),
+            hunt: c.spec.hunt.clone(),
+            severity,
+            severity_reason: reason.into(),
+            attack: c.spec.attack.clone(),
+            source: b.source,
+            credential: b.credential,
+            principal: None,
+            time: time(first),
+            action: Some(action.into()),
+            source_ip: b.source_ip,
+            user_agent: None,
+            error: None,
+            location: b.location,
+            record_id: None,
+            detail: Some(format!(
+                "{events} record(s), {distinct} distinct value(s), from {} to {}; group {}",
+                time(first).format("%Y-%m-%dT%H:%M:%SZ"),
+                time(last).format("%Y-%m-%dT%H:%M:%SZ"),
+                group.join(" ")
+            )),
+        });
     }
 }

@@ -23,6 +23,14 @@ pub struct Finding {
     #[serde(serialize_with = "opt_text")]
     pub hunt: Option<Arc<str>>,
     pub severity: Severity,
+    /// Why the finding has its severity: the rule's level, or how the credential's baseline
+    /// moved it.
+    #[serde(serialize_with = "text")]
+    pub severity_reason: Arc<str>,
+    /// The rule's ATT&CK tags, comma-joined (`attack.persistence,attack.t1098`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "opt_text")]
+    pub attack: Option<Arc<str>>,
     pub source: Source,
     /// The credential the record is attributed to (AWS access key id, GCP key name, Azure
     /// credential key id, GitHub hashed token or actor, CircleCI actor).
@@ -168,6 +176,8 @@ impl HuntReport {
             total: usize,
             stats: &'a Stats,
             by_rule: Vec<ByRule>,
+            summary: Summary,
+            groups: Vec<FindingGroup<'a>>,
             credentials: Vec<Group<'a>>,
             problems: &'a [Problem],
             #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
@@ -189,6 +199,8 @@ impl HuntReport {
                     count,
                 })
                 .collect(),
+            summary: self.summary(),
+            groups: self.groups(),
             credentials: self
                 .by_credential()
                 .into_iter()
@@ -206,8 +218,13 @@ impl HuntReport {
         serde_json::to_writer_pretty(w, &doc)
     }
 
-    /// The human table: per credential, one row per finding.
+    /// The human table: the summary, then the findings grouped (see [`Self::groups`]).
     pub fn to_table(&self) -> String {
+        self.to_table_grouped()
+    }
+
+    /// The table with every record (`--all`): per credential, one row per finding.
+    pub fn to_table_all(&self) -> String {
         let mut out = String::new();
         for (c, fs) in self.by_credential() {
             out.push_str(&format!(
@@ -269,8 +286,13 @@ impl HuntReport {
         out
     }
 
-    /// A text timeline per credential: what happened, in order.
+    /// A text timeline per credential: the groups, in order of their first time.
     pub fn timeline(&self) -> String {
+        self.timeline_grouped()
+    }
+
+    /// A text timeline per credential with every record (`--all`).
+    pub fn timeline_all(&self) -> String {
         let mut out = String::new();
         for (c, fs) in self.by_credential() {
             out.push_str(&format!("== {}\n", c.unwrap_or("(unattributed)")));
@@ -302,6 +324,15 @@ impl HuntReport {
     /// [`Self::markdown_section`], showing under its summary the timeline chart at `chart` (a
     /// path relative to the Markdown file, without `<`, `>` or line breaks).
     pub fn markdown_section_with_chart(&self, chart: Option<&str>) -> String {
+        self.markdown(chart, false)
+    }
+
+    /// [`Self::markdown_section_with_chart`] with every record instead of the groups (`--all`).
+    pub fn markdown_section_every_record(&self, chart: Option<&str>) -> String {
+        self.markdown(chart, true)
+    }
+
+    fn markdown(&self, chart: Option<&str>, every_record: bool) -> String {
         let mut md = String::from("## Hunt findings\n\n");
         md.push_str(&format!(
             "{} finding(s){} in {} record(s) from {} file(s){}.\n\n",
@@ -327,9 +358,14 @@ impl HuntReport {
             }
             md.push('\n');
         }
-        for (c, fs) in self.by_credential() {
+        if !every_record {
+            self.markdown_groups(&mut md);
+        }
+        for (c, fs) in self.by_credential().into_iter().filter(|_| every_record) {
             md.push_str(&format!(
-                "### {}\n\n",
+                "### {}
+
+",
                 crate::escape::markdown_code(c.unwrap_or("(unattributed)"))
             ));
             md.push_str("| Time | Severity | Rule | Action | Source IP | User agent | Where |\n|---|---|---|---|---|---|---|\n");
@@ -402,4 +438,296 @@ fn shorten(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// Findings of one (credential, rule, action, source address): what a person reads first.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingGroup<'a> {
+    pub credential: Option<&'a str>,
+    pub rule_id: &'a str,
+    pub rule: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hunt: Option<&'a str>,
+    /// The highest severity among the group's findings, and why it has it.
+    pub severity: Severity,
+    pub severity_reason: &'a str,
+    pub action: Option<&'a str>,
+    pub source_ip: Option<&'a str>,
+    pub count: usize,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<&'a str>,
+    /// The first finding's location and detail.
+    pub location: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+}
+
+/// What the summary at the top of every rendering says.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Credentials with findings at high or above, with how many groups.
+    pub high_credentials: Vec<(String, usize)>,
+    /// ATT&CK tactic → the rules (with their technique ids) seen under it.
+    pub tactics: BTreeMap<String, Vec<String>>,
+}
+
+impl HuntReport {
+    /// The findings grouped per (credential, rule, action, source address), sorted by severity
+    /// (highest first) then first time.
+    pub fn groups(&self) -> Vec<FindingGroup<'_>> {
+        type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
+        let mut map: std::collections::HashMap<Key<'_>, FindingGroup<'_>> =
+            std::collections::HashMap::new();
+        for f in &self.findings {
+            let key = (
+                f.credential.as_deref(),
+                &*f.rule_id,
+                f.action.as_deref(),
+                f.source_ip.as_deref(),
+            );
+            let g = map.entry(key).or_insert_with(|| FindingGroup {
+                credential: f.credential.as_deref(),
+                rule_id: &f.rule_id,
+                rule: &f.rule,
+                hunt: f.hunt.as_deref(),
+                severity: f.severity,
+                severity_reason: &f.severity_reason,
+                action: f.action.as_deref(),
+                source_ip: f.source_ip.as_deref(),
+                count: 0,
+                first: f.time,
+                last: f.time,
+                attack: f.attack.as_deref(),
+                location: &f.location,
+                detail: f.detail.as_deref(),
+            });
+            g.count += 1;
+            if f.severity > g.severity {
+                g.severity = f.severity;
+                g.severity_reason = &f.severity_reason;
+            }
+            if f.time < g.first {
+                g.first = f.time;
+                g.location = &f.location;
+                g.detail = f.detail.as_deref();
+            }
+            g.last = g.last.max(f.time);
+        }
+        let mut v: Vec<FindingGroup<'_>> = map.into_values().collect();
+        v.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(a.first.cmp(&b.first))
+                .then(a.credential.cmp(&b.credential))
+                .then(a.rule_id.cmp(b.rule_id))
+                .then(a.action.cmp(&b.action))
+                .then(a.source_ip.cmp(&b.source_ip))
+        });
+        v
+    }
+
+    /// Who has high findings, and which ATT&CK tactics and techniques were seen.
+    pub fn summary(&self) -> Summary {
+        let mut high: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut tactics: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for g in self.groups() {
+            if g.severity >= Severity::High {
+                *high
+                    .entry(g.credential.unwrap_or("(unattributed)"))
+                    .or_default() += 1;
+            }
+            if g.severity == Severity::Informational {
+                continue;
+            }
+            let tags: Vec<&str> = g
+                .attack
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|t| t.strip_prefix("attack."))
+                .collect();
+            let techniques: Vec<String> = tags
+                .iter()
+                .filter(|t| is_technique(t))
+                .map(|t| t.to_ascii_uppercase())
+                .collect();
+            let label = if techniques.is_empty() {
+                g.rule.to_string()
+            } else {
+                format!("{} ({})", g.rule, techniques.join(", "))
+            };
+            for t in tags.iter().filter(|t| !is_technique(t)) {
+                tactics
+                    .entry(t.to_string())
+                    .or_default()
+                    .insert(label.clone());
+            }
+        }
+        let mut high_credentials: Vec<(String, usize)> =
+            high.into_iter().map(|(c, n)| (c.to_string(), n)).collect();
+        high_credentials.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Summary {
+            high_credentials,
+            tactics: tactics
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
+        }
+    }
+
+    /// The summary as lines of text: the credentials with high findings (or one line saying
+    /// there are none), then the techniques per tactic.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let s = self.summary();
+        let mut out = Vec::new();
+        if s.high_credentials.is_empty() {
+            out.push(format!(
+                "No high findings: no credential did anything at high severity{}.",
+                self.since
+                    .map(|t| format!(" after {}", t.format("%Y-%m-%dT%H:%M:%SZ")))
+                    .unwrap_or_default()
+            ));
+        } else {
+            let list: Vec<String> = s
+                .high_credentials
+                .iter()
+                .map(|(c, n)| format!("{c} ({n} group(s))"))
+                .collect();
+            out.push(format!("High findings for: {}", list.join(", ")));
+        }
+        for (tactic, rules) in &s.tactics {
+            out.push(format!("{tactic}: {}", rules.join("; ")));
+        }
+        out
+    }
+
+    /// Groups per credential, credentials with the highest severity first.
+    fn groups_by_credential(&self) -> Vec<(Option<&str>, Vec<FindingGroup<'_>>)> {
+        let mut per: Vec<(Option<&str>, Vec<FindingGroup<'_>>)> = Vec::new();
+        for g in self.groups() {
+            match per.iter_mut().find(|(c, _)| *c == g.credential) {
+                Some((_, v)) => v.push(g),
+                None => per.push((g.credential, vec![g])),
+            }
+        }
+        per
+    }
+
+    /// The table a person reads: the summary, then per credential one row per group.
+    pub fn to_table_grouped(&self) -> String {
+        let mut out = String::new();
+        for l in self.summary_lines() {
+            out.push_str(&l);
+            out.push('\n');
+        }
+        out.push('\n');
+        for (c, gs) in self.groups_by_credential() {
+            let n: usize = gs.iter().map(|g| g.count).sum();
+            out.push_str(&format!(
+                "Credential {} — {n} finding(s) in {} group(s)\n",
+                c.unwrap_or("(unattributed)"),
+                gs.len()
+            ));
+            let mut t = Table::new([
+                "SEVERITY",
+                "RULE",
+                "ACTION",
+                "SOURCE IP",
+                "COUNT",
+                "FIRST",
+                "LAST",
+                "WHY",
+                "WHERE",
+            ]);
+            for g in &gs {
+                t.row([
+                    g.severity.to_string(),
+                    g.rule.to_string(),
+                    shorten(g.action.unwrap_or(""), 48),
+                    g.source_ip.unwrap_or("").to_string(),
+                    g.count.to_string(),
+                    g.first.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    g.last.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    shorten(g.severity_reason, 80),
+                    g.location.to_string(),
+                ]);
+            }
+            out.push_str(&t.render());
+            out.push('\n');
+        }
+        out.push_str(&self.summary_text());
+        out
+    }
+
+    /// The timeline of groups per credential: first time, severity, action ×count.
+    pub fn timeline_grouped(&self) -> String {
+        let mut out = String::new();
+        for (c, mut gs) in self.groups_by_credential() {
+            gs.sort_by_key(|g| g.first);
+            out.push_str(&format!("== {}\n", c.unwrap_or("(unattributed)")));
+            let mut last_day = String::new();
+            for g in gs {
+                let day = g.first.format("%Y-%m-%d").to_string();
+                if day != last_day {
+                    out.push_str(&format!("{day}\n"));
+                    last_day = day;
+                }
+                let span = if g.count > 1 {
+                    format!(
+                        " ×{} until {}",
+                        g.count,
+                        g.last.format("%Y-%m-%dT%H:%M:%SZ")
+                    )
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "  {}  {:<13} {:<28} {} {}{span}\n",
+                    g.first.format("%H:%M:%S"),
+                    g.severity.as_str(),
+                    shorten(g.action.unwrap_or("-"), 28),
+                    g.source_ip.unwrap_or("-"),
+                    g.rule
+                ));
+            }
+        }
+        out
+    }
+
+    /// The Markdown groups: the summary lines, then per credential one row per group.
+    fn markdown_groups(&self, md: &mut String) {
+        for l in self.summary_lines() {
+            md.push_str(&format!("- {}\n", md_cell(&l)));
+        }
+        md.push('\n');
+        for (c, gs) in self.groups_by_credential() {
+            md.push_str(&format!(
+                "### {}\n\n",
+                crate::escape::markdown_code(c.unwrap_or("(unattributed)"))
+            ));
+            md.push_str("| Severity | Rule | Action | Source IP | Count | First | Last | Why |\n|---|---|---|---|---|---|---|---|\n");
+            for g in gs {
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    g.severity,
+                    md_cell(g.rule),
+                    md_cell(&shorten(g.action.unwrap_or(""), 60)),
+                    md_cell(g.source_ip.unwrap_or("")),
+                    g.count,
+                    g.first.format("%Y-%m-%d %H:%M:%S"),
+                    g.last.format("%Y-%m-%d %H:%M:%S"),
+                    md_cell(g.severity_reason)
+                ));
+            }
+            md.push('\n');
+        }
+    }
+}
+
+/// `t1098`, `t1098.001`: an ATT&CK technique id (tactics are words).
+fn is_technique(tag: &str) -> bool {
+    tag.len() > 1
+        && tag.starts_with('t')
+        && tag[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }

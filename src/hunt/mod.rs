@@ -9,6 +9,7 @@
 //! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
 //! - [`remote`]: pages fetched from the platforms' APIs (S3, LookupEvents, GitHub, GCP, Azure),
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
+//! - [`severity`]: the action baseline per credential, and how it moves a finding's severity,
 //! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
 //! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
 
@@ -18,6 +19,7 @@ pub mod fields;
 pub mod findings;
 pub mod pack;
 pub mod remote;
+pub mod severity;
 pub mod sigma;
 pub mod source;
 pub mod timeline_svg;
@@ -150,6 +152,26 @@ pub const CATALOGUE: &[HuntInfo] = &[
         name: "azure-activity-sensitive",
         phase: Phase::Both,
         summary: "Azure Activity Log: role assignments, storage key listing, VM run-command, denied operations by the caller",
+    },
+    HuntInfo {
+        name: "aws-post-compromise",
+        phase: Phase::Both,
+        summary: "CloudTrail: persistence, defense evasion, credential access, discovery bursts, execution, exfiltration, impact, console sign-in without MFA",
+    },
+    HuntInfo {
+        name: "gcp-post-compromise",
+        phase: Phase::Both,
+        summary: "Cloud Logging: asset and IAM reconnaissance, IAM bindings, sinks deleted, secrets accessed, instances created",
+    },
+    HuntInfo {
+        name: "azure-post-compromise",
+        phase: Phase::Both,
+        summary: "Azure Activity Log: diagnostic settings deleted, Key Vault access, federated credentials",
+    },
+    HuntInfo {
+        name: "github-post-compromise",
+        phase: Phase::Both,
+        summary: "GitHub audit log: deploy keys and tokens, visibility and branch protection, secrets and webhooks, mass clones",
     },
     HuntInfo {
         name: "new-source-address",

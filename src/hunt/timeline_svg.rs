@@ -650,6 +650,8 @@ mod tests {
             rule: Arc::from("Reconnaissance by the key"),
             hunt: Some(Arc::from("aws-recon")),
             severity,
+            severity_reason: Arc::from("rule level"),
+            attack: None,
             source: Source::Cloudtrail,
             credential: cred.map(Arc::from),
             principal: None,

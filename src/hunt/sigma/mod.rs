@@ -20,6 +20,7 @@
 //! load with the reason, never a crash.
 
 pub mod condition;
+pub mod correlation;
 
 use super::Severity;
 use super::fields::{FieldId, FieldVal, Fields};
@@ -40,6 +41,18 @@ pub struct Rule {
     pub expected_actor_filter: bool,
     /// Where the rule came from: `builtin:FILE` or the file path.
     pub origin: String,
+    /// The rule's `name` (Sigma 2), by which correlations may refer to it.
+    pub name: Option<std::sync::Arc<str>>,
+    /// Its ATT&CK tags (`attack.persistence`, `attack.t1098`), comma-joined; shared by findings.
+    pub attack: Option<std::sync::Arc<str>>,
+    /// A first use of its action by a credential after the incident start is raised to high
+    /// (`rekey.severity.first-seen` tag; see [`crate::hunt::severity`]).
+    pub raise_first_seen: bool,
+    /// Referenced by a correlation that does not `generate` its rules: matches feed the
+    /// correlation only (set when the correlation is resolved).
+    pub correlation_only: bool,
+    /// The correlations it feeds: (correlation index, position in its `rules`).
+    pub correlations: Vec<(usize, usize)>,
     searches: Vec<Search>,
     names: Vec<String>,
     cond: Cond,
@@ -565,6 +578,15 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         reason,
     };
     let doc: Value = serde_saphyr::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+    load_doc(origin, &doc, fields)
+}
+
+/// Loads one rule from a parsed YAML document (one of a multi-document file).
+pub fn load_doc(origin: &str, doc: &Value, fields: &mut FieldSets) -> Result<Rule, RuleError> {
+    let err = |reason: String| RuleError {
+        origin: origin.to_string(),
+        reason,
+    };
     let get_str = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
     let title = get_str("title").ok_or_else(|| err("no `title`".into()))?;
     let id = get_str("id").unwrap_or_else(|| title.clone());
@@ -584,18 +606,10 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
                 ls("service")
             ))
         })?;
-    let hunt = doc
-        .get("tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find_map(|t| t.strip_prefix("rekey.hunt."))
-        .map(std::sync::Arc::from);
-    let expected_actor_filter = doc.get("tags").and_then(Value::as_array).is_some_and(|t| {
-        t.iter()
-            .any(|t| t.as_str() == Some("rekey.filter.expected-actors"))
-    });
+    let tags = Tags::of(doc);
+    let (hunt, attack) = (tags.hunt(), tags.attack());
+    let expected_actor_filter = tags.0.contains(&"rekey.filter.expected-actors");
+    let raise_first_seen = tags.0.contains(&"rekey.severity.first-seen");
     let detection = doc
         .get("detection")
         .and_then(Value::as_object)
@@ -637,10 +651,50 @@ pub fn load(origin: &str, text: &str, fields: &mut FieldSets) -> Result<Rule, Ru
         hunt,
         expected_actor_filter,
         origin: origin.to_string(),
+        name: get_str("name").map(std::sync::Arc::from),
+        attack,
+        raise_first_seen,
+        correlation_only: false,
+        correlations: Vec::new(),
         searches,
         names,
         cond,
     })
+}
+
+/// A rule's (or correlation's) `tags`.
+pub(crate) struct Tags<'d>(pub Vec<&'d str>);
+
+impl<'d> Tags<'d> {
+    pub fn of(doc: &'d Value) -> Tags<'d> {
+        Tags(
+            doc.get("tags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect(),
+        )
+    }
+
+    /// The catalogue hunt (`rekey.hunt.NAME`).
+    pub fn hunt(&self) -> Option<std::sync::Arc<str>> {
+        self.0
+            .iter()
+            .find_map(|t| t.strip_prefix("rekey.hunt."))
+            .map(std::sync::Arc::from)
+    }
+
+    /// The ATT&CK tags, comma-joined.
+    pub fn attack(&self) -> Option<std::sync::Arc<str>> {
+        let attack: Vec<&str> = self
+            .0
+            .iter()
+            .copied()
+            .filter(|t| t.starts_with("attack."))
+            .collect();
+        (!attack.is_empty()).then(|| std::sync::Arc::from(attack.join(",")))
+    }
 }
 
 fn compile_search(
