@@ -746,7 +746,10 @@ async fn real_environment(
             github_anonymous,
             token_inputs,
         )))
-        .with(Arc::new(CheckoutKeyProvider::new(circleci.clone())));
+        .with(Arc::new(CheckoutKeyProvider::new(circleci.clone())))
+        .with(Arc::new(rekey::providers::ssh_key::SshKeyProvider::new(
+            circleci.clone(),
+        )));
     let stash_key = if need_stash {
         rekey::engine::stash::StashKey::from_env_or_keyring()
             .map_err(|e| Failure::input(e.to_string()))?
@@ -1386,7 +1389,10 @@ async fn demo() -> Result<u8, Failure> {
         ))
         .with(Arc::new(
             rekey::providers::checkout_key::CheckoutKeyProvider::new(client.clone()),
-        ));
+        ))
+        .with(Arc::new(rekey::providers::ssh_key::SshKeyProvider::new(
+            client.clone(),
+        )));
     for p in cloud
         .providers()
         .map_err(|e| fail("GCP and Azure providers", &e))?

@@ -90,7 +90,7 @@ struct InspectCredential {
 }
 
 /// What one run of a command gave.
-struct Ran {
+pub(crate) struct Ran {
     stdout: Vec<u8>,
 }
 
@@ -142,7 +142,8 @@ fn request(
 }
 
 /// Runs `argv` with `input` on stdin, within `timeout`. `secrets` are redacted from stderr.
-async fn run(
+/// Shared with the hooks of other providers (`circleci-ssh-key`'s install and remove).
+pub(crate) async fn run(
     what: &str,
     argv: &[String],
     input: &Secret,

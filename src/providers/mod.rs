@@ -16,6 +16,7 @@ pub mod exec;
 pub mod gcp;
 pub mod github;
 pub mod rest;
+pub mod ssh_key;
 pub mod wrappers;
 
 use crate::plan::{ProviderKind, Target};
