@@ -45,10 +45,16 @@ pub enum BindingError {
 /// `project gh/acme/api` or `context aws-prod`: how a binding is named in the journal and
 /// reports.
 pub fn label(binding: &Binding) -> String {
-    binding
+    let place = binding
         .place()
         .map(|p| p.to_string())
-        .unwrap_or_else(|| "binding without a place".into())
+        .unwrap_or_else(|| "binding without a place".into());
+    // A project's settings are places of their own beside its variables.
+    match (&binding.ssh_hostname, binding.aws_keypair) {
+        (Some(host), _) => format!("{place} (SSH key for `{}`)", host.as_str()),
+        (None, true) => format!("{place} (legacy AWS key pair)"),
+        (None, false) => place,
+    }
 }
 
 /// The (variable, value) pairs a binding receives: each mapped field that the minted credential

@@ -550,7 +550,9 @@ pub struct Binding {
     /// Context id (the API addresses contexts by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_id: Option<String>,
-    /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID`.
+    /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID` (empty for
+    /// bindings into project settings: `aws_keypair`, `ssh_hostname`).
+    #[serde(default)]
     pub vars: BTreeMap<Located<String>, Located<String>>,
     /// Credential field → how the value is written (default raw).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

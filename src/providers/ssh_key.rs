@@ -6,11 +6,15 @@
 //! - **mint**: rekey generates an ed25519 pair locally; the public half is installed by the
 //!   plan's `ssh_key.install` command (JSON on stdin: `operation`, `target`, `public_key`,
 //!   `fingerprint`, `sha256_fingerprint`, `hostnames`; never the private key), or, with
-//!   `ssh_key.manual`, by a person later (see revoke).
-//! - **write** (engine, `engine::bindings`): the private half is added to every bound project
-//!   for its host (`POST /api/v1.1/project/{vcs}/{org}/{repo}/ssh-key`); the old key stays
-//!   beside it, so jobs keep working through the grace period whichever one they select.
-//! - **verify**: the new key is well-formed and the one rekey generated (its fingerprint).
+//!   `ssh_key.manual`, by a person later (see revoke); then the private half is added to every
+//!   bound project for its host (`POST /api/v1.1/project/{vcs}/{org}/{repo}/ssh-key`). The key
+//!   exists at its owner (CircleCI) from then on, so a crash before the journal knows it is
+//!   found by listing and deleted like any orphan. The old key stays beside the new one, so
+//!   jobs keep working through the grace period whichever one they select.
+//! - **write** (engine, `engine::bindings`): adds the key again (a no-op when present) and
+//!   read-back proves it is listed for its host in every project.
+//! - **verify**: the key is listed in every bound project for its host, and the private half
+//!   held is that key (its fingerprint).
 //! - **revoke**: the old key is deleted from every bound project by fingerprint and hostname
 //!   (`DELETE` on the same path), then `ssh_key.remove` removes its public half from the host.
 //!   Where a person must act (manual install, or no `remove` command), revoke is a confirmed
@@ -221,8 +225,10 @@ impl Provider for SshKeyProvider {
     }
 
     async fn mint(&self, target: &Target) -> Result<Minted, ProviderError> {
-        places(target)?;
+        let places = places(target)?;
         let hooks = hooks(target)?;
+        // Every project must be readable before anything is installed anywhere.
+        self.listed(target).await?;
         let (private, public) =
             super::github::generate_ed25519(&format!("rekey {}", target.id.as_str()))?;
         let fingerprint = md5_fingerprint(private.expose()).ok_or_else(|| {
@@ -240,6 +246,21 @@ impl Provider for SshKeyProvider {
             });
             run_hook("ssh_key.install", target, install, doc).await?;
         }
+        let mut added: Vec<(&str, &str)> = Vec::new();
+        for (slug, host) in &places {
+            if let Err(e) = self.client.add_ssh_key(slug, host, &private).await {
+                // Leave nothing half-added behind; what cannot be undone now the engine finds
+                // as an orphan by listing.
+                for (done_slug, done_host) in &added {
+                    let _ = self
+                        .client
+                        .delete_ssh_key(done_slug, &fingerprint, done_host)
+                        .await;
+                }
+                return Err(map_error("add SSH key", slug, e));
+            }
+            added.push((slug, host));
+        }
         tracing::info!(target = target.id.as_str(), fingerprint = %fingerprint, sha256 = %sha256, "circleci-ssh-key minted a new key pair");
         if let Ok(mut minted) = self.minted.lock() {
             minted.insert(target.id.value.clone(), (fingerprint.clone(), sha256));
@@ -250,17 +271,29 @@ impl Provider for SshKeyProvider {
         })
     }
 
-    async fn verify(&self, _target: &Target, minted: &Minted) -> Result<(), ProviderError> {
+    async fn verify(&self, target: &Target, minted: &Minted) -> Result<(), ProviderError> {
         let private = minted.fields.get("private_key").ok_or_else(|| {
             ProviderError::Rejected("the minted SSH key has no private key".into())
         })?;
-        match md5_fingerprint(private.expose()) {
-            Some(fp) if fp == minted.id => Ok(()),
-            _ => Err(ProviderError::Rejected(format!(
+        if md5_fingerprint(private.expose()).as_deref() != Some(minted.id.as_str()) {
+            return Err(ProviderError::Rejected(format!(
                 "the private key held for {} is not that key",
                 minted.id
-            ))),
+            )));
         }
+        let listed = self.listed(target).await?;
+        for (slug, host) in places(target)? {
+            let present = listed
+                .iter()
+                .any(|k| k.slug == slug && k.host == host && k.fingerprint == minted.id);
+            if !present {
+                return Err(ProviderError::Rejected(format!(
+                    "SSH key {} is not listed for host `{host}` in project {slug}",
+                    minted.id
+                )));
+            }
+        }
+        Ok(())
     }
 
     async fn deactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
@@ -306,6 +339,10 @@ impl Provider for SshKeyProvider {
                 projects(target)
             )));
         }
+        let old_public = listed
+            .iter()
+            .find(|k| k.fingerprint == credential_id)
+            .map(|k| k.public_key.clone());
         let mut missing = 0;
         for (slug, host) in places(target)? {
             tracing::debug!(
@@ -331,6 +368,7 @@ impl Provider for SshKeyProvider {
                     "operation": "remove",
                     "target": target.id.as_str(),
                     "fingerprint": credential_id,
+                    "public_key": old_public,
                     "hostnames": hostnames(target),
                 });
                 run_hook("ssh_key.remove", target, remove, doc).await
