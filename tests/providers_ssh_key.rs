@@ -356,11 +356,11 @@ async fn simulated_v1_ssh_key_endpoints() {
 
 const HOST: &str = "deploy.acme.example";
 
-fn ssh_plan(w: &World, authorized_keys: &Path, old_fp: &str) -> PathBuf {
+fn ssh_plan(w: &World, authorized_keys: &Path, old_fp: &str, grace: &str) -> PathBuf {
     let script = host_script();
     let keys = authorized_keys.display();
-    let mut y = String::from(
-        "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: ssh-test}\ndefaults:\n  grace: 2s\n",
+    let mut y = format!(
+        "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {{name: ssh-test}}\ndefaults:\n  grace: {grace}\n",
     );
     y.push_str("targets:\n  - id: ssh-key-deploy\n    provider: circleci-ssh-key\n    bindings:\n");
     for slug in PROJECTS {
@@ -397,7 +397,7 @@ fn a_job_keeps_a_working_key_through_the_grace_period() {
             old_key(s, slug, HOST, &old_private, &old_public);
         }
     });
-    let plan = ssh_plan(&w, &authorized_keys, &old_fp);
+    let plan = ssh_plan(&w, &authorized_keys, &old_fp, "2s");
     let validate = w.run(&["validate", &plan.display().to_string()], &[]);
     validate.expect_code(0, "validate");
 
@@ -468,6 +468,181 @@ fn a_job_keeps_a_working_key_through_the_grace_period() {
         for text in [&inv.stdout, &inv.stderr] {
             assert_no_secret("output", text, &[&new_private, old_private.expose()]);
         }
+    }
+}
+
+/// A world whose two projects hold one SSH key for [`HOST`], trusted there; its plan.
+struct SshWorld {
+    w: World,
+    authorized_keys: PathBuf,
+    old_fp: String,
+    old_public: String,
+    plan: PathBuf,
+}
+
+impl SshWorld {
+    fn new(grace: &str) -> SshWorld {
+        let w = World::sandbox(1);
+        let authorized_keys = w.path("authorized_keys");
+        let (old_private, old_public) = rekey::providers::github::generate_ed25519("old").unwrap();
+        std::fs::write(&authorized_keys, format!("{old_public}\n")).unwrap();
+        let old_fp = md5_fingerprint(old_private.expose()).unwrap();
+        w.circleci.with_state(|s| {
+            for slug in PROJECTS {
+                old_key(s, slug, HOST, &old_private, &old_public);
+            }
+        });
+        let plan = ssh_plan(&w, &authorized_keys, &old_fp, grace);
+        SshWorld {
+            w,
+            authorized_keys,
+            old_fp,
+            old_public,
+            plan,
+        }
+    }
+
+    fn apply(&self, crash_at: Option<&str>) -> support::world::Invocation {
+        let plan = self.plan.display().to_string();
+        let state = self.w.state_dir().display().to_string();
+        let args = [
+            "apply",
+            plan.as_str(),
+            "--state-dir",
+            state.as_str(),
+            "--verify-backoff-ms",
+            "20",
+        ];
+        self.invoke(&args, crash_at)
+    }
+
+    fn resume(&self, run: &str, crash_at: Option<&str>) -> support::world::Invocation {
+        let state = self.w.state_dir().display().to_string();
+        let args = [
+            "apply",
+            "--resume",
+            run,
+            "--state-dir",
+            state.as_str(),
+            "--verify-backoff-ms",
+            "20",
+        ];
+        self.invoke(&args, crash_at)
+    }
+
+    fn invoke(&self, args: &[&str], crash_at: Option<&str>) -> support::world::Invocation {
+        match crash_at {
+            Some(point) => {
+                let at = format!("{SSH_TARGET}:{point}");
+                self.w.run(args, &[("REKEY_CRASH_AT", at.as_str())])
+            }
+            None => self.w.run(args, &[]),
+        }
+    }
+
+    /// After a finished run: one new key, the same in both projects, trusted on the host and
+    /// nothing else trusted; the old key and any orphan gone from CircleCI and the host.
+    fn check_rotated(&self, what: &str) {
+        let state = self.w.circleci.state();
+        let mut fingerprints = BTreeMap::new();
+        for slug in PROJECTS {
+            let keys = &state.project_by_slug(slug).unwrap().ssh_keys;
+            assert_eq!(keys.len(), 1, "{what}: one key left in {slug}: {keys:?}");
+            fingerprints.insert(slug, keys[0].fingerprint.clone());
+        }
+        let new_fp = fingerprints[PROJECTS[0]].clone();
+        assert_eq!(
+            fingerprints[PROJECTS[1]], new_fp,
+            "{what}: the same key in both projects"
+        );
+        assert_ne!(new_fp, self.old_fp, "{what}: the key was rotated");
+        for slug in PROJECTS {
+            assert!(
+                job_works(&state, &self.authorized_keys, slug, HOST, &new_fp),
+                "{what}: a job works in {slug}"
+            );
+        }
+        let trusted = authorized(&self.authorized_keys);
+        assert_eq!(
+            trusted.len(),
+            1,
+            "{what}: only the new key is trusted (no orphan, not the old one): {trusted:?}"
+        );
+        assert!(!trusted.contains(&self.old_public), "{what}");
+    }
+}
+
+const SSH_TARGET: &str = "ssh-key-deploy";
+
+fn newest_run(w: &World) -> String {
+    let status = w.status(None);
+    status["selected"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run in status: {status}"))
+        .to_owned()
+}
+
+/// SIGKILL at every journal boundary of a clean run and between each side effect and its
+/// record (the key added to CircleCI and trusted on the host but not journaled: the orphan is
+/// found by listing, deleted from CircleCI and the host, and one key is minted again), then
+/// `--resume`: the rotation ends as a clean one does.
+#[test]
+fn ssh_key_crash_anywhere_then_resume() {
+    let clean = SshWorld::new("0s");
+    clean.apply(None).expect_code(0, "clean run");
+    clean.check_rotated("clean run");
+    let run = newest_run(&clean.w);
+    let journal = rekey::engine::journal::Journal::open(&clean.w.state_dir()).unwrap();
+    let mut points: Vec<String> = Vec::new();
+    let mut seen: Vec<(String, &'static str)> = Vec::new();
+    for e in journal
+        .events(&rekey::engine::journal::RunId::from(run), Some(SSH_TARGET))
+        .unwrap()
+    {
+        let phase = e.phase.as_str();
+        let n = seen
+            .iter()
+            .filter(|(s, p)| *s == e.step && *p == phase)
+            .count()
+            + 1;
+        seen.push((e.step.clone(), phase));
+        points.push(format!("{}:{phase}:{n}", e.step));
+    }
+    for expected in [
+        "mint:intent:1",
+        "mint:done:1",
+        "write:done:2",
+        "read-back:done:1",
+        "revoke:intent:1",
+        "done:done:1",
+    ] {
+        assert!(
+            points.iter().any(|p| p == expected),
+            "{expected} not in {points:?}"
+        );
+    }
+    points.extend(
+        [
+            "mint-after-call",
+            "mint-after-stash",
+            "write-after-call:1",
+            "write-after-call:2",
+            "revoke-after-call",
+        ]
+        .map(String::from),
+    );
+    for point in &points {
+        let world = SshWorld::new("0s");
+        let crashed = world.apply(Some(point));
+        assert_eq!(
+            crashed.code, None,
+            "{point}: killed\n{}\n{}",
+            crashed.stdout, crashed.stderr
+        );
+        let run = newest_run(&world.w);
+        let resumed = world.resume(&run, None);
+        resumed.expect_code(0, &format!("resume after a crash at {point}"));
+        world.check_rotated(&format!("crash at {point}"));
     }
 }
 
