@@ -294,7 +294,9 @@ struct BindingView<'a> {
     context: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     context_id: Option<&'a str>,
-    vars: FlowMap<&'a BTreeMap<super::Located<String>, super::Located<String>>>,
+    /// Absent for bindings into project settings (`aws_keypair`, `ssh_hostname`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vars: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<String>>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     encoding: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<Encoding>>>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -309,7 +311,8 @@ impl<'a> BindingView<'a> {
             project: b.project.as_deref().map(String::as_str),
             context: b.context.as_deref().map(String::as_str),
             context_id: b.context_id.as_deref(),
-            vars: FlowMap(&b.vars),
+            vars: (!b.vars.is_empty() || (!b.aws_keypair && b.ssh_hostname.is_none()))
+                .then_some(FlowMap(&b.vars)),
             encoding: (!b.encoding.is_empty()).then_some(FlowMap(&b.encoding)),
             aws_keypair: b.aws_keypair,
             ssh_hostname: b.ssh_hostname.as_deref().map(String::as_str),
