@@ -556,14 +556,13 @@ impl Validator<'_> {
             }
             (ProviderKind::CircleciSshKey, Some(hooks)) => {
                 for (name, command) in [("install", &hooks.install), ("remove", &hooks.remove)] {
-                    if let Some(command) = command {
-                        if command.is_empty() || command.iter().any(|a| a == REVIEW_REQUIRED) {
-                            let msg = format!(
-                                "target `{id}`: ssh_key.{name} needs a command (argv list)"
-                            );
-                            let help = "or remove it and set `manual: true`: a person installs the public key and confirms";
-                            self.error(command.pos, msg).help = Some(help.into());
-                        }
+                    if let Some(command) = command
+                        && (command.is_empty() || command.iter().any(|a| a == REVIEW_REQUIRED))
+                    {
+                        let msg =
+                            format!("target `{id}`: ssh_key.{name} needs a command (argv list)");
+                        let help = "or remove it and set `manual: true`: a person installs the public key and confirms";
+                        self.error(command.pos, msg).help = Some(help.into());
                     }
                 }
                 match (&hooks.install, hooks.manual) {
