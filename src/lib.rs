@@ -16,9 +16,11 @@
 //! - [`sandbox`]: in-process simulators (CircleCI today) for demos, rehearsals and tests.
 //! - [`hunt`]: the catalogue of hunting checks a plan may name.
 //! - [`report`]: human tables.
+//! - [`cli`]: the command line, one module per subcommand (the binary only dispatches).
 
 pub mod circleci;
 pub mod classify;
+pub mod cli;
 pub mod credentials;
 pub mod diagnostic;
 pub mod engine;

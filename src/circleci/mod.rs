@@ -417,6 +417,36 @@ impl CircleCiClient {
         .await
     }
 
+    /// What CircleCI shows of a project's variables, by name: the last four characters of
+    /// each value (it masks them as `xxxx` + last four). The observable state of a project
+    /// binding: which credential it holds, whether a plan's observation still holds.
+    pub async fn project_masks(
+        &self,
+        slug: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, CircleCiError> {
+        Ok(self
+            .list_project_env_vars(slug)
+            .await?
+            .into_iter()
+            .map(|v| (v.name, v.value.last_four().to_string()))
+            .collect())
+    }
+
+    /// When each variable of a context was last written (`updated_at`, else `created_at`), by
+    /// name: the only observable state of a context variable, which has no readable value.
+    pub async fn context_stamps(
+        &self,
+        context_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>, CircleCiError>
+    {
+        Ok(self
+            .list_context_env_vars(context_id)
+            .await?
+            .into_iter()
+            .filter_map(|v| Some((v.variable, v.updated_at.or(v.created_at)?)))
+            .collect())
+    }
+
     fn token_header(&self) -> HeaderValue {
         // Checked in `new`; the fallback only keeps this path free of panics.
         let mut value = HeaderValue::from_str(self.token.expose())

@@ -101,23 +101,16 @@ pub async fn timestamps(
             .ok_or(BindingError::NoContextId {
                 place: place.clone(),
             })?;
-        let vars =
-            client
-                .list_context_env_vars(id)
-                .await
-                .map_err(|source| BindingError::CircleCi {
-                    place: place.clone(),
-                    source,
-                })?;
-        for v in vars {
-            if binding
-                .vars
-                .values()
-                .any(|name| name.as_str() == v.variable)
-            {
-                if let Some(at) = v.updated_at.or(v.created_at) {
-                    out.insert(stamp_key(id, &v.variable), at);
-                }
+        let stamps = client
+            .context_stamps(id)
+            .await
+            .map_err(|source| BindingError::CircleCi {
+                place: place.clone(),
+                source,
+            })?;
+        for (var, at) in stamps {
+            if binding.vars.values().any(|name| name.as_str() == var) {
+                out.insert(stamp_key(id, &var), at);
             }
         }
     }
@@ -187,13 +180,7 @@ pub async fn read_back(
     let expected = values(binding, minted);
     match binding.place() {
         Some(Place::Project(slug)) => {
-            let live: BTreeMap<String, String> = client
-                .list_project_env_vars(slug)
-                .await
-                .map_err(err)?
-                .into_iter()
-                .map(|v| (v.name, v.value.last_four().to_string()))
-                .collect();
+            let live = client.project_masks(slug).await.map_err(err)?;
             for (var, value) in expected {
                 let want = crate::inventory::Masked::new(value.expose())
                     .last_four()
@@ -247,19 +234,6 @@ pub async fn read_back(
         None => return Err(BindingError::NoContextId { place }),
     }
     Ok(())
-}
-
-/// The last four characters CircleCI shows for each variable of a project.
-pub async fn project_masks(
-    client: &CircleCiClient,
-    slug: &str,
-) -> Result<BTreeMap<String, String>, CircleCiError> {
-    Ok(client
-        .list_project_env_vars(slug)
-        .await?
-        .into_iter()
-        .map(|v| (v.name, v.value.last_four().to_string()))
-        .collect())
 }
 
 /// A binding into project settings: which slot, in which project. `None` for variables.

@@ -7,7 +7,7 @@ use super::bindings;
 use super::journal::{Journal, RunId};
 use super::run::ProviderSet;
 use super::steps::Step;
-use super::target::{current_credential, stale};
+use super::steps::inspect::{current_credential, stale};
 use crate::circleci::CircleCiClient;
 use crate::plan::{Place, Plan, Target};
 use crate::providers::CredentialInfo;
@@ -238,9 +238,25 @@ async fn preview_target(
         }
     }
 
+    out.steps = planned_steps(plan, target, caps, &inspection, old.as_ref());
+    if let Some(problem) = out.steps.iter().find_map(|s| s.problem.clone()) {
+        out.action = Action::Blocked(problem);
+    }
+    out
+}
+
+/// The steps `apply` would take for a target that is due, in order, each with what stops it.
+fn planned_steps(
+    plan: &Plan,
+    target: &Target,
+    caps: crate::providers::Capabilities,
+    inspection: &crate::providers::Inspection,
+    old: Option<&crate::providers::CredentialInfo>,
+) -> Vec<PlannedStep> {
     let principal = inspection.principal.clone();
+    let mut steps = Vec::new();
     let mut step = |step: Step, description: String, problem: Option<String>| {
-        out.steps.push(PlannedStep {
+        steps.push(PlannedStep {
             step,
             description,
             problem,
@@ -254,36 +270,8 @@ async fn preview_target(
         ),
         None,
     );
-    if let Some(max) = caps.max_credentials {
-        if inspection.credentials.len() >= max {
-            let removable = target
-                .policy
-                .removable_keys
-                .iter()
-                .map(|k| k.as_str())
-                .find(|k| {
-                    Some(*k) != old.as_ref().map(|o| o.id.as_str())
-                        && inspection.credentials.iter().any(|c| c.id == *k)
-                });
-            match removable {
-                Some(k) => step(
-                    Step::Capacity,
-                    format!("delete {k} (marked removable) to stay within {max} credentials"),
-                    None,
-                ),
-                None => step(
-                    Step::Capacity,
-                    format!(
-                        "make room: {principal} already has {} credentials",
-                        inspection.credentials.len()
-                    ),
-                    Some(
-                        "the plan marks none of the others removable (policy.removable_keys)"
-                            .into(),
-                    ),
-                ),
-            }
-        }
+    if let Some((description, problem)) = planned_capacity(target, caps, inspection, old) {
+        step(Step::Capacity, description, problem);
     }
     let mint = if caps.manual_mint {
         "ask a person for the new credential"
@@ -341,7 +329,7 @@ async fn preview_target(
         .as_ref()
         .map(|g| g.value)
         .unwrap_or(plan.defaults.grace.value);
-    match (&old, caps.deactivate) {
+    match (old, caps.deactivate) {
         (Some(o), true) => step(
             Step::Deactivate,
             format!("deactivate the old credential {}", o.id),
@@ -365,17 +353,51 @@ async fn preview_target(
     if let Some(what) = super::hunts::describe(plan, target, super::hunts::When::Post) {
         step(Step::PostHunt, what, None);
     }
-    if let Some(o) = &old {
+    if let Some(o) = old {
         step(
             Step::Revoke,
             format!("delete the old credential {}", o.id),
             None,
         );
     }
-    if let Some(problem) = out.steps.iter().find_map(|s| s.problem.clone()) {
-        out.action = Action::Blocked(problem);
+    steps
+}
+
+/// Step 3 as `apply` would take it, when the owner's quota is full: which key it would delete,
+/// or why it cannot.
+fn planned_capacity(
+    target: &Target,
+    caps: crate::providers::Capabilities,
+    inspection: &crate::providers::Inspection,
+    old: Option<&crate::providers::CredentialInfo>,
+) -> Option<(String, Option<String>)> {
+    let max = caps.max_credentials?;
+    let principal = &inspection.principal;
+    if inspection.credentials.len() < max {
+        return None;
     }
-    out
+    let removable = target
+        .policy
+        .removable_keys
+        .iter()
+        .map(|k| k.as_str())
+        .find(|k| {
+            Some(*k) != old.map(|o| o.id.as_str())
+                && inspection.credentials.iter().any(|c| c.id == *k)
+        });
+    Some(match removable {
+        Some(k) => (
+            format!("delete {k} (marked removable) to stay within {max} credentials"),
+            None,
+        ),
+        None => (
+            format!(
+                "make room: {principal} already has {} credentials",
+                inspection.credentials.len()
+            ),
+            Some("the plan marks none of the others removable (policy.removable_keys)".into()),
+        ),
+    })
 }
 
 async fn binding_preview(
@@ -385,7 +407,7 @@ async fn binding_preview(
     let place = bindings::label(binding);
     let mut vars = Vec::new();
     match binding.place() {
-        Some(Place::Project(slug)) => match bindings::project_masks(circleci, slug).await {
+        Some(Place::Project(slug)) => match circleci.project_masks(slug).await {
             Ok(masks) => {
                 for var in binding.vars.values() {
                     match masks.get(var.as_str()) {

@@ -424,24 +424,13 @@ pub async fn run_phase(
     // After the rotation, stop where every source's deliveries are complete.
     let until = match when {
         When::Pre => None,
-        When::Post => {
-            let delay = wanted
-                .iter()
-                .map(|s| delivery_delay(env.plan, *s))
-                .max()
-                .unwrap_or_default();
-            let until = env.now - delay;
-            let from = facts.deactivated_at.unwrap_or(since);
-            if delay > chrono::Duration::zero() && env.now - from < delay {
-                result.notes.push(format!(
-                    "audit logs arrive up to {} late, longer than the time since the old credential was disabled: the hunt covers only up to {}; run `rekey hunt --run RUN_ID` after {} for the full window",
-                    crate::plan::PlanDuration(delay.num_seconds().max(0) as u64),
-                    until.to_rfc3339(),
-                    (from + delay).to_rfc3339()
-                ));
-            }
-            Some(until)
-        }
+        When::Post => Some(delivered_until(
+            env,
+            &wanted,
+            facts,
+            since,
+            &mut result.notes,
+        )),
     };
     let rotation = (when == When::Post).then(|| Rotation {
         old: facts.old_id.iter().cloned().collect(),
@@ -513,23 +502,8 @@ pub async fn run_phase(
         // a rotation: read them once per run.
         let shared = (!narrowed && when == When::Pre)
             .then_some(env.shared)
-            .flatten()
-            .map(|cache| (cache, format!("{:?}|{remotes:?}|{since}", opts.inputs)));
-        let report = match &shared {
-            Some((cache, key)) => {
-                // Held while reading, so that targets running in parallel wait for one read.
-                let mut reads = cache.lock().await;
-                match reads.get(key) {
-                    Some(r) => r.clone(),
-                    None => {
-                        let r = remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await;
-                        reads.insert(key.clone(), r.clone());
-                        r
-                    }
-                }
-            }
-            None => remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await,
-        };
+            .flatten();
+        let report = read_once(shared, env, opts, remotes, window, ctx).await;
         result.unread.extend(
             report
                 .incomplete
@@ -555,6 +529,57 @@ pub async fn run_phase(
     result.report.normalize();
     result.report.since = Some(since);
     result
+}
+
+/// Where a post-rotation hunt stops: now less the longest delivery delay of its sources, with
+/// a note when that cuts the window short of the deactivation.
+fn delivered_until(
+    env: &HuntEnv<'_>,
+    wanted: &[Source],
+    facts: &RotationFacts,
+    since: DateTime<Utc>,
+    notes: &mut Vec<String>,
+) -> DateTime<Utc> {
+    let delay = wanted
+        .iter()
+        .map(|s| delivery_delay(env.plan, *s))
+        .max()
+        .unwrap_or_default();
+    let until = env.now - delay;
+    let from = facts.deactivated_at.unwrap_or(since);
+    if delay > chrono::Duration::zero() && env.now - from < delay {
+        notes.push(format!(
+            "audit logs arrive up to {} late, longer than the time since the old credential was disabled: the hunt covers only up to {}; run `rekey hunt --run RUN_ID` after {} for the full window",
+            crate::plan::PlanDuration(delay.num_seconds().max(0) as u64),
+            until.to_rfc3339(),
+            (from + delay).to_rfc3339()
+        ));
+    }
+    until
+}
+
+/// Runs one read of the hunt engine; with `shared`, a read with the same inputs made earlier
+/// in this run is reused (held while reading, so that targets running in parallel wait for
+/// one read).
+async fn read_once(
+    shared: Option<&SharedReads>,
+    env: &HuntEnv<'_>,
+    opts: HuntOptions,
+    remotes: Vec<Remote>,
+    window: Window,
+    ctx: Arc<remote::Context>,
+) -> HuntReport {
+    let Some(cache) = shared else {
+        return remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await;
+    };
+    let key = format!("{:?}|{remotes:?}|{}", opts.inputs, opts.since);
+    let mut reads = cache.lock().await;
+    if let Some(r) = reads.get(&key) {
+        return r.clone();
+    }
+    let r = remote::hunt(env.rules.clone(), opts, remotes, window, ctx).await;
+    reads.insert(key, r.clone());
+    r
 }
 
 fn merge(into: &mut HuntReport, from: HuntReport) {

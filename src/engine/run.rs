@@ -15,10 +15,9 @@ use super::steps::{Detail, EventPhase, Step, StepEvent};
 use super::target::{self, Outcome};
 use crate::circleci::CircleCiClient;
 use crate::plan::{Plan, PlanDuration, ProviderKind, Target};
-use crate::providers::{Minted, Provider};
+use crate::providers::Minted;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,20 +51,8 @@ impl Default for ApplyOptions {
     }
 }
 
-/// The providers available to a run, by kind.
-#[derive(Clone, Default)]
-pub struct ProviderSet(HashMap<ProviderKind, Arc<dyn Provider>>);
-
-impl ProviderSet {
-    pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
-        self.0.insert(provider.kind(), provider);
-        self
-    }
-
-    pub fn get(&self, kind: ProviderKind) -> Option<&dyn Provider> {
-        self.0.get(&kind).map(|p| p.as_ref())
-    }
-}
+/// The providers available to a run, by kind (built by [`crate::providers::registry`]).
+pub use crate::providers::registry::ProviderSet;
 
 /// What an invocation did, per target.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -4,7 +4,6 @@
 
 use super::model::{Place, Plan};
 use crate::circleci::CircleCiClient;
-use crate::engine::bindings;
 use std::collections::BTreeMap;
 
 /// Brings every `observed` entry of `plan` up to date with CircleCI; returns one line per change.
@@ -22,7 +21,8 @@ pub async fn refresh_observed(
                 Some(Place::Project(slug)) => {
                     let slug = slug.to_string();
                     if !masks.contains_key(&slug) {
-                        let live = bindings::project_masks(circleci, &slug)
+                        let live = circleci
+                            .project_masks(&slug)
                             .await
                             .map_err(|e| format!("cannot read {slug}: {e}"))?;
                         masks.insert(slug.clone(), live);
@@ -51,13 +51,20 @@ pub async fn refresh_observed(
                     else {
                         continue;
                     };
-                    let stamps = bindings::timestamps(circleci, binding)
+                    let Some(context_id) = binding.context_id.as_deref() else {
+                        return Err(format!(
+                            "context {name}: a context binding needs `context_id` (CircleCI addresses contexts by id)"
+                        ));
+                    };
+                    let stamps = circleci
+                        .context_stamps(context_id)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| format!("context {name}: {e}"))?;
+                    // Only the binding's own variables count, as the engine compares them.
                     let live = stamps
-                        .iter()
-                        .find(|(k, _)| k.ends_with(&format!("/{var}")))
-                        .map(|(_, v)| *v);
+                        .get(&var)
+                        .filter(|_| binding.vars.values().any(|v| v.as_str() == var))
+                        .copied();
                     if live != obs.updated_at {
                         changes.push(format!(
                             "{}: {var} in context {name}: updated {} → {}",

@@ -15,6 +15,7 @@ pub mod checkout_key;
 pub mod exec;
 pub mod gcp;
 pub mod github;
+pub mod registry;
 pub mod rest;
 pub mod ssh_key;
 pub mod wrappers;

@@ -7,9 +7,10 @@
 //! consistency does.
 //!
 //! Submodules: [`state`] (users and keys, the builder), `api` (protocol and actions),
-//! `sigv4` (signature verification). Fault injection (latency, `Throttling`, `InternalFailure`,
-//! a lost response after the effect) and the request log (never a secret) live here, as in
-//! the CircleCI sandbox.
+//! `sigv4` (signature verification). It runs on the simulators' one server (`sandbox/sim.rs`):
+//! faults (latency, `Throttling`, `InternalFailure`, a lost response after the effect) are
+//! keyed by action and strike after authentication; the request log records the calling access
+//! key and the error code (never a secret).
 
 mod api;
 pub mod cloudtrail;
@@ -17,18 +18,13 @@ mod sigv4;
 pub mod state;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use regex::Regex;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use super::{Rng, lock};
+use super::RecordedRequest;
+use super::sim::{Injected, LogRecord, SimRequest, SimServer, Simulator};
 use api::{ApiError, Params, RequestParts, Service};
 
 pub use state::{
@@ -78,62 +74,64 @@ impl AwsRequest {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    /// 400 `Throttling`, which the SDK retries.
-    Throttle,
-    /// 500 `InternalFailure` before anything happens.
-    InternalFailure,
-    /// The action takes effect, then the answer is a 500 `InternalFailure`: the client
-    /// cannot know (a key created but never reported, say).
-    LoseResponse,
-}
-
-#[derive(Debug)]
-struct ForcedFault {
-    pattern: Regex,
-    remaining: u32,
-    fault: Fault,
-}
-
-#[derive(Debug)]
-struct Faults {
-    latency: Duration,
-    forced: Vec<ForcedFault>,
-    error_rate: f64,
-    rng: Rng,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            latency: Duration::ZERO,
-            forced: Vec::new(),
-            error_rate: 0.0,
-            rng: Rng::seeded(0),
+impl LogRecord for AwsRequest {
+    /// What `answer` left in the response's extensions, with the status and time the server
+    /// saw.
+    fn from_exchange(seen: RecordedRequest, response: &mut Response) -> Self {
+        let noted = response.extensions_mut().remove::<AwsRequest>();
+        AwsRequest {
+            status: seen.status,
+            at: seen.at,
+            ..noted.unwrap_or(AwsRequest {
+                method: seen.method,
+                service: None,
+                action: None,
+                access_key_id: None,
+                params: BTreeMap::new(),
+                status: 0,
+                error_code: None,
+                at: Duration::ZERO,
+            })
         }
+    }
+
+    fn is_mutating(&self) -> bool {
+        AwsRequest::is_mutating(self)
     }
 }
 
-struct Shared {
-    state: Mutex<AwsState>,
-    faults: Mutex<Faults>,
-    log: Mutex<Vec<AwsRequest>>,
-    started: Instant,
+/// The simulated account behind the shared server.
+struct AwsSim {
+    state: AwsState,
+}
+
+impl Simulator for AwsSim {
+    type Record = AwsRequest;
+
+    /// AWS fails requests by action, after authentication.
+    const FAULTS_BY_PATH: bool = false;
+
+    fn answer(&mut self, request: &SimRequest<'_>) -> Response {
+        let (mut response, record) = answer(&mut self.state, request);
+        response.extensions_mut().insert(record);
+        response
+    }
+
+    fn fault(&self, _: StatusCode) -> Response {
+        // Faults are injected by `answer` (FAULTS_BY_PATH is false); this shape is a fallback.
+        api::error_response(Service::Iam, &ApiError::internal_failure(), "fault")
+    }
 }
 
 /// A running AWS simulator. Dropping it stops the server.
 pub struct AwsSandbox {
-    shared: Arc<Shared>,
-    addr: std::net::SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: SimServer<AwsSim>,
 }
 
 impl std::fmt::Debug for AwsSandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsSandbox")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .finish()
     }
 }
@@ -142,53 +140,27 @@ impl AwsSandbox {
     /// Starts the simulator with `state` on 127.0.0.1 at a free port. Must be called within
     /// a Tokio runtime, which then serves the requests.
     pub async fn start(state: AwsState) -> std::io::Result<AwsSandbox> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            faults: Mutex::new(Faults::default()),
-            log: Mutex::new(Vec::new()),
-            started: Instant::now(),
-        });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "aws sandbox server stopped");
-            }
-        });
-        tracing::debug!(%addr, "aws sandbox listening");
-        Ok(AwsSandbox {
-            shared,
-            addr,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        let server = SimServer::start(|_| AwsSim { state }).await?;
+        tracing::debug!(addr = %server.addr(), "aws sandbox listening");
+        Ok(AwsSandbox { server })
     }
 
     /// `http://127.0.0.1:PORT`, to use as `AWS_ENDPOINT_URL` (IAM and STS both).
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.base_url()
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn account_id(&self) -> String {
-        lock(&self.shared.state).account_id().to_owned()
+        self.with_state(|s| s.account_id().to_owned())
     }
 
     /// rekey's own credentials ([`ADMIN_USER`]'s key).
     pub fn admin_credentials(&self) -> AwsCredentials {
-        lock(&self.shared.state).admin_credentials()
+        self.with_state(|s| s.admin_credentials())
     }
 
     /// An SDK configuration that reaches this simulator as the admin: static credentials,
@@ -214,193 +186,167 @@ impl AwsSandbox {
     }
 
     /// Stops the server and waits (a second at most) for it to finish.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(mut task) = self.task.take() {
-            // Idle keep-alive connections may hold a graceful shutdown; do not wait forever.
-            if tokio::time::timeout(Duration::from_secs(1), &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
-        }
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
     }
 
     /// Reads or changes the simulated account (to set up a case, or to check what happened).
     pub fn with_state<R>(&self, f: impl FnOnce(&mut AwsState) -> R) -> R {
-        f(&mut lock(&self.shared.state))
+        self.server.with_state(|sim| f(&mut sim.state))
     }
 
     /// A copy of the simulated account.
     pub fn state(&self) -> AwsState {
-        lock(&self.shared.state).clone()
+        self.with_state(|s| s.clone())
     }
 
     /// `user`'s keys in creation order, with their status and last use.
     pub fn keys_of(&self, user: &str) -> Vec<KeyInfo> {
-        lock(&self.shared.state).keys_of(user)
+        self.with_state(|s| s.keys_of(user))
     }
 
     /// A live key's id and secret.
     pub fn credentials(&self, access_key_id: &str) -> Option<AwsCredentials> {
-        lock(&self.shared.state).credentials(access_key_id)
+        self.with_state(|s| s.credentials(access_key_id))
     }
 
     /// Delays every answer by `latency`.
     pub fn set_latency(&self, latency: Duration) {
-        lock(&self.shared.faults).latency = latency;
+        self.server.set_latency(latency);
     }
 
     /// Answers the next `count` authenticated requests whose Action matches `action_regex`
     /// with 400 `Throttling` ("Rate exceeded"), which the SDK retries.
     pub fn throttle(&self, action_regex: &str, count: u32) -> Result<(), regex::Error> {
-        self.force(action_regex, count, Fault::Throttle)
+        self.server.fail_next(
+            action_regex,
+            count,
+            StatusCode::TOO_MANY_REQUESTS.as_u16(),
+            None,
+        )
     }
 
     /// Answers the next `count` matching requests with 500 `InternalFailure`, doing nothing.
     pub fn fail_next(&self, action_regex: &str, count: u32) -> Result<(), regex::Error> {
-        self.force(action_regex, count, Fault::InternalFailure)
+        self.server.fail_next(
+            action_regex,
+            count,
+            StatusCode::INTERNAL_SERVER_ERROR.as_u16(),
+            None,
+        )
     }
 
     /// Lets the next `count` matching requests take effect, then answers them with 500
     /// `InternalFailure`: a crash between the call and the client's record of its result.
     pub fn lose_response(&self, action_regex: &str, count: u32) -> Result<(), regex::Error> {
-        self.force(action_regex, count, Fault::LoseResponse)
-    }
-
-    fn force(&self, action_regex: &str, count: u32, fault: Fault) -> Result<(), regex::Error> {
-        let pattern = Regex::new(action_regex)?;
-        lock(&self.shared.faults).forced.push(ForcedFault {
-            pattern,
-            remaining: count,
-            fault,
-        });
-        Ok(())
+        self.server.lose_response(action_regex, count)
     }
 
     /// Answers a `fraction` (0.0–1.0) of authenticated requests with 500 `InternalFailure`,
     /// drawn from a generator seeded with `seed`: reproducible for a given order of requests.
     pub fn set_error_rate(&self, fraction: f64, seed: u64) {
-        let mut faults = lock(&self.shared.faults);
-        faults.error_rate = if fraction.is_finite() {
-            fraction.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        faults.rng = Rng::seeded(seed);
+        self.server.set_error_rate(fraction, seed);
     }
 
     /// Removes every injected fault.
     pub fn clear_faults(&self) {
-        *lock(&self.shared.faults) = Faults::default();
+        self.server.clear_faults();
     }
 
     /// Every request answered so far, in the order the answers were sent.
     pub fn requests(&self) -> Vec<AwsRequest> {
-        lock(&self.shared.log).clone()
+        self.server.requests()
     }
 
     /// Requests that could have changed something ([`AwsRequest::is_mutating`]), whatever
     /// their outcome.
     pub fn mutating_requests(&self) -> Vec<AwsRequest> {
-        self.requests()
-            .into_iter()
-            .filter(AwsRequest::is_mutating)
-            .collect()
+        self.server.mutating_requests()
     }
 
     pub fn clear_requests(&self) {
-        lock(&self.shared.log).clear();
+        self.server.clear_requests();
     }
 }
 
-impl Drop for AwsSandbox {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+/// An injected fault as AWS answers it: throttling (which the SDK retries), or an internal
+/// failure; `None` for no fault or a lost response (the action runs first).
+fn fault_error(fault: Option<Injected>) -> Option<ApiError> {
+    match fault {
+        Some(Injected::Status(StatusCode::TOO_MANY_REQUESTS)) => Some(ApiError::throttling()),
+        Some(Injected::Status(_)) => Some(ApiError::internal_failure()),
+        Some(Injected::LoseResponse) | None => None,
     }
 }
 
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let latency = lock(&shared.faults).latency;
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if let Some(target) = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    {
-        return handle_json(&shared, &method, &uri, &headers, &body, &target);
-    }
-    // The Query protocol carries parameters in a POST's form body or a GET's query string.
-    let form: &[u8] = if method == Method::POST { &body } else { &[] };
-    let params = Params::parse(uri.query(), form);
-    let action = params.get("Action").map(str::to_owned);
+/// One request: the JSON protocol (CloudTrail) when `X-Amz-Target` names the operation, else
+/// the Query protocol, whose parameters are in a POST's form body or a GET's query string.
+/// Returns the answer and the log's record of it.
+fn answer(state: &mut AwsState, request: &SimRequest<'_>) -> (Response, AwsRequest) {
+    let parts = RequestParts {
+        method: request.method.as_str(),
+        path: request.path,
+        query: request.query,
+        headers: request.headers,
+        body: request.body,
+        now: Instant::now(),
+    };
     let mut record = AwsRequest {
-        method: method.to_string(),
+        method: request.method.to_string(),
         service: None,
-        action: action.clone(),
-        access_key_id: sigv4::access_key_id_of(&headers),
-        params: params.loggable(),
+        action: None,
+        access_key_id: sigv4::access_key_id_of(request.headers),
+        params: BTreeMap::new(),
         status: 0,
         error_code: None,
         at: Duration::ZERO,
     };
-    let request = RequestParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        headers: &headers,
-        body: &body,
-        now: Instant::now(),
+    if let Some(target) = request
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        let response = answer_json(state, request, &parts, target, &mut record);
+        return (response, record);
+    }
+    let form: &[u8] = if *request.method == Method::POST {
+        request.body
+    } else {
+        &[]
     };
-    let response = answer(&shared, &request, &params, action.as_deref(), &mut record);
-    record.status = response.status().as_u16();
-    record.at = shared.started.elapsed();
-    lock(&shared.log).push(record);
-    response
+    let params = Params::parse(request.query, form);
+    record.action = params.get("Action").map(str::to_owned);
+    record.params = params.loggable();
+    let response = answer_query(state, request, &parts, &params, &mut record);
+    (response, record)
 }
 
-/// Authentication, then injected faults, then the action.
-fn answer(
-    shared: &Shared,
-    request: &RequestParts<'_>,
+/// The Query protocol (IAM, STS): authentication, then injected faults, then the action.
+fn answer_query(
+    state: &mut AwsState,
+    request: &SimRequest<'_>,
+    parts: &RequestParts<'_>,
     params: &Params,
-    action: Option<&str>,
     record: &mut AwsRequest,
 ) -> Response {
-    let mut state = lock(&shared.state);
     let request_id = state.request_id();
+    let action = record.action.clone();
     let refuse = |service: Service, error: ApiError, record: &mut AwsRequest| {
         record.error_code = Some(error.code.to_owned());
         api::error_response(service, &error, &request_id)
     };
-    if request.method != "GET" && request.method != "POST" {
+    if parts.method != "GET" && parts.method != "POST" {
         let error = ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             code: "InvalidAction",
             message: "The Query protocol accepts GET and POST only.".into(),
         };
-        return refuse(Service::guess(action), error, record);
+        return refuse(Service::guess(action.as_deref()), error, record);
     }
-    let caller = match api::authenticate(&mut state, request, action) {
+    let caller = match api::authenticate(state, parts, action.as_deref()) {
         Ok(caller) => caller,
         Err((service, error)) => {
-            record.service = sigv4::parse_authorization(request.headers)
+            record.service = sigv4::parse_authorization(parts.headers)
                 .ok()
                 .map(|a| a.service);
             return refuse(service, error, record);
@@ -415,16 +361,12 @@ fn answer(
         };
         return refuse(caller.service, error, record);
     };
-    let fault = injected_fault(shared, action);
-    match fault {
-        Some(Fault::Throttle) => return refuse(caller.service, ApiError::throttling(), record),
-        Some(Fault::InternalFailure) => {
-            return refuse(caller.service, ApiError::internal_failure(), record);
-        }
-        Some(Fault::LoseResponse) | None => {}
+    let fault = request.injected(&action);
+    if let Some(error) = fault_error(fault) {
+        return refuse(caller.service, error, record);
     }
-    match api::dispatch(&mut state, &caller, action, params, &request_id) {
-        Ok(_) if fault == Some(Fault::LoseResponse) => {
+    match api::dispatch(state, &caller, &action, params, &request_id) {
+        Ok(_) if fault == Some(Injected::LoseResponse) => {
             refuse(caller.service, ApiError::internal_failure(), record)
         }
         Ok(body) => api::xml_response(StatusCode::OK, body, &request_id),
@@ -433,93 +375,42 @@ fn answer(
 }
 
 /// The JSON protocol (CloudTrail): `X-Amz-Target` names the operation, the body is JSON.
-fn handle_json(
-    shared: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
+fn answer_json(
+    state: &mut AwsState,
+    request: &SimRequest<'_>,
+    parts: &RequestParts<'_>,
     target: &str,
+    record: &mut AwsRequest,
 ) -> Response {
     let operation = target.rsplit('.').next().unwrap_or(target).to_owned();
-    let mut record = AwsRequest {
-        method: method.to_string(),
-        service: None,
-        action: Some(operation.clone()),
-        access_key_id: sigv4::access_key_id_of(headers),
-        params: BTreeMap::new(),
-        status: 0,
-        error_code: None,
-        at: Duration::ZERO,
+    record.action = Some(operation.clone());
+    let request_id = state.request_id();
+    let refuse = |error: ApiError, record: &mut AwsRequest| {
+        record.error_code = Some(error.code.to_owned());
+        cloudtrail::error_response(&error, &request_id)
     };
-    let request = RequestParts {
-        method: method.as_str(),
-        path: uri.path(),
-        query: uri.query(),
-        headers,
-        body,
-        now: Instant::now(),
+    let caller = match api::authenticate(state, parts, Some(&operation)) {
+        Err((_, error)) => return refuse(error, record),
+        Ok(caller) => caller,
     };
-    let response = {
-        let mut state = lock(&shared.state);
-        let request_id = state.request_id();
-        let refuse = |error: ApiError, record: &mut AwsRequest| {
-            record.error_code = Some(error.code.to_owned());
-            cloudtrail::error_response(&error, &request_id)
-        };
-        match api::authenticate(&mut state, &request, Some(&operation)) {
-            Err((_, error)) => refuse(error, &mut record),
-            Ok(caller) => {
-                record.service = Some(caller.service.name().to_owned());
-                if caller.service != Service::Cloudtrail
-                    || !cloudtrail::is_cloudtrail_target(target)
-                {
-                    let error = ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "UnknownOperationException",
-                        format!("The simulator does not implement {target}"),
-                    );
-                    refuse(error, &mut record)
-                } else {
-                    match injected_fault(shared, &operation) {
-                        Some(Fault::Throttle) => refuse(ApiError::throttling(), &mut record),
-                        Some(Fault::InternalFailure) => {
-                            refuse(ApiError::internal_failure(), &mut record)
-                        }
-                        fault => {
-                            match cloudtrail::dispatch(&state, &caller.user, &operation, body) {
-                                Ok(_) if fault == Some(Fault::LoseResponse) => {
-                                    refuse(ApiError::internal_failure(), &mut record)
-                                }
-                                Ok(answer) => {
-                                    cloudtrail::json_response(StatusCode::OK, &answer, &request_id)
-                                }
-                                Err(error) => refuse(error, &mut record),
-                            }
-                        }
-                    }
-                }
-            }
+    record.service = Some(caller.service.name().to_owned());
+    if caller.service != Service::Cloudtrail || !cloudtrail::is_cloudtrail_target(target) {
+        let error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!("The simulator does not implement {target}"),
+        );
+        return refuse(error, record);
+    }
+    let fault = request.injected(&operation);
+    if let Some(error) = fault_error(fault) {
+        return refuse(error, record);
+    }
+    match cloudtrail::dispatch(state, &caller.user, &operation, request.body) {
+        Ok(_) if fault == Some(Injected::LoseResponse) => {
+            refuse(ApiError::internal_failure(), record)
         }
-    };
-    record.status = response.status().as_u16();
-    record.at = shared.started.elapsed();
-    lock(&shared.log).push(record);
-    response
-}
-
-fn injected_fault(shared: &Shared, action: &str) -> Option<Fault> {
-    let mut faults = lock(&shared.faults);
-    if let Some(rule) = faults
-        .forced
-        .iter_mut()
-        .find(|r| r.remaining > 0 && r.pattern.is_match(action))
-    {
-        rule.remaining -= 1;
-        return Some(rule.fault);
+        Ok(answer) => cloudtrail::json_response(StatusCode::OK, &answer, &request_id),
+        Err(error) => refuse(error, record),
     }
-    if faults.error_rate > 0.0 && faults.rng.next_f64() < faults.error_rate {
-        return Some(Fault::InternalFailure);
-    }
-    None
 }

@@ -740,6 +740,8 @@ pub fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 impl Simulator for AzureState {
+    type Record = super::RecordedRequest;
+
     fn answer(&mut self, request: &SimRequest<'_>) -> Response {
         if let Some(graph_path) = request.path.strip_prefix("/v1.0") {
             return self.graph(graph_path, request);

@@ -10,7 +10,16 @@
 use super::Sandbox;
 use super::aws::{AwsSandbox, AwsState, KeySpec, KeyStatus};
 use super::circleci::{CircleCiState, PipelineCheck, StoredVar, demo_org};
+use super::demo_cloud::CloudDemo;
 use super::github::{GithubSandbox, GithubState};
+use crate::circleci::CircleCiClient;
+use crate::github::GithubClient;
+use crate::providers::aws::AwsIamProvider;
+use crate::providers::checkout_key::CheckoutKeyProvider;
+use crate::providers::github::{
+    GithubDeployKeyProvider, GithubTokenProvider, TokenInputs, ValueSource,
+};
+use crate::providers::registry::ProviderSet;
 use chrono::{Duration, Utc};
 use std::sync::Arc;
 
@@ -331,5 +340,52 @@ impl DemoWorld {
             ));
         }
         out
+    }
+
+    /// rekey's AWS provider, at the AWS simulator.
+    pub fn aws_provider(&self) -> AwsIamProvider {
+        AwsIamProvider::new(&self.aws.sdk_config())
+    }
+
+    /// Every provider the demo's plan uses, with rekey's own credentials at each simulator:
+    /// AWS, the GitHub deploy key and token (the token's new and old values supplied in
+    /// process, as `--value-from-file` would), checkout keys through `circleci`, and GCP,
+    /// Azure and exec from `cloud`.
+    pub fn providers(
+        &self,
+        circleci: &CircleCiClient,
+        cloud: &CloudDemo,
+    ) -> std::io::Result<ProviderSet> {
+        let github = GithubClient::new(
+            &self.github.base_url(),
+            Some(crate::secret::Secret::new(self.github.admin_token())),
+        )
+        .map_err(std::io::Error::other)?;
+        let anonymous =
+            GithubClient::new(&self.github.base_url(), None).map_err(std::io::Error::other)?;
+        let one = |value: &crate::secret::Secret| {
+            [(
+                "github-token-api".to_string(),
+                ValueSource::Value(value.clone()),
+            )]
+            .into()
+        };
+        let token_inputs = TokenInputs {
+            new: one(&self.new_github_token),
+            old: one(&self.old_github_token),
+            prompt: false,
+        };
+        let mut providers = ProviderSet::default()
+            .with(Arc::new(self.aws_provider()))
+            .with(Arc::new(GithubDeployKeyProvider::new(github)))
+            .with(Arc::new(GithubTokenProvider::new(anonymous, token_inputs)))
+            .with(Arc::new(CheckoutKeyProvider::new(circleci.clone())))
+            .with(Arc::new(crate::providers::ssh_key::SshKeyProvider::new(
+                circleci.clone(),
+            )));
+        for p in cloud.providers()? {
+            providers = providers.with(p);
+        }
+        Ok(providers)
     }
 }

@@ -598,6 +598,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 impl Simulator for GcpState {
+    type Record = super::RecordedRequest;
+
     fn answer(&mut self, request: &SimRequest<'_>) -> Response {
         if request.path == "/token" && request.method == Method::POST {
             return self.token_endpoint(request);

@@ -203,6 +203,8 @@ impl std::fmt::Debug for GithubSandbox {
 }
 
 impl Simulator for GithubState {
+    type Record = RecordedRequest;
+
     fn answer(&mut self, r: &SimRequest<'_>) -> Response {
         answer(self, r.method, r.path, r.query, r.headers, r.body)
     }

@@ -69,6 +69,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct CircleCiSim(CircleCiState);
 
 impl sim::Simulator for CircleCiSim {
+    type Record = RecordedRequest;
+
     fn answer(&mut self, r: &sim::SimRequest<'_>) -> Response {
         circleci::answer(&mut self.0, r.method, r.path, r.query, r.headers, r.body)
     }

@@ -1,10 +1,15 @@
-//! The server machinery the REST simulators (CircleCI, GitHub, GCP IAM, Azure Entra ID + Graph)
-//! share: bind on 127.0.0.1 at a free port, serve every request through one simulator's
-//! `answer`, fault injection (latency, forced statuses with an optional body and `Retry-After`,
-//! lost responses, a seeded 5xx rate) and the request log (method, path, query, status: never a
-//! body, where secrets travel). The AWS sandbox keeps its own: its faults are keyed by action
-//! (Query and JSON protocols, not paths) and strike only after SigV4 authentication, as
-//! AWS's throttling does, and its log records the calling access key and error code.
+//! The server machinery every simulator shares (CircleCI, GitHub, GCP IAM, Azure Entra ID +
+//! Graph, AWS IAM/STS/CloudTrail): bind on 127.0.0.1 at a free port, serve every request through
+//! one simulator's `answer`, fault injection (latency, forced statuses with an optional body and
+//! `Retry-After`, lost responses, a seeded 5xx rate) and the request log (never a body, where
+//! secrets travel).
+//!
+//! Faults strike where the simulator says ([`Simulator::FAULTS_BY_PATH`]): before `answer`,
+//! matched on the request's path (REST services), or inside `answer` at the point the
+//! simulator chooses, matched on a key it names ([`SimRequest::injected`]): AWS names the
+//! action, after SigV4 authentication, as AWS's own throttling does. The log keeps a
+//! [`LogRecord`] per request: method, path, query and status, or what the simulator adds
+//! (AWS: the calling access key, the action, the error code).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,9 +31,42 @@ pub struct SimRequest<'a> {
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// The server's faults, for simulators that inject them themselves.
+    faults: &'a Mutex<Faults>,
+}
+
+/// A fault [`SimRequest::injected`] chose for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    /// Answer with this status (the service's error for it), doing nothing.
+    Status(StatusCode),
+    /// Do what the request asks, then answer with a server error: the client cannot know.
+    LoseResponse,
 }
 
 impl SimRequest<'_> {
+    /// For a simulator whose faults are not keyed by path ([`Simulator::FAULTS_BY_PATH`]
+    /// false): the fault, if any, for the operation named `key` (an AWS action), consuming one
+    /// use of the first matching rule, else drawn at the error rate. Called once per request,
+    /// where the service would fail (after authentication).
+    pub fn injected(&self, key: &str) -> Option<Injected> {
+        let mut faults = lock(self.faults);
+        if let Some(rule) = faults
+            .forced
+            .iter_mut()
+            .find(|r| r.remaining > 0 && r.pattern.is_match(key))
+        {
+            rule.remaining -= 1;
+            return Some(match rule.kind {
+                FaultKind::Status(status) => Injected::Status(status),
+                FaultKind::LoseResponse => Injected::LoseResponse,
+            });
+        }
+        faults
+            .drawn_error()
+            .then_some(Injected::Status(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
     /// A form-encoded body's field.
     pub fn form(&self, name: &str) -> Option<String> {
         url::form_urlencoded::parse(self.body)
@@ -54,11 +92,38 @@ impl SimRequest<'_> {
 
 /// A simulated service.
 pub trait Simulator: Send + 'static {
+    /// What the request log keeps of each request.
+    type Record: LogRecord;
+
+    /// Faults strike before `answer`, matched on `METHOD path`; when false, `answer` asks for
+    /// them itself ([`SimRequest::injected`]) with a key of its choosing.
+    const FAULTS_BY_PATH: bool = true;
+
     /// Answers one request, changing the state as the service would.
     fn answer(&mut self, request: &SimRequest<'_>) -> Response;
 
     /// The service's own error shape for an injected fault.
     fn fault(&self, status: StatusCode) -> Response;
+}
+
+/// One entry of a simulator's request log. Never a body: secrets travel there.
+pub trait LogRecord: Clone + Send + 'static {
+    /// The entry for a request the server saw (`seen`) and the response it sent, from which a
+    /// simulator may take what its `answer` left in the response's extensions.
+    fn from_exchange(seen: RecordedRequest, response: &mut Response) -> Self;
+
+    /// Whether the request could have changed something.
+    fn is_mutating(&self) -> bool;
+}
+
+impl LogRecord for RecordedRequest {
+    fn from_exchange(seen: RecordedRequest, _: &mut Response) -> Self {
+        seen
+    }
+
+    fn is_mutating(&self) -> bool {
+        RecordedRequest::is_mutating(self)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +169,13 @@ struct Faults {
     rng: Rng,
 }
 
+impl Faults {
+    /// Whether this request fails at the error rate.
+    fn drawn_error(&mut self) -> bool {
+        self.error_rate > 0.0 && self.rng.next_f64() < self.error_rate
+    }
+}
+
 impl Default for Faults {
     fn default() -> Self {
         Faults {
@@ -115,10 +187,10 @@ impl Default for Faults {
     }
 }
 
-struct Shared<S> {
+struct Shared<S: Simulator> {
     state: Mutex<S>,
     faults: Mutex<Faults>,
-    log: Mutex<Vec<RecordedRequest>>,
+    log: Mutex<Vec<S::Record>>,
     started: Instant,
 }
 
@@ -221,7 +293,7 @@ impl<S: Simulator> SimServer<S> {
 
     /// The next `count` matching requests that change something (POST, PUT, PATCH, DELETE)
     /// take effect, then answer 502, as a proxy does when the answer is lost: the client cannot
-    /// know what happened.
+    /// know what happened. (Faults matched by a simulator's own key take any request.)
     pub fn lose_response(&self, path_regex: &str, count: u32) -> Result<(), regex::Error> {
         self.force(path_regex, count, FaultKind::LoseResponse, None, None)
     }
@@ -260,14 +332,14 @@ impl<S: Simulator> SimServer<S> {
         *lock(&self.shared.faults) = Faults::default();
     }
 
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub fn requests(&self) -> Vec<S::Record> {
         lock(&self.shared.log).clone()
     }
 
-    pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
+    pub fn mutating_requests(&self) -> Vec<S::Record> {
         self.requests()
             .into_iter()
-            .filter(RecordedRequest::is_mutating)
+            .filter(LogRecord::is_mutating)
             .collect()
     }
 
@@ -313,7 +385,9 @@ async fn handle<S: Simulator>(
     }
     let path = uri.path().to_owned();
     let query = uri.query().map(str::to_owned);
-    let fault = {
+    let fault = if !S::FAULTS_BY_PATH {
+        None
+    } else {
         let mut faults = lock(&shared.faults);
         let forced = faults
             .forced
@@ -325,7 +399,7 @@ async fn handle<S: Simulator>(
             });
         match forced {
             Some(f) => Some(f),
-            None if faults.error_rate > 0.0 && faults.rng.next_f64() < faults.error_rate => Some((
+            None if faults.drawn_error() => Some((
                 FaultKind::Status(StatusCode::INTERNAL_SERVER_ERROR),
                 None,
                 None,
@@ -339,8 +413,9 @@ async fn handle<S: Simulator>(
         query: query.as_deref(),
         headers: &headers,
         body: &body,
+        faults: &shared.faults,
     };
-    let response = {
+    let mut response = {
         let mut state = lock(&shared.state);
         match fault {
             Some((FaultKind::Status(status), body, retry_after)) => {
@@ -367,13 +442,15 @@ async fn handle<S: Simulator>(
             None => state.answer(&request),
         }
     };
-    lock(&shared.log).push(RecordedRequest {
+    let seen = RecordedRequest {
         method: method.to_string(),
         path,
         query,
         status: response.status().as_u16(),
         at: shared.started.elapsed(),
-    });
+    };
+    let record = S::Record::from_exchange(seen, &mut response);
+    lock(&shared.log).push(record);
     response
 }
 

@@ -1,4 +1,5 @@
-//! The steps of the rotation protocol, and a target's progress folded from its journal events.
+//! The steps of the rotation protocol as the journal names them, and a target's progress
+//! folded from its journal events.
 //!
 //! A step's *intent* is journaled before its side effect and its *done* after it. Folding the
 //! events in order gives [`Progress`]: what is known for certain (ids, timestamps) and which
@@ -133,8 +134,8 @@ pub struct StepEvent {
 impl StepEvent {
     /// A target's journal records as the engine reads them (records of unknown steps, from a
     /// newer rekey, are left out).
-    pub fn from_journal(events: Vec<super::journal::Event>) -> Vec<StepEvent> {
-        use super::journal::Phase;
+    pub fn from_journal(events: Vec<crate::engine::journal::Event>) -> Vec<StepEvent> {
+        use crate::engine::journal::Phase;
         events
             .into_iter()
             .filter_map(|e| {

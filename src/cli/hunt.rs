@@ -1,14 +1,14 @@
 //! `rekey hunt`: the command line of a standalone hunt — arguments, loading rules and
-//! allow-lists, printing the findings, and exit 3 at `--fail-on`. The work is in `rekey::hunt`.
+//! allow-lists, printing the findings, and exit 3 at `--fail-on`. The work is in `crate::hunt`.
 
-use super::{Failure, Output, print_json};
-use rekey::hunt::engine::{self, HuntOptions};
-use rekey::hunt::findings::HuntReport;
-use rekey::hunt::pack::RuleSet;
-use rekey::hunt::remote::{self, Remote, Window};
-use rekey::hunt::source::Source;
-use rekey::hunt::{CATALOGUE, Severity};
-use rekey::plan::PlanDuration;
+use super::output::{Failure, Output, print_json, runtime};
+use crate::hunt::engine::{self, HuntOptions};
+use crate::hunt::findings::HuntReport;
+use crate::hunt::pack::RuleSet;
+use crate::hunt::remote::{self, Remote, Window};
+use crate::hunt::source::Source;
+use crate::hunt::{CATALOGUE, Severity};
+use crate::plan::PlanDuration;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -128,7 +128,7 @@ pub struct HuntArgs {
     state_dir: PathBuf,
 }
 
-pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
+pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     let mut rules = if args.no_builtin {
         RuleSet::default()
     } else {
@@ -150,7 +150,7 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     let mut endpoints = remote::Endpoints::default();
     if let Some(plan_path) = &args.plan {
         let (_, plan) =
-            rekey::plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
+            crate::plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
         opts.since = plan.incident.since.value;
         endpoints = endpoints.with_plan(&plan.endpoints);
         for c in &plan.allow_cidrs {
@@ -257,7 +257,7 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
             credentials,
             ..Default::default()
         });
-        let rt = super::runtime()?;
+        let rt = runtime()?;
         rt.block_on(remote::hunt(Arc::new(rules), opts, remotes, window, ctx))
     };
     print_report(&args, &report, output)
@@ -266,9 +266,9 @@ pub fn run_hunt(args: HuntArgs, output: Output) -> Result<u8, Failure> {
 /// The post-rotation hunts of a finished run, as one report; each target's skipped hunts and
 /// unread sources become notes naming the target.
 fn rerun(args: &HuntArgs, run: &str, rules: RuleSet) -> Result<HuntReport, Failure> {
-    let rt = super::runtime()?;
+    let rt = runtime()?;
     let results = rt
-        .block_on(rekey::engine::hunts::rerun_post(
+        .block_on(crate::engine::hunts::rerun_post(
             &args.state_dir,
             run,
             Arc::new(rules),
@@ -303,8 +303,8 @@ fn rerun(args: &HuntArgs, run: &str, rules: RuleSet) -> Result<HuntReport, Failu
 
 fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<u8, Failure> {
     if let Some(svg) = &args.timeline_svg {
-        let chart = rekey::hunt::timeline_svg::render(report);
-        rekey::fsio::write_atomically(svg, chart.as_bytes())
+        let chart = crate::hunt::timeline_svg::render(report);
+        crate::fsio::write_atomically(svg, chart.as_bytes())
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", svg.display())))?;
     }
     if let Some(md) = &args.markdown {
@@ -313,7 +313,7 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
             .as_deref()
             .and_then(|svg| chart_link(md, svg));
         let section = report.markdown_section_with_chart(chart.as_deref());
-        rekey::fsio::write_atomically(md, section.as_bytes())
+        crate::fsio::write_atomically(md, section.as_bytes())
             .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", md.display())))?;
     }
     match output {
@@ -394,7 +394,7 @@ fn list(rules: &RuleSet, output: Output) -> Result<u8, Failure> {
             "rule_errors": rules.errors,
         })),
         Output::Table => {
-            let mut t = rekey::report::Table::new(["HUNT", "PHASE", "WHAT", "RULES"]);
+            let mut t = crate::report::Table::new(["HUNT", "PHASE", "WHAT", "RULES"]);
             for h in CATALOGUE {
                 let rs = of(h.name);
                 t.row([

@@ -1,0 +1,390 @@
+//! `rekey apply`: its arguments (the plan, resume, dry run, refresh, token inputs), building a
+//! real run's environment (providers from [`crate::providers::registry`]), progress output,
+//! and rendering the dry-run preview and the run's summary.
+
+use super::output::{Failure, Output, print_json, runtime, write_output};
+use crate::credentials::{self, Service};
+use crate::diagnostic;
+use crate::engine::run::{ApplyOptions, Environment};
+use crate::plan;
+use crate::providers::github::{TokenInputs, ValueSource};
+use crate::providers::registry::{self, RegistryError};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// The reviewed plan.
+    #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+    plan: Option<PathBuf>,
+    /// Continue this run (see `rekey status`) with the plan stored in its journal.
+    #[arg(long, value_name = "RUN_ID")]
+    resume: Option<String>,
+    /// Read live state and print what would happen; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: exit 0 when nothing would change, 2 when changes are pending, 1 on error.
+    #[arg(long, requires = "dry_run")]
+    detailed_exitcode: bool,
+    /// Journal, stash and lock live here (created with owner-only permissions).
+    #[arg(long, default_value = ".rekey", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// Targets rotated at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallelism: u16,
+    /// Write a Markdown report of the run (for the incident ticket).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Rotate even credentials younger than max_age (an incident, not a schedule).
+    #[arg(long)]
+    ignore_max_age: bool,
+    /// Rotate nothing: record live state in the plan's `observed` entries (after a stale-plan
+    /// refusal) and write the refreshed plan to FILE for a new review.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dry_run", "resume"])]
+    refresh: Option<PathBuf>,
+    /// Only this target (repeatable).
+    #[arg(long = "target", value_name = "ID")]
+    only: Vec<String>,
+    /// Calls per second to one service, shared by all targets: `circleci=N`, `aws-iam=N`
+    /// (repeatable; 0 = unlimited). Defaults: circleci=50, aws-iam=20.
+    #[arg(long = "rate-limit", value_name = "SERVICE=N", value_parser = crate::ratelimit::parse_limit)]
+    rate_limits: Vec<(String, f64)>,
+    /// First pause between verification attempts of a new credential, in milliseconds.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    verify_backoff_ms: u64,
+    /// Pause between polls of a canary pipeline, in milliseconds.
+    #[arg(long, default_value_t = 10_000, hide = true)]
+    poll_interval_ms: u64,
+    /// The new value of a target that cannot be minted by API (github-token): TARGET=FILE, or
+    /// TARGET=- for one line of stdin (repeatable). Without it, rekey asks on a terminal, and
+    /// otherwise leaves the target incomplete until a run that has the value.
+    #[arg(long, value_name = "TARGET=FILE", value_parser = parse_value_source)]
+    value_from_file: Vec<(String, ValueSource)>,
+    /// The old value of a github-token target (TARGET=FILE or TARGET=-), so that rekey revokes it
+    /// through GitHub's credential-revocation API; without it, revocation is a manual step
+    /// confirmed with `rekey confirm`.
+    #[arg(long, value_name = "TARGET=FILE", value_parser = parse_value_source)]
+    old_value_from_file: Vec<(String, ValueSource)>,
+}
+
+/// `TARGET=FILE` (or `TARGET=-` for stdin): a file name only, never a value on the command line.
+fn parse_value_source(text: &str) -> Result<(String, ValueSource), String> {
+    let (target, file) = text
+        .split_once('=')
+        .filter(|(t, f)| !t.is_empty() && !f.is_empty())
+        .ok_or_else(|| "expected TARGET=FILE (or TARGET=- for stdin)".to_string())?;
+    let source = if file == "-" {
+        ValueSource::Stdin
+    } else {
+        ValueSource::File(PathBuf::from(file))
+    };
+    Ok((target.to_string(), source))
+}
+
+fn event_sink(
+    output: Output,
+    targets: usize,
+) -> std::sync::Arc<dyn crate::engine::events::EventSink> {
+    use crate::engine::events::{Bars, JsonLines, PlainLines};
+    use std::io::IsTerminal;
+    match output {
+        Output::Json => std::sync::Arc::new(JsonLines),
+        Output::Table if std::io::stderr().is_terminal() => std::sync::Arc::new(Bars::new(targets)),
+        Output::Table => std::sync::Arc::new(PlainLines),
+    }
+}
+
+/// The token inputs of an apply: files and stdin as given, a hidden prompt on a terminal.
+fn token_inputs(args: &ApplyArgs) -> Result<TokenInputs, Failure> {
+    use std::io::IsTerminal;
+    let stdin_users = args
+        .value_from_file
+        .iter()
+        .chain(&args.old_value_from_file)
+        .filter(|(_, s)| matches!(s, ValueSource::Stdin))
+        .count();
+    if stdin_users > 1 {
+        return Err(Failure::input(
+            "only one --value-from-file / --old-value-from-file may read stdin (TARGET=-)",
+        ));
+    }
+    Ok(TokenInputs {
+        new: args.value_from_file.iter().cloned().collect(),
+        old: args.old_value_from_file.iter().cloned().collect(),
+        // A prompt needs a person at a terminal, and stdin free for them.
+        prompt: stdin_users == 0
+            && std::io::stdin().is_terminal()
+            && std::io::stderr().is_terminal(),
+    })
+}
+
+pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
+    let rt = runtime()?;
+    let inputs = token_inputs(&args)?;
+    if let Some(run_id) = &args.resume {
+        return resume(&rt, &args, run_id, inputs, output);
+    }
+    let Some(plan_path) = &args.plan else {
+        return Err(Failure::input("name a plan, or --resume RUN_ID"));
+    };
+    let name = plan_path.display().to_string();
+    let (text, plan) =
+        plan::load::load_file(plan_path).map_err(|d| Failure::input(d.to_string()))?;
+    let diagnostics = plan::validate::validate(&name, &text, &plan);
+    if diagnostics.iter().any(|d| d.is_error()) {
+        return Err(Failure::input(format!(
+            "{}\n\n{name}: invalid plan; nothing was done (see `rekey validate {name}`)",
+            diagnostic::render_all(&diagnostics)
+        )));
+    }
+    if let Some(out) = &args.refresh {
+        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs, &plan))?;
+        return refresh(&rt, plan, &env, out, output);
+    }
+    if args.dry_run {
+        let env = rt.block_on(real_environment(false, &args.rate_limits, inputs, &plan))?;
+        return dry_run(&rt, &args, &plan, &env, output);
+    }
+    let env = rt.block_on(real_environment(true, &args.rate_limits, inputs, &plan))?;
+    let sink = event_sink(output, plan.targets.len());
+    let report = rt
+        .block_on(crate::engine::run::apply(
+            &name,
+            &text,
+            plan,
+            env,
+            options(&args),
+            sink,
+        ))
+        .map_err(|e| Failure {
+            code: engine_code(&e),
+            message: e.to_string(),
+        })?;
+    finish_apply(&report, args.report.as_deref(), output)
+}
+
+fn options(args: &ApplyArgs) -> ApplyOptions {
+    ApplyOptions {
+        state_dir: args.state_dir.clone(),
+        parallelism: usize::from(args.parallelism),
+        ignore_max_age: args.ignore_max_age,
+        only: args.only.clone(),
+        verify_backoff: std::time::Duration::from_millis(args.verify_backoff_ms),
+        poll_interval: std::time::Duration::from_millis(args.poll_interval_ms),
+    }
+}
+
+/// `--resume RUN_ID`: continue a run with the plan stored in its journal.
+fn resume(
+    rt: &tokio::runtime::Runtime,
+    args: &ApplyArgs,
+    run_id: &str,
+    inputs: TokenInputs,
+    output: Output,
+) -> Result<u8, Failure> {
+    // The stored plan's endpoints configure GCP and Azure. A run that cannot be read here
+    // is left for `resume` to report, after it has checked the state directory's lock.
+    let stored = match crate::engine::run::stored_plan(&args.state_dir, run_id) {
+        Ok(plan) => plan,
+        Err(_) => plan::load::parse(
+            "(no stored plan)",
+            "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: resume}\n",
+        )
+        .map_err(|d| Failure::runtime(d.message))?,
+    };
+    let env = rt.block_on(real_environment(true, &args.rate_limits, inputs, &stored))?;
+    let sink = event_sink(output, 0);
+    let report = rt
+        .block_on(crate::engine::run::resume(run_id, env, options(args), sink))
+        .map_err(|e| Failure {
+            code: engine_code(&e),
+            message: e.to_string(),
+        })?;
+    finish_apply(&report, args.report.as_deref(), output)
+}
+
+/// `--refresh FILE`: record live state in the plan's `observed` entries; rotate nothing.
+fn refresh(
+    rt: &tokio::runtime::Runtime,
+    plan: plan::Plan,
+    env: &Environment,
+    out: &Path,
+    output: Output,
+) -> Result<u8, Failure> {
+    let mut refreshed = plan;
+    let changes = rt
+        .block_on(plan::refresh::refresh_observed(
+            &mut refreshed,
+            &env.circleci,
+        ))
+        .map_err(Failure::runtime)?;
+    let yaml = plan::write::to_yaml(&refreshed, &Default::default())
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    write_output(Some(out), &yaml)?;
+    match output {
+        Output::Json => print_json(&json!({"out": out.display().to_string(), "changes": changes})),
+        Output::Table => {
+            for c in &changes {
+                println!("{c}");
+            }
+            println!(
+                "{} observation(s) changed; refreshed plan written to {}. Review it (the change may be someone else's rotation), then apply it.",
+                changes.len(),
+                out.display()
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `--dry-run`: read live state and print what each target would do.
+fn dry_run(
+    rt: &tokio::runtime::Runtime,
+    args: &ApplyArgs,
+    plan: &plan::Plan,
+    env: &Environment,
+    output: Output,
+) -> Result<u8, Failure> {
+    // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
+    let preview = rt.block_on(crate::engine::dryrun::preview_with_history(
+        plan,
+        &env.circleci,
+        &env.providers,
+        args.ignore_max_age,
+        Some(&args.state_dir),
+    ));
+    match output {
+        Output::Json => print_json(&json!(preview)),
+        Output::Table => print!("{}", render_preview(&preview)),
+    }
+    Ok(if args.detailed_exitcode {
+        preview.detailed_exit_code()
+    } else if preview.detailed_exit_code() == 1 {
+        1
+    } else {
+        0
+    })
+}
+
+/// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, the providers from the
+/// registry, the stash key from REKEY_STASH_KEY or the keyring.
+async fn real_environment(
+    need_stash: bool,
+    limits: &[(String, f64)],
+    token_inputs: TokenInputs,
+    plan: &plan::Plan,
+) -> Result<Environment, Failure> {
+    let token = credentials::token(Service::Circleci).map_err(|e| Failure::input(e.to_string()))?;
+    let mut circleci = crate::circleci::CircleCiClient::from_env(token)
+        .map_err(|e| Failure::input(e.to_string()))?;
+    if let Some(limiter) = registry::limiter(limits, "circleci", 50.0) {
+        circleci = circleci.with_rate_limit(limiter);
+    }
+    let providers = registry::real(registry::RealInputs {
+        plan,
+        circleci: &circleci,
+        rate_limits: limits,
+        token_inputs,
+    })
+    .await
+    .map_err(|e| match e {
+        RegistryError::Config(m) => Failure::input(m),
+        RegistryError::Build(m) => Failure::runtime(m),
+    })?;
+    let stash_key = if need_stash {
+        crate::engine::stash::StashKey::from_env_or_keyring()
+            .map_err(|e| Failure::input(e.to_string()))?
+    } else {
+        // A dry run mints nothing: a throwaway key keeps it away from the keyring.
+        crate::engine::stash::StashKey::generate().map_err(|e| Failure::runtime(e.to_string()))?
+    };
+    Ok(Environment {
+        circleci,
+        providers,
+        stash_key,
+        hunt_aws: None,
+    })
+}
+
+pub(crate) fn engine_code(e: &crate::engine::EngineError) -> u8 {
+    match e {
+        crate::engine::EngineError::Lock(_) | crate::engine::EngineError::NoSuchRun(_) => 2,
+        _ => 1,
+    }
+}
+
+fn finish_apply(
+    report: &crate::engine::run::RunReport,
+    report_file: Option<&Path>,
+    output: Output,
+) -> Result<u8, Failure> {
+    if let Some(path) = report_file {
+        write_output(Some(path), &crate::report::run::markdown(report))?;
+    }
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string(&json!({"summary": report})).unwrap_or_default()
+        ),
+        Output::Table => {
+            println!("\nRun {} ({:?})", report.run, report.status);
+            print!("{}", crate::report::run::summary_table(report));
+        }
+    }
+    Ok(report.exit_code())
+}
+
+pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
+    use crate::engine::dryrun::Action;
+    let mut out = format!("Dry run of plan {}: nothing is changed.\n", preview.plan);
+    for t in &preview.targets {
+        out.push_str(&format!("\n{} ({})", t.id, t.provider));
+        match &t.action {
+            Action::Rotate => out.push_str(": would rotate\n"),
+            Action::Skip(why) => out.push_str(&format!(": would skip — {why}\n")),
+            Action::Blocked(why) => out.push_str(&format!(": WOULD FAIL — {why}\n")),
+        }
+        if let Some(p) = &t.principal {
+            out.push_str(&format!("  principal: {p}\n"));
+        }
+        for c in &t.credentials {
+            let age = c
+                .created_at
+                .map(|at| format!("{}d old", (chrono::Utc::now() - at).num_days()))
+                .unwrap_or_else(|| "age unknown".into());
+            let used = c
+                .last_used
+                .map(|at| format!("last used {}", at.to_rfc3339()))
+                .unwrap_or_else(|| "never used".into());
+            let current = if t.current.as_deref() == Some(c.id.as_str()) {
+                " (in use)"
+            } else {
+                ""
+            };
+            out.push_str(
+                &format!(
+                    "  credential {}{current}: {:?}, {age}, {used}\n",
+                    c.id, c.status
+                )
+                .replace("Active", "active")
+                .replace("Inactive", "inactive"),
+            );
+        }
+        for b in &t.bindings {
+            out.push_str(&format!("  {}: {}\n", b.place, b.vars.join(", ")));
+        }
+        for (i, s) in t.steps.iter().enumerate() {
+            let mark = if s.problem.is_some() { "✗" } else { " " };
+            out.push_str(&format!(
+                "  {mark} {:>2}. {:<10} {}\n",
+                i + 1,
+                s.step.as_str(),
+                s.description
+            ));
+            if let Some(p) = &s.problem {
+                out.push_str(&format!("        would fail: {p}\n"));
+            }
+        }
+    }
+    out
+}
