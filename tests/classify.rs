@@ -34,11 +34,17 @@ fn summary(c: &Classification) -> Vec<String> {
                 .bindings
                 .iter()
                 .map(|b| {
-                    let vars: Vec<String> = b
+                    let mut vars: Vec<String> = b
                         .vars
                         .iter()
                         .map(|(k, v)| format!("{}={}", k.as_str(), v.as_str()))
                         .collect();
+                    if b.aws_keypair {
+                        vars.push("aws_keypair".into());
+                    }
+                    if let Some(host) = &b.ssh_hostname {
+                        vars.push(format!("ssh_hostname={}", host.as_str()));
+                    }
                     let place = b.place().map(|p| p.to_string()).unwrap_or_default();
                     format!(" {place}{{{}}}", vars.join(","))
                 })
@@ -81,7 +87,7 @@ fn fixture_targets_grouping_and_ids() {
     let c = classify(&fixture(), &builtin());
     let expected = [
         "aws-iam aws-api high [aws-access-key] project gh/acme/api{access_key_id=AWS_ACCESS_KEY_ID,secret_access_key=AWS_SECRET_ACCESS_KEY} project gh/acme/web{access_key_id=AWS_ACCESS_KEY_ID,secret_access_key=AWS_SECRET_ACCESS_KEY}",
-        "aws-iam aws-legacy medium [aws-legacy-keypair] project gh/acme/api{access_key_id=LEGACY_AWS_ACCESS_KEY_ID,secret_access_key=LEGACY_AWS_SECRET_ACCESS_KEY} project gh/acme/worker{access_key_id=LEGACY_AWS_ACCESS_KEY_ID,secret_access_key=LEGACY_AWS_SECRET_ACCESS_KEY}",
+        "aws-iam aws-legacy medium [aws-legacy-keypair] project gh/acme/api{aws_keypair} project gh/acme/worker{aws_keypair}",
         "aws-iam aws-prod medium unconfirmed [aws-access-key] context aws-prod{access_key_id=AWS_ACCESS_KEY_ID,secret_access_key=AWS_SECRET_ACCESS_KEY} context aws-staging{access_key_id=AWS_ACCESS_KEY_ID,secret_access_key=AWS_SECRET_ACCESS_KEY}",
         "aws-iam aws-prod-api high [aws-access-key] project gh/acme/api{access_key_id=PROD_AWS_ACCESS_KEY_ID,secret_access_key=PROD_AWS_SECRET_ACCESS_KEY}",
         "aws-iam aws-staging high [aws-access-key] project gh/acme/web{access_key_id=AWS_ACCESS_KEY_ID_STAGING,secret_access_key=AWS_SECRET_ACCESS_KEY_STAGING}",
@@ -90,8 +96,8 @@ fn fixture_targets_grouping_and_ids() {
         "github-deploy-key deploy-key-docs medium [github-deploy-key] project gh/acme/web{private_key=DOCS_DEPLOY_KEY}",
         "github-deploy-key deploy-key-ssh-private medium [github-deploy-key] context aws-staging{private_key=SSH_PRIVATE_KEY}",
         "circleci-checkout-key circleci-checkout-key-api high [circleci-checkout-key]",
-        "circleci-checkout-key circleci-checkout-key-user-web high [circleci-checkout-key]",
         "circleci-checkout-key circleci-checkout-key-web high [circleci-checkout-key]",
+        "circleci-ssh-key ssh-key-bastion-example-com high [circleci-ssh-key] project gh/acme/web{ssh_hostname=bastion.example.com} project gh/acme/worker{ssh_hostname=bastion.example.com}",
         "github-token github-token-api high [github-token] project gh/acme/api{token=GITHUB_TOKEN} project gh/acme/web{token=GITHUB_TOKEN}",
         "github-token github-token-gh high [github-token] context release{token=GH_TOKEN}",
         "gcp-sa-key gcp-gcloud-service-key high [gcp-gcloud-service-key] project gh/acme/api{key_json=GCLOUD_SERVICE_KEY}",
@@ -123,7 +129,6 @@ fn fixture_targets_grouping_and_ids() {
         "exec slack-webhook-url high [slack-webhook] project gh/acme/web{webhook_url=SLACK_WEBHOOK_URL}",
         "exec snyk-token high [snyk-token] project gh/acme/worker{token=SNYK_TOKEN}",
         "exec sonar-token high [sonarcloud-token] project gh/acme/worker{token=SONAR_TOKEN}",
-        "exec ssh-key-bastion-example-com low [circleci-ssh-key]",
         "exec stripe-secret-key high [stripe-secret-key] project gh/acme/worker{secret_key=STRIPE_SECRET_KEY}",
         "exec terraform-cloud-tf-api-token high [terraform-cloud-token] project gh/acme/worker{token=TF_API_TOKEN}",
         "exec twilio-worker high [twilio-auth-token] project gh/acme/worker{account_sid=TWILIO_ACCOUNT_SID,auth_token=TWILIO_AUTH_TOKEN}",
@@ -143,9 +148,11 @@ fn fixture_ignored_and_unclassified_exactly() {
             "project gh/acme/api: NODE_ENV — runtime or build configuration, not a secret",
             "project gh/acme/web: ARM_CLIENT_ID — an identifier, not a secret (no credential of the same name family beside it)",
             "project gh/acme/web: AWS_REGION — AWS configuration (region, account, role or bucket), not a secret",
+            "project gh/acme/web: checkout key SHA256:web-user — github-user-key checkout key: it is a key of a person's GitHub account, which rekey cannot mint; that person deletes it at GitHub (Settings → SSH keys) and adds a new user key in Project Settings → SSH Keys",
             "project gh/acme/worker: STRIPE_PUBLISHABLE_KEY — public material (public key, certificate or fingerprint), not a secret",
             "project gh/acme/worker: TWINE_USERNAME — a user, account or organization name, not a secret",
             "project gh/acme/worker: VERCEL_ORG_ID — an identifier, not a secret (no credential of the same name family beside it)",
+            "project gh/acme/worker: checkout key — the project has no checkout key: nothing to rotate (CircleCI checks it out through the GitHub App, or jobs cannot clone it; add one in Project Settings → SSH Keys if they need to)",
             "context aws-prod: AWS_REGION — AWS configuration (region, account, role or bucket), not a secret",
         ]
     );
@@ -171,13 +178,17 @@ fn fixture_every_variable_is_accounted_for_once() {
         for b in &t.target.bindings {
             let place = b.place().map(|p| p.to_string()).unwrap_or_default();
             for var in b.vars.values() {
-                if !var.starts_with("LEGACY_AWS_") {
-                    seen.push((place.clone(), var.to_string()));
-                }
+                seen.push((place.clone(), var.to_string()));
             }
         }
     }
-    for f in c.ignored.iter().chain(&c.unclassified) {
+    // Keys are reported beside variables (a user key, a project without a checkout key).
+    for f in c
+        .ignored
+        .iter()
+        .chain(&c.unclassified)
+        .filter(|f| !f.var.starts_with("checkout key"))
+    {
         seen.push((
             f.place().map(|p| p.to_string()).unwrap_or_default(),
             f.var.clone(),
@@ -309,11 +320,21 @@ fn fixture_target_details() {
         Some("SHA256:api-deploy")
     );
 
-    // Additional SSH key: the same fingerprint in two projects is one key; the reason names the host.
+    // Additional SSH key: the same fingerprint in two projects is one key, bound in each for its
+    // host; the reviewer decides how the public half is installed; the reason names the host.
     let ssh = target(&c, "ssh-key-bastion-example-com");
-    assert_eq!(ssh.target.confidence, Confidence::Low);
+    assert_eq!(ssh.target.confidence, Confidence::High);
+    assert_eq!(ssh.target.provider.value, ProviderKind::CircleciSshKey);
+    assert_eq!(
+        ssh.target
+            .ssh_key
+            .as_ref()
+            .and_then(|h| h.install.as_ref())
+            .map(|c| c.value.clone()),
+        Some(vec![REVIEW_REQUIRED.to_string()])
+    );
     assert!(
-        ssh.reason.contains("host bastion.example.com"),
+        ssh.reason.contains("bastion.example.com") && ssh.reason.contains(".circleci/config.yml"),
         "{}",
         ssh.reason
     );
@@ -328,7 +349,14 @@ fn fixture_target_details() {
     // Legacy key pair of project settings: pseudo-variables, masks observed, medium confidence.
     let legacy = target(&c, "aws-legacy");
     assert_eq!(legacy.target.confidence, Confidence::Medium);
-    assert_eq!(legacy.target.observed.len(), 4);
+    assert_eq!(legacy.target.observed.len(), 2);
+    assert!(
+        legacy
+            .target
+            .bindings
+            .iter()
+            .all(|b| b.aws_keypair && b.vars.is_empty())
+    );
     assert_eq!(
         legacy.target.observed[0]
             .masked

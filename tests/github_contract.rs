@@ -104,6 +104,7 @@ fn deploy_target(read_only: bool) -> Target {
         observed: Vec::new(),
         policy: Default::default(),
         exec: None,
+        ssh_key: None,
     }
 }
 

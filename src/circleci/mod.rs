@@ -430,12 +430,7 @@ impl CircleCiClient {
     /// A project's v1.1 settings: additional SSH keys and the legacy AWS key pair
     /// (`GET /api/v1.1/project/{vcs}/{org}/{repo}/settings`, with v1.1's `github`/`bitbucket`).
     pub async fn project_settings(&self, slug: &str) -> Result<ProjectSettings, CircleCiError> {
-        let [vcs, org, repo] = split_slug(slug)?;
-        let vcs = match vcs {
-            "gh" => "github",
-            "bb" => "bitbucket",
-            other => other,
-        };
+        let [vcs, org, repo] = v1_project(slug)?;
         self.get(&["api", "v1.1", "project", vcs, org, repo, "settings"], &[])
             .await
     }
@@ -611,6 +606,80 @@ impl CircleCiClient {
         .map(|_| ())
     }
 
+    /// Adds an additional SSH key to a project (`POST /api/v1.1/project/{vcs}/{org}/{repo}/ssh-key`
+    /// with `hostname` and `private_key`); CircleCI derives the fingerprint. Adding a key that is
+    /// already there changes nothing, so a repeat after a lost answer is harmless.
+    pub async fn add_ssh_key(
+        &self,
+        slug: &str,
+        hostname: &str,
+        private_key: &Secret,
+    ) -> Result<(), CircleCiError> {
+        let [vcs, org, repo] = v1_project(slug)?;
+        let body = NewSshKey {
+            hostname,
+            private_key: private_key.expose(),
+        };
+        self.request_with::<serde_json::Value, _>(
+            Method::POST,
+            &["api", "v1.1", "project", vcs, org, repo, "ssh-key"],
+            &[],
+            Some(&body),
+            true,
+            Some(private_key),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes an additional SSH key by fingerprint and hostname (`DELETE` on the same path).
+    pub async fn delete_ssh_key(
+        &self,
+        slug: &str,
+        fingerprint: &str,
+        hostname: &str,
+    ) -> Result<(), CircleCiError> {
+        let [vcs, org, repo] = v1_project(slug)?;
+        self.request::<serde_json::Value, _>(
+            Method::DELETE,
+            &["api", "v1.1", "project", vcs, org, repo, "ssh-key"],
+            &[],
+            Some(&serde_json::json!({ "fingerprint": fingerprint, "hostname": hostname })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Replaces the legacy AWS key pair of project settings
+    /// (`PUT /api/v1.1/project/{vcs}/{org}/{repo}/settings` with `{"aws": {"keypair": …}}`,
+    /// the call CircleCI's own settings page makes; a PUT, so repeating it is harmless).
+    pub async fn set_aws_keypair(
+        &self,
+        slug: &str,
+        access_key_id: &Secret,
+        secret_access_key: &Secret,
+    ) -> Result<(), CircleCiError> {
+        let [vcs, org, repo] = v1_project(slug)?;
+        let body = AwsSettingsBody {
+            aws: AwsKeypairBody {
+                keypair: NewAwsKeypair {
+                    access_key_id: access_key_id.expose(),
+                    secret_access_key: secret_access_key.expose(),
+                },
+            },
+        };
+        self.request_with::<serde_json::Value, _>(
+            Method::PUT,
+            &["api", "v1.1", "project", vcs, org, repo, "settings"],
+            &[],
+            Some(&body),
+            false,
+            Some(secret_access_key),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Triggers a pipeline on `branch` (the canary of a rotation).
     pub async fn trigger_pipeline(
         &self,
@@ -648,6 +717,39 @@ struct NewVar<'a> {
 #[derive(Serialize)]
 struct ContextValue<'a> {
     value: &'a str,
+}
+
+#[derive(Serialize)]
+struct NewSshKey<'a> {
+    hostname: &'a str,
+    private_key: &'a str,
+}
+
+#[derive(Serialize)]
+struct AwsSettingsBody<'a> {
+    aws: AwsKeypairBody<'a>,
+}
+
+#[derive(Serialize)]
+struct AwsKeypairBody<'a> {
+    keypair: NewAwsKeypair<'a>,
+}
+
+#[derive(Serialize)]
+struct NewAwsKeypair<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+}
+
+/// A slug's parts with v1.1's VCS names (`github`/`bitbucket` for `gh`/`bb`).
+fn v1_project(slug: &str) -> Result<[&str; 3], CircleCiError> {
+    let [vcs, org, repo] = split_slug(slug)?;
+    let vcs = match vcs {
+        "gh" => "github",
+        "bb" => "bitbucket",
+        other => other,
+    };
+    Ok([vcs, org, repo])
 }
 
 pub fn split_slug(slug: &str) -> Result<[&str; 3], CircleCiError> {

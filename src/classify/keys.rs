@@ -1,17 +1,20 @@
 //! Keys and settings that are not variables: checkout keys, additional SSH keys and the legacy
 //! AWS key pair of project settings. They are recognised by where they are, not by a name, so
-//! they need no rules; each becomes a draft target like the variable credentials.
+//! they need no rules. Each becomes a draft target that validates once its REVIEW-REQUIRED
+//! fields are decided, or, where rekey cannot rotate it, an `ignored` entry saying why and what
+//! a person does: nothing CircleCI holds is dropped.
 
-use super::vars::review_commands;
 use super::{Draft, Output, place_token};
 use crate::inventory::{Inventory, Masked, Project};
 use crate::plan::{
-    Binding, Confidence, Located, Observed, Place, Principal, ProviderKind, REVIEW_REQUIRED, Target,
+    Binding, Confidence, Finding, Located, Observed, Place, Principal, ProviderKind,
+    REVIEW_REQUIRED, SshKeyHooks, Target,
 };
 use std::collections::{BTreeMap, HashMap};
 
-/// Pseudo-variable naming the access key id of a project's legacy AWS key pair in a binding.
-/// It is not a CircleCI environment variable: the pair lives in the project settings.
+/// Pseudo-variable naming the access key id of a project's legacy AWS key pair, as plans of
+/// earlier versions wrote it in a binding (validation refuses it and says to use
+/// `aws_keypair: true`). It is not a CircleCI environment variable.
 pub const LEGACY_AWS_ACCESS_KEY_ID: &str = "LEGACY_AWS_ACCESS_KEY_ID";
 /// Pseudo-variable naming the secret of a project's legacy AWS key pair (see above).
 pub const LEGACY_AWS_SECRET_ACCESS_KEY: &str = "LEGACY_AWS_SECRET_ACCESS_KEY";
@@ -44,13 +47,47 @@ fn target(provider: ProviderKind, confidence: Confidence, principal: Principal) 
         observed: Vec::new(),
         policy: Default::default(),
         exec: None,
+        ssh_key: None,
     }
 }
 
-/// Each checkout key is its own credential: CircleCI mints one per project.
+/// Each deploy key is its own credential: CircleCI mints one per project. A user key acts as a
+/// person on GitHub and cannot be replaced by a deploy key, and a project without any checkout
+/// key has nothing to rotate: both are reported with what to do.
 fn checkout_keys(inv: &Inventory, out: &mut Output) {
+    let unread: Vec<&str> = inv.errors.iter().map(|e| e.name.as_str()).collect();
+    let mut holders: HashMap<&str, Vec<&str>> = HashMap::new();
     for project in &inv.projects {
         for key in &project.checkout_keys {
+            holders
+                .entry(&key.fingerprint)
+                .or_default()
+                .push(&project.slug);
+        }
+    }
+    for project in &inv.projects {
+        if project.checkout_keys.is_empty() && !unread.contains(&project.slug.as_str()) {
+            out.ignored.push(Finding {
+                project: Some(Located::new(project.slug.clone())),
+                context: None,
+                var: "checkout key".into(),
+                reason: "the project has no checkout key: nothing to rotate (CircleCI checks it out through the GitHub App, or jobs cannot clone it; add one in Project Settings → SSH Keys if they need to)".into(),
+            });
+        }
+        for key in &project.checkout_keys {
+            if key.key_type != DEPLOY_KEY {
+                out.ignored.push(Finding {
+                    project: Some(Located::new(project.slug.clone())),
+                    context: None,
+                    var: format!("checkout key {}", key.fingerprint),
+                    reason: format!(
+                        "{} checkout key: it is a key of a person's GitHub account, which rekey cannot mint; that person \
+                         deletes it at GitHub (Settings → SSH keys) and adds a new user key in Project Settings → SSH Keys",
+                        key.key_type
+                    ),
+                });
+                continue;
+            }
             let principal = Principal {
                 project: Some(Located::new(project.slug.clone())),
                 ..Default::default()
@@ -63,20 +100,22 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
             t.observed
                 .push(observed_key(&project.slug, &key.fingerprint));
             let preferred = if key.preferred { ", preferred" } else { "" };
-            // A user key acts as a person on GitHub; its id says so.
-            let base = if key.key_type == "deploy-key" {
-                "circleci-checkout-key"
-            } else {
-                "circleci-checkout-key-user"
+            let shared = match holders.get(key.fingerprint.as_str()) {
+                Some(slugs) if slugs.len() > 1 => format!(
+                    "; the same key is the checkout key of {} projects ({}): each gets its own new key and loses the shared one",
+                    slugs.len(),
+                    slugs.join(", ")
+                ),
+                _ => String::new(),
             };
             out.drafts.push(Draft {
                 target: t,
-                base: base.into(),
+                base: "circleci-checkout-key".into(),
                 distinct: false,
                 place_token: place_token(Place::Project(&project.slug)),
                 rule: "circleci-checkout-key".into(),
                 reason: format!(
-                    "CircleCI checkout key ({}{preferred}, fingerprint {}) of project {}",
+                    "CircleCI checkout key ({}{preferred}, fingerprint {}) of project {}{shared}",
                     key.key_type, key.fingerprint, project.slug
                 ),
             });
@@ -84,7 +123,11 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
     }
 }
 
-/// Additional SSH keys: the same fingerprint in several projects is one key.
+/// The checkout key type rekey rotates (see `providers::checkout_key`).
+const DEPLOY_KEY: &str = "deploy-key";
+
+/// Additional SSH keys: the same fingerprint in several projects is one key, rotated by the
+/// `circleci-ssh-key` provider; a reviewer names how its public half is installed.
 fn ssh_keys(inv: &Inventory, out: &mut Output) {
     let mut by_fingerprint: HashMap<&str, Vec<(&Project, &str)>> = HashMap::new();
     for project in &inv.projects {
@@ -104,39 +147,37 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
         let mut hosts: Vec<&str> = places.iter().map(|p| p.1).collect();
         hosts.sort_unstable();
         hosts.dedup();
-        let host_text = |h: &str| {
-            if h.is_empty() {
-                "every host".to_string()
-            } else {
-                format!("host {h}")
-            }
-        };
-        let hosts_text = hosts
+        let host_names: Vec<&str> = hosts
             .iter()
-            .map(|h| host_text(h))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let service = format!(
-            "SSH access to {}",
-            hosts
-                .iter()
-                .map(|h| if h.is_empty() { "every host" } else { h })
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+            .map(|h| if h.is_empty() { "every host" } else { h })
+            .collect();
         let principal = Principal {
-            service: Some(Located::new(service)),
+            service: Some(Located::new(format!(
+                "SSH access to {}",
+                host_names.join(", ")
+            ))),
             ..Default::default()
         };
-        let mut t = target(ProviderKind::Exec, Confidence::Low, principal);
-        t.exec = Some(review_commands());
+        let mut t = target(ProviderKind::CircleciSshKey, Confidence::High, principal);
+        t.ssh_key = Some(SshKeyHooks {
+            install: Some(Located::new(vec![REVIEW_REQUIRED.to_string()])),
+            ..Default::default()
+        });
+        t.bindings = places
+            .iter()
+            .map(|(p, host)| Binding {
+                project: Some(Located::new(p.slug.clone())),
+                context: None,
+                context_id: None,
+                vars: BTreeMap::new(),
+                encoding: BTreeMap::new(),
+                aws_keypair: false,
+                ssh_hostname: Some(Located::new(host.to_string())),
+            })
+            .collect();
         let mut slugs: Vec<&str> = places.iter().map(|p| p.0.slug.as_str()).collect();
         slugs.dedup();
         t.observed = slugs.iter().map(|s| observed_key(s, fingerprint)).collect();
-        let where_ = match slugs.as_slice() {
-            [one] => format!("in project {one}"),
-            many => format!("in {} projects (same fingerprint)", many.len()),
-        };
         let host_words = hosts
             .first()
             .map(|h| super::rules::kebab(h))
@@ -148,14 +189,21 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
             place_token: place_token(Place::Project(&first.slug)),
             rule: "circleci-ssh-key".into(),
             reason: format!(
-                "additional SSH key for {hosts_text} (fingerprint {fingerprint}) {where_}: its owner is whoever \
-                 trusts its public half on that host, so rotate it there and in the project settings"
+                "additional SSH key for {} (fingerprint {fingerprint}) in {}: rekey generates a new pair, `ssh_key.install` \
+                 (a command) or a person (`manual: true`) makes its public half trusted there, and jobs that select the key \
+                 by fingerprint in .circleci/config.yml (`add_ssh_keys`) of {} must switch to the new fingerprint, or select \
+                 by hostname, before the grace period ends",
+                host_names.join(", "),
+                slugs.join(", "),
+                slugs.join(", ")
             ),
         });
     }
 }
 
 /// The legacy key pair of project settings; the same masks in several projects are grouped.
+/// CircleCI's settings page writes it with `PUT /api/v1.1/project/…/settings`, so it is
+/// rotated like any binding (`aws_keypair: true`).
 fn legacy_aws(inv: &Inventory, out: &mut Output) {
     let mut by_masks: HashMap<(&Masked, &Masked), Vec<&Project>> = HashMap::new();
     for project in &inv.projects {
@@ -166,7 +214,7 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
                 .push(project);
         }
     }
-    for ((access, secret), mut projects) in by_masks {
+    for ((access, _), mut projects) in by_masks {
         projects.sort_by(|a, b| a.slug.cmp(&b.slug));
         let Some(first) = projects.first() else {
             continue;
@@ -177,36 +225,23 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
         };
         let mut t = target(ProviderKind::AwsIam, Confidence::Medium, principal);
         for p in &projects {
-            let slug = || Some(Located::new(p.slug.clone()));
-            let mut vars = BTreeMap::new();
-            vars.insert(
-                Located::new("access_key_id".into()),
-                Located::new(LEGACY_AWS_ACCESS_KEY_ID.into()),
-            );
-            vars.insert(
-                Located::new("secret_access_key".into()),
-                Located::new(LEGACY_AWS_SECRET_ACCESS_KEY.into()),
-            );
             t.bindings.push(Binding {
-                project: slug(),
+                project: Some(Located::new(p.slug.clone())),
                 context: None,
                 context_id: None,
-                vars,
+                vars: BTreeMap::new(),
                 encoding: BTreeMap::new(),
+                aws_keypair: true,
+                ssh_hostname: None,
             });
-            for (var, masked) in [
-                (LEGACY_AWS_ACCESS_KEY_ID, access),
-                (LEGACY_AWS_SECRET_ACCESS_KEY, secret),
-            ] {
-                t.observed.push(Observed {
-                    project: slug(),
-                    context: None,
-                    var: Some(var.into()),
-                    masked: Some(masked.clone()),
-                    updated_at: None,
-                    fingerprint: None,
-                });
-            }
+            t.observed.push(Observed {
+                project: Some(Located::new(p.slug.clone())),
+                context: None,
+                var: None,
+                masked: Some(access.clone()),
+                updated_at: None,
+                fingerprint: None,
+            });
         }
         let where_ = match projects.len() {
             1 => format!("in project {}", first.slug),
@@ -222,9 +257,9 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
             place_token: place_token(Place::Project(&first.slug)),
             rule: "aws-legacy-keypair".into(),
             reason: format!(
-                "legacy AWS key pair of the project settings {where_}; {LEGACY_AWS_ACCESS_KEY_ID} and \
-                 {LEGACY_AWS_SECRET_ACCESS_KEY} name its two fields, not environment variables, so a reviewer checks \
-                 how it is rewritten"
+                "legacy AWS key pair of the project settings {where_} (access key id ending {}): rekey writes the new \
+                 pair through the settings API; moving the key to environment variables instead is a reviewer's choice",
+                access.last_four()
             ),
         });
     }

@@ -57,9 +57,12 @@ pub fn classify(inv: &Inventory, rules: &RuleSet) -> Classification {
         (a.target.provider.value, a.target.id.as_str())
             .cmp(&(b.target.provider.value, b.target.id.as_str()))
     });
+    // Keys are reported beside variables: one order for both (place, then name).
+    let mut ignored = out.ignored;
+    ignored.sort_by(|a, b| (a.place(), &a.var).cmp(&(b.place(), &b.var)));
     Classification {
         targets,
-        ignored: out.ignored,
+        ignored,
         unclassified: out.unclassified,
     }
 }

@@ -583,6 +583,8 @@ fn draft(
                 context_id: None,
                 vars,
                 encoding,
+                aws_keypair: false,
+                ssh_hostname: None,
             },
             PlaceRef::Context(c) => {
                 in_contexts = true;
@@ -592,6 +594,8 @@ fn draft(
                     context_id: Some(c.id.clone()),
                     vars,
                     encoding,
+                    aws_keypair: false,
+                    ssh_hostname: None,
                 }
             }
         });
@@ -683,6 +687,7 @@ fn draft(
             observed,
             policy: Default::default(),
             exec,
+            ssh_key: None,
         },
         base,
         distinct,

@@ -143,11 +143,7 @@ async fn draft_plan(world: &DemoWorld, inv: &Inventory) -> Result<plan::build::D
 /// a canary.
 fn review_aws(plan: &mut Plan, world: &DemoWorld) {
     plan.targets.retain(|t| {
-        t.provider.value == plan::ProviderKind::AwsIam
-            && !t
-                .bindings
-                .iter()
-                .any(|b| b.vars.values().any(|v| v.starts_with("LEGACY_")))
+        t.provider.value == plan::ProviderKind::AwsIam && !t.bindings.iter().any(|b| b.aws_keypair)
     });
     for t in &mut plan.targets {
         let in_context = t

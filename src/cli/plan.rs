@@ -133,6 +133,7 @@ pub fn run(args: PlanArgs, output: Output) -> Result<u8, Failure> {
                 .set_fields()
                 .any(|(_, v)| v.as_str() == plan::REVIEW_REQUIRED)
                 || t.exec.is_some()
+                || t.ssh_key.is_some()
         })
         .count();
     let unconfirmed = p.targets.iter().filter(|t| !t.confirmed).count();

@@ -1,6 +1,8 @@
 //! Bindings at CircleCI: writing a minted credential to every place of a target, and proving
 //! it arrived (read-back). Project variables read back as `xxxx` + last four, which must match
 //! the new value; context variables have no value to read, so their `updated_at` must advance.
+//! Bindings into project settings (the legacy AWS key pair, additional SSH keys) are written
+//! and read back through API v1.1 ([`settings_write`], [`settings_read_back`]).
 
 use crate::circleci::{CircleCiClient, CircleCiError};
 use crate::plan::{Binding, Encoding, Place};
@@ -42,10 +44,16 @@ pub enum BindingError {
 /// `project gh/acme/api` or `context aws-prod`: how a binding is named in the journal and
 /// reports.
 pub fn label(binding: &Binding) -> String {
-    binding
+    let place = binding
         .place()
         .map(|p| p.to_string())
-        .unwrap_or_else(|| "binding without a place".into())
+        .unwrap_or_else(|| "binding without a place".into());
+    // A project's settings are places of their own beside its variables.
+    match (&binding.ssh_hostname, binding.aws_keypair) {
+        (Some(host), _) => format!("{place} (SSH key for `{}`)", host.as_str()),
+        (None, true) => format!("{place} (legacy AWS key pair)"),
+        (None, false) => place,
+    }
 }
 
 /// The (variable, value) pairs a binding receives: each mapped field that the minted credential
@@ -114,6 +122,9 @@ pub async fn write(
     binding: &Binding,
     minted: &Minted,
 ) -> Result<(), BindingError> {
+    if let Some(result) = settings_write(client, binding, minted).await {
+        return result;
+    }
     let place = label(binding);
     let err = |source| BindingError::CircleCi {
         place: place.clone(),
@@ -157,6 +168,9 @@ pub async fn read_back(
     minted: &Minted,
     before: &BTreeMap<String, DateTime<Utc>>,
 ) -> Result<(), BindingError> {
+    if let Some(result) = settings_read_back(client, binding, minted).await {
+        return result;
+    }
     let place = label(binding);
     let err = |source| BindingError::CircleCi {
         place: place.clone(),
@@ -221,4 +235,147 @@ pub async fn read_back(
         None => return Err(BindingError::NoContextId { place }),
     }
     Ok(())
+}
+
+/// A binding into project settings: which slot, in which project. `None` for variables.
+enum SettingsSlot<'a> {
+    AwsKeypair(&'a str),
+    SshKey(&'a str, &'a str),
+}
+
+fn settings_slot(binding: &Binding) -> Option<SettingsSlot<'_>> {
+    let Some(Place::Project(slug)) = binding.place() else {
+        return None;
+    };
+    match (&binding.ssh_hostname, binding.aws_keypair) {
+        (Some(host), _) => Some(SettingsSlot::SshKey(slug, host.as_str())),
+        (None, true) => Some(SettingsSlot::AwsKeypair(slug)),
+        (None, false) => None,
+    }
+}
+
+fn field<'m>(
+    binding: &Binding,
+    minted: &'m Minted,
+    name: &str,
+) -> Result<&'m Secret, BindingError> {
+    minted
+        .fields
+        .get(name)
+        .ok_or_else(|| BindingError::UnknownField {
+            place: label(binding),
+            field: name.to_string(),
+            provider: "minted".to_string(),
+        })
+}
+
+/// Writes a settings binding (`None` when the binding holds variables): the legacy AWS key
+/// pair with `PUT …/settings`, an SSH private key with `POST …/ssh-key` for its host (the old
+/// key stays beside it until the revoke step deletes it).
+pub async fn settings_write(
+    client: &CircleCiClient,
+    binding: &Binding,
+    minted: &Minted,
+) -> Option<Result<(), BindingError>> {
+    let slot = settings_slot(binding)?;
+    let place = label(binding);
+    let err = |source| BindingError::CircleCi {
+        place: place.clone(),
+        source,
+    };
+    Some(match slot {
+        SettingsSlot::AwsKeypair(slug) => {
+            let (id, secret) = match (
+                field(binding, minted, "access_key_id"),
+                field(binding, minted, "secret_access_key"),
+            ) {
+                (Ok(id), Ok(secret)) => (id, secret),
+                (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+            };
+            client.set_aws_keypair(slug, id, secret).await.map_err(err)
+        }
+        SettingsSlot::SshKey(slug, host) => match field(binding, minted, "private_key") {
+            Ok(key) => client.add_ssh_key(slug, host, key).await.map_err(err),
+            Err(e) => Err(e),
+        },
+    })
+}
+
+/// Proves a settings write arrived: the key pair's access key id ends as the new one does
+/// (the secret's last four are compared too, never printed); the new SSH key is listed for its
+/// host under its fingerprint (the minted id).
+pub async fn settings_read_back(
+    client: &CircleCiClient,
+    binding: &Binding,
+    minted: &Minted,
+) -> Option<Result<(), BindingError>> {
+    let slot = settings_slot(binding)?;
+    let place = label(binding);
+    let slug = match slot {
+        SettingsSlot::AwsKeypair(slug) | SettingsSlot::SshKey(slug, _) => slug,
+    };
+    let settings = match client.project_settings(slug).await {
+        Ok(s) => s,
+        Err(source) => return Some(Err(BindingError::CircleCi { place, source })),
+    };
+    Some(match slot {
+        SettingsSlot::AwsKeypair(_) => {
+            let var = "aws.keypair".to_string();
+            let (id, secret) = match (
+                field(binding, minted, "access_key_id"),
+                field(binding, minted, "secret_access_key"),
+            ) {
+                (Ok(id), Ok(secret)) => (id, secret),
+                (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+            };
+            let want_id = crate::inventory::Masked::new(id.expose());
+            let want_secret = crate::inventory::Masked::new(secret.expose());
+            match settings.aws.keypair {
+                None => Err(BindingError::Missing { place, var }),
+                Some(live) if live.access_key_id.last_four() != want_id.last_four() => {
+                    Err(BindingError::Mismatch {
+                        place,
+                        var: "aws.keypair.access_key_id".into(),
+                        got: format!("xxxx{}", live.access_key_id.last_four()),
+                    })
+                }
+                Some(live) if live.secret_access_key.last_four() != want_secret.last_four() => {
+                    Err(BindingError::NotUpdated { place, var })
+                }
+                Some(_) => Ok(()),
+            }
+        }
+        SettingsSlot::SshKey(_, host) => {
+            let listed = settings
+                .ssh_keys
+                .iter()
+                .any(|k| k.fingerprint == minted.id && k.hostname == host);
+            if listed {
+                Ok(())
+            } else {
+                Err(BindingError::Missing {
+                    place,
+                    var: format!("SSH key {} for host `{host}`", minted.id),
+                })
+            }
+        }
+    })
+}
+
+/// The last four characters of the access key id in a project's legacy AWS key pair, for
+/// bindings that hold it (`aws_keypair`): how the engine tells which key of the IAM user is
+/// in use there.
+pub async fn keypair_id_last_four(
+    client: &CircleCiClient,
+    binding: &Binding,
+) -> Result<Option<String>, CircleCiError> {
+    let Some(SettingsSlot::AwsKeypair(slug)) = settings_slot(binding) else {
+        return Ok(None);
+    };
+    Ok(client
+        .project_settings(slug)
+        .await?
+        .aws
+        .keypair
+        .map(|k| k.access_key_id.last_four().to_string()))
 }

@@ -309,7 +309,16 @@ fn planned_steps(
         let vars: Vec<&str> = binding.vars.values().map(|v| v.as_str()).collect();
         step(
             Step::Write,
-            format!("write {} to {}", vars.join(", "), bindings::label(binding)),
+            format!(
+                "write {} to {}",
+                // Project settings (the label names which) take the credential whole.
+                if vars.is_empty() {
+                    "the new credential".to_string()
+                } else {
+                    vars.join(", ")
+                },
+                bindings::label(binding)
+            ),
             None,
         );
     }

@@ -139,7 +139,7 @@ fn provider_source(kind: ProviderKind) -> Option<Source> {
         ProviderKind::GithubDeployKey
         | ProviderKind::GithubToken
         | ProviderKind::CircleciCheckoutKey => Some(Source::GithubAudit),
-        ProviderKind::Exec => None,
+        ProviderKind::Exec | ProviderKind::CircleciSshKey => None,
     }
 }
 

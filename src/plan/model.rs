@@ -336,6 +336,9 @@ pub struct Target {
     /// Commands for the `exec` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecCommands>,
+    /// circleci-ssh-key: where the new public half is installed (a command, or a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<SshKeyHooks>,
 }
 
 fn yes() -> bool {
@@ -353,6 +356,8 @@ pub enum ProviderKind {
     GithubDeployKey,
     /// CircleCI checkout key of a project.
     CircleciCheckoutKey,
+    /// Additional SSH key of project settings (rekey generates the pair).
+    CircleciSshKey,
     /// GitHub personal access token (minted by a person).
     GithubToken,
     /// GCP service-account key (JSON).
@@ -364,10 +369,11 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 7] = [
+    pub const ALL: [ProviderKind; 8] = [
         ProviderKind::AwsIam,
         ProviderKind::GithubDeployKey,
         ProviderKind::CircleciCheckoutKey,
+        ProviderKind::CircleciSshKey,
         ProviderKind::GithubToken,
         ProviderKind::GcpSaKey,
         ProviderKind::AzureAppSecret,
@@ -383,6 +389,7 @@ impl ProviderKind {
             ProviderKind::GcpSaKey => "gcp-sa-key",
             ProviderKind::AzureAppSecret => "azure-app-secret",
             ProviderKind::Exec => "exec",
+            ProviderKind::CircleciSshKey => "circleci-ssh-key",
         }
     }
 
@@ -403,6 +410,8 @@ impl ProviderKind {
                 &["client_secret"],
             )),
             ProviderKind::Exec => None,
+            // The private key goes to the project settings (`ssh_hostname`), not a variable.
+            ProviderKind::CircleciSshKey => Some((&[], &[])),
         }
     }
 
@@ -425,6 +434,7 @@ impl ProviderKind {
             ProviderKind::GcpSaKey => &["service_account"],
             ProviderKind::AzureAppSecret => &["app_id", "tenant_id"],
             ProviderKind::Exec => &[],
+            ProviderKind::CircleciSshKey => &[],
         }
     }
 }
@@ -557,11 +567,20 @@ pub struct Binding {
     /// Context id (the API addresses contexts by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_id: Option<String>,
-    /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID`.
+    /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID` (empty for
+    /// bindings into project settings: `aws_keypair`, `ssh_hostname`).
+    #[serde(default)]
     pub vars: BTreeMap<Located<String>, Located<String>>,
     /// Credential field → how the value is written (default raw).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub encoding: BTreeMap<Located<String>, Located<Encoding>>,
+    /// aws-iam: the project's legacy AWS key pair (Project Settings → AWS Permissions, written
+    /// through API v1.1 settings) instead of variables; `vars` is then empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aws_keypair: bool,
+    /// circleci-ssh-key: the host the project's additional SSH key is for (empty: every host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_hostname: Option<Located<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -698,6 +717,30 @@ pub struct VerifyPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
     /// Give up after this long (at most 1h); then the new credential is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Located<PlanDuration>>,
+}
+
+/// How the public half of a new SSH key becomes trusted on its host: a command the plan names
+/// (`install`, public key JSON on stdin, as exec commands get theirs), or a person (`manual`,
+/// who installs it and confirms with `rekey confirm` before the old key is deleted).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKeyHooks {
+    /// Installs the new public key where it is trusted (e.g. `authorized_keys` through
+    /// configuration management). stdin: `{"operation": "install", "target", "public_key",
+    /// "fingerprint", "hostnames"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<Located<Vec<String>>>,
+    /// Removes the old public key from the host after the old key left CircleCI. stdin:
+    /// `{"operation": "remove", "target", "fingerprint", "hostnames"}`. Without it, the revoke
+    /// step asks a person to remove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<Located<Vec<String>>>,
+    /// A person installs the public key (shown with its fingerprint) and removes the old one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manual: bool,
+    /// Per command (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Located<PlanDuration>>,
 }

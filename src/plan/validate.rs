@@ -221,6 +221,7 @@ impl Validator<'_> {
             self.bindings(target, &mut bound);
             self.policy(target);
             self.exec(target);
+            self.ssh_key(target);
             self.observed(target);
             self.legacy_keypair(target);
             if !target.confirmed {
@@ -247,7 +248,7 @@ impl Validator<'_> {
                         "target `{}`: {} names the legacy AWS key pair of project settings, which rekey cannot write",
                         *target.id, var.value
                     );
-                    let help = "rotate it by hand (Project Settings → AWS Permissions) or move the key into environment variables, then remove this target";
+                    let help = "write the binding as `aws_keypair: true` with no vars (rekey writes the pair through the project settings), or move the key into environment variables";
                     self.error(var.pos, msg).help = Some(help.into());
                     return;
                 }
@@ -371,6 +372,9 @@ impl Validator<'_> {
         }
         let mut places = BTreeSet::new();
         for binding in &target.bindings {
+            if !self.settings_binding(target, binding, bound) {
+                continue;
+            }
             let anchor = binding
                 .project
                 .as_ref()
@@ -462,6 +466,143 @@ impl Validator<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// A binding into project settings rather than variables: the legacy AWS key pair
+    /// (`aws_keypair`) or an additional SSH key (`ssh_hostname`). Returns whether the binding
+    /// is an ordinary one that the variable checks must look at.
+    fn settings_binding<'p>(
+        &mut self,
+        target: &'p Target,
+        binding: &'p Binding,
+        bound: &mut HashMap<(Place<'p>, &'p str), (&'p str, Pos)>,
+    ) -> bool {
+        let id = target.id.as_str();
+        let provider = target.provider.value;
+        let anchor = binding
+            .project
+            .as_ref()
+            .or(binding.context.as_ref())
+            .map(|l| l.pos)
+            .unwrap_or(target.id.pos);
+        let needs_host = provider == ProviderKind::CircleciSshKey;
+        if !binding.aws_keypair && binding.ssh_hostname.is_none() && !needs_host {
+            return true;
+        }
+        let place = match binding.place() {
+            Some(place @ Place::Project(slug)) => {
+                if !is_project_slug(slug) {
+                    let msg = format!(
+                        "target `{id}`: binding project `{slug}` is not a project slug like gh/org/repo"
+                    );
+                    self.error(anchor, msg);
+                }
+                place
+            }
+            _ => {
+                let msg = format!(
+                    "target `{id}`: project settings (the legacy AWS key pair, SSH keys) exist only in a project: name `project`, not `context`"
+                );
+                self.error(anchor, msg);
+                return false;
+            }
+        };
+        if !binding.vars.is_empty() {
+            let msg = format!("target `{id}`: a binding into project settings takes no vars");
+            self.error(anchor, msg);
+        }
+        if binding.aws_keypair {
+            if provider != ProviderKind::AwsIam {
+                let msg = format!(
+                    "target `{id}`: `aws_keypair` holds an AWS access key; provider {provider} cannot fill it"
+                );
+                self.error(anchor, msg);
+            }
+            const SLOT: &str = "the legacy AWS key pair";
+            match bound.get(&(place, SLOT)) {
+                Some((other, first)) => {
+                    let msg = format!(
+                        "{place}: {SLOT} is bound by target `{other}` (line {}) and by target `{id}`",
+                        first.line
+                    );
+                    self.error(anchor, msg);
+                }
+                None => {
+                    bound.insert((place, SLOT), (id, anchor));
+                }
+            }
+        }
+        match (&binding.ssh_hostname, needs_host) {
+            (Some(host), false) => {
+                let msg = format!(
+                    "target `{id}`: `ssh_hostname` is for provider circleci-ssh-key, not {provider}"
+                );
+                self.error(host.pos, msg);
+            }
+            (None, true) => {
+                let msg = format!(
+                    "target `{id}`: a circleci-ssh-key binding names `ssh_hostname` (the host the key is for; empty for every host)"
+                );
+                self.error(anchor, msg);
+            }
+            (Some(host), true) if host.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                let msg = format!(
+                    "target `{id}`: ssh_hostname `{}` is not a host name",
+                    host.value
+                );
+                self.error(host.pos, msg);
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// circleci-ssh-key: the public half is installed by a command or by a person; never both,
+    /// never neither.
+    fn ssh_key(&mut self, target: &Target) {
+        let id = target.id.as_str();
+        match (target.provider.value, &target.ssh_key) {
+            (ProviderKind::CircleciSshKey, None) => {
+                let msg = format!(
+                    "target `{id}`: provider circleci-ssh-key needs an `ssh_key` block: `install` (a command) or `manual: true`"
+                );
+                self.error(target.provider.pos, msg);
+            }
+            (ProviderKind::CircleciSshKey, Some(hooks)) => {
+                for (name, command) in [("install", &hooks.install), ("remove", &hooks.remove)] {
+                    if let Some(command) = command
+                        && (command.is_empty() || command.iter().any(|a| a == REVIEW_REQUIRED))
+                    {
+                        let msg =
+                            format!("target `{id}`: ssh_key.{name} needs a command (argv list)");
+                        let help = "or remove it and set `manual: true`: a person installs the public key and confirms";
+                        self.error(command.pos, msg).help = Some(help.into());
+                    }
+                }
+                match (&hooks.install, hooks.manual) {
+                    (Some(command), true) => {
+                        let msg = format!(
+                            "target `{id}`: ssh_key has both `install` and `manual: true`: choose one"
+                        );
+                        self.error(command.pos, msg);
+                    }
+                    (None, false) => {
+                        let msg = format!(
+                            "target `{id}`: ssh_key needs `install` (a command) or `manual: true`"
+                        );
+                        self.error(target.provider.pos, msg);
+                    }
+                    _ => {}
+                }
+            }
+            (other, Some(_)) => {
+                let msg = format!(
+                    "target `{id}`: `ssh_key` applies to provider circleci-ssh-key, not {other}"
+                );
+                self.error(target.provider.pos, msg);
+            }
+            (_, None) => {}
         }
     }
 
@@ -651,7 +792,11 @@ fn listed_principal(target: &Target) -> Option<(Vec<(&'static str, &str)>, Pos)>
         // The commands define the principal (every field but the credential's own title and
         // key); without `exec.inspect` nothing is listed.
         ProviderKind::Exec if target.exec.as_ref().is_some_and(|e| e.inspect.is_some()) => &[],
-        ProviderKind::Exec | ProviderKind::GithubToken => return None,
+        // An SSH key's listing is its bindings' projects and hostnames, and CircleCI dates no
+        // key, so the sweep can prove none was rekey's and removes nothing.
+        ProviderKind::Exec | ProviderKind::GithubToken | ProviderKind::CircleciSshKey => {
+            return None;
+        }
     };
     let mut fields = Vec::new();
     let mut at = None;

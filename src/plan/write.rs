@@ -171,6 +171,12 @@ fn needs_review(t: &Target) -> bool {
         || t.exec
             .as_ref()
             .is_some_and(|e| e.all().any(|(_, c)| c.iter().any(|a| a == REVIEW_REQUIRED)))
+        || t.ssh_key.as_ref().is_some_and(|h| {
+            [&h.install, &h.remove]
+                .into_iter()
+                .flatten()
+                .any(|c| c.iter().any(|a| a == REVIEW_REQUIRED))
+        })
 }
 
 fn target_comment(out: &mut String, t: &Target, note: Option<&String>) {
@@ -266,6 +272,8 @@ struct TargetView<'a> {
     policy: &'a Policy,
     #[serde(skip_serializing_if = "Option::is_none")]
     exec: Option<ExecView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_key: Option<SshKeyView<'a>>,
 }
 
 impl<'a> TargetView<'a> {
@@ -280,6 +288,7 @@ impl<'a> TargetView<'a> {
             observed: t.observed.iter().map(FlowMap).collect(),
             policy: &t.policy,
             exec: t.exec.as_ref().map(ExecView::of),
+            ssh_key: t.ssh_key.as_ref().map(SshKeyView::of),
         }
     }
 }
@@ -292,9 +301,15 @@ struct BindingView<'a> {
     context: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     context_id: Option<&'a str>,
-    vars: FlowMap<&'a BTreeMap<super::Located<String>, super::Located<String>>>,
+    /// Absent for bindings into project settings (`aws_keypair`, `ssh_hostname`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vars: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<String>>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     encoding: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<Encoding>>>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    aws_keypair: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ssh_hostname: Option<&'a str>,
 }
 
 impl<'a> BindingView<'a> {
@@ -303,8 +318,34 @@ impl<'a> BindingView<'a> {
             project: b.project.as_deref().map(String::as_str),
             context: b.context.as_deref().map(String::as_str),
             context_id: b.context_id.as_deref(),
-            vars: FlowMap(&b.vars),
+            vars: (!b.vars.is_empty() || (!b.aws_keypair && b.ssh_hostname.is_none()))
+                .then_some(FlowMap(&b.vars)),
             encoding: (!b.encoding.is_empty()).then_some(FlowMap(&b.encoding)),
+            aws_keypair: b.aws_keypair,
+            ssh_hostname: b.ssh_hostname.as_deref().map(String::as_str),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SshKeyView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    install: Option<FlowSeq<&'a Vec<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remove: Option<FlowSeq<&'a Vec<String>>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    manual: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout: Option<super::PlanDuration>,
+}
+
+impl<'a> SshKeyView<'a> {
+    fn of(h: &'a super::SshKeyHooks) -> Self {
+        SshKeyView {
+            install: h.install.as_ref().map(|c| FlowSeq(&c.value)),
+            remove: h.remove.as_ref().map(|c| FlowSeq(&c.value)),
+            manual: h.manual,
+            timeout: h.timeout.as_ref().map(|t| t.value),
         }
     }
 }

@@ -73,7 +73,8 @@ impl VerifyBudget {
             // GitHub and CircleCI answer from the store they wrote: the key is there at once.
             ProviderKind::GithubDeployKey
             | ProviderKind::GithubToken
-            | ProviderKind::CircleciCheckoutKey => {
+            | ProviderKind::CircleciCheckoutKey
+            | ProviderKind::CircleciSshKey => {
                 budget(60, 1, 8, "accepted as soon as the owner answers")
             }
             // The user's command decides; the engine keeps today's minute.

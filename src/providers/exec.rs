@@ -116,7 +116,7 @@ struct InspectCredential {
 }
 
 /// What one run of a command gave.
-struct Ran {
+pub(crate) struct Ran {
     /// May hold the minted values: wiped when dropped.
     stdout: zeroize::Zeroizing<Vec<u8>>,
 }
@@ -139,6 +139,26 @@ impl ExecProvider {
     pub fn not_running(mut self) -> Self {
         self.not_running = true;
         self
+    }
+
+    /// Runs another provider's plan-named hook command (`circleci-ssh-key`'s install and
+    /// remove) under the same rules as exec commands: the allow-listed environment, and
+    /// nothing at all when this provider is [`Self::not_running`].
+    pub(crate) async fn run_hook(
+        &self,
+        what: &str,
+        argv: &[String],
+        input: &Secret,
+        timeout: Duration,
+    ) -> Result<(), ProviderError> {
+        if self.not_running {
+            return Err(ProviderError::Failed(format!(
+                "{what}: a dry run runs no plan command"
+            )));
+        }
+        run(what, argv, input, timeout, &[], &self.environment())
+            .await
+            .map(|_| ())
     }
 
     /// The environment a command gets: [`BASE_ENV`] and the operator's names, where set.
@@ -232,7 +252,8 @@ fn wipe_json(value: &mut serde_json::Value) {
 }
 
 /// Runs `argv` with `input` on stdin, within `timeout`. `secrets` are redacted from stderr.
-async fn run(
+/// Shared with the hooks of other providers (`circleci-ssh-key`'s install and remove).
+pub(crate) async fn run(
     what: &str,
     argv: &[String],
     input: &Secret,

@@ -18,6 +18,7 @@ pub mod gcp;
 pub mod github;
 pub mod registry;
 pub mod rest;
+pub mod ssh_key;
 pub mod wrappers;
 
 use crate::plan::{ProviderKind, Target};

@@ -13,6 +13,7 @@ use super::checkout_key::CheckoutKeyProvider;
 use super::exec::ExecProvider;
 use super::gcp::{GcpAuth, GcpSaKeyProvider};
 use super::github::{GithubDeployKeyProvider, GithubTokenProvider, TokenInputs};
+use super::ssh_key::SshKeyProvider;
 use super::wrappers::RateLimited;
 use crate::circleci::CircleCiClient;
 use crate::credentials::{self, Service};
@@ -77,6 +78,7 @@ pub async fn real(inputs: RealInputs<'_>) -> Result<ProviderSet, RegistryError> 
         GithubClient::from_env(github_token).map_err(|e| RegistryError::Config(e.to_string()))?;
     let github_anonymous =
         GithubClient::from_env(None).map_err(|e| RegistryError::Config(e.to_string()))?;
+    let hooks = inputs.exec.clone();
     Ok(cloud(inputs.plan, inputs.exec)?
         .with(aws)
         .with(Arc::new(GithubDeployKeyProvider::new(github_own)))
@@ -84,7 +86,10 @@ pub async fn real(inputs: RealInputs<'_>) -> Result<ProviderSet, RegistryError> 
             github_anonymous,
             inputs.token_inputs,
         )))
-        .with(Arc::new(CheckoutKeyProvider::new(inputs.circleci.clone()))))
+        .with(Arc::new(CheckoutKeyProvider::new(inputs.circleci.clone())))
+        .with(Arc::new(
+            SshKeyProvider::new(inputs.circleci.clone()).with_hooks(hooks),
+        )))
 }
 
 /// The providers besides AWS (whose SDK finds its own endpoint), the GCP and Azure ones pointed

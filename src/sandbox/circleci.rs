@@ -565,6 +565,29 @@ pub(crate) fn answer(
                 Err((status, text)) => message(status, text),
             }
         }
+        (_, ["api", "v1.1", "project", vcs, org, repo, "settings"]) if *method == Method::PUT => {
+            let Some(vcs) = v2_vcs(vcs) else {
+                return message(StatusCode::NOT_FOUND, "Project not found");
+            };
+            match project_mut(state, &format!("{vcs}/{org}/{repo}")) {
+                Ok(p) => put_settings(p, body),
+                Err((status, text)) => message(status, text),
+            }
+        }
+        (_, ["api", "v1.1", "project", vcs, org, repo, "ssh-key"]) => {
+            let Some(vcs) = v2_vcs(vcs) else {
+                return message(StatusCode::NOT_FOUND, "Project not found");
+            };
+            let project = match project_mut(state, &format!("{vcs}/{org}/{repo}")) {
+                Ok(p) => p,
+                Err((status, text)) => return message(status, text),
+            };
+            match *method {
+                Method::POST => add_ssh_key(project, body),
+                Method::DELETE => delete_ssh_key(project, body),
+                _ => not_allowed(),
+            }
+        }
         (&Method::GET, ["api", "private", "project"]) => org_projects(state, &params, &page),
         (_, ["api", "v2", "project", vcs, org, repo, "envvar"]) => {
             let slug = format!("{vcs}/{org}/{repo}");
@@ -896,6 +919,109 @@ fn settings(p: &StoredProject) -> Value {
         })).collect::<Vec<_>>(),
         "aws": {"keypair": keypair},
     })
+}
+
+/// `PUT /api/v1.1/project/…/settings`: of the settings only the legacy AWS key pair is kept
+/// here (`{"aws": {"keypair": {access_key_id, secret_access_key}}}`, or `null` to remove it);
+/// the answer is the settings as a GET shows them.
+fn put_settings(project: &mut StoredProject, body: &[u8]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        aws: Option<Aws>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Aws {
+        keypair: Option<Pair>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Pair {
+        access_key_id: String,
+        secret_access_key: String,
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        return message(StatusCode::BAD_REQUEST, "Invalid JSON body.");
+    };
+    if let Some(aws) = parsed.aws {
+        project.aws_keypair = match aws.keypair {
+            Some(pair) if pair.access_key_id.is_empty() || pair.secret_access_key.is_empty() => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "access_key_id and secret_access_key are required",
+                );
+            }
+            Some(pair) => Some(StoredAwsKeypair {
+                access_key_id: pair.access_key_id,
+                secret_access_key: pair.secret_access_key,
+            }),
+            None => None,
+        };
+    }
+    ok(settings(project))
+}
+
+/// `POST /api/v1.1/project/…/ssh-key` with `{hostname, private_key}`: CircleCI parses the
+/// key (refusing one with a passphrase or not a key at all), derives the fingerprint and keeps
+/// the key for the host. The same key for the same host again changes nothing.
+fn add_ssh_key(project: &mut StoredProject, body: &[u8]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        hostname: Option<String>,
+        private_key: String,
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        return message(StatusCode::BAD_REQUEST, "Invalid JSON body.");
+    };
+    let parsed_key = ssh_key::PrivateKey::from_openssh(parsed.private_key.trim().as_bytes());
+    let (Ok(key), Some(fingerprint)) = (
+        parsed_key,
+        crate::providers::ssh_key::md5_fingerprint(&parsed.private_key),
+    ) else {
+        return message(StatusCode::BAD_REQUEST, "Invalid private key");
+    };
+    if key.is_encrypted() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Private keys with passphrases are not supported",
+        );
+    }
+    let hostname = parsed.hostname.unwrap_or_default();
+    let exists = project
+        .ssh_keys
+        .iter()
+        .any(|k| k.fingerprint == fingerprint && k.hostname == hostname);
+    if !exists {
+        project.ssh_keys.push(StoredSshKey {
+            hostname,
+            fingerprint,
+            public_key: key.public_key().to_openssh().unwrap_or_default(),
+            private_key: parsed.private_key,
+        });
+    }
+    (StatusCode::OK, "").into_response()
+}
+
+/// `DELETE /api/v1.1/project/…/ssh-key` with `{fingerprint, hostname}`.
+fn delete_ssh_key(project: &mut StoredProject, body: &[u8]) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        fingerprint: String,
+        #[serde(default)]
+        hostname: Option<String>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        return message(StatusCode::BAD_REQUEST, "Invalid JSON body.");
+    };
+    let hostname = parsed.hostname.unwrap_or_default();
+    let before = project.ssh_keys.len();
+    project
+        .ssh_keys
+        .retain(|k| !(k.fingerprint == parsed.fingerprint && k.hostname == hostname));
+    if project.ssh_keys.len() == before {
+        return message(StatusCode::NOT_FOUND, "SSH key not found");
+    }
+    (StatusCode::OK, "").into_response()
 }
 
 fn org_projects(

@@ -379,7 +379,10 @@ impl DemoWorld {
             .with(Arc::new(self.aws_provider()))
             .with(Arc::new(GithubDeployKeyProvider::new(github)))
             .with(Arc::new(GithubTokenProvider::new(anonymous, token_inputs)))
-            .with(Arc::new(CheckoutKeyProvider::new(circleci.clone())));
+            .with(Arc::new(CheckoutKeyProvider::new(circleci.clone())))
+            .with(Arc::new(crate::providers::ssh_key::SshKeyProvider::new(
+                circleci.clone(),
+            )));
         for p in cloud.providers()? {
             providers = providers.with(p);
         }

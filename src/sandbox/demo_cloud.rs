@@ -169,6 +169,8 @@ impl CloudDemo {
             context_id: None,
             vars: BTreeMap::from([(Located::new(field.to_owned()), Located::new(var.to_owned()))]),
             encoding: BTreeMap::new(),
+            aws_keypair: false,
+            ssh_hostname: None,
         };
         let target = |id: &str, kind: ProviderKind, principal: Principal, b: Binding| Target {
             id: Located::new(id.to_owned()),
@@ -180,6 +182,7 @@ impl CloudDemo {
             observed: Vec::new(),
             policy: Default::default(),
             exec: None,
+            ssh_key: None,
         };
         let script = self.owner_dir.join("owner.sh").display().to_string();
         let cmd = |op: &str| Located::new(vec![script.clone(), op.to_owned()]);

@@ -59,6 +59,7 @@ pub fn target(id: &str, kind: ProviderKind, principal: Principal) -> Target {
         observed: Vec::new(),
         policy: Default::default(),
         exec: None,
+        ssh_key: None,
     }
 }
 

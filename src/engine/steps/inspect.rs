@@ -145,6 +145,20 @@ pub(crate) async fn current_credential(
             }
         }
     }
+    // The legacy AWS key pair of project settings shows its key id's last four there.
+    for binding in &target.bindings {
+        let last4 = bindings::keypair_id_last_four(circleci, binding)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", bindings::label(binding)))?;
+        if let Some(last4) = last4
+            && let [one] = creds
+                .iter()
+                .filter(|c| c.id.ends_with(&last4))
+                .collect::<Vec<_>>()[..]
+        {
+            return Ok(Some(one.clone()));
+        }
+    }
     // Keys whose id is their fingerprint (CircleCI checkout keys): the plan observed which one
     // was in use.
     let observed: Vec<&str> = target
