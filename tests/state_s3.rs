@@ -315,7 +315,12 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
     let mut outputs = Vec::new();
     // The last record in S3 at each kill: where in the protocol the kills landed.
     let mut reached = std::collections::BTreeSet::new();
-    while kills < 20 {
+    // At least 20 kills, and on until they have landed at 4 different steps (random moments
+    // can cluster; bounded so a protocol that really has fewer steps still fails below).
+    let more_kills = |kills: usize, reached: &std::collections::BTreeSet<String>| {
+        kills < 20 || (reached.len() < 4 && kills < 60)
+    };
+    while more_kills(kills, &reached) {
         round += 1;
         // A new plan text per round: a new run that rotates the key the last round bound.
         let spec = PlanSpec {
@@ -351,7 +356,7 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
                 );
                 std::thread::sleep(Duration::from_millis(20));
             };
-            if held && kills < 20 {
+            if held && more_kills(kills, &reached) {
                 std::thread::sleep(Duration::from_millis(rng.below(1500)));
                 if let Ok(None) = running.child.try_wait() {
                     // Our own child, by its handle: SIGKILL.

@@ -203,6 +203,11 @@ impl Provider for SshKeyProvider {
         ProviderKind::CircleciSshKey
     }
 
+    /// The mark travels in the generated key's comment, which the listed public key keeps.
+    fn marks(&self) -> bool {
+        true
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             deactivate: false,
@@ -217,7 +222,8 @@ impl Provider for SshKeyProvider {
         for key in self.listed(target).await? {
             if !credentials.iter().any(|c| c.id == key.fingerprint) {
                 credentials.push(CredentialInfo {
-                    label: None,
+                    // The public key's comment: rekey's mark when rekey generated it.
+                    label: key.public_key.splitn(3, ' ').nth(2).map(str::to_string),
                     id: key.fingerprint,
                     status: CredentialStatus::Active,
                     created_at: None,
@@ -242,7 +248,7 @@ impl Provider for SshKeyProvider {
         // Every project must be readable before anything is installed anywhere.
         self.listed(target).await?;
         let (private, public) =
-            super::github::generate_ed25519(&format!("rekey {}", target.id.as_str()))?;
+            super::github::generate_ed25519(&format!("rekey {}", super::mint_mark(target)))?;
         let fingerprint = md5_fingerprint(private.expose()).ok_or_else(|| {
             ProviderError::Failed("the generated SSH key could not be read back".into())
         })?;

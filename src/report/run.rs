@@ -176,8 +176,8 @@ mod tests {
             .lines()
             .find(|l| l.contains("boom"))
             .unwrap_or_else(|| panic!("{md}"));
-        // One row, four cells: every other `|` is escaped (`\|`, never ` | `).
-        assert_eq!(row.matches(" | ").count(), 3, "{row}");
+        // One row, five cells: every other `|` is escaped (`\|`, never ` | `).
+        assert_eq!(row.matches(" | ").count(), 4, "{row}");
         assert!(!md.contains("\n# Heading"), "{md}");
         assert!(
             row.contains("\\[click\\]") && row.contains("\\<img"),
