@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Command::Hunt(args) => cli::hunt::run(args, output),
         Command::Auth(cmd) => cli::auth::run(cmd, output),
         Command::Schema => cli::schema::run(),
+        Command::Completions(args) => cli::completions::run(args),
+        Command::Man(args) => cli::man::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
