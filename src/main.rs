@@ -25,6 +25,8 @@ fn main() -> ExitCode {
         Command::Auth(cmd) => cli::auth::run(cmd, output),
         Command::State(args) => cli::state::run(args, output),
         Command::Schema => cli::schema::run(),
+        Command::Completions(args) => cli::completions::run(args),
+        Command::Man(args) => cli::man::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

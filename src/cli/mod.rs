@@ -8,10 +8,12 @@
 
 pub mod apply;
 pub mod auth;
+pub mod completions;
 pub mod confirm;
 pub mod demo;
 pub mod hunt;
 pub mod inventory;
+pub mod man;
 pub mod output;
 pub mod plan;
 pub mod schema;
@@ -26,7 +28,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "rekey",
-    version,
+    version = VERSION,
     about = "Rotate every secret your CI platform holds, and hunt for abuse of the old ones.",
     long_about = "rekey reads where CircleCI holds secrets (project and context variables, checkout and SSH keys), \
 works out which credential each one is and who owns it, and writes a declarative YAML rotation plan that a person \
@@ -123,7 +125,32 @@ rekey hunt --circleci-audit audit.csv --github-audit audit.json --fail-on medium
     /// Print the plan's JSON Schema (the file in plans/ is generated from this).
     #[command(hide = true)]
     Schema,
+    /// Print a shell completion script: bash, zsh, fish or powershell.
+    #[command(
+        long_about = "Print a completion script for the shell, generated from rekey's own definition of its commands.\n\n\
+Examples:\n  rekey completions bash > ~/.local/share/bash-completion/completions/rekey\n  \
+rekey completions zsh > \"${fpath[1]}/_rekey\"\n  rekey completions fish > ~/.config/fish/completions/rekey.fish\n  \
+rekey completions powershell >> $PROFILE"
+    )]
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page (roff), or write one page per subcommand with --dir.
+    #[command(
+        long_about = "Print rekey's manual page (roff), generated from rekey's own definition of its commands; with \
+--dir, write rekey.1 and one page per subcommand (rekey-apply.1, ...) into a directory.\n\n\
+Examples:\n  rekey man | man -l -\n  rekey man --dir /usr/local/share/man/man1"
+    )]
+    Man(man::ManArgs),
 }
+
+/// What `--version` says: the version, the git commit and the build date (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("REKEY_GIT_COMMIT"),
+    ", built ",
+    env!("REKEY_BUILD_DATE"),
+    ")"
+);
 
 /// The clap definition of the command line, for completions, the man page and tests.
 pub fn command() -> clap::Command {
