@@ -189,20 +189,6 @@ impl Provider for CheckoutKeyProvider {
         }
     }
 
-    async fn deactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::CircleciCheckoutKey,
-            operation: "deactivate",
-        })
-    }
-
-    async fn reactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::CircleciCheckoutKey,
-            operation: "reactivate",
-        })
-    }
-
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         let slug = project_of(target)?;
         tracing::debug!(

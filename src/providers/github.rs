@@ -371,20 +371,6 @@ impl Provider for GithubDeployKeyProvider {
         }
     }
 
-    async fn deactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::GithubDeployKey,
-            operation: "deactivate",
-        })
-    }
-
-    async fn reactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::GithubDeployKey,
-            operation: "reactivate",
-        })
-    }
-
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         let (owner, repo) = repository_of(target)?;
         let what = format!("deploy key {credential_id} of {owner}/{repo}");
@@ -756,20 +742,6 @@ impl Provider for GithubTokenProvider {
         Some(match scopes.get(&(id, "old")) {
             Some(old) => format!("scopes: {} (the old token: {})", show(new), show(old)),
             None => format!("scopes: {} (the old token's are unknown)", show(new)),
-        })
-    }
-
-    async fn deactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::GithubToken,
-            operation: "deactivate",
-        })
-    }
-
-    async fn reactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::GithubToken,
-            operation: "reactivate",
         })
     }
 

@@ -162,11 +162,30 @@ pub trait Provider: Send + Sync {
     /// Proves the new credential authenticates as the principal (one attempt).
     async fn verify(&self, target: &Target, minted: &Minted) -> Result<(), ProviderError>;
 
-    /// Disables a credential without deleting it.
-    async fn deactivate(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError>;
+    /// Disables a credential without deleting it. The default is for owners that cannot
+    /// (`capabilities().deactivate` false): [`ProviderError::Unsupported`].
+    async fn deactivate(
+        &self,
+        _target: &Target,
+        _credential_id: &str,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: self.kind(),
+            operation: "deactivate",
+        })
+    }
 
-    /// Enables a disabled credential again.
-    async fn reactivate(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError>;
+    /// Enables a disabled credential again; unsupported by default, as [`Provider::deactivate`].
+    async fn reactivate(
+        &self,
+        _target: &Target,
+        _credential_id: &str,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported {
+            provider: self.kind(),
+            operation: "reactivate",
+        })
+    }
 
     /// Deletes a credential. Deleting one that is already gone is success (resume repeats it).
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError>;

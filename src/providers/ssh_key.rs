@@ -314,20 +314,6 @@ impl Provider for SshKeyProvider {
         Ok(())
     }
 
-    async fn deactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::CircleciSshKey,
-            operation: "deactivate",
-        })
-    }
-
-    async fn reactivate(&self, _: &Target, _: &str) -> Result<(), ProviderError> {
-        Err(ProviderError::Unsupported {
-            provider: ProviderKind::CircleciSshKey,
-            operation: "reactivate",
-        })
-    }
-
     async fn revoke(&self, target: &Target, credential_id: &str) -> Result<(), ProviderError> {
         let hooks = hooks(target)?;
         let listed = self.listed(target).await?;
