@@ -24,6 +24,21 @@
 //! Key size: 2048 bits like GCP's keys. The `rsa` and `num-bigint-dig` crates are compiled with
 //! optimizations even in debug builds (Cargo.toml), which keeps generation to a fraction of a
 //! second; [`GcpState::key_bits`] can lower it where a test mints many keys.
+//!
+//! Held against Google's own Python client and auth library (`tests/vendor_clients.rs`:
+//! google-api-python-client with its bundled `iam.v1` and `logging.v2` discovery documents,
+//! google-auth's JWT bearer flow): every answer fits the discovery schemas. Simplifications:
+//! - a key's `keyAlgorithm` is always `KEY_ALG_RSA_2048` (whatever [`GcpState::key_bits`]
+//!   says), `keyOrigin` `GOOGLE_PROVIDED`; `keys.upload`, system-managed keys
+//!   (`keyTypes=SYSTEM_MANAGED` lists none), `disableReason` and `extendedStatus` are not
+//!   simulated;
+//! - `keyTypes` is read once (the first value; IAM accepts the parameter repeated);
+//! - the logging filter language is the subset above (Google's client passes any filter
+//!   through; the simulator refuses the rest with 400 rather than ignore it); `LogEntry` is
+//!   whatever the test stored, answered as stored;
+//! - errors carry `code`, `message` and `status`, without Google's `details[]`;
+//! - the token endpoint answers only the JWT bearer grant, and the IAM API accepts only tokens
+//!   it issued (any account may manage any account's keys: no IAM policy is simulated).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -322,14 +337,18 @@ impl GcpState {
     }
 
     fn key_json(&self, key: &StoredKey) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "keyAlgorithm": "KEY_ALG_RSA_2048",
             "validAfterTime": key.created.to_rfc3339_opts(SecondsFormat::Secs, true),
             "validBeforeTime": "9999-12-31T23:59:59Z",
             "keyOrigin": "GOOGLE_PROVIDED",
             "keyType": "USER_MANAGED",
-            "disabled": key.disabled,
-        })
+        });
+        // Proto3 JSON, as IAM answers: a false boolean is left out, not sent as `false`.
+        if key.disabled {
+            v["disabled"] = true.into();
+        }
+        v
     }
 
     fn token_endpoint(&mut self, request: &SimRequest<'_>) -> Response {
