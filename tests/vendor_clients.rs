@@ -200,3 +200,110 @@ mod gcp {
         assert_eq!(out["log_unsupported_filter"]["status"], "INVALID_ARGUMENT");
     }
 }
+
+mod azure {
+    use super::*;
+    use rekey::sandbox::azure::AzureSandbox;
+
+    const TENANT: &str = "8c3f0d6e-1111-4222-8333-944445555666";
+
+    /// msal (through its https-only authority: see `tests/vendor/graph.py`) gets a Graph token
+    /// from the simulator's token endpoint and is refused a wrong secret; Microsoft's Graph
+    /// SDK adds, lists and removes an application password and pages through
+    /// service-principal sign-ins, every answer parsed by the SDK's models with no property
+    /// they do not know.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn msal_and_the_graph_sdk_against_the_azure_simulator() {
+        let azure = AzureSandbox::start(TENANT).await.unwrap();
+        let admin = azure.admin_identity().unwrap();
+        let object = azure.with_state(|s| {
+            let (object, app_id) = s.add_app("ci-deployer");
+            s.add_password(&object, Some("ci"), None);
+            for (i, day) in [3, 9, 14, 20, 27].iter().enumerate() {
+                s.add_signin(json!({
+                    "id": format!("s{i}"),
+                    "createdDateTime": format!("2026-01-{day:02}T08:00:00Z"),
+                    "appId": app_id,
+                    "appDisplayName": "ci-deployer",
+                    "ipAddress": "203.0.113.7",
+                    "servicePrincipalId": "0b7f6c2e-0000-4000-8000-000000000001",
+                    "servicePrincipalName": "ci-deployer",
+                    "signInEventTypes": ["servicePrincipal"],
+                    "status": {"errorCode": 0}
+                }));
+            }
+            // Outside the window, and an interactive sign-in: both filtered out.
+            s.add_signin(
+                json!({"id": "old", "createdDateTime": "2025-12-01T08:00:00Z",
+                "appId": app_id, "signInEventTypes": ["servicePrincipal"]}),
+            );
+            s.add_signin(
+                json!({"id": "user", "createdDateTime": "2026-01-05T08:00:00Z",
+                "appId": app_id, "signInEventTypes": ["interactiveUser"]}),
+            );
+            object
+        });
+        let out = client(
+            "graph.py",
+            vec![azure.authority_url(), TENANT.to_owned()],
+            json!({
+                "client_id": admin.client_id,
+                "client_secret": admin.client_secret.expose(),
+                "object_id": object,
+            }),
+        )
+        .await;
+
+        assert!(
+            out["msal_http_authority"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("refused")),
+            "msal refuses a plain-http authority (documented in graph.py): {out:#}"
+        );
+        assert_eq!(out["token"]["has_access_token"], true, "{out:#}");
+        assert_eq!(out["token"]["token_type"], "Bearer");
+        assert_eq!(out["token"]["expires_in_positive"], true);
+        assert_eq!(out["wrong_secret"]["error"], "invalid_client", "{out:#}");
+        assert_eq!(out["wrong_secret"]["error_codes"], json!([7000215]));
+        assert_eq!(out["scope_without_default"]["error"], "invalid_scope");
+        assert_eq!(out["unknown_tenant"], "refused");
+
+        // The SDK's models know every property the simulator answers, but one: sign-ins are
+        // Graph beta, and `signInEventTypes` is a beta-only property of the v1.0 model.
+        let unknown = strings(&out["unknown_fields"]);
+        assert_eq!(unknown.len(), 5, "{out:#}");
+        assert!(
+            unknown
+                .iter()
+                .all(|u| u.starts_with("signIn s") && u.ends_with(": ['signInEventTypes']")),
+            "{out:#}"
+        );
+        let added = &out["add_password"];
+        for field in [
+            "key_id_is_uuid",
+            "has_secret_text",
+            "hint_is_prefix",
+            "dates_parsed",
+            "end_after_start",
+            "start_tz_aware",
+        ] {
+            assert_eq!(added[field], true, "addPassword {field}: {out:#}");
+        }
+        assert_eq!(added["display_name"], "vendor-test");
+        assert_eq!(out["get_application"]["credentials"], 2, "{out:#}");
+        assert_eq!(out["get_application"]["new_key_listed"], true);
+        assert_eq!(out["get_application"]["secret_text_hidden"], true);
+        assert_eq!(out["remove_password"]["returned"], Value::Null);
+        assert_eq!(out["after_remove"]["new_key_listed"], false);
+        assert_eq!(out["remove_again"]["http_status"], 400, "{out:#}");
+        assert_eq!(out["get_unknown_app"]["http_status"], 404);
+        assert_eq!(out["get_unknown_app"]["code"], "Request_ResourceNotFound");
+        assert_eq!(out["sign_ins"]["pages"], 3, "{out:#}");
+        assert_eq!(
+            strings(&out["sign_ins"]["ids"]),
+            ["s4", "s3", "s2", "s1", "s0"],
+            "newest first, followed through @odata.nextLink"
+        );
+        assert_eq!(out["sign_ins_unsupported_filter"]["http_status"], 400);
+    }
+}

@@ -28,6 +28,21 @@
 //! (Graph) or `nextLink` (ARM) carrying a `$skiptoken`/`$skipToken` while records remain; the
 //! page size is `$top` (Graph, default 1000) or 200 (ARM), lowered by
 //! [`AzureState::set_page_size`] for tests.
+//!
+//! `GET /{tenant}/v2.0/.well-known/openid-configuration` answers the tenant's OIDC discovery
+//! document (this simulator's endpoints), which msal reads before its first token request.
+//!
+//! Held against Microsoft's own clients (`tests/vendor_clients.rs`: msal for the token
+//! endpoint, the Graph SDK for Python for passwords and sign-ins): the SDK's models parse every
+//! answer and know every property but the beta-only `signInEventTypes`. Simplifications:
+//! - msal accepts only an https authority, and the simulator serves plain http on loopback:
+//!   msal reaches it through an `http_client` that stands in for TLS (`tests/vendor/graph.py`);
+//! - `GET /applications/{id}` answers `id`, `appId`, `displayName` and `passwordCredentials`
+//!   only (no `$select`); no other Graph resource exists;
+//! - sign-ins are served only under `/beta` (service-principal sign-ins are a beta feature),
+//!   as stored by the test;
+//! - tokens are opaque strings, not JWTs: a client that decodes its token would fail;
+//! - only the client-credentials grant with a client secret; no certificate credentials.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -353,6 +368,41 @@ impl AzureState {
         sim::json(
             StatusCode::OK,
             &serde_json::json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token}),
+        )
+    }
+
+    /// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the tenant's OIDC discovery
+    /// document, which Microsoft's authentication libraries read before the first token
+    /// request (the endpoints it names are this simulator's).
+    fn openid_configuration(&self, tenant: &str) -> Response {
+        if tenant != self.tenant {
+            return sim::json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({
+                    "error": "invalid_tenant",
+                    "error_description": format!("AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+                    "error_codes": [90002],
+                }),
+            );
+        }
+        let at = |path: &str| format!("{}/{tenant}{path}", self.base);
+        sim::json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "issuer": at("/v2.0"),
+                "authorization_endpoint": at("/oauth2/v2.0/authorize"),
+                "token_endpoint": at("/oauth2/v2.0/token"),
+                "device_authorization_endpoint": at("/oauth2/v2.0/devicecode"),
+                "end_session_endpoint": at("/oauth2/v2.0/logout"),
+                "jwks_uri": format!("{}/{tenant}/discovery/v2.0/keys", self.base),
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "tenant_region_scope": "EU",
+                "cloud_instance_name": "microsoftonline.com",
+            }),
         )
     }
 
@@ -774,6 +824,11 @@ impl Simulator for AzureState {
             && request.method == Method::POST
         {
             return self.token_endpoint(tenant, request);
+        }
+        if let [tenant, "v2.0", ".well-known", "openid-configuration"] = parts.as_slice()
+            && request.method == Method::GET
+        {
+            return self.openid_configuration(tenant);
         }
         graph_error(StatusCode::NOT_FOUND, "NotFound", "Not found.")
     }
