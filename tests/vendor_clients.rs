@@ -14,7 +14,7 @@
 mod support;
 
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -305,5 +305,98 @@ mod azure {
             "newest first, followed through @odata.nextLink"
         );
         assert_eq!(out["sign_ins_unsupported_filter"]["http_status"], 400);
+    }
+}
+
+mod github {
+    use super::*;
+    use rekey::sandbox::{GithubSandbox, GithubState};
+
+    /// An OpenSSH public key (the private half is thrown away: GitHub sees public keys only).
+    fn public_key(seed: u8) -> String {
+        let pair = ssh_key::private::Ed25519Keypair::from_seed(&[seed; 32]);
+        ssh_key::PrivateKey::from(pair)
+            .public_key()
+            .to_openssh()
+            .unwrap()
+    }
+
+    /// Deploy keys created, listed (a page per key, through Octokit's Link paging), read and
+    /// deleted, a key in use refused, and the audit log paged through its cursors, with every
+    /// answer within GitHub's published OpenAPI description.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn octokit_against_the_github_simulator() {
+        let now = chrono::Utc::now();
+        let mut state = GithubState::new().repo("acme/app").org("acme");
+        for i in 0..5i64 {
+            let at = (now - chrono::Duration::hours(10 - i)).timestamp_millis();
+            let action = ["repo.create", "repo.destroy", "org.update_member"][i as usize % 3];
+            state.add_audit_event(
+                "acme",
+                json!({"@timestamp": at, "created_at": at, "_document_id": format!("d{i}"),
+                    "action": action, "actor": "octocat", "actor_ip": "192.0.2.50",
+                    "repo": "acme/app", "org": "acme"}),
+            );
+        }
+        let github = GithubSandbox::start(state).await.unwrap();
+        let out = client(
+            "octokit.mjs",
+            vec![github.base_url()],
+            json!({"token": github.admin_token(), "repo": "acme/app", "org": "acme",
+                "keys": [public_key(1), public_key(2)]}),
+        )
+        .await;
+
+        assert_eq!(out["schema_violations"], json!([]), "{out:#}");
+        let created = &out["create"][0];
+        assert_eq!(created["status"], 201);
+        assert_eq!(created["data"]["read_only"], true);
+        assert_eq!(out["create"][1]["data"]["read_only"], false);
+        assert_eq!(created["data"]["key"], public_key(1).trim());
+        let at = created["data"]["created_at"].as_str().unwrap_or_default();
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%dT%H:%M:%SZ").is_ok(),
+            "created_at in GitHub's form (seconds, Z), not `{at}`"
+        );
+        let ids: Vec<&Value> = out["create"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["data"]["id"])
+            .collect();
+        assert_eq!(
+            out["list"]["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            ids,
+            "every key, a page each, followed through Link: {out:#}"
+        );
+        assert!(
+            out["list"]["first_page_link"]
+                .as_str()
+                .is_some_and(|l| l.contains("page=2") && l.contains("rel=\"next\"")),
+            "{out:#}"
+        );
+        assert_eq!(out["get"]["same_as_created"], true);
+        assert_eq!(out["create_again"]["status"], 422);
+        assert_eq!(
+            out["create_again"]["errors"][0]["message"],
+            "key is already in use"
+        );
+        assert_eq!(out["delete"]["status"], 204);
+        assert_eq!(out["get_after_delete"]["status"], 404);
+        assert_eq!(out["list_unknown_repo"]["status"], 404);
+        assert_eq!(
+            strings(&out["audit"]["ids"]),
+            ["d4", "d3", "d1", "d0"],
+            "repo.* events, newest first, through the cursor links: {out:#}"
+        );
+        assert_eq!(
+            out["audit_order_asc"]["status"], 422,
+            "an order the simulator does not keep is refused, not ignored: {out:#}"
+        );
+        assert_eq!(out["audit_unsupported_phrase"]["status"], 422);
     }
 }

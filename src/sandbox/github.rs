@@ -20,6 +20,16 @@
 //! Fault injection (latency, GitHub's 403 "API rate limit exceeded", forced statuses, a lost
 //! response after the effect) and the request log (method, path, status: never a body or a
 //! header) come from the shared simulator server, [`super::sim`]. Point `GITHUB_API_URL` at [`GithubSandbox::base_url`].
+//!
+//! Held against Octokit (`tests/vendor_clients.rs`: `@octokit/rest`, its `paginate` following
+//! `Link` headers) with every answer checked against GitHub's published OpenAPI description
+//! (`@octokit/openapi`). Deploy-key listings page by `per_page`/`page` with GitHub's `Link`
+//! (`next`, `last`). Simplifications:
+//! - a deploy key's `url` names `https://api.github.com`, whatever host serves the simulator;
+//!   `added_by` is always `rekey`, `last_used` always null, `verified` and `enabled` true;
+//! - the audit log keeps only its default order (`order=desc`) and forward cursors (`after`):
+//!   `order=asc` and a non-empty `before` are refused with 422 rather than ignored;
+//! - `GET /user` answers `login`, `id` and `type` only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -334,7 +344,8 @@ fn key_json(full_name: &str, k: &StoredDeployKey) -> Value {
         "url": format!("https://api.github.com/repos/{full_name}/keys/{}", k.id),
         "title": k.title,
         "verified": true,
-        "created_at": k.created_at,
+        // GitHub's form: whole seconds, `Z`.
+        "created_at": k.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "read_only": k.read_only,
         "added_by": "rekey",
         "last_used": Value::Null,
@@ -407,7 +418,7 @@ fn answer(
                 return error(StatusCode::NOT_FOUND, "Not Found");
             }
             match (method, rest) {
-                (&Method::GET, []) => list_keys(state, &full_name, query),
+                (&Method::GET, []) => list_keys(state, &full_name, query, headers),
                 (&Method::POST, []) => create_key(state, &full_name, body),
                 (&Method::GET, [id]) => {
                     let keys = state
@@ -512,6 +523,20 @@ fn audit_log(state: &GithubState, org: &str, query: Option<&str>, headers: &Head
         .unwrap_or(30)
         .clamp(1, 100);
     let include = params.get("include").map(String::as_str).unwrap_or("web");
+    // Only the newest-first order and forward cursors are kept: anything else is refused
+    // rather than ignored, so that a client never believes it was applied.
+    let unsupported = match (params.get("order"), params.get("before")) {
+        (Some(o), _) if o != "desc" => Some(format!("order `{o}` is not simulated")),
+        (_, Some(b)) if !b.is_empty() => Some("`before` cursors are not simulated".to_owned()),
+        _ => None,
+    };
+    if let Some(e) = unsupported {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"message": "Validation Failed", "errors": [e], "status": "422"})),
+        )
+            .into_response();
+    }
     let qualifiers = match parse_phrase(params.get("phrase").map(String::as_str).unwrap_or("")) {
         Ok(q) => q,
         Err(e) => {
@@ -605,7 +630,12 @@ fn audit_log(state: &GithubState, org: &str, query: Option<&str>, headers: &Head
     response
 }
 
-fn list_keys(state: &GithubState, full_name: &str, query: Option<&str>) -> Response {
+fn list_keys(
+    state: &GithubState,
+    full_name: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
     let params: BTreeMap<String, String> = query
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
@@ -630,7 +660,24 @@ fn list_keys(state: &GithubState, full_name: &str, query: Option<&str>) -> Respo
         .take(per_page)
         .map(|k| key_json(full_name, k))
         .collect();
-    (StatusCode::OK, Json(Value::Array(items))).into_response()
+    let mut response = (StatusCode::OK, Json(Value::Array(items))).into_response();
+    // Page-number paging, told as GitHub tells it: `Link` with `next` and `last` while pages
+    // remain (clients such as Octokit's paginate follow it).
+    let last = keys.len().div_ceil(per_page).max(1);
+    if page < last {
+        let host = headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let at = |n: usize| {
+            format!("<http://{host}/repos/{full_name}/keys?per_page={per_page}&page={n}>")
+        };
+        let link = format!("{}; rel=\"next\", {}; rel=\"last\"", at(page + 1), at(last));
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert("link", v);
+        }
+    }
+    response
 }
 
 fn create_key(state: &mut GithubState, full_name: &str, body: &[u8]) -> Response {
