@@ -11,6 +11,18 @@
 //! faults (latency, `Throttling`, `InternalFailure`, a lost response after the effect) are
 //! keyed by action and strike after authentication; the request log records the calling access
 //! key and the error code (never a secret).
+//!
+//! Held against boto3 and moto (`tests/vendor_clients.rs`, `tests/vendor/aws_compare.py`):
+//! every IAM and STS call rekey makes, and the refusals it depends on (NoSuchEntity,
+//! LimitExceeded, ValidationError, InvalidClientTokenId for a deleted key), answer the same
+//! shapes, types, statuses, codes and messages as moto's, with ids, secrets and dates compared
+//! by shape. Where moto departs from AWS the simulator keeps to AWS (moto: 20-character user
+//! ids, Inactive keys accepted, no `IsTruncated` on a complete ListAccessKeys, `MaxItems`
+//! ignored by ListUsers, any `Status` stored, no LookupEvents). Simplifications:
+//! - permissions are the [`Access`] levels of a user, not IAM policies;
+//! - only the actions rekey calls exist (others are `InvalidAction`); ListUsers answers in
+//!   user-name order;
+//! - CloudTrail events carry `Resources: []`.
 
 mod api;
 pub mod cloudtrail;
