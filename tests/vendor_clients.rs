@@ -155,6 +155,8 @@ mod gcp {
         )
         .await;
 
+        let private_key = key_file["private_key"].as_str().unwrap_or_default();
+        support::assert_no_secret("the client's output", &out.to_string(), &[private_key]);
         assert_eq!(out["schema_violations"], json!([]), "{out:#}");
         let created = &out["create"];
         assert_eq!(
@@ -254,6 +256,11 @@ mod azure {
         )
         .await;
 
+        support::assert_no_secret(
+            "the client's output",
+            &out.to_string(),
+            &[admin.client_secret.expose()],
+        );
         assert!(
             out["msal_http_authority"]
                 .as_str()
@@ -347,6 +354,11 @@ mod github {
         )
         .await;
 
+        support::assert_no_secret(
+            "the client's output",
+            &out.to_string(),
+            &[&github.admin_token()],
+        );
         assert_eq!(out["schema_violations"], json!([]), "{out:#}");
         let created = &out["create"][0];
         assert_eq!(created["status"], 201);
