@@ -79,7 +79,7 @@ def http_error(e):
         "status": error.get("status"),
         "code": error.get("code"),
         "has_message": bool(error.get("message")),
-        "reason": e._get_reason(),
+        "reason": e.reason,
     }
 
 
