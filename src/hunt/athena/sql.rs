@@ -188,6 +188,11 @@ impl Ctx<'_> {
                 under: not(n.over),
             })
         };
+        if json.is_some() {
+            self.inexact.push(format!(
+                "`{path}` is read inside JSON text: objects, arrays and values inside arrays are matched locally"
+            ));
+        }
         let leaf = match p {
             Pat::Null | Pat::Exists(false) => return null(&value),
             Pat::Exists(true) | Pat::Any => return present(&value),

@@ -1,0 +1,565 @@
+//! `rekey hunt --athena`: the rules compiled to SQL give the same findings as the streaming
+//! engine. The SQL runs on a real SQL engine — DuckDB (PyPI `duckdb`, pinned, installed by
+//! `scripts/test` into `.venv-moto`), loaded with the Invictus CloudTrail records shaped as the
+//! CloudTrail table presents them, behind a three-macro dialect layer
+//! (`tests/support/duckdb_athena.py`). The rows it returns go through rekey's own row-to-record
+//! code and the same engine as files.
+//!
+//! The Athena API flow (start, poll, page, failed and cancelled queries) is tested against
+//! moto's server in `athena_api`.
+
+mod support;
+
+use rekey::hunt::athena::{self, Table, columns::COLUMNS, query, rows::Shape, sql};
+use rekey::hunt::engine::{self, HuntOptions};
+use rekey::hunt::fields::Fields;
+use rekey::hunt::findings::{Finding, HuntReport};
+use rekey::hunt::pack::RuleSet;
+use rekey::hunt::source::{self, Loc, Problem, Sink, Source};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const TABLE: &str = "security.cloudtrail_logs";
+
+fn root(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn python() -> PathBuf {
+    let p = root(".venv-moto/bin/python3");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/test (it installs moto and duckdb there)",
+        p.display()
+    );
+    p
+}
+
+/// The built-in pack plus the 57 SigmaHQ CloudTrail rules.
+fn all_rules() -> RuleSet {
+    let mut rules = RuleSet::builtin();
+    let sigma = root("../shared/datasets/sigma-aws-cloudtrail");
+    if sigma.is_dir() {
+        rules.add_path(&sigma).expect("SigmaHQ rules");
+    }
+    rules
+}
+
+/// A CloudTrail record as the table's SerDe presents it: struct columns as objects with
+/// lowercase keys, JSON columns as their text, other columns as text, plus the partitions.
+fn table_row(record: &RawValue) -> Value {
+    let map: BTreeMap<String, &RawValue> =
+        serde_json::from_str(record.get()).expect("a record is an object");
+    let json_columns = [
+        "requestparameters",
+        "responseelements",
+        "additionaleventdata",
+        "serviceeventdetails",
+    ];
+    let mut row = serde_json::Map::new();
+    for (k, raw) in &map {
+        let col = k.to_ascii_lowercase();
+        let v: Value = serde_json::from_str(raw.get()).expect("JSON");
+        let cell = if json_columns.contains(&col.as_str()) {
+            if v.is_null() {
+                Value::Null
+            } else {
+                Value::String(raw.get().to_string())
+            }
+        } else if matches!(col.as_str(), "useridentity" | "resources" | "tlsdetails") {
+            lowercase_keys(v)
+        } else {
+            match v {
+                Value::String(_) | Value::Null => v,
+                other => Value::String(other.to_string()),
+            }
+        };
+        row.insert(col, cell);
+    }
+    let time = row
+        .get("eventtime")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    row.insert(
+        "timestamp".into(),
+        Value::String(time.get(..10).unwrap_or("").replace('-', "/")),
+    );
+    let region = row.get("awsregion").cloned().unwrap_or(Value::Null);
+    row.insert("region".into(), region);
+    Value::Object(row)
+}
+
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(lowercase_keys).collect()),
+        other => other,
+    }
+}
+
+/// The dataset's records, raw.
+fn records(dir: &Path) -> Vec<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(rename = "Records")]
+        records: Vec<Box<RawValue>>,
+    }
+    let mut out = Vec::new();
+    for f in support::trail::files(dir) {
+        let text = std::fs::read_to_string(&f).expect("read");
+        let doc: Doc = serde_json::from_str(&text).expect("a CloudTrail delivery");
+        out.extend(doc.records);
+    }
+    out
+}
+
+/// DuckDB loaded with the dataset, answering queries.
+struct Duck {
+    dir: tempfile::TempDir,
+    rows: PathBuf,
+}
+
+impl Duck {
+    fn load(records: &[Box<RawValue>]) -> Duck {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = dir.path().join("rows.jsonl");
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&table_row(r).to_string());
+            text.push('\n');
+        }
+        std::fs::write(&rows, text).expect("write rows");
+        Duck { dir, rows }
+    }
+
+    /// Each query's rows (cells as text), or its error.
+    fn run(&self, queries: &[String]) -> Vec<Result<Vec<Vec<Option<String>>>, String>> {
+        let qpath = self.dir.path().join("queries.json");
+        std::fs::write(&qpath, serde_json::to_string(queries).expect("json")).expect("write");
+        let out = std::process::Command::new(python())
+            .arg(root("tests/support/duckdb_athena.py"))
+            .arg(&self.rows)
+            .arg(&qpath)
+            .arg(TABLE)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "duckdb helper failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answers: Vec<Value> = serde_json::from_slice(&out.stdout).expect("helper JSON");
+        answers
+            .into_iter()
+            .map(|a| match a.get("error").and_then(Value::as_str) {
+                Some(e) => Err(e.to_string()),
+                None => Ok(a["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        r.as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .collect()),
+            })
+            .collect()
+    }
+}
+
+/// Which records each rule matches, by the evaluator: eventID → matched per rule.
+struct Matches<'r> {
+    rules: Vec<&'r rekey::hunt::sigma::Rule>,
+    id: Vec<usize>,
+    out: Vec<(String, Vec<bool>)>,
+}
+
+impl Sink for Matches<'_> {
+    fn record(&mut self, _: Loc<'_>, f: Fields<'_>) {
+        let id = source::first(&f, &self.id).unwrap_or("").to_string();
+        let m = self.rules.iter().map(|r| r.matches(&f)).collect();
+        self.out.push((id, m));
+    }
+    fn problem(&mut self, p: Problem) {
+        panic!("unreadable record in the dataset: {p:?}");
+    }
+}
+
+fn one_column(rows: &[Vec<Option<String>>]) -> BTreeSet<String> {
+    rows.iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect()
+}
+
+/// Every rule, compiled, selects on DuckDB a superset (`over`) and a subset (`under`) of what
+/// the evaluator matches in the dataset, and exactly it when the compiler says it is exact.
+#[test]
+fn every_rule_compiled_to_sql_matches_what_the_evaluator_matches() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let recs = records(&dir);
+    let duck = Duck::load(&recs);
+    let fields = rules.fields.set(Source::Cloudtrail);
+    let cloudtrail: Vec<_> = rules.for_source(Source::Cloudtrail).collect();
+    assert!(
+        cloudtrail.len() >= 90,
+        "pack + SigmaHQ: {} CloudTrail rules",
+        cloudtrail.len()
+    );
+    let mut sink = Matches {
+        rules: cloudtrail.clone(),
+        id: rules.fields.core(Source::Cloudtrail).id.clone(),
+        out: Vec::new(),
+    };
+    for f in support::trail::files(&dir) {
+        source::read_file(Source::Cloudtrail, &f, fields, &mut sink).expect("read");
+    }
+    assert_eq!(sink.out.len(), recs.len());
+    let ids: BTreeSet<&str> = sink.out.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), recs.len(), "eventIDs are unique in the dataset");
+    let compiled: Vec<sql::Compiled> = cloudtrail
+        .iter()
+        .map(|r| sql::compile_rule(r, fields))
+        .collect();
+    let mut queries = Vec::new();
+    for c in &compiled {
+        for cond in [&c.over, &c.under] {
+            queries.push(format!(
+                "SELECT eventid FROM \"security\".\"cloudtrail_logs\" WHERE {cond}"
+            ));
+        }
+    }
+    let answers = duck.run(&queries);
+    let (mut exact, mut broad, mut matched_any) = (0, 0, 0);
+    for (i, rule) in cloudtrail.iter().enumerate() {
+        let want: BTreeSet<String> = sink
+            .out
+            .iter()
+            .filter(|(_, m)| m[i])
+            .map(|(id, _)| id.clone())
+            .collect();
+        let over = one_column(answers[2 * i].as_ref().unwrap_or_else(|e| {
+            panic!(
+                "rule {}: over SQL failed on DuckDB: {e}\n{}",
+                rule.id, compiled[i].over
+            )
+        }));
+        let under = one_column(answers[2 * i + 1].as_ref().unwrap_or_else(|e| {
+            panic!(
+                "rule {}: under SQL failed on DuckDB: {e}\n{}",
+                rule.id, compiled[i].under
+            )
+        }));
+        assert!(
+            want.is_subset(&over),
+            "rule {}: the SQL misses records the evaluator matches: {:?}\n{}",
+            rule.id,
+            want.difference(&over).collect::<Vec<_>>(),
+            compiled[i].over
+        );
+        assert!(
+            under.is_subset(&want),
+            "rule {}: `under` selects records the evaluator does not match: {:?}\n{}",
+            rule.id,
+            under.difference(&want).collect::<Vec<_>>(),
+            compiled[i].under
+        );
+        if compiled[i].exact() {
+            exact += 1;
+            assert_eq!(over, want, "rule {} is exact", rule.id);
+            assert_eq!(under, want, "rule {} is exact", rule.id);
+        }
+        if compiled[i].broad() {
+            broad += 1;
+        }
+        if !want.is_empty() {
+            matched_any += 1;
+        }
+    }
+    eprintln!(
+        "{} rules: {exact} exact, {broad} broad, {matched_any} match records in the dataset",
+        cloudtrail.len()
+    );
+    assert!(matched_any >= 5, "the dataset exercises the rules");
+    assert!(
+        exact * 10 >= cloudtrail.len() * 7,
+        "most rules compile exactly ({exact} of {})",
+        cloudtrail.len()
+    );
+    assert!(broad <= 2, "{broad} rules narrow nothing");
+}
+
+/// Runs a hunt's queries on DuckDB, turns the rows into records with rekey's own code and
+/// hunts them with the same engine; returns the report and the rows returned.
+fn hunt_via_sql(
+    rules: &RuleSet,
+    duck: &Duck,
+    opts: &HuntOptions,
+    from: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> (HuntReport, usize, Vec<String>) {
+    let table = Table::parse_name(TABLE).expect("table");
+    let plan =
+        query::plan(&table, rules, &opts.credentials, from, opts.since, until).expect("plan");
+    let sqls: Vec<String> = plan.queries.iter().map(|q| q.sql.clone()).collect();
+    let shape = Shape::cloudtrail();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut n = 0;
+    let mut opts = opts.clone();
+    opts.inputs.clear();
+    for (i, answer) in duck.run(&sqls).into_iter().enumerate() {
+        let rows = answer.unwrap_or_else(|e| panic!("query failed on DuckDB: {e}\n{}", sqls[i]));
+        let mut body = Vec::new();
+        for r in &rows {
+            assert_eq!(r.len(), COLUMNS.len());
+            let cells: Vec<Option<&str>> = r.iter().map(|c| c.as_deref()).collect();
+            shape.write_record(&cells, &mut body);
+        }
+        n += rows.len();
+        let page = dir.path().join(format!("page{i}.jsonl"));
+        std::fs::write(&page, body).expect("write");
+        opts.inputs.push((Source::Cloudtrail, page));
+    }
+    (engine::run(rules, &opts), n, sqls)
+}
+
+/// The same findings; the first difference shown, not thousands of lines.
+fn same(streamed: &[String], via_sql: &[String]) {
+    let only_a: Vec<&String> = streamed.iter().filter(|k| !via_sql.contains(k)).collect();
+    let only_b: Vec<&String> = via_sql.iter().filter(|k| !streamed.contains(k)).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty() && streamed.len() == via_sql.len(),
+        "streaming {} findings, SQL {}; only streaming: {:?}; only SQL: {:?}",
+        streamed.len(),
+        via_sql.len(),
+        only_a.iter().take(3).collect::<Vec<_>>(),
+        only_b.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+/// A finding without where its record was read (a file, or a query's page).
+fn key(f: &Finding) -> String {
+    format!(
+        "{} {:?} {} {:?} {:?} {:?} {:?} {:?} {:?}",
+        f.rule_id,
+        f.credential,
+        f.time.to_rfc3339(),
+        f.action,
+        f.source_ip,
+        f.record_id,
+        f.severity,
+        f.severity_reason,
+        f.detail
+    )
+}
+
+fn window() -> (
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+) {
+    let t = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+    (
+        t("2023-07-10T00:00:00Z"),
+        t("2023-07-10T12:00:00Z"),
+        t("2023-07-11T00:00:00Z"),
+    )
+}
+
+/// With the credentials in scope, the queries return every record of them, and the hunt
+/// finds exactly what the streaming hunt finds: rules, correlations, baselines, severities.
+#[test]
+fn a_scoped_hunt_through_sql_finds_what_streaming_finds() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let duck = Duck::load(&records(&dir));
+    let (from, since, until) = window();
+    let opts = HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.clone())],
+        credentials: vec!["AKIATFQR7NSC8Q4X20BJ".into(), "AKIATFQR7NSCUXC3DDDP".into()],
+        since,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    };
+    let streamed = engine::run(&rules, &opts);
+    let (via_sql, rows, sqls) = hunt_via_sql(&rules, &duck, &opts, from, until);
+    assert_eq!(sqls.len(), 2, "a baseline query and a window query");
+    for s in &sqls {
+        assert!(
+            s.contains(
+                "useridentity.accesskeyid IN ('AKIATFQR7NSC8Q4X20BJ', 'AKIATFQR7NSCUXC3DDDP')"
+            ),
+            "{s}"
+        );
+    }
+    assert!(sqls[0].contains("\"timestamp\" BETWEEN '2023/07/10' AND '2023/07/10'"));
+    assert!(sqls[0].contains("eventtime < '2023-07-10T12:00:00Z'"));
+    assert!(sqls[1].contains("eventtime <= '2023-07-11T00:00:00Z'"));
+    assert_eq!(
+        rows as u64,
+        streamed.stats.records - streamed.stats.out_of_scope
+    );
+    let a: Vec<String> = streamed.findings.iter().map(key).collect();
+    let b: Vec<String> = via_sql.findings.iter().map(key).collect();
+    assert!(a.len() > 20, "the hunt finds things ({} findings)", a.len());
+    same(&a, &b);
+    assert!(
+        a.iter()
+            .any(|k| k.starts_with("rekey-new-source-address")
+                || k.starts_with("rekey-unusual-hour")),
+        "baselines ran"
+    );
+}
+
+/// Without credentials the rules themselves narrow the query: fewer rows come back, and the
+/// rules and correlations find what streaming finds (per-credential baselines, which need
+/// every record, are left out and the report says so).
+#[test]
+fn an_unscoped_hunt_through_sql_finds_what_streaming_finds() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let recs = records(&dir);
+    let duck = Duck::load(&recs);
+    let (from, since, until) = window();
+    let opts = HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.clone())],
+        since,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    };
+    let streamed = engine::run(&rules, &opts);
+    let (via_sql, rows, sqls) = hunt_via_sql(&rules, &duck, &opts, from, until);
+    // An attack simulation: most of its records match some rule.
+    assert!(
+        rows < recs.len(),
+        "the rules narrow the query: {rows} of {} rows",
+        recs.len()
+    );
+    eprintln!("unscoped: {rows} of {} rows returned", recs.len());
+    assert!(sqls.iter().all(|s| !s.contains("accesskeyid IN")));
+    // Severities "raised: first use" depend on how many records the credential had before;
+    // without every record that count differs, so compare without severity.
+    let strip = |f: &Finding| {
+        format!(
+            "{} {:?} {} {:?} {:?} {:?} {:?}",
+            f.rule_id,
+            f.credential,
+            f.time.to_rfc3339(),
+            f.action,
+            f.source_ip,
+            f.record_id,
+            f.detail
+        )
+    };
+    let keep = |f: &&Finding| !athena::BASELINE_RULES.contains(&&*f.rule_id);
+    let a: Vec<String> = streamed.findings.iter().filter(keep).map(strip).collect();
+    let b: Vec<String> = via_sql.findings.iter().filter(keep).map(strip).collect();
+    assert!(a.len() > 20, "the hunt finds things ({})", a.len());
+    same(&a, &b);
+}
+
+/// Hostile rule values stay inside their SQL literals: the query still parses, and selects
+/// only what the rule means.
+#[test]
+fn a_quote_in_a_rule_value_cannot_break_out_of_the_sql() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let mut rules = RuleSet::default();
+    rules.add_text(
+        "hostile.yml",
+        r#"
+title: hostile
+id: hostile-1
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel:
+    eventName: "x' OR '1'='1"
+  sel2:
+    userAgent|contains: "'); DROP TABLE cloudtrail_logs; --"
+  sel3:
+    errorCode|startswith: "100%_\\"
+  condition: sel or sel2 or sel3
+"#,
+    );
+    assert!(rules.errors.is_empty(), "{:?}", rules.errors);
+    let rule = rules.get("hostile-1").expect("loaded");
+    let c = sql::compile_rule(rule, rules.fields.set(Source::Cloudtrail));
+    assert!(c.over.contains("'x'' or ''1''=''1'"), "{}", c.over);
+    let duck = Duck::load(&records(&dir));
+    let q = format!(
+        "SELECT count(*) FROM \"security\".\"cloudtrail_logs\" WHERE {}",
+        c.over
+    );
+    let all = "SELECT count(*) FROM \"security\".\"cloudtrail_logs\"".to_string();
+    let answers = duck.run(&[q.clone(), all]);
+    let n = answers[0].as_ref().unwrap_or_else(|e| panic!("{e}\n{q}"));
+    assert_eq!(
+        n[0][0].as_deref(),
+        Some("0"),
+        "the hostile rule matches nothing"
+    );
+    let total = answers[1].as_ref().expect("count");
+    assert_ne!(
+        total[0][0].as_deref(),
+        Some("0"),
+        "and the table is still there"
+    );
+}
+
+/// The dialect layer: DuckDB answers the Trino functions as Trino documents them.
+#[test]
+fn the_dialect_layer_means_what_trino_means() {
+    let duck = Duck::load(&[]);
+    let qs: Vec<String> = [
+        // json_extract_scalar: NULL for objects and arrays, text for scalars.
+        r#"SELECT json_extract_scalar('{"a":{"b":1}}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":{"b":1}}', '$.a.b')"#,
+        r#"SELECT json_extract_scalar('{"a":[1]}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":"x"}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":true}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":null}', '$.a')"#,
+        // regexp_like: found anywhere.
+        "SELECT regexp_like('abc', 'b')",
+        "SELECT regexp_like('abc', '^b')",
+        "SELECT json_format(CAST([1, 2] AS JSON))",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let got: Vec<Option<String>> = duck
+        .run(&qs)
+        .into_iter()
+        .map(|a| a.expect("query")[0][0].clone())
+        .collect();
+    let want: Vec<Option<&str>> = vec![
+        None,
+        Some("1"),
+        None,
+        Some("x"),
+        Some("true"),
+        None,
+        Some("true"),
+        Some("false"),
+        Some("[1,2]"),
+    ];
+    assert_eq!(got.iter().map(|g| g.as_deref()).collect::<Vec<_>>(), want);
+}
