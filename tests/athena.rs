@@ -563,3 +563,470 @@ fn the_dialect_layer_means_what_trino_means() {
     ];
     assert_eq!(got.iter().map(|g| g.as_deref()).collect::<Vec<_>>(), want);
 }
+
+// ---------------------------------------------------------------------------------------
+// The Athena API flow.
+
+use rekey::hunt::athena::client::Pace;
+use rekey::hunt::remote::{self, Context, Credentials, Remote, Window};
+use std::sync::Arc;
+
+/// The scoped hunt of the differential test.
+fn scoped_opts(dir: &Path) -> HuntOptions {
+    let (_, since, until) = window();
+    HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.to_path_buf())],
+        credentials: vec!["AKIATFQR7NSC8Q4X20BJ".into(), "AKIATFQR7NSCUXC3DDDP".into()],
+        since,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    }
+}
+
+/// A result set as GetQueryResults gives it: the header row (the aliases), then the rows.
+fn result_rows(rows: &[Vec<Option<String>>]) -> Vec<Value> {
+    let datum = |c: Option<&str>| match c {
+        Some(v) => serde_json::json!({"VarCharValue": v}),
+        None => serde_json::json!({}),
+    };
+    let header: Vec<Value> = (0..COLUMNS.len())
+        .map(|i| datum(Some(&query::alias(i))))
+        .collect();
+    std::iter::once(serde_json::json!({ "Data": header }))
+        .chain(rows.iter().map(|r| {
+            serde_json::json!({"Data": r.iter().map(|c| datum(c.as_deref())).collect::<Vec<_>>()})
+        }))
+        .collect()
+}
+
+fn athena_ctx(config: aws_config::SdkConfig, page_rows: i32) -> Arc<Context> {
+    Arc::new(Context {
+        credentials: Credentials {
+            aws: Some(config),
+            ..Default::default()
+        },
+        athena_pace: Pace {
+            first_poll: std::time::Duration::from_millis(20),
+            page_rows,
+        },
+        ..Default::default()
+    })
+}
+
+async fn moto_post(moto: &support::moto::Moto, path: &str, body: Value) {
+    let status = reqwest::Client::new()
+        .post(format!("{}{path}", moto.url))
+        .json(&body)
+        .send()
+        .await
+        .map(|r| r.status())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    assert!(status.is_success(), "POST {path}: {status}");
+}
+
+/// Against moto's server: the queries are started, polled while queued and running, their
+/// results (set the documented way, rows DuckDB computed from the same SQL) read and hunted:
+/// the same findings as streaming, and the cost line shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_flow_against_moto_finds_what_streaming_finds() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let Some(moto) = support::moto::Moto::start().await else {
+        return;
+    };
+    let rules = all_rules();
+    let opts = scoped_opts(&dir);
+    let streamed = engine::run(&rules, &opts);
+    let (from, since, until) = window();
+    let table = Table::parse_name(TABLE).expect("table");
+    let plan = query::plan(&table, &rules, &opts.credentials, from, since, until).expect("plan");
+    let sqls: Vec<String> = plan.queries.iter().map(|q| q.sql.clone()).collect();
+    let duck = Duck::load(&records(&dir));
+    let results: Vec<Value> = duck
+        .run(&sqls)
+        .into_iter()
+        .map(|a| serde_json::json!({"rows": result_rows(&a.expect("DuckDB")), "column_info": []}))
+        .collect();
+    moto_post(
+        &moto,
+        "/moto-api/static/athena/query-results",
+        serde_json::json!({"results": results}),
+    )
+    .await;
+    // Each query is seen queued, then running, before it succeeds.
+    moto_post(
+        &moto,
+        "/moto-api/state-manager/set-transition",
+        serde_json::json!({"model_name": "athena::execution", "transition": {"progression": "manual", "times": 2}}),
+    )
+    .await;
+    let mut athena_opts = opts.clone();
+    athena_opts.inputs.clear();
+    let report = remote::hunt(
+        Arc::new(rules),
+        athena_opts,
+        vec![Remote::Athena(table)],
+        Window { from, until },
+        athena_ctx(moto.config().clone(), 1000),
+    )
+    .await;
+    assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
+    same(
+        &streamed.findings.iter().map(key).collect::<Vec<_>>(),
+        &report.findings.iter().map(key).collect::<Vec<_>>(),
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("Athena scanned 0 B in 2 query(ies), about $0.0000")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .filter(|f| f.record_id.is_some())
+            .all(|f| f
+                .location
+                .starts_with("athena:security.cloudtrail_logs window query ")
+                || f.location
+                    .starts_with("athena:security.cloudtrail_logs baseline query ")),
+        "findings say which query and page they came from"
+    );
+}
+
+/// A query cancelled while rekey waits for it is a source not read: the hunt is incomplete
+/// (`rekey hunt` exits 1), never clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_query_leaves_the_hunt_incomplete() {
+    let Some(moto) = support::moto::Moto::start().await else {
+        return;
+    };
+    // Queued for good: only StopQueryExecution ends it.
+    moto_post(
+        &moto,
+        "/moto-api/state-manager/set-transition",
+        serde_json::json!({"model_name": "athena::execution", "transition": {"progression": "manual", "times": 1000000}}),
+    )
+    .await;
+    let (from, since, until) = window();
+    let opts = HuntOptions {
+        credentials: vec!["AKIAEXAMPLE".into()],
+        since,
+        until: Some(until),
+        ..Default::default()
+    };
+    let client = aws_sdk_athena::Client::new(moto.config());
+    let stopper = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = client.list_query_executions().send().await {
+                for id in list.query_execution_ids() {
+                    let _ = client
+                        .stop_query_execution()
+                        .query_execution_id(id)
+                        .send()
+                        .await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let report = remote::hunt(
+        Arc::new(RuleSet::builtin()),
+        opts,
+        vec![Remote::Athena(Table::parse_name(TABLE).expect("table"))],
+        Window { from, until },
+        athena_ctx(moto.config().clone(), 1000),
+    )
+    .await;
+    stopper.abort();
+    assert_eq!(report.incomplete.len(), 2, "{:?}", report.incomplete);
+    for p in &report.incomplete {
+        assert!(p.message.contains("was cancelled"), "{p:?}");
+        assert!(
+            p.location.starts_with("athena:security.cloudtrail_logs"),
+            "{p:?}"
+        );
+    }
+    assert!(report.findings.is_empty());
+}
+
+/// moto 5.2.5 answers GetQueryResults in one page and never fails a query. For those two
+/// paths, a stand-in on 127.0.0.1 answers as the Athena API reference documents (JSON 1.1,
+/// `X-Amz-Target`, `NextToken`, `FAILED` with a reason, `DataScannedInBytes`).
+struct StandIn {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl StandIn {
+    fn start(rows: Vec<Vec<Option<String>>>, fail: bool) -> StandIn {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let all = result_rows(&rows);
+            let mut polls = 0;
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let (mut target, mut len) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("x-amz-target:") {
+                        target = v.trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().expect("log").push((target.clone(), req.clone()));
+                let answer = match target.as_str() {
+                    "amazonathena.startqueryexecution" => {
+                        serde_json::json!({"QueryExecutionId": "q-1"})
+                    }
+                    "amazonathena.getqueryexecution" => {
+                        polls += 1;
+                        let state = if polls == 1 {
+                            "RUNNING"
+                        } else if fail {
+                            "FAILED"
+                        } else {
+                            "SUCCEEDED"
+                        };
+                        serde_json::json!({"QueryExecution": {"QueryExecutionId": "q-1",
+                            "Status": {"State": state, "StateChangeReason": "HIVE_BAD_DATA: Error parsing field value"},
+                            "Statistics": {"DataScannedInBytes": 2_500_000_000u64}}})
+                    }
+                    "amazonathena.getqueryresults" => {
+                        let size = req["MaxResults"].as_u64().unwrap_or(1000) as usize;
+                        let at: usize = req["NextToken"]
+                            .as_str()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0);
+                        let end = (at + size).min(all.len());
+                        let mut page = serde_json::json!({"ResultSet": {"Rows": all[at..end].to_vec(),
+                            "ResultSetMetadata": {"ColumnInfo": []}}});
+                        if end < all.len() {
+                            page["NextToken"] = Value::String(end.to_string());
+                        }
+                        page
+                    }
+                    _ => serde_json::json!({}),
+                };
+                let text = answer.to_string();
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        StandIn { url, seen }
+    }
+
+    fn targets(&self) -> Vec<(String, Value)> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+/// Results come in pages of `MaxResults` rows linked by `NextToken`: every page is read, the
+/// header row skipped once, and the bytes scanned shown with their cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_read_page_by_page_and_the_cost_is_shown() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let mut opts = scoped_opts(&dir);
+    opts.credentials = vec!["AKIATFQR7NSC8Q4X20BJ".into()];
+    let (_, since, until) = window();
+    // One query (no baseline), its rows computed by DuckDB.
+    let table = Table::parse_name(TABLE).expect("table");
+    let plan = query::plan(&table, &rules, &opts.credentials, since, since, until).expect("plan");
+    assert_eq!(plan.queries.len(), 1);
+    let duck = Duck::load(&records(&dir));
+    let rows = duck
+        .run(&[plan.queries[0].sql.clone()])
+        .remove(0)
+        .expect("DuckDB");
+    assert!(rows.len() > 300, "{} rows", rows.len());
+    let stand_in = StandIn::start(rows.clone(), false);
+    let config = support::moto::config_with(&stand_in.url, "AKIDSTANDIN", "secret").await;
+    let mut athena_opts = opts.clone();
+    athena_opts.inputs.clear();
+    let report = remote::hunt(
+        Arc::new(rules),
+        athena_opts,
+        vec![Remote::Athena(table)],
+        Window { from: since, until },
+        athena_ctx(config, 100),
+    )
+    .await;
+    assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
+    let pages: Vec<Value> = stand_in
+        .targets()
+        .into_iter()
+        .filter(|(t, _)| t == "amazonathena.getqueryresults")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        pages.len(),
+        (rows.len() + 1).div_ceil(100),
+        "every page read"
+    );
+    assert!(pages[0].get("NextToken").is_none());
+    assert_eq!(pages[1]["NextToken"], "100");
+    assert!(pages.iter().all(|p| p["MaxResults"] == 100));
+    assert_eq!(
+        report.stats.records as usize,
+        rows.len(),
+        "each row once, no header"
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("Athena scanned 2.5 GB in 1 query(ies), about $0.0125")),
+        "{:?}",
+        report.notes
+    );
+    assert!(!report.findings.is_empty());
+}
+
+/// A failed query is a source not read, with Athena's reason; never an empty, clean result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_query_leaves_the_hunt_incomplete_with_its_reason() {
+    let stand_in = StandIn::start(Vec::new(), true);
+    let config = support::moto::config_with(&stand_in.url, "AKIDSTANDIN", "secret").await;
+    let (_, since, until) = window();
+    let report = remote::hunt(
+        Arc::new(RuleSet::builtin()),
+        HuntOptions {
+            credentials: vec!["AKIAEXAMPLE".into()],
+            since,
+            until: Some(until),
+            ..Default::default()
+        },
+        vec![Remote::Athena(Table::parse_name(TABLE).expect("table"))],
+        Window { from: since, until },
+        athena_ctx(config, 1000),
+    )
+    .await;
+    assert_eq!(report.incomplete.len(), 1, "{:?}", report.incomplete);
+    assert!(
+        report.incomplete[0]
+            .message
+            .contains("query q-1 failed: HIVE_BAD_DATA"),
+        "{:?}",
+        report.incomplete
+    );
+    assert!(
+        !stand_in
+            .targets()
+            .iter()
+            .any(|(t, _)| t == "amazonathena.getqueryresults"),
+        "no results read from a failed query"
+    );
+}
+
+/// The narrowing in the generated SQL: partitions of the window's days (and regions), event
+/// time, credentials; without credentials, the rules.
+#[test]
+fn queries_are_narrowed_by_partitions_time_regions_and_credentials() {
+    let rules = RuleSet::builtin();
+    let t = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+    let mut table = Table::parse_name("security.org_trail").expect("table");
+    table.regions = vec!["us-east-1".into(), "eu-west-1".into()];
+    table.region_partition = true;
+    let plan = query::plan(
+        &table,
+        &rules,
+        &["AKIAOLD".to_string()],
+        t("2024-03-01T00:00:00Z"),
+        t("2024-03-30T06:00:00Z"),
+        t("2024-04-02T00:00:00Z"),
+    )
+    .expect("plan");
+    let [baseline, window] = &plan.queries[..] else {
+        panic!("two queries: {plan:?}")
+    };
+    assert!(
+        baseline
+            .sql
+            .contains("\"timestamp\" BETWEEN '2024/03/01' AND '2024/03/30'")
+    );
+    assert!(
+        baseline
+            .sql
+            .contains("eventtime >= '2024-03-01T00:00:00Z' AND eventtime < '2024-03-30T06:00:00Z'")
+    );
+    assert!(
+        window
+            .sql
+            .contains("\"timestamp\" BETWEEN '2024/03/30' AND '2024/04/02'")
+    );
+    assert!(
+        window.sql.contains(
+            "eventtime >= '2024-03-30T06:00:00Z' AND eventtime <= '2024-04-02T00:00:00Z'"
+        )
+    );
+    for q in [baseline, window] {
+        assert!(
+            q.sql.contains("region IN ('us-east-1', 'eu-west-1')"),
+            "{}",
+            q.sql
+        );
+        assert!(q.sql.contains("awsregion IN ('us-east-1', 'eu-west-1')"));
+        assert!(q.sql.contains("useridentity.accesskeyid IN ('AKIAOLD')"));
+        assert!(q.sql.contains("FROM \"security\".\"org_trail\""));
+    }
+    assert_eq!(baseline.partitions, 30 * 2);
+    assert_eq!(window.partitions, 4 * 2);
+    // Without credentials the rules narrow the rows.
+    let plan = query::plan(
+        &table,
+        &rules,
+        &[],
+        t("2024-03-30T06:00:00Z"),
+        t("2024-03-30T06:00:00Z"),
+        t("2024-04-02T00:00:00Z"),
+    )
+    .expect("plan");
+    assert_eq!(plan.queries.len(), 1);
+    let sql = &plan.queries[0].sql;
+    assert!(!sql.contains("accesskeyid IN"));
+    assert!(sql.contains("lower(eventname) = 'stoplogging'"), "{sql}");
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("baselines were not computed"))
+    );
+    // The dry run shows the SQL and says how to estimate what it scans.
+    let text = athena::dry_run(
+        &table,
+        &rules,
+        &["AKIAOLD".to_string()],
+        Window {
+            from: t("2024-03-01T00:00:00Z"),
+            until: t("2024-04-02T00:00:00Z"),
+        },
+        t("2024-03-30T06:00:00Z"),
+    )
+    .expect("dry run");
+    assert!(text.contains("baseline query: 60 partition(s)"), "{text}");
+    assert!(text.contains("Athena has no estimate"));
+}
