@@ -13,7 +13,8 @@ use serde_json::value::RawValue;
 /// The record paths as a tree, built once per query.
 #[derive(Debug, Default)]
 pub struct Shape {
-    children: Vec<(String, Node)>,
+    /// Each key as written (`"key":`), and what it holds.
+    children: Vec<(Vec<u8>, Node)>,
 }
 
 #[derive(Debug)]
@@ -33,14 +34,20 @@ impl Shape {
     }
 
     fn insert(&mut self, path: &str, index: usize) {
+        let key = |k: &str| {
+            let mut out = Vec::new();
+            write_str(k, &mut out);
+            out.push(b':');
+            out
+        };
         match path.split_once('.') {
-            None => self.children.push((path.to_string(), Node::Leaf(index))),
+            None => self.children.push((key(path), Node::Leaf(index))),
             Some((head, rest)) => {
-                let pos = match self.children.iter().position(|(k, _)| k == head) {
+                let head = key(head);
+                let pos = match self.children.iter().position(|(k, _)| *k == head) {
                     Some(p) => p,
                     None => {
-                        self.children
-                            .push((head.to_string(), Node::Object(Shape::default())));
+                        self.children.push((head, Node::Object(Shape::default())));
                         self.children.len() - 1
                     }
                 };
@@ -66,8 +73,7 @@ impl Shape {
             if any {
                 out.push(b',');
             }
-            write_str(key, out);
-            out.push(b':');
+            out.extend_from_slice(key);
             let wrote = match node {
                 Node::Leaf(i) => match (row.get(*i).copied().flatten(), COLUMNS.get(*i)) {
                     (Some(v), Some(col)) => {
@@ -129,6 +135,14 @@ fn resource(v: serde_json::Value) -> serde_json::Value {
 }
 
 fn write_str(s: &str, out: &mut Vec<u8>) {
+    // Most values need no escaping: copied as they are.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing a string into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
