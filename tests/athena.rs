@@ -1030,3 +1030,89 @@ fn queries_are_narrowed_by_partitions_time_regions_and_credentials() {
     assert!(text.contains("baseline query: 60 partition(s)"), "{text}");
     assert!(text.contains("Athena has no estimate"));
 }
+
+/// A plan may name the table as a CloudTrail source; anywhere else, or malformed, it is a
+/// located error.
+#[test]
+fn plans_accept_an_athena_table_as_their_cloudtrail_source() {
+    use rekey::plan::{load, validate};
+    let plan = |sources: &str| {
+        format!(
+            "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata:\n  name: t\nhunts:\n  pre: [aws-recon]\n  sources: {sources}\ntargets:\n  - id: aws-a\n    provider: aws-iam\n    principal: {{user: ci}}\n    bindings:\n      - project: gh/acme/api\n        vars: {{access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}}\n"
+        )
+    };
+    let errors = |text: &str| -> Vec<String> {
+        let p = load::parse("plan.yaml", text).expect("parses");
+        validate::validate("plan.yaml", text, &p)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+            .collect()
+    };
+    assert_eq!(
+        errors(&plan(
+            "{cloudtrail: ['athena:security.cloudtrail_logs?workgroup=hunting']}"
+        )),
+        Vec::<String>::new()
+    );
+    let e = errors(&plan("{github_audit: ['athena:security.cloudtrail_logs']}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("7:") && e[0].contains("holds only CloudTrail"),
+        "{e:?}"
+    );
+    let e = errors(&plan("{cloudtrail: ['athena:nodot']}"));
+    assert!(
+        e.len() == 1 && e[0].contains("expected DATABASE.TABLE"),
+        "{e:?}"
+    );
+}
+
+/// `rekey hunt --athena … --dry-run` prints the queries and what they read, and calls nothing
+/// (no AWS endpoint is reachable here: a call would fail the command).
+#[test]
+fn the_dry_run_prints_the_sql_and_spends_nothing() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args([
+            "hunt",
+            "--athena",
+            "security.cloudtrail_logs",
+            "--athena-region",
+            "us-east-1",
+            "--access-key-id",
+            "AKIAEXAMPLEOLD",
+            "--since",
+            "2024-03-30T06:00:00Z",
+            "--until",
+            "2024-04-02T00:00:00Z",
+            "--baseline",
+            "2d",
+            "--dry-run",
+        ])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "AKIDNOTUSED")
+        .env("AWS_SECRET_ACCESS_KEY", "not-used")
+        .output()
+        .expect("run rekey");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("-- athena:security.cloudtrail_logs baseline query: 3 partition(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-- athena:security.cloudtrail_logs window query: 4 partition(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"timestamp\" BETWEEN '2024/03/28' AND '2024/03/30'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("useridentity.accesskeyid IN ('AKIAEXAMPLEOLD')"));
+    assert!(stdout.contains("awsregion IN ('us-east-1')"));
+    assert!(stdout.contains("Athena has no estimate"));
+}
