@@ -600,18 +600,24 @@ fn result_rows(rows: &[Vec<Option<String>>]) -> Vec<Value> {
         .collect()
 }
 
-fn athena_ctx(config: aws_config::SdkConfig, page_rows: i32) -> Arc<Context> {
+fn athena_ctx(config: aws_config::SdkConfig) -> Arc<Context> {
     Arc::new(Context {
         credentials: Credentials {
             aws: Some(config),
             ..Default::default()
         },
-        athena_pace: Pace {
-            first_poll: std::time::Duration::from_millis(20),
-            page_rows,
-        },
         ..Default::default()
     })
+}
+
+/// The test table, polled every 20 ms at first, `page_rows` rows a page.
+fn test_table(page_rows: i32) -> Table {
+    let mut t = Table::parse_name(TABLE).expect("table");
+    t.pace = Pace {
+        first_poll: std::time::Duration::from_millis(20),
+        page_rows,
+    };
+    t
 }
 
 async fn moto_post(moto: &support::moto::Moto, path: &str, body: Value) {
@@ -640,7 +646,7 @@ async fn the_api_flow_against_moto_finds_what_streaming_finds() {
     let opts = scoped_opts(&dir);
     let streamed = engine::run(&rules, &opts);
     let (from, since, until) = window();
-    let table = Table::parse_name(TABLE).expect("table");
+    let table = test_table(1000);
     let plan = query::plan(&table, &rules, &opts.credentials, from, since, until).expect("plan");
     let sqls: Vec<String> = plan.queries.iter().map(|q| q.sql.clone()).collect();
     let duck = Duck::load(&records(&dir));
@@ -669,7 +675,7 @@ async fn the_api_flow_against_moto_finds_what_streaming_finds() {
         athena_opts,
         vec![Remote::Athena(table)],
         Window { from, until },
-        athena_ctx(moto.config().clone(), 1000),
+        athena_ctx(moto.config().clone()),
     )
     .await;
     assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
@@ -738,9 +744,9 @@ async fn a_cancelled_query_leaves_the_hunt_incomplete() {
     let report = remote::hunt(
         Arc::new(RuleSet::builtin()),
         opts,
-        vec![Remote::Athena(Table::parse_name(TABLE).expect("table"))],
+        vec![Remote::Athena(test_table(1000))],
         Window { from, until },
-        athena_ctx(moto.config().clone(), 1000),
+        athena_ctx(moto.config().clone()),
     )
     .await;
     stopper.abort();
@@ -855,7 +861,7 @@ async fn results_are_read_page_by_page_and_the_cost_is_shown() {
     opts.credentials = vec!["AKIATFQR7NSC8Q4X20BJ".into()];
     let (_, since, until) = window();
     // One query (no baseline), its rows computed by DuckDB.
-    let table = Table::parse_name(TABLE).expect("table");
+    let table = test_table(100);
     let plan = query::plan(&table, &rules, &opts.credentials, since, since, until).expect("plan");
     assert_eq!(plan.queries.len(), 1);
     let duck = Duck::load(&records(&dir));
@@ -873,7 +879,7 @@ async fn results_are_read_page_by_page_and_the_cost_is_shown() {
         athena_opts,
         vec![Remote::Athena(table)],
         Window { from: since, until },
-        athena_ctx(config, 100),
+        athena_ctx(config),
     )
     .await;
     assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
@@ -921,9 +927,9 @@ async fn a_failed_query_leaves_the_hunt_incomplete_with_its_reason() {
             until: Some(until),
             ..Default::default()
         },
-        vec![Remote::Athena(Table::parse_name(TABLE).expect("table"))],
+        vec![Remote::Athena(test_table(1000))],
         Window { from: since, until },
-        athena_ctx(config, 1000),
+        athena_ctx(config),
     )
     .await;
     assert_eq!(report.incomplete.len(), 1, "{:?}", report.incomplete);

@@ -28,7 +28,7 @@ pub struct Ran {
 }
 
 /// How the client polls and pages; tests shorten the first wait and the page size.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     pub first_poll: Duration,
     pub page_rows: i32,

@@ -45,6 +45,8 @@ pub struct Table {
     /// The table is partitioned by `region` as well as `timestamp` (an organization or
     /// multi-region projection); AWS's single-region example is partitioned by `timestamp`.
     pub region_partition: bool,
+    /// How its queries are polled and their results paged.
+    pub pace: client::Pace,
 }
 
 impl Table {
@@ -62,6 +64,7 @@ impl Table {
             output: None,
             regions: Vec::new(),
             region_partition: false,
+            pace: client::Pace::default(),
         })
     }
 
@@ -104,7 +107,6 @@ pub struct Scope {
     pub rules: Arc<RuleSet>,
     pub credentials: Vec<String>,
     pub since: DateTime<Utc>,
-    pub pace: client::Pace,
 }
 
 /// `1.2 GB`.
@@ -201,7 +203,7 @@ pub async fn fetch(
     let mut scanned = 0u64;
     let mut ran = 0usize;
     for q in &plan.queries {
-        match client::run(&client, table, q, scope.pace, tx).await {
+        match client::run(&client, table, q, table.pace, tx).await {
             Ok(r) => {
                 scanned += r.bytes_scanned;
                 ran += 1;

@@ -355,8 +355,6 @@ pub struct Context {
     pub retry: RetryPolicy,
     /// Records asked per page; `None`: each API's maximum. Tests lower it to see pagination.
     pub page_size: Option<u32>,
-    /// How Athena queries are polled and paged.
-    pub athena_pace: super::athena::client::Pace,
 }
 
 /// An HTTP client with the project's retry policy, for the REST fetchers (GitHub, GCP,
@@ -505,7 +503,6 @@ pub async fn hunt(
         rules: rules.clone(),
         credentials: opts.credentials.clone(),
         since: opts.since,
-        pace: ctx.athena_pace,
     });
     let fetchers: Vec<_> = remotes
         .into_iter()
