@@ -21,6 +21,27 @@ pub struct HuntArgs {
     /// default credential chain; `AWS_ENDPOINT_URL` is honoured) (repeatable).
     #[arg(long, value_name = "PATH")]
     cloudtrail: Vec<PathBuf>,
+    /// Hunt in the CloudTrail table of Athena (DATABASE.TABLE): the rules run there as SQL,
+    /// narrowed by the `timestamp` partitions of the window and the --access-key-id in scope;
+    /// the rows are read like log files (AWS default credential chain).
+    #[arg(long, value_name = "DATABASE.TABLE")]
+    athena: Option<String>,
+    /// The Athena workgroup (default `primary`).
+    #[arg(long, value_name = "WORKGROUP", requires = "athena")]
+    athena_workgroup: Option<String>,
+    /// Where Athena writes the results (`s3://…`); default: the workgroup's output location.
+    #[arg(long, value_name = "S3_URL", requires = "athena")]
+    athena_output: Option<String>,
+    /// Only events of this region (repeatable); with --athena-region-partition, also the
+    /// table's `region` partition.
+    #[arg(long, value_name = "REGION", requires = "athena")]
+    athena_region: Vec<String>,
+    /// The table is partitioned by `region` as well as `timestamp`.
+    #[arg(long, requires = "athena")]
+    athena_region_partition: bool,
+    /// Print the Athena queries and what they will scan, run nothing.
+    #[arg(long, requires = "athena")]
+    dry_run: bool,
     /// Fetch CloudTrail LookupEvents (event history: management events, 90 days) for every
     /// --access-key-id.
     #[arg(long)]
@@ -232,9 +253,12 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
             subscription: subscription.clone(),
         });
     }
+    if let Some(name) = &args.athena {
+        remotes.push(Remote::Athena(athena_table(&args, name)?));
+    }
     if opts.inputs.is_empty() && remotes.is_empty() {
         return Err(Failure::input(
-            "say where to hunt: --cloudtrail PATH|s3://BUCKET/PREFIX, --lookup-events, --circleci-audit FILE, --github-audit FILE, --github-org ORG, --gcp-logging FILE, --gcp-project P, --azure-signins FILE, --azure-graph, --azure-activity FILE or --azure-subscription SUB (or --list)",
+            "say where to hunt: --cloudtrail PATH|s3://BUCKET/PREFIX, --lookup-events, --circleci-audit FILE, --github-audit FILE, --github-org ORG, --gcp-logging FILE, --gcp-project P, --azure-signins FILE, --azure-graph, --azure-activity FILE, --azure-subscription SUB or --athena DATABASE.TABLE (or --list)",
         ));
     }
     for (_, p) in &opts.inputs {
@@ -263,6 +287,22 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
                 window.until.to_rfc3339()
             )));
         }
+        if args.dry_run {
+            for r in &remotes {
+                if let Remote::Athena(t) = r {
+                    let text = crate::hunt::athena::dry_run(
+                        t,
+                        &rules,
+                        &opts.credentials,
+                        window,
+                        opts.since,
+                    )
+                    .map_err(Failure::input)?;
+                    print!("{text}");
+                }
+            }
+            return Ok(0);
+        }
         let credentials = remote::Credentials::from_env(&remotes).map_err(Failure::input)?;
         let ctx = Arc::new(remote::Context {
             endpoints,
@@ -273,6 +313,26 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         rt.block_on(remote::hunt(Arc::new(rules), opts, remotes, window, ctx))
     };
     print_report(&args, &report, output)
+}
+
+/// The table of `--athena` and its options.
+fn athena_table(args: &HuntArgs, name: &str) -> Result<crate::hunt::athena::Table, Failure> {
+    let mut t = crate::hunt::athena::Table::parse_name(name)
+        .map_err(|e| Failure::input(format!("--athena: {e}")))?;
+    if let Some(wg) = &args.athena_workgroup {
+        t.workgroup = wg.clone();
+    }
+    if let Some(out) = &args.athena_output {
+        if !out.starts_with("s3://") {
+            return Err(Failure::input(format!(
+                "--athena-output `{out}`: expected s3://BUCKET/PREFIX"
+            )));
+        }
+        t.output = Some(out.clone());
+    }
+    t.regions = args.athena_region.clone();
+    t.region_partition = args.athena_region_partition;
+    Ok(t)
 }
 
 /// The post-rotation hunts of a finished run, as one report; each target's skipped hunts and

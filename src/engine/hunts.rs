@@ -219,6 +219,13 @@ fn resolve(entry: &str, source: Source, target: &Target, keys: &[String]) -> Inp
             (_, Err(e)) => Input::Unusable(e),
         };
     }
+    if let Some(t) = crate::hunt::athena::Table::parse(entry) {
+        return match (source, t) {
+            (Source::Cloudtrail, Ok(t)) => Input::Remote(Remote::Athena(t)),
+            (_, Ok(_)) => Input::Unusable(format!("{entry}: Athena's table holds only CloudTrail")),
+            (_, Err(e)) => Input::Unusable(e),
+        };
+    }
     if let Some(subscription) = entry.strip_prefix("subscription:") {
         return match source {
             Source::AzureActivity => Input::Remote(Remote::AzureActivity {

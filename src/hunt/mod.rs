@@ -8,11 +8,13 @@
 //! - [`sigma`]: the Sigma evaluator and per-source field mapping,
 //! - [`pack`]: the project's own rule pack (embedded) and loading of third-party rules,
 //! - [`remote`]: pages fetched from the platforms' APIs (S3, LookupEvents, GitHub, GCP, Azure),
+//! - [`athena`]: the rules compiled to SQL and run on Athena, the rows read as records,
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
 //! - [`severity`]: the action baseline per credential, and how it moves a finding's severity,
 //! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
 //! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
 
+pub mod athena;
 pub mod bounded;
 pub mod engine;
 pub mod fields;

@@ -224,7 +224,8 @@ pub struct HuntSelection {
 
 /// Where the audit logs of each source are: paths of exports (files or directory trees,
 /// relative to the plan file's directory),
-/// `s3://bucket/prefix` for CloudTrail log files, or `api`: the source's own API, narrowed to
+/// `s3://bucket/prefix` for CloudTrail log files, `athena:DATABASE.TABLE[?workgroup=WG&output=s3://…&region=R1,R2]`
+/// for the CloudTrail table in Athena, or `api`: the source's own API, narrowed to
 /// the target's credentials (CloudTrail LookupEvents by access key id; Cloud Logging of the
 /// service account's project; Graph sign-ins of the app; the GitHub audit log of the
 /// repository's organization, or `org:NAME`).

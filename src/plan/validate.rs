@@ -129,6 +129,14 @@ impl Validator<'_> {
                         }
                         _ => None,
                     }
+                } else if let Some(t) = crate::hunt::athena::Table::parse(e) {
+                    match t {
+                        Err(why) => Some(why),
+                        Ok(_) if source != "cloudtrail" => {
+                            Some("Athena's CloudTrail table holds only CloudTrail".to_string())
+                        }
+                        Ok(_) => None,
+                    }
                 } else if let Some(org) = e.strip_prefix("org:") {
                     if source != "github_audit" {
                         Some("`org:` names a GitHub organization (github_audit only)".into())

@@ -21,6 +21,7 @@
 
 pub mod condition;
 pub mod correlation;
+pub mod view;
 
 use super::Severity;
 use super::fields::{FieldId, FieldVal, Fields};
@@ -108,13 +109,16 @@ enum Pattern {
 /// scan of every record's user agent cost ~15% of a hunt).
 #[derive(Debug)]
 struct Needles {
+    /// The needles themselves, for [`view`] (SQL compilation).
+    words: Vec<String>,
     packed: Option<aho_corasick::packed::Searcher>,
     /// When Teddy is not available on this CPU.
     ac: aho_corasick::AhoCorasick,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum RefKind {
+/// How a `fieldref` compares the two fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
     Equals,
     Contains,
     StartsWith,
@@ -812,7 +816,8 @@ fn compile_map(
                     .builder()
                     .extend(&needles)
                     .build();
-                patterns = vec![Pattern::AnyOf(Box::new(Needles { packed, ac }))];
+                let words = needles.iter().map(|n| n.to_string()).collect();
+                patterns = vec![Pattern::AnyOf(Box::new(Needles { words, packed, ac }))];
             }
         }
         out.push(FieldMatcher {

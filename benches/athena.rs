@@ -1,0 +1,245 @@
+//! Athena hunting costs on this machine, without Athena:
+//!
+//! 1. compiling the rules to SQL — the built-in pack plus every SigmaHQ CloudTrail rule — into
+//!    the filter of an unscoped query, and planning a scoped hunt's two queries;
+//! 2. turning 1,000,000 result rows (as GetQueryResults gives them: one text cell per column)
+//!    into records and findings, against reading the same records from JSON-lines files.
+//!
+//! The rows are the Invictus dataset's records, each as the CloudTrail table's columns, cycled
+//! with a distinct eventID per row. The rows path does what `athena::client` does with a page —
+//! rows to records (`athena::rows`) on the fetching thread, pages to the workers — and the
+//! workers hunt them; the files path reads the same records, written beforehand as the files
+//! the rows path produced. Same rules, same threads, same records.
+//!
+//! `cargo bench --bench athena` (REKEY_BENCH_ROWS=1000000; REKEY_BENCH_RUNS=3).
+
+use rekey::hunt::athena::{Table, columns::COLUMNS, columns::Kind, query, rows::Shape};
+use rekey::hunt::engine::{self, HuntOptions, PageFeed};
+use rekey::hunt::pack::RuleSet;
+use rekey::hunt::remote::{Body, Page};
+use rekey::hunt::source::Source;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ROWS_PER_PAGE: usize = 1000;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dataset = root.join("../shared/datasets/cloudtrail-invictus");
+    let sigma = root.join("../shared/datasets/sigma-aws-cloudtrail");
+    if !dataset.is_dir() || !sigma.is_dir() {
+        eprintln!(
+            "SKIPPED: {} or {} is absent",
+            dataset.display(),
+            sigma.display()
+        );
+        return;
+    }
+    let total: usize = env("REKEY_BENCH_ROWS", 1_000_000);
+    let runs: usize = env("REKEY_BENCH_RUNS", 3);
+    let mut rules = RuleSet::builtin();
+    rules.add_path(&sigma).expect("SigmaHQ rules");
+    let n_rules = rules.for_source(Source::Cloudtrail).count();
+
+    // 1. Compilation.
+    let reps = 20;
+    let mut times = Vec::new();
+    let mut sql_len = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let (filter, _) = query::rules_filter(&rules);
+        times.push(t.elapsed());
+        sql_len = filter.len();
+    }
+    let table = Table::parse_name("security.cloudtrail_logs").expect("table");
+    let t0 = "2023-07-01T00:00:00Z".parse().expect("time");
+    let t1 = "2023-07-10T12:00:00Z".parse().expect("time");
+    let t2 = "2023-07-11T00:00:00Z".parse().expect("time");
+    let tp = Instant::now();
+    let plan = query::plan(&table, &rules, &[], t0, t1, t2).expect("plan");
+    let plan_time = tp.elapsed();
+    println!(
+        "compile: {n_rules} CloudTrail rules to SQL in {} (median of {reps}; min {}), filter {} KB; unscoped plan of {} queries in {}",
+        ms(median(&mut times)),
+        ms(times[0]),
+        sql_len / 1000,
+        plan.queries.len(),
+        ms(plan_time)
+    );
+
+    // 2. Rows to findings, against files.
+    let base = base_rows(&dataset);
+    let shape = Shape::cloudtrail();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut bytes = 0u64;
+    for (n, page) in pages(&base, total, &shape).enumerate() {
+        bytes += page.len() as u64;
+        std::fs::write(tmp.path().join(format!("page{n:05}.json")), page).expect("write");
+    }
+    println!(
+        "rows: {total} rows from {} distinct records, {:.0} MB as JSON lines",
+        base.len(),
+        bytes as f64 / 1e6
+    );
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    for threads in [1, cores] {
+        let opts = HuntOptions {
+            inputs: vec![(Source::Cloudtrail, tmp.path().to_path_buf())],
+            since: t1,
+            threads,
+            ..Default::default()
+        };
+        let mut files = Vec::new();
+        let mut via_rows = Vec::new();
+        let (mut f_found, mut r_found) = (0, 0);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let r = engine::run(&rules, &opts);
+            files.push(t.elapsed());
+            f_found = r.findings.len();
+            let t = Instant::now();
+            let r = hunt_rows(&rules, &opts, &base, total, &shape);
+            via_rows.push(t.elapsed());
+            r_found = r.findings.len();
+        }
+        assert_eq!(f_found, r_found, "the same findings both ways");
+        let (f, r) = (median(&mut files), median(&mut via_rows));
+        println!(
+            "{threads} worker(s): files {} ({:.0} rows/s), rows {} ({:.0} rows/s); rows/files time {:.2} (median of {runs}); {f_found} findings",
+            ms(f),
+            total as f64 / f.as_secs_f64(),
+            ms(r),
+            total as f64 / r.as_secs_f64(),
+            r.as_secs_f64() / f.as_secs_f64()
+        );
+    }
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The dataset's records as table rows: one text cell per column of [`COLUMNS`], as
+/// GetQueryResults gives them.
+fn base_rows(dir: &Path) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("dataset")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    for f in files {
+        let doc: Value = serde_json::from_slice(&std::fs::read(f).expect("read")).expect("json");
+        for r in doc["Records"].as_array().into_iter().flatten() {
+            out.push(COLUMNS.iter().map(|c| cell(r, c.path, c.kind)).collect());
+        }
+    }
+    out
+}
+
+fn cell(record: &Value, path: &str, kind: Kind) -> Option<String> {
+    let v = path.split('.').try_fold(record, |v, k| v.get(k))?;
+    match (kind, v) {
+        (_, Value::Null) => None,
+        (Kind::Text, Value::String(s)) => Some(s.clone()),
+        (Kind::Resources, v) => Some(lowercase_keys(v.clone()).to_string()),
+        (_, v) => Some(match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+    }
+}
+
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(lowercase_keys).collect()),
+        other => other,
+    }
+}
+
+/// The rows' pages as JSON lines, built as the client builds them: row `i` is base row
+/// `i % n` with its own eventID.
+fn pages<'a>(
+    base: &'a [Vec<Option<String>>],
+    total: usize,
+    shape: &'a Shape,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    let id_col = COLUMNS
+        .iter()
+        .position(|c| c.path == "eventID")
+        .expect("eventID column");
+    (0..total.div_ceil(ROWS_PER_PAGE)).map(move |p| {
+        let mut body = Vec::with_capacity(ROWS_PER_PAGE * 1500);
+        let mut id = String::new();
+        for i in p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total) {
+            let row = &base[i % base.len()];
+            id.clear();
+            id.push_str(row[id_col].as_deref().unwrap_or(""));
+            id.push_str(&format!("-{}", i / base.len()));
+            let cells: Vec<Option<&str>> = row
+                .iter()
+                .enumerate()
+                .map(|(c, v)| {
+                    if c == id_col {
+                        Some(id.as_str())
+                    } else {
+                        v.as_deref()
+                    }
+                })
+                .collect();
+            shape.write_record(&cells, &mut body);
+        }
+        body
+    })
+}
+
+/// The rows path: pages made on one thread (the fetcher's), hunted by the workers.
+fn hunt_rows(
+    rules: &RuleSet,
+    opts: &HuntOptions,
+    base: &[Vec<Option<String>>],
+    total: usize,
+    shape: &Shape,
+) -> rekey::hunt::findings::HuntReport {
+    let mut opts = opts.clone();
+    opts.inputs.clear();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let feed: PageFeed = std::sync::Mutex::new(rx);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for (n, body) in pages(base, total, shape).enumerate() {
+                let page = Page {
+                    source: Source::Cloudtrail,
+                    name: format!("athena:security.cloudtrail_logs window query q page {n}"),
+                    body: Body::Whole(body),
+                };
+                if tx.blocking_send(page).is_err() {
+                    return;
+                }
+            }
+        });
+        engine::run_with_pages(rules, &opts, Some(&feed))
+    })
+}

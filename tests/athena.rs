@@ -1,0 +1,1124 @@
+//! `rekey hunt --athena`: the rules compiled to SQL give the same findings as the streaming
+//! engine. The SQL runs on a real SQL engine — DuckDB (PyPI `duckdb`, pinned, installed by
+//! `scripts/test` into `.venv-moto`), loaded with the Invictus CloudTrail records shaped as the
+//! CloudTrail table presents them, behind a three-macro dialect layer
+//! (`tests/support/duckdb_athena.py`). The rows it returns go through rekey's own row-to-record
+//! code and the same engine as files.
+//!
+//! The Athena API flow (start, poll, page, failed and cancelled queries) is tested against
+//! moto's server in `athena_api`.
+
+mod support;
+
+use rekey::hunt::athena::{self, Table, columns::COLUMNS, query, rows::Shape, sql};
+use rekey::hunt::engine::{self, HuntOptions};
+use rekey::hunt::fields::Fields;
+use rekey::hunt::findings::{Finding, HuntReport};
+use rekey::hunt::pack::RuleSet;
+use rekey::hunt::source::{self, Loc, Problem, Sink, Source};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const TABLE: &str = "security.cloudtrail_logs";
+
+fn root(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn python() -> PathBuf {
+    let p = root(".venv-moto/bin/python3");
+    assert!(
+        p.exists(),
+        "{} is missing: run ./scripts/test (it installs moto and duckdb there)",
+        p.display()
+    );
+    p
+}
+
+/// The built-in pack plus the 57 SigmaHQ CloudTrail rules.
+fn all_rules() -> RuleSet {
+    let mut rules = RuleSet::builtin();
+    let sigma = root("../shared/datasets/sigma-aws-cloudtrail");
+    if sigma.is_dir() {
+        rules.add_path(&sigma).expect("SigmaHQ rules");
+    }
+    rules
+}
+
+/// A CloudTrail record as the table's SerDe presents it: struct columns as objects with
+/// lowercase keys, JSON columns as their text, other columns as text, plus the partitions.
+fn table_row(record: &RawValue) -> Value {
+    let map: BTreeMap<String, &RawValue> =
+        serde_json::from_str(record.get()).expect("a record is an object");
+    let json_columns = [
+        "requestparameters",
+        "responseelements",
+        "additionaleventdata",
+        "serviceeventdetails",
+    ];
+    let mut row = serde_json::Map::new();
+    for (k, raw) in &map {
+        let col = k.to_ascii_lowercase();
+        let v: Value = serde_json::from_str(raw.get()).expect("JSON");
+        let cell = if json_columns.contains(&col.as_str()) {
+            if v.is_null() {
+                Value::Null
+            } else {
+                Value::String(raw.get().to_string())
+            }
+        } else if matches!(col.as_str(), "useridentity" | "resources" | "tlsdetails") {
+            lowercase_keys(v)
+        } else {
+            match v {
+                Value::String(_) | Value::Null => v,
+                other => Value::String(other.to_string()),
+            }
+        };
+        row.insert(col, cell);
+    }
+    let time = row
+        .get("eventtime")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    row.insert(
+        "timestamp".into(),
+        Value::String(time.get(..10).unwrap_or("").replace('-', "/")),
+    );
+    let region = row.get("awsregion").cloned().unwrap_or(Value::Null);
+    row.insert("region".into(), region);
+    Value::Object(row)
+}
+
+fn lowercase_keys(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), lowercase_keys(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(lowercase_keys).collect()),
+        other => other,
+    }
+}
+
+/// The dataset's records, raw.
+fn records(dir: &Path) -> Vec<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(rename = "Records")]
+        records: Vec<Box<RawValue>>,
+    }
+    let mut out = Vec::new();
+    for f in support::trail::files(dir) {
+        let text = std::fs::read_to_string(&f).expect("read");
+        let doc: Doc = serde_json::from_str(&text).expect("a CloudTrail delivery");
+        out.extend(doc.records);
+    }
+    out
+}
+
+/// DuckDB loaded with the dataset, answering queries.
+struct Duck {
+    dir: tempfile::TempDir,
+    rows: PathBuf,
+}
+
+impl Duck {
+    fn load(records: &[Box<RawValue>]) -> Duck {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = dir.path().join("rows.jsonl");
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&table_row(r).to_string());
+            text.push('\n');
+        }
+        std::fs::write(&rows, text).expect("write rows");
+        Duck { dir, rows }
+    }
+
+    /// Each query's rows (cells as text), or its error.
+    fn run(&self, queries: &[String]) -> Vec<Result<Vec<Vec<Option<String>>>, String>> {
+        let qpath = self.dir.path().join("queries.json");
+        std::fs::write(&qpath, serde_json::to_string(queries).expect("json")).expect("write");
+        let out = std::process::Command::new(python())
+            .arg(root("tests/support/duckdb_athena.py"))
+            .arg(&self.rows)
+            .arg(&qpath)
+            .arg(TABLE)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "duckdb helper failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answers: Vec<Value> = serde_json::from_slice(&out.stdout).expect("helper JSON");
+        answers
+            .into_iter()
+            .map(|a| match a.get("error").and_then(Value::as_str) {
+                Some(e) => Err(e.to_string()),
+                None => Ok(a["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        r.as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .collect()),
+            })
+            .collect()
+    }
+}
+
+/// Which records each rule matches, by the evaluator: eventID → matched per rule.
+struct Matches<'r> {
+    rules: Vec<&'r rekey::hunt::sigma::Rule>,
+    id: Vec<usize>,
+    out: Vec<(String, Vec<bool>)>,
+}
+
+impl Sink for Matches<'_> {
+    fn record(&mut self, _: Loc<'_>, f: Fields<'_>) {
+        let id = source::first(&f, &self.id).unwrap_or("").to_string();
+        let m = self.rules.iter().map(|r| r.matches(&f)).collect();
+        self.out.push((id, m));
+    }
+    fn problem(&mut self, p: Problem) {
+        panic!("unreadable record in the dataset: {p:?}");
+    }
+}
+
+fn one_column(rows: &[Vec<Option<String>>]) -> BTreeSet<String> {
+    rows.iter()
+        .filter_map(|r| r.first().cloned().flatten())
+        .collect()
+}
+
+/// Every rule, compiled, selects on DuckDB a superset (`over`) and a subset (`under`) of what
+/// the evaluator matches in the dataset, and exactly it when the compiler says it is exact.
+#[test]
+fn every_rule_compiled_to_sql_matches_what_the_evaluator_matches() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let recs = records(&dir);
+    let duck = Duck::load(&recs);
+    let fields = rules.fields.set(Source::Cloudtrail);
+    let cloudtrail: Vec<_> = rules.for_source(Source::Cloudtrail).collect();
+    assert!(
+        cloudtrail.len() >= 90,
+        "pack + SigmaHQ: {} CloudTrail rules",
+        cloudtrail.len()
+    );
+    let mut sink = Matches {
+        rules: cloudtrail.clone(),
+        id: rules.fields.core(Source::Cloudtrail).id.clone(),
+        out: Vec::new(),
+    };
+    for f in support::trail::files(&dir) {
+        source::read_file(Source::Cloudtrail, &f, fields, &mut sink).expect("read");
+    }
+    assert_eq!(sink.out.len(), recs.len());
+    let ids: BTreeSet<&str> = sink.out.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), recs.len(), "eventIDs are unique in the dataset");
+    let compiled: Vec<sql::Compiled> = cloudtrail
+        .iter()
+        .map(|r| sql::compile_rule(r, fields))
+        .collect();
+    let mut queries = Vec::new();
+    for c in &compiled {
+        for cond in [&c.over, &c.under] {
+            queries.push(format!(
+                "SELECT eventid FROM \"security\".\"cloudtrail_logs\" WHERE {cond}"
+            ));
+        }
+    }
+    let answers = duck.run(&queries);
+    let (mut exact, mut broad, mut matched_any) = (0, 0, 0);
+    for (i, rule) in cloudtrail.iter().enumerate() {
+        let want: BTreeSet<String> = sink
+            .out
+            .iter()
+            .filter(|(_, m)| m[i])
+            .map(|(id, _)| id.clone())
+            .collect();
+        let over = one_column(answers[2 * i].as_ref().unwrap_or_else(|e| {
+            panic!(
+                "rule {}: over SQL failed on DuckDB: {e}\n{}",
+                rule.id, compiled[i].over
+            )
+        }));
+        let under = one_column(answers[2 * i + 1].as_ref().unwrap_or_else(|e| {
+            panic!(
+                "rule {}: under SQL failed on DuckDB: {e}\n{}",
+                rule.id, compiled[i].under
+            )
+        }));
+        assert!(
+            want.is_subset(&over),
+            "rule {}: the SQL misses records the evaluator matches: {:?}\n{}",
+            rule.id,
+            want.difference(&over).collect::<Vec<_>>(),
+            compiled[i].over
+        );
+        assert!(
+            under.is_subset(&want),
+            "rule {}: `under` selects records the evaluator does not match: {:?}\n{}",
+            rule.id,
+            under.difference(&want).collect::<Vec<_>>(),
+            compiled[i].under
+        );
+        if compiled[i].exact() {
+            exact += 1;
+            assert_eq!(over, want, "rule {} is exact", rule.id);
+            assert_eq!(under, want, "rule {} is exact", rule.id);
+        }
+        if compiled[i].broad() {
+            broad += 1;
+        }
+        if !want.is_empty() {
+            matched_any += 1;
+        }
+    }
+    eprintln!(
+        "{} rules: {exact} exact, {broad} broad, {matched_any} match records in the dataset",
+        cloudtrail.len()
+    );
+    assert!(matched_any >= 5, "the dataset exercises the rules");
+    assert!(
+        exact * 10 >= cloudtrail.len() * 7,
+        "most rules compile exactly ({exact} of {})",
+        cloudtrail.len()
+    );
+    assert!(broad <= 2, "{broad} rules narrow nothing");
+}
+
+/// Runs a hunt's queries on DuckDB, turns the rows into records with rekey's own code and
+/// hunts them with the same engine; returns the report and the rows returned.
+fn hunt_via_sql(
+    rules: &RuleSet,
+    duck: &Duck,
+    opts: &HuntOptions,
+    from: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> (HuntReport, usize, Vec<String>) {
+    let table = Table::parse_name(TABLE).expect("table");
+    let plan =
+        query::plan(&table, rules, &opts.credentials, from, opts.since, until).expect("plan");
+    let sqls: Vec<String> = plan.queries.iter().map(|q| q.sql.clone()).collect();
+    let shape = Shape::cloudtrail();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut n = 0;
+    let mut opts = opts.clone();
+    opts.inputs.clear();
+    for (i, answer) in duck.run(&sqls).into_iter().enumerate() {
+        let rows = answer.unwrap_or_else(|e| panic!("query failed on DuckDB: {e}\n{}", sqls[i]));
+        let mut body = Vec::new();
+        for r in &rows {
+            assert_eq!(r.len(), COLUMNS.len());
+            let cells: Vec<Option<&str>> = r.iter().map(|c| c.as_deref()).collect();
+            shape.write_record(&cells, &mut body);
+        }
+        n += rows.len();
+        let page = dir.path().join(format!("page{i}.jsonl"));
+        std::fs::write(&page, body).expect("write");
+        opts.inputs.push((Source::Cloudtrail, page));
+    }
+    (engine::run(rules, &opts), n, sqls)
+}
+
+/// The same findings; the first difference shown, not thousands of lines.
+fn same(streamed: &[String], via_sql: &[String]) {
+    let only_a: Vec<&String> = streamed.iter().filter(|k| !via_sql.contains(k)).collect();
+    let only_b: Vec<&String> = via_sql.iter().filter(|k| !streamed.contains(k)).collect();
+    assert!(
+        only_a.is_empty() && only_b.is_empty() && streamed.len() == via_sql.len(),
+        "streaming {} findings, SQL {}; only streaming: {:?}; only SQL: {:?}",
+        streamed.len(),
+        via_sql.len(),
+        only_a.iter().take(3).collect::<Vec<_>>(),
+        only_b.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+/// A finding without where its record was read (a file, or a query's page).
+fn key(f: &Finding) -> String {
+    format!(
+        "{} {:?} {} {:?} {:?} {:?} {:?} {:?} {:?}",
+        f.rule_id,
+        f.credential,
+        f.time.to_rfc3339(),
+        f.action,
+        f.source_ip,
+        f.record_id,
+        f.severity,
+        f.severity_reason,
+        f.detail
+    )
+}
+
+fn window() -> (
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+) {
+    let t = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+    (
+        t("2023-07-10T00:00:00Z"),
+        t("2023-07-10T12:00:00Z"),
+        t("2023-07-11T00:00:00Z"),
+    )
+}
+
+/// With the credentials in scope, the queries return every record of them, and the hunt
+/// finds exactly what the streaming hunt finds: rules, correlations, baselines, severities.
+#[test]
+fn a_scoped_hunt_through_sql_finds_what_streaming_finds() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let duck = Duck::load(&records(&dir));
+    let (from, since, until) = window();
+    let opts = HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.clone())],
+        credentials: vec!["AKIATFQR7NSC8Q4X20BJ".into(), "AKIATFQR7NSCUXC3DDDP".into()],
+        since,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    };
+    let streamed = engine::run(&rules, &opts);
+    let (via_sql, rows, sqls) = hunt_via_sql(&rules, &duck, &opts, from, until);
+    assert_eq!(sqls.len(), 2, "a baseline query and a window query");
+    for s in &sqls {
+        assert!(
+            s.contains(
+                "useridentity.accesskeyid IN ('AKIATFQR7NSC8Q4X20BJ', 'AKIATFQR7NSCUXC3DDDP')"
+            ),
+            "{s}"
+        );
+    }
+    assert!(sqls[0].contains("\"timestamp\" BETWEEN '2023/07/10' AND '2023/07/10'"));
+    assert!(sqls[0].contains("eventtime < '2023-07-10T12:00:00Z'"));
+    assert!(sqls[1].contains("eventtime <= '2023-07-11T00:00:00Z'"));
+    assert_eq!(
+        rows as u64,
+        streamed.stats.records - streamed.stats.out_of_scope
+    );
+    let a: Vec<String> = streamed.findings.iter().map(key).collect();
+    let b: Vec<String> = via_sql.findings.iter().map(key).collect();
+    assert!(a.len() > 20, "the hunt finds things ({} findings)", a.len());
+    same(&a, &b);
+    assert!(
+        a.iter()
+            .any(|k| k.starts_with("rekey-new-source-address")
+                || k.starts_with("rekey-unusual-hour")),
+        "baselines ran"
+    );
+}
+
+/// Without credentials the rules themselves narrow the query: fewer rows come back, and the
+/// rules and correlations find what streaming finds (per-credential baselines, which need
+/// every record, are left out and the report says so).
+#[test]
+fn an_unscoped_hunt_through_sql_finds_what_streaming_finds() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let recs = records(&dir);
+    let duck = Duck::load(&recs);
+    let (from, since, until) = window();
+    let opts = HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.clone())],
+        since,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    };
+    let streamed = engine::run(&rules, &opts);
+    let (via_sql, rows, sqls) = hunt_via_sql(&rules, &duck, &opts, from, until);
+    // An attack simulation: most of its records match some rule.
+    assert!(
+        rows < recs.len(),
+        "the rules narrow the query: {rows} of {} rows",
+        recs.len()
+    );
+    eprintln!("unscoped: {rows} of {} rows returned", recs.len());
+    assert!(sqls.iter().all(|s| !s.contains("accesskeyid IN")));
+    // Severities "raised: first use" depend on how many records the credential had before;
+    // without every record that count differs, so compare without severity.
+    let strip = |f: &Finding| {
+        format!(
+            "{} {:?} {} {:?} {:?} {:?} {:?}",
+            f.rule_id,
+            f.credential,
+            f.time.to_rfc3339(),
+            f.action,
+            f.source_ip,
+            f.record_id,
+            f.detail
+        )
+    };
+    let keep = |f: &&Finding| !athena::BASELINE_RULES.contains(&&*f.rule_id);
+    let a: Vec<String> = streamed.findings.iter().filter(keep).map(strip).collect();
+    let b: Vec<String> = via_sql.findings.iter().filter(keep).map(strip).collect();
+    assert!(a.len() > 20, "the hunt finds things ({})", a.len());
+    same(&a, &b);
+}
+
+/// Hostile rule values stay inside their SQL literals: the query still parses, and selects
+/// only what the rule means.
+#[test]
+fn a_quote_in_a_rule_value_cannot_break_out_of_the_sql() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let mut rules = RuleSet::default();
+    rules.add_text(
+        "hostile.yml",
+        r#"
+title: hostile
+id: hostile-1
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel:
+    eventName: "x' OR '1'='1"
+  sel2:
+    userAgent|contains: "'); DROP TABLE cloudtrail_logs; --"
+  sel3:
+    errorCode|startswith: "100%_\\"
+  condition: sel or sel2 or sel3
+"#,
+    );
+    assert!(rules.errors.is_empty(), "{:?}", rules.errors);
+    let rule = rules.get("hostile-1").expect("loaded");
+    let c = sql::compile_rule(rule, rules.fields.set(Source::Cloudtrail));
+    assert!(c.over.contains("'x'' or ''1''=''1'"), "{}", c.over);
+    let duck = Duck::load(&records(&dir));
+    let q = format!(
+        "SELECT count(*) FROM \"security\".\"cloudtrail_logs\" WHERE {}",
+        c.over
+    );
+    let all = "SELECT count(*) FROM \"security\".\"cloudtrail_logs\"".to_string();
+    let answers = duck.run(&[q.clone(), all]);
+    let n = answers[0].as_ref().unwrap_or_else(|e| panic!("{e}\n{q}"));
+    assert_eq!(
+        n[0][0].as_deref(),
+        Some("0"),
+        "the hostile rule matches nothing"
+    );
+    let total = answers[1].as_ref().expect("count");
+    assert_ne!(
+        total[0][0].as_deref(),
+        Some("0"),
+        "and the table is still there"
+    );
+}
+
+/// The dialect layer: DuckDB answers the Trino functions as Trino documents them.
+#[test]
+fn the_dialect_layer_means_what_trino_means() {
+    let duck = Duck::load(&[]);
+    let qs: Vec<String> = [
+        // json_extract_scalar: NULL for objects and arrays, text for scalars.
+        r#"SELECT json_extract_scalar('{"a":{"b":1}}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":{"b":1}}', '$.a.b')"#,
+        r#"SELECT json_extract_scalar('{"a":[1]}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":"x"}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":true}', '$.a')"#,
+        r#"SELECT json_extract_scalar('{"a":null}', '$.a')"#,
+        // regexp_like: found anywhere.
+        "SELECT regexp_like('abc', 'b')",
+        "SELECT regexp_like('abc', '^b')",
+        "SELECT json_format(CAST([1, 2] AS JSON))",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let got: Vec<Option<String>> = duck
+        .run(&qs)
+        .into_iter()
+        .map(|a| a.expect("query")[0][0].clone())
+        .collect();
+    let want: Vec<Option<&str>> = vec![
+        None,
+        Some("1"),
+        None,
+        Some("x"),
+        Some("true"),
+        None,
+        Some("true"),
+        Some("false"),
+        Some("[1,2]"),
+    ];
+    assert_eq!(got.iter().map(|g| g.as_deref()).collect::<Vec<_>>(), want);
+}
+
+// ---------------------------------------------------------------------------------------
+// The Athena API flow.
+
+use rekey::hunt::athena::client::Pace;
+use rekey::hunt::remote::{self, Context, Credentials, Remote, Window};
+use std::sync::Arc;
+
+/// The scoped hunt of the differential test.
+fn scoped_opts(dir: &Path) -> HuntOptions {
+    let (_, since, until) = window();
+    HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.to_path_buf())],
+        credentials: vec!["AKIATFQR7NSC8Q4X20BJ".into(), "AKIATFQR7NSCUXC3DDDP".into()],
+        since,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    }
+}
+
+/// A result set as GetQueryResults gives it: the header row (the aliases), then the rows.
+fn result_rows(rows: &[Vec<Option<String>>]) -> Vec<Value> {
+    let datum = |c: Option<&str>| match c {
+        Some(v) => serde_json::json!({"VarCharValue": v}),
+        None => serde_json::json!({}),
+    };
+    let header: Vec<Value> = (0..COLUMNS.len())
+        .map(|i| datum(Some(&query::alias(i))))
+        .collect();
+    std::iter::once(serde_json::json!({ "Data": header }))
+        .chain(rows.iter().map(|r| {
+            serde_json::json!({"Data": r.iter().map(|c| datum(c.as_deref())).collect::<Vec<_>>()})
+        }))
+        .collect()
+}
+
+fn athena_ctx(config: aws_config::SdkConfig) -> Arc<Context> {
+    Arc::new(Context {
+        credentials: Credentials {
+            aws: Some(config),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// The test table, polled every 20 ms at first, `page_rows` rows a page.
+fn test_table(page_rows: i32) -> Table {
+    let mut t = Table::parse_name(TABLE).expect("table");
+    t.pace = Pace {
+        first_poll: std::time::Duration::from_millis(20),
+        page_rows,
+    };
+    t
+}
+
+async fn moto_post(moto: &support::moto::Moto, path: &str, body: Value) {
+    let status = reqwest::Client::new()
+        .post(format!("{}{path}", moto.url))
+        .json(&body)
+        .send()
+        .await
+        .map(|r| r.status())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    assert!(status.is_success(), "POST {path}: {status}");
+}
+
+/// Against moto's server: the queries are started, polled while queued and running, their
+/// results (set the documented way, rows DuckDB computed from the same SQL) read and hunted:
+/// the same findings as streaming, and the cost line shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_flow_against_moto_finds_what_streaming_finds() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let Some(moto) = support::moto::Moto::start().await else {
+        return;
+    };
+    let rules = all_rules();
+    let opts = scoped_opts(&dir);
+    let streamed = engine::run(&rules, &opts);
+    let (from, since, until) = window();
+    let table = test_table(1000);
+    let plan = query::plan(&table, &rules, &opts.credentials, from, since, until).expect("plan");
+    let sqls: Vec<String> = plan.queries.iter().map(|q| q.sql.clone()).collect();
+    let duck = Duck::load(&records(&dir));
+    let results: Vec<Value> = duck
+        .run(&sqls)
+        .into_iter()
+        .map(|a| serde_json::json!({"rows": result_rows(&a.expect("DuckDB")), "column_info": []}))
+        .collect();
+    moto_post(
+        &moto,
+        "/moto-api/static/athena/query-results",
+        serde_json::json!({"results": results}),
+    )
+    .await;
+    // Each query is seen queued, then running, before it succeeds.
+    moto_post(
+        &moto,
+        "/moto-api/state-manager/set-transition",
+        serde_json::json!({"model_name": "athena::execution", "transition": {"progression": "manual", "times": 2}}),
+    )
+    .await;
+    let mut athena_opts = opts.clone();
+    athena_opts.inputs.clear();
+    let report = remote::hunt(
+        Arc::new(rules),
+        athena_opts,
+        vec![Remote::Athena(table)],
+        Window { from, until },
+        athena_ctx(moto.config().clone()),
+    )
+    .await;
+    assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
+    same(
+        &streamed.findings.iter().map(key).collect::<Vec<_>>(),
+        &report.findings.iter().map(key).collect::<Vec<_>>(),
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("Athena scanned 0 B in 2 query(ies), about $0.0000")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .filter(|f| f.record_id.is_some())
+            .all(|f| f
+                .location
+                .starts_with("athena:security.cloudtrail_logs window query ")
+                || f.location
+                    .starts_with("athena:security.cloudtrail_logs baseline query ")),
+        "findings say which query and page they came from"
+    );
+}
+
+/// A query cancelled while rekey waits for it is a source not read: the hunt is incomplete
+/// (`rekey hunt` exits 1), never clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_query_leaves_the_hunt_incomplete() {
+    let Some(moto) = support::moto::Moto::start().await else {
+        return;
+    };
+    // Queued for good: only StopQueryExecution ends it.
+    moto_post(
+        &moto,
+        "/moto-api/state-manager/set-transition",
+        serde_json::json!({"model_name": "athena::execution", "transition": {"progression": "manual", "times": 1000000}}),
+    )
+    .await;
+    let (from, since, until) = window();
+    let opts = HuntOptions {
+        credentials: vec!["AKIAEXAMPLE".into()],
+        since,
+        until: Some(until),
+        ..Default::default()
+    };
+    let client = aws_sdk_athena::Client::new(moto.config());
+    let stopper = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = client.list_query_executions().send().await {
+                for id in list.query_execution_ids() {
+                    let _ = client
+                        .stop_query_execution()
+                        .query_execution_id(id)
+                        .send()
+                        .await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    let report = remote::hunt(
+        Arc::new(RuleSet::builtin()),
+        opts,
+        vec![Remote::Athena(test_table(1000))],
+        Window { from, until },
+        athena_ctx(moto.config().clone()),
+    )
+    .await;
+    stopper.abort();
+    assert_eq!(report.incomplete.len(), 2, "{:?}", report.incomplete);
+    for p in &report.incomplete {
+        assert!(p.message.contains("was cancelled"), "{p:?}");
+        assert!(
+            p.location.starts_with("athena:security.cloudtrail_logs"),
+            "{p:?}"
+        );
+    }
+    assert!(report.findings.is_empty());
+}
+
+/// moto 5.2.5 answers GetQueryResults in one page and never fails a query. For those two
+/// paths, a stand-in on 127.0.0.1 answers as the Athena API reference documents (JSON 1.1,
+/// `X-Amz-Target`, `NextToken`, `FAILED` with a reason, `DataScannedInBytes`).
+struct StandIn {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl StandIn {
+    fn start(rows: Vec<Vec<Option<String>>>, fail: bool) -> StandIn {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let all = result_rows(&rows);
+            let mut polls = 0;
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let (mut target, mut len) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("x-amz-target:") {
+                        target = v.trim().to_string();
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().expect("log").push((target.clone(), req.clone()));
+                let answer = match target.as_str() {
+                    "amazonathena.startqueryexecution" => {
+                        serde_json::json!({"QueryExecutionId": "q-1"})
+                    }
+                    "amazonathena.getqueryexecution" => {
+                        polls += 1;
+                        let state = if polls == 1 {
+                            "RUNNING"
+                        } else if fail {
+                            "FAILED"
+                        } else {
+                            "SUCCEEDED"
+                        };
+                        serde_json::json!({"QueryExecution": {"QueryExecutionId": "q-1",
+                            "Status": {"State": state, "StateChangeReason": "HIVE_BAD_DATA: Error parsing field value"},
+                            "Statistics": {"DataScannedInBytes": 2_500_000_000u64}}})
+                    }
+                    "amazonathena.getqueryresults" => {
+                        let size = req["MaxResults"].as_u64().unwrap_or(1000) as usize;
+                        let at: usize = req["NextToken"]
+                            .as_str()
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(0);
+                        let end = (at + size).min(all.len());
+                        let mut page = serde_json::json!({"ResultSet": {"Rows": all[at..end].to_vec(),
+                            "ResultSetMetadata": {"ColumnInfo": []}}});
+                        if end < all.len() {
+                            page["NextToken"] = Value::String(end.to_string());
+                        }
+                        page
+                    }
+                    _ => serde_json::json!({}),
+                };
+                let text = answer.to_string();
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        StandIn { url, seen }
+    }
+
+    fn targets(&self) -> Vec<(String, Value)> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+/// Results come in pages of `MaxResults` rows linked by `NextToken`: every page is read, the
+/// header row skipped once, and the bytes scanned shown with their cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_read_page_by_page_and_the_cost_is_shown() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let rules = all_rules();
+    let mut opts = scoped_opts(&dir);
+    opts.credentials = vec!["AKIATFQR7NSC8Q4X20BJ".into()];
+    let (_, since, until) = window();
+    // One query (no baseline), its rows computed by DuckDB.
+    let table = test_table(100);
+    let plan = query::plan(&table, &rules, &opts.credentials, since, since, until).expect("plan");
+    assert_eq!(plan.queries.len(), 1);
+    let duck = Duck::load(&records(&dir));
+    let rows = duck
+        .run(&[plan.queries[0].sql.clone()])
+        .remove(0)
+        .expect("DuckDB");
+    assert!(rows.len() > 300, "{} rows", rows.len());
+    let stand_in = StandIn::start(rows.clone(), false);
+    let config = support::moto::config_with(&stand_in.url, "AKIDSTANDIN", "secret").await;
+    let mut athena_opts = opts.clone();
+    athena_opts.inputs.clear();
+    let report = remote::hunt(
+        Arc::new(rules),
+        athena_opts,
+        vec![Remote::Athena(table)],
+        Window { from: since, until },
+        athena_ctx(config),
+    )
+    .await;
+    assert!(report.incomplete.is_empty(), "{:?}", report.incomplete);
+    let pages: Vec<Value> = stand_in
+        .targets()
+        .into_iter()
+        .filter(|(t, _)| t == "amazonathena.getqueryresults")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        pages.len(),
+        (rows.len() + 1).div_ceil(100),
+        "every page read"
+    );
+    assert!(pages[0].get("NextToken").is_none());
+    assert_eq!(pages[1]["NextToken"], "100");
+    assert!(pages.iter().all(|p| p["MaxResults"] == 100));
+    assert_eq!(
+        report.stats.records as usize,
+        rows.len(),
+        "each row once, no header"
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("Athena scanned 2.5 GB in 1 query(ies), about $0.0125")),
+        "{:?}",
+        report.notes
+    );
+    assert!(!report.findings.is_empty());
+}
+
+/// A failed query is a source not read, with Athena's reason; never an empty, clean result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_query_leaves_the_hunt_incomplete_with_its_reason() {
+    let stand_in = StandIn::start(Vec::new(), true);
+    let config = support::moto::config_with(&stand_in.url, "AKIDSTANDIN", "secret").await;
+    let (_, since, until) = window();
+    let report = remote::hunt(
+        Arc::new(RuleSet::builtin()),
+        HuntOptions {
+            credentials: vec!["AKIAEXAMPLE".into()],
+            since,
+            until: Some(until),
+            ..Default::default()
+        },
+        vec![Remote::Athena(test_table(1000))],
+        Window { from: since, until },
+        athena_ctx(config),
+    )
+    .await;
+    assert_eq!(report.incomplete.len(), 1, "{:?}", report.incomplete);
+    assert!(
+        report.incomplete[0]
+            .message
+            .contains("query q-1 failed: HIVE_BAD_DATA"),
+        "{:?}",
+        report.incomplete
+    );
+    assert!(
+        !stand_in
+            .targets()
+            .iter()
+            .any(|(t, _)| t == "amazonathena.getqueryresults"),
+        "no results read from a failed query"
+    );
+}
+
+/// The narrowing in the generated SQL: partitions of the window's days (and regions), event
+/// time, credentials; without credentials, the rules.
+#[test]
+fn queries_are_narrowed_by_partitions_time_regions_and_credentials() {
+    let rules = RuleSet::builtin();
+    let t = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+    let mut table = Table::parse_name("security.org_trail").expect("table");
+    table.regions = vec!["us-east-1".into(), "eu-west-1".into()];
+    table.region_partition = true;
+    let plan = query::plan(
+        &table,
+        &rules,
+        &["AKIAOLD".to_string()],
+        t("2024-03-01T00:00:00Z"),
+        t("2024-03-30T06:00:00Z"),
+        t("2024-04-02T00:00:00Z"),
+    )
+    .expect("plan");
+    let [baseline, window] = &plan.queries[..] else {
+        panic!("two queries: {plan:?}")
+    };
+    assert!(
+        baseline
+            .sql
+            .contains("\"timestamp\" BETWEEN '2024/03/01' AND '2024/03/30'")
+    );
+    assert!(
+        baseline
+            .sql
+            .contains("eventtime >= '2024-03-01T00:00:00Z' AND eventtime < '2024-03-30T06:00:00Z'")
+    );
+    assert!(
+        window
+            .sql
+            .contains("\"timestamp\" BETWEEN '2024/03/30' AND '2024/04/02'")
+    );
+    assert!(
+        window.sql.contains(
+            "eventtime >= '2024-03-30T06:00:00Z' AND eventtime <= '2024-04-02T00:00:00Z'"
+        )
+    );
+    for q in [baseline, window] {
+        assert!(
+            q.sql.contains("region IN ('us-east-1', 'eu-west-1')"),
+            "{}",
+            q.sql
+        );
+        assert!(q.sql.contains("awsregion IN ('us-east-1', 'eu-west-1')"));
+        assert!(q.sql.contains("useridentity.accesskeyid IN ('AKIAOLD')"));
+        assert!(q.sql.contains("FROM \"security\".\"org_trail\""));
+    }
+    assert_eq!(baseline.partitions, 30 * 2);
+    assert_eq!(window.partitions, 4 * 2);
+    // Without credentials the rules narrow the rows.
+    let plan = query::plan(
+        &table,
+        &rules,
+        &[],
+        t("2024-03-30T06:00:00Z"),
+        t("2024-03-30T06:00:00Z"),
+        t("2024-04-02T00:00:00Z"),
+    )
+    .expect("plan");
+    assert_eq!(plan.queries.len(), 1);
+    let sql = &plan.queries[0].sql;
+    assert!(!sql.contains("accesskeyid IN"));
+    assert!(sql.contains("lower(eventname) = 'stoplogging'"), "{sql}");
+    assert!(
+        plan.notes
+            .iter()
+            .any(|n| n.contains("baselines were not computed"))
+    );
+    // The dry run shows the SQL and says how to estimate what it scans.
+    let text = athena::dry_run(
+        &table,
+        &rules,
+        &["AKIAOLD".to_string()],
+        Window {
+            from: t("2024-03-01T00:00:00Z"),
+            until: t("2024-04-02T00:00:00Z"),
+        },
+        t("2024-03-30T06:00:00Z"),
+    )
+    .expect("dry run");
+    assert!(text.contains("baseline query: 60 partition(s)"), "{text}");
+    assert!(text.contains("Athena has no estimate"));
+}
+
+/// A plan may name the table as a CloudTrail source; anywhere else, or malformed, it is a
+/// located error.
+#[test]
+fn plans_accept_an_athena_table_as_their_cloudtrail_source() {
+    use rekey::plan::{load, validate};
+    let plan = |sources: &str| {
+        format!(
+            "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata:\n  name: t\nhunts:\n  pre: [aws-recon]\n  sources: {sources}\ntargets:\n  - id: aws-a\n    provider: aws-iam\n    principal: {{user: ci}}\n    bindings:\n      - project: gh/acme/api\n        vars: {{access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}}\n"
+        )
+    };
+    let errors = |text: &str| -> Vec<String> {
+        let p = load::parse("plan.yaml", text).expect("parses");
+        validate::validate("plan.yaml", text, &p)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+            .collect()
+    };
+    assert_eq!(
+        errors(&plan(
+            "{cloudtrail: ['athena:security.cloudtrail_logs?workgroup=hunting']}"
+        )),
+        Vec::<String>::new()
+    );
+    let e = errors(&plan("{github_audit: ['athena:security.cloudtrail_logs']}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("7:") && e[0].contains("holds only CloudTrail"),
+        "{e:?}"
+    );
+    let e = errors(&plan("{cloudtrail: ['athena:nodot']}"));
+    assert!(
+        e.len() == 1 && e[0].contains("expected DATABASE.TABLE"),
+        "{e:?}"
+    );
+}
+
+/// `rekey hunt --athena … --dry-run` prints the queries and what they read, and calls nothing
+/// (no AWS endpoint is reachable here: a call would fail the command).
+#[test]
+fn the_dry_run_prints_the_sql_and_spends_nothing() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args([
+            "hunt",
+            "--athena",
+            "security.cloudtrail_logs",
+            "--athena-region",
+            "us-east-1",
+            "--access-key-id",
+            "AKIAEXAMPLEOLD",
+            "--since",
+            "2024-03-30T06:00:00Z",
+            "--until",
+            "2024-04-02T00:00:00Z",
+            "--baseline",
+            "2d",
+            "--dry-run",
+        ])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ACCESS_KEY_ID", "AKIDNOTUSED")
+        .env("AWS_SECRET_ACCESS_KEY", "not-used")
+        .output()
+        .expect("run rekey");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("-- athena:security.cloudtrail_logs baseline query: 3 partition(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-- athena:security.cloudtrail_logs window query: 4 partition(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"timestamp\" BETWEEN '2024/03/28' AND '2024/03/30'"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("useridentity.accesskeyid IN ('AKIAEXAMPLEOLD')"));
+    assert!(stdout.contains("awsregion IN ('us-east-1')"));
+    assert!(stdout.contains("Athena has no estimate"));
+}
