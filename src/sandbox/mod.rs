@@ -13,7 +13,10 @@ pub mod demo;
 pub mod demo_cloud;
 pub mod gcp;
 pub mod github;
+pub mod profiles;
 pub mod sim;
+pub mod world;
+pub mod world_file;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
