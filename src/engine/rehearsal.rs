@@ -21,6 +21,7 @@
 use super::EngineError;
 use super::events::{Event, EventSink, Status};
 use super::run::{ApplyOptions, Environment, RunReport};
+use super::stash::StashKey;
 use super::steps::Step;
 use super::target::Outcome;
 use crate::plan::{HuntSelection, Located, Plan, PlanDuration, ProviderKind};
@@ -187,8 +188,12 @@ impl Rehearsal {
             ));
         }
         out.push_str(&format!(
-            "\nWhat the simulators answered: {} requests, {} throttled (429), {} server errors (5xx), {} refused (403)\n",
-            self.tally.requests, self.tally.throttled, self.tally.server_errors, self.tally.refused
+            "\nWhat the simulators answered: {} requests, {} throttled (429), {} server errors (5xx), {} writes refused (403), {} new credentials not yet propagated\n",
+            self.tally.requests,
+            self.tally.throttled,
+            self.tally.server_errors,
+            self.tally.refused,
+            self.tally.not_yet_propagated
         ));
         section(
             &mut out,
@@ -244,13 +249,27 @@ pub async fn rehearse(
     let world = PlanWorld::start(&plan, &options.stand_ins)
         .await
         .map_err(|e| RehearsalError::World(e.to_string()))?;
-    let (prepared, changes) = prepare(&plan, &world, &options.only);
+    rehearse_in(&world, plan_file, plan, options, sink).await
+}
+
+/// [`rehearse`] in a world already started from `plan` (so that a test can check, at the
+/// simulators, what the rehearsal left).
+pub async fn rehearse_in(
+    world: &PlanWorld,
+    plan_file: &str,
+    plan: Plan,
+    options: RehearsalOptions,
+    sink: Arc<dyn EventSink>,
+) -> Result<Rehearsal, RehearsalError> {
+    let (prepared, changes) = prepare(&plan, world, &options.only);
     let text = crate::plan::write::to_yaml(&prepared, &Default::default())
         .map_err(|e| RehearsalError::Internal(e.to_string()))?;
     let injected = world.inject(options.faults, &prepared, options.seed);
     let state = Scratch::create()?;
+    let stash_key = StashKey::generate().map_err(|e| RehearsalError::Internal(e.to_string()))?;
+    let spared = injected.refused.as_ref().map(|r| r.target.as_str());
     let crash = (options.faults == FaultProfile::Hostile)
-        .then(|| crash_point(&prepared, options.seed))
+        .then(|| crash_point(&prepared, spared, options.seed))
         .flatten();
     let recorder = Arc::new(Recorder::new(sink, crash.clone()));
     let apply_options = ApplyOptions {
@@ -269,7 +288,7 @@ pub async fn rehearse(
             plan_file,
             &text,
             prepared.clone(),
-            environment(&world)?,
+            environment(world, &stash_key)?,
             apply_options.clone(),
             events.clone(),
         )
@@ -290,7 +309,7 @@ pub async fn rehearse(
                     .ok_or_else(|| RehearsalError::Internal("the crashed run has no id".into()))?;
                 let r = super::run::resume(
                     &run,
-                    environment(&world)?,
+                    environment(world, &stash_key)?,
                     apply_options.clone(),
                     events.clone(),
                 )
@@ -311,7 +330,7 @@ pub async fn rehearse(
             tokio::time::sleep(wait + Duration::from_millis(50)).await;
             current = super::run::resume(
                 &current.run,
-                environment(&world)?,
+                environment(world, &stash_key)?,
                 apply_options.clone(),
                 events.clone(),
             )
@@ -338,7 +357,7 @@ pub async fn rehearse(
         }),
         secret_scan: SecretScan::default(),
     };
-    rehearsal.secret_scan = scan(&world, &state.0, &rehearsal, &recorder);
+    rehearsal.secret_scan = scan(world, &state.0, &rehearsal, &recorder);
     Ok(rehearsal)
 }
 
@@ -361,8 +380,9 @@ fn waiting_until(report: &RunReport) -> Option<chrono::DateTime<chrono::Utc>> {
         .max()
 }
 
-/// The run's outside world: the simulators, a throwaway stash key.
-fn environment(world: &PlanWorld) -> Result<Environment, RehearsalError> {
+/// The run's outside world: the simulators, the rehearsal's throwaway stash key (the same
+/// for every invocation, as `REKEY_STASH_KEY` is for a real run's).
+fn environment(world: &PlanWorld, stash_key: &StashKey) -> Result<Environment, RehearsalError> {
     let circleci = world.circleci_client().map_err(RehearsalError::Internal)?;
     let providers = world
         .providers(&circleci)
@@ -370,8 +390,7 @@ fn environment(world: &PlanWorld) -> Result<Environment, RehearsalError> {
     Ok(Environment {
         circleci,
         providers,
-        stash_key: super::stash::StashKey::generate()
-            .map_err(|e| RehearsalError::Internal(e.to_string()))?,
+        stash_key: stash_key.clone(),
         hunt_aws: Some(world.aws.sdk_config()),
     })
 }
@@ -455,10 +474,16 @@ fn sanitize_hunts(h: &mut HuntSelection, changes: &mut BTreeSet<String>) {
         .or_insert_with(|| Located::new(PlanDuration(0)));
 }
 
-/// The hostile profile's crash: a target and a step, drawn with `seed`.
-fn crash_point(plan: &Plan, seed: u64) -> Option<(String, Step)> {
+/// The hostile profile's crash: a target (not `spared`, whose binding refuses writes and so
+/// never reaches the later steps) and a step, drawn with `seed`.
+fn crash_point(plan: &Plan, spared: Option<&str>, seed: u64) -> Option<(String, Step)> {
     let mut rng = Rng::seeded(seed ^ 0x5eed_c4a5);
-    let targets: Vec<&str> = plan.targets.iter().map(|t| t.id.as_str()).collect();
+    let targets: Vec<&str> = plan
+        .targets
+        .iter()
+        .map(|t| t.id.as_str())
+        .filter(|t| Some(*t) != spared)
+        .collect();
     let target = targets.get(rng.below(targets.len() as u64) as usize)?;
     let steps = [
         Step::Inspect,

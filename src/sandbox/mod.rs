@@ -82,6 +82,7 @@ impl sim::Simulator for CircleCiSim {
         let message = match status {
             StatusCode::TOO_MANY_REQUESTS => "Rate limit exceeded",
             StatusCode::BAD_GATEWAY => "Bad gateway",
+            StatusCode::FORBIDDEN => "Permission denied",
             _ => "Internal server error",
         };
         circleci::message(status, message)

@@ -69,12 +69,15 @@ pub struct Injection {
 /// What the simulators answered, counted from their request logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultTally {
-    /// Requests answered 429 (CircleCI, GitHub, AWS `Throttling`).
+    /// Requests throttled: 429 (CircleCI, GitHub), AWS `Throttling`.
     pub throttled: usize,
     /// Requests answered with a 5xx.
     pub server_errors: usize,
-    /// Requests refused with 403 (the hostile profile's refusing binding).
+    /// CircleCI requests refused with 403 (the hostile profile's refusing binding).
     pub refused: usize,
+    /// A new credential refused while it propagates (AWS `InvalidClientTokenId`, a GCP or
+    /// Azure token request answered 400 or 401).
+    pub not_yet_propagated: usize,
     /// Requests the simulators answered in all.
     pub requests: usize,
 }
@@ -216,7 +219,7 @@ impl PlanWorld {
                 out.refused = self.refuse_one_binding(plan, seed);
                 if let Some(r) = &out.refused {
                     out.faults.push(format!(
-                        "CircleCI: {} of target {} refuses every write (403)",
+                        "CircleCI: the binding in {} of target {} refuses every write (403)",
                         r.place, r.target
                     ));
                 }
@@ -225,62 +228,100 @@ impl PlanWorld {
         out
     }
 
-    /// Hostile: one project binding, drawn with `seed`, whose variable writes answer 403.
+    /// Hostile: one binding, drawn with `seed`, whose writes answer 403. A context binding
+    /// when the plan has one (its variables' writes are refused one by one, so only that
+    /// binding is hit); else a project, whose variable writes all share one path (every
+    /// binding of that project is hit).
     fn refuse_one_binding(&self, plan: &Plan, seed: u64) -> Option<RefusedBinding> {
-        let candidates: Vec<(String, String)> = plan
-            .targets
-            .iter()
-            .flat_map(|t| {
-                t.bindings.iter().filter_map(move |b| match b.place() {
-                    Some(Place::Project(slug)) if !b.aws_keypair => {
-                        Some((t.id.value.clone(), slug.to_string()))
+        let state = self.circleci.state();
+        let mut contexts = Vec::new();
+        let mut projects = Vec::new();
+        for t in &plan.targets {
+            for b in &t.bindings {
+                match b.place() {
+                    Some(Place::Context(name)) => {
+                        let id = b
+                            .context_id
+                            .clone()
+                            .or_else(|| state.context_by_name(name).map(|c| c.id.clone()));
+                        let vars: Vec<String> = b.vars.values().map(|v| v.value.clone()).collect();
+                        if let Some(id) = id {
+                            contexts.push((t.id.value.clone(), name.to_string(), id, vars));
+                        }
                     }
-                    _ => None,
-                })
-            })
-            .collect();
-        let pick = Rng::seeded(seed).below(candidates.len() as u64) as usize;
-        let (target, slug) = candidates.get(pick)?.clone();
+                    Some(Place::Project(slug)) if !b.aws_keypair => {
+                        projects.push((t.id.value.clone(), slug.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut rng = Rng::seeded(seed);
+        if !contexts.is_empty() {
+            let pick = rng.below(contexts.len() as u64) as usize;
+            let (target, name, id, vars) = contexts.get(pick)?.clone();
+            let names: Vec<String> = vars.iter().map(|v| regex::escape(v)).collect();
+            let pattern = format!(
+                "^PUT /api/v2/context/{}/environment-variable/({})$",
+                regex::escape(&id),
+                names.join("|")
+            );
+            return self
+                .circleci
+                .fail_next(&pattern, u32::MAX, 403)
+                .ok()
+                .map(|_| RefusedBinding {
+                    target,
+                    place: format!("context {name}"),
+                });
+        }
+        let pick = rng.below(projects.len() as u64) as usize;
+        let (target, slug) = projects.get(pick)?.clone();
         let pattern = format!("^POST /api/v2/project/{}/envvar$", regex::escape(&slug));
         self.circleci
             .fail_next(&pattern, u32::MAX, 403)
             .ok()
             .map(|_| RefusedBinding {
                 target,
-                place: format!("project {slug}"),
+                place: format!("project {slug} (every variable)"),
             })
     }
 
     /// What the simulators answered so far.
     pub fn tally(&self) -> FaultTally {
         let mut t = FaultTally::default();
-        let mut add = |status: u16| {
+        let mut add = |status: u16, refusal: bool, propagation: bool| {
             t.requests += 1;
             match status {
                 429 => t.throttled += 1,
-                403 => t.refused += 1,
                 500..=599 => t.server_errors += 1,
+                403 if refusal => t.refused += 1,
+                _ if propagation => t.not_yet_propagated += 1,
                 _ => {}
             }
         };
         for r in self.circleci.requests() {
-            add(r.status);
+            add(r.status, true, false);
         }
         for r in self.github.requests() {
-            add(r.status);
+            add(r.status, false, false);
         }
         for r in self.aws.requests() {
-            add(r.status);
+            // AWS answers throttling as a 400 `Throttling` error.
+            let status = match r.error_code.as_deref() {
+                Some("Throttling") => 429,
+                _ => r.status,
+            };
+            let propagating = r.error_code.as_deref() == Some("InvalidClientTokenId");
+            add(status, false, propagating);
         }
-        if let Some(gcp) = &self.gcp {
-            for r in gcp.server().requests() {
-                add(r.status);
-            }
+        let token_refusal =
+            |r: &super::RecordedRequest| matches!(r.status, 400 | 401) && r.path.contains("token");
+        for r in self.gcp.iter().flat_map(|g| g.server().requests()) {
+            add(r.status, false, token_refusal(&r));
         }
-        if let Some(azure) = &self.azure {
-            for r in azure.server().requests() {
-                add(r.status);
-            }
+        for r in self.azure.iter().flat_map(|a| a.server().requests()) {
+            add(r.status, false, token_refusal(&r));
         }
         t
     }

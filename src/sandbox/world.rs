@@ -210,6 +210,9 @@ impl PlanWorld {
         seed(&mut b.circleci, &mut b.aws, &mut b.github).map_err(std::io::Error::other)?;
         for target in &plan.targets {
             if let Err(reason) = b.target(target) {
+                // Its variables still exist, holding made-up values, as in the real world.
+                let fillers = b.same_everywhere_of(target.id.as_str(), "", "");
+                b.push_values(target.id.as_str(), fillers);
                 b.world.not_rehearsable.push(NotRehearsable {
                     target: target.id.value.clone(),
                     reason,
@@ -820,7 +823,8 @@ impl Builder<'_> {
         })
     }
 
-    /// For a target known by id: `value` in `field` and a filler in every other bound field.
+    /// For a target known by id: `value` in `field` and a filler in every other bound field
+    /// (every field when `field` is empty).
     fn same_everywhere_of(&mut self, target: &str, field: &str, value: &str) -> Vec<Values> {
         let Some(t) = self.plan.targets.iter().find(|t| t.id.as_str() == target) else {
             return Vec::new();
@@ -831,7 +835,7 @@ impl Builder<'_> {
                 b.vars
                     .keys()
                     .map(|f| {
-                        let v = if f.as_str() == field {
+                        let v = if !field.is_empty() && f.as_str() == field {
                             value.to_string()
                         } else {
                             fake::password(&mut self.rng)
@@ -881,15 +885,18 @@ impl Builder<'_> {
                     .observed
                     .iter()
                     .find(|o| o.var.as_deref() == Some(var.as_str()) && o.place() == b.place());
+                // An id is the credential's identity, the same in every binding: where the
+                // plan observed two different tails for it, the world holds the one
+                // credential and the engine finds the plan stale, as a real run would.
+                let secret = !ID_FIELDS.contains(&field.as_str());
                 let stored = match observed.and_then(|o| o.masked.as_ref()) {
-                    Some(m) if !encoded.ends_with(m.last_four()) => {
+                    Some(m) if secret && !encoded.ends_with(m.last_four()) => {
                         replaced += 1;
                         ending_in(&encoded, m.last_four())
                     }
                     _ => encoded,
                 };
                 let updated_at = observed.and_then(|o| o.updated_at).unwrap_or_else(long_ago);
-                let secret = !ID_FIELDS.contains(&field.as_str());
                 let stored = StoredVar {
                     value: stored,
                     created_at: long_ago().min(updated_at),
