@@ -20,7 +20,7 @@ fn serve(args: &[&str]) -> Served {
         .args(["sandbox", "serve"])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn rekey sandbox serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -42,6 +42,7 @@ fn serve(args: &[&str]) -> Served {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the sandbox ended before it was ready: {comments:?}");
 }
 
@@ -60,6 +61,7 @@ impl Served {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
+                let _ = self.child.wait();
                 panic!("the sandbox did not stop on signal {signal}");
             }
             std::thread::sleep(Duration::from_millis(50));
