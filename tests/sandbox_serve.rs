@@ -68,6 +68,28 @@ impl Served {
         }
     }
 
+    /// Whether a printed comment (after `# `, trimmed) starts with `prefix`.
+    fn says(&self, prefix: &str) -> bool {
+        self.comments
+            .iter()
+            .any(|c| c.trim_start().starts_with(prefix))
+    }
+
+    /// CircleCI's listing of a project's variables, with the printed host and token.
+    async fn envvars(&self, http: &reqwest::Client, slug: &str) -> serde_json::Value {
+        http.get(format!(
+            "{}/api/v2/project/{slug}/envvar",
+            self.get("CIRCLECI_HOST")
+        ))
+        .header("Circle-Token", self.get("CIRCLECI_TOKEN"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+    }
+
     fn get(&self, name: &str) -> &str {
         self.env
             .get(name)
@@ -104,22 +126,17 @@ fn a_client_drives_the_world_of_a_plan_then_sigterm_stops_it() {
     }
     // The plan's endpoints block for GCP and Azure, and the exec target left out.
     assert!(
-        served
-            .comments
-            .iter()
-            .any(|c| c.trim_start().starts_with("gcp_iam: http://127.0.0.1:"))
+        served.says("gcp_iam: http://127.0.0.1:"),
+        "{:?}",
+        served.comments
     );
     assert!(
-        served
-            .comments
-            .iter()
-            .any(|c| c.trim_start().starts_with("azure_graph: http://127.0.0.1:"))
+        served.says("azure_graph: http://127.0.0.1:"),
+        "{:?}",
+        served.comments
     );
     assert!(
-        served
-            .comments
-            .iter()
-            .any(|c| c.starts_with("not in this world: npm-publish")),
+        served.says("not in this world: npm-publish"),
         "{:?}",
         served.comments
     );
@@ -128,18 +145,7 @@ fn a_client_drives_the_world_of_a_plan_then_sigterm_stops_it() {
     rt.block_on(async {
         let http = reqwest::Client::new();
         // CircleCI: the project variable the plan observed, masked as the plan saw it.
-        let vars: serde_json::Value = http
-            .get(format!(
-                "{}/api/v2/project/gh/acme/api/envvar",
-                served.get("CIRCLECI_HOST")
-            ))
-            .header("Circle-Token", served.get("CIRCLECI_TOKEN"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let vars = served.envvars(&http, "gh/acme/api").await;
         let id = vars["items"]
             .as_array()
             .unwrap()
@@ -220,10 +226,7 @@ fn a_world_file_is_served_with_faults_and_sigint_stops_it() {
     .unwrap();
     let served = serve(&["--world", file.to_str().unwrap(), "--faults", "realistic"]);
     assert!(
-        served
-            .comments
-            .iter()
-            .any(|c| c.starts_with("fault: CircleCI: the first 1 writes answer 429")),
+        served.says("fault: CircleCI: the first 1 writes answer 429"),
         "{:?}",
         served.comments
     );
@@ -231,15 +234,7 @@ fn a_world_file_is_served_with_faults_and_sigint_stops_it() {
     rt.block_on(async {
         let http = reqwest::Client::new();
         let host = served.get("CIRCLECI_HOST");
-        let vars: serde_json::Value = http
-            .get(format!("{host}/api/v2/project/gh/acme/api/envvar"))
-            .header("Circle-Token", served.get("CIRCLECI_TOKEN"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let vars = served.envvars(&http, "gh/acme/api").await;
         let names: Vec<&str> = vars["items"]
             .as_array()
             .unwrap()

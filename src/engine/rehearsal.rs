@@ -637,20 +637,12 @@ fn scan(world: &PlanWorld, state: &Path, rehearsal: &Rehearsal, recorder: &Recor
             recorder.lines().join("\n").into_bytes(),
         ),
     ];
-    let mut dirs = vec![state.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                let name = path
-                    .strip_prefix(state)
-                    .map(|p| format!("state file {}", p.display()))
-                    .unwrap_or_default();
-                places.push((name, bytes));
-            }
-        }
+    for (path, bytes) in files_below(state) {
+        let name = path
+            .strip_prefix(state)
+            .map(|p| format!("state file {}", p.display()))
+            .unwrap_or_default();
+        places.push((name, bytes));
     }
     SecretScan {
         values: secrets.len(),
@@ -661,4 +653,21 @@ fn scan(world: &PlanWorld, state: &Path, rehearsal: &Rehearsal, recorder: &Recor
             .map(|(name, _)| name.clone())
             .collect(),
     }
+}
+
+/// Every file below `dir` (any depth) with its bytes: what a secret scan searches.
+pub fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
 }

@@ -485,12 +485,7 @@ impl Builder<'_> {
     }
 
     fn aws_iam(&mut self, t: &Target) -> Result<Vec<Values>, String> {
-        let user = t
-            .principal
-            .user
-            .as_ref()
-            .map(|u| u.value.clone())
-            .ok_or("aws-iam: principal.user is not set (the plan is not reviewed)")?;
+        let user = required(t, "user")?;
         if t.bindings.iter().any(|b| b.aws_keypair) {
             return Err(
                 "aws-iam: the world does not hold legacy project-settings key pairs".into(),
@@ -536,18 +531,8 @@ impl Builder<'_> {
     }
 
     fn deploy_key(&mut self, t: &Target) -> Result<Vec<Values>, String> {
-        let repo = t
-            .principal
-            .repository
-            .as_ref()
-            .map(|r| r.value.clone())
-            .ok_or("github-deploy-key: principal.repository is not set")?;
-        let title = t
-            .principal
-            .title
-            .as_ref()
-            .map(|x| x.value.clone())
-            .unwrap_or_else(|| "deploy key".into());
+        let repo = required(t, "repository")?;
+        let title = optional(t, "title").unwrap_or_else(|| "deploy key".into());
         self.github.add_foreign_key(&repo, &title);
         let private = fake::ssh_private_key(&mut self.rng);
         self.world.old_values.push(Secret::new(private.clone()));
@@ -555,12 +540,8 @@ impl Builder<'_> {
     }
 
     fn github_token(&mut self, t: &Target) -> Result<Vec<Values>, String> {
-        let login = t
-            .principal
-            .user
-            .as_ref()
-            .or(t.principal.service.as_ref())
-            .map(|u| u.value.clone())
+        let login = optional(t, "user")
+            .or_else(|| optional(t, "service"))
             .unwrap_or_else(|| "token-owner".into());
         let mut old = fake::github_token(&mut self.rng);
         if let Some(last4) = self.observed_last4(t, "token") {
@@ -581,12 +562,7 @@ impl Builder<'_> {
     }
 
     fn checkout_key(&mut self, t: &Target) -> Result<(), String> {
-        let slug = t
-            .principal
-            .project
-            .as_ref()
-            .map(|p| p.value.clone())
-            .ok_or("circleci-checkout-key: principal.project is not set")?;
+        let slug = required(t, "project")?;
         let fingerprint = t.observed.iter().find_map(|o| o.fingerprint.clone());
         // A project spec adds generated keys; the observed fingerprint then replaces the
         // generated one, so that inspect finds the key the plan saw.
@@ -644,12 +620,7 @@ impl Builder<'_> {
     }
 
     fn gcp(&mut self, t: &Target) -> Result<(), String> {
-        let email = t
-            .principal
-            .service_account
-            .as_ref()
-            .map(|s| s.value.clone())
-            .ok_or("gcp-sa-key: principal.service_account is not set")?;
+        let email = required(t, "service_account")?;
         let project = email
             .split_once('@')
             .and_then(|(_, d)| d.strip_suffix(".iam.gserviceaccount.com"))
@@ -671,17 +642,8 @@ impl Builder<'_> {
     }
 
     fn azure(&mut self, t: &Target) -> Result<(), String> {
-        let object = t
-            .principal
-            .app_id
-            .as_ref()
-            .map(|a| a.value.clone())
-            .ok_or("azure-app-secret: principal.app_id is not set")?;
-        let tenant = t
-            .principal
-            .tenant_id
-            .as_ref()
-            .map(|a| a.value.clone())
+        let object = required(t, "app_id")?;
+        let tenant = optional(t, "tenant_id")
             .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into());
         match &self.azure_tenant {
             None => self.azure_tenant = Some(tenant),
@@ -692,7 +654,7 @@ impl Builder<'_> {
                 ));
             }
         }
-        let title = t.principal.title.as_ref().map(|x| x.value.clone());
+        let title = optional(t, "title");
         self.azure_apps.push((t.id.value.clone(), object, title));
         Ok(())
     }
@@ -933,6 +895,18 @@ impl Builder<'_> {
             ));
         }
     }
+}
+
+/// A principal field the target needs, or why it is not rehearsable.
+fn required(t: &Target, field: &str) -> Result<String, String> {
+    optional(t, field).ok_or_else(|| format!("{}: principal.{field} is not set", t.provider.value))
+}
+
+fn optional(t: &Target, field: &str) -> Option<String> {
+    t.principal
+        .field(field)
+        .and_then(|v| v.as_ref())
+        .map(|v| v.value.clone())
 }
 
 /// Writes rekey's made-up token owner (the demo's) into `dir`, holding `value` as its one
