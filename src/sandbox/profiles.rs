@@ -7,8 +7,10 @@
 //!   AWS key authenticates only after IAM's eventual consistency (documented as seconds:
 //!   0.5 s here), a GCP key after 1 s (documented: 60 s or more), an Azure secret after 2 s
 //!   (documented: minutes of replication).
-//! - `hostile`: every kind of call rekey makes fails once per target with a 5xx (the first
-//!   attempts of each kind, as many as there are targets of that owner), and one binding,
+//! - `hostile`: every kind of call rekey makes to a simulator (listings, creations,
+//!   verifications by AWS STS, disables, deletions, variable reads and writes) fails once per
+//!   target with a 5xx (the first attempts of each kind, as many as there are targets of that
+//!   owner), and one binding,
 //!   drawn with the seed, refuses every write (403). The crash at a random step is the
 //!   rehearsal's own ([`crate::engine::rehearsal`]): the simulators cannot crash rekey.
 
@@ -171,6 +173,7 @@ impl PlanWorld {
                 }
                 let n = count(of(ProviderKind::AwsIam));
                 for action in [
+                    "GetCallerIdentity",
                     "ListAccessKeys",
                     "CreateAccessKey",
                     "UpdateAccessKey",
@@ -183,6 +186,7 @@ impl PlanWorld {
                 }
                 let n = count(of(ProviderKind::GithubDeployKey));
                 for (pattern, what) in [
+                    ("^GET /repos/.*/keys$", "deploy-key listings"),
                     ("^POST /repos/.*/keys$", "deploy-key creations"),
                     ("^DELETE /repos/.*/keys/", "deploy-key deletions"),
                 ] {
@@ -194,6 +198,7 @@ impl PlanWorld {
                 let n = count(of(ProviderKind::GcpSaKey));
                 if let Some(gcp) = self.gcp.as_ref().filter(|_| n > 0) {
                     for (pattern, what) in [
+                        ("^GET .*/keys$", "key listings"),
                         ("^POST .*/keys$", "key creations"),
                         (":disable$", "key disables"),
                         ("^DELETE .*/keys/", "key deletions"),
@@ -207,6 +212,7 @@ impl PlanWorld {
                 let n = count(of(ProviderKind::AzureAppSecret));
                 if let Some(azure) = self.azure.as_ref().filter(|_| n > 0) {
                     for (pattern, what) in [
+                        ("^GET /v1.0/applications/", "application reads"),
                         ("/addPassword$", "addPassword calls"),
                         ("/removePassword$", "removePassword calls"),
                     ] {
