@@ -347,7 +347,7 @@ fn a_rehearsal_reads_no_credential_and_reaches_nothing_but_its_simulators() {
     let plan = dir.path().join("plan.yaml");
     std::fs::write(&plan, text).unwrap();
     let garbage = "garbage-credential-0123456789";
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
         .args([
             "apply",
             plan.to_str().unwrap(),
@@ -376,8 +376,12 @@ fn a_rehearsal_reads_no_credential_and_reaches_nothing_but_its_simulators() {
         .env("HTTPS_PROXY", &elsewhere)
         .env("HTTP_PROXY", &elsewhere)
         .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
@@ -409,12 +413,16 @@ fn a_rehearsal_reads_no_credential_and_reaches_nothing_but_its_simulators() {
         seen += 1;
     }
     assert_eq!(seen, 0, "the rehearsal connected outside its simulators");
-    // The throwaway state is gone; no .rekey appeared in the working directory.
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("rekey-"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    // The throwaway state and the stand-ins' directories are gone, wherever they were made.
+    let shm = std::path::Path::new("/dev/shm");
+    for place in [dir.path(), shm] {
+        let left: Vec<_> = std::fs::read_dir(place)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("rekey-") && n.contains(&format!("-{pid}-")))
+            .collect();
+        assert!(left.is_empty(), "{left:?} left in {}", place.display());
+    }
 }

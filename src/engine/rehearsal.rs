@@ -26,7 +26,7 @@ use super::steps::Step;
 use super::target::Outcome;
 use crate::plan::{HuntSelection, Located, Plan, PlanDuration, ProviderKind};
 use crate::sandbox::profiles::{FaultProfile, FaultTally, Injection};
-use crate::sandbox::world::{NotRehearsable, PlanWorld, StandIn};
+use crate::sandbox::world::{NotRehearsable, PlanWorld, StandIn, scratch_base};
 use crate::sandbox::{Rng, fake};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -564,16 +564,11 @@ impl EventSink for Recorder {
 struct Scratch(PathBuf);
 
 impl Scratch {
-    /// In memory where the system offers it (/dev/shm): the journal's every record is
-    /// synced to disk, and a throwaway state needs no disk (a 1,000-target rehearsal spent
-    /// most of its time in fsync on a disk-backed temp directory).
+    /// In memory where the system offers it ([`scratch_base`]): the journal syncs every
+    /// record, and a throwaway state needs no disk (a 1,000-target rehearsal spent most of its
+    /// time in fsync on a disk-backed temp directory).
     fn create() -> Result<Scratch, RehearsalError> {
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() && tempfile_probe(shm) {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
+        let base = scratch_base();
         let dir = base.join(format!(
             "rekey-rehearsal-{}-{}",
             std::process::id(),
@@ -587,18 +582,6 @@ impl Scratch {
         }
         Ok(Scratch(dir))
     }
-}
-
-/// Whether a directory can be written (a file created and removed).
-fn tempfile_probe(dir: &Path) -> bool {
-    let probe = dir.join(format!(
-        ".rekey-probe-{}-{}",
-        std::process::id(),
-        Rng::from_entropy().string(fake::HEX, 8)
-    ));
-    let ok = std::fs::write(&probe, b"").is_ok();
-    let _ = std::fs::remove_file(&probe);
-    ok
 }
 
 impl Drop for Scratch {

@@ -147,6 +147,25 @@ struct Partial {
     values: Vec<(String, usize, Values)>,
 }
 
+/// Where throwaway directories go: memory (`/dev/shm`) where the system offers a writable
+/// one, else the temp directory. The exec stand-ins' credentials and a rehearsal's state
+/// then never reach a disk.
+pub fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let probe = shm.join(format!(
+        ".rekey-probe-{}-{}",
+        std::process::id(),
+        Rng::from_entropy().string(fake::HEX, 8)
+    ));
+    let writable = shm.is_dir() && std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    if writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Long before any incident or max_age, so every old credential is due.
 fn long_ago() -> DateTime<Utc> {
     Utc::now() - Duration::days(700)
@@ -177,12 +196,17 @@ impl PlanWorld {
         stand_ins: &BTreeMap<String, StandIn>,
         seed: impl FnOnce(&mut CircleCiState, &mut AwsState, &mut GithubState) -> Result<(), String>,
     ) -> std::io::Result<PlanWorld> {
-        let scratch = std::env::temp_dir().join(format!(
+        let scratch = scratch_base().join(format!(
             "rekey-world-{}-{}",
             std::process::id(),
             Rng::from_entropy().string(fake::HEX, 8)
         ));
         std::fs::create_dir_all(&scratch)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o700))?;
+        }
         let scratch_guard = tempdir::Scratch(scratch.clone());
         let mut rng = Rng::from_entropy();
         let token = fake::circleci_token(&mut rng);
