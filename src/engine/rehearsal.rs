@@ -70,6 +70,8 @@ pub struct Invocation {
     pub what: String,
     /// The run's status after it (`crashed` when the crash stopped it).
     pub status: String,
+    /// Its targets per outcome (what `rekey apply` would print at that point).
+    pub outcomes: BTreeMap<&'static str, usize>,
 }
 
 /// The secret scan of a rehearsal's outputs.
@@ -122,11 +124,7 @@ impl Rehearsal {
 
     /// Targets per outcome of the final report (`done`, `incomplete`, …).
     pub fn outcomes(&self) -> BTreeMap<&'static str, usize> {
-        let mut out = BTreeMap::new();
-        for t in self.report.iter().flat_map(|r| &r.targets) {
-            *out.entry(outcome_name(&t.outcome)).or_insert(0) += 1;
-        }
-        out
+        self.report.as_ref().map(count_outcomes).unwrap_or_default()
     }
 
     /// The human rendering: the report a real run would print, then what the rehearsal did.
@@ -170,7 +168,15 @@ impl Rehearsal {
         let invocations: Vec<String> = self
             .invocations
             .iter()
-            .map(|i| format!("{} → {}", i.what, i.status))
+            .map(|i| {
+                let counts: Vec<String> =
+                    i.outcomes.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                if counts.is_empty() {
+                    format!("{} → {}", i.what, i.status)
+                } else {
+                    format!("{} → {} ({})", i.what, i.status, counts.join(", "))
+                }
+            })
             .collect();
         section(&mut out, "Invocations", &invocations);
         section(&mut out, "Faults injected", &self.injected.faults);
@@ -303,6 +309,7 @@ pub async fn rehearse_in(
                 invocations.push(Invocation {
                     what: "apply".into(),
                     status: "crashed".into(),
+                    outcomes: BTreeMap::new(),
                 });
                 let run = recorder
                     .run_id()
@@ -365,7 +372,17 @@ fn invoked(what: &str, report: &RunReport) -> Invocation {
     Invocation {
         what: what.into(),
         status: format!("{:?}", report.status).to_lowercase(),
+        outcomes: count_outcomes(report),
     }
+}
+
+/// Targets per outcome (`done`, `waiting`, …).
+fn count_outcomes(report: &RunReport) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for t in &report.targets {
+        *out.entry(outcome_name(&t.outcome)).or_insert(0) += 1;
+    }
+    out
 }
 
 /// The latest end of a grace period among waiting targets, if any target waits.
