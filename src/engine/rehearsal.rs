@@ -671,3 +671,51 @@ pub fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scan finds a world's secret planted in a state file, in base64 too: it can fail.
+    #[tokio::test]
+    async fn the_secret_scan_finds_a_planted_secret() {
+        let plan = crate::plan::load::parse(
+            "p.yaml",
+            "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: p}\ntargets:\n  - id: t\n    provider: aws-iam\n    principal: {user: u}\n    bindings:\n      - project: gh/acme/api\n        vars: {access_key_id: AWS_ACCESS_KEY_ID, secret_access_key: AWS_SECRET_ACCESS_KEY}\n",
+        )
+        .unwrap();
+        let world = PlanWorld::start(&plan, &BTreeMap::new()).await.unwrap();
+        let recorder = Recorder::new(Arc::new(super::super::events::Silent), None);
+        let rehearsal = Rehearsal {
+            plan: "p".into(),
+            faults: FaultProfile::None,
+            seed: 0,
+            report: None,
+            invocations: Vec::new(),
+            not_rehearsable: Vec::new(),
+            changes: Vec::new(),
+            notes: Vec::new(),
+            injected: Injection::default(),
+            tally: FaultTally::default(),
+            crash: None,
+            secret_scan: SecretScan::default(),
+        };
+        let state = Scratch::create().unwrap();
+        std::fs::create_dir_all(state.0.join("runs")).unwrap();
+        std::fs::write(state.0.join("runs/clean"), b"nothing here").unwrap();
+        let clean = scan(&world, &state.0, &rehearsal, &recorder);
+        assert!(clean.found.is_empty() && clean.values >= 1 && clean.places == 4);
+        let secret = world
+            .circleci
+            .state()
+            .project_by_slug("gh/acme/api")
+            .and_then(|p| p.env_vars.get("AWS_SECRET_ACCESS_KEY").cloned())
+            .unwrap()
+            .value;
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&secret);
+        std::fs::write(state.0.join("runs/leak"), format!("x {encoded} y")).unwrap();
+        let found = scan(&world, &state.0, &rehearsal, &recorder).found;
+        assert_eq!(found, ["state file runs/leak"]);
+    }
+}
