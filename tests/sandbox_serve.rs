@@ -124,6 +124,17 @@ fn a_client_drives_the_world_of_a_plan_then_sigterm_stops_it() {
             "{name}"
         );
     }
+    // rekey's own GCP credentials at the simulator: a key file clients can read.
+    let key: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(served.get("GOOGLE_APPLICATION_CREDENTIALS")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        key["token_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
     // The plan's endpoints block for GCP and Azure, and the exec target left out.
     assert!(
         served.says("gcp_iam: http://127.0.0.1:"),

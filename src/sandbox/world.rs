@@ -89,6 +89,7 @@ pub struct PlanWorld {
     /// Exec targets' commands as the rehearsal runs them (stand-ins in place of the plan's).
     exec: BTreeMap<String, ExecCommands>,
     /// Where the builtin exec owners keep their credentials; removed on drop.
+    /// Removed on drop.
     _scratch: tempdir::Scratch,
     /// The old values the world stored (to prove none leaks: [`PlanWorld::secrets`]).
     old_values: Vec<Secret>,
@@ -343,6 +344,12 @@ impl PlanWorld {
             ),
             ("AWS_REGION".to_string(), "us-east-1".to_string()),
         ];
+        if let Some(path) = self.gcp_key_file() {
+            env.push((
+                "GOOGLE_APPLICATION_CREDENTIALS".into(),
+                path.display().to_string(),
+            ));
+        }
         if let Some(azure) = &self.azure
             && let Some(id) = azure.admin_identity()
         {
@@ -354,6 +361,15 @@ impl PlanWorld {
             ));
         }
         env
+    }
+
+    /// The GCP simulator's admin key file (made up at start), written owner-only into the
+    /// world's scratch directory for clients that read `GOOGLE_APPLICATION_CREDENTIALS`.
+    fn gcp_key_file(&self) -> Option<PathBuf> {
+        let key = self.gcp.as_ref()?.admin_key_json()?;
+        let path = self._scratch.0.join("gcp-admin-key.json");
+        crate::fsio::write_atomically(&path, key.expose().as_bytes()).ok()?;
+        Some(path)
     }
 
     /// Every secret value this world knows: the old values it stored, the new github tokens
