@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cli::status::run(args, output),
         Command::Confirm(args) => cli::confirm::run(args, output),
         Command::Demo => cli::demo::run(),
+        Command::Sandbox(args) => cli::sandbox::run(args, output),
         Command::Hunt(args) => cli::hunt::run(args, output),
         Command::Auth(cmd) => cli::auth::run(cmd, output),
         Command::State(args) => cli::state::run(args, output),

@@ -80,6 +80,30 @@ pub struct ApplyArgs {
     old_value_from_file: Vec<(String, ValueSource)>,
     #[command(flatten)]
     policy: crate::policy::OperatorPolicy,
+    /// Rehearse: apply the plan with the same engine to a simulated copy of its world on
+    /// 127.0.0.1 (state in a throwaway directory, grace periods compressed, none of your
+    /// credentials read), then print the report a real run would produce and what the faults
+    /// did. Exit codes as for a real apply. See README, "Rehearse before you rotate".
+    #[arg(long, conflicts_with_all = ["dry_run", "resume", "refresh"])]
+    rehearse: bool,
+    /// With --rehearse: none, realistic (the throttling and propagation delays each owner
+    /// documents, compressed) or hostile (every call fails once, a binding refuses writes, a
+    /// crash at a random step and a resume).
+    #[arg(
+        long,
+        requires = "rehearse",
+        default_value = "none",
+        value_name = "PROFILE"
+    )]
+    faults: crate::sandbox::profiles::FaultProfile,
+    /// With --rehearse: who plays an exec target's owner: TARGET=PROGRAM (run as `PROGRAM
+    /// OPERATION`, speaking the exec protocol) or TARGET=builtin (rekey's made-up token owner).
+    /// An exec target without one is not rehearsable (repeatable).
+    #[arg(long, requires = "rehearse", value_name = "TARGET=PROGRAM", value_parser = crate::sandbox::world::StandIn::parse)]
+    stand_in: Vec<(String, crate::sandbox::world::StandIn)>,
+    /// With --rehearse: the seed of the hostile profile's draws (default: drawn and printed).
+    #[arg(long, requires = "rehearse", value_name = "N")]
+    seed: Option<u64>,
 }
 
 /// `TARGET=FILE` (or `TARGET=-` for stdin): a file name only, never a value on the command line.
@@ -135,6 +159,10 @@ fn token_inputs(args: &ApplyArgs) -> Result<TokenInputs, Failure> {
 
 pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     let rt = runtime()?;
+    if args.rehearse {
+        // Before anything reads the environment: a rehearsal needs none of it.
+        return rehearse(&rt, &args, output);
+    }
     let inputs = token_inputs(&args)?;
     // The operator's rules, checked before any request (the plan's endpoints below).
     args.policy.check().map_err(Failure::input)?;
@@ -145,6 +173,43 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     if let Some(run_id) = &args.resume {
         return resume(&rt, &args, run_id, inputs, output);
     }
+    let (name, text, plan) = load_plan(&args)?;
+    // A dry run's exec provider runs no plan command unless the operator asks.
+    let environment = |need_stash: bool, dry_run: bool, inputs: TokenInputs| {
+        let exec = args.policy.exec_provider(dry_run);
+        rt.block_on(real_environment(
+            need_stash,
+            &args.rate_limits,
+            inputs,
+            &plan,
+            exec,
+        ))
+    };
+    if let Some(out) = &args.refresh {
+        let env = environment(false, false, inputs)?;
+        return refresh(&rt, plan, &env, out, output);
+    }
+    if args.dry_run {
+        let env = environment(false, true, inputs)?;
+        return dry_run(&rt, &args, &plan, &env, output);
+    }
+    let options = options(&args, Some(&plan))?;
+    let env = environment(true, false, inputs)?;
+    let sink = event_sink(output, plan.targets.len());
+    let report = rt
+        .block_on(crate::engine::run::apply(
+            &name, &text, plan, env, options, sink,
+        ))
+        .map_err(|e| Failure {
+            code: engine_code(&e),
+            message: e.to_string(),
+        })?;
+    finish_apply(&report, args.report.as_deref(), output)
+}
+
+/// The plan named on the command line, loaded (split plans merged) and validated, with the
+/// operator's endpoint rules: (name, text as the journal keeps it, plan).
+fn load_plan(args: &ApplyArgs) -> Result<(String, String, plan::Plan), Failure> {
     let Some(plan_path) = &args.plan else {
         return Err(Failure::input("name a plan, or --resume RUN_ID"));
     };
@@ -181,37 +246,39 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
     };
     let plan =
         plan.ok_or_else(|| Failure::input(format!("{name}: the split plan lists no file")))?;
-    // A dry run's exec provider runs no plan command unless the operator asks.
-    let environment = |need_stash: bool, dry_run: bool, inputs: TokenInputs| {
-        let exec = args.policy.exec_provider(dry_run);
-        rt.block_on(real_environment(
-            need_stash,
-            &args.rate_limits,
-            inputs,
-            &plan,
-            exec,
-        ))
+    Ok((name, text, plan))
+}
+
+/// `--rehearse`: the plan applied to a simulated copy of its world; see
+/// [`crate::engine::rehearsal`].
+fn rehearse(rt: &tokio::runtime::Runtime, args: &ApplyArgs, output: Output) -> Result<u8, Failure> {
+    use crate::engine::rehearsal::{RehearsalOptions, rehearse};
+    let (name, _, plan) = load_plan(args)?;
+    let seed = args
+        .seed
+        .unwrap_or_else(|| crate::sandbox::Rng::from_entropy().below(1_000_000));
+    let options = RehearsalOptions {
+        faults: args.faults,
+        seed,
+        stand_ins: args.stand_in.iter().cloned().collect(),
+        parallelism: usize::from(args.parallelism),
+        ignore_max_age: args.ignore_max_age,
+        only: args.only.clone(),
     };
-    if let Some(out) = &args.refresh {
-        let env = environment(false, false, inputs)?;
-        return refresh(&rt, plan, &env, out, output);
-    }
-    if args.dry_run {
-        let env = environment(false, true, inputs)?;
-        return dry_run(&rt, &args, &plan, &env, output);
-    }
-    let options = options(&args, Some(&plan))?;
-    let env = environment(true, false, inputs)?;
     let sink = event_sink(output, plan.targets.len());
-    let report = rt
-        .block_on(crate::engine::run::apply(
-            &name, &text, plan, env, options, sink,
-        ))
-        .map_err(|e| Failure {
-            code: engine_code(&e),
-            message: e.to_string(),
-        })?;
-    finish_apply(&report, args.report.as_deref(), output)
+    let rehearsal = rt
+        .block_on(rehearse(&name, plan, options, sink))
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    if let (Some(path), Some(report)) = (&args.report, &rehearsal.report) {
+        write_output(Some(path), &crate::report::run::markdown(report))?;
+    }
+    match output {
+        Output::Json => {
+            print_json(&json!({"rehearsal": rehearsal, "exit_code": rehearsal.exit_code()}))
+        }
+        Output::Table => print!("{}", crate::escape::terminal(&rehearsal.render())),
+    }
+    Ok(rehearsal.exit_code())
 }
 
 /// The state: `--state` (or `REKEY_STATE`), else the plan's `metadata.state`, else `.rekey`.

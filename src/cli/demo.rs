@@ -416,20 +416,10 @@ fn secret_hygiene(
     );
     let mut haystacks: Vec<Vec<u8>> =
         vec![markdown.as_bytes().to_vec(), events.text().into_bytes()];
-    let mut files = 0;
     // Every file below the state directory: journal, stash, lock, hunt findings.
-    let mut dirs = vec![state_dir.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files += 1;
-                haystacks.push(bytes);
-            }
-        }
-    }
+    let files = crate::engine::rehearsal::files_below(state_dir);
+    let count = files.len();
+    haystacks.extend(files.into_iter().map(|(_, bytes)| bytes));
     use base64::Engine as _;
     let found = secrets
         .iter()
@@ -446,7 +436,7 @@ fn secret_hygiene(
         })
         .count();
     println!(
-        "\n   Secret hygiene: {} secret values (new and old, raw and base64) searched in {files} state files, the report and {} progress lines: {found} found.",
+        "\n   Secret hygiene: {} secret values (new and old, raw and base64) searched in {count} state files, the report and {} progress lines: {found} found.",
         secrets.len() * 2,
         events.count()
     );

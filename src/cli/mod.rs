@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod man;
 pub mod output;
 pub mod plan;
+pub mod sandbox;
 pub mod schema;
 pub mod state;
 pub mod status;
@@ -109,6 +110,8 @@ rekey hunt --circleci-audit audit.csv --github-audit audit.json --fail-on medium
         after_help = "Exit codes: 0 no finding at --fail-on, 1 failure, 2 invalid input, 3 findings at or above --fail-on."
     )]
     Hunt(hunt::HuntArgs),
+    /// Serve rekey's simulators on 127.0.0.1 (a plan's world, or one described in a file).
+    Sandbox(sandbox::SandboxArgs),
     /// Show the whole flow on a made-up organization, in process: inventory, plan, dry run,
     /// apply (surviving injected faults), report. Nothing leaves this machine.
     Demo,

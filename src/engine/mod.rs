@@ -10,7 +10,8 @@
 //! - [`target`]: the per-target state machine; [`steps`]: step names and progress from events;
 //! - [`bindings`]: writes to CircleCI and read-back; [`canary`]: the canary pipeline;
 //! - [`hunts`]: the hunts before and after a target's rotation, and where their findings go;
-//! - [`dryrun`]: the read-only preview; [`events`]: progress output.
+//! - [`dryrun`]: the read-only preview; [`events`]: progress output;
+//! - [`rehearsal`]: a plan applied to a simulated copy of its world (`apply --rehearse`).
 
 pub mod bindings;
 pub mod canary;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod hunts;
 pub mod journal;
 pub mod lock;
+pub mod rehearsal;
 pub mod run;
 pub mod stash;
 pub mod state;

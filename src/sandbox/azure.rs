@@ -198,6 +198,21 @@ impl AzureState {
         (object, app_id)
     }
 
+    /// Registers an app under a given object id (a rehearsal's copy of a plan's app, whose
+    /// object id the plan names): its application (client) id.
+    pub fn add_app_with_object_id(&mut self, object: &str, display_name: &str) -> String {
+        let app_id = fake::uuid(&mut self.rng);
+        self.apps.entry(object.to_owned()).or_insert_with(|| App {
+            app_id: app_id.clone(),
+            display_name: display_name.to_owned(),
+            passwords: Vec::new(),
+        });
+        self.apps
+            .get(object)
+            .map(|a| a.app_id.clone())
+            .unwrap_or(app_id)
+    }
+
     /// Adds a secret directly (a fixture, or addPassword): (keyId, secret).
     pub fn add_password(
         &mut self,

@@ -198,23 +198,7 @@ pub async fn start() -> std::io::Result<DemoWorld> {
     }
     // A pipeline "deploys" with the project's AWS variables: it succeeds only if they are a
     // live, active key at the AWS simulator.
-    let checker = aws.clone();
-    state.pipeline_check = Some(PipelineCheck(Arc::new(move |project, _branch| {
-        let (Some(id), Some(secret)) = (
-            project.env_vars.get("AWS_ACCESS_KEY_ID"),
-            project.env_vars.get("AWS_SECRET_ACCESS_KEY"),
-        ) else {
-            return true;
-        };
-        let state = checker.state();
-        let active = state
-            .key(&id.value)
-            .is_some_and(|k| k.status == KeyStatus::Active);
-        active
-            && state
-                .credentials(&id.value)
-                .is_some_and(|c| c.secret_access_key.expose() == secret.value)
-    })));
+    state.pipeline_check = Some(aws_pipeline_check(aws.clone()));
     // GitHub: the deploy key and the token the demo rotates. The old token is the value the
     // CircleCI project already holds; the new one is what a person would create and paste.
     let mut github = GithubState::new().repo("acme/api");
@@ -246,6 +230,28 @@ pub async fn start() -> std::io::Result<DemoWorld> {
         old_github_token: crate::secret::Secret::new(old_token),
         new_github_token: crate::secret::Secret::new(new_token),
     })
+}
+
+/// A pipeline check that "deploys" with the project's AWS variables: the workflow succeeds
+/// only if `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (when the project has them) are a
+/// live, active key of `aws` (the demo's and a rehearsal's canaries).
+pub fn aws_pipeline_check(aws: Arc<AwsSandbox>) -> PipelineCheck {
+    PipelineCheck(Arc::new(move |project, _branch| {
+        let (Some(id), Some(secret)) = (
+            project.env_vars.get("AWS_ACCESS_KEY_ID"),
+            project.env_vars.get("AWS_SECRET_ACCESS_KEY"),
+        ) else {
+            return true;
+        };
+        let state = aws.state();
+        let active = state
+            .key(&id.value)
+            .is_some_and(|k| k.status == KeyStatus::Active);
+        active
+            && state
+                .credentials(&id.value)
+                .is_some_and(|c| c.secret_access_key.expose() == secret.value)
+    }))
 }
 
 impl DemoWorld {

@@ -23,7 +23,7 @@ pub const TENANT: &str = "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b";
 
 /// The made-up owner of `NPM_TOKEN`: credentials are files under `creds/`, a disabled one has
 /// a marker under `inactive/`. It speaks the exec protocol (src/providers/exec.rs) with sed.
-const OWNER_SCRIPT: &str = r#"#!/bin/sh
+pub(crate) const OWNER_SCRIPT: &str = r#"#!/bin/sh
 # rekey demo: a made-up token owner for the exec provider. Request on stdin, answer on stdout.
 set -u
 base=$(dirname "$0")

@@ -13,7 +13,10 @@ pub mod demo;
 pub mod demo_cloud;
 pub mod gcp;
 pub mod github;
+pub mod profiles;
 pub mod sim;
+pub mod world;
+pub mod world_file;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -79,6 +82,7 @@ impl sim::Simulator for CircleCiSim {
         let message = match status {
             StatusCode::TOO_MANY_REQUESTS => "Rate limit exceeded",
             StatusCode::BAD_GATEWAY => "Bad gateway",
+            StatusCode::FORBIDDEN => "Permission denied",
             _ => "Internal server error",
         };
         circleci::message(status, message)
