@@ -119,10 +119,10 @@ fn install_platform_store() -> Result<(), CredentialError> {
 
 /// The token for `service`: its environment variable first, then the keyring.
 pub fn token(service: Service) -> Result<Secret, CredentialError> {
-    if let Ok(value) = std::env::var(service.env_var()) {
-        if !value.trim().is_empty() {
-            return Ok(Secret::new(value.trim()));
-        }
+    if let Ok(value) = std::env::var(service.env_var())
+        && !value.trim().is_empty()
+    {
+        return Ok(Secret::new(value.trim()));
     }
     let missing = || CredentialError::Missing {
         service: service.entry_name(),

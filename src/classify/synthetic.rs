@@ -363,7 +363,7 @@ pub fn realistic_inventory(
         push(&mut env, format!("SERVICE_{p}_SETTING"), tail(21, p as u64));
         let mut u = rng.below(300);
         while env.len() < vars {
-            let name = if u % 2 == 0 {
+            let name = if u.is_multiple_of(2) {
                 format!("CONFIG_{u}")
             } else {
                 format!("SVC{u}_API_KEY")

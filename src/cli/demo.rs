@@ -467,10 +467,10 @@ impl Recorded {
 impl EventSink for Recorded {
     fn event(&self, e: &Event<'_>) {
         PlainLines.event(e);
-        if let Ok(line) = serde_json::to_string(e) {
-            if let Ok(mut lines) = self.lines.lock() {
-                lines.push(line);
-            }
+        if let Ok(line) = serde_json::to_string(e)
+            && let Ok(mut lines) = self.lines.lock()
+        {
+            lines.push(line);
         }
     }
 }

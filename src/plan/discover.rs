@@ -48,12 +48,12 @@ pub fn fill_aws_users(draft: &mut Draft, listing: &[(String, Vec<String>)]) -> V
                 continue;
             };
             for obs in &target.observed {
-                if obs.place() == Some(Place::Project(project)) && obs.var.as_deref() == Some(var) {
-                    if let Some(masked) = &obs.masked {
-                        if !suffixes.iter().any(|s| s == masked.last_four()) {
-                            suffixes.push(masked.last_four().to_string());
-                        }
-                    }
+                if obs.place() == Some(Place::Project(project))
+                    && obs.var.as_deref() == Some(var)
+                    && let Some(masked) = &obs.masked
+                    && !suffixes.iter().any(|s| s == masked.last_four())
+                {
+                    suffixes.push(masked.last_four().to_string());
                 }
             }
         }

@@ -80,14 +80,14 @@ impl Validator<'_> {
                 self.error(incident.since.pos, msg);
             }
         }
-        if let Some(max_age) = &plan.defaults.max_age {
-            if plan.defaults.grace.value > max_age.value {
-                let msg = format!(
-                    "defaults.grace ({}) is longer than defaults.max_age ({}): a credential would be due again before its predecessor is revoked",
-                    plan.defaults.grace.value, max_age.value
-                );
-                self.warning(plan.defaults.grace.pos, msg);
-            }
+        if let Some(max_age) = &plan.defaults.max_age
+            && plan.defaults.grace.value > max_age.value
+        {
+            let msg = format!(
+                "defaults.grace ({}) is longer than defaults.max_age ({}): a credential would be due again before its predecessor is revoked",
+                plan.defaults.grace.value, max_age.value
+            );
+            self.warning(plan.defaults.grace.pos, msg);
         }
     }
 
@@ -335,14 +335,14 @@ impl Validator<'_> {
             }
         }
         match (provider, &target.principal.repository) {
-            (ProviderKind::GithubDeployKey, Some(repo)) if repo.as_str() != REVIEW_REQUIRED => {
-                if !is_owner_repo(repo) {
-                    let msg = format!(
-                        "target `{}`: repository `{}` is not `owner/repo`",
-                        *target.id, repo.value
-                    );
-                    self.error(repo.pos, msg);
-                }
+            (ProviderKind::GithubDeployKey, Some(repo))
+                if repo.as_str() != REVIEW_REQUIRED && !is_owner_repo(repo) =>
+            {
+                let msg = format!(
+                    "target `{}`: repository `{}` is not `owner/repo`",
+                    *target.id, repo.value
+                );
+                self.error(repo.pos, msg);
             }
             _ => {}
         }
@@ -671,14 +671,14 @@ impl Validator<'_> {
                 }
             }
         }
-        if let (Some(grace), Some(max_age)) = (&target.policy.grace, &target.policy.max_age) {
-            if grace.value > max_age.value {
-                let msg = format!(
-                    "target `{id}`: grace ({}) is longer than max_age ({})",
-                    grace.value, max_age.value
-                );
-                self.warning(grace.pos, msg);
-            }
+        if let (Some(grace), Some(max_age)) = (&target.policy.grace, &target.policy.max_age)
+            && grace.value > max_age.value
+        {
+            let msg = format!(
+                "target `{id}`: grace ({}) is longer than max_age ({})",
+                grace.value, max_age.value
+            );
+            self.warning(grace.pos, msg);
         }
     }
 

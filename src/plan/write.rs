@@ -18,6 +18,11 @@ pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, W
     String::from_utf8(bytes).map_err(|e| WriteError(e.to_string()))
 }
 
+/// Writes one commented list of the plan (ignored, unclassified, …), each item through `f`.
+type ListWriter<'a> = dyn Fn(&mut String, &mut ItemWriter) -> Result<(), WriteError> + 'a;
+/// Writes one item of such a list.
+type ItemWriter<'a> = dyn FnMut(&mut String) -> Result<(), WriteError> + 'a;
+
 /// Streams the plan to `w`: a plan of 10,000 projects is tens of megabytes, and holding it
 /// whole beside the plan itself would double the planner's peak memory.
 pub fn write_yaml<W: std::io::Write + ?Sized>(
@@ -76,14 +81,7 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
             flush(&mut out, false)?;
         }
     }
-    let lists: [(
-        &str,
-        &str,
-        &dyn Fn(
-            &mut String,
-            &mut dyn FnMut(&mut String) -> Result<(), WriteError>,
-        ) -> Result<(), WriteError>,
-    ); 3] = [
+    let lists: [(&str, &str, &ListWriter); 3] = [
         (
             "ignored",
             "Recognised as configuration, not secrets: not rotated.",

@@ -252,7 +252,10 @@ impl ContextSpec {
 /// Decides whether a triggered pipeline's workflow succeeds, from the project as it is when the
 /// pipeline starts (its variables, say): the demo checks that the AWS key in them works.
 #[derive(Clone)]
-pub struct PipelineCheck(pub std::sync::Arc<dyn Fn(&StoredProject, &str) -> bool + Send + Sync>);
+pub struct PipelineCheck(pub std::sync::Arc<PipelineVerdict>);
+
+/// A pipeline check's function: the project at the pipeline's start and the branch, to success.
+pub type PipelineVerdict = dyn Fn(&StoredProject, &str) -> bool + Send + Sync;
 
 impl std::fmt::Debug for PipelineCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -227,10 +227,10 @@ impl Progress {
                 EventPhase::Done | EventPhase::Skipped => {
                     p.interrupted = None;
                     if e.step == Step::Write {
-                        if let Some(place) = &d.place {
-                            if !p.written.contains(place) {
-                                p.written.push(place.clone());
-                            }
+                        if let Some(place) = &d.place
+                            && !p.written.contains(place)
+                        {
+                            p.written.push(place.clone());
                         }
                     } else if !p.done.contains(&e.step) {
                         p.done.push(e.step);
