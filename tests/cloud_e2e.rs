@@ -631,8 +631,13 @@ async fn a_lost_create_answer_leaves_no_orphan() {
 /// (`--verify-backoff-ms 10`: a budget's second takes 10 ms), after making each owner accept a
 /// new credential only two (simulated) minutes after creating it.
 async fn apply_with_two_minute_propagation(w: &World) -> (serde_json::Value, String, i32) {
-    let clock =
-        rekey::providers::budget::VerifyClock::with_second(std::time::Duration::from_millis(10));
+    // One budget second in 50 ms: the one-minute budget is 3 s of real time, so a loaded
+    // machine's pause between the mint and the first verification (which counts towards the
+    // propagation, not the budget) cannot reach the two minutes (6 s) by itself.
+    const SECOND_MS: u64 = 50;
+    let clock = rekey::providers::budget::VerifyClock::with_second(
+        std::time::Duration::from_millis(SECOND_MS),
+    );
     let two_minutes = clock.real(std::time::Duration::from_secs(120));
     w.gcp.with_state(|s| s.propagation = two_minutes);
     w.azure.with_state(|s| s.propagation = two_minutes);
@@ -644,7 +649,7 @@ async fn apply_with_two_minute_propagation(w: &World) -> (serde_json::Value, Str
             "json",
             "--ignore-max-age",
             "--verify-backoff-ms",
-            "10",
+            &SECOND_MS.to_string(),
             "--target",
             "gcp-deployer",
             "--target",
