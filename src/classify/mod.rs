@@ -52,8 +52,7 @@ pub fn classify(inv: &Inventory, rules: &RuleSet) -> Classification {
     let mut out = Output::default();
     vars::classify_vars(inv, rules, &mut out);
     keys::classify_keys(inv, &mut out);
-    let mut targets = assign_ids(out.drafts);
-    targets.sort_by(|a, b| {
+    let targets = sorted_by(assign_ids(out.drafts), |a, b| {
         (a.target.provider.value, a.target.id.as_str())
             .cmp(&(b.target.provider.value, b.target.id.as_str()))
     });
@@ -65,6 +64,19 @@ pub fn classify(inv: &Inventory, rules: &RuleSet) -> Classification {
         ignored,
         unclassified: out.unclassified,
     }
+}
+
+/// `items` in the order of `cmp` (stable), each item moved once: a candidate is large, and a
+/// sort of the items themselves copied them O(n log n) times (about a tenth of `rekey plan`
+/// at 190,000 targets); here an order of indices is sorted instead.
+fn sorted_by<T>(items: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| cmp(&items[a], &items[b]));
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect()
 }
 
 /// What the passes accumulate; drafts get their ids once every target is known.
