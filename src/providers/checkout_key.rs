@@ -73,7 +73,9 @@ fn project_of(target: &Target) -> Result<&str, ProviderError> {
         })
 }
 
-fn map_error(operation: &str, slug: &str, e: CircleCiError) -> ProviderError {
+/// A CircleCI API error as a provider error, for the owners CircleCI itself is (checkout and
+/// SSH keys): 404 not found, 429 and 5xx and transport failures transient, the rest failed.
+pub(super) fn map_error(operation: &str, slug: &str, e: CircleCiError) -> ProviderError {
     let text = format!("CircleCI {operation} for project {slug}: {}", e.reason());
     match e.status() {
         Some(404) => ProviderError::NotFound(text),

@@ -25,10 +25,11 @@
 //! old fingerprint must be changed to the new one (or select by hostname) before the grace ends:
 //! [`Provider::verified_note`] names those projects.
 
+use super::checkout_key::map_error;
 use super::{
     Capabilities, CredentialInfo, CredentialStatus, Inspection, Minted, Provider, ProviderError,
 };
-use crate::circleci::{CircleCiClient, CircleCiError};
+use crate::circleci::CircleCiClient;
 use crate::plan::{ProviderKind, SshKeyHooks, Target};
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -147,20 +148,6 @@ fn projects(target: &Target) -> String {
         .collect();
     slugs.dedup();
     slugs.join(", ")
-}
-
-fn map_error(operation: &str, slug: &str, e: CircleCiError) -> ProviderError {
-    let text = format!("CircleCI {operation} for project {slug}: {}", e.reason());
-    match e.status() {
-        Some(404) => ProviderError::NotFound(text),
-        Some(429) => ProviderError::Transient(text),
-        Some(s) if s >= 500 => ProviderError::Transient(text),
-        Some(_) => ProviderError::Failed(text),
-        None => match e {
-            CircleCiError::Transport { .. } => ProviderError::Transient(text),
-            _ => ProviderError::Failed(text),
-        },
-    }
 }
 
 /// MD5 fingerprint (`aa:bb:…`) of an OpenSSH private key's public half: how API v1.1 names
