@@ -404,12 +404,27 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
     );
 }
 
+/// The journal records in S3, in key order (batch by batch, each batch's records in order),
+/// each with the key of its batch.
+fn records(w: &World) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for (key, bytes) in objects(w) {
+        if !key.contains("/events/") {
+            continue;
+        }
+        let batch: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        for record in batch["records"].as_array().into_iter().flatten() {
+            out.push((key.clone(), record.clone()));
+        }
+    }
+    out
+}
+
 /// `step:phase` of the newest record in S3 (by time), or `none`.
 fn last_record(w: &World) -> String {
-    objects(w)
+    records(w)
         .into_iter()
-        .filter(|(k, _)| k.contains("/events/"))
-        .filter_map(|(_, b)| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .map(|(_, v)| v)
         .max_by_key(|v| v["at"].as_str().unwrap_or_default().to_string())
         .map(|v| {
             format!(
@@ -544,11 +559,7 @@ fn slowdowns_and_dropped_answers_lose_no_record() {
     assert_eq!(w.keys_created(), 1);
     assert_rotated_from(&w, &old, &[out.stdout, out.stderr]);
     // The records of the target: numbered 1..=n without a gap, the protocol's steps in order.
-    let events: Vec<(String, serde_json::Value)> = objects(&w)
-        .into_iter()
-        .filter(|(k, _)| k.contains("/events/"))
-        .map(|(k, b)| (k, serde_json::from_slice(&b).unwrap_or_default()))
-        .collect();
+    let events = records(&w);
     for (i, (key, v)) in events.iter().enumerate() {
         assert_eq!(v["seq"].as_i64(), Some(i as i64 + 1), "{key}");
     }

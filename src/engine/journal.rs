@@ -436,6 +436,7 @@ impl Journal {
             .map_err(db)?;
         migrate(&conn, &path)?;
         let dump = records::fetch(&remote).map_err(remote_err)?;
+        remote.resume_batches(&dump.batches);
         let journal = Journal {
             conn: Arc::new(Mutex::new(conn)),
             state_dir: state_dir.to_path_buf(),
@@ -868,13 +869,7 @@ impl Journal {
             detail: detail.clone(),
             at,
         };
-        remote.enqueue(
-            run.as_str(),
-            target,
-            records::event_key(run.as_str(), target, place),
-            records::event_body(&event),
-            Cond::Absent,
-        );
+        remote.enqueue_record(event);
         drop(conn);
         if phase == Phase::Intent && !READ_ONLY_STEPS.contains(&step) {
             remote
@@ -958,13 +953,7 @@ impl Journal {
                 message: message.map(str::to_owned),
                 updated_at: now,
             };
-            remote.enqueue(
-                run.as_str(),
-                target,
-                records::target_key(run.as_str(), target),
-                records::target_body(&state),
-                Cond::None,
-            );
+            remote.enqueue_state(run.as_str(), state);
         }
         self.conn()
             .execute(

@@ -18,8 +18,8 @@
 //! lock.json                                  the lease (If-None-Match: * to take, If-Match to renew)
 //! runs/<run>/run.json                        the run and its plan text (written once)
 //! runs/<run>/status.json                     the run's status
-//! runs/<run>/events/<target>/<seq>.json      one journal record, If-None-Match: * (never two writers)
-//! runs/<run>/targets/<target>.json           the displayed state of a target
+//! runs/<run>/events/<target>/<n>.json        a target's batch n of journal records and its
+//!                                            displayed state, If-None-Match: * (never two writers)
 //! runs/<run>/stash/<target>.json             the stash ciphertext (XChaCha20-Poly1305, never plaintext)
 //! ```
 

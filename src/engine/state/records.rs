@@ -19,6 +19,9 @@ pub struct Dump {
     pub events: Vec<Event>,
     pub targets: Vec<(RunId, TargetState)>,
     pub stash: Vec<StashRow>,
+    /// (run, target) → how many record batches S3 holds for it: the next batch a writer
+    /// continuing that target's chain creates is this plus one.
+    pub batches: std::collections::HashMap<(String, String), i64>,
 }
 
 /// A stash row as stored: sealed, never opened here.
@@ -75,6 +78,28 @@ struct EventObject {
     at: DateTime<Utc>,
 }
 
+/// A batch of one target's records, written as one object (see [`super::s3`]): batch `n` of a
+/// target is created once (`If-None-Match: *`), and its records follow those of batch `n - 1`
+/// without a gap. It also carries the target's displayed state as of its writing.
+#[derive(Serialize, Deserialize)]
+struct BatchObject {
+    run: String,
+    target: String,
+    batch: i64,
+    records: Vec<BatchRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<TargetObject>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BatchRecord {
+    seq: i64,
+    step: String,
+    phase: Phase,
+    detail: serde_json::Value,
+    at: DateTime<Utc>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct TargetObject {
     target: String,
@@ -90,11 +115,9 @@ pub fn run_key(run: &str) -> String {
 pub fn status_key(run: &str) -> String {
     format!("runs/{run}/status.json")
 }
-pub fn event_key(run: &str, target: &str, seq: i64) -> String {
-    format!("runs/{run}/events/{}/{seq:08}.json", key_segment(target))
-}
-pub fn target_key(run: &str, target: &str) -> String {
-    format!("runs/{run}/targets/{}.json", key_segment(target))
+/// The key of a target's record batch `batch` (from 1).
+pub fn batch_key(run: &str, target: &str, batch: i64) -> String {
+    format!("runs/{run}/events/{}/{batch:08}.json", key_segment(target))
 }
 pub fn stash_key(run: &str, target: &str) -> String {
     format!("runs/{run}/stash/{}.json", key_segment(target))
@@ -120,24 +143,36 @@ pub fn status_body(status: RunStatus, at: DateTime<Utc>) -> Vec<u8> {
         updated_at: at,
     })
 }
-pub fn event_body(e: &Event) -> Vec<u8> {
-    json(&EventObject {
-        run: e.run.to_string(),
-        target: e.target.clone(),
-        seq: e.seq,
-        step: e.step.clone(),
-        phase: e.phase,
-        detail: e.detail.clone(),
-        at: e.at,
-    })
-}
-pub fn target_body(t: &TargetState) -> Vec<u8> {
-    json(&TargetObject {
-        target: t.target.clone(),
-        state: t.state.clone(),
-        waiting_until: t.waiting_until,
-        message: t.message.clone(),
-        updated_at: t.updated_at,
+/// Batch `batch` of one target: its `records` (in order, `seq` their places) and its displayed
+/// state when it changed since the last batch.
+pub fn batch_body(
+    run: &str,
+    target: &str,
+    batch: i64,
+    records: &[Event],
+    state: Option<&TargetState>,
+) -> Vec<u8> {
+    json(&BatchObject {
+        run: run.to_string(),
+        target: target.to_string(),
+        batch,
+        records: records
+            .iter()
+            .map(|e| BatchRecord {
+                seq: e.seq,
+                step: e.step.clone(),
+                phase: e.phase,
+                detail: e.detail.clone(),
+                at: e.at,
+            })
+            .collect(),
+        state: state.map(|t| TargetObject {
+            target: t.target.clone(),
+            state: t.state.clone(),
+            waiting_until: t.waiting_until,
+            message: t.message.clone(),
+            updated_at: t.updated_at,
+        }),
     })
 }
 pub fn stash_body(row: &StashRow) -> Vec<u8> {
@@ -159,7 +194,7 @@ pub fn fetch(remote: &Remote) -> Result<Dump, String> {
         })?
         .map_err_store(remote)?;
     tracing::debug!(keys, "state read from S3");
-    parse(remote, objects)
+    parse(&remote.location().to_string(), objects)
 }
 
 trait MapErrStore<T> {
@@ -171,12 +206,18 @@ impl<T> MapErrStore<T> for Result<T, StoreError> {
     }
 }
 
-fn parse(remote: &Remote, objects: Vec<(String, Vec<u8>)>) -> Result<Dump, String> {
+/// The journal of the objects under a prefix (`location`, for messages); an object that rekey
+/// did not write, or a target's batches that do not follow one another, is an error naming it.
+fn parse(location: &str, objects: Vec<(String, Vec<u8>)>) -> Result<Dump, String> {
     let bad = |key: &str, e: &dyn std::fmt::Display| {
-        format!("{}{key}: not an object rekey wrote: {e}", remote.location())
+        format!("{location}{key}: not an object rekey wrote: {e}")
     };
     let mut dump = Dump::default();
     let mut statuses = std::collections::HashMap::new();
+    let mut batches: std::collections::HashMap<(String, String), Vec<(&str, BatchObject)>> =
+        Default::default();
+    let mut singles = std::collections::HashSet::new();
+    let mut states: std::collections::HashMap<(String, String), TargetObject> = Default::default();
     for (key, bytes) in &objects {
         let parts: Vec<&str> = key.split('/').collect();
         match parts.as_slice() {
@@ -202,32 +243,47 @@ fn parse(remote: &Remote, objects: Vec<(String, Vec<u8>)>) -> Result<Dump, Strin
                 statuses.insert(run.to_string(), o);
             }
             ["runs", run, "events", target, _] => {
-                let o: EventObject = serde_json::from_slice(bytes).map_err(|e| bad(key, &e))?;
-                if o.run != *run || parse_key_segment(target).as_deref() != Some(&o.target) {
+                let value: serde_json::Value =
+                    serde_json::from_slice(bytes).map_err(|e| bad(key, &e))?;
+                let (o_run, o_target) = (
+                    value
+                        .get("run")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default(),
+                    value
+                        .get("target")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default(),
+                );
+                if o_run != *run || parse_key_segment(target).as_deref() != Some(o_target) {
                     return Err(bad(key, &"its run or target is not the one of its key"));
                 }
-                dump.events.push(Event {
-                    seq: o.seq,
-                    run: RunId::from(o.run),
-                    target: o.target,
-                    step: o.step,
-                    phase: o.phase,
-                    detail: o.detail,
-                    at: o.at,
-                });
+                let chain = (o_run.to_string(), o_target.to_string());
+                if value.get("records").is_some() {
+                    let o: BatchObject = serde_json::from_value(value).map_err(|e| bad(key, &e))?;
+                    batches.entry(chain).or_default().push((key.as_str(), o));
+                } else {
+                    // One record per object: what rekey wrote before records were batched.
+                    let o: EventObject = serde_json::from_value(value).map_err(|e| bad(key, &e))?;
+                    if batches.contains_key(&chain) {
+                        return Err(bad(key, &"a single record beside record batches"));
+                    }
+                    singles.insert(chain);
+                    dump.events.push(Event {
+                        seq: o.seq,
+                        run: RunId::from(o.run),
+                        target: o.target,
+                        step: o.step,
+                        phase: o.phase,
+                        detail: o.detail,
+                        at: o.at,
+                    });
+                }
             }
             ["runs", run, "targets", _] => {
+                // A displayed state of its own: written before states travelled in batches.
                 let o: TargetObject = serde_json::from_slice(bytes).map_err(|e| bad(key, &e))?;
-                dump.targets.push((
-                    RunId::from(run.to_string()),
-                    TargetState {
-                        target: o.target,
-                        state: o.state,
-                        waiting_until: o.waiting_until,
-                        message: o.message,
-                        updated_at: o.updated_at,
-                    },
-                ));
+                states.insert((run.to_string(), o.target.clone()), o);
             }
             ["runs", run, "stash", _] => {
                 let o: StashRow = serde_json::from_slice(bytes).map_err(|e| bad(key, &e))?;
@@ -238,6 +294,59 @@ fn parse(remote: &Remote, objects: Vec<(String, Vec<u8>)>) -> Result<Dump, Strin
             }
             _ => tracing::debug!(key, "not a state object; ignored"),
         }
+    }
+    for (chain, mut list) in batches {
+        if singles.contains(&chain) {
+            let key = list.first().map(|(k, _)| *k).unwrap_or_default();
+            return Err(bad(key, &"a record batch beside single records"));
+        }
+        list.sort_by_key(|(_, b)| b.batch);
+        // Batches are written one after the other, each only once its predecessor is in S3:
+        // numbered from 1 without a gap, their records numbered from 1 without a gap. Anything
+        // else was made by hand, and resuming from it could repeat a side effect.
+        let mut seq = 0;
+        for (n, (key, batch)) in list.iter_mut().enumerate() {
+            if batch.batch != n as i64 + 1 {
+                return Err(bad(
+                    key,
+                    &format!("batch {} of this target is missing", n + 1),
+                ));
+            }
+            for r in std::mem::take(&mut batch.records) {
+                if r.seq != seq + 1 {
+                    return Err(bad(key, &format!("record {} follows record {seq}", r.seq)));
+                }
+                seq = r.seq;
+                dump.events.push(Event {
+                    seq: r.seq,
+                    run: RunId::from(chain.0.clone()),
+                    target: chain.1.clone(),
+                    step: r.step,
+                    phase: r.phase,
+                    detail: r.detail,
+                    at: r.at,
+                });
+            }
+            if let Some(state) = batch.state.take() {
+                if state.target != chain.1 {
+                    return Err(bad(key, &"its state is another target's"));
+                }
+                states.insert(chain.clone(), state);
+            }
+        }
+        dump.batches.insert(chain, list.len() as i64);
+    }
+    for ((run, _), o) in states {
+        dump.targets.push((
+            RunId::from(run),
+            TargetState {
+                target: o.target,
+                state: o.state,
+                waiting_until: o.waiting_until,
+                message: o.message,
+                updated_at: o.updated_at,
+            },
+        ));
     }
     for run in &mut dump.runs {
         if let Some(s) = statuses.remove(run.id.as_str()) {
@@ -254,6 +363,7 @@ fn parse(remote: &Remote, objects: Vec<(String, Vec<u8>)>) -> Result<Dump, Strin
     dump.events.retain(|e| !orphan(e.run.as_str()));
     dump.targets.retain(|(r, _)| !orphan(r.as_str()));
     dump.stash.retain(|s| !orphan(&s.run));
+    dump.batches.retain(|(r, _), _| !orphan(r));
     dump.runs.sort_by(|a, b| a.id.cmp(&b.id));
     dump.events
         .sort_by(|a, b| (&a.run, &a.target, a.seq).cmp(&(&b.run, &b.target, b.seq)));
@@ -272,11 +382,24 @@ pub fn upload(remote: &Remote, dump: &Dump) -> Result<usize, String> {
             status_body(r.status, r.updated_at),
         ));
     }
+    // Each target's records and state as its batch 1 (on a prefix that has none yet).
+    let mut chains: std::collections::BTreeMap<(&str, &str), (Vec<Event>, Option<&TargetState>)> =
+        Default::default();
     for e in &dump.events {
-        objects.push((event_key(e.run.as_str(), &e.target, e.seq), event_body(e)));
+        let records = &mut chains.entry((e.run.as_str(), &e.target)).or_default().0;
+        records.push(Event {
+            seq: records.len() as i64 + 1,
+            ..e.clone()
+        });
     }
     for (run, t) in &dump.targets {
-        objects.push((target_key(run.as_str(), &t.target), target_body(t)));
+        chains.entry((run.as_str(), &t.target)).or_default().1 = Some(t);
+    }
+    for ((run, target), (records, state)) in chains {
+        objects.push((
+            batch_key(run, target, 1),
+            batch_body(run, target, 1, &records, state),
+        ));
     }
     for s in &dump.stash {
         objects.push((stash_key(&s.run, &s.target), stash_body(s)));
@@ -314,3 +437,145 @@ pub fn upload(remote: &Remote, dump: &Dump) -> Result<usize, String> {
 }
 
 use futures::StreamExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUN: &str = "r20261205-010203-abcd";
+
+    fn event(seq: i64, step: &str) -> Event {
+        Event {
+            seq,
+            run: RunId::from(RUN.to_string()),
+            target: "t/1".into(),
+            step: step.into(),
+            phase: Phase::Intent,
+            detail: serde_json::json!({}),
+            at: Utc::now(),
+        }
+    }
+
+    fn state(target: &str) -> TargetState {
+        TargetState {
+            target: target.into(),
+            state: "waiting".into(),
+            waiting_until: None,
+            message: None,
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn run_object() -> (String, Vec<u8>) {
+        let now = Utc::now();
+        let run = RunRecord {
+            id: RunId::from(RUN.to_string()),
+            plan_name: "p".into(),
+            plan_file: "p.yaml".into(),
+            plan_sha256: "0".into(),
+            plan_text: String::new(),
+            status: RunStatus::Running,
+            created_at: now,
+            updated_at: now,
+        };
+        (run_key(RUN), run_body(&run))
+    }
+
+    fn batch(n: i64, records: &[Event], state: Option<&TargetState>) -> (String, Vec<u8>) {
+        (
+            batch_key(RUN, "t/1", n),
+            batch_body(RUN, "t/1", n, records, state),
+        )
+    }
+
+    #[test]
+    fn batches_read_back_as_the_records_in_order_with_the_last_state() {
+        let objects = vec![
+            run_object(),
+            batch(2, &[event(3, "write")], None),
+            batch(
+                1,
+                &[event(1, "inspect"), event(2, "mint")],
+                Some(&state("t/1")),
+            ),
+            batch(
+                3,
+                &[],
+                Some(&TargetState {
+                    state: "done".into(),
+                    ..state("t/1")
+                }),
+            ),
+        ];
+        let dump = parse("s3://b/", objects).unwrap_or_else(|e| panic!("{e}"));
+        let steps: Vec<(i64, &str)> = dump
+            .events
+            .iter()
+            .map(|e| (e.seq, e.step.as_str()))
+            .collect();
+        assert_eq!(steps, [(1, "inspect"), (2, "mint"), (3, "write")]);
+        assert_eq!(dump.targets.len(), 1);
+        assert_eq!(dump.targets[0].1.state, "done");
+        assert_eq!(
+            dump.batches.get(&(RUN.to_string(), "t/1".to_string())),
+            Some(&3)
+        );
+    }
+
+    #[test]
+    fn a_missing_batch_or_record_is_an_error_naming_the_object() {
+        let gap = vec![
+            run_object(),
+            batch(1, &[event(1, "inspect")], None),
+            batch(3, &[event(2, "mint")], None),
+        ];
+        let e = parse("s3://b/", gap).err().unwrap_or_default();
+        assert!(
+            e.contains("00000003.json") && e.contains("batch 2 of this target is missing"),
+            "{e}"
+        );
+        let skipped = vec![
+            run_object(),
+            batch(1, &[event(1, "inspect"), event(3, "mint")], None),
+        ];
+        let e = parse("s3://b/", skipped).err().unwrap_or_default();
+        assert!(e.contains("record 3 follows record 1"), "{e}");
+        let foreign = vec![
+            run_object(),
+            batch(1, &[event(1, "inspect")], Some(&state("t/2"))),
+        ];
+        let e = parse("s3://b/", foreign).err().unwrap_or_default();
+        assert!(e.contains("another target"), "{e}");
+    }
+
+    #[test]
+    fn single_record_objects_of_earlier_versions_are_still_read() {
+        let e = event(1, "inspect");
+        let single = EventObject {
+            run: RUN.into(),
+            target: e.target.clone(),
+            seq: 1,
+            step: e.step.clone(),
+            phase: e.phase,
+            detail: e.detail.clone(),
+            at: e.at,
+        };
+        let objects = vec![
+            run_object(),
+            (batch_key(RUN, "t/1", 1), json(&single)),
+            (format!("runs/{RUN}/targets/{}.json", key_segment("t/1")), {
+                let s = state("t/1");
+                json(&TargetObject {
+                    target: s.target,
+                    state: s.state,
+                    waiting_until: None,
+                    message: None,
+                    updated_at: s.updated_at,
+                })
+            }),
+        ];
+        let dump = parse("s3://b/", objects).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dump.events.len(), 1);
+        assert_eq!(dump.targets.len(), 1);
+    }
+}

@@ -6,19 +6,22 @@
 //! fresh machine therefore resumes any run from S3 alone.
 //!
 //! Ordering, the same guarantee as the local journal: records of one target go to S3 in the
-//! order they were made, one after the other, on a *chain* (a task per target). A record that
-//! precedes a side effect (the intent of a step that changes something at an owner or at
-//! CircleCI, every stash change) waits until its chain is empty: everything recorded before it,
-//! and itself, is in S3 before the side effect starts. The other records (a step's done, a
-//! read-only step, the displayed state) go on without waiting, so S3's latency overlaps with
-//! the calls of the next step instead of adding to them. Since a chain writes in order and
-//! stops at its first failure, what S3 holds of a target is always a prefix of what was
-//! recorded: a crash loses at most the tail after the last wait, exactly as if it had happened
-//! earlier, at a point the protocol already survives.
+//! order they were made, on a *chain* (a task per target) that writes them in *batches*, one
+//! after the other. A record that precedes a side effect (the intent of a step that changes
+//! something at an owner or at CircleCI, every stash change) waits until its chain is empty:
+//! everything recorded before it, and itself, is in S3 before the side effect starts. The
+//! other records (a step's done, a read-only step, the displayed state) do not wait: they go
+//! in the same batch as the next record that does (or alone, after [`LINGER`]), so a step
+//! costs one S3 write on its path however many records precede it, and S3 is asked for about
+//! half the writes one object per record would need. Since a chain writes in order and stops
+//! at its first failure, what S3 holds of a target is always a prefix of what was recorded: a
+//! crash loses at most the tail after the last wait, exactly as if it had happened earlier, at
+//! a point the protocol already survives.
 //!
-//! Each record's key is `runs/<run>/events/<target>/<seq>.json`, written with
+//! Batch `n` of a target is `runs/<run>/events/<target>/<n>.json` (its records numbered on from
+//! the batch before, and the target's displayed state when it changed), written with
 //! `If-None-Match: *`: two writers (a bug, a lease stolen during a pause) can never both write
-//! the same step; the second is refused and stops. A write that S3 answered with an error but
+//! the same batch; the second is refused and stops. A write that S3 answered with an error but
 //! applied (a dropped answer) is retried, refused by its own first copy, and recognised by
 //! comparing bytes.
 //!
@@ -26,6 +29,8 @@
 //! for them from any thread, inside or outside the engine's runtime.
 
 use super::S3Location;
+use super::records;
+use crate::engine::journal::{Event, TargetState};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
@@ -289,6 +294,9 @@ pub struct Remote {
     pub store: Store,
     runtime: tokio::runtime::Runtime,
     chains: Mutex<HashMap<(String, String), Chain>>,
+    /// (run, target) → the batches S3 held when this process read it, where a chain that
+    /// continues a target (a resumed run) starts.
+    batches: Mutex<HashMap<(String, String), i64>>,
     pub(crate) lease: Mutex<LeaseStatus>,
 }
 
@@ -297,13 +305,90 @@ struct Chain {
 }
 
 enum Op {
-    Put {
-        rel: String,
-        body: Vec<u8>,
-        cond: Cond,
-    },
+    Record(Event),
+    State(TargetState),
     Flush(std::sync::mpsc::Sender<Result<(), String>>),
 }
+
+/// What a chain has not written yet, and where its next batch goes.
+struct Pending {
+    run: String,
+    target: String,
+    /// The number of the next batch (batches before it are in S3).
+    next: i64,
+    records: Vec<Event>,
+    state: Option<TargetState>,
+    /// The size of `records`' details, roughly: a batch that grows large is written at once.
+    bytes: usize,
+    /// The first write that failed: nothing after it is written.
+    failed: Option<String>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.state.is_none()
+    }
+
+    fn add(&mut self, op: Op, waiters: &mut Vec<std::sync::mpsc::Sender<Result<(), String>>>) {
+        match op {
+            Op::Record(e) => {
+                self.bytes += 128 + e.detail.to_string().len();
+                self.records.push(e);
+            }
+            Op::State(s) => self.state = Some(s),
+            Op::Flush(reply) => waiters.push(reply),
+        }
+    }
+
+    /// Writes everything pending as the next batch (unless an earlier write failed).
+    async fn write(&mut self, store: &Store) {
+        if self.is_empty() || self.failed.is_some() {
+            self.records.clear();
+            self.state = None;
+            return;
+        }
+        let rel = records::batch_key(&self.run, &self.target, self.next);
+        let body = records::batch_body(
+            &self.run,
+            &self.target,
+            self.next,
+            &self.records,
+            self.state.as_ref(),
+        );
+        self.records.clear();
+        self.state = None;
+        self.bytes = 0;
+        match store.put(&rel, body, Cond::Absent).await {
+            Ok(_) => self.next += 1,
+            Err(e) => {
+                let what = match e {
+                    StoreError::Precondition => format!(
+                        "{} already exists: another runner wrote this step \
+                         (is the state lock working?)",
+                        store.key(&rel)
+                    ),
+                    StoreError::Other(e) => format!("writing {}: {e}", store.key(&rel)),
+                };
+                tracing::error!(error = %what, "state write failed; this target stops at its next step");
+                self.failed = Some(what);
+            }
+        }
+    }
+
+    fn result(&self) -> Result<(), String> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long a record that no side effect waits for may stay unwritten: it then goes with the
+/// next record that one waits for, or alone after this long (so `rekey status` elsewhere sees
+/// a target's progress within about a second).
+const LINGER: Duration = Duration::from_millis(500);
+/// Records of this many bytes are written without waiting for more.
+const BATCH_BYTES: usize = 1 << 20;
 
 type Registry = Mutex<HashMap<S3Location, Arc<Remote>>>;
 
@@ -357,6 +442,7 @@ impl Remote {
             store: Store::new(&sdk, location),
             runtime,
             chains: Mutex::new(HashMap::new()),
+            batches: Mutex::new(HashMap::new()),
             lease: Mutex::new(LeaseStatus::default()),
         })
     }
@@ -394,15 +480,35 @@ impl Remote {
         Ok(())
     }
 
-    /// Queues a write on the chain of `(run, target)`, after everything queued there before.
-    pub(crate) fn enqueue(&self, run: &str, target: &str, rel: String, body: Vec<u8>, cond: Cond) {
+    /// Notes how many record batches S3 holds per (run, target), read when a journal opened:
+    /// the chains continue after them.
+    pub(crate) fn resume_batches(&self, read: &HashMap<(String, String), i64>) {
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        for (chain, n) in read {
+            let known = batches.entry(chain.clone()).or_insert(0);
+            *known = (*known).max(*n);
+        }
+    }
+
+    /// Queues a journal record on the chain of its `(run, target)`, after everything queued
+    /// there before.
+    pub(crate) fn enqueue_record(&self, event: Event) {
+        let (run, target) = (event.run.to_string(), event.target.clone());
+        self.send(run, target, Op::Record(event));
+    }
+
+    /// Queues the displayed state of `target` in `run` on its chain.
+    pub(crate) fn enqueue_state(&self, run: &str, state: TargetState) {
+        self.send(run.to_string(), state.target.clone(), Op::State(state));
+    }
+
+    fn send(&self, run: String, target: String, op: Op) {
         let mut chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
         let chain = chains
-            .entry((run.to_string(), target.to_string()))
-            .or_insert_with(|| self.start_chain());
-        if chain.tx.send(Op::Put { rel, body, cond }).is_err() {
-            // The task is gone (its runtime shut down): a fresh chain for the next write; the
-            // next flush reports what this one could not do.
+            .entry((run, target))
+            .or_insert_with_key(|(run, target)| self.start_chain(run, target));
+        if chain.tx.send(op).is_err() {
+            // The task is gone (its runtime shut down): the next flush reports it.
             tracing::warn!("state write chain ended unexpectedly");
         }
     }
@@ -455,36 +561,60 @@ impl Remote {
         Ok(())
     }
 
-    fn start_chain(&self) -> Chain {
+    /// The task that writes the records of one target: in order, each batch only after the one
+    /// before it is in S3, everything pending as one batch whenever someone waits for it
+    /// (a flush) or it has lingered for [`LINGER`].
+    fn start_chain(&self, run: &str, target: &str) -> Chain {
+        let next = self
+            .batches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(run.to_string(), target.to_string()))
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        let mut pending = Pending {
+            run: run.to_string(),
+            target: target.to_string(),
+            next,
+            records: Vec::new(),
+            state: None,
+            bytes: 0,
+            failed: None,
+        };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Op>();
         let store = self.store.clone();
         self.runtime.spawn(async move {
-            let mut failed: Option<String> = None;
-            while let Some(op) = rx.recv().await {
-                match op {
-                    Op::Put { rel, body, cond } => {
-                        if failed.is_some() {
-                            continue;
-                        }
-                        if let Err(e) = store.put(&rel, body, cond).await {
-                            let what = match e {
-                                StoreError::Precondition => format!(
-                                    "{} already exists: another runner wrote this step \
-                                     (is the state lock working?)",
-                                    store.key(&rel)
-                                ),
-                                StoreError::Other(e) => format!("writing {}: {e}", store.key(&rel)),
-                            };
-                            tracing::error!(error = %what, "state write failed; this target stops at its next step");
-                            failed = Some(what);
-                        }
-                    }
-                    Op::Flush(reply) => {
-                        let _ = reply.send(match &failed {
-                            Some(e) => Err(e.clone()),
-                            None => Ok(()),
-                        });
-                    }
+            let mut deadline: Option<tokio::time::Instant> = None;
+            loop {
+                let (first, lingered) = match deadline {
+                    None => (rx.recv().await, false),
+                    Some(at) => tokio::select! {
+                        op = rx.recv() => (op, false),
+                        _ = tokio::time::sleep_until(at) => (None, true),
+                    },
+                };
+                if first.is_none() && !lingered {
+                    // Every sender is gone: write what is left, and end.
+                    pending.write(&store).await;
+                    break;
+                }
+                let mut waiters = Vec::new();
+                if let Some(op) = first {
+                    pending.add(op, &mut waiters);
+                }
+                // What arrived meanwhile joins this batch.
+                while let Ok(op) = rx.try_recv() {
+                    pending.add(op, &mut waiters);
+                }
+                if lingered || !waiters.is_empty() || pending.bytes >= BATCH_BYTES {
+                    pending.write(&store).await;
+                    deadline = None;
+                } else if deadline.is_none() && !pending.is_empty() {
+                    deadline = Some(tokio::time::Instant::now() + LINGER);
+                }
+                for reply in waiters {
+                    let _ = reply.send(pending.result());
                 }
             }
         });
