@@ -383,8 +383,8 @@ pub fn upload(remote: &Remote, dump: &Dump) -> Result<usize, String> {
         ));
     }
     // Each target's records and state as its batch 1 (on a prefix that has none yet).
-    let mut chains: std::collections::BTreeMap<(&str, &str), (Vec<Event>, Option<&TargetState>)> =
-        Default::default();
+    type Chain<'a> = (Vec<Event>, Option<&'a TargetState>);
+    let mut chains: std::collections::BTreeMap<(&str, &str), Chain> = Default::default();
     for e in &dump.events {
         let records = &mut chains.entry((e.run.as_str(), &e.target)).or_default().0;
         records.push(Event {

@@ -516,49 +516,42 @@ impl Remote {
     /// Waits until every write queued for `(run, target)` is in S3; the first that failed,
     /// if one did (then everything after it was not written).
     pub(crate) fn flush(&self, run: &str, target: &str) -> Result<(), String> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        {
-            let chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(chain) = chains.get(&(run.to_string(), target.to_string())) else {
-                return Ok(());
-            };
-            chain
-                .tx
-                .send(Op::Flush(tx))
-                .map_err(|_| "the state write chain ended".to_string())?;
-        }
-        block(|| rx.recv()).map_err(|_| "the state write chain ended".to_string())?
+        self.flush_chains(|r, t| r == run && t == target)
     }
 
-    /// [`Remote::flush`] for every target of `run`.
+    /// [`Remote::flush`] for every target of `run`: all of them at once.
     pub(crate) fn flush_run(&self, run: &str) -> Result<(), String> {
-        let targets: Vec<String> = self
-            .chains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .filter(|(r, _)| r == run)
-            .map(|(_, t)| t.clone())
-            .collect();
-        for target in targets {
-            self.flush(run, &target)?;
-        }
-        Ok(())
+        self.flush_chains(|r, _| r == run)
     }
 
     /// [`Remote::flush`] for every chain of this process.
     pub(crate) fn flush_all(&self) -> Result<(), String> {
-        let keys: Vec<(String, String)> = self
-            .chains
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        for (run, target) in keys {
-            self.flush(&run, &target)?;
-        }
-        Ok(())
+        self.flush_chains(|_, _| true)
+    }
+
+    /// Asks every chain that `which` selects to write what it holds, then waits for all of
+    /// them (they write concurrently); the first failure, if any.
+    fn flush_chains(&self, which: impl Fn(&str, &str) -> bool) -> Result<(), String> {
+        Flushing(self.request_flush(which)).wait()
+    }
+
+    fn request_flush(
+        &self,
+        which: impl Fn(&str, &str) -> bool,
+    ) -> Vec<Result<std::sync::mpsc::Receiver<Result<(), String>>, String>> {
+        let chains = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+        chains
+            .iter()
+            .filter(|((run, target), _)| which(run, target))
+            .map(|(_, chain)| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                chain
+                    .tx
+                    .send(Op::Flush(tx))
+                    .map(|_| rx)
+                    .map_err(|_| "the state write chain ended".to_string())
+            })
+            .collect()
     }
 
     /// The task that writes the records of one target: in order, each batch only after the one
@@ -619,6 +612,25 @@ impl Remote {
             }
         });
         Chain { tx }
+    }
+}
+
+/// Flushes asked of several chains, which write concurrently.
+pub(crate) struct Flushing(Vec<Result<std::sync::mpsc::Receiver<Result<(), String>>, String>>);
+
+impl Flushing {
+    /// Waits until every flush is done; the first failure, if any.
+    pub(crate) fn wait(self) -> Result<(), String> {
+        let mut first = Ok(());
+        for pending in self.0 {
+            let done = pending.and_then(|rx| {
+                block(|| rx.recv()).map_err(|_| "the state write chain ended".to_string())?
+            });
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
     }
 }
 
