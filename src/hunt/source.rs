@@ -441,20 +441,43 @@ pub fn read_from(
 fn read_json(
     source: Source,
     name: &str,
-    mut reader: Box<dyn BufRead + '_>,
+    reader: Box<dyn BufRead + '_>,
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
-    let mut line: Vec<u8> = Vec::new();
+    // The worker's line buffer, kept from file to file: a CloudTrail delivery is one line of
+    // megabytes, and a fresh buffer per file grew by copies and page faults (a tenth of a
+    // hunt). Kept only up to a bound, so an outsized record's buffer is freed after its file.
+    const KEEP: usize = 32 << 20;
+    thread_local! {
+        static LINE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut line = LINE.with(std::cell::Cell::take);
+    let result = read_json_lines(source, name, reader, set, sink, &mut line);
+    if line.capacity() <= KEEP {
+        line.clear();
+        LINE.with(|l| l.set(line));
+    }
+    result
+}
+
+fn read_json_lines(
+    source: Source,
+    name: &str,
+    mut reader: Box<dyn BufRead + '_>,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+    line: &mut Vec<u8>,
+) -> std::io::Result<()> {
     let mut line_no = 0u64;
     let mut index = 0u64;
     let mut first = true;
     loop {
-        if bounded::read_line(&mut reader, &mut line, bounded::MAX_RECORD)? == bounded::Line::End {
+        if bounded::read_line(&mut reader, line, bounded::MAX_RECORD)? == bounded::Line::End {
             return Ok(());
         }
         line_no += 1;
-        let Ok(text) = std::str::from_utf8(&line) else {
+        let Ok(text) = std::str::from_utf8(line) else {
             sink.problem(Problem {
                 location: format!("{name}:{line_no}"),
                 message: "not UTF-8 text; line skipped".into(),
@@ -474,7 +497,7 @@ fn read_json(
             // (A whole value never ends its first line with an opening bracket or a comma; the
             // check must stay cheap: a CloudTrail delivery is one multi-megabyte line.)
             if trimmed.ends_with('[') || trimmed.ends_with(',') || trimmed.ends_with('{') {
-                let mut doc = std::mem::take(&mut line);
+                let mut doc = std::mem::take(line);
                 bounded::read_rest(&mut reader, &mut doc, bounded::MAX_RECORD)?;
                 let doc = match String::from_utf8(doc) {
                     Ok(d) => d,
