@@ -1121,20 +1121,10 @@ fn queries_are_narrowed_by_partitions_time_regions_and_credentials() {
             .iter()
             .any(|n| n.contains("baselines were not computed"))
     );
-    // The dry run shows the SQL and says how to estimate what it scans.
-    let text = athena::dry_run(
-        &table,
-        &rules,
-        &["AKIAOLD".to_string()],
-        Window {
-            from: t("2024-03-01T00:00:00Z"),
-            until: t("2024-04-02T00:00:00Z"),
-        },
-        t("2024-03-30T06:00:00Z"),
-    )
-    .expect("dry run");
-    assert!(text.contains("baseline query: 60 partition(s)"), "{text}");
-    assert!(text.contains("Athena has no estimate"));
+    // The days whose partitions the dry run's estimate lists.
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().expect("date");
+    assert_eq!(baseline.days, (d("2024-03-01"), d("2024-03-30")));
+    assert_eq!(window.days, (d("2024-03-30"), d("2024-04-02")));
 }
 
 /// A plan may name the table as a CloudTrail source; anywhere else, or malformed, it is a
@@ -1174,11 +1164,25 @@ fn plans_accept_an_athena_table_as_their_cloudtrail_source() {
     );
 }
 
-/// `rekey hunt --athena … --dry-run` prints the queries and what they read, and calls nothing
-/// (no AWS endpoint is reachable here: a call would fail the command).
+/// `rekey hunt --athena …` with the environment a test controls (no profile, no instance
+/// metadata).
+fn rekey_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"));
+    c.env_remove("RUST_LOG")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+/// `rekey hunt --athena … --dry-run` prints the queries and what they read, and starts no
+/// query; with no catalog to ask (no AWS endpoint is reachable here) the estimate says so and
+/// the dry run still succeeds.
 #[test]
 fn the_dry_run_prints_the_sql_and_spends_nothing() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+    let out = rekey_cmd()
         .args([
             "hunt",
             "--athena",
@@ -1220,5 +1224,211 @@ fn the_dry_run_prints_the_sql_and_spends_nothing() {
     );
     assert!(stdout.contains("useridentity.accesskeyid IN ('AKIAEXAMPLEOLD')"));
     assert!(stdout.contains("awsregion IN ('us-east-1')"));
-    assert!(stdout.contains("Athena has no estimate"));
+    for label in ["baseline", "window"] {
+        assert!(
+            stdout.contains(&format!(
+                "-- athena:security.cloudtrail_logs {label} query: no estimate: Glue GetTable security.cloudtrail_logs"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(!stdout.contains("estimated scan"), "{stdout}");
+}
+
+const TRAIL_BUCKET: &str = "trail-estimate";
+
+/// A projected CloudTrail table in moto's Glue, partitioned by region and day.
+async fn create_projected_table(glue: &aws_sdk_glue::Client, name: &str, template: &str) {
+    use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
+    let key = |n: &str| {
+        Column::builder()
+            .name(n)
+            .r#type("string")
+            .build()
+            .expect("column")
+    };
+    glue.create_table()
+        .database_name("security")
+        .table_input(
+            TableInput::builder()
+                .name(name)
+                .storage_descriptor(
+                    StorageDescriptor::builder()
+                        .location(format!(
+                            "s3://{TRAIL_BUCKET}/AWSLogs/111122223333/CloudTrail"
+                        ))
+                        .build(),
+                )
+                .partition_keys(key("region"))
+                .partition_keys(key("timestamp"))
+                .parameters("projection.enabled", "true")
+                .parameters("projection.region.type", "enum")
+                .parameters("projection.region.values", "us-east-1,eu-west-1,ap-south-1")
+                .parameters("projection.timestamp.type", "date")
+                .parameters("projection.timestamp.format", "yyyy/MM/dd")
+                .parameters("projection.timestamp.range", "2020/01/01,NOW")
+                .parameters("projection.timestamp.interval", "1")
+                .parameters("projection.timestamp.interval.unit", "DAYS")
+                .parameters("storage.location.template", template)
+                .build()
+                .expect("table input"),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Glue CreateTable: {}", support::moto::describe(&e)));
+}
+
+/// The dry run's estimate against moto's Glue and S3: objects of known sizes under days and
+/// regions inside and outside each query's partitions (more than one ListObjectsV2 page in
+/// one of them); the estimate is exactly the bytes inside. An absent table and a hostile
+/// template give "no estimate: …", and the dry run's exit code is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
+    use aws_credential_types::provider::ProvideCredentials;
+    use futures::StreamExt;
+    let Some(moto) = support::moto::Moto::start().await else {
+        return;
+    };
+    let glue = aws_sdk_glue::Client::new(moto.config());
+    glue.create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name("security")
+                .build()
+                .expect("database input"),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Glue CreateDatabase: {}", support::moto::describe(&e)));
+    let base = format!("s3://{TRAIL_BUCKET}/AWSLogs/111122223333/CloudTrail");
+    create_projected_table(
+        &glue,
+        "cloudtrail_logs",
+        &format!("{base}/${{region}}/${{timestamp}}"),
+    )
+    .await;
+    create_projected_table(
+        &glue,
+        "hostile",
+        &format!("{base}/../../other/${{region}}/${{timestamp}}"),
+    )
+    .await;
+    let s3 = support::trail::s3(moto.config());
+    s3.create_bucket()
+        .bucket(TRAIL_BUCKET)
+        .send()
+        .await
+        .expect("create bucket");
+    let prefix = "AWSLogs/111122223333/CloudTrail";
+    let mut objects: Vec<(String, usize)> = [
+        // The baseline's days (03/29, 03/30) and the window's (03/30 to 04/01).
+        ("us-east-1/2024/03/29/a.json.gz", 100),
+        ("us-east-1/2024/03/30/a.json.gz", 200),
+        ("eu-west-1/2024/03/31/a.json.gz", 300),
+        ("eu-west-1/2024/03/31/b.json.gz", 50),
+        ("us-east-1/2024/04/01/a.json.gz", 400),
+        // Outside: days before and after, a region not asked for.
+        ("us-east-1/2024/03/28/x.json.gz", 1000),
+        ("us-east-1/2024/04/02/x.json.gz", 2000),
+        ("ap-south-1/2024/03/30/x.json.gz", 4000),
+    ]
+    .iter()
+    .map(|(k, n)| (format!("{prefix}/{k}"), *n))
+    .collect();
+    // Another account's trail beside it.
+    objects.push((
+        "AWSLogs/999999999999/CloudTrail/us-east-1/2024/03/30/x.json.gz".into(),
+        8000,
+    ));
+    // More than a page (1,000 keys) in one partition of the window.
+    for i in 0..1010 {
+        objects.push((
+            format!("{prefix}/eu-west-1/2024/04/01/many/{i:04}.json.gz"),
+            1,
+        ));
+    }
+    let s3 = &s3;
+    futures::stream::iter(objects)
+        .map(|(key, n)| async move {
+            support::trail::put(s3, TRAIL_BUCKET, &key, vec![b'x'; n]).await;
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let creds = moto
+        .config()
+        .credentials_provider()
+        .expect("credentials")
+        .provide_credentials()
+        .await
+        .expect("credentials");
+    let url = moto.url.clone();
+    let run = move |table: &str| {
+        let out = rekey_cmd()
+            .args([
+                "hunt",
+                "--athena",
+                table,
+                "--athena-region",
+                "us-east-1",
+                "--athena-region",
+                "eu-west-1",
+                "--athena-region-partition",
+                "--access-key-id",
+                "AKIAEXAMPLEOLD",
+                "--since",
+                "2024-03-30T06:00:00Z",
+                "--until",
+                "2024-04-01T12:00:00Z",
+                "--baseline",
+                "1d",
+                "--dry-run",
+            ])
+            .env("AWS_ENDPOINT_URL", &url)
+            .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
+            .output()
+            .expect("run rekey");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let (a, b, c) = tokio::task::spawn_blocking(move || {
+        (
+            run("security.cloudtrail_logs"),
+            run("security.nosuch"),
+            run("security.hostile"),
+        )
+    })
+    .await
+    .expect("rekey ran");
+    assert!(
+        a.contains(
+            "-- athena:security.cloudtrail_logs baseline query estimated scan: 300 B (300 bytes in 2 S3 object(s) under the 4 partition prefix(es) the query reads), about $0.0000 at $5/TB — an upper bound"
+        ),
+        "{a}"
+    );
+    assert!(
+        a.contains(
+            "-- athena:security.cloudtrail_logs window query estimated scan: 2.0 KB (1960 bytes in 1014 S3 object(s) under the 6 partition prefix(es) the query reads)"
+        ),
+        "{a}"
+    );
+    assert!(
+        b.contains("baseline query: no estimate: Glue GetTable security.nosuch")
+            && b.contains("window query: no estimate: Glue GetTable security.nosuch"),
+        "{b}"
+    );
+    assert!(
+        c.contains("window query: no estimate: location `s3://trail-estimate/AWSLogs/111122223333/CloudTrail/../../other/"),
+        "{c}"
+    );
+    for out in [&b, &c] {
+        assert!(!out.contains("estimated scan"), "{out}");
+        assert!(out.contains("SELECT "), "the SQL is still printed: {out}");
+    }
 }
