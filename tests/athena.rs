@@ -1278,9 +1278,60 @@ async fn create_projected_table(glue: &aws_sdk_glue::Client, name: &str, templat
         .unwrap_or_else(|e| panic!("Glue CreateTable: {}", support::moto::describe(&e)));
 }
 
+/// A CloudTrail table in moto's Glue whose partitions are registered (no projection).
+async fn create_registered_table(glue: &aws_sdk_glue::Client, base: &str) {
+    use aws_sdk_glue::types::{Column, PartitionInput, StorageDescriptor, TableInput};
+    let key = |n: &str| {
+        Column::builder()
+            .name(n)
+            .r#type("string")
+            .build()
+            .expect("column")
+    };
+    glue.create_table()
+        .database_name("security")
+        .table_input(
+            TableInput::builder()
+                .name("registered")
+                .storage_descriptor(StorageDescriptor::builder().location(base).build())
+                .partition_keys(key("region"))
+                .partition_keys(key("timestamp"))
+                .build()
+                .expect("table input"),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Glue CreateTable: {}", support::moto::describe(&e)));
+    for (region, day) in [
+        ("us-east-1", "2024/03/30"),
+        ("eu-west-1", "2024/03/31"),
+        ("us-east-1", "2024/03/28"),
+        ("ap-south-1", "2024/03/30"),
+    ] {
+        glue.create_partition()
+            .database_name("security")
+            .table_name("registered")
+            .partition_input(
+                PartitionInput::builder()
+                    .values(region)
+                    .values(day)
+                    .storage_descriptor(
+                        StorageDescriptor::builder()
+                            .location(format!("{base}/{region}/{day}"))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Glue CreatePartition: {}", support::moto::describe(&e)));
+    }
+}
+
 /// The dry run's estimate against moto's Glue and S3: objects of known sizes under days and
 /// regions inside and outside each query's partitions (more than one ListObjectsV2 page in
-/// one of them); the estimate is exactly the bytes inside. An absent table and a hostile
+/// one of them), for a projected table and one whose partitions are registered in Glue; the
+/// estimate is exactly the bytes inside. An absent table and a hostile
 /// template give "no estimate: …", and the dry run's exit code is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
@@ -1313,6 +1364,7 @@ async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
         &format!("{base}/../../other/${{region}}/${{timestamp}}"),
     )
     .await;
+    create_registered_table(&glue, &base).await;
     let s3 = support::trail::s3(moto.config());
     s3.create_bucket()
         .bucket(TRAIL_BUCKET)
@@ -1397,15 +1449,25 @@ async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
         );
         stdout
     };
-    let (a, b, c) = tokio::task::spawn_blocking(move || {
+    let (a, b, c, d) = tokio::task::spawn_blocking(move || {
         (
             run("security.cloudtrail_logs"),
             run("security.nosuch"),
             run("security.hostile"),
+            run("security.registered"),
         )
     })
     .await
     .expect("rekey ran");
+    // Partitions registered in Glue: those of the query's days and regions, as it compares them.
+    assert!(
+        d.contains("baseline query estimated scan: 200 B (200 bytes in 1 S3 object(s) under the 1 partition prefix(es)"),
+        "{d}"
+    );
+    assert!(
+        d.contains("window query estimated scan: 550 B (550 bytes in 3 S3 object(s) under the 2 partition prefix(es)"),
+        "{d}"
+    );
     assert!(
         a.contains(
             "-- athena:security.cloudtrail_logs baseline query estimated scan: 300 B (300 bytes in 2 S3 object(s) under the 4 partition prefix(es) the query reads), about $0.0000 at $5/TB — an upper bound"
