@@ -59,9 +59,10 @@ pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) {
     let mut fills = Vec::new();
     plan(&shape, "", set, &mut fills);
     let mut scratch = Vec::new();
+    let mut spans = Vec::new();
     for (n, row) in rows.iter().enumerate() {
         let n = n as u64 + 1;
-        let fields = fill_row(&fills, row, set, &mut scratch);
+        let fields = fill_row(&fills, row, set, &mut scratch, &mut spans);
         sink.record(
             Loc {
                 file: name,
@@ -132,10 +133,11 @@ fn fill_row<'a>(
     row: &'a [Option<String>],
     set: &FieldSet,
     scratch: &'a mut Vec<u8>,
+    spans: &mut Vec<Option<(usize, usize)>>,
 ) -> Fields<'a> {
     let cell = |col: usize| row.get(col).and_then(|c| c.as_deref());
     scratch.clear();
-    let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
+    spans.clear();
     for fill in fills {
         let start = scratch.len();
         let wrote = match fill {
@@ -161,7 +163,7 @@ fn fill_row<'a>(
     // Only strings of the row and JSON punctuation were written: UTF-8.
     let scratch: &'a str = std::str::from_utf8(scratch).unwrap_or_default();
     let mut out = set.empty();
-    for (fill, span) in fills.iter().zip(spans) {
+    for (fill, span) in fills.iter().zip(spans.iter().copied()) {
         let text = span.and_then(|(a, b)| scratch.get(a..b));
         match fill {
             Fill::Cell { col, id } => {
