@@ -1236,9 +1236,10 @@ fn the_dry_run_prints_the_sql_and_spends_nothing() {
 }
 
 const TRAIL_BUCKET: &str = "trail-estimate";
+const TRAIL_BASE: &str = "s3://trail-estimate/AWSLogs/111122223333/CloudTrail";
 
-/// A projected CloudTrail table in moto's Glue, partitioned by region and day.
-async fn create_projected_table(glue: &aws_sdk_glue::Client, name: &str, template: &str) {
+/// A CloudTrail table in moto's Glue, partitioned by region and day, with these parameters.
+async fn create_table(glue: &aws_sdk_glue::Client, name: &str, params: &[(&str, &str)]) {
     use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
     let key = |n: &str| {
         Column::builder()
@@ -1247,61 +1248,46 @@ async fn create_projected_table(glue: &aws_sdk_glue::Client, name: &str, templat
             .build()
             .expect("column")
     };
+    let mut input = TableInput::builder()
+        .name(name)
+        .storage_descriptor(StorageDescriptor::builder().location(TRAIL_BASE).build())
+        .partition_keys(key("region"))
+        .partition_keys(key("timestamp"));
+    for (k, v) in params {
+        input = input.parameters(*k, *v);
+    }
     glue.create_table()
         .database_name("security")
-        .table_input(
-            TableInput::builder()
-                .name(name)
-                .storage_descriptor(
-                    StorageDescriptor::builder()
-                        .location(format!(
-                            "s3://{TRAIL_BUCKET}/AWSLogs/111122223333/CloudTrail"
-                        ))
-                        .build(),
-                )
-                .partition_keys(key("region"))
-                .partition_keys(key("timestamp"))
-                .parameters("projection.enabled", "true")
-                .parameters("projection.region.type", "enum")
-                .parameters("projection.region.values", "us-east-1,eu-west-1,ap-south-1")
-                .parameters("projection.timestamp.type", "date")
-                .parameters("projection.timestamp.format", "yyyy/MM/dd")
-                .parameters("projection.timestamp.range", "2020/01/01,NOW")
-                .parameters("projection.timestamp.interval", "1")
-                .parameters("projection.timestamp.interval.unit", "DAYS")
-                .parameters("storage.location.template", template)
-                .build()
-                .expect("table input"),
-        )
+        .table_input(input.build().expect("table input"))
         .send()
         .await
         .unwrap_or_else(|e| panic!("Glue CreateTable: {}", support::moto::describe(&e)));
 }
 
-/// A CloudTrail table in moto's Glue whose partitions are registered (no projection).
-async fn create_registered_table(glue: &aws_sdk_glue::Client, base: &str) {
-    use aws_sdk_glue::types::{Column, PartitionInput, StorageDescriptor, TableInput};
-    let key = |n: &str| {
-        Column::builder()
-            .name(n)
-            .r#type("string")
-            .build()
-            .expect("column")
-    };
-    glue.create_table()
-        .database_name("security")
-        .table_input(
-            TableInput::builder()
-                .name("registered")
-                .storage_descriptor(StorageDescriptor::builder().location(base).build())
-                .partition_keys(key("region"))
-                .partition_keys(key("timestamp"))
-                .build()
-                .expect("table input"),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("Glue CreateTable: {}", support::moto::describe(&e)));
+/// A table projected by region and day, the AWS way, with this location template.
+async fn create_projected_table(glue: &aws_sdk_glue::Client, name: &str, template: &str) {
+    create_table(
+        glue,
+        name,
+        &[
+            ("projection.enabled", "true"),
+            ("projection.region.type", "enum"),
+            ("projection.region.values", "us-east-1,eu-west-1,ap-south-1"),
+            ("projection.timestamp.type", "date"),
+            ("projection.timestamp.format", "yyyy/MM/dd"),
+            ("projection.timestamp.range", "2020/01/01,NOW"),
+            ("projection.timestamp.interval", "1"),
+            ("projection.timestamp.interval.unit", "DAYS"),
+            ("storage.location.template", template),
+        ],
+    )
+    .await;
+}
+
+/// A table whose partitions are registered in Glue (no projection).
+async fn create_registered_table(glue: &aws_sdk_glue::Client) {
+    use aws_sdk_glue::types::{PartitionInput, StorageDescriptor};
+    create_table(glue, "registered", &[]).await;
     for (region, day) in [
         ("us-east-1", "2024/03/30"),
         ("eu-west-1", "2024/03/31"),
@@ -1317,7 +1303,7 @@ async fn create_registered_table(glue: &aws_sdk_glue::Client, base: &str) {
                     .values(day)
                     .storage_descriptor(
                         StorageDescriptor::builder()
-                            .location(format!("{base}/{region}/{day}"))
+                            .location(format!("{TRAIL_BASE}/{region}/{day}"))
                             .build(),
                     )
                     .build(),
@@ -1351,7 +1337,7 @@ async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
         .send()
         .await
         .unwrap_or_else(|e| panic!("Glue CreateDatabase: {}", support::moto::describe(&e)));
-    let base = format!("s3://{TRAIL_BUCKET}/AWSLogs/111122223333/CloudTrail");
+    let base = TRAIL_BASE;
     create_projected_table(
         &glue,
         "cloudtrail_logs",
@@ -1364,7 +1350,7 @@ async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
         &format!("{base}/../../other/${{region}}/${{timestamp}}"),
     )
     .await;
-    create_registered_table(&glue, &base).await;
+    create_registered_table(&glue).await;
     let s3 = support::trail::s3(moto.config());
     s3.create_bucket()
         .bucket(TRAIL_BUCKET)

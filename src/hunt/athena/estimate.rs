@@ -242,6 +242,18 @@ pub fn prefixes(
     Ok(out)
 }
 
+fn glue_failed<E>(op: &str, table: &Table, e: &aws_sdk_s3::error::SdkError<E>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    format!(
+        "Glue {op} {}.{}: {}",
+        table.database,
+        table.table,
+        crate::hunt::remote::aws_error(e)
+    )
+}
+
 /// The table's layout, from Glue.
 pub async fn layout(glue: &aws_sdk_glue::Client, table: &Table) -> Result<Layout, String> {
     let answer = glue
@@ -250,14 +262,7 @@ pub async fn layout(glue: &aws_sdk_glue::Client, table: &Table) -> Result<Layout
         .name(&table.table)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "Glue GetTable {}.{}: {}",
-                table.database,
-                table.table,
-                crate::hunt::remote::aws_error(&e)
-            )
-        })?;
+        .map_err(|e| glue_failed("GetTable", table, &e))?;
     let t = answer
         .table()
         .ok_or("Glue GetTable answered without the table")?;
@@ -298,14 +303,7 @@ pub async fn layout(glue: &aws_sdk_glue::Client, table: &Table) -> Result<Layout
             .set_next_token(token.take())
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "Glue GetPartitions {}.{}: {}",
-                    table.database,
-                    table.table,
-                    crate::hunt::remote::aws_error(&e)
-                )
-            })?;
+            .map_err(|e| glue_failed("GetPartitions", table, &e))?;
         for p in page.partitions() {
             let loc = p
                 .storage_descriptor()
