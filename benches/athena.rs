@@ -7,13 +7,14 @@
 //!
 //! The rows are the Invictus dataset's records, each as the CloudTrail table's columns, cycled
 //! with a distinct eventID per row. The rows path does what `athena::client` does with a page —
-//! rows to records (`athena::rows`) on the fetching thread, pages to the workers — and the
-//! workers hunt them; the files path reads the same records, written beforehand as the files
-//! the rows path produced. Same rules, same threads, same records.
+//! each row's cells, owned strings as the SDK's answer holds them, moved into a page of rows on
+//! the fetching thread, pages to the workers — and the workers read each row's fields directly
+//! (`athena::rows`) and hunt them; the files path reads the same records, written beforehand as
+//! JSON lines (each row as the record it stands for). Same rules, same threads, same records.
 //!
 //! `cargo bench --bench athena` (REKEY_BENCH_ROWS=1000000; REKEY_BENCH_RUNS=3).
 
-use rekey::hunt::athena::{Table, columns::COLUMNS, columns::Kind, query, rows::Shape};
+use rekey::hunt::athena::{Table, columns::COLUMNS, columns::Kind, query, rows::Rows, rows::Shape};
 use rekey::hunt::engine::{self, HuntOptions, PageFeed};
 use rekey::hunt::pack::RuleSet;
 use rekey::hunt::remote::{Body, Page};
@@ -73,7 +74,11 @@ fn main() {
     let shape = Shape::cloudtrail();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut bytes = 0u64;
-    for (n, page) in pages(&base, total, &shape).enumerate() {
+    for (n, rows) in pages(&base, total).enumerate() {
+        let mut page = Vec::with_capacity(ROWS_PER_PAGE * 1500);
+        for row in &rows {
+            shape.write_record(row, &mut page);
+        }
         bytes += page.len() as u64;
         std::fs::write(tmp.path().join(format!("page{n:05}.json")), page).expect("write");
     }
@@ -101,7 +106,7 @@ fn main() {
             files.push(t.elapsed());
             f_found = r.findings.len();
             let t = Instant::now();
-            let r = hunt_rows(&rules, &opts, &base, total, &shape);
+            let r = hunt_rows(&rules, &opts, &base, total);
             via_rows.push(t.elapsed());
             r_found = r.findings.len();
         }
@@ -179,49 +184,35 @@ fn lowercase_keys(v: Value) -> Value {
     }
 }
 
-/// The rows' pages as JSON lines, built as the client builds them: row `i` is base row
-/// `i % n` with its own eventID.
-fn pages<'a>(
-    base: &'a [Vec<Option<String>>],
+/// The rows' pages: row `i` is base row `i % n` with its own eventID, every cell an owned
+/// string (as GetQueryResults' answer holds them).
+fn pages(
+    base: &[Vec<Option<String>>],
     total: usize,
-    shape: &'a Shape,
-) -> impl Iterator<Item = Vec<u8>> + 'a {
+) -> impl Iterator<Item = Vec<Vec<Option<String>>>> + '_ {
     let id_col = COLUMNS
         .iter()
         .position(|c| c.path == "eventID")
         .expect("eventID column");
     (0..total.div_ceil(ROWS_PER_PAGE)).map(move |p| {
-        let mut body = Vec::with_capacity(ROWS_PER_PAGE * 1500);
-        let mut id = String::new();
-        for i in p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total) {
-            let row = &base[i % base.len()];
-            id.clear();
-            id.push_str(row[id_col].as_deref().unwrap_or(""));
-            id.push_str(&format!("-{}", i / base.len()));
-            let cells: Vec<Option<&str>> = row
-                .iter()
-                .enumerate()
-                .map(|(c, v)| {
-                    if c == id_col {
-                        Some(id.as_str())
-                    } else {
-                        v.as_deref()
-                    }
-                })
-                .collect();
-            shape.write_record(&cells, &mut body);
-        }
-        body
+        (p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total))
+            .map(|i| {
+                let mut row = base[i % base.len()].clone();
+                if let Some(id) = &mut row[id_col] {
+                    id.push_str(&format!("-{}", i / base.len()));
+                }
+                row
+            })
+            .collect()
     })
 }
 
-/// The rows path: pages made on one thread (the fetcher's), hunted by the workers.
+/// The rows path: pages made on one thread (the fetcher's), read and hunted by the workers.
 fn hunt_rows(
     rules: &RuleSet,
     opts: &HuntOptions,
     base: &[Vec<Option<String>>],
     total: usize,
-    shape: &Shape,
 ) -> rekey::hunt::findings::HuntReport {
     let mut opts = opts.clone();
     opts.inputs.clear();
@@ -229,11 +220,15 @@ fn hunt_rows(
     let feed: PageFeed = std::sync::Mutex::new(rx);
     std::thread::scope(|s| {
         s.spawn(move || {
-            for (n, body) in pages(base, total, shape).enumerate() {
+            for (n, answer) in pages(base, total).enumerate() {
+                let mut rows = Rows::default();
+                for row in answer {
+                    rows.push(row).expect("one cell per column");
+                }
                 let page = Page {
                     source: Source::Cloudtrail,
                     name: format!("athena:security.cloudtrail_logs window query q page {n}"),
-                    body: Body::Whole(body),
+                    body: Body::Rows(rows),
                 };
                 if tx.blocking_send(page).is_err() {
                     return;

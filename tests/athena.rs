@@ -10,11 +10,12 @@
 
 mod support;
 
-use rekey::hunt::athena::{self, Table, columns::COLUMNS, query, rows::Shape, sql};
-use rekey::hunt::engine::{self, HuntOptions};
+use rekey::hunt::athena::{self, Table, columns::COLUMNS, query, rows::Rows, sql};
+use rekey::hunt::engine::{self, HuntOptions, PageFeed};
 use rekey::hunt::fields::Fields;
 use rekey::hunt::findings::{Finding, HuntReport};
 use rekey::hunt::pack::RuleSet;
+use rekey::hunt::remote::{Body, Page};
 use rekey::hunt::source::{self, Loc, Problem, Sink, Source};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -301,8 +302,9 @@ fn every_rule_compiled_to_sql_matches_what_the_evaluator_matches() {
     assert!(broad <= 2, "{broad} rules narrow nothing");
 }
 
-/// Runs a hunt's queries on DuckDB, turns the rows into records with rekey's own code and
-/// hunts them with the same engine; returns the report and the rows returned.
+/// Runs a hunt's queries on DuckDB and hands the rows, as the client hands GetQueryResults'
+/// pages, to the same engine (rows read as records' fields, never written as records); returns
+/// the report, the rows returned and the queries.
 fn hunt_via_sql(
     rules: &RuleSet,
     duck: &Duck,
@@ -314,25 +316,32 @@ fn hunt_via_sql(
     let plan =
         query::plan(&table, rules, &opts.credentials, from, opts.since, until).expect("plan");
     let sqls: Vec<String> = plan.queries.iter().map(|q| q.sql.clone()).collect();
-    let shape = Shape::cloudtrail();
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut n = 0;
     let mut opts = opts.clone();
     opts.inputs.clear();
+    let mut pages = Vec::new();
     for (i, answer) in duck.run(&sqls).into_iter().enumerate() {
         let rows = answer.unwrap_or_else(|e| panic!("query failed on DuckDB: {e}\n{}", sqls[i]));
-        let mut body = Vec::new();
-        for r in &rows {
-            assert_eq!(r.len(), COLUMNS.len());
-            let cells: Vec<Option<&str>> = r.iter().map(|c| c.as_deref()).collect();
-            shape.write_record(&cells, &mut body);
-        }
         n += rows.len();
-        let page = dir.path().join(format!("page{i}.jsonl"));
-        std::fs::write(&page, body).expect("write");
-        opts.inputs.push((Source::Cloudtrail, page));
+        for (p, chunk) in rows.chunks(1000).enumerate() {
+            let mut page = Rows::default();
+            for r in chunk {
+                page.push(r.clone()).expect("one cell per column");
+            }
+            pages.push(Page {
+                source: Source::Cloudtrail,
+                name: format!("athena:{TABLE} query {i} page {}", p + 1),
+                body: Body::Rows(page),
+            });
+        }
     }
-    (engine::run(rules, &opts), n, sqls)
+    let (tx, rx) = tokio::sync::mpsc::channel(pages.len().max(1));
+    for p in pages {
+        tx.try_send(p).expect("room for every page");
+    }
+    drop(tx);
+    let feed: PageFeed = std::sync::Mutex::new(rx);
+    (engine::run_with_pages(rules, &opts, Some(&feed)), n, sqls)
 }
 
 /// The same findings; the first difference shown, not thousands of lines.
@@ -473,6 +482,97 @@ fn an_unscoped_hunt_through_sql_finds_what_streaming_finds() {
     let a: Vec<String> = streamed.findings.iter().filter(keep).map(strip).collect();
     let b: Vec<String> = via_sql.findings.iter().filter(keep).map(strip).collect();
     assert!(a.len() > 20, "the hunt finds things ({})", a.len());
+    same(&a, &b);
+}
+
+/// Rules that read nested places — struct fields deep in `userIdentity.sessionContext`, the
+/// whole `sessionContext` struct, paths inside `requestParameters` (through arrays) and
+/// `responseElements`, `resources` — find through the rows exactly what they find in files.
+#[test]
+fn nested_fields_read_from_rows_as_from_files() {
+    let Some(dir) = support::trail::invictus() else {
+        return;
+    };
+    let mut rules = RuleSet::default();
+    let rule = |id: &str, detection: &str| {
+        format!(
+            "title: nested {id}\nid: {id}\nlogsource:\n  product: aws\n  service: cloudtrail\n\
+             detection:\n{detection}\n  condition: selection\nlevel: high\n"
+        )
+    };
+    for (id, detection) in [
+        (
+            "role-without-mfa",
+            "  selection:\n    userIdentity.sessionContext.sessionIssuer.type: Role\n    \
+             userIdentity.sessionContext.attributes.mfaAuthenticated: 'false'",
+        ),
+        (
+            "mfa-true",
+            "  selection:\n    userIdentity.sessionContext.attributes.mfaAuthenticated: 'true'",
+        ),
+        (
+            "session-context-whole",
+            // (Not `sessionIssuer`: the table cannot tell an empty struct from an absent one.)
+            "  selection:\n    userIdentity.sessionContext|contains: 'mfaAuthenticated'",
+        ),
+        (
+            "filter-through-arrays",
+            "  selection:\n    requestParameters.filterSet.items.name|startswith: 'association'",
+        ),
+        (
+            "encryption-context",
+            "  selection:\n    requestParameters.encryptionContext.PARAMETER_ARN|contains: '/credentials/'",
+        ),
+        (
+            "request-whole",
+            "  selection:\n    requestParameters|contains: 'stratus'",
+        ),
+        (
+            "issued-credentials",
+            "  selection:\n    responseElements.credentials.accessKeyId|startswith: 'ASIA'",
+        ),
+        (
+            "resource-arn",
+            "  selection:\n    resources.ARN|contains: ':kms:'",
+        ),
+    ] {
+        rules.add_text(&format!("{id}.yml"), &rule(id, detection));
+    }
+    assert!(rules.all_errors().is_empty(), "{:?}", rules.all_errors());
+    let duck = Duck::load(&records(&dir));
+    // The whole day of the dataset is the window (no baseline query).
+    let (from, _, until) = window();
+    let opts = HuntOptions {
+        inputs: vec![(Source::Cloudtrail, dir.clone())],
+        since: from,
+        until: Some(until),
+        threads: 1,
+        ..Default::default()
+    };
+    let streamed = engine::run(&rules, &opts);
+    let (via_rows, _, _) = hunt_via_sql(&rules, &duck, &opts, from, until);
+    let a: Vec<String> = streamed.findings.iter().map(key).collect();
+    let b: Vec<String> = via_rows.findings.iter().map(key).collect();
+    let mut per_rule: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &streamed.findings {
+        *per_rule.entry(&f.rule_id).or_default() += 1;
+    }
+    eprintln!("nested: {per_rule:?}");
+    for id in [
+        "role-without-mfa",
+        "mfa-true",
+        "session-context-whole",
+        "filter-through-arrays",
+        "encryption-context",
+        "request-whole",
+        "issued-credentials",
+        "resource-arn",
+    ] {
+        assert!(
+            per_rule.get(id).is_some_and(|n| *n > 0),
+            "{id} matches records"
+        );
+    }
     same(&a, &b);
 }
 
@@ -1021,20 +1121,10 @@ fn queries_are_narrowed_by_partitions_time_regions_and_credentials() {
             .iter()
             .any(|n| n.contains("baselines were not computed"))
     );
-    // The dry run shows the SQL and says how to estimate what it scans.
-    let text = athena::dry_run(
-        &table,
-        &rules,
-        &["AKIAOLD".to_string()],
-        Window {
-            from: t("2024-03-01T00:00:00Z"),
-            until: t("2024-04-02T00:00:00Z"),
-        },
-        t("2024-03-30T06:00:00Z"),
-    )
-    .expect("dry run");
-    assert!(text.contains("baseline query: 60 partition(s)"), "{text}");
-    assert!(text.contains("Athena has no estimate"));
+    // The days whose partitions the dry run's estimate lists.
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().expect("date");
+    assert_eq!(baseline.days, (d("2024-03-01"), d("2024-03-30")));
+    assert_eq!(window.days, (d("2024-03-30"), d("2024-04-02")));
 }
 
 /// A plan may name the table as a CloudTrail source; anywhere else, or malformed, it is a
@@ -1074,11 +1164,25 @@ fn plans_accept_an_athena_table_as_their_cloudtrail_source() {
     );
 }
 
-/// `rekey hunt --athena … --dry-run` prints the queries and what they read, and calls nothing
-/// (no AWS endpoint is reachable here: a call would fail the command).
+/// `rekey hunt --athena …` with the environment a test controls (no profile, no instance
+/// metadata).
+fn rekey_cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"));
+    c.env_remove("RUST_LOG")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    c
+}
+
+/// `rekey hunt --athena … --dry-run` prints the queries and what they read, and starts no
+/// query; with no catalog to ask (no AWS endpoint is reachable here) the estimate says so and
+/// the dry run still succeeds.
 #[test]
 fn the_dry_run_prints_the_sql_and_spends_nothing() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rekey"))
+    let out = rekey_cmd()
         .args([
             "hunt",
             "--athena",
@@ -1120,5 +1224,259 @@ fn the_dry_run_prints_the_sql_and_spends_nothing() {
     );
     assert!(stdout.contains("useridentity.accesskeyid IN ('AKIAEXAMPLEOLD')"));
     assert!(stdout.contains("awsregion IN ('us-east-1')"));
-    assert!(stdout.contains("Athena has no estimate"));
+    for label in ["baseline", "window"] {
+        assert!(
+            stdout.contains(&format!(
+                "-- athena:security.cloudtrail_logs {label} query: no estimate: Glue GetTable security.cloudtrail_logs"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(!stdout.contains("estimated scan"), "{stdout}");
+}
+
+const TRAIL_BUCKET: &str = "trail-estimate";
+const TRAIL_BASE: &str = "s3://trail-estimate/AWSLogs/111122223333/CloudTrail";
+
+/// A CloudTrail table in moto's Glue, partitioned by region and day, with these parameters.
+async fn create_table(glue: &aws_sdk_glue::Client, name: &str, params: &[(&str, &str)]) {
+    use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
+    let key = |n: &str| {
+        Column::builder()
+            .name(n)
+            .r#type("string")
+            .build()
+            .expect("column")
+    };
+    let mut input = TableInput::builder()
+        .name(name)
+        .storage_descriptor(StorageDescriptor::builder().location(TRAIL_BASE).build())
+        .partition_keys(key("region"))
+        .partition_keys(key("timestamp"));
+    for (k, v) in params {
+        input = input.parameters(*k, *v);
+    }
+    glue.create_table()
+        .database_name("security")
+        .table_input(input.build().expect("table input"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Glue CreateTable: {}", support::moto::describe(&e)));
+}
+
+/// A table projected by region and day, the AWS way, with this location template.
+async fn create_projected_table(glue: &aws_sdk_glue::Client, name: &str, template: &str) {
+    create_table(
+        glue,
+        name,
+        &[
+            ("projection.enabled", "true"),
+            ("projection.region.type", "enum"),
+            ("projection.region.values", "us-east-1,eu-west-1,ap-south-1"),
+            ("projection.timestamp.type", "date"),
+            ("projection.timestamp.format", "yyyy/MM/dd"),
+            ("projection.timestamp.range", "2020/01/01,NOW"),
+            ("projection.timestamp.interval", "1"),
+            ("projection.timestamp.interval.unit", "DAYS"),
+            ("storage.location.template", template),
+        ],
+    )
+    .await;
+}
+
+/// A table whose partitions are registered in Glue (no projection).
+async fn create_registered_table(glue: &aws_sdk_glue::Client) {
+    use aws_sdk_glue::types::{PartitionInput, StorageDescriptor};
+    create_table(glue, "registered", &[]).await;
+    for (region, day) in [
+        ("us-east-1", "2024/03/30"),
+        ("eu-west-1", "2024/03/31"),
+        ("us-east-1", "2024/03/28"),
+        ("ap-south-1", "2024/03/30"),
+    ] {
+        glue.create_partition()
+            .database_name("security")
+            .table_name("registered")
+            .partition_input(
+                PartitionInput::builder()
+                    .values(region)
+                    .values(day)
+                    .storage_descriptor(
+                        StorageDescriptor::builder()
+                            .location(format!("{TRAIL_BASE}/{region}/{day}"))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Glue CreatePartition: {}", support::moto::describe(&e)));
+    }
+}
+
+/// The dry run's estimate against moto's Glue and S3: objects of known sizes under days and
+/// regions inside and outside each query's partitions (more than one ListObjectsV2 page in
+/// one of them), for a projected table and one whose partitions are registered in Glue; the
+/// estimate is exactly the bytes inside. An absent table and a hostile
+/// template give "no estimate: …", and the dry run's exit code is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dry_run_estimates_the_bytes_under_the_partitions_it_reads() {
+    use aws_credential_types::provider::ProvideCredentials;
+    use futures::StreamExt;
+    let Some(moto) = support::moto::Moto::start().await else {
+        return;
+    };
+    let glue = aws_sdk_glue::Client::new(moto.config());
+    glue.create_database()
+        .database_input(
+            aws_sdk_glue::types::DatabaseInput::builder()
+                .name("security")
+                .build()
+                .expect("database input"),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("Glue CreateDatabase: {}", support::moto::describe(&e)));
+    let base = TRAIL_BASE;
+    create_projected_table(
+        &glue,
+        "cloudtrail_logs",
+        &format!("{base}/${{region}}/${{timestamp}}"),
+    )
+    .await;
+    create_projected_table(
+        &glue,
+        "hostile",
+        &format!("{base}/../../other/${{region}}/${{timestamp}}"),
+    )
+    .await;
+    create_registered_table(&glue).await;
+    let s3 = support::trail::s3(moto.config());
+    s3.create_bucket()
+        .bucket(TRAIL_BUCKET)
+        .send()
+        .await
+        .expect("create bucket");
+    let prefix = "AWSLogs/111122223333/CloudTrail";
+    let mut objects: Vec<(String, usize)> = [
+        // The baseline's days (03/29, 03/30) and the window's (03/30 to 04/01).
+        ("us-east-1/2024/03/29/a.json.gz", 100),
+        ("us-east-1/2024/03/30/a.json.gz", 200),
+        ("eu-west-1/2024/03/31/a.json.gz", 300),
+        ("eu-west-1/2024/03/31/b.json.gz", 50),
+        ("us-east-1/2024/04/01/a.json.gz", 400),
+        // Outside: days before and after, a region not asked for.
+        ("us-east-1/2024/03/28/x.json.gz", 1000),
+        ("us-east-1/2024/04/02/x.json.gz", 2000),
+        ("ap-south-1/2024/03/30/x.json.gz", 4000),
+    ]
+    .iter()
+    .map(|(k, n)| (format!("{prefix}/{k}"), *n))
+    .collect();
+    // Another account's trail beside it.
+    objects.push((
+        "AWSLogs/999999999999/CloudTrail/us-east-1/2024/03/30/x.json.gz".into(),
+        8000,
+    ));
+    // More than a page (1,000 keys) in one partition of the window.
+    for i in 0..1010 {
+        objects.push((
+            format!("{prefix}/eu-west-1/2024/04/01/many/{i:04}.json.gz"),
+            1,
+        ));
+    }
+    let s3 = &s3;
+    futures::stream::iter(objects)
+        .map(|(key, n)| async move {
+            support::trail::put(s3, TRAIL_BUCKET, &key, vec![b'x'; n]).await;
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let creds = moto
+        .config()
+        .credentials_provider()
+        .expect("credentials")
+        .provide_credentials()
+        .await
+        .expect("credentials");
+    let url = moto.url.clone();
+    let run = move |table: &str| {
+        let out = rekey_cmd()
+            .args([
+                "hunt",
+                "--athena",
+                table,
+                "--athena-region",
+                "us-east-1",
+                "--athena-region",
+                "eu-west-1",
+                "--athena-region-partition",
+                "--access-key-id",
+                "AKIAEXAMPLEOLD",
+                "--since",
+                "2024-03-30T06:00:00Z",
+                "--until",
+                "2024-04-01T12:00:00Z",
+                "--baseline",
+                "1d",
+                "--dry-run",
+            ])
+            .env("AWS_ENDPOINT_URL", &url)
+            .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
+            .output()
+            .expect("run rekey");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let (a, b, c, d) = tokio::task::spawn_blocking(move || {
+        (
+            run("security.cloudtrail_logs"),
+            run("security.nosuch"),
+            run("security.hostile"),
+            run("security.registered"),
+        )
+    })
+    .await
+    .expect("rekey ran");
+    // Partitions registered in Glue: those of the query's days and regions, as it compares them.
+    assert!(
+        d.contains("baseline query estimated scan: 200 B (200 bytes in 1 S3 object(s) under the 1 partition prefix(es)"),
+        "{d}"
+    );
+    assert!(
+        d.contains("window query estimated scan: 550 B (550 bytes in 3 S3 object(s) under the 2 partition prefix(es)"),
+        "{d}"
+    );
+    assert!(
+        a.contains(
+            "-- athena:security.cloudtrail_logs baseline query estimated scan: 300 B (300 bytes in 2 S3 object(s) under the 4 partition prefix(es) the query reads), about $0.0000 at $5/TB — an upper bound"
+        ),
+        "{a}"
+    );
+    assert!(
+        a.contains(
+            "-- athena:security.cloudtrail_logs window query estimated scan: 2.0 KB (1960 bytes in 1014 S3 object(s) under the 6 partition prefix(es) the query reads)"
+        ),
+        "{a}"
+    );
+    assert!(
+        b.contains("baseline query: no estimate: Glue GetTable security.nosuch")
+            && b.contains("window query: no estimate: Glue GetTable security.nosuch"),
+        "{b}"
+    );
+    assert!(
+        c.contains("window query: no estimate: location `s3://trail-estimate/AWSLogs/111122223333/CloudTrail/../../other/"),
+        "{c}"
+    );
+    for out in [&b, &c] {
+        assert!(!out.contains("estimated scan"), "{out}");
+        assert!(out.contains("SELECT "), "the SQL is still printed: {out}");
+    }
 }

@@ -288,16 +288,20 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
             )));
         }
         if args.dry_run {
+            let rt = runtime()?;
+            let sdk = rt.block_on(remote::Credentials::default().aws_config());
             for r in &remotes {
                 if let Remote::Athena(t) = r {
-                    let text = crate::hunt::athena::dry_run(
-                        t,
-                        &rules,
-                        &opts.credentials,
-                        window,
-                        opts.since,
-                    )
-                    .map_err(Failure::input)?;
+                    let text = rt
+                        .block_on(crate::hunt::athena::dry_run(
+                            &sdk,
+                            t,
+                            &rules,
+                            &opts.credentials,
+                            window,
+                            opts.since,
+                        ))
+                        .map_err(Failure::input)?;
                     print!("{text}");
                 }
             }

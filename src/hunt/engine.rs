@@ -701,14 +701,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             Item::Page(page) => {
                                 w.report.stats.bytes += page.body.len();
                                 w.report.stats.pages += 1;
-                                let r = source::read_from(
-                                    source,
-                                    &page.name,
-                                    page.body.into_reader(),
-                                    set,
-                                    &mut w,
-                                );
-                                (page.name, r)
+                                let name = page.name.clone();
+                                (name, page.read(set, &mut w))
                             }
                         };
                         // An input not wholly read (an I/O error, a bound exceeded) leaves

@@ -205,6 +205,62 @@ impl FieldSet {
     }
 }
 
+/// The place of one path in a [`FieldSet`]: for a caller that holds the value at that path
+/// apart from any record (a table's column) and fills the fields at and below it.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'s> {
+    node: &'s Node,
+}
+
+impl FieldSet {
+    /// Where `path` (dot-separated) stands, when some field is at or below it.
+    pub fn place(&self, path: &str) -> Option<Place<'_>> {
+        let mut node = &self.root;
+        for part in path.split('.') {
+            node = node.child(part)?;
+        }
+        Some(Place { node })
+    }
+}
+
+impl<'s> Place<'s> {
+    /// The field at this path itself, when one is referenced.
+    pub fn id(&self) -> Option<FieldId> {
+        self.node.id
+    }
+
+    /// Whether fields below this path are referenced.
+    pub fn descends(&self) -> bool {
+        !self.node.children.is_empty()
+    }
+
+    /// Every field at and below this path.
+    pub fn ids(&self) -> Vec<FieldId> {
+        fn walk(n: &Node, out: &mut Vec<FieldId>) {
+            out.extend(n.id);
+            for (_, c) in &n.children {
+                walk(c, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.node, &mut out);
+        out
+    }
+
+    /// Fills the fields at and below this path from `json`, the text of the value at this
+    /// path, exactly as they are filled when that value is read inside a record. `Err` when
+    /// `json` is not one JSON value (some fields may then be set: the caller resets them).
+    pub fn fill<'de>(&self, json: &'de str, out: &mut Fields<'de>) -> serde_json::Result<()> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        NodeSeed {
+            node: self.node,
+            out,
+        }
+        .deserialize(&mut de)?;
+        de.end()
+    }
+}
+
 /// What extracting one value gave: the fields, or why the value is not a record.
 pub enum Extracted<'a> {
     Record(Fields<'a>),

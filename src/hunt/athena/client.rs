@@ -1,12 +1,12 @@
 //! The Athena API flow of one query (aws-sdk-athena): StartQueryExecution in the workgroup
 //! (with the output location when given), GetQueryExecution polled with backoff while it is
 //! queued or running (a progress line on stderr), then GetQueryResults page by page
-//! (NextToken), each page of rows handed to the workers as a page of records.
+//! (NextToken), each page of rows handed to the workers as it came (see [`super::rows`]).
 //!
 //! A query that fails or is cancelled is an error, never an empty result: the hunt lists it
 //! as a source it could not read. Bytes scanned come from the execution's statistics.
 
-use super::rows::Shape;
+use super::rows::Rows;
 use super::{Table, query};
 use crate::hunt::remote::{Body, Page, PageSender};
 use crate::hunt::source::Source;
@@ -83,10 +83,9 @@ pub async fn run(
         ..Default::default()
     };
     ran.bytes_scanned = wait(client, &id, q.label, pace).await?;
-    let shape = Shape::cloudtrail();
     let mut token: Option<String> = None;
     loop {
-        let answer = client
+        let mut answer = client
             .get_query_results()
             .query_execution_id(&id)
             .max_results(pace.page_rows.clamp(1, MAX_ROWS))
@@ -101,56 +100,59 @@ pub async fn run(
                 )
             })?;
         ran.pages += 1;
-        let mut body = Vec::new();
-        if let Some(set) = answer.result_set() {
-            for (i, row) in set.rows().iter().enumerate() {
-                let cells: Vec<Option<&str>> =
-                    row.data().iter().map(|d| d.var_char_value()).collect();
-                // Athena's first row of a SELECT's first page is the header.
-                if ran.pages == 1 && i == 0 && is_header(&cells) {
-                    continue;
-                }
-                if cells.len() != super::columns::COLUMNS.len() {
-                    return Err(format!(
-                        "query {id}: page {} row {}: {} columns, {} selected",
-                        ran.pages,
-                        i + 1,
-                        cells.len(),
-                        super::columns::COLUMNS.len()
-                    ));
-                }
-                shape.write_record(&cells, &mut body);
-                ran.rows += 1;
+        let next = answer.next_token.take().filter(|t| !t.is_empty());
+        let mut rows = Rows::default();
+        let answered = answer.result_set.take().and_then(|set| set.rows);
+        for (i, row) in answered.into_iter().flatten().enumerate() {
+            // The strings are moved out of the answer, not copied.
+            let cells: Vec<Option<String>> = row
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.var_char_value)
+                .collect();
+            // Athena's first row of a SELECT's first page is the header.
+            if ran.pages == 1 && i == 0 && is_header(&cells) {
+                continue;
             }
+            if let Err(n) = rows.push(cells) {
+                return Err(format!(
+                    "query {id}: page {} row {}: {n} columns, {} selected",
+                    ran.pages,
+                    i + 1,
+                    super::columns::COLUMNS.len()
+                ));
+            }
+            ran.rows += 1;
         }
-        if !body.is_empty() {
+        if !rows.is_empty() {
             let page = Page {
                 source: Source::Cloudtrail,
                 name: format!(
                     "athena:{}.{} {} query {id} page {}",
                     table.database, table.table, q.label, ran.pages
                 ),
-                body: Body::Whole(body),
+                body: Body::Rows(rows),
             };
             if tx.send(page).await.is_err() {
                 // The workers are gone: the hunt ended.
                 return Ok(ran);
             }
         }
-        match answer.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => return Ok(ran),
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok(ran),
         }
     }
 }
 
 /// The header row: the aliases, in order.
-fn is_header(cells: &[Option<&str>]) -> bool {
+fn is_header(cells: &[Option<String>]) -> bool {
     !cells.is_empty()
         && cells
             .iter()
             .enumerate()
-            .all(|(i, c)| *c == Some(query::alias(i).as_str()))
+            .all(|(i, c)| c.as_deref() == Some(query::alias(i).as_str()))
 }
 
 /// Polls until the query ends; its bytes scanned when it succeeded.

@@ -7,11 +7,13 @@
 //! - [`columns`]: the table's columns and the record path of each,
 //! - [`sql`]: Sigma detections compiled to SQL (over- and under-approximations, literals),
 //! - [`query`]: the queries of a hunt and their narrowing (partitions, time, credentials),
-//! - [`rows`]: result rows turned back into CloudTrail records,
-//! - [`client`]: the Athena API flow of one query (start, poll, page).
+//! - [`rows`]: result rows handed to the evaluator as the records they stand for,
+//! - [`client`]: the Athena API flow of one query (start, poll, page),
+//! - [`estimate`]: the dry run's estimate of the bytes each query will scan.
 
 pub mod client;
 pub mod columns;
+pub mod estimate;
 pub mod query;
 pub mod rows;
 pub mod sql;
@@ -134,9 +136,10 @@ pub fn cost_note(table: &Table, queries: usize, bytes: u64) -> String {
     )
 }
 
-/// The dry run: the queries, and what they will scan — as far as rekey can know before
-/// anything is spent (Athena has no estimate API; see the README).
-pub fn dry_run(
+/// The dry run: the queries, and what they will scan — the size of the objects under the
+/// partitions they read (see [`estimate`]: Glue and S3 listings, nothing Athena bills).
+pub async fn dry_run(
+    sdk: &aws_config::SdkConfig,
     table: &Table,
     rules: &RuleSet,
     credentials: &[String],
@@ -144,10 +147,11 @@ pub fn dry_run(
     since: DateTime<Utc>,
 ) -> Result<String, String> {
     let plan = query::plan(table, rules, credentials, window.from, since, window.until)?;
+    let estimates = estimate::estimate(sdk, table, &plan.queries).await;
     let mut out = String::new();
-    for q in &plan.queries {
+    for (q, e) in plan.queries.iter().zip(&estimates) {
         out.push_str(&format!(
-            "-- {table} {} query: {} partition(s) of one day{}\n{};\n\n",
+            "-- {table} {} query: {} partition(s) of one day{}\n-- {table} {e}\n{};\n\n",
             q.label,
             q.partitions,
             if table.region_partition {
@@ -158,12 +162,6 @@ pub fn dry_run(
             q.sql
         ));
     }
-    out.push_str(
-        "-- Bytes it will scan: Athena has no estimate before a query runs, and EXPLAIN gives\n\
-         -- sizes only for tables with statistics (a CloudTrail JSON table has none). It bills the\n\
-         -- compressed size of every object under the partitions listed above, whatever the WHERE\n\
-         -- clause says: the size of those S3 prefixes is the estimate.\n",
-    );
     for n in &plan.notes {
         out.push_str(&format!("-- {n}\n"));
     }

@@ -16,7 +16,7 @@ use super::columns::COLUMNS;
 use super::sql::{self, TRUE, and, literal, or};
 use crate::hunt::pack::RuleSet;
 use crate::hunt::source::Source;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 /// One query to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Query {
     pub sql: String,
     /// Days (× regions, when partitioned by region) of partitions it reads.
     pub partitions: u64,
+    /// Its first and last day (the `timestamp` partitions it reads).
+    pub days: (NaiveDate, NaiveDate),
 }
 
 /// The queries of a hunt and what the report should say about them.
@@ -164,6 +166,7 @@ pub fn plan(
             label,
             sql: format!("{head}\nWHERE {}", and(clauses)),
             partitions: days * regions,
+            days: (a.date_naive(), b.date_naive()),
         });
         Ok::<(), String>(())
     };

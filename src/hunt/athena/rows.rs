@@ -1,20 +1,211 @@
-//! Result rows turned back into CloudTrail records: one JSON object per row, one row per line,
-//! nested as CloudTrail writes them (`userIdentity.sessionContext.sessionIssuer.arn`), so that
-//! the workers read a page of rows exactly as they read a file of JSON lines.
+//! Result rows handed to the evaluator: each row's cells become the record's fields directly
+//! (the fields the rules read, nothing else), as if the record CloudTrail wrote had been read
+//! from a file — `userIdentity.sessionContext.sessionIssuer.arn` is its struct column's cell,
+//! `requestParameters.userName` is read from the `requestparameters` JSON cell, which is parsed
+//! only when a rule descends into it, once per row.
 //!
-//! A JSON-text column (`requestparameters`) is embedded as JSON only when it is one whole JSON
-//! value; anything else (a row is the table's, so the trail writer's — hostile) becomes a
-//! string, so no cell can add keys to its record. Absent values (SQL NULL) are left out, as
-//! absent keys; empty objects are left out too.
+//! The record a row stands for ([`Shape`]) is the reference: a whole object a rule names
+//! (`userIdentity`) reads as that record's JSON text, and every field has the value it has when
+//! that record is read from a file (tested field by field). A JSON-text column
+//! (`requestparameters`) is JSON only when it is one whole JSON value; anything else (a row is
+//! the table's, so the trail writer's — hostile) is a string, so no cell can add keys to its
+//! record. Absent values (SQL NULL) are absent keys; empty objects are absent too.
 
 use super::columns::{COLUMNS, Column, Kind};
+use crate::hunt::fields::{FieldId, FieldSet, FieldVal, Fields, Place};
+use crate::hunt::source::{Loc, Sink};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// A page of result rows, cells in [`COLUMNS`] order, row after row: the strings of
+/// GetQueryResults' answer moved here, not copied.
+#[derive(Debug, Default)]
+pub struct Rows {
+    cells: Vec<Option<String>>,
+}
+
+impl Rows {
+    /// Appends one row; `Err(n)` when it has `n` cells rather than one per column.
+    pub fn push(&mut self, row: Vec<Option<String>>) -> Result<(), usize> {
+        if row.len() != COLUMNS.len() {
+            return Err(row.len());
+        }
+        self.cells.extend(row);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len() / COLUMNS.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The bytes of its cells.
+    pub fn bytes(&self) -> u64 {
+        self.cells.iter().flatten().map(|c| c.len() as u64).sum()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[Option<String>]> {
+        self.cells.chunks_exact(COLUMNS.len())
+    }
+}
+
+/// Hands every row of `rows` to `sink` as a record of `name` (row `n` at line `n`, as in the
+/// JSON lines the rows stand for), with the fields of `set`.
+pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) {
+    let shape = Shape::cloudtrail();
+    let mut fills = Vec::new();
+    plan(&shape, "", set, &mut fills);
+    let mut scratch = Vec::new();
+    let mut spans = Vec::new();
+    for (n, row) in rows.iter().enumerate() {
+        let n = n as u64 + 1;
+        let fields = fill_row(&fills, row, set, &mut scratch, &mut spans);
+        sink.record(
+            Loc {
+                file: name,
+                line: n,
+                index: n,
+            },
+            fields,
+        );
+    }
+}
+
+/// How one column (or object of columns) fills the fields a rule set reads.
+enum Fill<'s> {
+    /// A string cell: the field is the cell.
+    Cell { col: usize, id: FieldId },
+    /// A JSON-text cell read at and below its place.
+    Json {
+        col: usize,
+        place: Place<'s>,
+        ids: Vec<FieldId>,
+    },
+    /// `resources`: read as the record's array (keys as CloudTrail spells them).
+    Resources { col: usize, place: Place<'s> },
+    /// A whole object of the record (`userIdentity`), as its JSON text.
+    Object { shape: &'s Shape, id: FieldId },
+}
+
+/// The fills for the fields of `set` at and below `shape` (at `prefix`).
+fn plan<'s>(shape: &'s Shape, prefix: &str, set: &'s FieldSet, out: &mut Vec<Fill<'s>>) {
+    for (name, _, node) in &shape.children {
+        let path = format!("{prefix}{name}");
+        let Some(place) = set.place(&path) else {
+            continue;
+        };
+        match node {
+            Node::Leaf(col) => {
+                let col = *col;
+                match COLUMNS.get(col).map(|c| c.kind) {
+                    // Below a string nothing is: only the cell itself is read.
+                    Some(Kind::Text | Kind::Bool) => {
+                        out.extend(place.id().map(|id| Fill::Cell { col, id }));
+                    }
+                    Some(Kind::Json) => out.push(Fill::Json {
+                        col,
+                        place,
+                        ids: place.ids(),
+                    }),
+                    Some(Kind::Resources) => out.push(Fill::Resources { col, place }),
+                    None => {}
+                }
+            }
+            Node::Object(inner) => {
+                if let Some(id) = place.id() {
+                    out.push(Fill::Object { shape: inner, id });
+                }
+                if place.descends() {
+                    plan(inner, &format!("{path}."), set, out);
+                }
+            }
+        }
+    }
+}
+
+/// The fields of one row. Texts the row does not hold as such (a whole object, `resources`
+/// with CloudTrail's keys) are written to `scratch` first, then read from there.
+fn fill_row<'a>(
+    fills: &[Fill<'_>],
+    row: &'a [Option<String>],
+    set: &FieldSet,
+    scratch: &'a mut Vec<u8>,
+    spans: &mut Vec<Option<(usize, usize)>>,
+) -> Fields<'a> {
+    let cell = |col: usize| row.get(col).and_then(|c| c.as_deref());
+    scratch.clear();
+    spans.clear();
+    for fill in fills {
+        let start = scratch.len();
+        let wrote = match fill {
+            Fill::Object { shape, .. } => {
+                // Only when the object has a key: an empty object is left out of the record.
+                let any = shape.write_object(row, scratch);
+                if !any {
+                    scratch.truncate(start);
+                }
+                any
+            }
+            Fill::Resources { col, .. } => match (cell(*col), COLUMNS.get(*col)) {
+                (Some(v), Some(c)) => {
+                    write_value(c, v, scratch);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        spans.push(wrote.then_some((start, scratch.len())));
+    }
+    // Only strings of the row and JSON punctuation were written: UTF-8.
+    let scratch: &'a str = std::str::from_utf8(scratch).unwrap_or_default();
+    let mut out = set.empty();
+    for (fill, span) in fills.iter().zip(spans.iter().copied()) {
+        let text = span.and_then(|(a, b)| scratch.get(a..b));
+        match fill {
+            Fill::Cell { col, id } => {
+                if let (Some(v), Some(slot)) = (cell(*col), out.get_mut(*id)) {
+                    *slot = FieldVal::Text(Cow::Borrowed(v));
+                }
+            }
+            Fill::Json { col, place, ids } => {
+                let Some(v) = cell(*col) else { continue };
+                if place.fill(v, &mut out).is_err() {
+                    // Not one JSON value: the record holds it as a string.
+                    for &id in ids {
+                        if let Some(slot) = out.get_mut(id) {
+                            *slot = FieldVal::Missing;
+                        }
+                    }
+                    if let Some(slot) = place.id().and_then(|id| out.get_mut(id)) {
+                        *slot = FieldVal::Text(Cow::Borrowed(v));
+                    }
+                }
+            }
+            Fill::Resources { place, .. } => {
+                if let Some(t) = text {
+                    // The text was written as JSON just above: it reads back.
+                    let _ = place.fill(t, &mut out);
+                }
+            }
+            Fill::Object { id, .. } => {
+                if let (Some(t), Some(slot)) = (text, out.get_mut(*id)) {
+                    *slot = FieldVal::Raw(t);
+                }
+            }
+        }
+    }
+    out
+}
 
 /// The record paths as a tree, built once per query.
 #[derive(Debug, Default)]
 pub struct Shape {
-    /// Each key as written (`"key":`), and what it holds.
-    children: Vec<(Vec<u8>, Node)>,
+    /// Each key, as written (`"key":`), and what it holds.
+    children: Vec<(String, Vec<u8>, Node)>,
 }
 
 #[derive(Debug)]
@@ -41,17 +232,22 @@ impl Shape {
             out
         };
         match path.split_once('.') {
-            None => self.children.push((key(path), Node::Leaf(index))),
+            None => self
+                .children
+                .push((path.to_string(), key(path), Node::Leaf(index))),
             Some((head, rest)) => {
-                let head = key(head);
-                let pos = match self.children.iter().position(|(k, _)| *k == head) {
+                let pos = match self.children.iter().position(|(k, _, _)| k == head) {
                     Some(p) => p,
                     None => {
-                        self.children.push((head, Node::Object(Shape::default())));
+                        self.children.push((
+                            head.to_string(),
+                            key(head),
+                            Node::Object(Shape::default()),
+                        ));
                         self.children.len() - 1
                     }
                 };
-                if let Some((_, Node::Object(inner))) = self.children.get_mut(pos) {
+                if let Some((_, _, Node::Object(inner))) = self.children.get_mut(pos) {
                     inner.insert(rest, index);
                 }
             }
@@ -59,23 +255,26 @@ impl Shape {
     }
 
     /// Appends the record of `row` (cells in [`COLUMNS`] order) and a newline to `out`.
-    pub fn write_record(&self, row: &[Option<&str>], out: &mut Vec<u8>) {
+    pub fn write_record<S: AsRef<str>>(&self, row: &[Option<S>], out: &mut Vec<u8>) {
         self.write_object(row, out);
         out.push(b'\n');
     }
 
     /// Writes `{…}`; returns whether it has any key.
-    fn write_object(&self, row: &[Option<&str>], out: &mut Vec<u8>) -> bool {
+    fn write_object<S: AsRef<str>>(&self, row: &[Option<S>], out: &mut Vec<u8>) -> bool {
         out.push(b'{');
         let mut any = false;
-        for (key, node) in &self.children {
+        for (_, key, node) in &self.children {
             let mark = out.len();
             if any {
                 out.push(b',');
             }
             out.extend_from_slice(key);
             let wrote = match node {
-                Node::Leaf(i) => match (row.get(*i).copied().flatten(), COLUMNS.get(*i)) {
+                Node::Leaf(i) => match (
+                    row.get(*i).and_then(|c| c.as_ref()).map(AsRef::as_ref),
+                    COLUMNS.get(*i),
+                ) {
                     (Some(v), Some(col)) => {
                         write_value(col, v, out);
                         true
@@ -196,6 +395,119 @@ mod tests {
                 "resources": [{"ARN": "arn:r", "accountId": "1", "type": "T"}],
             })
         );
+    }
+
+    /// The fields of a record read from its JSON text, and read from its row directly.
+    fn both_ways(set: &FieldSet, cells: &[(&str, &str)]) -> (String, String) {
+        use serde::de::DeserializeSeed;
+        let r = row(cells);
+        let mut text = Vec::new();
+        Shape::cloudtrail().write_record(&r, &mut text);
+        let text = std::str::from_utf8(&text).expect("utf-8");
+        let mut de = serde_json::Deserializer::from_str(text.trim_end());
+        let crate::hunt::fields::Extracted::Record(want) =
+            set.seed().deserialize(&mut de).expect("a record")
+        else {
+            panic!("an object");
+        };
+        struct Keep(Vec<String>);
+        impl Sink for Keep {
+            fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+                self.0.push(format!("{loc} {f:?}"));
+            }
+            fn problem(&mut self, p: crate::hunt::source::Problem) {
+                panic!("{p:?}");
+            }
+        }
+        let mut rows = Rows::default();
+        rows.push(r).expect("a row");
+        let mut got = Keep(Vec::new());
+        read("page", &rows, set, &mut got);
+        assert_eq!(got.0.len(), 1);
+        (format!("page:1 (record 1) {want:?}"), got.0.remove(0))
+    }
+
+    /// Every kind of place a rule may read — a struct field, a whole struct, a path inside
+    /// JSON text (deep, through an array), `resources`, a path below a string, a path no
+    /// column has — reads the same from the row as from the record, hostile cells included.
+    #[test]
+    fn a_row_reads_as_its_record_reads() {
+        let mut set = FieldSet::default();
+        for p in [
+            "eventName",
+            "eventName.below",
+            "userIdentity",
+            "userIdentity.accessKeyId",
+            "userIdentity.sessionContext",
+            "userIdentity.sessionContext.sessionIssuer.arn",
+            "userIdentity.sessionContext.attributes.mfaAuthenticated",
+            "userIdentity.nothing",
+            "requestParameters",
+            "requestParameters.userName",
+            "requestParameters.policy.Statement.Effect",
+            "requestParameters.items.name",
+            "responseElements",
+            "additionalEventData.MFAUsed",
+            "resources",
+            "resources.ARN",
+            "readOnly",
+            "tlsDetails",
+            "notAColumn",
+        ] {
+            set.intern(p);
+        }
+        let full: &[(&str, &str)] = &[
+            ("eventname", "CreateUser"),
+            ("useridentity.accesskeyid", "AKIAEXAMPLE"),
+            (
+                "useridentity.sessioncontext.sessionissuer.arn",
+                "arn:aws:iam::1:role/r",
+            ),
+            (
+                "useridentity.sessioncontext.attributes.mfaauthenticated",
+                "false",
+            ),
+            (
+                "requestparameters",
+                r#" {"userName":"bob","policy":{"Statement":[{"Effect":"Allow"},{"Effect":"Deny"}]},"items":[{"x":1},{"name":"n\u0041"}]} "#,
+            ),
+            ("responseelements", "null"),
+            ("additionaleventdata", r#"{"MFAUsed":"No"}"#),
+            (
+                "json_format(CAST(resources AS JSON))",
+                r#"[{"arn":"arn:r","accountid":"1","type":"T"}]"#,
+            ),
+            ("readonly", "true"),
+            ("tlsdetails.tlsversion", "TLSv1.3"),
+        ];
+        let hostile: &[&[(&str, &str)]] = &[
+            full,
+            &[],
+            &[("eventname", "a\"b\n\u{1}c"), ("readonly", "maybe")],
+            &[("requestparameters", r#"{"userName":"bob","#)],
+            &[(
+                "requestparameters",
+                r#"{"userName":"bob"} {"userName":"eve"}"#,
+            )],
+            &[(
+                "requestparameters",
+                r#"1,"userIdentity":{"accessKeyId":"AKIAFORGED"}"#,
+            )],
+            &[("requestparameters", r#""just a string""#)],
+            &[("requestparameters", r#"{"userName":"a","userName":"b"}"#)],
+            &[("requestparameters", "")],
+            &[("json_format(CAST(resources AS JSON))", "[{\"arn\":")],
+            &[("json_format(CAST(resources AS JSON))", "[]")],
+            &[("useridentity.sessioncontext.sessionissuer.arn", "")],
+        ];
+        for cells in hostile {
+            let (want, got) = both_ways(&set, cells);
+            assert_eq!(got, want, "{cells:?}");
+        }
+        let (_, got) = both_ways(&set, full);
+        for seen in ["\"bob\"", "\"Allow\"", "\"nA\"", "\"arn:r\"", "\"No\""] {
+            assert!(got.contains(seen), "{seen} in {got}");
+        }
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub mod s3;
 
 use super::bounded;
 use super::engine::{self, HuntOptions, PageFeed};
+use super::fields::FieldSet;
 use super::findings::HuntReport;
 use super::pack::RuleSet;
-use super::source::{Problem, Source};
+use super::source::{Problem, Sink, Source};
 use crate::http::RetryPolicy;
 use crate::providers::azure::AzureIdentity;
 use crate::providers::gcp::GcpAuth;
@@ -54,28 +55,42 @@ pub struct Page {
 #[derive(Debug)]
 pub enum Body {
     Whole(Vec<u8>),
-    Streamed { size: u64, chunks: Chunks },
+    Streamed {
+        size: u64,
+        chunks: Chunks,
+    },
+    /// Athena's result rows, read as records without being written as records first.
+    Rows(super::athena::rows::Rows),
 }
 
 impl Body {
-    /// Its size in bytes (as announced, for a stream).
+    /// Its size in bytes (as announced, for a stream; its cells', for rows).
     pub fn len(&self) -> u64 {
         match self {
             Body::Whole(b) => b.len() as u64,
             Body::Streamed { size, .. } => *size,
+            Body::Rows(rows) => rows.bytes(),
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// The bytes, for a worker thread (a stream blocks it until the next chunk arrives).
-    pub fn into_reader(self) -> Box<dyn std::io::Read + Send> {
-        match self {
+impl Page {
+    /// Reads every record of the page into `sink`, on a worker thread (a stream blocks it
+    /// until the next chunk arrives). `Err` when the body was not wholly read.
+    pub fn read(self, set: &FieldSet, sink: &mut dyn Sink) -> std::io::Result<()> {
+        let reader: Box<dyn std::io::Read + Send> = match self.body {
             Body::Whole(b) => Box::new(std::io::Cursor::new(b)),
             Body::Streamed { chunks, .. } => Box::new(chunks),
-        }
+            Body::Rows(rows) => {
+                super::athena::rows::read(&self.name, &rows, set, sink);
+                return Ok(());
+            }
+        };
+        super::source::read_from(self.source, &self.name, reader, set, sink)
     }
 }
 
