@@ -2,6 +2,7 @@
 //!
 //! - [`model`]: the types (and so the JSON Schema);
 //! - [`load`]: reading YAML with errors that name file, line and column;
+//! - [`fastload`]: the fast reader `load` tries first, for the subset plans are written in;
 //! - [`validate`]: the semantic checks serde cannot express;
 //! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
 //! - [`build`]: from an inventory and its classification to a plan;
@@ -12,6 +13,7 @@ pub mod build;
 pub mod discover;
 pub mod due;
 pub mod duration;
+pub mod fastload;
 pub mod load;
 pub mod located;
 pub mod model;
