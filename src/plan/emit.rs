@@ -172,7 +172,7 @@ pub fn target(
     if !t.observed.is_empty() {
         out.push_str("    observed:\n");
         for o in &t.observed {
-            out.push_str("      - ");
+            out.push_str("    - ");
             observed(out, o);
             out.push('\n');
         }
@@ -221,10 +221,10 @@ fn principal(out: &mut String, p: &Principal) {
 }
 
 fn binding(out: &mut String, b: &Binding) {
-    let mut lead = "      - ";
+    let mut lead = "    - ";
     let mut line = |out: &mut String, key: &str| {
         out.push_str(lead);
-        lead = "        ";
+        lead = "      ";
         scalar(out, key);
         out.push_str(": ");
     };
