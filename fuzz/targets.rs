@@ -178,6 +178,13 @@ pub fn all() -> Vec<Target> {
             run: plan,
         },
         Target {
+            name: "plan-fast",
+            about: "plan YAML: the fast reader agrees with serde-saphyr or declines",
+            seeds: || files(&["plans", "tests/fixtures"], &["yaml", "yml"]),
+            dict: YAML,
+            run: plan_fast,
+        },
+        Target {
             name: "env-inspector",
             about: "CircleCI-Env-Inspector JSON, current and older formats",
             seeds: || files(&["tests/fixtures/env-inspector"], &["json"]),
@@ -369,6 +376,18 @@ fn dataset_lines(name: &str, max: usize) -> Vec<Vec<u8>> {
 
 fn text(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
+}
+
+/// Panics (a finding) when the fast reader accepts a text serde-saphyr reads otherwise.
+fn plan_fast(b: &[u8]) -> bool {
+    let Some(t) = text(b) else { return false };
+    let Ok(fast) = rekey::plan::fastload::from_str::<rekey::plan::Plan>(t) else {
+        return false;
+    };
+    if let Some(why) = rekey::plan::load::disagreement(t, &fast) {
+        panic!("{why}");
+    }
+    true
 }
 
 fn plan(b: &[u8]) -> bool {

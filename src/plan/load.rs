@@ -28,6 +28,49 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, Diagnostic> {
             ),
         ));
     }
+    if let Ok(plan) = super::fastload::from_str::<Plan>(text) {
+        // Debug builds (every test) hold the fast reader to serde-saphyr's answer.
+        #[cfg(debug_assertions)]
+        if text.len() <= DIFFERENTIAL_BYTES
+            && let Some(why) = disagreement(text, &plan)
+        {
+            panic!("the fast plan reader disagrees with serde-saphyr on {file}: {why}");
+        }
+        return Ok(plan);
+    }
+    parse_with_saphyr(file, text)
+}
+
+/// Largest text whose fast reading debug builds check against serde-saphyr's.
+#[cfg(debug_assertions)]
+const DIFFERENTIAL_BYTES: usize = 4 << 20;
+
+/// Where the fast reader's `fast` (read from `text`) differs from serde-saphyr's reading of
+/// the same text, values and positions both; `None` when they agree.
+pub fn disagreement(text: &str, fast: &Plan) -> Option<String> {
+    match parse_with_saphyr("plan.yaml", text) {
+        Err(e) => Some(format!(
+            "serde-saphyr rejects what the fast reader accepted: {e}"
+        )),
+        Ok(slow) => {
+            let (fast, slow) = (format!("{fast:#?}"), format!("{slow:#?}"));
+            let line = fast.lines().zip(slow.lines()).position(|(f, s)| f != s);
+            match line {
+                None if fast == slow => None,
+                None => Some("one reading is longer than the other".to_string()),
+                Some(n) => Some(format!(
+                    "fast `{}` against serde-saphyr `{}` (line {n} of their Debug forms)",
+                    fast.lines().nth(n).unwrap_or_default().trim(),
+                    slow.lines().nth(n).unwrap_or_default().trim()
+                )),
+            }
+        }
+    }
+}
+
+/// Parses `text` with serde-saphyr alone: the reference the fast reader must agree with, and
+/// the reader of everything it declines (with every error's location).
+pub fn parse_with_saphyr(file: &str, text: &str) -> Result<Plan, Diagnostic> {
     serde_saphyr::from_str_with_options::<Plan>(text, options_for(text.len()))
         .map_err(|e| yaml_error(file, text, &e))
 }

@@ -80,13 +80,51 @@ impl<T: Serialize> Serialize for Located<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        deserializer.deserialize_newtype_struct(
+            super::fastload::LOCATED,
+            LocatedVisitor(std::marker::PhantomData),
+        )
+    }
+}
+
+/// serde-saphyr (and any other deserializer) hands its own deserializer to
+/// `visit_newtype_struct`, where its `Spanned` gives the position; the fast reader
+/// ([`super::fastload`]) answers with a sequence of the position (`line << 32 | column`) then
+/// the value.
+struct LocatedVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for LocatedVisitor<T> {
+    type Value = Located<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(d)?;
         let loc = spanned.referenced;
         Ok(Located {
             value: spanned.value,
             pos: Pos {
                 line: loc.line() as u32,
                 column: loc.column() as u32,
+            },
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error;
+        let pos: u64 = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::missing_field("position"))?;
+        let value = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::missing_field("value"))?;
+        Ok(Located {
+            value,
+            pos: Pos {
+                line: (pos >> 32) as u32,
+                column: pos as u32,
             },
         })
     }

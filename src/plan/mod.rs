@@ -2,8 +2,10 @@
 //!
 //! - [`model`]: the types (and so the JSON Schema);
 //! - [`load`]: reading YAML with errors that name file, line and column;
+//! - [`fastload`]: the fast reader `load` tries first, for the subset plans are written in;
 //! - [`validate`]: the semantic checks serde cannot express;
 //! - [`write`]: the planner's YAML, in a stable order, with comments for the reviewer;
+//! - [`emit`]: the text of targets and lists, written directly (hostile strings quoted);
 //! - [`build`]: from an inventory and its classification to a plan;
 //! - [`due`]: whether a credential is due (incident and schedule);
 //! - [`split`]: a plan split into a directory of files for review, read back as one.
@@ -12,6 +14,8 @@ pub mod build;
 pub mod discover;
 pub mod due;
 pub mod duration;
+pub mod emit;
+pub mod fastload;
 pub mod load;
 pub mod located;
 pub mod model;

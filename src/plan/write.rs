@@ -3,13 +3,13 @@
 
 use super::model::*;
 use serde::Serialize;
-use serde_saphyr::{FlowMap, FlowSeq};
+use serde_saphyr::FlowSeq;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the plan as YAML: {0}")]
-pub struct WriteError(String);
+pub struct WriteError(pub(super) String);
 
 /// Renders `plan`; `notes` maps a target id to the sentence that explains its classification.
 pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, WriteError> {
@@ -76,8 +76,11 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
         for target in &plan.targets {
             out.push('\n');
             target_comment(&mut out, target, notes.get(target.id.as_str()));
-            let yaml = yaml_of(&[TargetView::of(target)])?;
-            indent_into(&mut out, &yaml, "  ");
+            super::emit::target(&mut out, target, &|policy| {
+                let mut one = BTreeMap::new();
+                one.insert("policy", policy);
+                yaml_of(&one)
+            })?;
             flush(&mut out, false)?;
         }
     }
@@ -85,17 +88,17 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
         (
             "ignored",
             "Recognised as configuration, not secrets: not rotated.",
-            &|out, f| list_items(out, &plan.ignored, f),
+            &|out, f| list_items(out, &plan.ignored, super::emit::finding, f),
         ),
         (
             "unclassified",
             "No rule recognised these: decide for each, then move it into a target or `ignored`.",
-            &|out, f| list_items(out, &plan.unclassified, f),
+            &|out, f| list_items(out, &plan.unclassified, super::emit::finding, f),
         ),
         (
             "errors",
             "Places the inventory could not read: secrets there are NOT in this plan.",
-            &|out, f| list_items(out, &plan.errors, f),
+            &|out, f| list_items(out, &plan.errors, super::emit::inventory_error, f),
         ),
     ];
     let lens = [
@@ -122,13 +125,14 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
 const FLUSH_AT: usize = 256 * 1024;
 
 /// Writes each item as a one-line flow mapping (`- {project: …, var: …}`), one at a time.
-fn list_items<T: Serialize>(
+fn list_items<T>(
     out: &mut String,
     items: &[T],
+    item: fn(&mut String, &T),
     flush: &mut dyn FnMut(&mut String) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {
-    for item in items {
-        out.push_str(&yaml_of(&[FlowMap(item)])?);
+    for one in items {
+        item(out, one);
         flush(out)?;
     }
     Ok(())
@@ -138,7 +142,8 @@ fn header(out: &mut String, plan: &Plan) {
     out.push_str("# rekey rotation plan. Review every target, then run `rekey validate` and\n");
     out.push_str("# `rekey apply --dry-run`; `apply` does exactly what this file says.\n");
     if let Some(inv) = &plan.metadata.inventory {
-        let org = inv.org.as_deref().unwrap_or("(several organizations)");
+        let org =
+            super::emit::comment_text(inv.org.as_deref().unwrap_or("(several organizations)"));
         let _ = writeln!(
             out,
             "# Made from the {} inventory of {org} taken at {}.",
@@ -182,14 +187,14 @@ fn target_comment(out: &mut String, t: &Target, note: Option<&String>) {
     let _ = writeln!(
         out,
         "  # {} — {}, {} confidence, {places} place{}",
-        t.id.as_str(),
+        super::emit::comment_text(t.id.as_str()),
         t.provider.value,
         t.confidence.as_str(),
         if places == 1 { "" } else { "s" }
     );
     if let Some(note) = note {
         for line in wrap(note, 94) {
-            let _ = writeln!(out, "  # {line}");
+            let _ = writeln!(out, "  # {}", super::emit::comment_text(&line));
         }
     }
     if !t.confirmed {
@@ -241,138 +246,9 @@ fn yaml_of<T: Serialize + ?Sized>(value: &T) -> Result<String, WriteError> {
     Ok(text)
 }
 
-fn indent_into(out: &mut String, yaml: &str, pad: &str) {
-    for line in yaml.lines() {
-        if !line.is_empty() {
-            out.push_str(pad);
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-}
-
-// Views: the plan as a reviewer reads it best. Short records (principal, variable maps,
-// observations, findings) in flow style on one line, the structure in block style. The views
-// borrow the model and must list its fields in its order; the round-trip test
-// (write, parse, compare) fails if they drift.
-
-#[derive(Serialize)]
-struct TargetView<'a> {
-    id: &'a str,
-    provider: ProviderKind,
-    confidence: Confidence,
-    confirmed: bool,
-    principal: FlowMap<&'a Principal>,
-    bindings: Vec<BindingView<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    observed: Vec<FlowMap<&'a Observed>>,
-    #[serde(skip_serializing_if = "Policy::is_empty")]
-    policy: &'a Policy,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exec: Option<ExecView<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ssh_key: Option<SshKeyView<'a>>,
-}
-
-impl<'a> TargetView<'a> {
-    fn of(t: &'a Target) -> Self {
-        TargetView {
-            id: t.id.as_str(),
-            provider: t.provider.value,
-            confidence: t.confidence,
-            confirmed: t.confirmed,
-            principal: FlowMap(&t.principal),
-            bindings: t.bindings.iter().map(BindingView::of).collect(),
-            observed: t.observed.iter().map(FlowMap).collect(),
-            policy: &t.policy,
-            exec: t.exec.as_ref().map(ExecView::of),
-            ssh_key: t.ssh_key.as_ref().map(SshKeyView::of),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct BindingView<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    project: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context_id: Option<&'a str>,
-    /// Absent for bindings into project settings (`aws_keypair`, `ssh_hostname`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vars: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<String>>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    encoding: Option<FlowMap<&'a BTreeMap<super::Located<String>, super::Located<Encoding>>>>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    aws_keypair: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ssh_hostname: Option<&'a str>,
-}
-
-impl<'a> BindingView<'a> {
-    fn of(b: &'a Binding) -> Self {
-        BindingView {
-            project: b.project.as_deref().map(String::as_str),
-            context: b.context.as_deref().map(String::as_str),
-            context_id: b.context_id.as_deref(),
-            vars: (!b.vars.is_empty() || (!b.aws_keypair && b.ssh_hostname.is_none()))
-                .then_some(FlowMap(&b.vars)),
-            encoding: (!b.encoding.is_empty()).then_some(FlowMap(&b.encoding)),
-            aws_keypair: b.aws_keypair,
-            ssh_hostname: b.ssh_hostname.as_deref().map(String::as_str),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct SshKeyView<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    install: Option<FlowSeq<&'a Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    remove: Option<FlowSeq<&'a Vec<String>>>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    manual: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout: Option<super::PlanDuration>,
-}
-
-impl<'a> SshKeyView<'a> {
-    fn of(h: &'a super::SshKeyHooks) -> Self {
-        SshKeyView {
-            install: h.install.as_ref().map(|c| FlowSeq(&c.value)),
-            remove: h.remove.as_ref().map(|c| FlowSeq(&c.value)),
-            manual: h.manual,
-            timeout: h.timeout.as_ref().map(|t| t.value),
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ExecView<'a> {
-    mint: FlowSeq<&'a Vec<String>>,
-    verify: FlowSeq<&'a Vec<String>>,
-    revoke: FlowSeq<&'a Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    inspect: Option<FlowSeq<&'a Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deactivate: Option<FlowSeq<&'a Vec<String>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout: Option<super::PlanDuration>,
-}
-
-impl<'a> ExecView<'a> {
-    fn of(e: &'a ExecCommands) -> Self {
-        ExecView {
-            mint: FlowSeq(&e.mint.value),
-            verify: FlowSeq(&e.verify.value),
-            revoke: FlowSeq(&e.revoke.value),
-            inspect: e.inspect.as_ref().map(|c| FlowSeq(&c.value)),
-            deactivate: e.deactivate.as_ref().map(|c| FlowSeq(&c.value)),
-            timeout: e.timeout.as_ref().map(|t| t.value),
-        }
-    }
-}
+// Views: the plan's header as a reviewer reads it best, short lists in flow style. The views
+// borrow the model and must list its fields in its order; the round-trip test (write, parse,
+// compare) fails if they drift. Targets and lists are written by [`super::emit`].
 
 #[derive(Serialize)]
 struct HuntsView<'a> {
