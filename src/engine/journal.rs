@@ -890,6 +890,23 @@ impl Journal {
         }
     }
 
+    /// On S3, queues the deletion of `rel` after everything recorded for `target` in `run`,
+    /// without waiting for it (see [`Remote::enqueue_delete`]); `false` for a local state.
+    pub(crate) fn delete_after_records(
+        &self,
+        run: &RunId,
+        target: &str,
+        rel: String,
+    ) -> Result<bool, JournalError> {
+        match self.writable_remote()? {
+            Some(remote) => {
+                remote.enqueue_delete(run.as_str(), target, rel);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Waits until everything recorded for `target` in `run` is durable (at once locally;
     /// on S3, once its write chain is empty). The stash calls it before each change.
     pub(crate) fn flush_target(&self, run: &RunId, target: &str) -> Result<(), JournalError> {

@@ -585,11 +585,20 @@ impl Stash {
 
     /// Removes what is stashed for `target` in `run` (absent is fine), overwriting it on disk.
     pub fn erase(&self, run: &RunId, target: &str) -> Result<(), StashError> {
-        if self.journal.as_ref().and_then(|j| j.remote()).is_some() {
-            let rel = records::stash_key(run.as_str(), target);
-            self.remote_write(run, target, |store| async move {
-                store.delete(&rel, None).await
-            })?;
+        // On S3 the erase goes on the target's write chain, after the records before it (the
+        // `done` record first, as step 12 wants) but without waiting for S3: nothing that
+        // follows needs the value gone, the run's end waits for the chain, and a crash before
+        // the deletion leaves the sealed value to the next invocation, which erases it for a
+        // finished target as it does locally.
+        let on_s3 = match &self.journal {
+            Some(journal) => journal.delete_after_records(
+                run,
+                target,
+                records::stash_key(run.as_str(), target),
+            )?,
+            None => false,
+        };
+        if on_s3 {
             self.conn()
                 .execute(
                     "DELETE FROM stash WHERE run_id = ?1 AND target = ?2",

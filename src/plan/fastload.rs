@@ -885,6 +885,8 @@ impl<'de, 'a> de::Deserializer<'de> for Sc<'a> {
 }
 
 /// Remembers a mapping's keys: a duplicate declines (serde-saphyr reports it).
+// The key is kept as it came (borrowed from the text where it can be), hence the `&Cow`.
+#[allow(clippy::ptr_arg)]
 fn note_key<'a>(keys: &mut Vec<Cow<'a, str>>, key: &Cow<'a, str>) -> Res<()> {
     if keys.len() >= MAX_KEYS || keys.iter().any(|k| k == key) {
         return Err(Decline);

@@ -307,6 +307,8 @@ struct Chain {
 enum Op {
     Record(Event),
     State(TargetState),
+    /// Delete this object once everything queued before it is in S3 (a stash erased).
+    Delete(String),
     Flush(std::sync::mpsc::Sender<Result<(), String>>),
 }
 
@@ -318,6 +320,8 @@ struct Pending {
     next: i64,
     records: Vec<Event>,
     state: Option<TargetState>,
+    /// Objects to delete once the records queued before them are written.
+    deletes: Vec<String>,
     /// The size of `records`' details, roughly: a batch that grows large is written at once.
     bytes: usize,
     /// The first write that failed: nothing after it is written.
@@ -336,7 +340,25 @@ impl Pending {
                 self.records.push(e);
             }
             Op::State(s) => self.state = Some(s),
+            Op::Delete(rel) => self.deletes.push(rel),
             Op::Flush(reply) => waiters.push(reply),
+        }
+    }
+
+    /// Writes the pending batch, then deletes what was queued for deletion (after the records
+    /// queued before it, never before; records queued after it may land first, which is
+    /// harmless: a deletion only must not overtake what precedes it).
+    async fn write_and_delete(&mut self, store: &Store) {
+        self.write(store).await;
+        for rel in std::mem::take(&mut self.deletes) {
+            if self.failed.is_some() {
+                break;
+            }
+            if let Err(e) = store.delete(&rel, None).await {
+                let what = format!("deleting {}: {e}", store.key(&rel));
+                tracing::error!(error = %what, "state write failed; this target stops at its next step");
+                self.failed = Some(what);
+            }
         }
     }
 
@@ -497,6 +519,12 @@ impl Remote {
         self.send(run, target, Op::Record(event));
     }
 
+    /// Queues the deletion of `rel` on the chain of `(run, target)`: done after everything
+    /// queued there before it, without waiting (a later flush reports a failure).
+    pub(crate) fn enqueue_delete(&self, run: &str, target: &str, rel: String) {
+        self.send(run.to_string(), target.to_string(), Op::Delete(rel));
+    }
+
     /// Queues the displayed state of `target` in `run` on its chain.
     pub(crate) fn enqueue_state(&self, run: &str, state: TargetState) {
         self.send(run.to_string(), state.target.clone(), Op::State(state));
@@ -572,6 +600,7 @@ impl Remote {
             next,
             records: Vec::new(),
             state: None,
+            deletes: Vec::new(),
             bytes: 0,
             failed: None,
         };
@@ -589,7 +618,7 @@ impl Remote {
                 };
                 if first.is_none() && !lingered {
                     // Every sender is gone: write what is left, and end.
-                    pending.write(&store).await;
+                    pending.write_and_delete(&store).await;
                     break;
                 }
                 let mut waiters = Vec::new();
@@ -600,8 +629,12 @@ impl Remote {
                 while let Ok(op) = rx.try_recv() {
                     pending.add(op, &mut waiters);
                 }
-                if lingered || !waiters.is_empty() || pending.bytes >= BATCH_BYTES {
-                    pending.write(&store).await;
+                if lingered
+                    || !waiters.is_empty()
+                    || !pending.deletes.is_empty()
+                    || pending.bytes >= BATCH_BYTES
+                {
+                    pending.write_and_delete(&store).await;
                     deadline = None;
                 } else if deadline.is_none() && !pending.is_empty() {
                     deadline = Some(tokio::time::Instant::now() + LINGER);
