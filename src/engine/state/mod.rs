@@ -38,6 +38,15 @@ pub const STATE_ENV: &str = "REKEY_STATE";
 /// state is then encrypted server-side with it (SSE-KMS), on top of the stash's own encryption.
 pub const KMS_KEY_ENV: &str = "REKEY_STATE_KMS_KEY_ID";
 
+/// Whether `name` can be an S3 bucket's: 3 to 63 lowercase letters, digits, `-` or `.` (the
+/// one check for every `s3://` location rekey reads: states, Athena tables).
+pub fn is_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
 /// Where a state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateLocation {
@@ -66,11 +75,7 @@ impl StateLocation {
             return Ok(StateLocation::Local(state_dir.to_path_buf()));
         };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !bucket_ok {
+        if !is_bucket_name(bucket) {
             return Err(format!(
                 "{text}: {bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, \
                  '-' or '.'); help: name the state as s3://BUCKET/PREFIX"

@@ -61,11 +61,7 @@ pub fn parse_s3(url: &str) -> Result<Prefix, String> {
         .strip_prefix("s3://")
         .ok_or_else(|| format!("location `{shown}` is not an s3:// URL"))?;
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    let valid_bucket = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    if !valid_bucket {
+    if !crate::engine::state::is_bucket_name(bucket) {
         return Err(format!("location `{shown}` names no valid S3 bucket"));
     }
     if key.split('/').any(|s| s == "." || s == "..") || key.chars().any(char::is_control) {
