@@ -355,9 +355,7 @@ impl Pending {
                 break;
             }
             if let Err(e) = store.delete(&rel, None).await {
-                let what = format!("deleting {}: {e}", store.key(&rel));
-                tracing::error!(error = %what, "state write failed; this target stops at its next step");
-                self.failed = Some(what);
+                self.fail(format!("deleting {}: {e}", store.key(&rel)));
             }
         }
     }
@@ -391,10 +389,15 @@ impl Pending {
                     ),
                     StoreError::Other(e) => format!("writing {}: {e}", store.key(&rel)),
                 };
-                tracing::error!(error = %what, "state write failed; this target stops at its next step");
-                self.failed = Some(what);
+                self.fail(what);
             }
         }
+    }
+
+    /// The chain's first failure: said once, and nothing after it is written.
+    fn fail(&mut self, what: String) {
+        tracing::error!(error = %what, "state write failed; this target stops at its next step");
+        self.failed = Some(what);
     }
 
     fn result(&self) -> Result<(), String> {
