@@ -828,6 +828,59 @@ impl Journal {
         phase: Phase,
         detail: &serde_json::Value,
     ) -> Result<i64, JournalError> {
+        let seq = self.append(run, target, step, phase, detail)?;
+        if phase == Phase::Intent {
+            self.wait_before_side_effect(run, target, step)?;
+        }
+        Ok(seq)
+    }
+
+    /// Appends the intents of one step's side effects on several places (a write to each of a
+    /// target's bindings) and waits once until all are durable: on S3, one write however many
+    /// places, where recording them one by one before each call waited once per place. Resume
+    /// reads an intent without its done record as "this place may hold the new value", which
+    /// is as true of an intent recorded early as of one recorded just before its call.
+    pub fn record_intents(
+        &self,
+        run: &RunId,
+        target: &str,
+        step: &str,
+        details: &[serde_json::Value],
+    ) -> Result<(), JournalError> {
+        for detail in details {
+            self.append(run, target, step, Phase::Intent, detail)?;
+        }
+        if !details.is_empty() {
+            self.wait_before_side_effect(run, target, step)?;
+        }
+        Ok(())
+    }
+
+    /// An intent precedes a side effect: on S3 it (and everything before it) must be in S3
+    /// before the engine goes on, unless the step changes nothing anywhere.
+    fn wait_before_side_effect(
+        &self,
+        run: &RunId,
+        target: &str,
+        step: &str,
+    ) -> Result<(), JournalError> {
+        match self.writable_remote()? {
+            Some(remote) if !READ_ONLY_STEPS.contains(&step) => remote
+                .flush(run.as_str(), target)
+                .map_err(|e| self.remote_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends an event (durable on disk; on S3, queued on the target's write chain).
+    fn append(
+        &self,
+        run: &RunId,
+        target: &str,
+        step: &str,
+        phase: Phase,
+        detail: &serde_json::Value,
+    ) -> Result<i64, JournalError> {
         let remote = self.writable_remote()?;
         let text = detail.to_string();
         let at = Utc::now();
@@ -857,24 +910,18 @@ impl Journal {
         )
         .map_err(|e| self.db_for_run(e, run))?;
         let seq = conn.last_insert_rowid();
-        let Some(remote) = remote else {
-            return Ok(seq);
-        };
-        let event = Event {
-            seq: place,
-            run: run.clone(),
-            target: target.to_string(),
-            step: step.to_string(),
-            phase,
-            detail: detail.clone(),
-            at,
-        };
-        remote.enqueue_record(event);
-        drop(conn);
-        if phase == Phase::Intent && !READ_ONLY_STEPS.contains(&step) {
-            remote
-                .flush(run.as_str(), target)
-                .map_err(|e| self.remote_error(e))?;
+        if let Some(remote) = remote {
+            // Queued while the database lock is held, so the chain gets a target's records
+            // in the order of their places.
+            remote.enqueue_record(Event {
+                seq: place,
+                run: run.clone(),
+                target: target.to_string(),
+                step: step.to_string(),
+                phase,
+                detail: detail.clone(),
+                at,
+            });
         }
         Ok(seq)
     }

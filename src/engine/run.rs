@@ -144,6 +144,28 @@ impl RunJournal {
         Ok(())
     }
 
+    /// Journals the intents of one step on several places, durable together (see
+    /// [`Journal::record_intents`]); each still passes its crash point, once all are durable.
+    pub fn record_intents(
+        &self,
+        target: &str,
+        step: Step,
+        details: &[Detail],
+    ) -> Result<(), EngineError> {
+        let values = details
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        self.journal
+            .record_intents(&self.run, target, step.as_str(), &values)?;
+        let point = format!("{}:{}", step.as_str(), phase_name(EventPhase::Intent));
+        for _ in details {
+            crash_if_asked(target, &point);
+        }
+        Ok(())
+    }
+
     /// The run (other than this one) that minted `credential_id` for `target` and finished
     /// rotating it, if any.
     pub fn rotated_earlier(

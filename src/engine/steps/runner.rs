@@ -70,6 +70,11 @@ impl<'a> Runner<'a> {
         Ok(self.ctx.journal.record(self.id, step, phase, detail)?)
     }
 
+    /// Journals the intents of one step's side effects on several places, durable together.
+    pub fn record_intents(&self, step: Step, intents: &[Detail]) -> Result<(), Stop> {
+        Ok(self.ctx.journal.record_intents(self.id, step, intents)?)
+    }
+
     /// Journals a step's failure with its message.
     pub fn record_failed(&self, step: Step, detail: Detail, message: String) -> Result<(), Stop> {
         self.record(
@@ -98,6 +103,20 @@ impl<'a> Runner<'a> {
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         self.record(step, EventPhase::Intent, intent)?;
+        self.after_intent(step, call, done).await
+    }
+
+    /// [`Runner::journaled`] for a side effect whose intent is already recorded (with others,
+    /// by [`Runner::record_intents`]).
+    pub async fn after_intent<T, E, Fut>(
+        &self,
+        step: Step,
+        call: Fut,
+        done: impl FnOnce(&T) -> Result<Detail, Stop>,
+    ) -> Result<Result<T, E>, Stop>
+    where
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
         self.ctx
             .crash_point(self.id, &format!("{}-before-call", step.as_str()));
         let value = match call.await {

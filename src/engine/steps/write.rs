@@ -12,15 +12,40 @@ use std::collections::BTreeMap;
 
 impl Runner<'_> {
     /// Step 6: every binding not yet written; one that fails does not stop the others.
+    ///
+    /// What each place holds before the write is read first and the intents of all places
+    /// are journaled together, then the places are written one after the other: on S3 state
+    /// the journal waits once for the step instead of once per place.
     pub async fn write(&mut self) -> StepResult {
         let mut failed_places = Vec::new();
+        let mut ready = Vec::new();
         for binding in &self.target.bindings {
-            if self.progress.written.contains(&bindings::label(binding)) {
+            let place = bindings::label(binding);
+            if self.progress.written.contains(&place) {
                 continue;
             }
+            match self.timestamps_before(binding).await {
+                Ok(before) => ready.push((binding, place, before)),
+                Err(reason) => failed_places.push(reason),
+            }
+        }
+        if !ready.is_empty() {
             let minted = self.minted_value()?;
-            if let Err(reason) = self.write_binding(binding, &minted).await? {
-                failed_places.push(reason);
+            let intents: Vec<Detail> = ready
+                .iter()
+                .map(|(_, place, before)| Detail {
+                    place: Some(place.clone()),
+                    before: before.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            self.record_intents(Step::Write, &intents)?;
+            for (binding, place, before) in ready {
+                // The timestamps count from the intent on, whatever the write does.
+                self.progress.before.extend(before);
+                if let Err(reason) = self.write_binding(binding, place, &minted).await? {
+                    failed_places.push(reason);
+                }
             }
         }
         if failed_places.is_empty() {
@@ -33,40 +58,36 @@ impl Runner<'_> {
         Err(self.incomplete(Step::Write, reason))
     }
 
-    /// Writes one binding: `Ok(Err(why))` when it could not be written.
+    /// The timestamps of a place before its first write (for read-back), less those already
+    /// journaled: a resumed write must compare with the value before the *first* attempt.
+    async fn timestamps_before(
+        &self,
+        binding: &Binding,
+    ) -> Result<BTreeMap<String, chrono::DateTime<chrono::Utc>>, String> {
+        let before = bindings::timestamps(&self.ctx.circleci, binding)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(before
+            .into_iter()
+            .filter(|(k, _)| !self.progress.before.contains_key(k))
+            .collect())
+    }
+
+    /// Writes one binding whose intent is journaled: `Ok(Err(why))` when it could not be
+    /// written.
     async fn write_binding(
         &mut self,
         binding: &Binding,
+        place: String,
         minted: &Minted,
     ) -> Result<Result<(), String>, super::runner::Stop> {
-        let place = bindings::label(binding);
         self.started(Step::Write);
-        let before = match bindings::timestamps(&self.ctx.circleci, binding).await {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        // Keep timestamps already journaled for this place (a resumed write must compare with
-        // the value before the *first* attempt).
-        let before: BTreeMap<_, _> = before
-            .into_iter()
-            .filter(|(k, _)| !self.progress.before.contains_key(k))
-            .collect();
-        let intent = Detail {
-            place: Some(place.clone()),
-            before: before.clone(),
-            ..Default::default()
-        };
         let done = Detail {
             place: Some(place.clone()),
             ..Default::default()
         };
         let call = bindings::write(&self.ctx.circleci, binding, minted);
-        // The timestamps count from the intent on, whatever the write does.
-        let result = self
-            .journaled(Step::Write, &intent, call, |_| Ok(done))
-            .await;
-        self.progress.before.extend(before);
-        match result? {
+        match self.after_intent(Step::Write, call, |_| Ok(done)).await? {
             Ok(()) => {
                 self.emit(Step::Write, Status::Done, Some(&place));
                 self.progress.written.push(place);
