@@ -448,11 +448,6 @@ impl Journal {
         Ok(journal)
     }
 
-    /// The S3 side, when the state is on S3.
-    pub(crate) fn remote(&self) -> Option<&RemoteJournal> {
-        self.remote.as_ref()
-    }
-
     /// Another handle on the same journal (same connection, same remote), for the stash.
     pub(crate) fn share(&self) -> Journal {
         Journal {
@@ -470,7 +465,9 @@ impl Journal {
     }
 
     /// The remote to write to, or an error when this journal may not write.
-    fn writable_remote(&self) -> Result<Option<&Arc<Remote>>, JournalError> {
+    /// The remote to write to: none for a local state; refused for a read-only open or a
+    /// lost lease.
+    pub(crate) fn writable_remote(&self) -> Result<Option<&Arc<Remote>>, JournalError> {
         match &self.remote {
             None => Ok(None),
             Some(r) if !r.writable => {
@@ -951,17 +948,6 @@ impl Journal {
                 Ok(true)
             }
             None => Ok(false),
-        }
-    }
-
-    /// Waits until everything recorded for `target` in `run` is durable (at once locally;
-    /// on S3, once its write chain is empty). The stash calls it before each change.
-    pub(crate) fn flush_target(&self, run: &RunId, target: &str) -> Result<(), JournalError> {
-        match self.writable_remote()? {
-            Some(remote) => remote
-                .flush(run.as_str(), target)
-                .map_err(|e| self.remote_error(e)),
-            None => Ok(()),
         }
     }
 

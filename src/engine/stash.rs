@@ -46,7 +46,6 @@
 
 use super::journal::{self, Journal, JournalError, RunId};
 use super::state::records::{self, StashRow};
-use super::state::s3::Cond;
 use crate::providers::Minted;
 use crate::secret::Secret;
 use base64::Engine as _;
@@ -407,33 +406,6 @@ impl Stash {
         }
     }
 
-    /// On S3: waits for the target's earlier records, then runs `op` on the store.
-    fn remote_write<F, Fut>(&self, run: &RunId, target: &str, op: F) -> Result<(), StashError>
-    where
-        F: FnOnce(super::state::s3::Store) -> Fut,
-        Fut:
-            std::future::Future<Output = Result<(), super::state::s3::StoreError>> + Send + 'static,
-    {
-        let Some(journal) = &self.journal else {
-            return Ok(());
-        };
-        let Some(remote) = journal.remote() else {
-            return Ok(());
-        };
-        journal.flush_target(run, target)?;
-        let fail = |what: String| {
-            StashError::Journal(JournalError::Remote {
-                location: remote.remote.location().to_string(),
-                what,
-            })
-        };
-        remote
-            .remote
-            .call(op)
-            .map_err(fail)?
-            .map_err(|e| fail(e.to_string()))
-    }
-
     /// Stores the minted credential of `target` in `run`. Storing the same credential again
     /// replaces it (a resumed mint step); a different credential is refused, because losing the
     /// stashed one would orphan it.
@@ -465,11 +437,23 @@ impl Stash {
             ciphertext: buffer.to_vec(),
             created_at: created_at.clone(),
         };
-        let rel = records::stash_key(run.as_str(), target);
-        let body = records::stash_body(&row);
-        self.remote_write(run, target, |store| async move {
-            store.put(&rel, body, Cond::None).await.map(|_| ())
-        })?;
+        // On S3 the sealed value goes on the target's write chain, after its records and
+        // before the next (the mint's done), without waiting: the next intent (the write's, or
+        // a rollback's) waits for it, so no value reaches a place before S3 holds it sealed,
+        // and S3 never shows the mint done without the stash. A crash before it lands leaves
+        // an interrupted mint, which resume resolves by deleting the orphan.
+        let remote = match &self.journal {
+            Some(journal) => journal.writable_remote()?,
+            None => None,
+        };
+        if let Some(remote) = remote {
+            remote.enqueue_put(
+                run.as_str(),
+                target,
+                records::stash_key(run.as_str(), target),
+                records::stash_body(&row),
+            );
+        }
         self.conn()
             .execute(
                 "INSERT INTO stash (run_id, target, credential_id, key_id, nonce, ciphertext,

@@ -8,8 +8,10 @@
 //! Ordering, the same guarantee as the local journal: records of one target go to S3 in the
 //! order they were made, on a *chain* (a task per target) that writes them in *batches*, one
 //! after the other. A record that precedes a side effect (the intent of a step that changes
-//! something at an owner or at CircleCI, every stash change) waits until its chain is empty:
-//! everything recorded before it, and itself, is in S3 before the side effect starts. The
+//! something at an owner or at CircleCI) waits until its chain is empty: everything recorded
+//! before it, and itself, is in S3 before the side effect starts. The stash's changes go on
+//! the same chain, in their place among the records, and are waited for by the next intent
+//! (a sealed value before any write of it, an erased one after the `done` record). The
 //! other records (a step's done, a read-only step, the displayed state) do not wait: they go
 //! in the same batch as the next record that does (or alone, after [`LINGER`]), so a step
 //! costs one S3 write on its path however many records precede it, and S3 is asked for about
@@ -309,6 +311,9 @@ enum Op {
     State(TargetState),
     /// Delete this object once everything queued before it is in S3 (a stash erased).
     Delete(String),
+    /// Write this object (a stash sealed) after everything queued before it and before
+    /// anything queued after it.
+    Put(String, Vec<u8>),
     Flush(std::sync::mpsc::Sender<Result<(), String>>),
 }
 
@@ -333,7 +338,14 @@ impl Pending {
         self.records.is_empty() && self.state.is_none()
     }
 
-    fn add(&mut self, op: Op, waiters: &mut Vec<std::sync::mpsc::Sender<Result<(), String>>>) {
+    /// Takes one queued operation: records, states, deletions and waiters join the batch; an
+    /// object to put is written at once, after what is pending.
+    async fn add(
+        &mut self,
+        store: &Store,
+        op: Op,
+        waiters: &mut Vec<std::sync::mpsc::Sender<Result<(), String>>>,
+    ) {
         match op {
             Op::Record(e) => {
                 self.bytes += 128 + e.detail.to_string().len();
@@ -342,6 +354,19 @@ impl Pending {
             Op::State(s) => self.state = Some(s),
             Op::Delete(rel) => self.deletes.push(rel),
             Op::Flush(reply) => waiters.push(reply),
+            Op::Put(rel, body) => self.write_then_put(store, rel, body).await,
+        }
+    }
+
+    /// Writes what is pending, then the object: in the chain's order (unless an earlier write
+    /// failed).
+    async fn write_then_put(&mut self, store: &Store, rel: String, body: Vec<u8>) {
+        self.write(store).await;
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(e) = store.put(&rel, body, Cond::None).await {
+            self.fail(format!("writing {}: {e}", store.key(&rel)));
         }
     }
 
@@ -528,6 +553,13 @@ impl Remote {
         self.send(run.to_string(), target.to_string(), Op::Delete(rel));
     }
 
+    /// Queues the writing of `rel` on the chain of `target` in `run`: after everything queued
+    /// before it, before everything queued after it, without waiting for it (the next
+    /// [`Remote::flush`] of the target does).
+    pub(crate) fn enqueue_put(&self, run: &str, target: &str, rel: String, body: Vec<u8>) {
+        self.send(run.to_string(), target.to_string(), Op::Put(rel, body));
+    }
+
     /// Queues the displayed state of `target` in `run` on its chain.
     pub(crate) fn enqueue_state(&self, run: &str, state: TargetState) {
         self.send(run.to_string(), state.target.clone(), Op::State(state));
@@ -625,12 +657,11 @@ impl Remote {
                     break;
                 }
                 let mut waiters = Vec::new();
-                if let Some(op) = first {
-                    pending.add(op, &mut waiters);
-                }
-                // What arrived meanwhile joins this batch.
-                while let Ok(op) = rx.try_recv() {
-                    pending.add(op, &mut waiters);
+                // What arrived meanwhile joins this batch; an object to put goes at once, in
+                // its place among the records.
+                let mut next = first;
+                while let Some(op) = next.take().or_else(|| rx.try_recv().ok()) {
+                    pending.add(&store, op, &mut waiters).await;
                 }
                 if lingered
                     || !waiters.is_empty()
