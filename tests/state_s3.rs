@@ -526,6 +526,64 @@ fn no_mint_without_its_record_when_s3_refuses_it() {
     assert_rotated_from(&w, &old, &[out.stderr, again.stdout, again.stderr]);
 }
 
+/// The sealed value is queued on the target's write chain without waiting (DESIGN.md, "Shared
+/// state"): S3 refusing it must still stop the run before any CircleCI write, and before S3
+/// shows the mint done without its stash. With S3 back, resume treats the mint as interrupted
+/// (the minted key, whose value nobody kept, is deleted at IAM), mints again and completes.
+#[test]
+fn no_write_without_its_sealed_value_in_s3_when_s3_refuses_the_stash() {
+    let Some(w) = world() else { return };
+    let proxy = S3Proxy::start(&w.endpoint());
+    proxy.set_rule(|seen| {
+        if seen.method == "PUT" && seen.path.contains("/stash/") {
+            Fault::SlowDown
+        } else {
+            Fault::Pass
+        }
+    });
+    let env = [("AWS_ENDPOINT_URL_S3", proxy.url.as_str())];
+    let plan = w.write_plan(&PlanSpec::default()).display().to_string();
+    w.clear_request_logs();
+    let out = spawn(&w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        proxy.seen().iter().any(|s| s.fault == Fault::SlowDown),
+        "the fault was injected"
+    );
+    assert_eq!(w.keys_created(), 1, "{}", out.stderr);
+    assert!(
+        w.circleci_mutations().is_empty(),
+        "CircleCI written without the sealed value in S3"
+    );
+    let steps: Vec<String> = records(&w)
+        .iter()
+        .map(|(_, v)| {
+            format!(
+                "{}:{}",
+                v["step"].as_str().unwrap_or(""),
+                v["phase"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(steps.iter().any(|s| s == "mint:intent"), "{steps:?}");
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s == "mint:done" || s == "write:intent"),
+        "S3 shows the mint done without its stash: {steps:?}"
+    );
+    proxy.set_rule(|_| Fault::Pass);
+    let old = w.old_key.clone();
+    let again = spawn(&w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(
+        w.keys_created(),
+        2,
+        "the interrupted mint was not minted again"
+    );
+    assert_rotated_from(&w, &old, &[out.stderr, again.stdout, again.stderr]);
+}
+
 /// S3 answering 503 SlowDown to the first attempt of every write and dropping the answer of
 /// every third write it applied: the rotation completes, and every record is in S3 exactly
 /// once, in order (no gap, no step without its record).
