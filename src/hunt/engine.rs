@@ -738,21 +738,53 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     let mut actions = ActionBaseline::default();
     let mut corr = correlation::Store::default();
-    for (r, s, cs, hs, pp, act, co) in results {
-        actions.merge(act);
-        corr.merge(co);
-        for (k, n) in pp {
-            *per_pair.entry(k).or_default() += n;
-        }
-        for (cred, x) in hs {
-            match hours.get_mut(&cred) {
-                Some(y) => y.merge(&x),
-                None => {
-                    hours.insert(cred, x);
+    for (i, (r, s, cs, hs, pp, act, co)) in results.into_iter().enumerate() {
+        if i == 0 {
+            // The first worker's maps are taken whole: merged into empty maps, each was
+            // rebuilt entry by entry on one core after the workers had finished.
+            (seen, countries, hours, per_pair, actions, corr) = (s, cs, hs, pp, act, co);
+        } else {
+            actions.merge(act);
+            corr.merge(co);
+            for (k, n) in pp {
+                *per_pair.entry(k).or_default() += n;
+            }
+            for (cred, x) in hs {
+                match hours.get_mut(&cred) {
+                    Some(y) => y.merge(&x),
+                    None => {
+                        hours.insert(cred, x);
+                    }
+                }
+            }
+            for (cred, per) in s {
+                let into = seen.entry(cred).or_default();
+                for (ip, x) in per {
+                    match into.get_mut(&ip) {
+                        None => {
+                            into.insert(ip, x);
+                        }
+                        Some(y) => y.merge(x),
+                    }
+                }
+            }
+            for (cred, per) in cs {
+                let into = countries.entry(cred).or_default();
+                for (country, x) in per {
+                    match into.get_mut(&country) {
+                        None => {
+                            into.insert(country, x);
+                        }
+                        Some(y) => y.merge(x),
+                    }
                 }
             }
         }
-        report.findings.extend(r.findings);
+        if report.findings.is_empty() {
+            report.findings = r.findings;
+        } else {
+            report.findings.extend(r.findings);
+        }
         report.problems.extend(r.problems);
         report.incomplete.extend(r.incomplete);
         let st = &mut report.stats;
@@ -764,28 +796,6 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.out_of_scope += r.stats.out_of_scope;
         st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
-        for (cred, per) in s {
-            let into = seen.entry(cred).or_default();
-            for (ip, x) in per {
-                match into.get_mut(&ip) {
-                    None => {
-                        into.insert(ip, x);
-                    }
-                    Some(y) => y.merge(x),
-                }
-            }
-        }
-        for (cred, per) in cs {
-            let into = countries.entry(cred).or_default();
-            for (country, x) in per {
-                match into.get_mut(&country) {
-                    None => {
-                        into.insert(country, x);
-                    }
-                    Some(y) => y.merge(x),
-                }
-            }
-        }
     }
     baselines(&seen, opts, &mut report);
     country_baselines(&countries, &mut report);
