@@ -757,28 +757,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                     }
                 }
             }
-            for (cred, per) in s {
-                let into = seen.entry(cred).or_default();
-                for (ip, x) in per {
-                    match into.get_mut(&ip) {
-                        None => {
-                            into.insert(ip, x);
-                        }
-                        Some(y) => y.merge(x),
-                    }
-                }
-            }
-            for (cred, per) in cs {
-                let into = countries.entry(cred).or_default();
-                for (country, x) in per {
-                    match into.get_mut(&country) {
-                        None => {
-                            into.insert(country, x);
-                        }
-                        Some(y) => y.merge(x),
-                    }
-                }
-            }
+            merge_seen(&mut seen, s);
+            merge_seen(&mut countries, cs);
         }
         if report.findings.is_empty() {
             report.findings = r.findings;
@@ -852,6 +832,24 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     }
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report
+}
+
+/// Merges one worker's credential → address (or country) → [`Seen`] map into the run's.
+fn merge_seen<K: Eq + std::hash::Hash>(
+    into: &mut HashMap<String, HashMap<K, Seen>>,
+    from: HashMap<String, HashMap<K, Seen>>,
+) {
+    for (cred, per) in from {
+        let into = into.entry(cred).or_default();
+        for (k, x) in per {
+            match into.get_mut(&k) {
+                None => {
+                    into.insert(k, x);
+                }
+                Some(y) => y.merge(x),
+            }
+        }
+    }
 }
 
 /// A country first seen for a credential after the incident start, when it has a baseline.

@@ -54,10 +54,7 @@ impl Stream {
             stream.helpers.push(rx);
             scope.spawn(move || {
                 for window in order.chunks(WINDOW).skip(k).step_by(threads) {
-                    let rendered = window
-                        .iter()
-                        .map(|f| serde_json::value::to_raw_value(f))
-                        .collect();
+                    let rendered = window.iter().map(serde_json::value::to_raw_value).collect();
                     // The writer stopped (an error): nothing more to render.
                     if tx.send(rendered).is_err() {
                         return;
@@ -128,12 +125,12 @@ mod tests {
         Finding {
             rule_id: format!("rule-{}", i % 7).into(),
             rule: "A \"quoted\" rule\n".into(),
-            hunt: (i % 2 == 0).then(|| "aws-recon".into()),
+            hunt: i.is_multiple_of(2).then(|| "aws-recon".into()),
             severity: Severity::Medium,
             severity_reason: "rule level".into(),
             attack: None,
             source: Source::Cloudtrail,
-            credential: (i % 5 != 0).then(|| format!("AKIA{:04}", i % 13).into()),
+            credential: (!i.is_multiple_of(5)).then(|| format!("AKIA{:04}", i % 13).into()),
             principal: None,
             time,
             action: Some("ListUsers".into()),
