@@ -140,8 +140,10 @@ fn main() {
         ),
         bytes,
     );
-    let (r2, _) = repeat(runs, || hunt(&plain, "2"));
-    r2.print("rekey hunt, 2 workers", bytes);
+    // As a user runs it: one worker per core (`--threads 0`).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (r2, _) = repeat(runs, || hunt(&plain, "0"));
+    r2.print(&format!("rekey hunt, all workers ({cores})"), bytes);
     let (rg, _) = repeat(runs, || hunt(&gz, "1"));
     rg.print(
         &format!("rekey hunt .json.gz, 1 worker ({} files)", gz_files.len()),
@@ -205,6 +207,7 @@ fn main() {
         );
     };
     ratio("python / rekey 1 worker", &rp, &r1);
+    ratio("python / rekey all workers", &rp, &r2);
     ratio("jq / rekey 1 worker", &rj, &r1);
     ratio("rekey .json.gz 1 worker / zcat", &rg, &rz);
 }

@@ -401,7 +401,7 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
             let stdout = std::io::stdout();
             let mut w = std::io::BufWriter::new(stdout.lock());
             report
-                .write_json(&mut w)
+                .write_json_with(&mut w, args.threads)
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
             std::io::Write::write_all(&mut w, b"\n")
                 .and_then(|()| std::io::Write::flush(&mut w))

@@ -738,21 +738,33 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     let mut actions = ActionBaseline::default();
     let mut corr = correlation::Store::default();
-    for (r, s, cs, hs, pp, act, co) in results {
-        actions.merge(act);
-        corr.merge(co);
-        for (k, n) in pp {
-            *per_pair.entry(k).or_default() += n;
-        }
-        for (cred, x) in hs {
-            match hours.get_mut(&cred) {
-                Some(y) => y.merge(&x),
-                None => {
-                    hours.insert(cred, x);
+    for (i, (r, s, cs, hs, pp, act, co)) in results.into_iter().enumerate() {
+        if i == 0 {
+            // The first worker's maps are taken whole: merged into empty maps, each was
+            // rebuilt entry by entry on one core after the workers had finished.
+            (seen, countries, hours, per_pair, actions, corr) = (s, cs, hs, pp, act, co);
+        } else {
+            actions.merge(act);
+            corr.merge(co);
+            for (k, n) in pp {
+                *per_pair.entry(k).or_default() += n;
+            }
+            for (cred, x) in hs {
+                match hours.get_mut(&cred) {
+                    Some(y) => y.merge(&x),
+                    None => {
+                        hours.insert(cred, x);
+                    }
                 }
             }
+            merge_seen(&mut seen, s);
+            merge_seen(&mut countries, cs);
         }
-        report.findings.extend(r.findings);
+        if report.findings.is_empty() {
+            report.findings = r.findings;
+        } else {
+            report.findings.extend(r.findings);
+        }
         report.problems.extend(r.problems);
         report.incomplete.extend(r.incomplete);
         let st = &mut report.stats;
@@ -764,28 +776,6 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.out_of_scope += r.stats.out_of_scope;
         st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
-        for (cred, per) in s {
-            let into = seen.entry(cred).or_default();
-            for (ip, x) in per {
-                match into.get_mut(&ip) {
-                    None => {
-                        into.insert(ip, x);
-                    }
-                    Some(y) => y.merge(x),
-                }
-            }
-        }
-        for (cred, per) in cs {
-            let into = countries.entry(cred).or_default();
-            for (country, x) in per {
-                match into.get_mut(&country) {
-                    None => {
-                        into.insert(country, x);
-                    }
-                    Some(y) => y.merge(x),
-                }
-            }
-        }
     }
     baselines(&seen, opts, &mut report);
     country_baselines(&countries, &mut report);
@@ -842,6 +832,24 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     }
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report
+}
+
+/// Merges one worker's credential → address (or country) → [`Seen`] map into the run's.
+fn merge_seen<K: Eq + std::hash::Hash>(
+    into: &mut HashMap<String, HashMap<K, Seen>>,
+    from: HashMap<String, HashMap<K, Seen>>,
+) {
+    for (cred, per) in from {
+        let into = into.entry(cred).or_default();
+        for (k, x) in per {
+            match into.get_mut(&k) {
+                None => {
+                    into.insert(k, x);
+                }
+                Some(y) => y.merge(x),
+            }
+        }
+    }
 }
 
 /// A country first seen for a credential after the incident start, when it has a baseline.
