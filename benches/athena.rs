@@ -6,15 +6,20 @@
 //!    into records and findings, against reading the same records from JSON-lines files.
 //!
 //! The rows are the Invictus dataset's records, each as the CloudTrail table's columns, cycled
-//! with a distinct eventID per row. The rows path does what `athena::client` does with a page —
-//! each row's cells, owned strings as the SDK's answer holds them, moved into a page of rows on
-//! the fetching thread, pages to the workers — and the workers read each row's fields directly
-//! (`athena::rows`) and hunt them; the files path reads the same records, written beforehand as
-//! JSON lines (each row as the record it stands for). Same rules, same threads, same records.
+//! with a distinct eventID per row. The rows path does what `athena::client` does with a page:
+//! on the fetching thread, each page of 1,000 rows is built as the SDK hands GetQueryResults'
+//! answer over (a `ResultSet` of `Row`s of `Datum`s, an owned string per cell) and consumed by
+//! value into a page (`Rows::from_answer`, the columns the rules read, in one buffer); the
+//! workers read each row's fields directly (`athena::rows`) and hunt them. The files path reads
+//! the same records, written beforehand as JSON lines (each row as the record it stands for).
+//! Same rules, same threads, same records.
 //!
 //! `cargo bench --bench athena` (REKEY_BENCH_ROWS=1000000; REKEY_BENCH_RUNS=3).
 
-use rekey::hunt::athena::{Table, columns::COLUMNS, columns::Kind, query, rows::Rows, rows::Shape};
+use aws_sdk_athena::types::ResultSet;
+use rekey::hunt::athena::columns::{COLUMNS, Kind};
+use rekey::hunt::athena::rows::{self, Projection, Rows, Shape};
+use rekey::hunt::athena::{Table, query};
 use rekey::hunt::engine::{self, HuntOptions, PageFeed};
 use rekey::hunt::pack::RuleSet;
 use rekey::hunt::remote::{Body, Page};
@@ -74,10 +79,11 @@ fn main() {
     let shape = Shape::cloudtrail();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut bytes = 0u64;
-    for (n, rows) in pages(&base, total).enumerate() {
+    for (n, answer) in pages(&base, total).enumerate() {
         let mut page = Vec::with_capacity(ROWS_PER_PAGE * 1500);
-        for row in &rows {
-            shape.write_record(row, &mut page);
+        for row in answer.rows() {
+            let cells: Vec<Option<&str>> = row.data().iter().map(|d| d.var_char_value()).collect();
+            shape.write_record(&cells, &mut page);
         }
         bytes += page.len() as u64;
         std::fs::write(tmp.path().join(format!("page{n:05}.json")), page).expect("write");
@@ -184,26 +190,23 @@ fn lowercase_keys(v: Value) -> Value {
     }
 }
 
-/// The rows' pages: row `i` is base row `i % n` with its own eventID, every cell an owned
-/// string (as GetQueryResults' answer holds them).
-fn pages(
-    base: &[Vec<Option<String>>],
-    total: usize,
-) -> impl Iterator<Item = Vec<Vec<Option<String>>>> + '_ {
+/// The rows' pages, as the SDK hands GetQueryResults' answers over: row `i` is base row
+/// `i % n` with its own eventID.
+fn pages(base: &[Vec<Option<String>>], total: usize) -> impl Iterator<Item = ResultSet> + '_ {
     let id_col = COLUMNS
         .iter()
         .position(|c| c.path == "eventID")
         .expect("eventID column");
     (0..total.div_ceil(ROWS_PER_PAGE)).map(move |p| {
-        (p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total))
-            .map(|i| {
+        rows::answer(
+            (p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total)).map(|i| {
                 let mut row = base[i % base.len()].clone();
                 if let Some(id) = &mut row[id_col] {
                     id.push_str(&format!("-{}", i / base.len()));
                 }
                 row
-            })
-            .collect()
+            }),
+        )
     })
 }
 
@@ -218,13 +221,13 @@ fn hunt_rows(
     opts.inputs.clear();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let feed: PageFeed = std::sync::Mutex::new(rx);
+    // Once per query, as `athena::fetch` does.
+    let projection = Projection::new(rules.fields.set(Source::Cloudtrail));
     std::thread::scope(|s| {
         s.spawn(move || {
             for (n, answer) in pages(base, total).enumerate() {
-                let mut rows = Rows::default();
-                for row in answer {
-                    rows.push(row).expect("one cell per column");
-                }
+                let rows =
+                    Rows::from_answer(answer, &projection, n == 0).expect("one cell per column");
                 let page = Page {
                     source: Source::Cloudtrail,
                     name: format!("athena:security.cloudtrail_logs window query q page {n}"),
