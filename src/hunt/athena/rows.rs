@@ -84,30 +84,6 @@ pub struct Rows {
     kept: Projection,
 }
 
-/// Page buffers between uses. A worker dropping a page would otherwise free, every page, about
-/// a megabyte the fetching thread allocated (into that thread's malloc arena); profiled, the
-/// workers' own small allocations slowed by a third. Bounded: a few buffers, none large.
-static POOL: std::sync::Mutex<Vec<(String, Vec<Span>)>> = std::sync::Mutex::new(Vec::new());
-const POOLED: usize = 16;
-const MAX_POOLED: usize = 8 << 20;
-
-impl Drop for Rows {
-    fn drop(&mut self) {
-        let mut text = std::mem::take(&mut self.text);
-        let mut spans = std::mem::take(&mut self.spans);
-        if text.capacity() > MAX_POOLED || spans.capacity() * size_of::<Span>() > MAX_POOLED {
-            return;
-        }
-        text.clear();
-        spans.clear();
-        if let Ok(mut pool) = POOL.lock()
-            && pool.len() < POOLED
-        {
-            pool.push((text, spans));
-        }
-    }
-}
-
 impl Default for Rows {
     fn default() -> Self {
         Rows {
@@ -164,16 +140,9 @@ impl Rows {
             .filter(|(col, _)| projection.keeps(*col))
             .map(|(_, d)| d.var_char_value().map_or(0, str::len))
             .sum();
-        let (mut text, mut spans) = POOL
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
-        text.reserve(size);
-        spans.reserve(answered.len() * width);
         let mut rows = Rows {
-            text,
-            spans,
+            text: String::with_capacity(size),
+            spans: Vec::with_capacity(answered.len() * width),
             kept: projection.clone(),
         };
         for (i, row) in answered.into_iter().enumerate() {
