@@ -6,15 +6,22 @@
 //!    into records and findings, against reading the same records from JSON-lines files.
 //!
 //! The rows are the Invictus dataset's records, each as the CloudTrail table's columns, cycled
-//! with a distinct eventID per row. The rows path does what `athena::client` does with a page —
-//! each row's cells, owned strings as the SDK's answer holds them, moved into a page of rows on
-//! the fetching thread, pages to the workers — and the workers read each row's fields directly
-//! (`athena::rows`) and hunt them; the files path reads the same records, written beforehand as
-//! JSON lines (each row as the record it stands for). Same rules, same threads, same records.
+//! with a distinct eventID per row. The rows path does what `athena::client` does with a page:
+//! its input is GetQueryResults' answers as the SDK hands them over (pages of 1,000 rows, each a
+//! `ResultSet` of `Row`s of `Datum`s, an owned string per cell), built before the clock starts
+//! as the files are written before it starts (the time to build them, which stands for the
+//! SDK's parsing of the responses, is printed apart). On the fetching thread each answer is
+//! consumed by value into a page (`Rows::from_answer`: the columns the rules read, in one
+//! buffer); the workers read each row's fields directly (`athena::rows`) and hunt them. The
+//! files path reads the same records, written beforehand as JSON lines (each row as the record
+//! it stands for). Same rules, same threads, same records.
 //!
 //! `cargo bench --bench athena` (REKEY_BENCH_ROWS=1000000; REKEY_BENCH_RUNS=3).
 
-use rekey::hunt::athena::{Table, columns::COLUMNS, columns::Kind, query, rows::Rows, rows::Shape};
+use aws_sdk_athena::types::ResultSet;
+use rekey::hunt::athena::columns::{COLUMNS, Kind};
+use rekey::hunt::athena::rows::{self, Projection, Rows, Shape};
+use rekey::hunt::athena::{Table, query};
 use rekey::hunt::engine::{self, HuntOptions, PageFeed};
 use rekey::hunt::pack::RuleSet;
 use rekey::hunt::remote::{Body, Page};
@@ -74,10 +81,11 @@ fn main() {
     let shape = Shape::cloudtrail();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut bytes = 0u64;
-    for (n, rows) in pages(&base, total).enumerate() {
+    for (n, answer) in pages(&base, total).enumerate() {
         let mut page = Vec::with_capacity(ROWS_PER_PAGE * 1500);
-        for row in &rows {
-            shape.write_record(row, &mut page);
+        for row in answer.rows() {
+            let cells: Vec<Option<&str>> = row.data().iter().map(|d| d.var_char_value()).collect();
+            shape.write_record(&cells, &mut page);
         }
         bytes += page.len() as u64;
         std::fs::write(tmp.path().join(format!("page{n:05}.json")), page).expect("write");
@@ -99,6 +107,7 @@ fn main() {
         };
         let mut files = Vec::new();
         let mut via_rows = Vec::new();
+        let mut building = Vec::new();
         let (mut f_found, mut r_found) = (0, 0);
         for _ in 0..runs {
             let t = Instant::now();
@@ -106,19 +115,23 @@ fn main() {
             files.push(t.elapsed());
             f_found = r.findings.len();
             let t = Instant::now();
-            let r = hunt_rows(&rules, &opts, &base, total);
+            let answers: Vec<ResultSet> = pages(&base, total).collect();
+            building.push(t.elapsed());
+            let t = Instant::now();
+            let r = hunt_rows(&rules, &opts, answers);
             via_rows.push(t.elapsed());
             r_found = r.findings.len();
         }
         assert_eq!(f_found, r_found, "the same findings both ways");
         let (f, r) = (median(&mut files), median(&mut via_rows));
         println!(
-            "{threads} worker(s): files {} ({:.0} rows/s), rows {} ({:.0} rows/s); rows/files time {:.2} (median of {runs}); {f_found} findings",
+            "{threads} worker(s): files {} ({:.0} rows/s), rows {} ({:.0} rows/s); rows/files time {:.2} (median of {runs}); {f_found} findings; the answers built in {} (untimed)",
             ms(f),
             total as f64 / f.as_secs_f64(),
             ms(r),
             total as f64 / r.as_secs_f64(),
-            r.as_secs_f64() / f.as_secs_f64()
+            r.as_secs_f64() / f.as_secs_f64(),
+            ms(median(&mut building))
         );
     }
 }
@@ -184,47 +197,44 @@ fn lowercase_keys(v: Value) -> Value {
     }
 }
 
-/// The rows' pages: row `i` is base row `i % n` with its own eventID, every cell an owned
-/// string (as GetQueryResults' answer holds them).
-fn pages(
-    base: &[Vec<Option<String>>],
-    total: usize,
-) -> impl Iterator<Item = Vec<Vec<Option<String>>>> + '_ {
+/// The rows' pages, as the SDK hands GetQueryResults' answers over: row `i` is base row
+/// `i % n` with its own eventID.
+fn pages(base: &[Vec<Option<String>>], total: usize) -> impl Iterator<Item = ResultSet> + '_ {
     let id_col = COLUMNS
         .iter()
         .position(|c| c.path == "eventID")
         .expect("eventID column");
     (0..total.div_ceil(ROWS_PER_PAGE)).map(move |p| {
-        (p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total))
-            .map(|i| {
+        rows::answer(
+            (p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total)).map(|i| {
                 let mut row = base[i % base.len()].clone();
                 if let Some(id) = &mut row[id_col] {
                     id.push_str(&format!("-{}", i / base.len()));
                 }
                 row
-            })
-            .collect()
+            }),
+        )
     })
 }
 
-/// The rows path: pages made on one thread (the fetcher's), read and hunted by the workers.
+/// The rows path: the answers made into pages on one thread (the fetcher's), read and hunted
+/// by the workers.
 fn hunt_rows(
     rules: &RuleSet,
     opts: &HuntOptions,
-    base: &[Vec<Option<String>>],
-    total: usize,
+    answers: Vec<ResultSet>,
 ) -> rekey::hunt::findings::HuntReport {
     let mut opts = opts.clone();
     opts.inputs.clear();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let feed: PageFeed = std::sync::Mutex::new(rx);
+    // Once per query, as `athena::fetch` does.
+    let projection = Projection::new(rules.fields.set(Source::Cloudtrail));
     std::thread::scope(|s| {
         s.spawn(move || {
-            for (n, answer) in pages(base, total).enumerate() {
-                let mut rows = Rows::default();
-                for row in answer {
-                    rows.push(row).expect("one cell per column");
-                }
+            for (n, answer) in answers.into_iter().enumerate() {
+                let rows =
+                    Rows::from_answer(answer, &projection, n == 0).expect("one cell per column");
                 let page = Page {
                     source: Source::Cloudtrail,
                     name: format!("athena:security.cloudtrail_logs window query q page {n}"),

@@ -320,14 +320,18 @@ fn hunt_via_sql(
     let mut opts = opts.clone();
     opts.inputs.clear();
     let mut pages = Vec::new();
+    let projection = athena::rows::Projection::new(rules.fields.set(Source::Cloudtrail));
     for (i, answer) in duck.run(&sqls).into_iter().enumerate() {
         let rows = answer.unwrap_or_else(|e| panic!("query failed on DuckDB: {e}\n{}", sqls[i]));
         n += rows.len();
         for (p, chunk) in rows.chunks(1000).enumerate() {
-            let mut page = Rows::default();
-            for r in chunk {
-                page.push(r.clone()).expect("one cell per column");
-            }
+            // As the client builds a page: GetQueryResults' answer, projected for the rules.
+            let page = Rows::from_answer(
+                athena::rows::answer(chunk.iter().cloned()),
+                &projection,
+                p == 0,
+            )
+            .expect("one cell per column");
             pages.push(Page {
                 source: Source::Cloudtrail,
                 name: format!("athena:{TABLE} query {i} page {}", p + 1),

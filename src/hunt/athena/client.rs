@@ -6,7 +6,7 @@
 //! A query that fails or is cancelled is an error, never an empty result: the hunt lists it
 //! as a source it could not read. Bytes scanned come from the execution's statistics.
 
-use super::rows::Rows;
+use super::rows::{Projection, Rows};
 use super::{Table, query};
 use crate::hunt::remote::{Body, Page, PageSender};
 use crate::hunt::source::Source;
@@ -43,12 +43,13 @@ impl Default for Pace {
     }
 }
 
-/// Runs `q` and sends its rows as pages. `Err` says why the query's rows are not all read
-/// (with its execution id when it has one).
+/// Runs `q` and sends its rows as pages, with the columns `projection` keeps. `Err` says why
+/// the query's rows are not all read (with its execution id when it has one).
 pub async fn run(
     client: &aws_sdk_athena::Client,
     table: &Table,
     q: &query::Query,
+    projection: &Projection,
     pace: Pace,
     tx: &PageSender,
 ) -> Result<Ran, String> {
@@ -101,30 +102,14 @@ pub async fn run(
             })?;
         ran.pages += 1;
         let next = answer.next_token.take().filter(|t| !t.is_empty());
-        let mut rows = Rows::default();
-        let answered = answer.result_set.take().and_then(|set| set.rows);
-        for (i, row) in answered.into_iter().flatten().enumerate() {
-            // The strings are moved out of the answer, not copied.
-            let cells: Vec<Option<String>> = row
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|d| d.var_char_value)
-                .collect();
-            // Athena's first row of a SELECT's first page is the header.
-            if ran.pages == 1 && i == 0 && is_header(&cells) {
-                continue;
-            }
-            if let Err(n) = rows.push(cells) {
-                return Err(format!(
-                    "query {id}: page {} row {}: {n} columns, {} selected",
-                    ran.pages,
-                    i + 1,
-                    super::columns::COLUMNS.len()
-                ));
-            }
-            ran.rows += 1;
-        }
+        // The answer is taken by value: its strings are freed here, as the page is built.
+        let answered = answer
+            .result_set
+            .take()
+            .unwrap_or_else(|| aws_sdk_athena::types::ResultSet::builder().build());
+        let rows = Rows::from_answer(answered, projection, ran.pages == 1)
+            .map_err(|e| format!("query {id}: page {}: {e}", ran.pages))?;
+        ran.rows += rows.len() as u64;
         if !rows.is_empty() {
             let page = Page {
                 source: Source::Cloudtrail,
@@ -144,15 +129,6 @@ pub async fn run(
             None => return Ok(ran),
         }
     }
-}
-
-/// The header row: the aliases, in order.
-fn is_header(cells: &[Option<String>]) -> bool {
-    !cells.is_empty()
-        && cells
-            .iter()
-            .enumerate()
-            .all(|(i, c)| c.as_deref() == Some(query::alias(i).as_str()))
 }
 
 /// Polls until the query ends; its bytes scanned when it succeeded.

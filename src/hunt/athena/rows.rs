@@ -14,55 +14,220 @@
 use super::columns::{COLUMNS, Column, Kind};
 use crate::hunt::fields::{FieldId, FieldSet, FieldVal, Fields, Place};
 use crate::hunt::source::{Loc, Sink};
+use aws_sdk_athena::types::{Datum, ResultSet};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// A page of result rows, cells in [`COLUMNS`] order, row after row: the strings of
-/// GetQueryResults' answer moved here, not copied.
-#[derive(Debug, Default)]
+/// The columns a rule set reads (computed once per query, from the fields of its rules and of
+/// attribution): only these are kept from each page of GetQueryResults' answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    keep: Vec<bool>,
+}
+
+impl Projection {
+    /// The columns the fields of `set` are read from.
+    pub fn new(set: &FieldSet) -> Projection {
+        let shape = Shape::cloudtrail();
+        let mut fills = Vec::new();
+        plan(&shape, "", set, &mut fills);
+        Projection::of(&fills)
+    }
+
+    /// The columns `fills` read.
+    fn of(fills: &[Fill<'_>]) -> Projection {
+        let mut keep = vec![false; COLUMNS.len()];
+        for fill in fills {
+            match fill {
+                Fill::Cell { col, .. } | Fill::Json { col, .. } | Fill::Resources { col, .. } => {
+                    keep[*col] = true
+                }
+                Fill::Object { shape, .. } => shape.leaves(&mut |col| keep[col] = true),
+            }
+        }
+        Projection { keep }
+    }
+
+    /// Every column.
+    pub fn all() -> Projection {
+        Projection {
+            keep: vec![true; COLUMNS.len()],
+        }
+    }
+
+    fn keeps(&self, col: usize) -> bool {
+        self.keep.get(col).copied().unwrap_or(false)
+    }
+
+    /// Whether every column `other` keeps, this keeps.
+    fn covers(&self, other: &Projection) -> bool {
+        other
+            .keep
+            .iter()
+            .enumerate()
+            .all(|(col, &k)| !k || self.keeps(col))
+    }
+}
+
+/// A cell's bytes in a page's text; [`ABSENT`] for SQL NULL and for columns not kept.
+type Span = (u32, u32);
+const ABSENT: Span = (1, 0);
+
+/// A page of result rows: the kept cells' text in one buffer, and each cell's span of it (one
+/// per column of [`COLUMNS`], row after row). GetQueryResults' answer, one string per cell, is
+/// consumed on the thread that received it ([`Rows::from_answer`]), so the worker that reads
+/// the page frees one buffer, not tens of thousands of strings allocated on another thread.
+#[derive(Debug)]
 pub struct Rows {
-    cells: Vec<Option<String>>,
+    text: String,
+    spans: Vec<Span>,
+    kept: Projection,
+}
+
+impl Default for Rows {
+    fn default() -> Self {
+        Rows {
+            text: String::new(),
+            spans: Vec::new(),
+            kept: Projection::all(),
+        }
+    }
+}
+
+/// One page of GetQueryResults' answer as the SDK builds it: a [`ResultSet`] of rows of
+/// [`Datum`]s, one text cell per column (`None` for SQL NULL).
+pub fn answer<I, R, S>(rows: I) -> ResultSet
+where
+    I: IntoIterator<Item = R>,
+    R: IntoIterator<Item = Option<S>>,
+    S: Into<String>,
+{
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let data = r
+                .into_iter()
+                .map(|c| {
+                    Datum::builder()
+                        .set_var_char_value(c.map(Into::into))
+                        .build()
+                })
+                .collect();
+            aws_sdk_athena::types::Row::builder()
+                .set_data(Some(data))
+                .build()
+        })
+        .collect();
+    ResultSet::builder().set_rows(Some(rows)).build()
 }
 
 impl Rows {
-    /// Appends one row; `Err(n)` when it has `n` cells rather than one per column.
-    pub fn push(&mut self, row: Vec<Option<String>>) -> Result<(), usize> {
-        if row.len() != COLUMNS.len() {
-            return Err(row.len());
+    /// The page of `answer` (taken by value: its strings are freed here), with the cells of the
+    /// columns `projection` keeps. Athena's first row of a query's first page is the header
+    /// (the aliases): skipped when `first_page`. `Err` names the row that does not have one
+    /// cell per column.
+    pub fn from_answer(
+        answer: ResultSet,
+        projection: &Projection,
+        first_page: bool,
+    ) -> Result<Rows, String> {
+        let answered = answer.rows.unwrap_or_default();
+        let width = COLUMNS.len();
+        // One allocation for the page's text: the kept cells' lengths summed first.
+        let size: usize = answered
+            .iter()
+            .flat_map(|r| r.data().iter().enumerate())
+            .filter(|(col, _)| projection.keeps(*col))
+            .map(|(_, d)| d.var_char_value().map_or(0, str::len))
+            .sum();
+        let mut rows = Rows {
+            text: String::with_capacity(size),
+            spans: Vec::with_capacity(answered.len() * width),
+            kept: projection.clone(),
+        };
+        for (i, row) in answered.into_iter().enumerate() {
+            let data = row.data.unwrap_or_default();
+            if first_page && i == 0 && is_header(&data) {
+                continue;
+            }
+            if data.len() != width {
+                return Err(format!(
+                    "row {}: {} columns, {width} selected",
+                    i + 1,
+                    data.len()
+                ));
+            }
+            for (col, d) in data.into_iter().enumerate() {
+                let span = match d.var_char_value {
+                    Some(v) if projection.keeps(col) => {
+                        let start = rows.text.len();
+                        let end = start + v.len();
+                        if end > u32::MAX as usize {
+                            return Err(format!("row {}: the page's text passes 4 GB", i + 1));
+                        }
+                        rows.text.push_str(&v);
+                        (start as u32, end as u32)
+                    }
+                    _ => ABSENT,
+                };
+                rows.spans.push(span);
+            }
         }
-        self.cells.extend(row);
-        Ok(())
+        Ok(rows)
     }
 
     pub fn len(&self) -> usize {
-        self.cells.len() / COLUMNS.len()
+        self.spans.len() / COLUMNS.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.spans.is_empty()
     }
 
-    /// The bytes of its cells.
+    /// The bytes of its kept cells.
     pub fn bytes(&self) -> u64 {
-        self.cells.iter().flatten().map(|c| c.len() as u64).sum()
+        self.text.len() as u64
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[Option<String>]> {
-        self.cells.chunks_exact(COLUMNS.len())
+    /// Row `row`'s cell of column `col`.
+    fn cell(&self, row: usize, col: usize) -> Option<&str> {
+        let &(a, b) = self.spans.get(row * COLUMNS.len() + col)?;
+        self.text.get(a as usize..b as usize)
     }
 }
 
+/// The header row: the aliases, in order.
+fn is_header(data: &[Datum]) -> bool {
+    !data.is_empty()
+        && data
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d.var_char_value() == Some(super::query::alias(i).as_str()))
+}
+
 /// Hands every row of `rows` to `sink` as a record of `name` (row `n` at line `n`, as in the
-/// JSON lines the rows stand for), with the fields of `set`.
-pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) {
+/// JSON lines the rows stand for), with the fields of `set`. `Err` when the page lacks a
+/// column `set` reads (it was kept for another rule set).
+pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) -> std::io::Result<()> {
     let shape = Shape::cloudtrail();
     let mut fills = Vec::new();
     plan(&shape, "", set, &mut fills);
+    if !rows.kept.covers(&Projection::of(&fills)) {
+        return Err(std::io::Error::other(
+            "the page was projected for other rules: a column they read is missing",
+        ));
+    }
     let mut scratch = Vec::new();
     let mut spans = Vec::new();
-    for (n, row) in rows.iter().enumerate() {
-        let n = n as u64 + 1;
-        let fields = fill_row(&fills, row, set, &mut scratch, &mut spans);
+    for r in 0..rows.len() {
+        let n = r as u64 + 1;
+        let fields = fill_row(
+            &fills,
+            &|col| rows.cell(r, col),
+            set,
+            &mut scratch,
+            &mut spans,
+        );
         sink.record(
             Loc {
                 file: name,
@@ -72,6 +237,7 @@ pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) {
             fields,
         );
     }
+    Ok(())
 }
 
 /// How one column (or object of columns) fills the fields a rule set reads.
@@ -130,12 +296,11 @@ fn plan<'s>(shape: &'s Shape, prefix: &str, set: &'s FieldSet, out: &mut Vec<Fil
 /// with CloudTrail's keys) are written to `scratch` first, then read from there.
 fn fill_row<'a>(
     fills: &[Fill<'_>],
-    row: &'a [Option<String>],
+    cell: &dyn Fn(usize) -> Option<&'a str>,
     set: &FieldSet,
     scratch: &'a mut Vec<u8>,
     spans: &mut Vec<Option<(usize, usize)>>,
 ) -> Fields<'a> {
-    let cell = |col: usize| row.get(col).and_then(|c| c.as_deref());
     scratch.clear();
     spans.clear();
     for fill in fills {
@@ -143,7 +308,7 @@ fn fill_row<'a>(
         let wrote = match fill {
             Fill::Object { shape, .. } => {
                 // Only when the object has a key: an empty object is left out of the record.
-                let any = shape.write_object(row, scratch);
+                let any = shape.write_object(cell, scratch);
                 if !any {
                     scratch.truncate(start);
                 }
@@ -256,12 +421,23 @@ impl Shape {
 
     /// Appends the record of `row` (cells in [`COLUMNS`] order) and a newline to `out`.
     pub fn write_record<S: AsRef<str>>(&self, row: &[Option<S>], out: &mut Vec<u8>) {
-        self.write_object(row, out);
+        let cell = |col: usize| row.get(col).and_then(|c| c.as_ref()).map(AsRef::as_ref);
+        self.write_object(&cell, out);
         out.push(b'\n');
     }
 
-    /// Writes `{…}`; returns whether it has any key.
-    fn write_object<S: AsRef<str>>(&self, row: &[Option<S>], out: &mut Vec<u8>) -> bool {
+    /// Every column at and below it.
+    fn leaves(&self, each: &mut dyn FnMut(usize)) {
+        for (_, _, node) in &self.children {
+            match node {
+                Node::Leaf(col) => each(*col),
+                Node::Object(inner) => inner.leaves(each),
+            }
+        }
+    }
+
+    /// Writes `{…}` of the cells `cell` gives by column; returns whether it has any key.
+    fn write_object<'c>(&self, cell: &dyn Fn(usize) -> Option<&'c str>, out: &mut Vec<u8>) -> bool {
         out.push(b'{');
         let mut any = false;
         for (_, key, node) in &self.children {
@@ -271,17 +447,14 @@ impl Shape {
             }
             out.extend_from_slice(key);
             let wrote = match node {
-                Node::Leaf(i) => match (
-                    row.get(*i).and_then(|c| c.as_ref()).map(AsRef::as_ref),
-                    COLUMNS.get(*i),
-                ) {
+                Node::Leaf(i) => match (cell(*i), COLUMNS.get(*i)) {
                     (Some(v), Some(col)) => {
                         write_value(col, v, out);
                         true
                     }
                     _ => false,
                 },
-                Node::Object(inner) => inner.write_object(row, out),
+                Node::Object(inner) => inner.write_object(cell, out),
             };
             if wrote {
                 any = true;
@@ -397,6 +570,17 @@ mod tests {
         );
     }
 
+    /// The records a page hands over, as text.
+    struct Keep(Vec<String>);
+    impl Sink for Keep {
+        fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+            self.0.push(format!("{loc} {f:?}"));
+        }
+        fn problem(&mut self, p: crate::hunt::source::Problem) {
+            panic!("{p:?}");
+        }
+    }
+
     /// The fields of a record read from its JSON text, and read from its row directly.
     fn both_ways(set: &FieldSet, cells: &[(&str, &str)]) -> (String, String) {
         use serde::de::DeserializeSeed;
@@ -410,19 +594,9 @@ mod tests {
         else {
             panic!("an object");
         };
-        struct Keep(Vec<String>);
-        impl Sink for Keep {
-            fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
-                self.0.push(format!("{loc} {f:?}"));
-            }
-            fn problem(&mut self, p: crate::hunt::source::Problem) {
-                panic!("{p:?}");
-            }
-        }
-        let mut rows = Rows::default();
-        rows.push(r).expect("a row");
+        let rows = Rows::from_answer(answer([r]), &Projection::new(set), true).expect("a row");
         let mut got = Keep(Vec::new());
-        read("page", &rows, set, &mut got);
+        read("page", &rows, set, &mut got).expect("read");
         assert_eq!(got.0.len(), 1);
         (format!("page:1 (record 1) {want:?}"), got.0.remove(0))
     }
@@ -523,5 +697,62 @@ mod tests {
         assert!(r.get("errorCode").is_none());
         assert!(r.get("userIdentity").is_none());
         assert!(r["requestParameters"].is_string());
+    }
+
+    /// A page keeps the cells of the columns its rules read and nothing else, skips Athena's
+    /// header row on a query's first page only, and names the row that lacks a cell; rules
+    /// reading a column the page dropped get an error, never absent fields.
+    #[test]
+    fn a_page_keeps_what_the_rules_read() {
+        let mut set = FieldSet::default();
+        set.intern("eventName");
+        set.intern("requestParameters.userName");
+        let projection = Projection::new(&set);
+        let col = |sql: &str| COLUMNS.iter().position(|c| c.sql == sql).expect("a column");
+        let params = r#"{"userName":"bob"}"#;
+        let r = row(&[
+            ("eventname", "CreateUser"),
+            ("eventsource", "iam.amazonaws.com"),
+            ("requestparameters", params),
+        ]);
+        let header: Vec<Option<String>> = (0..COLUMNS.len())
+            .map(|i| Some(super::super::query::alias(i)))
+            .collect();
+
+        let page = answer([header.clone(), r.clone()]);
+        let rows = Rows::from_answer(page, &projection, true).expect("a page");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows.bytes(), ("CreateUser".len() + params.len()) as u64);
+        assert_eq!(rows.cell(0, col("eventname")), Some("CreateUser"));
+        assert_eq!(rows.cell(0, col("requestparameters")), Some(params));
+        assert_eq!(rows.cell(0, col("eventsource")), None);
+        let mut got = Keep(Vec::new());
+        read("page", &rows, &set, &mut got).expect("read");
+        assert_eq!(got.0.len(), 1);
+        assert!(got.0[0].contains("\"bob\""), "{:?}", got.0);
+
+        // Past the first page a row spelling the aliases is a row.
+        let page = answer([header, r.clone()]);
+        let rows = Rows::from_answer(page, &projection, false).expect("a page");
+        assert_eq!(rows.len(), 2);
+
+        let mut short = r.clone();
+        short.pop();
+        let e = Rows::from_answer(answer([r.clone(), short]), &projection, true)
+            .expect_err("a row short of a cell");
+        let want = format!(
+            "row 2: {} columns, {} selected",
+            COLUMNS.len() - 1,
+            COLUMNS.len()
+        );
+        assert_eq!(e, want);
+
+        let mut other = FieldSet::default();
+        other.intern("eventSource");
+        let rows = Rows::from_answer(answer([r]), &projection, true).expect("a page");
+        let mut got = Keep(Vec::new());
+        let e = read("page", &rows, &other, &mut got).expect_err("a dropped column");
+        assert!(e.to_string().contains("projected for other rules"), "{e}");
+        assert!(got.0.is_empty());
     }
 }

@@ -85,10 +85,7 @@ impl Page {
         let reader: Box<dyn std::io::Read + Send> = match self.body {
             Body::Whole(b) => Box::new(std::io::Cursor::new(b)),
             Body::Streamed { chunks, .. } => Box::new(chunks),
-            Body::Rows(rows) => {
-                super::athena::rows::read(&self.name, &rows, set, sink);
-                return Ok(());
-            }
+            Body::Rows(rows) => return super::athena::rows::read(&self.name, &rows, set, sink),
         };
         super::source::read_from(self.source, &self.name, reader, set, sink)
     }
