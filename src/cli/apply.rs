@@ -404,24 +404,73 @@ fn dry_run(
     // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
     // Reads only, so each CircleCI place is read once for every target that binds it.
     let circleci = env.circleci.clone().with_read_cache();
-    let preview = rt.block_on(crate::engine::dryrun::preview_with_history(
+    use std::io::Write as _;
+    // Each target is written as soon as it is previewed: a plan of 190,000 targets never has
+    // its whole preview in memory. The text is what `render_preview` and `print_json` of the
+    // whole preview would print.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut tally = crate::engine::dryrun::Tally::default();
+    let mut written: std::io::Result<()> = Ok(());
+    let mut first = true;
+    let plan_name = &plan.metadata.name.value;
+    written = written.and_then(|()| match output {
+        Output::Json => write!(
+            out,
+            "{{\n  \"plan\": {},\n  \"targets\": [",
+            json!(plan_name)
+        ),
+        Output::Table => out.write_all(
+            crate::escape::terminal(&preview_header(plan_name)).as_bytes(),
+        ),
+    });
+    rt.block_on(crate::engine::dryrun::preview_each(
         plan,
         &circleci,
         &env.providers,
         args.ignore_max_age,
         Some(&state_dir(args, Some(plan))),
+        |t| {
+            tally.add(&t);
+            let text = match output {
+                Output::Json => {
+                    let one = serde_json::to_string_pretty(&json!(t)).unwrap_or_default();
+                    let mut text = String::from(if first { "\n" } else { ",\n" });
+                    for (i, line) in one.lines().enumerate() {
+                        text.push_str(if i == 0 { "    " } else { "\n    " });
+                        text.push_str(line);
+                    }
+                    text
+                }
+                Output::Table => {
+                    let mut text = String::new();
+                    render_target_preview(&mut text, &t);
+                    crate::escape::terminal(&text).into_owned()
+                }
+            };
+            first = false;
+            written = std::mem::replace(&mut written, Ok(()))
+                .and_then(|()| out.write_all(text.as_bytes()));
+        },
     ));
-    match output {
-        Output::Json => print_json(&json!(preview)),
-        Output::Table => print!("{}", crate::escape::terminal(&render_preview(&preview))),
-    }
+    written = written.and_then(|()| match output {
+        Output::Json if first => writeln!(out, "]\n}}"),
+        Output::Json => writeln!(out, "\n  ]\n}}"),
+        Output::Table => Ok(()),
+    });
+    written
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::runtime(format!("cannot write the dry run: {e}")))?;
     Ok(if args.detailed_exitcode {
-        preview.detailed_exit_code()
-    } else if preview.detailed_exit_code() == 1 {
+        tally.detailed_exit_code()
+    } else if tally.detailed_exit_code() == 1 {
         1
     } else {
         0
     })
+}
+
+fn preview_header(plan: &str) -> String {
+    format!("Dry run of plan {plan}: nothing is changed.\n")
 }
 
 /// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, the providers from the
@@ -496,9 +545,17 @@ fn finish_apply(
 }
 
 pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
-    use crate::engine::dryrun::Action;
-    let mut out = format!("Dry run of plan {}: nothing is changed.\n", preview.plan);
+    let mut out = preview_header(&preview.plan);
     for t in &preview.targets {
+        render_target_preview(&mut out, t);
+    }
+    out
+}
+
+/// One target of a dry run, as `render_preview` shows it.
+fn render_target_preview(out: &mut String, t: &crate::engine::dryrun::TargetPreview) {
+    use crate::engine::dryrun::Action;
+    {
         out.push_str(&format!("\n{} ({})", t.id, t.provider));
         match &t.action {
             Action::Rotate => out.push_str(": would rotate\n"),
@@ -550,5 +607,4 @@ pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
             }
         }
     }
-    out
 }
