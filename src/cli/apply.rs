@@ -419,9 +419,9 @@ fn dry_run(
             "{{\n  \"plan\": {},\n  \"targets\": [",
             json!(plan_name)
         ),
-        Output::Table => out.write_all(
-            crate::escape::terminal(&preview_header(plan_name)).as_bytes(),
-        ),
+        Output::Table => {
+            out.write_all(crate::escape::terminal(&preview_header(plan_name)).as_bytes())
+        }
     });
     rt.block_on(crate::engine::dryrun::preview_each(
         plan,

@@ -127,14 +127,9 @@ pub async fn preview_with_history(
     state_dir: Option<&Path>,
 ) -> Preview {
     let mut targets = Vec::with_capacity(plan.targets.len());
-    preview_each(
-        plan,
-        circleci,
-        providers,
-        ignore_max_age,
-        state_dir,
-        |t| targets.push(t),
-    )
+    preview_each(plan, circleci, providers, ignore_max_age, state_dir, |t| {
+        targets.push(t)
+    })
     .await;
     Preview {
         plan: plan.metadata.name.value.clone(),

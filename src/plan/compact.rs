@@ -197,7 +197,9 @@ impl<T: Shrink> Shrink for Option<T> {
 }
 
 /// `deserialize_with` for a field read with no spare capacity (see [`Shrink`]).
-pub fn shrunk<'de, D: Deserializer<'de>, T: Deserialize<'de> + Shrink>(d: D) -> Result<T, D::Error> {
+pub fn shrunk<'de, D: Deserializer<'de>, T: Deserialize<'de> + Shrink>(
+    d: D,
+) -> Result<T, D::Error> {
     let mut value = T::deserialize(d)?;
     value.shrink();
     Ok(value)

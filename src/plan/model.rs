@@ -331,7 +331,11 @@ pub struct Target {
     #[serde(default, deserialize_with = "shrunk")]
     pub bindings: Vec<Binding>,
     /// What the plan was made from; `apply` refuses to run if live state no longer matches.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "shrunk")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "shrunk"
+    )]
     pub observed: Vec<Observed>,
     /// (Stored only when set: most targets keep the plan's defaults.)
     #[serde(default, skip_serializing_if = "Sparse::is_empty")]
@@ -755,12 +759,20 @@ pub struct SshKeyHooks {
     /// Installs the new public key where it is trusted (e.g. `authorized_keys` through
     /// configuration management). stdin: `{"operation": "install", "target", "public_key",
     /// "fingerprint", "hostnames"}`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "shrunk")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub install: Option<Located<Vec<String>>>,
     /// Removes the old public key from the host after the old key left CircleCI. stdin:
     /// `{"operation": "remove", "target", "fingerprint", "hostnames"}`. Without it, the revoke
     /// step asks a person to remove it.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "shrunk")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub remove: Option<Located<Vec<String>>>,
     /// A person installs the public key (shown with its fingerprint) and removes the old one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -780,9 +792,17 @@ pub struct ExecCommands {
     pub verify: Located<Vec<String>>,
     #[serde(deserialize_with = "shrunk")]
     pub revoke: Located<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "shrunk")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub inspect: Option<Located<Vec<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "shrunk")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub deactivate: Option<Located<Vec<String>>>,
     /// Per command (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

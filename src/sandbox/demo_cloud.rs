@@ -166,7 +166,10 @@ impl CloudDemo {
             project: Some(Located::new(project.to_owned())),
             context: None,
             context_id: None,
-            vars: crate::plan::compact::FieldMap::from([(Located::new(field.to_owned()), Located::new(var.to_owned()))]),
+            vars: crate::plan::compact::FieldMap::from([(
+                Located::new(field.to_owned()),
+                Located::new(var.to_owned()),
+            )]),
             encoding: Default::default(),
             aws_keypair: false,
             ssh_hostname: None,
