@@ -337,12 +337,12 @@ pub struct Target {
         deserialize_with = "shrunk"
     )]
     pub observed: Vec<Observed>,
-    /// (Stored only when set: most targets keep the plan's defaults.)
+    // Stored only when set: most targets keep the plan's defaults.
     #[serde(default, skip_serializing_if = "Sparse::is_empty")]
     #[schemars(with = "Policy")]
     pub policy: Sparse<Policy>,
-    /// Commands for the `exec` provider (boxed, as `ssh_key`: few targets have them, and a
-    /// target stays small without).
+    // Boxed, as `ssh_key`: a target without them stays small.
+    /// Commands for the `exec` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<ExecCommands>")]
     pub exec: Option<Box<ExecCommands>>,
