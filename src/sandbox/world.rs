@@ -118,6 +118,10 @@ mod tempdir {
 type Values = BTreeMap<String, String>;
 
 /// Builds the CircleCI side and the owners' side at once, target by target.
+/// Above this many service accounts, their first keys are made with [`SMALL_KEY_BITS`].
+const MANY_ACCOUNTS: usize = 64;
+const SMALL_KEY_BITS: usize = 512;
+
 struct Builder<'a> {
     plan: &'a Plan,
     /// Target by id (the first of that id, as a scan finds): found for every target, a scan
@@ -766,6 +770,17 @@ impl Builder<'_> {
             None => None,
         };
         if let Some(gcp) = &gcp {
+            // The made-up first keys of a large world (a plan of 10,000 projects has thousands
+            // of service accounts): 2048-bit pairs took minutes to generate, and these only
+            // stand in CircleCI as the old values (a rotation mints its new keys at full size).
+            let small = self.gcp_accounts.len() > MANY_ACCOUNTS;
+            let bits = gcp.with_state(|s| {
+                let bits = s.key_bits;
+                if small {
+                    s.key_bits = SMALL_KEY_BITS;
+                }
+                bits
+            });
             for (target, email) in std::mem::take(&mut self.gcp_accounts) {
                 let name = email.split('@').next().unwrap_or_default().to_string();
                 let made = gcp.with_state(|s| {
@@ -784,7 +799,10 @@ impl Builder<'_> {
                     }),
                 }
             }
-            gcp.with_state(|s| s.backdate(Duration::days(700)));
+            gcp.with_state(|s| {
+                s.key_bits = bits;
+                s.backdate(Duration::days(700))
+            });
         }
         let azure = match self.azure_tenant.clone() {
             Some(tenant) => Some(AzureSandbox::start(&tenant).await?),
