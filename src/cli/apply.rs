@@ -408,25 +408,11 @@ fn dry_run(
     // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
     // Reads only, so each CircleCI place is read once for every target that binds it.
     let circleci = env.circleci.clone().with_read_cache();
-    use std::io::Write as _;
     // Each target is written as soon as it is previewed: a plan of 190,000 targets never has
-    // its whole preview in memory. The text is what `render_preview` and `print_json` of the
-    // whole preview would print.
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // its whole preview in memory.
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut tally = crate::engine::dryrun::Tally::default();
-    let mut written: std::io::Result<()> = Ok(());
-    let mut first = true;
-    let plan_name = &plan.metadata.name.value;
-    written = written.and_then(|()| match output {
-        Output::Json => write!(
-            out,
-            "{{\n  \"plan\": {},\n  \"targets\": [",
-            json!(plan_name)
-        ),
-        Output::Table => {
-            out.write_all(crate::escape::terminal(&preview_header(plan_name)).as_bytes())
-        }
-    });
+    let mut out = PreviewWriter::start(stdout, output, &plan.metadata.name.value);
     rt.block_on(crate::engine::dryrun::preview_each(
         plan,
         &circleci,
@@ -435,34 +421,10 @@ fn dry_run(
         Some(&state_dir(args, Some(plan))),
         |t| {
             tally.add(&t);
-            let text = match output {
-                Output::Json => {
-                    let one = serde_json::to_string_pretty(&json!(t)).unwrap_or_default();
-                    let mut text = String::from(if first { "\n" } else { ",\n" });
-                    for (i, line) in one.lines().enumerate() {
-                        text.push_str(if i == 0 { "    " } else { "\n    " });
-                        text.push_str(line);
-                    }
-                    text
-                }
-                Output::Table => {
-                    let mut text = String::new();
-                    render_target_preview(&mut text, &t);
-                    crate::escape::terminal(&text).into_owned()
-                }
-            };
-            first = false;
-            written = std::mem::replace(&mut written, Ok(()))
-                .and_then(|()| out.write_all(text.as_bytes()));
+            out.target(&t);
         },
     ));
-    written = written.and_then(|()| match output {
-        Output::Json if first => writeln!(out, "]\n}}"),
-        Output::Json => writeln!(out, "\n  ]\n}}"),
-        Output::Table => Ok(()),
-    });
-    written
-        .and_then(|()| out.flush())
+    out.finish()
         .map_err(|e| Failure::runtime(format!("cannot write the dry run: {e}")))?;
     Ok(if args.detailed_exitcode {
         tally.detailed_exit_code()
@@ -471,6 +433,68 @@ fn dry_run(
     } else {
         0
     })
+}
+
+/// A dry run's output written target by target: exactly what `print_json` of the whole
+/// preview, or `render_preview` (escaped for the terminal), print. The first write error is
+/// kept and reported by [`PreviewWriter::finish`].
+struct PreviewWriter<W: std::io::Write> {
+    out: W,
+    output: Output,
+    first: bool,
+    written: std::io::Result<()>,
+}
+
+impl<W: std::io::Write> PreviewWriter<W> {
+    fn start(mut out: W, output: Output, plan: &str) -> Self {
+        let written = match output {
+            Output::Json => write!(out, "{{\n  \"plan\": {},\n  \"targets\": [", json!(plan)),
+            Output::Table => {
+                out.write_all(crate::escape::terminal(&preview_header(plan)).as_bytes())
+            }
+        };
+        PreviewWriter {
+            out,
+            output,
+            first: true,
+            written,
+        }
+    }
+
+    fn target(&mut self, t: &crate::engine::dryrun::TargetPreview) {
+        let text = match self.output {
+            // The whole preview's pretty JSON indents each target by four spaces.
+            Output::Json => {
+                let one = serde_json::to_string_pretty(&json!(t)).unwrap_or_default();
+                let mut text = String::from(if self.first { "\n" } else { ",\n" });
+                for (i, line) in one.lines().enumerate() {
+                    text.push_str(if i == 0 { "    " } else { "\n    " });
+                    text.push_str(line);
+                }
+                text
+            }
+            Output::Table => {
+                let mut text = String::new();
+                render_target_preview(&mut text, t);
+                crate::escape::terminal(&text).into_owned()
+            }
+        };
+        self.first = false;
+        if self.written.is_ok() {
+            self.written = self.out.write_all(text.as_bytes());
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        self.written?;
+        match self.output {
+            Output::Json if self.first => writeln!(self.out, "]\n}}")?,
+            Output::Json => writeln!(self.out, "\n  ]\n}}")?,
+            Output::Table => {}
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }
 
 fn preview_header(plan: &str) -> String {
@@ -608,6 +632,58 @@ fn render_target_preview(out: &mut String, t: &crate::engine::dryrun::TargetPrev
             ));
             if let Some(p) = &s.problem {
                 out.push_str(&format!("        would fail: {p}\n"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::dryrun::{Action, BindingPreview, PlannedStep, Preview, TargetPreview};
+
+    fn target(id: &str, action: Action) -> TargetPreview {
+        TargetPreview {
+            id: id.into(),
+            provider: "exec".into(),
+            action,
+            principal: Some("svc \u{1b}[31m".into()),
+            credentials: Vec::new(),
+            current: None,
+            due: Some("created before the incident".into()),
+            bindings: vec![BindingPreview {
+                place: "project gh/acme/api".into(),
+                vars: vec!["A: xxxx1234".into(), "B: missing".into()],
+            }],
+            steps: vec![PlannedStep {
+                step: crate::engine::steps::Step::Mint,
+                description: "mint".into(),
+                problem: Some("no \"mint\" command".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_streamed_dry_run_prints_what_the_whole_preview_printed() {
+        for n in 0..3 {
+            let preview = Preview {
+                plan: "p \"1\"".into(),
+                targets: (0..n)
+                    .map(|i| target(&format!("t{i}"), Action::Blocked("why".into())))
+                    .collect(),
+            };
+            for output in [Output::Json, Output::Table] {
+                let mut out = PreviewWriter::start(Vec::new(), output, &preview.plan);
+                preview.targets.iter().for_each(|t| out.target(t));
+                let streamed = String::from_utf8(out.finish().unwrap()).unwrap();
+                let whole = match output {
+                    Output::Json => format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&json!(preview)).unwrap()
+                    ),
+                    Output::Table => crate::escape::terminal(&render_preview(&preview)).into(),
+                };
+                assert_eq!(streamed, whole, "{n} targets");
             }
         }
     }
