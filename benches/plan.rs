@@ -6,7 +6,9 @@
 //! run end to end with its wall time and its peak memory (that child's maximum resident set,
 //! from wait4): `rekey plan` (read the JSON inventory, classify, write the YAML plan), then —
 //! once every REVIEW-REQUIRED is decided mechanically — `rekey validate` of that plan, and of
-//! the same plan split by project. Then classification alone, in process.
+//! the same plan split by project, and `rekey apply --dry-run` of the plan against the sandbox
+//! of its world (its output streamed to a file, whose size is shown). Then classification
+//! alone, in process.
 //! Targets: each step under 1.5 s and 400 MB.
 use rekey::classify::synthetic::{decide_review_required, realistic_inventory};
 use rekey::classify::{RuleSet, classify};
@@ -106,12 +108,28 @@ fn main() {
     );
 }
 
+/// How a measured run is started: its environment and where its stdout goes.
+#[derive(Default)]
+struct Run<'a> {
+    env: &'a [(String, String)],
+    stdout: Option<&'a std::path::Path>,
+}
+
 /// One run of the release binary: wall time and that child's peak memory (wait4's rusage).
-fn timed(args: &[&std::ffi::OsStr], ok_codes: &[i32]) -> (Duration, i64) {
+fn timed(args: &[&std::ffi::OsStr], ok_codes: &[i32], run: &Run) -> (Duration, i64) {
+    let stdout = match run.stdout.map(std::fs::File::create) {
+        None => std::process::Stdio::null(),
+        Some(Ok(file)) => file.into(),
+        Some(Err(e)) => {
+            eprintln!("cannot create the output file: {e}");
+            std::process::exit(1);
+        }
+    };
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
         .args(args)
-        .stdout(std::process::Stdio::null())
+        .envs(run.env.iter().map(|(k, v)| (k, v)))
+        .stdout(stdout)
         .stderr(std::process::Stdio::null())
         .spawn();
     let Ok(child) = child else {
@@ -144,10 +162,14 @@ fn helper(env: &str, path: &std::path::Path) {
 
 /// `runs` timings of one command: median wall time and the largest peak memory.
 fn measure(what: &str, args: &[&std::ffi::OsStr], ok_codes: &[i32], runs: usize) {
+    measure_with(what, args, ok_codes, runs, &Run::default())
+}
+
+fn measure_with(what: &str, args: &[&std::ffi::OsStr], ok_codes: &[i32], runs: usize, run: &Run) {
     let mut times = Vec::new();
     let mut peak_kib = 0;
     for _ in 0..runs {
-        let (took, kib) = timed(args, ok_codes);
+        let (took, kib) = timed(args, ok_codes, run);
         times.push(took);
         peak_kib = peak_kib.max(kib);
     }
@@ -206,6 +228,7 @@ fn end_to_end() {
         &[0],
         5,
     );
+    dry_run(&dir, &plan);
     measure(
         "rekey plan --split-by project",
         &[
@@ -234,4 +257,103 @@ fn end_to_end() {
     } else {
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `rekey apply PLAN --dry-run` against `rekey sandbox serve --from-plan PLAN` (simulators of
+/// every owner in another process, as a team would rehearse): wall time, peak memory and the
+/// size of what it printed. The rate limits that protect real services are lifted
+/// (`--rate-limit circleci=0 --rate-limit aws-iam=0`): the figure is rekey's own cost.
+fn dry_run(dir: &std::path::Path, plan: &std::path::Path) {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args([
+            std::ffi::OsStr::new("sandbox"),
+            "serve".as_ref(),
+            "--from-plan".as_ref(),
+        ])
+        .arg(plan)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut sandbox) = child else {
+        eprintln!("cannot start the sandbox: {child:?}");
+        std::process::exit(1);
+    };
+    // NAME=value lines, then the plan's endpoints as `#     name: url` comments, then `# ready`.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut endpoints = String::new();
+    let mut ready = false;
+    if let Some(out) = sandbox.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("# ready") {
+                ready = true;
+                break;
+            } else if let Some(endpoint) = line.strip_prefix("#     ") {
+                endpoints.push_str(&format!("  {endpoint}\n"));
+            } else if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+    if !ready {
+        let _ = sandbox.kill();
+        let _ = sandbox.wait();
+        eprintln!("the sandbox did not start");
+        std::process::exit(1);
+    }
+    println!(
+        "sandbox of the plan's world started in {:.1?}",
+        started.elapsed()
+    );
+    // The plan, pointed at the simulators (GCP and Azure are found through `endpoints:`).
+    let served = dir.join("plan-sandbox.yaml");
+    let text = std::fs::read_to_string(plan).unwrap_or_default();
+    let text = if endpoints.is_empty() {
+        text
+    } else {
+        text.replacen(
+            "\ntargets:\n",
+            &format!("\nendpoints:\n{endpoints}\ntargets:\n"),
+            1,
+        )
+    };
+    if let Err(e) = std::fs::write(&served, text) {
+        eprintln!("cannot write {}: {e}", served.display());
+        std::process::exit(1);
+    }
+    env.push((
+        "REKEY_STATE".into(),
+        dir.join("state").display().to_string(),
+    ));
+    let output = dir.join("dry-run.txt");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    measure_with(
+        "rekey apply --dry-run (sandbox of the plan's world)",
+        &[
+            os("apply"),
+            served.as_os_str(),
+            os("--dry-run"),
+            os("--rate-limit"),
+            os("circleci=0"),
+            os("--rate-limit"),
+            os("aws-iam=0"),
+        ],
+        &[0, 1],
+        3,
+        &Run {
+            env: &env,
+            stdout: Some(&output),
+        },
+    );
+    let printed = std::fs::read_to_string(&output).unwrap_or_default();
+    println!(
+        "dry run printed {:.1} MB: {} would rotate, {} would skip, {} would fail",
+        printed.len() as f64 / 1e6,
+        printed.matches(": would rotate\n").count(),
+        printed.matches(": would skip").count(),
+        printed.matches(": WOULD FAIL").count()
+    );
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
 }

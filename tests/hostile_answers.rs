@@ -312,14 +312,14 @@ async fn exec_stderr_never_repeats_what_the_mint_printed() {
         },
     );
     let sh = |op: &str| Located::new(vec!["sh".into(), script.display().to_string(), op.into()]);
-    target.exec = Some(ExecCommands {
+    target.exec = Some(Box::new(ExecCommands {
         mint: sh("mint"),
         verify: sh("verify"),
         revoke: sh("revoke"),
         inspect: None,
         deactivate: None,
         timeout: None,
-    });
+    }));
     let err = rekey::providers::exec::ExecProvider::new()
         .mint(&target)
         .await

@@ -67,14 +67,14 @@ impl ExecHarness {
                 ..Principal::default()
             },
         );
-        t.exec = Some(ExecCommands {
+        t.exec = Some(Box::new(ExecCommands {
             mint: self.command("mint", &[]),
             verify: self.command("verify", &[]),
             revoke: self.command("revoke", &[]),
             inspect: Some(self.command("inspect", &[])),
             deactivate: Some(self.command("deactivate", &[])),
             timeout: Some(Located::new(PlanDuration(20))),
-        });
+        }));
         t
     }
 }

@@ -42,13 +42,13 @@ fn ssh_target(id: &str, places: &[(&str, &str)], hooks: SshKeyHooks) -> Target {
             project: Some(Located::new(slug.to_string())),
             context: None,
             context_id: None,
-            vars: BTreeMap::new(),
-            encoding: BTreeMap::new(),
+            vars: Default::default(),
+            encoding: Default::default(),
             aws_keypair: false,
             ssh_hostname: Some(Located::new(host.to_string())),
         })
         .collect();
-    t.ssh_key = Some(hooks);
+    t.ssh_key = Some(Box::new(hooks));
     t
 }
 

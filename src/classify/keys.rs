@@ -10,7 +10,7 @@ use crate::plan::{
     Binding, Confidence, Finding, Located, Observed, Place, Principal, ProviderKind,
     REVIEW_REQUIRED, SshKeyHooks, Target,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Pseudo-variable naming the access key id of a project's legacy AWS key pair, as plans of
 /// earlier versions wrote it in a binding (validation refuses it and says to use
@@ -159,18 +159,18 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
             ..Default::default()
         };
         let mut t = target(ProviderKind::CircleciSshKey, Confidence::High, principal);
-        t.ssh_key = Some(SshKeyHooks {
+        t.ssh_key = Some(Box::new(SshKeyHooks {
             install: Some(Located::new(vec![REVIEW_REQUIRED.to_string()])),
             ..Default::default()
-        });
+        }));
         t.bindings = places
             .iter()
             .map(|(p, host)| Binding {
                 project: Some(Located::new(p.slug.clone())),
                 context: None,
                 context_id: None,
-                vars: BTreeMap::new(),
-                encoding: BTreeMap::new(),
+                vars: Default::default(),
+                encoding: Default::default(),
                 aws_keypair: false,
                 ssh_hostname: Some(Located::new(host.to_string())),
             })
@@ -229,8 +229,8 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
                 project: Some(Located::new(p.slug.clone())),
                 context: None,
                 context_id: None,
-                vars: BTreeMap::new(),
-                encoding: BTreeMap::new(),
+                vars: Default::default(),
+                encoding: Default::default(),
                 aws_keypair: true,
                 ssh_hostname: None,
             });

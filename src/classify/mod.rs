@@ -68,15 +68,25 @@ pub fn classify(inv: &Inventory, rules: &RuleSet) -> Classification {
 
 /// `items` in the order of `cmp` (stable), each item moved once: a candidate is large, and a
 /// sort of the items themselves copied them O(n log n) times (about a tenth of `rekey plan`
-/// at 190,000 targets); here an order of indices is sorted instead.
-fn sorted_by<T>(items: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+/// at 190,000 targets); here an order of indices is sorted instead, then followed in place
+/// (a second array of the items was 145 MB at that size).
+fn sorted_by<T>(mut items: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     order.sort_by(|&a, &b| cmp(&items[a], &items[b]));
-    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
-        .collect()
+    // Position k takes the item at order[k]: each cycle of the permutation is a chain of
+    // swaps, and a position is done once its cycle has been followed (marked usize::MAX).
+    for start in 0..order.len() {
+        let mut k = start;
+        while order[k] != usize::MAX {
+            let from = std::mem::replace(&mut order[k], usize::MAX);
+            if from == start {
+                break;
+            }
+            items.swap(k, from);
+            k = from;
+        }
+    }
+    items
 }
 
 /// What the passes accumulate; drafts get their ids once every target is known.
@@ -242,6 +252,20 @@ mod tests {
 
     fn ids(c: &Classification) -> Vec<&str> {
         c.targets.iter().map(|t| t.target.id.as_str()).collect()
+    }
+
+    #[test]
+    fn sorted_by_is_a_stable_sort() {
+        // Several cycles, fixed points and equal keys (their input order kept).
+        let items: Vec<(u32, usize)> = [5, 3, 9, 3, 1, 5, 0, 7, 3, 2, 8, 1]
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, i))
+            .collect();
+        let mut want = items.clone();
+        want.sort_by_key(|&(k, _)| k);
+        assert_eq!(sorted_by(items, |a, b| a.0.cmp(&b.0)), want);
+        assert!(sorted_by(Vec::<u8>::new(), |a, b| a.cmp(b)).is_empty());
     }
 
     #[test]

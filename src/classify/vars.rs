@@ -14,11 +14,12 @@
 use super::rules::{CredentialRule, Rule, RuleSet, fill, kebab};
 use super::{Draft, Output, place_token};
 use crate::inventory::{Context, Inventory, Masked, Project};
+use crate::plan::compact::FieldMap;
 use crate::plan::{
     Binding, Confidence, Encoding, ExecCommands, Finding, Located, Observed, ProviderKind,
     REVIEW_REQUIRED, Target,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// FxHash (rustc's hasher): the keys here are variable names and small integer tuples from the
@@ -542,8 +543,8 @@ fn draft(
         let Some(&place) = places.get(inst.place as usize) else {
             continue;
         };
-        let mut vars = BTreeMap::new();
-        let mut encoding = BTreeMap::new();
+        let mut vars = FieldMap::new();
+        let mut encoding = FieldMap::new();
         for (field, slot) in rule.fields.iter().zip(&inst.slots) {
             let Some((vi, _)) = slot else { continue };
             let var = place.var(*vi as usize);
@@ -686,7 +687,7 @@ fn draft(
             bindings,
             observed,
             policy: Default::default(),
-            exec,
+            exec: exec.map(Box::new),
             ssh_key: None,
         },
         base,

@@ -190,6 +190,8 @@ pub fn run(args: ApplyArgs, output: Output) -> Result<u8, Failure> {
         return refresh(&rt, plan, &env, out, output);
     }
     if args.dry_run {
+        // The journal's copy of the plan is for a run; a dry run writes none.
+        drop(text);
         let env = environment(false, true, inputs)?;
         return dry_run(&rt, &args, &plan, &env, output);
     }
@@ -231,8 +233,10 @@ fn load_plan(args: &ApplyArgs) -> Result<(String, String, plan::Plan), Failure> 
     }
     // A split plan runs as one plan: the journal keeps the files merged, as reviewed.
     let split = loaded.files.len() > 1;
-    let (text, plan) = match (split, loaded.files.first()) {
-        (false, Some(f)) => (f.text.clone(), loaded.merge()),
+    let mut loaded = loaded;
+    let (text, plan) = match (split, loaded.files.first_mut()) {
+        // Moved, not copied: a 190,000-target plan's text is 130 MB.
+        (false, Some(f)) => (std::mem::take(&mut f.text), loaded.merge()),
         _ => {
             let merged = loaded.merge();
             let text = merged
@@ -404,24 +408,97 @@ fn dry_run(
     // With the journal (read-only): a target an earlier run already rotated is "done", not stale.
     // Reads only, so each CircleCI place is read once for every target that binds it.
     let circleci = env.circleci.clone().with_read_cache();
-    let preview = rt.block_on(crate::engine::dryrun::preview_with_history(
+    // Each target is written as soon as it is previewed: a plan of 190,000 targets never has
+    // its whole preview in memory.
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut tally = crate::engine::dryrun::Tally::default();
+    let mut out = PreviewWriter::start(stdout, output, &plan.metadata.name.value);
+    rt.block_on(crate::engine::dryrun::preview_each(
         plan,
         &circleci,
         &env.providers,
         args.ignore_max_age,
         Some(&state_dir(args, Some(plan))),
+        |t| {
+            tally.add(&t);
+            out.target(&t);
+        },
     ));
-    match output {
-        Output::Json => print_json(&json!(preview)),
-        Output::Table => print!("{}", crate::escape::terminal(&render_preview(&preview))),
-    }
+    out.finish()
+        .map_err(|e| Failure::runtime(format!("cannot write the dry run: {e}")))?;
     Ok(if args.detailed_exitcode {
-        preview.detailed_exit_code()
-    } else if preview.detailed_exit_code() == 1 {
+        tally.detailed_exit_code()
+    } else if tally.detailed_exit_code() == 1 {
         1
     } else {
         0
     })
+}
+
+/// A dry run's output written target by target: exactly what `print_json` of the whole
+/// preview, or `render_preview` (escaped for the terminal), print. The first write error is
+/// kept and reported by [`PreviewWriter::finish`].
+struct PreviewWriter<W: std::io::Write> {
+    out: W,
+    output: Output,
+    first: bool,
+    written: std::io::Result<()>,
+}
+
+impl<W: std::io::Write> PreviewWriter<W> {
+    fn start(mut out: W, output: Output, plan: &str) -> Self {
+        let written = match output {
+            Output::Json => write!(out, "{{\n  \"plan\": {},\n  \"targets\": [", json!(plan)),
+            Output::Table => {
+                out.write_all(crate::escape::terminal(&preview_header(plan)).as_bytes())
+            }
+        };
+        PreviewWriter {
+            out,
+            output,
+            first: true,
+            written,
+        }
+    }
+
+    fn target(&mut self, t: &crate::engine::dryrun::TargetPreview) {
+        let text = match self.output {
+            // The whole preview's pretty JSON indents each target by four spaces.
+            Output::Json => {
+                let one = serde_json::to_string_pretty(&json!(t)).unwrap_or_default();
+                let mut text = String::from(if self.first { "\n" } else { ",\n" });
+                for (i, line) in one.lines().enumerate() {
+                    text.push_str(if i == 0 { "    " } else { "\n    " });
+                    text.push_str(line);
+                }
+                text
+            }
+            Output::Table => {
+                let mut text = String::new();
+                render_target_preview(&mut text, t);
+                crate::escape::terminal(&text).into_owned()
+            }
+        };
+        self.first = false;
+        if self.written.is_ok() {
+            self.written = self.out.write_all(text.as_bytes());
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        self.written?;
+        match self.output {
+            Output::Json if self.first => writeln!(self.out, "]\n}}")?,
+            Output::Json => writeln!(self.out, "\n  ]\n}}")?,
+            Output::Table => {}
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn preview_header(plan: &str) -> String {
+    format!("Dry run of plan {plan}: nothing is changed.\n")
 }
 
 /// The outside world of a real run: CircleCI from CIRCLECI_HOST/token, the providers from the
@@ -496,9 +573,17 @@ fn finish_apply(
 }
 
 pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
-    use crate::engine::dryrun::Action;
-    let mut out = format!("Dry run of plan {}: nothing is changed.\n", preview.plan);
+    let mut out = preview_header(&preview.plan);
     for t in &preview.targets {
+        render_target_preview(&mut out, t);
+    }
+    out
+}
+
+/// One target of a dry run, as `render_preview` shows it.
+fn render_target_preview(out: &mut String, t: &crate::engine::dryrun::TargetPreview) {
+    use crate::engine::dryrun::Action;
+    {
         out.push_str(&format!("\n{} ({})", t.id, t.provider));
         match &t.action {
             Action::Rotate => out.push_str(": would rotate\n"),
@@ -550,5 +635,56 @@ pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
             }
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::dryrun::{Action, BindingPreview, PlannedStep, Preview, TargetPreview};
+
+    fn target(id: &str, action: Action) -> TargetPreview {
+        TargetPreview {
+            id: id.into(),
+            provider: "exec".into(),
+            action,
+            principal: Some("svc \u{1b}[31m".into()),
+            credentials: Vec::new(),
+            current: None,
+            due: Some("created before the incident".into()),
+            bindings: vec![BindingPreview {
+                place: "project gh/acme/api".into(),
+                vars: vec!["A: xxxx1234".into(), "B: missing".into()],
+            }],
+            steps: vec![PlannedStep {
+                step: crate::engine::steps::Step::Mint,
+                description: "mint".into(),
+                problem: Some("no \"mint\" command".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_streamed_dry_run_prints_what_the_whole_preview_printed() {
+        for n in 0..3 {
+            let preview = Preview {
+                plan: "p \"1\"".into(),
+                targets: (0..n)
+                    .map(|i| target(&format!("t{i}"), Action::Blocked("why".into())))
+                    .collect(),
+            };
+            for output in [Output::Json, Output::Table] {
+                let mut out = PreviewWriter::start(Vec::new(), output, &preview.plan);
+                preview.targets.iter().for_each(|t| out.target(t));
+                let streamed = String::from_utf8(out.finish().unwrap()).unwrap();
+                let whole = match output {
+                    Output::Json => format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&json!(preview)).unwrap()
+                    ),
+                    Output::Table => crate::escape::terminal(&render_preview(&preview)).into(),
+                };
+                assert_eq!(streamed, whole, "{n} targets");
+            }
+        }
+    }
 }

@@ -226,8 +226,7 @@ fn write_split(
         }
         None => Teams::default(),
     };
-    let parts = plan::split::split(draft.plan.clone(), by, &teams);
-    plan::split::write_dir(dir, by, &parts, &draft.notes)
+    plan::split::write_split(dir, &draft.plan, by, &teams, &draft.notes)
         .map_err(|e| Failure::runtime(format!("cannot write {}: {e}", dir.display())))
 }
 

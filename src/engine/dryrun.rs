@@ -77,16 +77,31 @@ pub struct PlannedStep {
 impl Preview {
     /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 a target would fail.
     pub fn detailed_exit_code(&self) -> u8 {
-        if self
-            .targets
-            .iter()
-            .any(|t| matches!(t.action, Action::Blocked(_)))
-        {
-            1
-        } else if self.targets.iter().any(|t| t.action == Action::Rotate) {
-            2
-        } else {
-            0
+        let mut tally = Tally::default();
+        self.targets.iter().for_each(|t| tally.add(t));
+        tally.detailed_exit_code()
+    }
+}
+
+/// What previewed targets add up to, counted as they stream by ([`preview_each`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    blocked: bool,
+    rotate: bool,
+}
+
+impl Tally {
+    pub fn add(&mut self, target: &TargetPreview) {
+        self.blocked |= matches!(target.action, Action::Blocked(_));
+        self.rotate |= target.action == Action::Rotate;
+    }
+
+    /// As [`Preview::detailed_exit_code`].
+    pub fn detailed_exit_code(&self) -> u8 {
+        match (self.blocked, self.rotate) {
+            (true, _) => 1,
+            (false, true) => 2,
+            (false, false) => 0,
         }
     }
 }
@@ -111,6 +126,28 @@ pub async fn preview_with_history(
     ignore_max_age: bool,
     state_dir: Option<&Path>,
 ) -> Preview {
+    let mut targets = Vec::with_capacity(plan.targets.len());
+    preview_each(plan, circleci, providers, ignore_max_age, state_dir, |t| {
+        targets.push(t)
+    })
+    .await;
+    Preview {
+        plan: plan.metadata.name.value.clone(),
+        targets,
+    }
+}
+
+/// [`preview_with_history`], handing each target's preview to `each` in the plan's order as
+/// soon as it (and every target before it) is done: the dry run of 190,000 targets prints as it
+/// goes instead of holding every preview until the end.
+pub async fn preview_each(
+    plan: &Plan,
+    circleci: &CircleCiClient,
+    providers: &ProviderSet,
+    ignore_max_age: bool,
+    state_dir: Option<&Path>,
+    mut each: impl FnMut(TargetPreview),
+) {
     let history = match state_dir.map(Journal::open_read_only) {
         Some(Ok(journal)) => journal,
         Some(Err(e)) => {
@@ -123,7 +160,7 @@ pub async fn preview_with_history(
     };
     // Targets are previewed concurrently, in the plan's order; a client made
     // `with_read_cache` reads each CircleCI place once for all of them.
-    let targets: Vec<TargetPreview> = futures::stream::iter(plan.targets.iter().map(|target| {
+    let mut previews = futures::stream::iter(plan.targets.iter().map(|target| {
         preview_target(
             plan,
             target,
@@ -133,12 +170,9 @@ pub async fn preview_with_history(
             history.as_ref(),
         )
     }))
-    .buffered(PREVIEW_CONCURRENCY)
-    .collect()
-    .await;
-    Preview {
-        plan: plan.metadata.name.value.clone(),
-        targets,
+    .buffered(PREVIEW_CONCURRENCY);
+    while let Some(preview) = previews.next().await {
+        each(preview);
     }
 }
 

@@ -451,7 +451,7 @@ fn prepare(plan: &Plan, world: &PlanWorld, only: &[String]) -> (Plan, Vec<String
                 t.id.value,
                 commands.mint.value.first().cloned().unwrap_or_default()
             ));
-            t.exec = Some(commands.clone());
+            t.exec = Some(Box::new(commands.clone()));
         }
     }
     (p, changes.into_iter().collect())

@@ -1,6 +1,6 @@
 //! Rotation plans: the reviewed artifact that `apply` executes exactly.
 //!
-//! - [`model`]: the types (and so the JSON Schema);
+//! - [`model`]: the types (and so the JSON Schema), in [`compact`] containers where it counts;
 //! - [`load`]: reading YAML with errors that name file, line and column;
 //! - [`fastload`]: the fast reader `load` tries first, for the subset plans are written in;
 //! - [`validate`]: the semantic checks serde cannot express;
@@ -11,6 +11,7 @@
 //! - [`split`]: a plan split into a directory of files for review, read back as one.
 
 pub mod build;
+pub mod compact;
 pub mod discover;
 pub mod due;
 pub mod duration;

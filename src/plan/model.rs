@@ -4,6 +4,7 @@
 //! planner builds them, and `plans/rekey-plan.schema.json` is generated from them. Every value
 //! that validation may point at is a [`Located`] so errors can name line and column.
 
+use super::compact::{Empty, FieldMap, Sparse, shrunk};
 use super::duration::PlanDuration;
 use super::located::Located;
 use crate::inventory::{InventoryError, InventorySource, Masked};
@@ -327,19 +328,28 @@ pub struct Target {
     #[serde(default)]
     pub principal: Principal,
     /// Every CircleCI place that holds the credential, and the variable of each of its fields.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "shrunk")]
     pub bindings: Vec<Binding>,
     /// What the plan was made from; `apply` refuses to run if live state no longer matches.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "shrunk"
+    )]
     pub observed: Vec<Observed>,
-    #[serde(default, skip_serializing_if = "Policy::is_empty")]
-    pub policy: Policy,
+    // Stored only when set: most targets keep the plan's defaults.
+    #[serde(default, skip_serializing_if = "Sparse::is_empty")]
+    #[schemars(with = "Policy")]
+    pub policy: Sparse<Policy>,
+    // Boxed, as `ssh_key`: a target without them stays small.
     /// Commands for the `exec` provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exec: Option<ExecCommands>,
+    #[schemars(with = "Option<ExecCommands>")]
+    pub exec: Option<Box<ExecCommands>>,
     /// circleci-ssh-key: where the new public half is installed (a command, or a person).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh_key: Option<SshKeyHooks>,
+    #[schemars(with = "Option<SshKeyHooks>")]
+    pub ssh_key: Option<Box<SshKeyHooks>>,
 }
 
 fn yes() -> bool {
@@ -571,10 +581,12 @@ pub struct Binding {
     /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID` (empty for
     /// bindings into project settings: `aws_keypair`, `ssh_hostname`).
     #[serde(default)]
-    pub vars: BTreeMap<Located<String>, Located<String>>,
+    #[schemars(with = "BTreeMap<Located<String>, Located<String>>")]
+    pub vars: FieldMap<Located<String>, Located<String>>,
     /// Credential field → how the value is written (default raw).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub encoding: BTreeMap<Located<String>, Located<Encoding>>,
+    #[serde(default, skip_serializing_if = "FieldMap::is_empty")]
+    #[schemars(with = "BTreeMap<Located<String>, Located<Encoding>>")]
+    pub encoding: FieldMap<Located<String>, Located<Encoding>>,
     /// aws-iam: the project's legacy AWS key pair (Project Settings → AWS Permissions, written
     /// through API v1.1 settings) instead of variables; `vars` is then empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -694,7 +706,23 @@ pub struct Policy {
 
 impl Policy {
     pub fn is_empty(&self) -> bool {
-        *self == Policy::default()
+        self == Self::empty()
+    }
+}
+
+/// The policy of a target that sets none.
+static NO_POLICY: Policy = Policy {
+    grace: None,
+    max_age: None,
+    hunts: None,
+    removable_keys: Vec::new(),
+    canary: None,
+    verify: None,
+};
+
+impl Empty for Policy {
+    fn empty() -> &'static Self {
+        &NO_POLICY
     }
 }
 
@@ -731,12 +759,20 @@ pub struct SshKeyHooks {
     /// Installs the new public key where it is trusted (e.g. `authorized_keys` through
     /// configuration management). stdin: `{"operation": "install", "target", "public_key",
     /// "fingerprint", "hostnames"}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub install: Option<Located<Vec<String>>>,
     /// Removes the old public key from the host after the old key left CircleCI. stdin:
     /// `{"operation": "remove", "target", "fingerprint", "hostnames"}`. Without it, the revoke
     /// step asks a person to remove it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub remove: Option<Located<Vec<String>>>,
     /// A person installs the public key (shown with its fingerprint) and removes the old one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -750,12 +786,23 @@ pub struct SshKeyHooks {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecCommands {
+    #[serde(deserialize_with = "shrunk")]
     pub mint: Located<Vec<String>>,
+    #[serde(deserialize_with = "shrunk")]
     pub verify: Located<Vec<String>>,
+    #[serde(deserialize_with = "shrunk")]
     pub revoke: Located<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub inspect: Option<Located<Vec<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "shrunk"
+    )]
     pub deactivate: Option<Located<Vec<String>>>,
     /// Per command (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

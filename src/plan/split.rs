@@ -136,52 +136,96 @@ fn file_name(group: &str, taken: &mut HashMap<String, usize>) -> String {
     }
 }
 
-/// Splits `plan` into parts by `by` (teams map places to owners for [`SplitBy::Team`]).
-pub fn split(plan: Plan, by: SplitBy, teams: &Teams) -> Vec<Part> {
-    let header = Plan {
-        targets: Vec::new(),
-        ignored: Vec::new(),
-        unclassified: Vec::new(),
-        errors: Vec::new(),
-        ..plan.clone()
-    };
-    let mut groups: BTreeMap<String, Plan> = BTreeMap::new();
-    fn part<'g>(
-        groups: &'g mut BTreeMap<String, Plan>,
-        header: &Plan,
-        group: String,
-    ) -> &'g mut Plan {
-        groups.entry(group).or_insert_with(|| header.clone())
-    }
+/// The members of one group, as indices into the plan's lists.
+#[derive(Default)]
+struct Members {
+    targets: Vec<usize>,
+    ignored: Vec<usize>,
+    unclassified: Vec<usize>,
+    errors: bool,
+}
+
+/// Every group of `plan` by `by` (teams map places to owners for [`SplitBy::Team`]), in
+/// file order, with its file name.
+fn groups(plan: &Plan, by: SplitBy, teams: &Teams) -> Vec<(String, String, Members)> {
+    let mut groups: BTreeMap<String, Members> = BTreeMap::new();
     let finding_group = |f: &Finding| match by {
         SplitBy::Provider => "unclassified".to_string(),
         _ => group_of_places(f.place().into_iter(), by, teams),
     };
-    for target in plan.targets {
-        part(&mut groups, &header, group_of_target(&target, by, teams))
-            .targets
-            .push(target);
+    for (i, target) in plan.targets.iter().enumerate() {
+        let group = group_of_target(target, by, teams);
+        groups.entry(group).or_default().targets.push(i);
     }
-    for f in plan.ignored {
-        part(&mut groups, &header, finding_group(&f))
-            .ignored
-            .push(f);
+    for (i, f) in plan.ignored.iter().enumerate() {
+        groups.entry(finding_group(f)).or_default().ignored.push(i);
     }
-    for f in plan.unclassified {
-        part(&mut groups, &header, finding_group(&f))
+    for (i, f) in plan.unclassified.iter().enumerate() {
+        groups
+            .entry(finding_group(f))
+            .or_default()
             .unclassified
-            .push(f);
+            .push(i);
     }
     if !plan.errors.is_empty() {
-        part(&mut groups, &header, SHARED.to_string()).errors = plan.errors;
+        groups.entry(SHARED.to_string()).or_default().errors = true;
     }
     let mut taken = HashMap::new();
     groups
         .into_iter()
-        .map(|(group, plan)| Part {
-            file: file_name(&group, &mut taken),
+        .map(|(group, members)| (file_name(&group, &mut taken), group, members))
+        .collect()
+}
+
+/// `plan` without its targets, findings and errors: what every file of a split plan repeats.
+fn header_of(plan: &Plan) -> Plan {
+    Plan {
+        api_version: plan.api_version.clone(),
+        kind: plan.kind.clone(),
+        metadata: plan.metadata.clone(),
+        incident: plan.incident.clone(),
+        defaults: plan.defaults.clone(),
+        hunts: plan.hunts.clone(),
+        allow_cidrs: plan.allow_cidrs.clone(),
+        endpoints: plan.endpoints.clone(),
+        targets: Vec::new(),
+        ignored: Vec::new(),
+        unclassified: Vec::new(),
+        errors: Vec::new(),
+    }
+}
+
+/// The part of `plan` that `members` name (copied).
+fn part_of(plan: &Plan, header: &Plan, members: &Members) -> Plan {
+    let pick = |list: &[Finding], at: &[usize]| -> Vec<Finding> {
+        at.iter().filter_map(|&i| list.get(i).cloned()).collect()
+    };
+    Plan {
+        targets: members
+            .targets
+            .iter()
+            .filter_map(|&i| plan.targets.get(i).cloned())
+            .collect(),
+        ignored: pick(&plan.ignored, &members.ignored),
+        unclassified: pick(&plan.unclassified, &members.unclassified),
+        errors: if members.errors {
+            plan.errors.clone()
+        } else {
+            Vec::new()
+        },
+        ..header.clone()
+    }
+}
+
+/// Splits `plan` into parts by `by` (teams map places to owners for [`SplitBy::Team`]).
+pub fn split(plan: Plan, by: SplitBy, teams: &Teams) -> Vec<Part> {
+    let header = header_of(&plan);
+    groups(&plan, by, teams)
+        .into_iter()
+        .map(|(file, group, members)| Part {
+            plan: part_of(&plan, &header, &members),
+            file,
             group,
-            plan,
         })
         .collect()
 }
@@ -195,22 +239,57 @@ pub fn write_dir(
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for part in parts {
-        crate::fsio::write_atomically_with(&dir.join(&part.file), |w| {
-            super::write::write_yaml(w, &part.plan, notes).map_err(std::io::Error::other)
-        })?;
+        write_part(dir, &part.file, &part.plan, notes)?;
     }
+    let entries = parts.iter().map(|p| IndexEntry {
+        file: p.file.clone(),
+        group: p.group.clone(),
+        targets: p.plan.targets.len(),
+    });
+    write_index(dir, by, entries.collect())
+}
+
+/// [`split`] then [`write_dir`], one part at a time: a part's targets are copied only while its
+/// file is written, so the planner never holds a second copy of a 190,000-target plan.
+pub fn write_split(
+    dir: &Path,
+    plan: &Plan,
+    by: SplitBy,
+    teams: &Teams,
+    notes: &HashMap<String, String>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let header = header_of(plan);
+    let mut entries = Vec::new();
+    for (file, group, members) in groups(plan, by, teams) {
+        let part = part_of(plan, &header, &members);
+        write_part(dir, &file, &part, notes)?;
+        entries.push(IndexEntry {
+            file,
+            group,
+            targets: part.targets.len(),
+        });
+    }
+    write_index(dir, by, entries)
+}
+
+fn write_part(
+    dir: &Path,
+    file: &str,
+    plan: &Plan,
+    notes: &HashMap<String, String>,
+) -> std::io::Result<()> {
+    crate::fsio::write_atomically_with(&dir.join(file), |w| {
+        super::write::write_yaml(w, plan, notes).map_err(std::io::Error::other)
+    })
+}
+
+fn write_index(dir: &Path, by: SplitBy, files: Vec<IndexEntry>) -> std::io::Result<()> {
     let index = Index {
         api_version: API_VERSION.to_string(),
         kind: INDEX_KIND.to_string(),
         split_by: by,
-        files: parts
-            .iter()
-            .map(|p| IndexEntry {
-                file: p.file.clone(),
-                group: p.group.clone(),
-                targets: p.plan.targets.len(),
-            })
-            .collect(),
+        files,
     };
     let yaml = serde_saphyr::to_string(&index).map_err(std::io::Error::other)?;
     let text = format!(

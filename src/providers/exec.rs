@@ -199,7 +199,7 @@ impl ExecProvider {
 }
 
 fn commands(target: &Target) -> Result<&ExecCommands, ProviderError> {
-    target.exec.as_ref().ok_or_else(|| {
+    target.exec.as_deref().ok_or_else(|| {
         ProviderError::Failed(format!(
             "target {}: provider exec needs an `exec` block",
             target.id.as_str()

@@ -121,7 +121,7 @@ fn places(target: &Target) -> Result<Vec<(&str, &str)>, ProviderError> {
 }
 
 fn hooks(target: &Target) -> Result<&SshKeyHooks, ProviderError> {
-    target.ssh_key.as_ref().ok_or_else(|| {
+    target.ssh_key.as_deref().ok_or_else(|| {
         ProviderError::Failed(format!(
             "target {}: circleci-ssh-key needs an `ssh_key` block (`install` or `manual: true`)",
             target.id.as_str()

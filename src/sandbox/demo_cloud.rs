@@ -14,7 +14,6 @@ use crate::providers::azure::AzureAppSecretProvider;
 use crate::providers::exec::ExecProvider;
 use crate::providers::gcp::{GcpAuth, GcpSaKeyProvider, ServiceAccountKey};
 use chrono::{Duration, Utc};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -167,8 +166,11 @@ impl CloudDemo {
             project: Some(Located::new(project.to_owned())),
             context: None,
             context_id: None,
-            vars: BTreeMap::from([(Located::new(field.to_owned()), Located::new(var.to_owned()))]),
-            encoding: BTreeMap::new(),
+            vars: crate::plan::compact::FieldMap::from([(
+                Located::new(field.to_owned()),
+                Located::new(var.to_owned()),
+            )]),
+            encoding: Default::default(),
             aws_keypair: false,
             ssh_hostname: None,
         };
@@ -195,14 +197,14 @@ impl CloudDemo {
             },
             binding("gh/acme/api", "value", "NPM_TOKEN"),
         );
-        exec.exec = Some(ExecCommands {
+        exec.exec = Some(Box::new(ExecCommands {
             mint: cmd("mint"),
             verify: cmd("verify"),
             revoke: cmd("revoke"),
             inspect: Some(cmd("inspect")),
             deactivate: Some(cmd("deactivate")),
             timeout: None,
-        });
+        }));
         vec![
             target(
                 "gcp-ci-deployer",

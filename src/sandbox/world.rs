@@ -33,7 +33,7 @@ use crate::providers::github::{
 use crate::providers::registry::ProviderSet;
 use crate::secret::Secret;
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -118,8 +118,15 @@ mod tempdir {
 type Values = BTreeMap<String, String>;
 
 /// Builds the CircleCI side and the owners' side at once, target by target.
+/// Above this many service accounts, their first keys are made with [`SMALL_KEY_BITS`].
+const MANY_ACCOUNTS: usize = 64;
+const SMALL_KEY_BITS: usize = 512;
+
 struct Builder<'a> {
     plan: &'a Plan,
+    /// Target by id (the first of that id, as a scan finds): found for every target, a scan
+    /// of the plan made a world of 190,000 targets take hours.
+    by_id: HashMap<&'a str, &'a Target>,
     rng: Rng,
     circleci: CircleCiState,
     aws: AwsState,
@@ -219,6 +226,12 @@ impl PlanWorld {
             .unwrap_or_else(|| DEFAULT_ACCOUNT.to_string());
         let mut b = Builder {
             plan,
+            by_id: plan
+                .targets
+                .iter()
+                .rev()
+                .map(|t| (t.id.as_str(), t))
+                .collect(),
             rng,
             circleci: CircleCiState::new(token),
             aws: AwsState::new(account),
@@ -757,6 +770,17 @@ impl Builder<'_> {
             None => None,
         };
         if let Some(gcp) = &gcp {
+            // The made-up first keys of a large world (a plan of 10,000 projects has thousands
+            // of service accounts): 2048-bit pairs took minutes to generate, and these only
+            // stand in CircleCI as the old values (a rotation mints its new keys at full size).
+            let small = self.gcp_accounts.len() > MANY_ACCOUNTS;
+            let bits = gcp.with_state(|s| {
+                let bits = s.key_bits;
+                if small {
+                    s.key_bits = SMALL_KEY_BITS;
+                }
+                bits
+            });
             for (target, email) in std::mem::take(&mut self.gcp_accounts) {
                 let name = email.split('@').next().unwrap_or_default().to_string();
                 let made = gcp.with_state(|s| {
@@ -775,7 +799,10 @@ impl Builder<'_> {
                     }),
                 }
             }
-            gcp.with_state(|s| s.backdate(Duration::days(700)));
+            gcp.with_state(|s| {
+                s.key_bits = bits;
+                s.backdate(Duration::days(700))
+            });
         }
         let azure = match self.azure_tenant.clone() {
             Some(tenant) => Some(AzureSandbox::start(&tenant).await?),
@@ -828,7 +855,7 @@ impl Builder<'_> {
     /// For a target known by id: `value` in `field` and a filler in every other bound field
     /// (every field when `field` is empty).
     fn same_everywhere_of(&mut self, target: &str, field: &str, value: &str) -> Vec<Values> {
-        let Some(t) = self.plan.targets.iter().find(|t| t.id.as_str() == target) else {
+        let Some(t) = self.by_id.get(target).copied() else {
             return Vec::new();
         };
         t.bindings
@@ -859,7 +886,7 @@ impl Builder<'_> {
     fn write_values(&mut self) {
         let mut replaced = 0;
         for (target, i, values) in std::mem::take(&mut self.world.values) {
-            let Some(t) = self.plan.targets.iter().find(|t| t.id.as_str() == target) else {
+            let Some(t) = self.by_id.get(target.as_str()).copied() else {
                 continue;
             };
             let Some(b) = t.bindings.get(i) else { continue };
