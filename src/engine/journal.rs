@@ -464,7 +464,6 @@ impl Journal {
         self.conn.clone()
     }
 
-    /// The remote to write to, or an error when this journal may not write.
     /// The remote to write to: none for a local state; refused for a read-only open or a
     /// lost lease.
     pub(crate) fn writable_remote(&self) -> Result<Option<&Arc<Remote>>, JournalError> {

@@ -358,10 +358,10 @@ impl Pending {
         }
     }
 
-    /// Writes what is pending, then the object: in the chain's order (unless an earlier write
-    /// failed).
+    /// Writes what is pending (records, then deletions queued before the object: an erase of
+    /// the same key must not land after it), then the object, unless an earlier write failed.
     async fn write_then_put(&mut self, store: &Store, rel: String, body: Vec<u8>) {
-        self.write(store).await;
+        self.write_and_delete(store).await;
         if self.failed.is_some() {
             return;
         }
