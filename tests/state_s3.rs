@@ -496,16 +496,16 @@ fn a_renewed_lease_is_never_taken_over() {
 
 /// S3 refusing the mint's intent record (503 SlowDown, every time): the mint never happens and
 /// nothing is written to CircleCI; the run is resumable once S3 is back.
-#[test]
-fn no_mint_without_its_record_when_s3_refuses_it() {
-    let Some(w) = world() else { return };
+/// Applies the default plan with every S3 PUT that `refuse` picks answered 503 SlowDown (after
+/// the SDK's and rekey's retries: refused): the run must fail, and the fault was injected.
+/// Returns the proxy, the plan and the failed run.
+fn apply_with_puts_refused(
+    w: &World,
+    refuse: impl Fn(&support::s3proxy::Seen) -> bool + Send + 'static,
+) -> (S3Proxy, String, Ended) {
     let proxy = S3Proxy::start(&w.endpoint());
-    proxy.set_rule(|seen| {
-        let body = String::from_utf8_lossy(&seen.body);
-        if seen.method == "PUT"
-            && body.contains("\"step\":\"mint\"")
-            && body.contains("\"phase\":\"intent\"")
-        {
+    proxy.set_rule(move |seen| {
+        if seen.method == "PUT" && refuse(seen) {
             Fault::SlowDown
         } else {
             Fault::Pass
@@ -514,20 +514,49 @@ fn no_mint_without_its_record_when_s3_refuses_it() {
     let env = [("AWS_ENDPOINT_URL_S3", proxy.url.as_str())];
     let plan = w.write_plan(&PlanSpec::default()).display().to_string();
     w.clear_request_logs();
-    let out = spawn(&w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
+    let out = spawn(w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
     assert_ne!(out.code, Some(0), "{}", out.stderr);
     assert!(
         proxy.seen().iter().any(|s| s.fault == Fault::SlowDown),
         "the fault was injected"
     );
+    (proxy, plan, out)
+}
+
+/// S3 is back: the same plan continues the run and completes it.
+fn resume_once_s3_is_back(w: &World, proxy: &S3Proxy, plan: &str, failed: Ended) {
+    proxy.set_rule(|_| Fault::Pass);
+    let env = [("AWS_ENDPOINT_URL_S3", proxy.url.as_str())];
+    let old = w.old_key.clone();
+    let again = spawn(w, &apply_args(plan, &[]), &env, w.dir.path()).wait();
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_rotated_from(w, &old, &[failed.stderr, again.stdout, again.stderr]);
+}
+
+/// The target's records in S3 as `step:phase`, in order.
+fn steps_in_s3(w: &World) -> Vec<String> {
+    records(w)
+        .iter()
+        .map(|(_, v)| {
+            format!(
+                "{}:{}",
+                v["step"].as_str().unwrap_or(""),
+                v["phase"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn no_mint_without_its_record_when_s3_refuses_it() {
+    let Some(w) = world() else { return };
+    let (proxy, plan, out) = apply_with_puts_refused(&w, |seen| {
+        let body = String::from_utf8_lossy(&seen.body);
+        body.contains("\"step\":\"mint\"") && body.contains("\"phase\":\"intent\"")
+    });
     assert_eq!(w.keys_created(), 0, "minted without its intent in S3");
     assert!(w.circleci_mutations().is_empty(), "CircleCI written");
-    // S3 is back: the same plan continues the run and completes it.
-    proxy.set_rule(|_| Fault::Pass);
-    let old = w.old_key.clone();
-    let again = spawn(&w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
-    assert_eq!(again.code, Some(0), "{}", again.stderr);
-    assert_rotated_from(&w, &old, &[out.stderr, again.stdout, again.stderr]);
+    resume_once_s3_is_back(&w, &proxy, &plan, out);
 }
 
 /// The sealed value is queued on the target's write chain without waiting (DESIGN.md, "Shared
@@ -537,38 +566,13 @@ fn no_mint_without_its_record_when_s3_refuses_it() {
 #[test]
 fn no_write_without_its_sealed_value_in_s3_when_s3_refuses_the_stash() {
     let Some(w) = world() else { return };
-    let proxy = S3Proxy::start(&w.endpoint());
-    proxy.set_rule(|seen| {
-        if seen.method == "PUT" && seen.path.contains("/stash/") {
-            Fault::SlowDown
-        } else {
-            Fault::Pass
-        }
-    });
-    let env = [("AWS_ENDPOINT_URL_S3", proxy.url.as_str())];
-    let plan = w.write_plan(&PlanSpec::default()).display().to_string();
-    w.clear_request_logs();
-    let out = spawn(&w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
-    assert_ne!(out.code, Some(0), "{}", out.stderr);
-    assert!(
-        proxy.seen().iter().any(|s| s.fault == Fault::SlowDown),
-        "the fault was injected"
-    );
+    let (proxy, plan, out) = apply_with_puts_refused(&w, |seen| seen.path.contains("/stash/"));
     assert_eq!(w.keys_created(), 1, "{}", out.stderr);
     assert!(
         w.circleci_mutations().is_empty(),
         "CircleCI written without the sealed value in S3"
     );
-    let steps: Vec<String> = records(&w)
-        .iter()
-        .map(|(_, v)| {
-            format!(
-                "{}:{}",
-                v["step"].as_str().unwrap_or(""),
-                v["phase"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let steps = steps_in_s3(&w);
     assert!(steps.iter().any(|s| s == "mint:intent"), "{steps:?}");
     assert!(
         !steps
@@ -576,16 +580,12 @@ fn no_write_without_its_sealed_value_in_s3_when_s3_refuses_the_stash() {
             .any(|s| s == "mint:done" || s == "write:intent"),
         "S3 shows the mint done without its stash: {steps:?}"
     );
-    proxy.set_rule(|_| Fault::Pass);
-    let old = w.old_key.clone();
-    let again = spawn(&w, &apply_args(&plan, &[]), &env, w.dir.path()).wait();
-    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    resume_once_s3_is_back(&w, &proxy, &plan, out);
     assert_eq!(
         w.keys_created(),
         2,
         "the interrupted mint was not minted again"
     );
-    assert_rotated_from(&w, &old, &[out.stderr, again.stdout, again.stderr]);
 }
 
 /// S3 answering 503 SlowDown to the first attempt of every write and dropping the answer of
@@ -628,16 +628,7 @@ fn slowdowns_and_dropped_answers_lose_no_record() {
     for (i, (key, v)) in events.iter().enumerate() {
         assert_eq!(v["seq"].as_i64(), Some(i as i64 + 1), "{key}");
     }
-    let steps: Vec<String> = events
-        .iter()
-        .map(|(_, v)| {
-            format!(
-                "{}:{}",
-                v["step"].as_str().unwrap_or(""),
-                v["phase"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let steps = steps_in_s3(&w);
     for needed in [
         "mint:intent",
         "mint:done",
