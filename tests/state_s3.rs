@@ -1,7 +1,7 @@
 //! State on S3 (DESIGN.md, "Shared state"), against moto's S3 server, with the real binary:
-//! moto's own conditional writes; two applies at once; holders SIGKILLed at random moments and
-//! taken over from a fresh working directory; a renewed lease never taken over; S3 answering
-//! 503 SlowDown and dropping answers; a dry run that writes nothing; migrate, list, show, unlock.
+//! moto's own conditional writes; two applies at once; holders SIGKILLed at each point of the
+//! protocol (as S3 shows it) and taken over from a fresh working directory; a renewed lease never
+//! taken over; S3 answering 503 SlowDown and dropping answers; a dry run that writes nothing; migrate, list, show, unlock.
 //! The invariants are checked at the owners: moto's IAM, the CircleCI simulator, and S3 itself.
 
 mod support;
@@ -169,10 +169,22 @@ fn s3_status(w: &World) -> (String, String) {
     )
 }
 
+/// The invariants after a rotation away from `old` (id, secret): those at the owners
+/// ([`assert_rotated_at_owners`]), and the run complete with the target done.
+fn assert_rotated_from(w: &World, old: &(String, String), outputs: &[String]) -> (String, String) {
+    let new = assert_rotated_at_owners(w, old, outputs);
+    assert_eq!(s3_status(w), ("complete".into(), "done".into()));
+    new
+}
+
 /// The invariants at the owners after a rotation away from `old` (id, secret): every binding
 /// holds one new key, it authenticates, it is the user's only key (no orphan), the old key is
-/// refused, the run is complete, and no secret reached S3 in any spelling or the outputs.
-fn assert_rotated_from(w: &World, old: &(String, String), outputs: &[String]) -> (String, String) {
+/// refused, and no secret reached S3 in any spelling or the outputs.
+fn assert_rotated_at_owners(
+    w: &World,
+    old: &(String, String),
+    outputs: &[String],
+) -> (String, String) {
     use base64::Engine as _;
     let bound = w.bound();
     let (_, new_id, new_secret) = bound[0].clone();
@@ -192,7 +204,6 @@ fn assert_rotated_from(w: &World, old: &(String, String), outputs: &[String]) ->
         w.caller_arn(&old.0, &old.1).is_err(),
         "the old key still works"
     );
-    assert_eq!(s3_status(w), ("complete".into(), "done".into()));
     let b64 = base64::engine::general_purpose::STANDARD.encode(&new_secret);
     for (key, bytes) in objects(w) {
         for needle in [&new_secret, &old.1, &b64] {
@@ -285,42 +296,104 @@ fn two_applies_at_once_one_rotates_and_the_other_exits_locked() {
     );
 }
 
-/// A small deterministic generator (seeded from the clock, printed) for the kill moments.
-struct Lcg(u64);
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
+/// The protocol's steps in the order a run journals them: a record's place in the protocol is
+/// its step's index, intent before done.
+const PROTOCOL: [&str; 13] = [
+    "inspect",
+    "pre-hunt",
+    "capacity",
+    "mint",
+    "verify",
+    "write",
+    "read-back",
+    "canary",
+    "deactivate",
+    "grace",
+    "post-hunt",
+    "revoke",
+    "done",
+];
+
+/// Where `step:phase` stands in [`PROTOCOL`] (`none`, before any record, is 0).
+fn protocol_point(record: &str) -> usize {
+    let (step, phase) = record.split_once(':').unwrap_or((record, ""));
+    PROTOCOL
+        .iter()
+        .position(|s| *s == step)
+        .map_or(0, |i| 1 + 2 * i + usize::from(phase != "intent"))
+}
+
+/// The kill points, taken in turn: the holder is killed as soon as S3 shows a record at or past
+/// the point (`none`: as soon as it holds the lease, before any record).
+const KILL_AT: [&str; 6] = [
+    "none",
+    "mint:intent",
+    "write:intent",
+    "write:done",
+    "deactivate:intent",
+    "revoke:intent",
+];
+
+/// The journal batches that appear in S3: each poll fetches only the batches it has not seen
+/// (a batch is written once, under a key of its own), so watching a run stays cheap.
+#[derive(Default)]
+struct NewRecords {
+    seen: std::collections::HashSet<String>,
+}
+
+impl NewRecords {
+    /// The records of batches written since the last poll, as `step:phase`.
+    fn poll(&mut self, w: &World) -> Vec<String> {
+        let client = s3(w);
+        w.rt.block_on(async {
+            let Ok(list) = client.list_objects_v2().bucket(BUCKET).send().await else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            for o in list.contents() {
+                let key = o.key().unwrap_or_default();
+                if !key.contains("/events/") || !self.seen.insert(key.to_string()) {
+                    continue;
+                }
+                let Ok(got) = client.get_object().bucket(BUCKET).key(key).send().await else {
+                    self.seen.remove(key);
+                    continue;
+                };
+                let bytes = got.body.collect().await.map(|b| b.to_vec());
+                let batch: serde_json::Value =
+                    serde_json::from_slice(&bytes.unwrap_or_default()).unwrap_or_default();
+                for record in batch["records"].as_array().into_iter().flatten() {
+                    out.push(format!(
+                        "{}:{}",
+                        record["step"].as_str().unwrap_or(""),
+                        record["phase"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            out
+        })
     }
 }
 
-/// Holders SIGKILLed at random moments of the protocol (at least 20 kills), each successor in a
-/// fresh working directory taking the expired lease over: every round ends rotated, with the
-/// invariants at the owners, and a last apply changes nothing.
+/// Holders SIGKILLed at each point of the protocol in turn (before any record, after the mint
+/// intent, the write intent, the write, the deactivation intent, the revocation intent: the
+/// moment S3 shows it), at least 20 kills, each successor in a fresh working directory taking
+/// the expired lease over: every round ends rotated, with the invariants at the owners, and a
+/// last apply changes nothing. Kills follow the records, not the clock: random moments cluster
+/// where the protocol spends its time and miss the short steps.
 #[test]
-fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() {
+fn holders_killed_at_every_point_of_the_protocol_are_taken_over_and_the_rotation_completes() {
     let Some(w) = world() else { return };
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(7);
-    eprintln!("kill moments seed: {seed}");
-    let mut rng = Lcg(seed);
+    // A WAN round trip at CircleCI widens the write step's window, so polling sees it.
+    w.circleci.set_latency(Duration::from_millis(60));
+    let mut watch = NewRecords::default();
     let mut old = w.old_key.clone();
     let mut kills = 0;
     let mut round = 0;
     let mut outputs = Vec::new();
     // The last record in S3 at each kill: where in the protocol the kills landed.
     let mut reached = std::collections::BTreeSet::new();
-    // At least 20 kills, and on until they have landed at 4 different steps (random moments
-    // can cluster; bounded so a protocol that really has fewer steps still fails below).
-    let more_kills = |kills: usize, reached: &std::collections::BTreeSet<String>| {
-        kills < 20 || (reached.len() < 4 && kills < 60)
-    };
-    while more_kills(kills, &reached) {
+    while kills < 20 {
         round += 1;
         // A new plan text per round: a new run that rotates the key the last round bound.
         let spec = PlanSpec {
@@ -338,34 +411,36 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
             if round > 1 {
                 extra.push("--ignore-max-age");
             }
+            watch.poll(&w);
+            let kill_at = protocol_point(KILL_AT[kills % KILL_AT.len()]);
             let run = spawn(&w, &apply_args(&plan, &extra), &[], cwd.path());
             let pid = run.child.id();
-            // Wait until it holds the lease (or ends), then kill it a random moment later.
-            let began = Instant::now();
             let mut running = run;
-            let held = loop {
+            let began = Instant::now();
+            // Until it ends, or holds the lease and S3 shows a record at or past the point.
+            let due = loop {
                 if let Ok(Some(_)) = running.child.try_wait() {
                     break false;
                 }
-                if lock_holder_pid(&w) == Some(pid) {
+                let new = watch.poll(&w);
+                let past = new.iter().any(|r| protocol_point(r) >= kill_at);
+                if (kill_at == 0 || past) && lock_holder_pid(&w) == Some(pid) {
                     break true;
                 }
                 assert!(
-                    began.elapsed() < Duration::from_secs(40),
-                    "never took the lease"
+                    began.elapsed() < Duration::from_secs(60),
+                    "rekey neither ended nor reached {}",
+                    KILL_AT[kills % KILL_AT.len()]
                 );
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(5));
             };
-            if held && more_kills(kills, &reached) {
-                std::thread::sleep(Duration::from_millis(rng.below(1500)));
-                if let Ok(None) = running.child.try_wait() {
-                    // Our own child, by its handle: SIGKILL.
-                    let _ = running.child.kill();
-                    let _ = running.child.wait();
-                    kills += 1;
-                    reached.insert(last_record(&w));
-                    continue;
-                }
+            if due && kills < 20 && running.child.try_wait().ok().flatten().is_none() {
+                // Our own child, by its handle: SIGKILL.
+                let _ = running.child.kill();
+                let _ = running.child.wait();
+                kills += 1;
+                reached.insert(last_record(&w));
+                continue;
             }
             let ended = running.wait();
             outputs.push(ended.stdout.clone());
@@ -380,7 +455,8 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
                 ended.stderr
             );
         }
-        let new = assert_rotated_from(&w, &old, &outputs);
+        let new = assert_rotated_at_owners(&w, &old, &outputs);
+        assert_run_complete_after_kills(&w);
         old = new;
     }
     // Idempotent: the last plan applied again changes nothing at the owners.
@@ -398,16 +474,30 @@ fn holders_killed_at_random_moments_are_taken_over_and_the_rotation_completes() 
         "a completed plan wrote to CircleCI"
     );
     eprintln!("{kills} kills over {round} rounds; last records at the kills: {reached:?}");
-    // Records reach S3 in batches, one per wait before a side effect: the last record a
-    // kill can find there is one of six (none, mint, write, deactivate and revoke intents,
-    // done). Since the write intents of all places and the stash share one wait, the steps
-    // after the mint's verification pass in well under the kill window, and a full run saw
-    // only two of them in 60 kills: two distinct points show that kills landed both before
-    // and after the value was written. (Kills triggered by the records S3 shows would spread
-    // them further; see the session note.)
+    // Records reach S3 in batches, one per wait before a side effect, so a kill finds one of
+    // a few last records there: none, the mint intent, the write intents, the deactivation
+    // and revocation intents, done. Kills triggered by them reach at least four.
     assert!(
-        reached.len() >= 2,
-        "the kills landed at too few steps: {reached:?}"
+        reached.len() >= 4,
+        "the kills landed at too few points of the protocol: {reached:?}"
+    );
+}
+
+/// The newest run is complete with the target done; or, when a holder was killed after its
+/// run completed but before it released the lease, its successor's run of the same plan found
+/// the target rotated (skipped) and the run before it is the complete one.
+fn assert_run_complete_after_kills(w: &World) {
+    let inv = w.run(&["status", "--state", STATE, "--output", "json"], &[]);
+    inv.expect_code(0, "status of the S3 state");
+    let v: serde_json::Value = serde_json::from_str(&inv.stdout)
+        .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", inv.stdout));
+    let run = |i: usize| v["runs"][i]["status"].as_str().unwrap_or_default();
+    let target = v["targets"][0]["state"].as_str().unwrap_or_default();
+    assert_eq!(run(0), "complete", "{}", inv.stdout);
+    assert!(
+        target == "done" || (target == "skipped" && run(1) == "complete"),
+        "the newest run's target is {target}: {}",
+        inv.stdout
     );
 }
 
