@@ -1,7 +1,8 @@
 //! State on S3 (DESIGN.md, "Shared state"), against moto's S3 server, with the real binary:
 //! moto's own conditional writes; two applies at once; holders SIGKILLed at each point of the
 //! protocol (as S3 shows it) and taken over from a fresh working directory; a renewed lease never
-//! taken over; S3 answering 503 SlowDown and dropping answers; a dry run that writes nothing; migrate, list, show, unlock.
+//! taken over; S3 answering 503 SlowDown and dropping answers; a dry run that writes nothing;
+//! migrate, list, show, unlock.
 //! The invariants are checked at the owners: moto's IAM, the CircleCI simulator, and S3 itself.
 
 mod support;
