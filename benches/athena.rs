@@ -12,8 +12,8 @@
 //! as the files are written before it starts, on the fetching thread as the SDK builds them on
 //! the thread that receives them (the time to build them, which stands for the SDK's parsing
 //! of the responses, is printed apart). On the fetching thread each answer is
-//! checked and handed over by value as a page (`Rows::from_answer`); the workers read each
-//! row's fields where the answer holds them (`athena::rows`), hunt them and free the page. The
+//! consumed by value into a page (`Rows::from_answer`: the columns the rules read, in one
+//! buffer); the workers read each row's fields directly (`athena::rows`) and hunt them. The
 //! files path reads the same records, written beforehand as JSON lines (each row as the record
 //! it stands for). Same rules, same threads, same records.
 //!

@@ -102,7 +102,7 @@ pub async fn run(
             })?;
         ran.pages += 1;
         let next = answer.next_token.take().filter(|t| !t.is_empty());
-        // The answer is taken by value: the worker that reads the page frees it.
+        // The answer is taken by value: its strings are freed here, as the page is built.
         let answered = answer
             .result_set
             .take()

@@ -14,12 +14,12 @@
 use super::columns::{COLUMNS, Column, Kind};
 use crate::hunt::fields::{FieldId, FieldSet, FieldVal, Fields, Place};
 use crate::hunt::source::{Loc, Sink};
-use aws_sdk_athena::types::{Datum, ResultSet, Row};
+use aws_sdk_athena::types::{Datum, ResultSet};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// The columns a rule set reads (computed once per query, from the fields of its rules and of
-/// attribution): only these are read from each page of GetQueryResults' answer.
+/// attribution): only these are kept from each page of GetQueryResults' answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
     keep: Vec<bool>,
@@ -69,31 +69,26 @@ impl Projection {
     }
 }
 
-/// A page of result rows: GetQueryResults' answer as the SDK received it (one string per cell,
-/// one cell per column of [`COLUMNS`]), checked on the fetching thread ([`Rows::from_answer`])
-/// and read where it lies by the worker, which frees it. Why not copied into one buffer on the
-/// fetching thread first: profiled (perf, 300,000 rows), the copy kept the fetcher busy for
-/// half a worker's time, and a worker freeing that buffer (an allocation of the fetching
-/// thread's, past 64 KB) made glibc coalesce every string the fetcher had freed, on the
-/// worker, under the fetcher's heap lock: 15% of the worker's time. Read in place, a page
-/// costs the fetcher one pass over its rows' lengths, and the strings are freed by the workers,
-/// in parallel.
+/// A cell's bytes in a page's text; [`ABSENT`] for SQL NULL and for columns not kept.
+type Span = (u32, u32);
+const ABSENT: Span = (1, 0);
+
+/// A page of result rows: the kept cells' text in one buffer, and each cell's span of it (one
+/// per column of [`COLUMNS`], row after row). GetQueryResults' answer, one string per cell, is
+/// consumed on the thread that received it ([`Rows::from_answer`]), so the worker that reads
+/// the page frees one buffer, not tens of thousands of strings allocated on another thread.
 #[derive(Debug)]
 pub struct Rows {
-    rows: Vec<Row>,
-    /// Athena's header row, skipped (0 or 1 rows at the front).
-    skip: usize,
-    /// The bytes of the kept cells.
-    bytes: u64,
+    text: String,
+    spans: Vec<Span>,
     kept: Projection,
 }
 
 impl Default for Rows {
     fn default() -> Self {
         Rows {
-            rows: Vec::new(),
-            skip: 0,
-            bytes: 0,
+            text: String::new(),
+            spans: Vec::new(),
             kept: Projection::all(),
         }
     }
@@ -118,28 +113,43 @@ where
                         .build()
                 })
                 .collect();
-            Row::builder().set_data(Some(data)).build()
+            aws_sdk_athena::types::Row::builder()
+                .set_data(Some(data))
+                .build()
         })
         .collect();
     ResultSet::builder().set_rows(Some(rows)).build()
 }
 
 impl Rows {
-    /// The page of `answer` (taken by value, freed by the worker that reads it), of which the
-    /// cells of the columns `projection` keeps are read. Athena's first row of a query's first
-    /// page is the header (the aliases): skipped when `first_page`. `Err` names the row that
-    /// does not have one cell per column.
+    /// The page of `answer` (taken by value: its strings are freed here), with the cells of the
+    /// columns `projection` keeps. Athena's first row of a query's first page is the header
+    /// (the aliases): skipped when `first_page`. `Err` names the row that does not have one
+    /// cell per column.
     pub fn from_answer(
         answer: ResultSet,
         projection: &Projection,
         first_page: bool,
     ) -> Result<Rows, String> {
-        let rows = answer.rows.unwrap_or_default();
+        let answered = answer.rows.unwrap_or_default();
         let width = COLUMNS.len();
-        let skip = usize::from(first_page && rows.first().is_some_and(|r| is_header(r.data())));
-        let mut bytes = 0u64;
-        for (i, row) in rows.iter().enumerate().skip(skip) {
-            let data = row.data();
+        // One allocation for the page's text: the kept cells' lengths summed first.
+        let size: usize = answered
+            .iter()
+            .flat_map(|r| r.data().iter().enumerate())
+            .filter(|(col, _)| projection.keeps(*col))
+            .map(|(_, d)| d.var_char_value().map_or(0, str::len))
+            .sum();
+        let mut rows = Rows {
+            text: String::with_capacity(size),
+            spans: Vec::with_capacity(answered.len() * width),
+            kept: projection.clone(),
+        };
+        for (i, row) in answered.into_iter().enumerate() {
+            let data = row.data.unwrap_or_default();
+            if first_page && i == 0 && is_header(&data) {
+                continue;
+            }
             if data.len() != width {
                 return Err(format!(
                     "row {}: {} columns, {width} selected",
@@ -147,46 +157,42 @@ impl Rows {
                     data.len()
                 ));
             }
-            bytes += data
-                .iter()
-                .enumerate()
-                .filter(|(col, _)| projection.keeps(*col))
-                .map(|(_, d)| d.var_char_value().map_or(0, str::len) as u64)
-                .sum::<u64>();
+            for (col, d) in data.into_iter().enumerate() {
+                let span = match d.var_char_value {
+                    Some(v) if projection.keeps(col) => {
+                        let start = rows.text.len();
+                        let end = start + v.len();
+                        if end > u32::MAX as usize {
+                            return Err(format!("row {}: the page's text passes 4 GB", i + 1));
+                        }
+                        rows.text.push_str(&v);
+                        (start as u32, end as u32)
+                    }
+                    _ => ABSENT,
+                };
+                rows.spans.push(span);
+            }
         }
-        Ok(Rows {
-            rows,
-            skip,
-            bytes,
-            kept: projection.clone(),
-        })
+        Ok(rows)
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len() - self.skip
+        self.spans.len() / COLUMNS.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.spans.is_empty()
     }
 
     /// The bytes of its kept cells.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.text.len() as u64
     }
 
-    /// The rows, header skipped.
-    fn rows(&self) -> impl Iterator<Item = &[Datum]> {
-        self.rows.iter().skip(self.skip).map(Row::data)
-    }
-
-    /// The cell of column `col` in `row` (one of its rows); `None` for SQL NULL and for
-    /// columns not kept.
-    fn cell<'a>(&self, row: &'a [Datum], col: usize) -> Option<&'a str> {
-        match self.kept.keeps(col) {
-            true => row.get(col).and_then(Datum::var_char_value),
-            false => None,
-        }
+    /// Row `row`'s cell of column `col`.
+    fn cell(&self, row: usize, col: usize) -> Option<&str> {
+        let &(a, b) = self.spans.get(row * COLUMNS.len() + col)?;
+        self.text.get(a as usize..b as usize)
     }
 }
 
@@ -213,11 +219,11 @@ pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) -> std
     }
     let mut scratch = Vec::new();
     let mut spans = Vec::new();
-    for (r, row) in rows.rows().enumerate() {
+    for r in 0..rows.len() {
         let n = r as u64 + 1;
         let fields = fill_row(
             &fills,
-            &|col| rows.cell(row, col),
+            &|col| rows.cell(r, col),
             set,
             &mut scratch,
             &mut spans,
@@ -717,10 +723,9 @@ mod tests {
         let rows = Rows::from_answer(page, &projection, true).expect("a page");
         assert_eq!(rows.len(), 1);
         assert_eq!(rows.bytes(), ("CreateUser".len() + params.len()) as u64);
-        let first = rows.rows().next().expect("a row");
-        assert_eq!(rows.cell(first, col("eventname")), Some("CreateUser"));
-        assert_eq!(rows.cell(first, col("requestparameters")), Some(params));
-        assert_eq!(rows.cell(first, col("eventsource")), None);
+        assert_eq!(rows.cell(0, col("eventname")), Some("CreateUser"));
+        assert_eq!(rows.cell(0, col("requestparameters")), Some(params));
+        assert_eq!(rows.cell(0, col("eventsource")), None);
         let mut got = Keep(Vec::new());
         read("page", &rows, &set, &mut got).expect("read");
         assert_eq!(got.0.len(), 1);
