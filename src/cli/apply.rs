@@ -548,6 +548,8 @@ async fn real_environment(
         rate_limits: limits,
         token_inputs,
         exec,
+        // Without a stash nothing is minted: a dry run or a refresh.
+        read_only: !need_stash,
     })
     .await
     .map_err(|e| match e {
