@@ -161,6 +161,25 @@ impl GcpState {
         }
         let private = RsaPrivateKey::new(&mut rand_core::OsRng, self.key_bits)
             .map_err(|e| format!("key generation: {e}"))?;
+        self.create_key_from(email, &private)
+    }
+
+    /// [`Self::create_key`] with a key pair made elsewhere: a world of thousands of service
+    /// accounts gives their made-up first keys one pair (each key keeps its own id and file),
+    /// where generating a pair each took most of its start.
+    pub fn create_key_from(
+        &mut self,
+        email: &str,
+        private: &RsaPrivateKey,
+    ) -> Result<(String, Secret), String> {
+        let count = self
+            .accounts
+            .get(email)
+            .map(|a| a.keys.len())
+            .ok_or_else(|| format!("no account {email}"))?;
+        if count >= MAX_KEYS {
+            return Err("Precondition check failed.".into());
+        }
         let pem = private
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| format!("key encoding: {e}"))?;
