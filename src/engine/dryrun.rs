@@ -155,19 +155,17 @@ pub async fn preview_each(
     mut each: impl FnMut(TargetPreview),
 ) {
     let history = history(state_dir);
+    let run = Run {
+        plan,
+        circleci,
+        providers,
+        ignore_max_age,
+        history: history.as_ref(),
+    };
     // Targets are previewed concurrently, in the plan's order; a client made
     // `with_read_cache` reads each CircleCI place once for all of them.
-    let mut previews = futures::stream::iter(plan.targets.iter().map(|target| {
-        preview_target(
-            plan,
-            target,
-            circleci,
-            providers,
-            ignore_max_age,
-            history.as_ref(),
-        )
-    }))
-    .buffered(PREVIEW_CONCURRENCY);
+    let mut previews = futures::stream::iter(plan.targets.iter().map(|target| run.preview(target)))
+        .buffered(PREVIEW_CONCURRENCY);
     while let Some(preview) = previews.next().await {
         each(preview);
     }
@@ -196,8 +194,15 @@ pub fn preview_threaded<R: Send>(
 ) {
     let threads = threads.clamp(1, PREVIEW_CONCURRENCY);
     let history = history(state_dir);
+    let run = &Run {
+        plan,
+        circleci,
+        providers,
+        ignore_max_age,
+        history: history.as_ref(),
+    };
     let chunks: Vec<&[Target]> = plan.targets.chunks(CHUNK).collect();
-    let (history, chunks, map) = (history.as_ref(), &chunks, &map);
+    let (chunks, map) = (&chunks, &map);
     std::thread::scope(|scope| {
         let mut handed = Vec::with_capacity(threads);
         for first in 0..threads {
@@ -208,17 +213,8 @@ pub fn preview_threaded<R: Send>(
                     let mine = chunks.iter().skip(first).step_by(threads);
                     let mut sizes = mine.clone().map(|c| c.len());
                     let mut previews =
-                        futures::stream::iter(mine.flat_map(|c| c.iter()).map(|target| {
-                            preview_target(
-                                plan,
-                                target,
-                                circleci,
-                                providers,
-                                ignore_max_age,
-                                history,
-                            )
-                        }))
-                        .buffered(PREVIEW_CONCURRENCY / threads);
+                        futures::stream::iter(mine.flat_map(|c| c.iter()).map(|t| run.preview(t)))
+                            .buffered(PREVIEW_CONCURRENCY / threads);
                     let mut size = sizes.next().unwrap_or(0);
                     let mut chunk = Vec::with_capacity(size);
                     while let Some(preview) = previews.next().await {
@@ -243,6 +239,29 @@ pub fn preview_threaded<R: Send>(
             chunk.into_iter().for_each(&mut each);
         }
     });
+}
+
+/// What previewing a target needs besides the target.
+struct Run<'a> {
+    plan: &'a Plan,
+    circleci: &'a CircleCiClient,
+    providers: &'a ProviderSet,
+    ignore_max_age: bool,
+    history: Option<&'a Journal>,
+}
+
+impl Run<'_> {
+    async fn preview(&self, target: &Target) -> TargetPreview {
+        preview_target(
+            self.plan,
+            target,
+            self.circleci,
+            self.providers,
+            self.ignore_max_age,
+            self.history,
+        )
+        .await
+    }
 }
 
 /// The journal of earlier runs in `state_dir`, read-only, when there is one.

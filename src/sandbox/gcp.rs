@@ -151,6 +151,15 @@ impl GcpState {
 
     /// Creates a key for `email` directly (a fixture, or keys.create): (key name, key file).
     pub fn create_key(&mut self, email: &str) -> Result<(String, Secret), String> {
+        // Before generating: a full account gets no pair made for nothing.
+        self.room_for_a_key(email)?;
+        let private = RsaPrivateKey::new(&mut rand_core::OsRng, self.key_bits)
+            .map_err(|e| format!("key generation: {e}"))?;
+        self.create_key_from(email, &private)
+    }
+
+    /// An existing account with fewer than [`MAX_KEYS`] keys, or IAM's refusal.
+    fn room_for_a_key(&self, email: &str) -> Result<(), String> {
         let count = self
             .accounts
             .get(email)
@@ -159,9 +168,7 @@ impl GcpState {
         if count >= MAX_KEYS {
             return Err("Precondition check failed.".into());
         }
-        let private = RsaPrivateKey::new(&mut rand_core::OsRng, self.key_bits)
-            .map_err(|e| format!("key generation: {e}"))?;
-        self.create_key_from(email, &private)
+        Ok(())
     }
 
     /// [`Self::create_key`] with a key pair made elsewhere: a world of thousands of service
@@ -172,14 +179,7 @@ impl GcpState {
         email: &str,
         private: &RsaPrivateKey,
     ) -> Result<(String, Secret), String> {
-        let count = self
-            .accounts
-            .get(email)
-            .map(|a| a.keys.len())
-            .ok_or_else(|| format!("no account {email}"))?;
-        if count >= MAX_KEYS {
-            return Err("Precondition check failed.".into());
-        }
+        self.room_for_a_key(email)?;
         let pem = private
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| format!("key encoding: {e}"))?;
