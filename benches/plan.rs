@@ -10,6 +10,12 @@
 //! of its world (its output streamed to a file, whose size is shown). Then classification
 //! alone, in process.
 //! Targets: each step under 1.5 s and 400 MB.
+//!
+//! To iterate on one step: `REKEY_PLAN_BENCH_ONLY=dry-run` measures only the dry run (the plan
+//! is still written and decided once, unmeasured); `REKEY_PLAN_BENCH_DIR=DIR` works in DIR and
+//! keeps it, reusing its `inventory.json` and decided `plan.yaml` when present, and a sandbox
+//! still running from an earlier run (`sandbox.env`, `sandbox.pid`: started and left running
+//! there when absent; `kill $(cat DIR/sandbox.pid)` stops it).
 use rekey::classify::synthetic::{decide_review_required, realistic_inventory};
 use rekey::classify::{RuleSet, classify};
 use std::hint::black_box;
@@ -26,6 +32,14 @@ const RUNS: usize = 9;
 const GENERATE_ENV: &str = "REKEY_PLAN_BENCH_GENERATE";
 /// Set in the child that decides a plan's REVIEW-REQUIRED in place (file or directory).
 const DECIDE_ENV: &str = "REKEY_PLAN_BENCH_DECIDE";
+/// `dry-run`: measure only the dry run.
+const ONLY_ENV: &str = "REKEY_PLAN_BENCH_ONLY";
+/// A directory to work in, kept and reused between runs.
+const DIR_ENV: &str = "REKEY_PLAN_BENCH_DIR";
+
+fn only_dry_run() -> bool {
+    std::env::var(ONLY_ENV).is_ok_and(|v| v == "dry-run")
+}
 
 fn main() {
     // The end-to-end run comes first, while this process is still small: Linux carries the
@@ -63,6 +77,9 @@ fn main() {
         return;
     }
     end_to_end();
+    if only_dry_run() {
+        return;
+    }
 
     let started = Instant::now();
     let inv = realistic_inventory(PROJECTS, VARS, CONTEXTS, CTX_VARS);
@@ -187,7 +204,10 @@ fn measure_with(what: &str, args: &[&std::ffi::OsStr], ok_codes: &[i32], runs: u
 
 /// The user's steps on the realistic inventory, each the release binary as a user runs it.
 fn end_to_end() {
-    let dir = std::env::temp_dir().join(format!("rekey-plan-bench-{}", std::process::id()));
+    let kept = std::env::var_os(DIR_ENV).map(std::path::PathBuf::from);
+    let dir = kept.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("rekey-plan-bench-{}", std::process::id()))
+    });
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("cannot create {}: {e}", dir.display());
         std::process::exit(1);
@@ -195,8 +215,26 @@ fn end_to_end() {
     let inventory = dir.join("inventory.json");
     let plan = dir.join("plan.yaml");
     let split = dir.join("split");
-    helper(GENERATE_ENV, &inventory);
+    let reuse = |p: &std::path::Path| kept.is_some() && p.exists();
+    if !reuse(&inventory) {
+        helper(GENERATE_ENV, &inventory);
+    }
     let os = |s: &'static str| std::ffi::OsStr::new(s);
+    if only_dry_run() {
+        if !reuse(&plan) {
+            let args = [
+                os("plan"),
+                os("--inventory"),
+                inventory.as_os_str(),
+                os("--out"),
+                plan.as_os_str(),
+            ];
+            timed(&args, &[0], &Run::default());
+            helper(DECIDE_ENV, &plan);
+        }
+        dry_run(&dir, &plan, kept.is_some());
+        return;
+    }
     measure(
         "rekey plan (inventory JSON -> YAML plan)",
         &[
@@ -228,7 +266,7 @@ fn end_to_end() {
         &[0],
         5,
     );
-    dry_run(&dir, &plan);
+    dry_run(&dir, &plan, false);
     measure(
         "rekey plan --split-by project",
         &[
@@ -252,7 +290,7 @@ fn end_to_end() {
         &[0],
         3,
     );
-    if std::env::var_os("REKEY_BENCH_KEEP").is_some() {
+    if kept.is_some() || std::env::var_os("REKEY_BENCH_KEEP").is_some() {
         println!("kept {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
@@ -263,49 +301,48 @@ fn end_to_end() {
 /// every owner in another process, as a team would rehearse): wall time, peak memory and the
 /// size of what it printed. The rate limits that protect real services are lifted
 /// (`--rate-limit circleci=0 --rate-limit aws-iam=0`): the figure is rekey's own cost.
-fn dry_run(dir: &std::path::Path, plan: &std::path::Path) {
-    use std::io::BufRead;
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
-        .args([
-            std::ffi::OsStr::new("sandbox"),
-            "serve".as_ref(),
-            "--from-plan".as_ref(),
-        ])
-        .arg(plan)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut sandbox) = child else {
-        eprintln!("cannot start the sandbox: {child:?}");
-        std::process::exit(1);
+fn dry_run(dir: &std::path::Path, plan: &std::path::Path, keep_sandbox: bool) {
+    // What the sandbox printed, and its pid: reused while it runs when kept.
+    let (env_file, pid_file) = (dir.join("sandbox.env"), dir.join("sandbox.pid"));
+    let running = |pid: &str| {
+        // SAFETY: signal 0 only checks that the process exists.
+        pid.trim()
+            .parse::<libc::pid_t>()
+            .is_ok_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
     };
-    // NAME=value lines, then the plan's endpoints as `#     name: url` comments, then `# ready`.
+    let kept = keep_sandbox
+        && std::fs::read_to_string(&pid_file).is_ok_and(|pid| running(&pid))
+        && env_file.exists();
+    let (printed, sandbox) = if kept {
+        println!(
+            "sandbox of the plan's world reused ({})",
+            pid_file.display()
+        );
+        (std::fs::read_to_string(&env_file).unwrap_or_default(), None)
+    } else {
+        let (printed, child) = start_sandbox(plan);
+        if keep_sandbox {
+            let saved = std::fs::write(&env_file, &printed)
+                .and_then(|_| std::fs::write(&pid_file, child.id().to_string()));
+            if let Err(e) = saved {
+                eprintln!("cannot keep the sandbox's environment: {e}");
+            }
+            println!("sandbox left running: kill $(cat {})", pid_file.display());
+            (printed, None)
+        } else {
+            (printed, Some(child))
+        }
+    };
+    // NAME=value lines, then the plan's endpoints as `#     name: url` comments.
     let mut env: Vec<(String, String)> = Vec::new();
     let mut endpoints = String::new();
-    let mut ready = false;
-    if let Some(out) = sandbox.stdout.take() {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with("# ready") {
-                ready = true;
-                break;
-            } else if let Some(endpoint) = line.strip_prefix("#     ") {
-                endpoints.push_str(&format!("  {endpoint}\n"));
-            } else if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
-                env.push((k.to_string(), v.to_string()));
-            }
+    for line in printed.lines() {
+        if let Some(endpoint) = line.strip_prefix("#     ") {
+            endpoints.push_str(&format!("  {endpoint}\n"));
+        } else if let Some((k, v)) = line.split_once('=').filter(|_| !line.starts_with('#')) {
+            env.push((k.to_string(), v.to_string()));
         }
     }
-    if !ready {
-        let _ = sandbox.kill();
-        let _ = sandbox.wait();
-        eprintln!("the sandbox did not start");
-        std::process::exit(1);
-    }
-    println!(
-        "sandbox of the plan's world started in {:.1?}",
-        started.elapsed()
-    );
     // The plan, pointed at the simulators (GCP and Azure are found through `endpoints:`).
     let served = dir.join("plan-sandbox.yaml");
     let text = std::fs::read_to_string(plan).unwrap_or_default();
@@ -354,6 +391,52 @@ fn dry_run(dir: &std::path::Path, plan: &std::path::Path) {
         printed.matches(": would skip").count(),
         printed.matches(": WOULD FAIL").count()
     );
-    let _ = sandbox.kill();
-    let _ = sandbox.wait();
+    if let Some(mut sandbox) = sandbox {
+        let _ = sandbox.kill();
+        let _ = sandbox.wait();
+    }
+}
+
+/// `rekey sandbox serve --from-plan PLAN`, timed until it is ready: what it printed up to
+/// `# ready`, and the running child.
+fn start_sandbox(plan: &std::path::Path) -> (String, std::process::Child) {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_rekey"))
+        .args([
+            std::ffi::OsStr::new("sandbox"),
+            "serve".as_ref(),
+            "--from-plan".as_ref(),
+        ])
+        .arg(plan)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut sandbox) = child else {
+        eprintln!("cannot start the sandbox: {child:?}");
+        std::process::exit(1);
+    };
+    let mut printed = String::new();
+    let mut ready = false;
+    if let Some(out) = sandbox.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("# ready") {
+                ready = true;
+                break;
+            }
+            printed.push_str(&line);
+            printed.push('\n');
+        }
+    }
+    if !ready {
+        let _ = sandbox.kill();
+        let _ = sandbox.wait();
+        eprintln!("the sandbox did not start");
+        std::process::exit(1);
+    }
+    println!(
+        "sandbox of the plan's world started in {:.1?}",
+        started.elapsed()
+    );
+    (printed, sandbox)
 }

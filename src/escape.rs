@@ -16,10 +16,28 @@ fn is_hazard(c: char) -> bool {
         || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
 }
 
+/// Whether `text` may hold a hazard, from its bytes alone (a dry run escapes 200 MB): a C0
+/// control or DEL, a C1 control (C2 80–9F), a bidirectional mark or override (E2 80 …, E2 81 …).
+/// Never false for a text that holds one.
+fn may_hold_hazard(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'\n' | b'\t' => false,
+        0..=0x1f | 0x7f => true,
+        0xc2 => bytes.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)),
+        // U+200E, U+200F, U+202A–U+202E (E2 80 …), U+2066–U+2069 (E2 81 …).
+        0xe2 => matches!(
+            (bytes.get(i + 1), bytes.get(i + 2)),
+            (Some(0x80), Some(0x8e | 0x8f | 0xaa..=0xae)) | (Some(0x81), Some(0xa6..=0xa9))
+        ),
+        _ => false,
+    })
+}
+
 /// `text` with every control character (ESC, CR, backspace, BEL, C1, bidi overrides) shown as
 /// `\u{…}`; newlines and tabs stay. Borrowed when there is nothing to escape.
 pub fn terminal(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_hazard) {
+    if !may_hold_hazard(text) || !text.chars().any(is_hazard) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -78,6 +96,15 @@ pub fn markdown_code(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_prefilter_misses_no_hazard() {
+        for c in (0..=0x3000u32).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            assert!(may_hold_hazard(&text) || !is_hazard(c), "{:x}", c as u32);
+        }
+        assert!(!may_hold_hazard("plain — ✗ text\n\t"));
+    }
 
     #[test]
     fn control_sequences_become_visible() {

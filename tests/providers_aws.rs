@@ -537,3 +537,61 @@ async fn verify_maps_sts_auth_errors_to_rejected_and_scrubs_the_secret() {
         assert_eq!(fake.hits.load(Ordering::SeqCst), 1, "one attempt");
     }
 }
+
+/// A dry run's provider (`with_user_directory`) takes every user's ARN from one ListUsers
+/// instead of a GetUser per target, and inspects exactly as the provider without it: same
+/// principal (a user under a path too) and credentials, GetUser only for a user the listing
+/// lacks, the same refusal for a user that does not exist.
+#[tokio::test]
+async fn a_dry_runs_user_directory_lists_the_users_once() {
+    use rekey::sandbox::aws::{AwsSandbox, AwsState, KeySpec};
+    let state = AwsState::new("123456789012")
+        .user("ci-a")
+        .with_key(KeySpec::active())
+        .user("CI-Pathed")
+        .with_path("/ci/bots/")
+        .with_key(KeySpec::active())
+        .with_key(KeySpec::inactive());
+    let sandbox = AwsSandbox::start(state).await.unwrap();
+    let plain = AwsIamProvider::new(&sandbox.sdk_config());
+    let listed = AwsIamProvider::new(&sandbox.sdk_config()).with_user_directory();
+    let actions = |name: &str| {
+        sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.action.as_deref() == Some(name))
+            .count()
+    };
+    let mut expected = Vec::new();
+    for user in ["ci-a", "ci-pathed"] {
+        expected.push(plain.inspect(&aws_target(user)).await.unwrap());
+    }
+    assert!(expected[1].principal.ends_with(":user/ci/bots/CI-Pathed"));
+    sandbox.clear_requests();
+    for (user, want) in ["ci-a", "ci-pathed"].iter().zip(&expected) {
+        let got = listed.inspect(&aws_target(user)).await.unwrap();
+        assert_eq!(got.principal, want.principal);
+        assert_eq!(got.credentials, want.credentials);
+    }
+    assert_eq!((actions("ListUsers"), actions("GetUser")), (1, 0));
+
+    // Created after the listing: asked for.
+    sandbox
+        .with_state(|s| {
+            s.add_user("ci-late", rekey::sandbox::aws::Access::None)
+                .map(|_| ())
+        })
+        .unwrap();
+    let late = listed.inspect(&aws_target("ci-late")).await.unwrap();
+    assert!(
+        late.principal.ends_with(":user/ci-late"),
+        "{}",
+        late.principal
+    );
+    assert_eq!((actions("ListUsers"), actions("GetUser")), (1, 1));
+    let missing = |p: &AwsIamProvider| {
+        let p = p.clone();
+        async move { format!("{:?}", p.inspect(&aws_target("nobody")).await.unwrap_err()) }
+    };
+    assert_eq!(missing(&listed).await, missing(&plain).await);
+}

@@ -116,13 +116,22 @@ pub struct CircleCiClient {
     reads: Option<std::sync::Arc<ReadCache>>,
 }
 
-/// Each project's and context's variables, read once and shared by every target that binds
-/// the place: a dry run of 190,000 targets reads 10,500 places, not a million. Never on a
-/// client that writes, where a read after a write must see the write.
+/// What CircleCI shows of a project's variables, by name: the last four characters of each
+/// value ([`CircleCiClient::project_masks`]).
+pub type Masks = std::collections::BTreeMap<String, String>;
+
+/// When each variable of a context was last written, by name
+/// ([`CircleCiClient::context_stamps`]).
+pub type Stamps = std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>;
+
+/// What each project's and context's variables show, read once and shared by every target
+/// that binds the place: a dry run of 190,000 targets reads 10,500 places, not a million, and
+/// hands each target the same map instead of a copy. Never on a client that writes, where a
+/// read after a write must see the write.
 #[derive(Debug, Default)]
 struct ReadCache {
-    projects: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<ProjectEnvVar>>>>>,
-    contexts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<ContextEnvVar>>>>>,
+    masks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Masks>>>>>,
+    stamps: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Stamps>>>>>,
 }
 
 /// The cell of `key` in `map`, made empty on first use; concurrent readers share one fetch.
@@ -131,6 +140,9 @@ fn cell<T>(
     key: &str,
 ) -> Arc<tokio::sync::OnceCell<T>> {
     let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(cell) = map.get(key) {
+        return cell.clone();
+    }
     map.entry(key.to_string()).or_default().clone()
 }
 
@@ -186,8 +198,9 @@ impl CircleCiClient {
         self
     }
 
-    /// A client for a read-only invocation (the dry run): each project's and context's
-    /// variables are fetched once and shared (errors are not kept: the next reader tries again).
+    /// A client for a read-only invocation (the dry run): each project's masks and each
+    /// context's stamps are fetched once and shared (errors are not kept: the next reader
+    /// tries again).
     pub fn with_read_cache(mut self) -> Self {
         self.reads = Some(Arc::default());
         self
@@ -406,15 +419,8 @@ impl CircleCiClient {
         slug: &str,
     ) -> Result<Vec<ProjectEnvVar>, CircleCiError> {
         let [vcs, org, repo] = split_slug(slug)?;
-        let path = ["api", "v2", "project", vcs, org, repo, "envvar"];
-        let fetch = || self.get_all(&path, &[]);
-        match &self.reads {
-            Some(reads) => cell(&reads.projects, slug)
-                .get_or_try_init(fetch)
-                .await
-                .cloned(),
-            None => fetch().await,
-        }
+        self.get_all(&["api", "v2", "project", vcs, org, repo, "envvar"], &[])
+            .await
     }
 
     /// A project's checkout keys (`GET /api/v2/project/{slug}/checkout-key`).
@@ -453,10 +459,33 @@ impl CircleCiClient {
         &self,
         context_id: &str,
     ) -> Result<Vec<ContextEnvVar>, CircleCiError> {
-        let path = ["api", "v2", "context", context_id, "environment-variable"];
-        let fetch = || self.get_all(&path, &[]);
+        self.get_all(
+            &["api", "v2", "context", context_id, "environment-variable"],
+            &[],
+        )
+        .await
+    }
+
+    /// What CircleCI shows of a project's variables, by name: the last four characters of
+    /// each value (it masks them as `xxxx` + last four). The observable state of a project
+    /// binding: which credential it holds, whether a plan's observation still holds.
+    pub async fn project_masks(&self, slug: &str) -> Result<Masks, CircleCiError> {
+        Ok(Arc::unwrap_or_clone(self.shared_project_masks(slug).await?))
+    }
+
+    /// [`Self::project_masks`], shared: read once per project on a client made
+    /// [`Self::with_read_cache`].
+    pub async fn shared_project_masks(&self, slug: &str) -> Result<Arc<Masks>, CircleCiError> {
+        let fetch = || async {
+            let vars = self.list_project_env_vars(slug).await?;
+            Ok(Arc::new(
+                vars.into_iter()
+                    .map(|v| (v.name, v.value.last_four().to_string()))
+                    .collect(),
+            ))
+        };
         match &self.reads {
-            Some(reads) => cell(&reads.contexts, context_id)
+            Some(reads) => cell(&reads.masks, slug)
                 .get_or_try_init(fetch)
                 .await
                 .cloned(),
@@ -464,34 +493,35 @@ impl CircleCiClient {
         }
     }
 
-    /// What CircleCI shows of a project's variables, by name: the last four characters of
-    /// each value (it masks them as `xxxx` + last four). The observable state of a project
-    /// binding: which credential it holds, whether a plan's observation still holds.
-    pub async fn project_masks(
-        &self,
-        slug: &str,
-    ) -> Result<std::collections::BTreeMap<String, String>, CircleCiError> {
-        Ok(self
-            .list_project_env_vars(slug)
-            .await?
-            .into_iter()
-            .map(|v| (v.name, v.value.last_four().to_string()))
-            .collect())
-    }
-
     /// When each variable of a context was last written (`updated_at`, else `created_at`), by
     /// name: the only observable state of a context variable, which has no readable value.
-    pub async fn context_stamps(
+    pub async fn context_stamps(&self, context_id: &str) -> Result<Stamps, CircleCiError> {
+        Ok(Arc::unwrap_or_clone(
+            self.shared_context_stamps(context_id).await?,
+        ))
+    }
+
+    /// [`Self::context_stamps`], shared: read once per context on a client made
+    /// [`Self::with_read_cache`].
+    pub async fn shared_context_stamps(
         &self,
         context_id: &str,
-    ) -> Result<std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>>, CircleCiError>
-    {
-        Ok(self
-            .list_context_env_vars(context_id)
-            .await?
-            .into_iter()
-            .filter_map(|v| Some((v.variable, v.updated_at.or(v.created_at)?)))
-            .collect())
+    ) -> Result<Arc<Stamps>, CircleCiError> {
+        let fetch = || async {
+            let vars = self.list_context_env_vars(context_id).await?;
+            Ok(Arc::new(
+                vars.into_iter()
+                    .filter_map(|v| Some((v.variable, v.updated_at.or(v.created_at)?)))
+                    .collect(),
+            ))
+        };
+        match &self.reads {
+            Some(reads) => cell(&reads.stamps, context_id)
+                .get_or_try_init(fetch)
+                .await
+                .cloned(),
+            None => fetch().await,
+        }
     }
 
     fn token_header(&self) -> HeaderValue {

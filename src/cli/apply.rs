@@ -409,21 +409,30 @@ fn dry_run(
     // Reads only, so each CircleCI place is read once for every target that binds it.
     let circleci = env.circleci.clone().with_read_cache();
     // Each target is written as soon as it is previewed: a plan of 190,000 targets never has
-    // its whole preview in memory.
-    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    // its whole preview in memory. Targets are previewed and rendered on every core; the
+    // writer takes them in the plan's order.
+    let stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let mut tally = crate::engine::dryrun::Tally::default();
     let mut out = PreviewWriter::start(stdout, output, &plan.metadata.name.value);
-    rt.block_on(crate::engine::dryrun::preview_each(
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    crate::engine::dryrun::preview_threaded(
+        rt.handle(),
+        threads,
         plan,
         &circleci,
         &env.providers,
         args.ignore_max_age,
         Some(&state_dir(args, Some(plan))),
         |t| {
-            tally.add(&t);
-            out.target(&t);
+            let mut one = crate::engine::dryrun::Tally::default();
+            one.add(&t);
+            (one, render_one(output, &t))
         },
-    ));
+        |(one, text)| {
+            tally.merge(one);
+            out.rendered(&text);
+        },
+    );
     out.finish()
         .map_err(|e| Failure::runtime(format!("cannot write the dry run: {e}")))?;
     Ok(if args.detailed_exitcode {
@@ -461,24 +470,16 @@ impl<W: std::io::Write> PreviewWriter<W> {
         }
     }
 
+    #[cfg(test)]
     fn target(&mut self, t: &crate::engine::dryrun::TargetPreview) {
-        let text = match self.output {
-            // The whole preview's pretty JSON indents each target by four spaces.
-            Output::Json => {
-                let one = serde_json::to_string_pretty(&json!(t)).unwrap_or_default();
-                let mut text = String::from(if self.first { "\n" } else { ",\n" });
-                for (i, line) in one.lines().enumerate() {
-                    text.push_str(if i == 0 { "    " } else { "\n    " });
-                    text.push_str(line);
-                }
-                text
-            }
-            Output::Table => {
-                let mut text = String::new();
-                render_target_preview(&mut text, t);
-                crate::escape::terminal(&text).into_owned()
-            }
-        };
+        self.rendered(&render_one(self.output, t));
+    }
+
+    /// A target as [`render_one`] rendered it.
+    fn rendered(&mut self, text: &str) {
+        if self.written.is_ok() && self.output == Output::Json {
+            self.written = self.out.write_all(if self.first { b"\n" } else { b",\n" });
+        }
         self.first = false;
         if self.written.is_ok() {
             self.written = self.out.write_all(text.as_bytes());
@@ -494,6 +495,31 @@ impl<W: std::io::Write> PreviewWriter<W> {
         }
         self.out.flush()?;
         Ok(self.out)
+    }
+}
+
+/// One target of a dry run as [`PreviewWriter`] writes it: for JSON, the object indented as
+/// the whole preview's pretty JSON indents it (four spaces), without the separator before it.
+fn render_one(output: Output, t: &crate::engine::dryrun::TargetPreview) -> String {
+    match output {
+        Output::Json => {
+            // Through a Value, as the whole preview's JSON is: its keys in sorted order.
+            let one = serde_json::to_string_pretty(&json!(t)).unwrap_or_default();
+            let mut text = String::with_capacity(one.len() + one.len() / 8);
+            for (i, line) in one.lines().enumerate() {
+                text.push_str(if i == 0 { "    " } else { "\n    " });
+                text.push_str(line);
+            }
+            text
+        }
+        Output::Table => {
+            let mut text = String::with_capacity(1024);
+            render_target_preview(&mut text, t);
+            match crate::escape::terminal(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                escaped => escaped.into_owned(),
+            }
+        }
     }
 }
 
@@ -522,6 +548,8 @@ async fn real_environment(
         rate_limits: limits,
         token_inputs,
         exec,
+        // Without a stash nothing is minted: a dry run or a refresh.
+        read_only: !need_stash,
     })
     .await
     .map_err(|e| match e {
@@ -580,59 +608,69 @@ pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
     out
 }
 
-/// One target of a dry run, as `render_preview` shows it.
+/// One target of a dry run, as `render_preview` shows it. Written in place (a dry run renders
+/// 190,000 of these): the same text as formatting each line on its own.
 fn render_target_preview(out: &mut String, t: &crate::engine::dryrun::TargetPreview) {
     use crate::engine::dryrun::Action;
-    {
-        out.push_str(&format!("\n{} ({})", t.id, t.provider));
-        match &t.action {
-            Action::Rotate => out.push_str(": would rotate\n"),
-            Action::Skip(why) => out.push_str(&format!(": would skip — {why}\n")),
-            Action::Blocked(why) => out.push_str(&format!(": WOULD FAIL — {why}\n")),
-        }
-        if let Some(why) = &t.due {
-            out.push_str(&format!("  due: {why}\n"));
-        }
-        if let Some(p) = &t.principal {
-            out.push_str(&format!("  principal: {p}\n"));
-        }
-        for c in &t.credentials {
-            let age = c
-                .created_at
-                .map(|at| format!("{}d old", (chrono::Utc::now() - at).num_days()))
-                .unwrap_or_else(|| "age unknown".into());
-            let used = c
-                .last_used
-                .map(|at| format!("last used {}", at.to_rfc3339()))
-                .unwrap_or_else(|| "never used".into());
-            let current = if t.current.as_deref() == Some(c.id.as_str()) {
-                " (in use)"
-            } else {
-                ""
-            };
-            out.push_str(
-                &format!(
-                    "  credential {}{current}: {:?}, {age}, {used}\n",
-                    c.id, c.status
-                )
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "\n{} ({})", t.id, t.provider);
+    let _ = match &t.action {
+        Action::Rotate => out.write_str(": would rotate\n"),
+        Action::Skip(why) => writeln!(out, ": would skip — {why}"),
+        Action::Blocked(why) => writeln!(out, ": WOULD FAIL — {why}"),
+    };
+    if let Some(why) = &t.due {
+        let _ = writeln!(out, "  due: {why}");
+    }
+    if let Some(p) = &t.principal {
+        let _ = writeln!(out, "  principal: {p}");
+    }
+    let now = chrono::Utc::now();
+    for c in &t.credentials {
+        let current = if t.current.as_deref() == Some(c.id.as_str()) {
+            " (in use)"
+        } else {
+            ""
+        };
+        let mut line = String::with_capacity(128);
+        let _ = write!(line, "  credential {}{current}: {:?}, ", c.id, c.status);
+        let _ = match c.created_at {
+            Some(at) => write!(line, "{}d old, ", (now - at).num_days()),
+            None => line.write_str("age unknown, "),
+        };
+        let _ = match c.last_used {
+            Some(at) => writeln!(line, "last used {}", at.to_rfc3339()),
+            None => line.write_str("never used\n"),
+        };
+        // The whole line, as it always was (an id may spell a status too).
+        out.push_str(
+            &line
                 .replace("Active", "active")
                 .replace("Inactive", "inactive"),
-            );
-        }
-        for b in &t.bindings {
-            out.push_str(&format!("  {}: {}\n", b.place, b.vars.join(", ")));
-        }
-        for (i, s) in t.steps.iter().enumerate() {
-            let mark = if s.problem.is_some() { "✗" } else { " " };
-            out.push_str(&format!(
-                "  {mark} {:>2}. {:<10} {}\n",
-                i + 1,
-                s.step.as_str(),
-                s.description
-            ));
-            if let Some(p) = &s.problem {
-                out.push_str(&format!("        would fail: {p}\n"));
+        );
+    }
+    for b in &t.bindings {
+        let _ = write!(out, "  {}: ", b.place);
+        for (i, var) in b.vars.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
             }
+            out.push_str(var);
+        }
+        out.push('\n');
+    }
+    for (i, s) in t.steps.iter().enumerate() {
+        let mark = if s.problem.is_some() { "✗" } else { " " };
+        let _ = writeln!(
+            out,
+            "  {mark} {:>2}. {:<10} {}",
+            i + 1,
+            s.step.as_str(),
+            s.description
+        );
+        if let Some(p) = &s.problem {
+            let _ = writeln!(out, "        would fail: {p}");
         }
     }
 }
@@ -685,6 +723,105 @@ mod tests {
                 };
                 assert_eq!(streamed, whole, "{n} targets");
             }
+        }
+    }
+
+    /// The rendering of a target as it was before it was written in place: one `format!`
+    /// per line.
+    fn rendered_line_by_line(t: &TargetPreview) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("\n{} ({})", t.id, t.provider));
+        match &t.action {
+            Action::Rotate => out.push_str(": would rotate\n"),
+            Action::Skip(why) => out.push_str(&format!(": would skip — {why}\n")),
+            Action::Blocked(why) => out.push_str(&format!(": WOULD FAIL — {why}\n")),
+        }
+        if let Some(why) = &t.due {
+            out.push_str(&format!("  due: {why}\n"));
+        }
+        if let Some(p) = &t.principal {
+            out.push_str(&format!("  principal: {p}\n"));
+        }
+        for c in &t.credentials {
+            let age = c
+                .created_at
+                .map(|at| format!("{}d old", (chrono::Utc::now() - at).num_days()))
+                .unwrap_or_else(|| "age unknown".into());
+            let used = c
+                .last_used
+                .map(|at| format!("last used {}", at.to_rfc3339()))
+                .unwrap_or_else(|| "never used".into());
+            let current = if t.current.as_deref() == Some(c.id.as_str()) {
+                " (in use)"
+            } else {
+                ""
+            };
+            out.push_str(
+                &format!(
+                    "  credential {}{current}: {:?}, {age}, {used}\n",
+                    c.id, c.status
+                )
+                .replace("Active", "active")
+                .replace("Inactive", "inactive"),
+            );
+        }
+        for b in &t.bindings {
+            out.push_str(&format!("  {}: {}\n", b.place, b.vars.join(", ")));
+        }
+        for (i, s) in t.steps.iter().enumerate() {
+            let mark = if s.problem.is_some() { "✗" } else { " " };
+            out.push_str(&format!(
+                "  {mark} {:>2}. {:<10} {}\n",
+                i + 1,
+                s.step.as_str(),
+                s.description
+            ));
+            if let Some(p) = &s.problem {
+                out.push_str(&format!("        would fail: {p}\n"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_target_renders_as_it_did_line_by_line() {
+        use crate::providers::{CredentialInfo, CredentialStatus};
+        let at = |days: i64| Some(chrono::Utc::now() - chrono::Duration::days(days));
+        let credential = |id: &str, status, created_at, last_used| CredentialInfo {
+            label: None,
+            id: id.into(),
+            status,
+            created_at,
+            last_used,
+            last_used_service: None,
+        };
+        let mut previews = vec![
+            target("t0", Action::Rotate),
+            target("t1", Action::Skip("younger than max_age".into())),
+            target("t2", Action::Blocked("why".into())),
+        ];
+        previews[0].credentials = vec![
+            credential("AKIAOLD", CredentialStatus::Active, at(400), at(3)),
+            credential("AKIAActiveInactive", CredentialStatus::Inactive, None, None),
+        ];
+        previews[0].current = Some("AKIAOLD".into());
+        previews[0].bindings.push(BindingPreview {
+            place: "context aws-prod".into(),
+            vars: Vec::new(),
+        });
+        previews[1].principal = None;
+        previews[1].due = None;
+        previews[1].steps = (0..12)
+            .map(|i| PlannedStep {
+                step: crate::engine::steps::Step::Write,
+                description: format!("write {i}"),
+                problem: None,
+            })
+            .collect();
+        for t in &previews {
+            let mut text = String::new();
+            render_target_preview(&mut text, t);
+            assert_eq!(text, rendered_line_by_line(t));
         }
     }
 }

@@ -100,16 +100,17 @@ pub async fn timestamps(
             .ok_or(BindingError::NoContextId {
                 place: place.clone(),
             })?;
-        let stamps = client
-            .context_stamps(id)
-            .await
-            .map_err(|source| BindingError::CircleCi {
-                place: place.clone(),
-                source,
-            })?;
-        for (var, at) in stamps {
+        let stamps =
+            client
+                .shared_context_stamps(id)
+                .await
+                .map_err(|source| BindingError::CircleCi {
+                    place: place.clone(),
+                    source,
+                })?;
+        for (var, at) in stamps.iter() {
             if binding.vars.values().any(|name| name.as_str() == var) {
-                out.insert(stamp_key(id, &var), at);
+                out.insert(stamp_key(id, var), *at);
             }
         }
     }

@@ -96,6 +96,12 @@ impl Tally {
         self.rotate |= target.action == Action::Rotate;
     }
 
+    /// Adds what another tally counted.
+    pub fn merge(&mut self, other: Tally) {
+        self.blocked |= other.blocked;
+        self.rotate |= other.rotate;
+    }
+
     /// As [`Preview::detailed_exit_code`].
     pub fn detailed_exit_code(&self) -> u8 {
         match (self.blocked, self.rotate) {
@@ -148,7 +154,119 @@ pub async fn preview_each(
     state_dir: Option<&Path>,
     mut each: impl FnMut(TargetPreview),
 ) {
-    let history = match state_dir.map(Journal::open_read_only) {
+    let history = history(state_dir);
+    let run = Run {
+        plan,
+        circleci,
+        providers,
+        ignore_max_age,
+        history: history.as_ref(),
+    };
+    // Targets are previewed concurrently, in the plan's order; a client made
+    // `with_read_cache` reads each CircleCI place once for all of them.
+    let mut previews = futures::stream::iter(plan.targets.iter().map(|target| run.preview(target)))
+        .buffered(PREVIEW_CONCURRENCY);
+    while let Some(preview) = previews.next().await {
+        each(preview);
+    }
+}
+
+/// Targets a thread of [`preview_threaded`] previews before handing them over together.
+const CHUNK: usize = 256;
+
+/// [`preview_each`] on `threads` threads of the caller's (each driving its share of the
+/// targets on `runtime`, whose workers carry the connections), with `map` applied on those
+/// threads (rendering a target costs as much as previewing it) and `each` called on the
+/// caller's thread in the plan's order. The plan is cut into chunks dealt to the threads in
+/// turn; a thread more than two chunks ahead of the writer waits, so memory stays bounded.
+/// At most [`PREVIEW_CONCURRENCY`] targets are in flight in all, as with one thread.
+#[allow(clippy::too_many_arguments)]
+pub fn preview_threaded<R: Send>(
+    runtime: &tokio::runtime::Handle,
+    threads: usize,
+    plan: &Plan,
+    circleci: &CircleCiClient,
+    providers: &ProviderSet,
+    ignore_max_age: bool,
+    state_dir: Option<&Path>,
+    map: impl Fn(TargetPreview) -> R + Sync,
+    mut each: impl FnMut(R),
+) {
+    let threads = threads.clamp(1, PREVIEW_CONCURRENCY);
+    let history = history(state_dir);
+    let run = &Run {
+        plan,
+        circleci,
+        providers,
+        ignore_max_age,
+        history: history.as_ref(),
+    };
+    let chunks: Vec<&[Target]> = plan.targets.chunks(CHUNK).collect();
+    let (chunks, map) = (&chunks, &map);
+    std::thread::scope(|scope| {
+        let mut handed = Vec::with_capacity(threads);
+        for first in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<R>>(2);
+            handed.push(rx);
+            scope.spawn(move || {
+                runtime.block_on(async move {
+                    let mine = chunks.iter().skip(first).step_by(threads);
+                    let mut sizes = mine.clone().map(|c| c.len());
+                    let mut previews =
+                        futures::stream::iter(mine.flat_map(|c| c.iter()).map(|t| run.preview(t)))
+                            .buffered(PREVIEW_CONCURRENCY / threads);
+                    let mut size = sizes.next().unwrap_or(0);
+                    let mut chunk = Vec::with_capacity(size);
+                    while let Some(preview) = previews.next().await {
+                        chunk.push(map(preview));
+                        if chunk.len() == size {
+                            size = sizes.next().unwrap_or(0);
+                            let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
+                            // The writer stopped (it panicked): nothing more to do.
+                            if tx.send(full).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                })
+            });
+        }
+        for i in 0..chunks.len() {
+            // A thread that ended early (a panic, raised again when the scope joins it).
+            let Ok(chunk) = handed[i % threads].recv() else {
+                break;
+            };
+            chunk.into_iter().for_each(&mut each);
+        }
+    });
+}
+
+/// What previewing a target needs besides the target.
+struct Run<'a> {
+    plan: &'a Plan,
+    circleci: &'a CircleCiClient,
+    providers: &'a ProviderSet,
+    ignore_max_age: bool,
+    history: Option<&'a Journal>,
+}
+
+impl Run<'_> {
+    async fn preview(&self, target: &Target) -> TargetPreview {
+        preview_target(
+            self.plan,
+            target,
+            self.circleci,
+            self.providers,
+            self.ignore_max_age,
+            self.history,
+        )
+        .await
+    }
+}
+
+/// The journal of earlier runs in `state_dir`, read-only, when there is one.
+fn history(state_dir: Option<&Path>) -> Option<Journal> {
+    match state_dir.map(Journal::open_read_only) {
         Some(Ok(journal)) => journal,
         Some(Err(e)) => {
             // Without the journal the preview is still right about live state; it may only
@@ -157,22 +275,6 @@ pub async fn preview_each(
             None
         }
         None => None,
-    };
-    // Targets are previewed concurrently, in the plan's order; a client made
-    // `with_read_cache` reads each CircleCI place once for all of them.
-    let mut previews = futures::stream::iter(plan.targets.iter().map(|target| {
-        preview_target(
-            plan,
-            target,
-            circleci,
-            providers,
-            ignore_max_age,
-            history.as_ref(),
-        )
-    }))
-    .buffered(PREVIEW_CONCURRENCY);
-    while let Some(preview) = previews.next().await {
-        each(preview);
     }
 }
 
@@ -456,7 +558,7 @@ async fn binding_preview(
     let place = bindings::label(binding);
     let mut vars = Vec::new();
     match binding.place() {
-        Some(Place::Project(slug)) => match circleci.project_masks(slug).await {
+        Some(Place::Project(slug)) => match circleci.shared_project_masks(slug).await {
             Ok(masks) => {
                 for var in binding.vars.values() {
                     match masks.get(var.as_str()) {

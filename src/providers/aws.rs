@@ -77,7 +77,13 @@ pub struct AwsIamProvider {
     iam: aws_sdk_iam::Client,
     /// Kept to build, for each `verify`, an STS client that signs with the new key.
     sdk: SdkConfig,
+    /// Read-only invocations only ([`AwsIamProvider::with_user_directory`]): every user's ARN
+    /// by lower-cased name, listed once; `None` inside when the listing failed.
+    directory: Option<std::sync::Arc<tokio::sync::OnceCell<Option<UserArns>>>>,
 }
+
+/// Each IAM user's ARN by lower-cased name (IAM user names are unique regardless of case).
+type UserArns = std::collections::HashMap<String, String>;
 
 // Hand-written so that nothing of the SDK configuration (credential providers included) can
 // ever reach a log line through `{:?}`.
@@ -140,7 +146,74 @@ impl AwsIamProvider {
         AwsIamProvider {
             iam: aws_sdk_iam::Client::new(&sdk),
             sdk,
+            directory: None,
         }
+    }
+
+    /// For a read-only invocation (the dry run): `inspect` takes each user's ARN from one
+    /// listing of the account's users (ListUsers, 1,000 a page) instead of a GetUser per
+    /// target, a third of the calls of an inspection. A user the listing lacks (created since,
+    /// or ListUsers denied) is asked for with GetUser, as without the directory. Never on a
+    /// provider that rotates: an ARN is only shown, but a run reads everything live.
+    pub fn with_user_directory(mut self) -> Self {
+        self.directory = Some(std::sync::Arc::default());
+        self
+    }
+
+    /// `user`'s ARN: from the directory when there is one and it lists the user, else GetUser.
+    async fn user_arn(&self, user: &str) -> Result<String, ProviderError> {
+        if let Some(directory) = &self.directory {
+            let listed = directory
+                .get_or_init(|| async {
+                    self.user_arns()
+                        .await
+                        .inspect_err(|e| {
+                            tracing::info!(error = %e, "aws-iam: no user listing, GetUser per user")
+                        })
+                        .ok()
+                })
+                .await;
+            if let Some(arn) = listed.as_ref().and_then(|m| m.get(&user.to_lowercase())) {
+                return Ok(arn.clone());
+            }
+        }
+        let what = format!("user {user}");
+        let got = self
+            .iam
+            .get_user()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(|e| map_error("GetUser", &what, e))?;
+        got.user()
+            .map(|u| u.arn().to_owned())
+            .filter(|arn| !arn.is_empty())
+            .ok_or_else(|| {
+                ProviderError::Failed(format!("aws-iam GetUser for {what}: no user ARN returned"))
+            })
+    }
+
+    /// Every user's ARN (ListUsers, every page).
+    async fn user_arns(&self) -> Result<UserArns, ProviderError> {
+        let mut arns = UserArns::new();
+        // IAM's largest page: an account's users in a few calls.
+        let mut pages = self
+            .iam
+            .list_users()
+            .max_items(1000)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(user) = pages
+            .try_next()
+            .await
+            .map_err(|e| map_error("ListUsers", "the account", e))?
+        {
+            if !user.arn().is_empty() {
+                arns.insert(user.user_name().to_lowercase(), user.arn().to_owned());
+            }
+        }
+        Ok(arns)
     }
 
     /// Every IAM user of the account with the ids of its access keys, sorted by user name.
@@ -255,22 +328,8 @@ impl Provider for AwsIamProvider {
 
     async fn inspect(&self, target: &Target) -> Result<Inspection, ProviderError> {
         let user = user_of(target)?;
-        let what = format!("user {user}");
         tracing::debug!(user, "aws-iam inspect");
-        let got = self
-            .iam
-            .get_user()
-            .user_name(user)
-            .send()
-            .await
-            .map_err(|e| map_error("GetUser", &what, e))?;
-        let principal = got
-            .user()
-            .map(|u| u.arn().to_owned())
-            .filter(|arn| !arn.is_empty())
-            .ok_or_else(|| {
-                ProviderError::Failed(format!("aws-iam GetUser for {what}: no user ARN returned"))
-            })?;
+        let principal = self.user_arn(user).await?;
         let mut credentials = Vec::new();
         for (id, status, created_at) in self.list_keys(user).await? {
             let used = self

@@ -61,6 +61,9 @@ pub struct RealInputs<'a> {
     pub token_inputs: TokenInputs,
     /// The exec provider as the operator's policy makes it ([`crate::policy::OperatorPolicy`]).
     pub exec: ExecProvider,
+    /// An invocation that changes nothing (the dry run): providers may share what they read
+    /// across targets ([`AwsIamProvider::with_user_directory`]).
+    pub read_only: bool,
 }
 
 /// Every provider of a real run. AWS from its default chain (AWS_ENDPOINT_URL included) behind
@@ -69,6 +72,11 @@ pub struct RealInputs<'a> {
 /// plan's `endpoints:` and their own credentials.
 pub async fn real(inputs: RealInputs<'_>) -> Result<ProviderSet, RegistryError> {
     let aws = AwsIamProvider::from_env().await;
+    let aws = if inputs.read_only {
+        aws.with_user_directory()
+    } else {
+        aws
+    };
     let aws: Arc<dyn Provider> = match limiter(inputs.rate_limits, "aws-iam", 20.0) {
         Some(limiter) => Arc::new(RateLimited::new(aws, limiter)),
         None => Arc::new(aws),

@@ -151,6 +151,15 @@ impl GcpState {
 
     /// Creates a key for `email` directly (a fixture, or keys.create): (key name, key file).
     pub fn create_key(&mut self, email: &str) -> Result<(String, Secret), String> {
+        // Before generating: a full account gets no pair made for nothing.
+        self.room_for_a_key(email)?;
+        let private = RsaPrivateKey::new(&mut rand_core::OsRng, self.key_bits)
+            .map_err(|e| format!("key generation: {e}"))?;
+        self.create_key_from(email, &private)
+    }
+
+    /// An existing account with fewer than [`MAX_KEYS`] keys, or IAM's refusal.
+    fn room_for_a_key(&self, email: &str) -> Result<(), String> {
         let count = self
             .accounts
             .get(email)
@@ -159,8 +168,18 @@ impl GcpState {
         if count >= MAX_KEYS {
             return Err("Precondition check failed.".into());
         }
-        let private = RsaPrivateKey::new(&mut rand_core::OsRng, self.key_bits)
-            .map_err(|e| format!("key generation: {e}"))?;
+        Ok(())
+    }
+
+    /// [`Self::create_key`] with a key pair made elsewhere: a world of thousands of service
+    /// accounts gives their made-up first keys one pair (each key keeps its own id and file),
+    /// where generating a pair each took most of its start.
+    pub fn create_key_from(
+        &mut self,
+        email: &str,
+        private: &RsaPrivateKey,
+    ) -> Result<(String, Secret), String> {
+        self.room_for_a_key(email)?;
         let pem = private
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| format!("key encoding: {e}"))?;

@@ -117,11 +117,10 @@ mod tempdir {
 /// What one target contributes to CircleCI: a value per bound variable.
 type Values = BTreeMap<String, String>;
 
-/// Builds the CircleCI side and the owners' side at once, target by target.
-/// Above this many service accounts, their first keys are made with [`SMALL_KEY_BITS`].
+/// Above this many service accounts, their made-up first keys share one key pair.
 const MANY_ACCOUNTS: usize = 64;
-const SMALL_KEY_BITS: usize = 512;
 
+/// Builds the CircleCI side and the owners' side at once, target by target.
 struct Builder<'a> {
     plan: &'a Plan,
     /// Target by id (the first of that id, as a scan finds): found for every target, a scan
@@ -771,21 +770,26 @@ impl Builder<'_> {
         };
         if let Some(gcp) = &gcp {
             // The made-up first keys of a large world (a plan of 10,000 projects has thousands
-            // of service accounts): 2048-bit pairs took minutes to generate, and these only
-            // stand in CircleCI as the old values (a rotation mints its new keys at full size).
-            let small = self.gcp_accounts.len() > MANY_ACCOUNTS;
-            let bits = gcp.with_state(|s| {
-                let bits = s.key_bits;
-                if small {
-                    s.key_bits = SMALL_KEY_BITS;
-                }
-                bits
-            });
+            // of service accounts) share one key pair: a pair each took most of a minute even
+            // at 512 bits, and these only stand in CircleCI as the old values (each keeps its
+            // own key id and file; a rotation mints its new keys, each its own pair).
+            let shared = if self.gcp_accounts.len() > MANY_ACCOUNTS {
+                let bits = gcp.with_state(|s| s.key_bits);
+                Some(
+                    rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
+                        .map_err(std::io::Error::other)?,
+                )
+            } else {
+                None
+            };
             for (target, email) in std::mem::take(&mut self.gcp_accounts) {
                 let name = email.split('@').next().unwrap_or_default().to_string();
                 let made = gcp.with_state(|s| {
                     let account = s.add_account(&name);
-                    s.create_key(&account)
+                    match &shared {
+                        Some(pair) => s.create_key_from(&account, pair),
+                        None => s.create_key(&account),
+                    }
                 });
                 match made {
                     Ok((_, json)) => {
@@ -799,10 +803,7 @@ impl Builder<'_> {
                     }),
                 }
             }
-            gcp.with_state(|s| {
-                s.key_bits = bits;
-                s.backdate(Duration::days(700))
-            });
+            gcp.with_state(|s| s.backdate(Duration::days(700)));
         }
         let azure = match self.azure_tenant.clone() {
             Some(tenant) => Some(AzureSandbox::start(&tenant).await?),
@@ -1015,5 +1016,50 @@ mod tests {
         );
         assert!(StandIn::parse("npm").is_err());
         assert!(StandIn::parse("=x").is_err());
+    }
+
+    /// A world of many service accounts gives their made-up first keys one pair; each key
+    /// still has its own id, and the key file in CircleCI names it.
+    #[tokio::test]
+    async fn many_service_accounts_share_one_made_up_pair_each_key_its_own_id() {
+        let n = MANY_ACCOUNTS + 2;
+        let mut text = String::from(
+            "apiVersion: rekey/v1\nkind: RotationPlan\nmetadata: {name: gcp}\ntargets:\n",
+        );
+        for i in 0..n {
+            text.push_str(&format!(
+                "  - id: gcp-{i}\n    provider: gcp-sa-key\n    confirmed: true\n    \
+                 principal: {{service_account: ci-{i}@acme-prod.iam.gserviceaccount.com}}\n    \
+                 bindings:\n    - project: gh/acme/svc-{i}\n      vars: {{key_json: GCP_KEY}}\n"
+            ));
+        }
+        let plan = crate::plan::load::parse("gcp.yaml", &text).unwrap();
+        let world = PlanWorld::start(&plan, &BTreeMap::new()).await.unwrap();
+        assert!(
+            world.not_rehearsable.is_empty(),
+            "{:?}",
+            world.not_rehearsable
+        );
+        let gcp = world.gcp.as_ref().unwrap();
+        let mut ids = BTreeSet::new();
+        let mut pems = BTreeSet::new();
+        for i in 0..n {
+            let email = format!("ci-{i}@acme-prod.iam.gserviceaccount.com");
+            let keys = gcp.with_state(|s| s.keys_of(&email));
+            assert_eq!(keys.len(), 1, "{email}");
+            let stored = world
+                .circleci
+                .state()
+                .project_by_slug(&format!("gh/acme/svc-{i}"))
+                .and_then(|p| p.env_vars.get("GCP_KEY"))
+                .map(|v| v.value.clone())
+                .unwrap();
+            let file: serde_json::Value = serde_json::from_str(&stored).unwrap();
+            let id = file["private_key_id"].as_str().unwrap().to_string();
+            assert!(keys[0].0.ends_with(&id), "{} names {id}", keys[0].0);
+            ids.insert(id);
+            pems.insert(file["private_key"].as_str().unwrap().to_string());
+        }
+        assert_eq!((ids.len(), pems.len()), (n, 1));
     }
 }

@@ -5,7 +5,7 @@
 
 use super::progress::{Detail, EventPhase, Step};
 use super::runner::{Runner, StepResult, Stop, retry};
-use crate::circleci::CircleCiClient;
+use crate::circleci::{CircleCiClient, Masks};
 use crate::engine::bindings;
 use crate::engine::events::Status;
 use crate::engine::target::Outcome;
@@ -13,6 +13,7 @@ use crate::plan::due::Verdict;
 use crate::plan::{Place, Target};
 use crate::providers::{CredentialInfo, Inspection};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 impl Runner<'_> {
     /// Step 2: reads live state; on the first invocation also decides whether the target is
@@ -124,7 +125,7 @@ pub(crate) async fn current_credential(
                 continue;
             };
             let masks = circleci
-                .project_masks(slug)
+                .shared_project_masks(slug)
                 .await
                 .map_err(|e| format!("cannot read {slug}: {e}"))?;
             if let Some(last4) = masks.get(var.as_str()) {
@@ -209,14 +210,14 @@ pub(crate) async fn stale(
 ) -> Result<Option<String>, String> {
     let mut unreadable = Vec::new();
     let mut changes = Vec::new();
-    let mut project_cache: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut project_cache: BTreeMap<String, Arc<Masks>> = BTreeMap::new();
     for obs in &target.observed {
         let Some(var) = &obs.var else { continue };
         match obs.place() {
             Some(Place::Project(slug)) => {
                 let Some(masked) = &obs.masked else { continue };
                 if !project_cache.contains_key(slug) {
-                    match circleci.project_masks(slug).await {
+                    match circleci.shared_project_masks(slug).await {
                         Ok(m) => {
                             project_cache.insert(slug.to_string(), m);
                         }

@@ -4,7 +4,7 @@
 //! keys. Built with a small builder ([`AwsState::new`], [`AwsState::user`],
 //! [`AwsState::with_key`]) and inspected without going through the API ([`AwsState::keys_of`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as Days, TimeZone, Utc};
@@ -261,6 +261,9 @@ pub struct AwsState {
     /// By lower-cased name: IAM user names are unique regardless of case.
     users: BTreeMap<String, StoredUser>,
     keys: BTreeMap<String, StoredKey>,
+    /// Each user's key ids in creation order, by lower-cased user name: a scan of every key
+    /// per request made a world of 10,000 users answer in O(n).
+    keys_by_user: HashMap<String, Vec<String>>,
     admin_key_id: String,
     /// The user [`AwsState::with_key`] adds to.
     current_user: String,
@@ -281,6 +284,7 @@ impl AwsState {
             account_id: account_id.into(),
             users: BTreeMap::new(),
             keys: BTreeMap::new(),
+            keys_by_user: HashMap::new(),
             admin_key_id: String::new(),
             current_user: ADMIN_USER.to_owned(),
             propagation: Propagation::Immediate,
@@ -409,7 +413,7 @@ impl AwsState {
 
     /// Deletes a key behind the API's back.
     pub fn remove_key(&mut self, access_key_id: &str) -> bool {
-        self.keys.remove(access_key_id).is_some()
+        self.delete_key(access_key_id).is_some()
     }
 
     pub fn account_id(&self) -> &str {
@@ -438,13 +442,10 @@ impl AwsState {
 
     /// `user`'s keys in creation order, with their status; empty for an unknown user.
     pub fn keys_of(&self, user: &str) -> Vec<KeyInfo> {
-        let mut keys: Vec<&StoredKey> = self
-            .keys
-            .values()
-            .filter(|k| k.user.eq_ignore_ascii_case(user))
-            .collect();
-        keys.sort_by_key(|k| k.seq);
-        keys.into_iter().map(StoredKey::info).collect()
+        self.stored_keys_of(user)
+            .into_iter()
+            .map(StoredKey::info)
+            .collect()
     }
 
     pub fn key(&self, access_key_id: &str) -> Option<KeyInfo> {
@@ -506,24 +507,27 @@ impl AwsState {
     }
 
     pub(crate) fn delete_key(&mut self, id: &str) -> Option<StoredKey> {
-        self.keys.remove(id)
+        let key = self.keys.remove(id)?;
+        if let Some(ids) = self.keys_by_user.get_mut(&key.user.to_lowercase()) {
+            ids.retain(|k| k != id);
+        }
+        Some(key)
     }
 
     pub(crate) fn key_count(&self, user: &str) -> usize {
-        self.keys
-            .values()
-            .filter(|k| k.user.eq_ignore_ascii_case(user))
-            .count()
+        self.keys_by_user
+            .get(&user.to_lowercase())
+            .map_or(0, Vec::len)
     }
 
+    /// `user`'s keys in creation order (user names compare regardless of case, as in IAM).
     pub(crate) fn stored_keys_of(&self, user: &str) -> Vec<&StoredKey> {
-        let mut keys: Vec<&StoredKey> = self
-            .keys
-            .values()
-            .filter(|k| k.user.eq_ignore_ascii_case(user))
-            .collect();
-        keys.sort_by_key(|k| k.seq);
-        keys
+        self.keys_by_user
+            .get(&user.to_lowercase())
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.keys.get(id))
+            .collect()
     }
 
     /// A key made by `CreateAccessKey`: created now, subject to the propagation setting.
@@ -588,6 +592,10 @@ impl AwsState {
             pending,
         };
         self.next_seq += 1;
+        self.keys_by_user
+            .entry(user.to_lowercase())
+            .or_default()
+            .push(id.clone());
         self.keys.insert(id, key.clone());
         key
     }
