@@ -305,7 +305,7 @@ fn write_index(dir: &Path, by: SplitBy, files: Vec<IndexEntry>) -> std::io::Resu
 /// One file of a split plan as read: its path as shown, its text and its plan.
 pub struct LoadedFile {
     pub name: String,
-    pub text: String,
+    pub text: super::text::PlanText,
     pub plan: Plan,
 }
 
