@@ -86,9 +86,8 @@ pub fn write_yaml<W: std::io::Write + ?Sized>(
                 });
                 let done = render_targets(&mut out, first, notes);
                 let second = helper.map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(WriteError("rendering targets failed".to_string()))
-                    })
+                    h.join()
+                        .unwrap_or_else(|_| Err(WriteError("rendering targets failed".to_string())))
                 });
                 done.map(|()| second)
             })?;
