@@ -29,6 +29,11 @@ enum Repr {
         ptr: *const u8,
         len: usize,
     },
+    /// Let go of once parsed; read again from `path` the first time it is needed.
+    Reread {
+        path: std::path::PathBuf,
+        text: std::sync::OnceLock<String>,
+    },
 }
 
 // SAFETY: the mapping is read-only and owned by this value alone (unmapped on drop).
@@ -71,10 +76,24 @@ impl PlanText {
         Ok(text)
     }
 
+    /// Lets go of a text read into memory, to be read again from `path` if it is needed (a
+    /// diagnostic quoting a line): a plan split into 10,000 files would otherwise hold every
+    /// file's text beside its model. Should the file change meanwhile, what is quoted is the
+    /// file as it is then.
+    pub fn reread_later(&mut self, path: &Path) {
+        if let Repr::Owned(_) = self.repr {
+            self.repr = Repr::Reread {
+                path: path.to_path_buf(),
+                text: std::sync::OnceLock::new(),
+            };
+        }
+    }
+
     /// The bytes, not yet known to be UTF-8 (for the check).
     fn bytes(&self) -> &[u8] {
         match &self.repr {
             Repr::Owned(s) => s.as_bytes(),
+            Repr::Reread { .. } => self.deref().as_bytes(),
             // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
             Repr::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
         }
@@ -143,6 +162,9 @@ impl Deref for PlanText {
     fn deref(&self) -> &str {
         match &self.repr {
             Repr::Owned(s) => s,
+            Repr::Reread { path, text } => {
+                text.get_or_init(|| std::fs::read_to_string(path).unwrap_or_default())
+            }
             // SAFETY: a mapped text was checked to be UTF-8 when it was read, and the
             // mapping is private and never written.
             Repr::Mapped { .. } => unsafe { std::str::from_utf8_unchecked(self.bytes()) },
@@ -224,6 +246,16 @@ mod tests {
         bytes[n - 1] = 0xc3;
         let (_dir, path) = file_of(&bytes);
         assert!(PlanText::read(&path).is_err());
+    }
+
+    #[test]
+    fn a_text_let_go_of_is_read_again_when_needed() {
+        let (_dir, path) = file_of(b"kind: RotationPlan\n");
+        let mut read = PlanText::read(&path).unwrap();
+        read.reread_later(&path);
+        assert!(matches!(read.repr, Repr::Reread { .. }));
+        assert_eq!(&*read, "kind: RotationPlan\n");
+        assert_eq!(read.into_string(), "kind: RotationPlan\n");
     }
 
     #[test]
