@@ -24,7 +24,7 @@ pub use rules::{ClassifyError, RuleSet};
 
 use crate::inventory::Inventory;
 use crate::plan::{Finding, Located, Place, Target};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// What classification found in an inventory.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,68 +145,62 @@ fn assign_ids(drafts: Vec<Draft>) -> Vec<Candidate> {
             }
         })
         .collect();
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for id in &ids {
-        *count.entry(id.as_str()).or_default() += 1;
-    }
-    let shared: HashSet<String> = count
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .map(|(id, _)| id.to_string())
-        .collect();
-    for (id, d) in ids.iter_mut().zip(&drafts) {
-        if shared.contains(id.as_str()) {
-            *id = with_place(id, &d.place_token);
-        }
+    // Maps borrow the ids (190,000 of them): counted, never copied.
+    let shared: Vec<usize> = {
+        let count = counts(&ids);
+        (0..ids.len())
+            .filter(|&i| count.get(ids[i].as_str()).is_some_and(|&n| n > 1))
+            .collect()
+    };
+    for i in shared {
+        ids[i] = with_place(&ids[i], &drafts[i].place_token);
     }
 
     // Remaining duplicates are numbered in an order that depends only on the targets' content.
-    let mut order: Vec<usize> = (0..drafts.len()).collect();
-    let key = |i: usize| {
-        let d = &drafts[i];
-        let first_obs = d.target.observed.first();
-        (
-            &ids[i],
-            d.target.provider.value,
-            d.target.bindings.first().and_then(|b| b.place()),
-            first_obs.and_then(|o| o.place()),
-            first_obs.and_then(|o| o.var.as_deref().or(o.fingerprint.as_deref())),
-            &d.rule,
-        )
+    // An id held once keeps it; only the duplicates need that order.
+    let renamed: Vec<(usize, String)> = {
+        let seen = counts(&ids);
+        let mut order: Vec<usize> = (0..drafts.len())
+            .filter(|&i| seen.get(ids[i].as_str()).is_some_and(|&n| n > 1))
+            .collect();
+        let key = |i: usize| {
+            let d = &drafts[i];
+            let first_obs = d.target.observed.first();
+            (
+                &ids[i],
+                d.target.provider.value,
+                d.target.bindings.first().and_then(|b| b.place()),
+                first_obs.and_then(|o| o.place()),
+                first_obs.and_then(|o| o.var.as_deref().or(o.fingerprint.as_deref())),
+                &d.rule,
+            )
+        };
+        order.sort_by(|&a, &b| key(a).cmp(&key(b)));
+        // Taken: every id held once, and each number given so far.
+        let mut given: HashSet<String> = HashSet::new();
+        let mut renamed = Vec::with_capacity(order.len());
+        for &i in &order {
+            let id = &ids[i];
+            let mut candidate = id.clone();
+            let mut n = 1;
+            while seen.get(candidate.as_str()) == Some(&1) || given.contains(&candidate) {
+                n += 1;
+                candidate = format!("{id}-{n}");
+            }
+            given.insert(candidate.clone());
+            renamed.push((i, candidate));
+        }
+        renamed
     };
-    order.sort_by(|&a, &b| key(a).cmp(&key(b)));
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for id in &ids {
-        *seen.entry(id.clone()).or_default() += 1;
-    }
-    for (id, n) in &seen {
-        if *n == 1 {
-            taken.insert(id.clone());
-        }
-    }
-    let mut final_ids: Vec<Option<String>> = vec![None; drafts.len()];
-    for &i in &order {
-        let id = &ids[i];
-        if seen.get(id).copied().unwrap_or(0) == 1 {
-            final_ids[i] = Some(id.clone());
-            continue;
-        }
-        let mut candidate = id.clone();
-        let mut n = 1;
-        while taken.contains(&candidate) {
-            n += 1;
-            candidate = format!("{id}-{n}");
-        }
-        taken.insert(candidate.clone());
-        final_ids[i] = Some(candidate);
+    for (i, id) in renamed {
+        ids[i] = id;
     }
 
     drafts
         .into_iter()
-        .zip(final_ids)
+        .zip(ids)
         .map(|(mut d, id)| {
-            d.target.id = Located::new(id.unwrap_or_default());
+            d.target.id = Located::new(id);
             Candidate {
                 target: d.target,
                 rule: d.rule,
@@ -214,6 +208,16 @@ fn assign_ids(drafts: Vec<Draft>) -> Vec<Candidate> {
             }
         })
         .collect()
+}
+
+/// How many times each id occurs.
+fn counts(ids: &[String]) -> vars::FxMap<&str, usize> {
+    let mut count = vars::FxMap::default();
+    count.reserve(ids.len());
+    for id in ids {
+        *count.entry(id.as_str()).or_default() += 1;
+    }
+    count
 }
 
 #[cfg(test)]

@@ -236,7 +236,7 @@ fn load_plan(args: &ApplyArgs) -> Result<(String, String, plan::Plan), Failure> 
     let mut loaded = loaded;
     let (text, plan) = match (split, loaded.files.first_mut()) {
         // Moved, not copied: a 190,000-target plan's text is 130 MB.
-        (false, Some(f)) => (std::mem::take(&mut f.text), loaded.merge()),
+        (false, Some(f)) => (std::mem::take(&mut f.text).into_string(), loaded.merge()),
         _ => {
             let merged = loaded.merge();
             let text = merged

@@ -31,10 +31,9 @@ fn is_plain_safe(s: &str) -> bool {
         && b[1..].iter().all(|&c| {
             c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'/' | b'@' | b'+' | b'=' | b'-')
         })
-        && !matches!(
-            s.to_ascii_lowercase().as_str(),
-            "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "y" | "n"
-        )
+        && !["null", "true", "false", "yes", "no", "on", "off", "y", "n"]
+            .iter()
+            .any(|word| s.eq_ignore_ascii_case(word))
 }
 
 /// `s` double-quoted, escaping `"`, `\` and every character outside YAML's printable set (and

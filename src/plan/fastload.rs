@@ -44,6 +44,20 @@ const MAX_KEYS: usize = 64;
 
 /// Parses `text` as a `T`, or declines.
 pub fn from_str<T: de::DeserializeOwned>(text: &str) -> Res<T> {
+    from_str_releasing(text, &mut |_| {})
+}
+
+/// Bytes read between two calls of a [`from_str_releasing`] callback.
+const RELEASE_EVERY: usize = 8 << 20;
+
+/// As [`from_str`], calling `release(offset)` every few megabytes with an offset before which
+/// the reader needs no more text, so a mapped text's pages can go back to the page cache
+/// (see [`super::text::PlanText`]). The reader may still look back (a mapping's earlier keys,
+/// to refuse duplicates): what it reads after a release is the same text, faulted in again.
+pub fn from_str_releasing<T: de::DeserializeOwned>(
+    text: &str,
+    release: &mut dyn FnMut(usize),
+) -> Res<T> {
     if text.starts_with('\u{feff}') || text.len() > u32::MAX as usize {
         return Err(Decline);
     }
@@ -55,6 +69,8 @@ pub fn from_str<T: de::DeserializeOwned>(text: &str) -> Res<T> {
         line_start: 0,
         mid: false,
         depth: 0,
+        released: 0,
+        release,
     };
     let value = T::deserialize(Val {
         r: &mut r,
@@ -78,6 +94,9 @@ struct Reader<'a> {
     line_start: usize,
     /// True after an inline value: the rest of its line is still to be checked.
     mid: bool,
+    /// Offset last handed to `release`.
+    released: usize,
+    release: &'a mut dyn FnMut(usize),
     depth: u32,
 }
 
@@ -143,6 +162,10 @@ impl<'a> Reader<'a> {
         self.i += 1;
         self.line += 1;
         self.line_start = self.i;
+        if self.line_start - self.released >= RELEASE_EVERY {
+            self.released = self.line_start;
+            (self.release)(self.line_start);
+        }
     }
 
     /// Ends the value just read: the rest of its line when it was inline.

@@ -9,6 +9,7 @@
 //! aliases stay capped), and no plan may exceed [`MAX_PLAN_BYTES`].
 
 use super::model::Plan;
+use super::text::PlanText;
 use crate::diagnostic::Diagnostic;
 
 /// Largest plan file rekey reads (a 190,000-target plan is about 130 MB).
@@ -16,6 +17,21 @@ pub const MAX_PLAN_BYTES: usize = 1 << 30;
 
 /// Parses `text` (the content of `file`) into a plan, or the one error that stopped parsing.
 pub fn parse(file: &str, text: &str) -> Result<Plan, Diagnostic> {
+    parse_releasing(file, text, &mut |_| {})
+}
+
+/// Parses a plan file's text, handing the pages the fast reader has passed back to the page
+/// cache as it goes (see [`PlanText`]): the model grows while the text read so far does not
+/// stay resident.
+pub fn parse_text(file: &str, text: &PlanText) -> Result<Plan, Diagnostic> {
+    parse_releasing(file, text, &mut |offset| text.release_before(offset))
+}
+
+fn parse_releasing(
+    file: &str,
+    text: &str,
+    release: &mut dyn FnMut(usize),
+) -> Result<Plan, Diagnostic> {
     if text.len() > MAX_PLAN_BYTES {
         return Err(Diagnostic::error(
             file,
@@ -28,7 +44,7 @@ pub fn parse(file: &str, text: &str) -> Result<Plan, Diagnostic> {
             ),
         ));
     }
-    if let Ok(plan) = super::fastload::from_str::<Plan>(text) {
+    if let Ok(plan) = super::fastload::from_str_releasing::<Plan>(text, release) {
         // Debug builds (every test) hold the fast reader to serde-saphyr's answer.
         #[cfg(debug_assertions)]
         if text.len() <= DIFFERENTIAL_BYTES
@@ -112,11 +128,11 @@ fn bare_message(rendered: &str) -> String {
 }
 
 /// Reads and parses a plan file; I/O errors become a diagnostic too.
-pub fn load_file(path: &std::path::Path) -> Result<(String, Plan), Diagnostic> {
+pub fn load_file(path: &std::path::Path) -> Result<(PlanText, Plan), Diagnostic> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
+    let text = PlanText::read(path)
         .map_err(|e| Diagnostic::error(&name, "", 0, 0, format!("cannot read plan: {e}")))?;
-    let plan = parse(&name, &text)?;
+    let plan = parse_text(&name, &text)?;
     Ok((text, plan))
 }
 

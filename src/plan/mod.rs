@@ -8,7 +8,8 @@
 //! - [`emit`]: the text of targets and lists, written directly (hostile strings quoted);
 //! - [`build`]: from an inventory and its classification to a plan;
 //! - [`due`]: whether a credential is due (incident and schedule);
-//! - [`split`]: a plan split into a directory of files for review, read back as one.
+//! - [`split`]: a plan split into a directory of files for review, read back as one;
+//! - [`text`]: a plan file's text, mapped when large so it need not stay resident.
 
 pub mod build;
 pub mod compact;
@@ -22,6 +23,7 @@ pub mod located;
 pub mod model;
 pub mod refresh;
 pub mod split;
+pub mod text;
 pub mod validate;
 pub mod write;
 

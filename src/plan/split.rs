@@ -10,7 +10,6 @@
 use super::load;
 use super::located::Pos;
 use super::model::*;
-use super::validate::validate;
 use crate::diagnostic::Diagnostic;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -305,7 +304,7 @@ fn write_index(dir: &Path, by: SplitBy, files: Vec<IndexEntry>) -> std::io::Resu
 /// One file of a split plan as read: its path as shown, its text and its plan.
 pub struct LoadedFile {
     pub name: String,
-    pub text: String,
+    pub text: super::text::PlanText,
     pub plan: Plan,
 }
 
@@ -385,7 +384,9 @@ pub fn load_path(path: &Path) -> Result<Loaded, Diagnostic> {
     let mut files = Vec::with_capacity(index.files.len());
     for entry in &index.files {
         let file: PathBuf = path.join(&entry.file);
-        let (text, plan) = load::load_file(&file)?;
+        let (mut text, plan) = load::load_file(&file)?;
+        // Parsed: the text is needed again only to quote a line in a diagnostic.
+        text.reread_later(&file);
         files.push(LoadedFile {
             name: file.display().to_string(),
             text,
@@ -405,7 +406,12 @@ impl Loaded {
     pub fn validate(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
         for f in &self.files {
-            out.extend(validate(&f.name, &f.text, &f.plan));
+            // The text is read (again) only when there is a line to quote.
+            let mut found = super::validate::unquoted(&f.name, &f.plan);
+            if !found.is_empty() {
+                super::validate::quote_lines(&mut found, &f.text);
+            }
+            out.extend(found);
         }
         if self.files.len() < 2 {
             return out;
