@@ -17,7 +17,7 @@ pub struct ValidateArgs {
 pub fn run(args: ValidateArgs, output: Output) -> Result<u8, Failure> {
     let name = args.plan.display().to_string();
     // A file, or the directory of a split plan (checked file by file and as a whole).
-    let loaded = plan::split::load_path(&args.plan);
+    let loaded = plan::split::load_path_mapped(&args.plan);
     let (diagnostics, targets) = match &loaded {
         Err(d) => (vec![d.clone()], 0),
         Ok(loaded) => {

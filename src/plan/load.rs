@@ -127,10 +127,23 @@ fn bare_message(rendered: &str) -> String {
     }
 }
 
-/// Reads and parses a plan file; I/O errors become a diagnostic too.
+/// Reads and parses a plan file into memory; I/O errors become a diagnostic too.
 pub fn load_file(path: &std::path::Path) -> Result<(PlanText, Plan), Diagnostic> {
+    load_file_with(path, PlanText::read)
+}
+
+/// [`load_file`] for a check that only reports: a large file is mapped, not copied
+/// ([`PlanText::map_or_read`]).
+pub fn load_file_mapped(path: &std::path::Path) -> Result<(PlanText, Plan), Diagnostic> {
+    load_file_with(path, PlanText::map_or_read)
+}
+
+fn load_file_with(
+    path: &std::path::Path,
+    read: fn(&std::path::Path) -> std::io::Result<PlanText>,
+) -> Result<(PlanText, Plan), Diagnostic> {
     let name = path.display().to_string();
-    let text = PlanText::read(path)
+    let text = read(path)
         .map_err(|e| Diagnostic::error(&name, "", 0, 0, format!("cannot read plan: {e}")))?;
     let plan = parse_text(&name, &text)?;
     Ok((text, plan))

@@ -365,12 +365,25 @@ fn read_index(dir: &Path) -> Result<Index, Diagnostic> {
     Ok(index)
 }
 
-/// Reads a plan file, or every file of a split plan's directory (in the index's order).
-/// Stops at the first file that does not parse.
+/// Reads a plan file, or every file of a split plan's directory (in the index's order), into
+/// memory. Stops at the first file that does not parse.
 pub fn load_path(path: &Path) -> Result<Loaded, Diagnostic> {
+    load_path_with(path, load::load_file)
+}
+
+/// [`load_path`] for `validate`, which only reports: a large plan file is mapped
+/// ([`load::load_file_mapped`]).
+pub fn load_path_mapped(path: &Path) -> Result<Loaded, Diagnostic> {
+    load_path_with(path, load::load_file_mapped)
+}
+
+fn load_path_with(
+    path: &Path,
+    load_file: fn(&Path) -> Result<(super::text::PlanText, Plan), Diagnostic>,
+) -> Result<Loaded, Diagnostic> {
     let name = path.display().to_string();
     if !path.is_dir() {
-        let (text, plan) = load::load_file(path)?;
+        let (text, plan) = load_file(path)?;
         return Ok(Loaded {
             files: vec![LoadedFile {
                 name: name.clone(),
@@ -384,7 +397,7 @@ pub fn load_path(path: &Path) -> Result<Loaded, Diagnostic> {
     let mut files = Vec::with_capacity(index.files.len());
     for entry in &index.files {
         let file: PathBuf = path.join(&entry.file);
-        let (mut text, plan) = load::load_file(&file)?;
+        let (mut text, plan) = load_file(&file)?;
         // Parsed: the text is needed again only to quote a line in a diagnostic.
         text.reread_later(&file);
         files.push(LoadedFile {

@@ -41,9 +41,16 @@ unsafe impl Send for PlanText {}
 unsafe impl Sync for PlanText {}
 
 impl PlanText {
-    /// Reads `path`: a large regular file is mapped, anything else read into memory. Fails as
-    /// `read_to_string` does (including on text that is not UTF-8).
+    /// Reads `path` into memory. What runs a plan reads it so: the text it journals (and
+    /// resumes from) must be the bytes it parsed, whatever happens to the file meanwhile.
     pub fn read(path: &Path) -> std::io::Result<PlanText> {
+        std::fs::read_to_string(path).map(PlanText::from)
+    }
+
+    /// Reads `path` for a check that only reports (`validate`): a large regular file is
+    /// mapped, anything else read into memory. Fails as `read_to_string` does (including on
+    /// text that is not UTF-8).
+    pub fn map_or_read(path: &Path) -> std::io::Result<PlanText> {
         let file = std::fs::File::open(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() || meta.len() < MAP_FROM_BYTES || meta.len() > isize::MAX as u64 {
@@ -224,7 +231,7 @@ mod tests {
             text.push_str("é# ü\n");
         }
         let (_dir, path) = file_of(text.as_bytes());
-        let read = PlanText::read(&path).unwrap();
+        let read = PlanText::map_or_read(&path).unwrap();
         assert!(matches!(read.repr, Repr::Mapped { .. }));
         assert!(*read == *text);
         read.release_before(5 << 20);
@@ -238,20 +245,20 @@ mod tests {
         let mut bytes = vec![b'a'; 5 << 20];
         bytes[(5 << 20) - 3] = 0xff;
         let (_dir, path) = file_of(&bytes);
-        let err = PlanText::read(&path).unwrap_err();
+        let err = PlanText::map_or_read(&path).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         // A character cut off by the end of the file.
         let mut bytes = vec![b'a'; 9 << 20];
         let n = bytes.len();
         bytes[n - 1] = 0xc3;
         let (_dir, path) = file_of(&bytes);
-        assert!(PlanText::read(&path).is_err());
+        assert!(PlanText::map_or_read(&path).is_err());
     }
 
     #[test]
     fn a_text_let_go_of_is_read_again_when_needed() {
         let (_dir, path) = file_of(b"kind: RotationPlan\n");
-        let mut read = PlanText::read(&path).unwrap();
+        let mut read = PlanText::map_or_read(&path).unwrap();
         read.reread_later(&path);
         assert!(matches!(read.repr, Repr::Reread { .. }));
         assert_eq!(&*read, "kind: RotationPlan\n");
@@ -261,7 +268,7 @@ mod tests {
     #[test]
     fn a_small_file_is_read_into_memory() {
         let (_dir, path) = file_of(b"apiVersion: rekey/v1\n");
-        let read = PlanText::read(&path).unwrap();
+        let read = PlanText::map_or_read(&path).unwrap();
         assert!(matches!(read.repr, Repr::Owned(_)));
         read.release_before(usize::MAX);
         assert_eq!(&*read, "apiVersion: rekey/v1\n");
