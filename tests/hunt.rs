@@ -912,3 +912,75 @@ fn invictus_post_compromise_techniques_of_the_stratus_detonation() {
         assert!(s.tactics.contains_key(t), "{t} missing: {:?}", s.tactics);
     }
 }
+
+/// One worker or several, the hunt finds the same: the workers' runs of findings, merged maps,
+/// baselines, severities and correlations made on threads of their own after the workers
+/// finish give the report one worker gives (but for which of several records of the same
+/// second a baseline or correlation finding names first, and the order of a correlation's
+/// values: these follow the files each worker took).
+#[test]
+fn one_worker_and_several_report_the_same_findings() {
+    let Some(ct) = dataset("cloudtrail-invictus") else {
+        return;
+    };
+    let rules = with_third_party();
+    let run = |threads| {
+        let opts = HuntOptions {
+            inputs: vec![(Source::Cloudtrail, ct.clone())],
+            since: since("2023-07-10T12:00:00Z"),
+            // Addresses outside it are findings of the address baseline's thread.
+            allow: vec![engine::parse_cidr("10.0.0.0/8").unwrap()],
+            threads,
+            ..Default::default()
+        };
+        engine::run(&rules, &opts)
+    };
+    let view = |r: &HuntReport| -> Vec<String> {
+        r.findings
+            .iter()
+            .map(|f| {
+                // A baseline or correlation finding names its first record; records of the
+                // same second read by different workers tie, and which one is named depends
+                // on the files each worker took (so does the order of a correlation's values).
+                let (action, location) = match (&f.detail, &f.action) {
+                    (Some(d), Some(a)) if d.contains("distinct value(s)") => (
+                        format!("{} value(s) listed", a.split(", ").count()),
+                        String::new(),
+                    ),
+                    (Some(_), _) => (String::new(), String::new()),
+                    (None, a) => (format!("{a:?}"), f.location.clone()),
+                };
+                format!(
+                    "{} {:?} {} {:?} {} {action} {:?} {} {:?} {:?}",
+                    f.rule_id,
+                    f.severity,
+                    f.severity_reason,
+                    f.credential,
+                    f.time,
+                    f.source_ip,
+                    location,
+                    f.record_id,
+                    f.detail
+                )
+            })
+            .collect()
+    };
+    let one = run(1);
+    assert!(one.findings.len() > 100, "{}", one.findings.len());
+    assert!(
+        one.findings
+            .iter()
+            .any(|f| &*f.rule_id == "rekey-outside-allowlist")
+    );
+    assert!(one.findings.iter().any(|f| {
+        f.detail
+            .as_deref()
+            .is_some_and(|d| d.contains("distinct value(s)"))
+    }));
+    for threads in [2, 3] {
+        let several = run(threads);
+        assert_eq!(view(&several), view(&one), "{threads} workers");
+        assert_eq!(several.notes, one.notes, "{threads} workers");
+        assert_eq!(several.stats.records, one.stats.records);
+    }
+}

@@ -8,7 +8,7 @@
 use super::Severity;
 use super::bounded;
 use super::fields::Fields;
-use super::findings::{Finding, HuntReport};
+use super::findings::{Finding, HuntReport, sort_findings};
 use super::pack::RuleSet;
 use super::remote::Page;
 use super::severity::{self, ActionBaseline};
@@ -726,40 +726,29 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                         corr = w.corr;
                         strings = w.strings;
                     }
+                    if threads > 1 {
+                        // In the report's order already, on this worker's core: the tail's
+                        // sort then merges the workers' runs (see `HuntReport::normalize`).
+                        sort_findings(&mut acc.findings);
+                    }
                     (acc, seen, countries, hours, per_pair, actions, corr)
                 })
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    let mut seen: SeenMap = HashMap::default();
-    let mut countries: CountryMap = HashMap::default();
-    let mut hours: HourMap = HashMap::default();
-    let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
-    let mut actions = ActionBaseline::default();
-    let mut corr = correlation::Store::default();
-    for (i, (r, s, cs, hs, pp, act, co)) in results.into_iter().enumerate() {
-        if i == 0 {
-            // The first worker's maps are taken whole: merged into empty maps, each was
-            // rebuilt entry by entry on one core after the workers had finished.
-            (seen, countries, hours, per_pair, actions, corr) = (s, cs, hs, pp, act, co);
-        } else {
-            actions.merge(act);
-            corr.merge(co);
-            for (k, n) in pp {
-                *per_pair.entry(k).or_default() += n;
-            }
-            for (cred, x) in hs {
-                match hours.get_mut(&cred) {
-                    Some(y) => y.merge(&x),
-                    None => {
-                        hours.insert(cred, x);
-                    }
-                }
-            }
-            merge_seen(&mut seen, s);
-            merge_seen(&mut countries, cs);
-        }
+    // The workers' maps, merged after they finished. Addresses, countries and correlations
+    // are merged (and their findings made, and the maps freed) on threads of their own beside
+    // the rest: done in turn on one core, this tail kept a 2-worker run far from twice as fast.
+    let mut seens = Vec::new();
+    let mut country_maps = Vec::new();
+    let mut stores = Vec::new();
+    let mut rest = Vec::new();
+    for (r, s, cs, hs, pp, act, co) in results {
+        seens.push(s);
+        country_maps.push(cs);
+        stores.push(co);
+        rest.push((hs, pp, act));
         if report.findings.is_empty() {
             report.findings = r.findings;
         } else {
@@ -777,22 +766,78 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
     }
-    baselines(&seen, opts, &mut report);
-    country_baselines(&countries, &mut report);
-    hour_baselines(&hours, &mut report);
-    let records_before = |c: &str| -> u64 {
-        hours
-            .get(c)
-            .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
-    };
-    severity::apply(
-        &mut report.findings,
-        rules,
-        &actions,
-        &records_before,
-        opts.since,
-    );
-    correlation_findings(rules, &mut corr, opts.since, &mut report);
+    let parallel = threads > 1;
+    let (per_pair, parts) = std::thread::scope(|scope| {
+        let addresses = later(scope, parallel, move || {
+            let mut part = HuntReport::default();
+            baselines(&merge_all(seens), opts, &mut part);
+            part
+        });
+        let countries = later(scope, parallel, move || {
+            let mut part = HuntReport::default();
+            country_baselines(&merge_all(country_maps), &mut part);
+            part
+        });
+        let correlations = later(scope, parallel, move || {
+            let mut stores = stores.into_iter();
+            let mut corr = stores.next().unwrap_or_default();
+            for co in stores {
+                corr.merge(co);
+            }
+            let mut part = HuntReport::default();
+            correlation_findings(rules, &mut corr, opts.since, &mut part);
+            part
+        });
+        let mut hours: HourMap = HashMap::default();
+        let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
+        let mut actions = ActionBaseline::default();
+        for (i, (hs, pp, act)) in rest.into_iter().enumerate() {
+            if i == 0 {
+                // The first worker's maps are taken whole: merged into empty maps, each was
+                // rebuilt entry by entry on one core after the workers had finished.
+                (hours, per_pair, actions) = (hs, pp, act);
+                continue;
+            }
+            actions.merge(act);
+            for (k, n) in pp {
+                *per_pair.entry(k).or_default() += n;
+            }
+            for (cred, x) in hs {
+                match hours.get_mut(&cred) {
+                    Some(y) => y.merge(&x),
+                    None => {
+                        hours.insert(cred, x);
+                    }
+                }
+            }
+        }
+        let mut hour_part = HuntReport::default();
+        hour_baselines(&hours, &mut hour_part);
+        let records_before = |c: &str| -> u64 {
+            hours
+                .get(c)
+                .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
+        };
+        severity::apply(
+            &mut report.findings,
+            rules,
+            &actions,
+            &records_before,
+            opts.since,
+        );
+        let parts = [
+            addresses.get(),
+            countries.get(),
+            hour_part,
+            correlations.get(),
+        ];
+        (per_pair, parts)
+    });
+    // In the order they were made on one core: ties in the sort keep it.
+    for part in parts {
+        report.findings.extend(part.findings);
+        report.notes.extend(part.notes);
+    }
     report.normalize();
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
     let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
@@ -832,6 +877,47 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     }
     report.stats.elapsed_ms = started.elapsed().as_millis();
     report
+}
+
+/// A part of the run's tail: on a scoped thread when `parallel`, else done at once.
+enum Later<'s, T> {
+    Done(T),
+    Running(std::thread::ScopedJoinHandle<'s, T>),
+}
+
+fn later<'s, T: Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    parallel: bool,
+    f: impl FnOnce() -> T + Send + 's,
+) -> Later<'s, T> {
+    if parallel {
+        Later::Running(scope.spawn(f))
+    } else {
+        Later::Done(f())
+    }
+}
+
+impl<T> Later<'_, T> {
+    fn get(self) -> T {
+        match self {
+            Later::Done(t) => t,
+            // A panic there is a panic here, as when it ran on this thread.
+            Later::Running(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        }
+    }
+}
+
+/// The workers' credential → address (or country) → [`Seen`] maps as one: the first taken
+/// whole, the others merged into it.
+fn merge_all<K: Eq + std::hash::Hash>(
+    maps: Vec<HashMap<String, HashMap<K, Seen>>>,
+) -> HashMap<String, HashMap<K, Seen>> {
+    let mut maps = maps.into_iter();
+    let mut into = maps.next().unwrap_or_default();
+    for m in maps {
+        merge_seen(&mut into, m);
+    }
+    into
 }
 
 /// Merges one worker's credential → address (or country) → [`Seen`] map into the run's.

@@ -5,6 +5,8 @@
 //! `tlsDetails`, …). Walking the record once with serde's [`IgnoredAny`] for unreferenced keys
 //! and borrowing strings from the input buffer keeps the per-record cost close to a JSON skim.
 
+pub mod scan;
+
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;

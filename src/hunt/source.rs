@@ -9,7 +9,7 @@
 //! and an input over a bound ends with an error the hunt reports as not wholly read.
 
 use super::bounded;
-use super::fields::{Extracted, FieldId, FieldSet, Fields, Key};
+use super::fields::{Extracted, FieldId, FieldSet, Fields, Key, scan};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::io::{BufRead, BufReader, Read};
@@ -534,6 +534,32 @@ fn parse_doc(
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) {
+    // The fast path first; where it stops (malformed or unusual text), serde reads the
+    // document again from the start and reports what it finds, skipping the records the fast
+    // path already handed over (it accepts nothing serde refuses, see `fields::scan`).
+    let first_index = *index;
+    let mut handed = 0u64;
+    let fast = scan::scan_doc(text, set, source.wrapper_keys(), &mut |fields| {
+        *index += 1;
+        handed += 1;
+        sink.record(
+            Loc {
+                file: name,
+                line: loc_line,
+                index: *index,
+            },
+            fields,
+        );
+    });
+    if fast.is_ok() {
+        return;
+    }
+    *index = first_index;
+    let mut sink = Skip {
+        inner: sink,
+        records: handed,
+    };
+    let sink: &mut dyn Sink = &mut sink;
     let mut de = serde_json::Deserializer::from_str(text);
     let result = de::Deserializer::deserialize_any(
         &mut de,
@@ -568,6 +594,26 @@ fn parse_doc(
                 format!("malformed JSON, the rest of the document skipped: {message}")
             },
         });
+    }
+}
+
+/// A sink that drops the first `records` records (already handed over by the fast path).
+struct Skip<'s> {
+    inner: &'s mut dyn Sink,
+    records: u64,
+}
+
+impl Sink for Skip<'_> {
+    fn record(&mut self, loc: Loc<'_>, fields: Fields<'_>) {
+        if self.records > 0 {
+            self.records -= 1;
+        } else {
+            self.inner.record(loc, fields);
+        }
+    }
+
+    fn problem(&mut self, problem: Problem) {
+        self.inner.problem(problem);
     }
 }
 
@@ -913,5 +959,81 @@ fn csv_io(e: csv::Error) -> std::io::Error {
     match e.into_kind() {
         csv::ErrorKind::Io(io) => io,
         other => std::io::Error::other(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Seen {
+        records: Vec<(u64, Option<String>)>,
+        problems: Vec<Problem>,
+    }
+
+    impl Sink for Seen {
+        fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+            let name = f.first().and_then(|v| v.as_str()).map(str::to_string);
+            self.records.push((loc.index, name));
+        }
+        fn problem(&mut self, problem: Problem) {
+            self.problems.push(problem);
+        }
+    }
+
+    fn read(text: &str) -> Seen {
+        let mut set = FieldSet::default();
+        set.intern("eventName");
+        let mut seen = Seen::default();
+        read_from(
+            Source::Cloudtrail,
+            "t.json",
+            text.as_bytes(),
+            &set,
+            &mut seen,
+        )
+        .unwrap();
+        seen
+    }
+
+    /// Where the fast path stops inside a document, serde reads it again: the records before
+    /// the fault are handed over once, with their numbers, and the fault is serde's problem.
+    #[test]
+    fn a_fault_after_good_records_hands_each_record_over_once() {
+        let seen = read(r#"{"Records":[{"eventName":"A"},{"eventName":"B"},{"eventName":tru}]}"#);
+        assert_eq!(
+            seen.records,
+            vec![(1, Some("A".into())), (2, Some("B".into()))]
+        );
+        assert_eq!(seen.problems.len(), 1, "{:?}", seen.problems);
+        assert!(
+            seen.problems[0]
+                .message
+                .starts_with("malformed JSON line skipped: expected ident"),
+            "{:?}",
+            seen.problems
+        );
+        assert!(
+            seen.problems[0].location.starts_with("t.json:1:"),
+            "{:?}",
+            seen.problems
+        );
+        // A non-object element: serde's problem, the records around it once each.
+        let seen = read(r#"{"Records":[{"eventName":"A"},5,{"eventName":"C"}]}"#);
+        assert_eq!(
+            seen.records,
+            vec![(1, Some("A".into())), (3, Some("C".into()))]
+        );
+        assert_eq!(seen.problems.len(), 1, "{:?}", seen.problems);
+        assert!(seen.problems[0].location.ends_with("(record 2)"));
+        // JSON lines: each line on its own.
+        let seen = read("{\"eventName\":\"A\"}\n{\"eventName\":\"B\"\n{\"eventName\":\"C\"}\n");
+        assert_eq!(
+            seen.records,
+            vec![(1, Some("A".into())), (2, Some("C".into()))]
+        );
+        assert_eq!(seen.problems.len(), 1, "{:?}", seen.problems);
+        assert!(seen.problems[0].location.starts_with("t.json:2:"));
     }
 }
