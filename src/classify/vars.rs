@@ -546,7 +546,7 @@ fn draft(
         let Some(&place) = places.get(inst.place as usize) else {
             continue;
         };
-        let mut vars = FieldMap::new();
+        let mut vars = FieldMap::with_capacity(inst.slots.iter().flatten().count());
         let mut encoding = FieldMap::new();
         for (field, slot) in rule.fields.iter().zip(&inst.slots) {
             let Some((vi, _)) = slot else { continue };

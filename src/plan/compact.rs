@@ -31,6 +31,12 @@ impl<K: Ord, V> FieldMap<K, V> {
         FieldMap(Vec::new())
     }
 
+    /// Room for `n` entries: a binding's fields are known before they are inserted, and a
+    /// first insert into an empty map reserves four (256 bytes of variable names per binding).
+    pub fn with_capacity(n: usize) -> Self {
+        FieldMap(Vec::with_capacity(n))
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
