@@ -234,7 +234,7 @@ pub fn write_dir(
     dir: &Path,
     by: SplitBy,
     parts: &[Part],
-    notes: &HashMap<String, String>,
+    notes: &super::build::Notes,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     for part in parts {
@@ -255,7 +255,7 @@ pub fn write_split(
     plan: &Plan,
     by: SplitBy,
     teams: &Teams,
-    notes: &HashMap<String, String>,
+    notes: &super::build::Notes,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let header = header_of(plan);
@@ -276,7 +276,7 @@ fn write_part(
     dir: &Path,
     file: &str,
     plan: &Plan,
-    notes: &HashMap<String, String>,
+    notes: &super::build::Notes,
 ) -> std::io::Result<()> {
     crate::fsio::write_atomically_with(&dir.join(file), |w| {
         super::write::write_yaml(w, plan, notes).map_err(std::io::Error::other)

@@ -4,7 +4,7 @@
 use super::model::*;
 use serde::Serialize;
 use serde_saphyr::FlowSeq;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 pub struct WriteError(pub(super) String);
 
 /// Renders `plan`; `notes` maps a target id to the sentence that explains its classification.
-pub fn to_yaml(plan: &Plan, notes: &HashMap<String, String>) -> Result<String, WriteError> {
+pub fn to_yaml(plan: &Plan, notes: &super::build::Notes) -> Result<String, WriteError> {
     let mut bytes = Vec::with_capacity(512 + plan.targets.len() * 600);
     write_yaml(&mut bytes, plan, notes)?;
     String::from_utf8(bytes).map_err(|e| WriteError(e.to_string()))
@@ -28,7 +28,7 @@ type ItemWriter<'a> = dyn FnMut(&mut String) -> Result<(), WriteError> + 'a;
 pub fn write_yaml<W: std::io::Write + ?Sized>(
     w: &mut W,
     plan: &Plan,
-    notes: &HashMap<String, String>,
+    notes: &super::build::Notes,
 ) -> Result<(), WriteError> {
     let mut out = String::with_capacity(FLUSH_AT + 4096);
     let mut flush = |out: &mut String, force: bool| -> Result<(), WriteError> {
@@ -145,7 +145,7 @@ const TARGETS_PER_BLOCK: usize = 2048;
 fn render_targets(
     out: &mut String,
     targets: &[Target],
-    notes: &HashMap<String, String>,
+    notes: &super::build::Notes,
 ) -> Result<(), WriteError> {
     for target in targets {
         out.push('\n');
