@@ -2,20 +2,23 @@
 //!
 //! 1. compiling the rules to SQL — the built-in pack plus every SigmaHQ CloudTrail rule — into
 //!    the filter of an unscoped query, and planning a scoped hunt's two queries;
-//! 2. turning 1,000,000 result rows (as GetQueryResults gives them: one text cell per column)
-//!    into records and findings, against reading the same records from JSON-lines files.
+//! 2. turning 1,000,000 result rows (as GetQueryResults gives them: one text cell per column
+//!    the query selects) into records and findings, against reading the same records from
+//!    JSON-lines files.
 //!
 //! The rows are the Invictus dataset's records, each as the CloudTrail table's columns, cycled
-//! with a distinct eventID per row. The rows path does what `athena::client` does with a page:
+//! with a distinct eventID per row; each row holds the columns the plan's SQL selects (those
+//! the rules and attribution read: `query::Plan::projection`), as Athena answers that SQL. The
+//! rows path does what `athena::client` does with a page:
 //! its input is GetQueryResults' answers as the SDK hands them over (pages of 1,000 rows, each a
 //! `ResultSet` of `Row`s of `Datum`s, an owned string per cell), built before the clock starts
 //! as the files are written before it starts, on the fetching thread as the SDK builds them on
 //! the thread that receives them (the time to build them, which stands for the SDK's parsing
 //! of the responses, is printed apart). On the fetching thread each answer is
-//! consumed by value into a page (`Rows::from_answer`: the columns the rules read, in one
-//! buffer); the workers read each row's fields directly (`athena::rows`) and hunt them. The
-//! files path reads the same records, written beforehand as JSON lines (each row as the record
-//! it stands for). Same rules, same threads, same records.
+//! consumed by value into a page (`Rows::from_answer`: the cells in one buffer); the workers
+//! read each row's fields directly (`athena::rows`) and hunt them. The files path reads the
+//! same records, written beforehand as JSON lines (each record whole: every column). Same
+//! rules, same threads, same records.
 //!
 //! `cargo bench --bench athena` (REKEY_BENCH_ROWS=1000000; REKEY_BENCH_RUNS=3).
 
@@ -82,7 +85,8 @@ fn main() {
     let shape = Shape::cloudtrail();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut bytes = 0u64;
-    for (n, answer) in pages(&base, total).enumerate() {
+    let every: Vec<usize> = (0..COLUMNS.len()).collect();
+    for (n, answer) in pages(&base, total, &every).enumerate() {
         let mut page = Vec::with_capacity(ROWS_PER_PAGE * 1500);
         for row in answer.rows() {
             let cells: Vec<Option<&str>> = row.data().iter().map(|d| d.var_char_value()).collect();
@@ -91,10 +95,14 @@ fn main() {
         bytes += page.len() as u64;
         std::fs::write(tmp.path().join(format!("page{n:05}.json")), page).expect("write");
     }
+    // What the hunt's queries select (the same for every query of a rule set).
+    let projection = plan.projection.clone();
     println!(
-        "rows: {total} rows from {} distinct records, {:.0} MB as JSON lines",
+        "rows: {total} rows from {} distinct records, {:.0} MB as JSON lines; the queries select {} of the table's {} columns",
         base.len(),
-        bytes as f64 / 1e6
+        bytes as f64 / 1e6,
+        projection.columns().len(),
+        COLUMNS.len()
     );
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -115,7 +123,7 @@ fn main() {
             let r = engine::run(&rules, &opts);
             files.push(t.elapsed());
             f_found = r.findings.len();
-            let (r, built, took) = hunt_rows(&rules, &opts, &base, total);
+            let (r, built, took) = hunt_rows(&rules, &opts, &projection, &base, total);
             building.push(built);
             via_rows.push(took);
             r_found = r.findings.len();
@@ -195,9 +203,13 @@ fn lowercase_keys(v: Value) -> Value {
     }
 }
 
-/// The rows' pages, as the SDK hands GetQueryResults' answers over: row `i` is base row
-/// `i % n` with its own eventID.
-fn pages(base: &[Vec<Option<String>>], total: usize) -> impl Iterator<Item = ResultSet> + '_ {
+/// The rows' pages, as the SDK hands GetQueryResults' answers over to a query selecting
+/// `columns` (indices in [`COLUMNS`]): row `i` is base row `i % n` with its own eventID.
+fn pages<'a>(
+    base: &'a [Vec<Option<String>>],
+    total: usize,
+    columns: &'a [usize],
+) -> impl Iterator<Item = ResultSet> + 'a {
     let id_col = COLUMNS
         .iter()
         .position(|c| c.path == "eventID")
@@ -205,11 +217,14 @@ fn pages(base: &[Vec<Option<String>>], total: usize) -> impl Iterator<Item = Res
     (0..total.div_ceil(ROWS_PER_PAGE)).map(move |p| {
         rows::answer(
             (p * ROWS_PER_PAGE..((p + 1) * ROWS_PER_PAGE).min(total)).map(|i| {
-                let mut row = base[i % base.len()].clone();
-                if let Some(id) = &mut row[id_col] {
-                    id.push_str(&format!("-{}", i / base.len()));
-                }
-                row
+                let row = &base[i % base.len()];
+                columns.iter().map(move |&c| {
+                    let mut cell = row[c].clone();
+                    if let (true, Some(id)) = (c == id_col, &mut cell) {
+                        id.push_str(&format!("-{}", i / base.len()));
+                    }
+                    cell
+                })
             }),
         )
     })
@@ -226,6 +241,7 @@ fn pages(base: &[Vec<Option<String>>], total: usize) -> impl Iterator<Item = Res
 fn hunt_rows(
     rules: &RuleSet,
     opts: &HuntOptions,
+    projection: &Projection,
     base: &[Vec<Option<String>>],
     total: usize,
 ) -> (rekey::hunt::findings::HuntReport, Duration, Duration) {
@@ -233,22 +249,20 @@ fn hunt_rows(
     opts.inputs.clear();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let feed: PageFeed = std::sync::Mutex::new(rx);
-    // Once per query, as `athena::fetch` does.
-    let projection = Projection::new(rules.fields.set(Source::Cloudtrail));
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel::<()>();
     let mut clock = None;
     let report = std::thread::scope(|s| {
         s.spawn(move || {
             let t = Instant::now();
-            let answers: Vec<ResultSet> = pages(base, total).collect();
+            let answers: Vec<ResultSet> = pages(base, total, projection.columns()).collect();
             let _ = ready_tx.send(t.elapsed());
             if go_rx.recv().is_err() {
                 return;
             }
             for (n, answer) in answers.into_iter().enumerate() {
                 let rows =
-                    Rows::from_answer(answer, &projection, n == 0).expect("one cell per column");
+                    Rows::from_answer(answer, projection, n == 0).expect("one cell per column");
                 let page = Page {
                     source: Source::Cloudtrail,
                     name: format!("athena:security.cloudtrail_logs window query q page {n}"),

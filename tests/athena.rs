@@ -10,7 +10,8 @@
 
 mod support;
 
-use rekey::hunt::athena::{self, Table, columns::COLUMNS, query, rows::Rows, sql};
+use rekey::hunt::athena::rows::{Projection, Rows};
+use rekey::hunt::athena::{self, Table, columns::COLUMNS, query, sql};
 use rekey::hunt::engine::{self, HuntOptions, PageFeed};
 use rekey::hunt::fields::Fields;
 use rekey::hunt::findings::{Finding, HuntReport};
@@ -320,7 +321,6 @@ fn hunt_via_sql(
     let mut opts = opts.clone();
     opts.inputs.clear();
     let mut pages = Vec::new();
-    let projection = athena::rows::Projection::new(rules.fields.set(Source::Cloudtrail));
     for (i, answer) in duck.run(&sqls).into_iter().enumerate() {
         let rows = answer.unwrap_or_else(|e| panic!("query failed on DuckDB: {e}\n{}", sqls[i]));
         n += rows.len();
@@ -328,7 +328,7 @@ fn hunt_via_sql(
             // As the client builds a page: GetQueryResults' answer, projected for the rules.
             let page = Rows::from_answer(
                 athena::rows::answer(chunk.iter().cloned()),
-                &projection,
+                &plan.projection,
                 p == 0,
             )
             .expect("one cell per column");
@@ -688,14 +688,17 @@ fn scoped_opts(dir: &Path) -> HuntOptions {
     }
 }
 
-/// A result set as GetQueryResults gives it: the header row (the aliases), then the rows.
-fn result_rows(rows: &[Vec<Option<String>>]) -> Vec<Value> {
+/// A result set as GetQueryResults gives it: the header row (the aliases of the columns the
+/// query selects), then the rows.
+fn result_rows(projection: &Projection, rows: &[Vec<Option<String>>]) -> Vec<Value> {
     let datum = |c: Option<&str>| match c {
         Some(v) => serde_json::json!({"VarCharValue": v}),
         None => serde_json::json!({}),
     };
-    let header: Vec<Value> = (0..COLUMNS.len())
-        .map(|i| datum(Some(&query::alias(i))))
+    let header: Vec<Value> = projection
+        .columns()
+        .iter()
+        .map(|&i| datum(Some(&query::alias(i))))
         .collect();
     std::iter::once(serde_json::json!({ "Data": header }))
         .chain(rows.iter().map(|r| {
@@ -757,7 +760,7 @@ async fn the_api_flow_against_moto_finds_what_streaming_finds() {
     let results: Vec<Value> = duck
         .run(&sqls)
         .into_iter()
-        .map(|a| serde_json::json!({"rows": result_rows(&a.expect("DuckDB")), "column_info": []}))
+        .map(|a| serde_json::json!({"rows": result_rows(&plan.projection, &a.expect("DuckDB")), "column_info": []}))
         .collect();
     moto_post(
         &moto,
@@ -874,14 +877,14 @@ struct StandIn {
 }
 
 impl StandIn {
-    fn start(rows: Vec<Vec<Option<String>>>, fail: bool) -> StandIn {
+    fn start(projection: Projection, rows: Vec<Vec<Option<String>>>, fail: bool) -> StandIn {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
         std::thread::spawn(move || {
-            let all = result_rows(&rows);
+            let all = result_rows(&projection, &rows);
             let mut polls = 0;
             for stream in listener.incoming().flatten() {
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -974,7 +977,7 @@ async fn results_are_read_page_by_page_and_the_cost_is_shown() {
         .remove(0)
         .expect("DuckDB");
     assert!(rows.len() > 300, "{} rows", rows.len());
-    let stand_in = StandIn::start(rows.clone(), false);
+    let stand_in = StandIn::start(plan.projection.clone(), rows.clone(), false);
     let config = support::moto::config_with(&stand_in.url, "AKIDSTANDIN", "secret").await;
     let mut athena_opts = opts.clone();
     athena_opts.inputs.clear();
@@ -1020,7 +1023,7 @@ async fn results_are_read_page_by_page_and_the_cost_is_shown() {
 /// A failed query is a source not read, with Athena's reason; never an empty, clean result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_query_leaves_the_hunt_incomplete_with_its_reason() {
-    let stand_in = StandIn::start(Vec::new(), true);
+    let stand_in = StandIn::start(Projection::all(), Vec::new(), true);
     let config = support::moto::config_with(&stand_in.url, "AKIDSTANDIN", "secret").await;
     let (_, since, until) = window();
     let report = remote::hunt(
@@ -1103,7 +1106,19 @@ fn queries_are_narrowed_by_partitions_time_regions_and_credentials() {
         assert!(q.sql.contains("awsregion IN ('us-east-1', 'eu-west-1')"));
         assert!(q.sql.contains("useridentity.accesskeyid IN ('AKIAOLD')"));
         assert!(q.sql.contains("FROM \"security\".\"org_trail\""));
+        // They select the columns the rules and attribution read, and nothing else.
+        let head = &q.sql[..q.sql.find("\nFROM").expect("FROM")];
+        for (i, c) in COLUMNS.iter().enumerate() {
+            let column = format!("{} AS {}", c.sql, query::alias(i));
+            let selected = plan.projection.columns().contains(&i);
+            assert_eq!(head.contains(&column), selected, "{column} in {head}");
+        }
     }
+    assert_eq!(
+        plan.projection,
+        Projection::new(rules.fields.set(Source::Cloudtrail))
+    );
+    assert!(plan.projection.columns().len() < COLUMNS.len());
     assert_eq!(baseline.partitions, 30 * 2);
     assert_eq!(window.partitions, 4 * 2);
     // Without credentials the rules narrow the rows.

@@ -43,8 +43,8 @@ impl Default for Pace {
     }
 }
 
-/// Runs `q` and sends its rows as pages, with the columns `projection` keeps. `Err` says why
-/// the query's rows are not all read (with its execution id when it has one).
+/// Runs `q` (which selects the columns of `projection`) and sends its rows as pages. `Err`
+/// says why the query's rows are not all read (with its execution id when it has one).
 pub async fn run(
     client: &aws_sdk_athena::Client,
     table: &Table,

@@ -200,11 +200,8 @@ pub async fn fetch(
     let client = aws_sdk_athena::Client::new(&sdk);
     let mut scanned = 0u64;
     let mut ran = 0usize;
-    // The columns the rules (and attribution) read: the rest of each page is dropped as it comes.
-    let projection =
-        rows::Projection::new(scope.rules.fields.set(super::source::Source::Cloudtrail));
     for q in &plan.queries {
-        match client::run(&client, table, q, &projection, table.pace, tx).await {
+        match client::run(&client, table, q, &plan.projection, table.pace, tx).await {
             Ok(r) => {
                 scanned += r.bytes_scanned;
                 ran += 1;

@@ -1,7 +1,7 @@
-//! The queries of one Athena hunt: what they select (every column the engine reads), and the
-//! narrowing in their WHERE clause — the `timestamp` partitions of the window's days (and the
-//! `region` partitions when the table has them), the event time, the credentials in scope, and
-//! without credentials the rules themselves.
+//! The queries of one Athena hunt: what they select (the columns the rules and attribution
+//! read: [`Projection`]), and the narrowing in their WHERE clause — the `timestamp` partitions
+//! of the window's days (and the `region` partitions when the table has them), the event time,
+//! the credentials in scope, and without credentials the rules themselves.
 //!
 //! Why the rules narrow only a hunt without credentials: per-credential checks (new address,
 //! hour and country baselines; the old credential used after its deactivation) read every
@@ -13,6 +13,7 @@
 
 use super::Table;
 use super::columns::COLUMNS;
+use super::rows::Projection;
 use super::sql::{self, TRUE, and, literal, or};
 use crate::hunt::pack::RuleSet;
 use crate::hunt::source::Source;
@@ -31,13 +32,15 @@ pub struct Query {
 }
 
 /// The queries of a hunt and what the report should say about them.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub queries: Vec<Query>,
     pub notes: Vec<String>,
     /// No credentials in scope: only rule matches come back (per-credential baselines are
     /// not computed).
     pub unscoped: bool,
+    /// The columns the queries select: those the rules and attribution read.
+    pub projection: Projection,
 }
 
 /// The alias of the `i`th selected column (the header row Athena returns names them).
@@ -45,12 +48,13 @@ pub fn alias(i: usize) -> String {
     format!("c{i:02}")
 }
 
-/// `SELECT … FROM "db"."table"`.
-fn select(table: &Table) -> Result<String, String> {
-    let cols: Vec<String> = COLUMNS
+/// `SELECT … FROM "db"."table"`: the columns of `projection`, each aliased by its index in
+/// [`COLUMNS`].
+fn select(table: &Table, projection: &Projection) -> Result<String, String> {
+    let cols: Vec<String> = projection
+        .columns()
         .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} AS {}", c.sql, alias(i)))
+        .filter_map(|&i| Some(format!("{} AS {}", COLUMNS.get(i)?.sql, alias(i))))
         .collect();
     Ok(format!(
         "SELECT {}\nFROM {}.{}",
@@ -106,10 +110,13 @@ pub fn plan(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Plan, String> {
-    let head = select(table)?;
+    let projection = Projection::new(rules.fields.set(Source::Cloudtrail));
+    let head = select(table, &projection)?;
     let mut out = Plan {
         unscoped: credentials.is_empty(),
-        ..Default::default()
+        projection,
+        queries: Vec::new(),
+        notes: Vec::new(),
     };
     let mut common = Vec::new();
     if !table.regions.is_empty() {

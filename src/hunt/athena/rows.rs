@@ -19,19 +19,29 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 /// The columns a rule set reads (computed once per query, from the fields of its rules and of
-/// attribution): only these are kept from each page of GetQueryResults' answer.
+/// attribution): what the query selects, in [`COLUMNS`] order, so GetQueryResults' answer holds
+/// only these cells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Projection {
-    keep: Vec<bool>,
+    /// Each column's place in a selected row, by its index in [`COLUMNS`].
+    slot: Vec<Option<usize>>,
+    /// The selected columns (indices in [`COLUMNS`]), in select order.
+    selected: Vec<usize>,
 }
 
 impl Projection {
-    /// The columns the fields of `set` are read from.
+    /// The columns the fields of `set` are read from; `eventtime` when they read none (a
+    /// query selects at least one column).
     pub fn new(set: &FieldSet) -> Projection {
         let shape = Shape::cloudtrail();
         let mut fills = Vec::new();
         plan(&shape, "", set, &mut fills);
-        Projection::of(&fills)
+        let p = Projection::of(&fills);
+        if p.selected.is_empty() {
+            let time = COLUMNS.iter().position(|c| c.path == "eventTime");
+            return Projection::keeping(|col| Some(col) == time);
+        }
+        p
     }
 
     /// The columns `fills` read.
@@ -45,43 +55,81 @@ impl Projection {
                 Fill::Object { shape, .. } => shape.leaves(&mut |col| keep[col] = true),
             }
         }
-        Projection { keep }
+        Projection::keeping(|col| keep[col])
     }
 
     /// Every column.
     pub fn all() -> Projection {
-        Projection {
-            keep: vec![true; COLUMNS.len()],
+        Projection::keeping(|_| true)
+    }
+
+    fn keeping(keep: impl Fn(usize) -> bool) -> Projection {
+        let selected: Vec<usize> = (0..COLUMNS.len()).filter(|&c| keep(c)).collect();
+        let mut slot = vec![None; COLUMNS.len()];
+        for (i, &col) in selected.iter().enumerate() {
+            slot[col] = Some(i);
         }
+        Projection { slot, selected }
     }
 
-    fn keeps(&self, col: usize) -> bool {
-        self.keep.get(col).copied().unwrap_or(false)
+    /// The selected columns (indices in [`COLUMNS`]), in select order: a row's cells.
+    pub fn columns(&self) -> &[usize] {
+        &self.selected
     }
 
-    /// Whether every column `other` keeps, this keeps.
+    /// Column `col`'s place in a selected row, when selected.
+    fn slot(&self, col: usize) -> Option<usize> {
+        self.slot.get(col).copied().flatten()
+    }
+
+    /// Whether every column `other` selects, this selects.
     fn covers(&self, other: &Projection) -> bool {
-        other
-            .keep
-            .iter()
-            .enumerate()
-            .all(|(col, &k)| !k || self.keeps(col))
+        other.selected.iter().all(|&col| self.slot(col).is_some())
     }
 }
 
-/// A cell's bytes in a page's text; [`ABSENT`] for SQL NULL and for columns not kept.
+/// A cell's bytes in a page's text; [`ABSENT`] for SQL NULL.
 type Span = (u32, u32);
 const ABSENT: Span = (1, 0);
 
-/// A page of result rows: the kept cells' text in one buffer, and each cell's span of it (one
-/// per column of [`COLUMNS`], row after row). GetQueryResults' answer, one string per cell, is
-/// consumed on the thread that received it ([`Rows::from_answer`]), so the worker that reads
-/// the page frees one buffer, not tens of thousands of strings allocated on another thread.
+/// A page of result rows: the cells' text in one buffer, and each cell's span of it (one per
+/// selected column, row after row). GetQueryResults' answer, one string per cell, is consumed
+/// on the thread that received it ([`Rows::from_answer`]), so the worker that reads the page
+/// frees no string allocated on another thread; its two buffers go back to a pool.
 #[derive(Debug)]
 pub struct Rows {
     text: String,
     spans: Vec<Span>,
     kept: Projection,
+}
+
+/// Page buffers between uses: a page's text and spans go back here when a worker drops it, and
+/// the fetching thread takes them for its next page. Freed by the worker instead, each page's
+/// buffers (hundreds of KB the fetching thread allocated) made glibc coalesce, on the worker
+/// and under the fetching thread's heap lock, every SDK string the fetching thread had freed
+/// (profiled: 10% of a worker's time); and each new page's buffers made the fetching thread
+/// do the same. Bounded: a few buffers, none large.
+static POOL: std::sync::Mutex<Vec<(String, Vec<Span>)>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept: the pages that may wait for workers, and those being read.
+const POOLED: usize = 16;
+/// No larger buffer is kept (a page of 1,000 rows is well under it).
+const MAX_POOLED: usize = 8 << 20;
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        let mut text = std::mem::take(&mut self.text);
+        let mut spans = std::mem::take(&mut self.spans);
+        if text.capacity() > MAX_POOLED || spans.capacity() * size_of::<Span>() > MAX_POOLED {
+            return;
+        }
+        text.clear();
+        spans.clear();
+        if let Ok(mut pool) = POOL.lock()
+            && pool.len() < POOLED
+        {
+            pool.push((text, spans));
+        }
+    }
 }
 
 impl Default for Rows {
@@ -122,32 +170,38 @@ where
 }
 
 impl Rows {
-    /// The page of `answer` (taken by value: its strings are freed here), with the cells of the
-    /// columns `projection` keeps. Athena's first row of a query's first page is the header
-    /// (the aliases): skipped when `first_page`. `Err` names the row that does not have one
-    /// cell per column.
+    /// The page of `answer` (taken by value: its strings are freed here), a query's answer
+    /// selecting the columns of `projection`. Athena's first row of a query's first page is
+    /// the header (the aliases): skipped when `first_page`. `Err` names the row that does not
+    /// have one cell per selected column.
     pub fn from_answer(
         answer: ResultSet,
         projection: &Projection,
         first_page: bool,
     ) -> Result<Rows, String> {
         let answered = answer.rows.unwrap_or_default();
-        let width = COLUMNS.len();
-        // One allocation for the page's text: the kept cells' lengths summed first.
+        let width = projection.selected.len();
+        // One allocation for the page's text: the cells' lengths summed first.
         let size: usize = answered
             .iter()
-            .flat_map(|r| r.data().iter().enumerate())
-            .filter(|(col, _)| projection.keeps(*col))
-            .map(|(_, d)| d.var_char_value().map_or(0, str::len))
+            .flat_map(|r| r.data())
+            .map(|d| d.var_char_value().map_or(0, str::len))
             .sum();
+        let (mut text, mut spans) = POOL
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default();
+        text.reserve(size);
+        spans.reserve(answered.len() * width);
         let mut rows = Rows {
-            text: String::with_capacity(size),
-            spans: Vec::with_capacity(answered.len() * width),
+            text,
+            spans,
             kept: projection.clone(),
         };
         for (i, row) in answered.into_iter().enumerate() {
             let data = row.data.unwrap_or_default();
-            if first_page && i == 0 && is_header(&data) {
+            if first_page && i == 0 && is_header(&data, projection) {
                 continue;
             }
             if data.len() != width {
@@ -157,9 +211,9 @@ impl Rows {
                     data.len()
                 ));
             }
-            for (col, d) in data.into_iter().enumerate() {
+            for d in data {
                 let span = match d.var_char_value {
-                    Some(v) if projection.keeps(col) => {
+                    Some(v) => {
                         let start = rows.text.len();
                         let end = start + v.len();
                         if end > u32::MAX as usize {
@@ -168,7 +222,7 @@ impl Rows {
                         rows.text.push_str(&v);
                         (start as u32, end as u32)
                     }
-                    _ => ABSENT,
+                    None => ABSENT,
                 };
                 rows.spans.push(span);
             }
@@ -177,32 +231,34 @@ impl Rows {
     }
 
     pub fn len(&self) -> usize {
-        self.spans.len() / COLUMNS.len()
+        self.spans.len() / self.kept.selected.len().max(1)
     }
 
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
-    /// The bytes of its kept cells.
+    /// The bytes of its cells.
     pub fn bytes(&self) -> u64 {
         self.text.len() as u64
     }
 
-    /// Row `row`'s cell of column `col`.
+    /// Row `row`'s cell of column `col` (an index in [`COLUMNS`]).
     fn cell(&self, row: usize, col: usize) -> Option<&str> {
-        let &(a, b) = self.spans.get(row * COLUMNS.len() + col)?;
+        let slot = self.kept.slot(col)?;
+        let &(a, b) = self.spans.get(row * self.kept.selected.len() + slot)?;
         self.text.get(a as usize..b as usize)
     }
 }
 
-/// The header row: the aliases, in order.
-fn is_header(data: &[Datum]) -> bool {
+/// The header row: the selected columns' aliases, in order.
+fn is_header(data: &[Datum], projection: &Projection) -> bool {
     !data.is_empty()
+        && data.len() == projection.selected.len()
         && data
             .iter()
-            .enumerate()
-            .all(|(i, d)| d.var_char_value() == Some(super::query::alias(i).as_str()))
+            .zip(&projection.selected)
+            .all(|(d, &col)| d.var_char_value() == Some(super::query::alias(col).as_str()))
 }
 
 /// Hands every row of `rows` to `sink` as a record of `name` (row `n` at line `n`, as in the
@@ -535,6 +591,15 @@ mod tests {
             .collect()
     }
 
+    /// The cells of `row` (every column) a query with `projection` selects.
+    fn selected(row: &[Option<String>], projection: &Projection) -> Vec<Option<String>> {
+        projection
+            .columns()
+            .iter()
+            .map(|&c| row[c].clone())
+            .collect()
+    }
+
     fn record(cells: &[(&str, &str)]) -> serde_json::Value {
         let r = row(cells);
         let cells: Vec<Option<&str>> = r.iter().map(|c| c.as_deref()).collect();
@@ -594,7 +659,9 @@ mod tests {
         else {
             panic!("an object");
         };
-        let rows = Rows::from_answer(answer([r]), &Projection::new(set), true).expect("a row");
+        let projection = Projection::new(set);
+        let rows = Rows::from_answer(answer([selected(&r, &projection)]), &projection, true)
+            .expect("a row");
         let mut got = Keep(Vec::new());
         read("page", &rows, set, &mut got).expect("read");
         assert_eq!(got.0.len(), 1);
@@ -699,24 +766,37 @@ mod tests {
         assert!(r["requestParameters"].is_string());
     }
 
-    /// A page keeps the cells of the columns its rules read and nothing else, skips Athena's
-    /// header row on a query's first page only, and names the row that lacks a cell; rules
-    /// reading a column the page dropped get an error, never absent fields.
+    /// A query selects the columns its rules read and nothing else (`eventtime` when they
+    /// read none); its page skips Athena's header row on a query's first page only, and names
+    /// the row that lacks a cell; rules reading a column the query did not select get an
+    /// error, never absent fields.
     #[test]
-    fn a_page_keeps_what_the_rules_read() {
+    fn a_page_holds_what_the_rules_read() {
         let mut set = FieldSet::default();
         set.intern("eventName");
         set.intern("requestParameters.userName");
         let projection = Projection::new(&set);
         let col = |sql: &str| COLUMNS.iter().position(|c| c.sql == sql).expect("a column");
+        assert_eq!(
+            projection.columns(),
+            [col("eventname"), col("requestparameters")]
+        );
+        assert_eq!(
+            Projection::new(&FieldSet::default()).columns(),
+            [col("eventtime")]
+        );
         let params = r#"{"userName":"bob"}"#;
-        let r = row(&[
+        let full = row(&[
             ("eventname", "CreateUser"),
             ("eventsource", "iam.amazonaws.com"),
             ("requestparameters", params),
         ]);
-        let header: Vec<Option<String>> = (0..COLUMNS.len())
-            .map(|i| Some(super::super::query::alias(i)))
+        let r = selected(&full, &projection);
+        assert_eq!(r, [Some("CreateUser".into()), Some(params.into())]);
+        let header: Vec<Option<String>> = projection
+            .columns()
+            .iter()
+            .map(|&i| Some(super::super::query::alias(i)))
             .collect();
 
         let page = answer([header.clone(), r.clone()]);
@@ -735,17 +815,16 @@ mod tests {
         let page = answer([header, r.clone()]);
         let rows = Rows::from_answer(page, &projection, false).expect("a page");
         assert_eq!(rows.len(), 2);
+        assert_eq!(rows.cell(1, col("eventname")), Some("CreateUser"));
 
         let mut short = r.clone();
         short.pop();
         let e = Rows::from_answer(answer([r.clone(), short]), &projection, true)
             .expect_err("a row short of a cell");
-        let want = format!(
-            "row 2: {} columns, {} selected",
-            COLUMNS.len() - 1,
-            COLUMNS.len()
-        );
-        assert_eq!(e, want);
+        assert_eq!(e, "row 2: 1 columns, 2 selected");
+        let e = Rows::from_answer(answer([full]), &projection, true)
+            .expect_err("a row of every column");
+        assert_eq!(e, format!("row 1: {} columns, 2 selected", COLUMNS.len()));
 
         let mut other = FieldSet::default();
         other.intern("eventSource");
