@@ -156,6 +156,7 @@ pub struct HuntArgs {
 }
 
 pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
+    crate::hunt::phases::mark("cli: start");
     let mut rules = if args.no_builtin {
         RuleSet::default()
     } else {
@@ -317,8 +318,10 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         rt.block_on(remote::hunt(Arc::new(rules), opts, remotes, window, ctx))
     };
     let code = print_report(&args, &report, output);
+    crate::hunt::phases::mark("cli: report printed");
     // The process ends next: freeing every finding one by one was the last few percent of a hunt.
     std::mem::forget(report);
+    crate::hunt::phases::mark("cli: end");
     code
 }
 
@@ -406,6 +409,7 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
             report
                 .write_json_with(&mut w, args.threads)
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
+            crate::hunt::phases::mark("cli: json rendered");
             std::io::Write::write_all(&mut w, b"\n")
                 .and_then(|()| std::io::Write::flush(&mut w))
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;

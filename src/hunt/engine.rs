@@ -10,6 +10,7 @@ use super::bounded;
 use super::fields::Fields;
 use super::findings::{Finding, HuntReport, sort_findings};
 use super::pack::RuleSet;
+use super::phases;
 use super::remote::Page;
 use super::severity::{self, ActionBaseline};
 use super::sigma::correlation::{self, Burst};
@@ -603,6 +604,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
 /// when the files are read and the feed is closed.
 pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFeed>) -> HuntReport {
     let started = std::time::Instant::now();
+    phases::mark("hunt: start");
     let mut files: Vec<(Source, PathBuf)> = Vec::new();
     let mut report = HuntReport {
         since: Some(opts.since),
@@ -731,12 +733,14 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                         // sort then merges the workers' runs (see `HuntReport::normalize`).
                         sort_findings(&mut acc.findings);
                     }
+                    phases::mark("worker: done");
                     (acc, seen, countries, hours, per_pair, actions, corr)
                 })
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
+    phases::mark("tail: workers joined");
     // The workers' maps, merged after they finished. Addresses, countries and correlations
     // are merged (and their findings made, and the maps freed) on threads of their own beside
     // the rest: done in turn on one core, this tail kept a 2-worker run far from twice as fast.
@@ -766,6 +770,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
     }
+    phases::mark("tail: findings gathered");
     let parallel = threads > 1;
     let (per_pair, parts) = std::thread::scope(|scope| {
         let addresses = later(scope, parallel, move || {
@@ -833,12 +838,14 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         ];
         (per_pair, parts)
     });
+    phases::mark("tail: baselines, correlations, severities");
     // In the order they were made on one core: ties in the sort keep it.
     for part in parts {
         report.findings.extend(part.findings);
         report.notes.extend(part.notes);
     }
     report.normalize();
+    phases::mark("tail: normalized");
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
     let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     report.findings.retain(|f| {
@@ -876,6 +883,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         ));
     }
     report.stats.elapsed_ms = started.elapsed().as_millis();
+    phases::mark("tail: report ready");
     report
 }
 

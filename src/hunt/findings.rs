@@ -194,15 +194,18 @@ impl HuntReport {
         w: &mut dyn std::io::Write,
         threads: usize,
     ) -> serde_json::Result<()> {
+        super::phases::mark("json: start");
         let by_credential = self.by_credential();
         let order: Vec<&Finding> = by_credential
             .iter()
             .flat_map(|(_, fs)| fs.iter().copied())
             .collect();
+        super::phases::mark("json: by credential");
         std::thread::scope(|scope| {
             // The helpers start on the findings while the groups are made here.
             let stream = std::cell::RefCell::new(ahead::Stream::start(scope, &order, threads));
             let groups = self.groups_with(threads);
+            super::phases::mark("json: groups made");
             self.write_doc(w, groups, &by_credential, &stream)
         })
     }
