@@ -125,10 +125,17 @@ pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
 #[derive(Debug, Clone)]
 struct FirstUse {
     time: DateTime<Utc>,
+    /// Where the record is in the run's inputs (input number, line, record): of several
+    /// records of the same second, the first in the inputs' order is named, whichever worker
+    /// read it — so the report is the same for any number of workers.
+    at: At,
     location: String,
     action: Option<Arc<str>>,
     user_agent: Option<Arc<str>>,
 }
+
+/// A record's place in the run's inputs: (input number, line, record index).
+type At = (usize, u64, u64);
 
 /// credential → address → what was seen.
 type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
@@ -197,10 +204,12 @@ impl Seen {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn observe(
         &mut self,
         after: bool,
         time: DateTime<Utc>,
+        item: usize,
         loc: &Loc<'_>,
         f: &Fields<'_>,
         core: &Core,
@@ -210,8 +219,11 @@ impl Seen {
         if !after {
             self.before = true;
         } else if self.first_after.as_ref().is_none_or(|u| time < u.time) {
+            // A worker reads its inputs in their order: of records of the same second, the
+            // first it read is first in (input, line, record), so `<` keeps it.
             self.first_after = Some(FirstUse {
                 time,
+                at: (item, loc.line, loc.index),
                 location: loc.to_string(),
                 action: first(f, &core.action).map(|a| strings.get(a)),
                 user_agent: first(f, &core.ua).map(|u| strings.get(u)),
@@ -223,7 +235,10 @@ impl Seen {
         self.before |= x.before;
         self.count += x.count;
         if let Some(fa) = x.first_after
-            && self.first_after.as_ref().is_none_or(|u| fa.time < u.time)
+            && self
+                .first_after
+                .as_ref()
+                .is_none_or(|u| (fa.time, fa.at) < (u.time, u.at))
         {
             self.first_after = Some(fa);
         }
@@ -250,6 +265,8 @@ struct Worker<'a> {
     rules: &'a RuleSet,
     opts: &'a HuntOptions,
     source: Source,
+    /// The input's number among the run's inputs (files in order, then pages as fetched).
+    item: usize,
     /// The source's rules, indexed so that a record meets only those it could match.
     source_rules: &'a Prefilter<'a>,
     core: &'a Core,
@@ -400,6 +417,7 @@ impl Worker<'_> {
         }
         let seen = correlation::Seen {
             source: self.source,
+            item: u32::try_from(self.item).unwrap_or(u32::MAX),
             time: time.timestamp(),
             loc,
             credential,
@@ -466,7 +484,7 @@ impl Sink for Worker<'_> {
                 None => self.seen.entry(c.to_string()).or_default(),
             };
             let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
-            s.observe(after, time, &loc, &f, core, &mut self.strings);
+            s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
         }
         if let Some(c) = credential {
             use chrono::Timelike;
@@ -496,7 +514,7 @@ impl Sink for Worker<'_> {
                     .entry(country.to_string())
                     .or_insert_with(|| Seen::new(self.source)),
             };
-            s.observe(after, time, &loc, &f, core, &mut self.strings);
+            s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
         }
         if !after {
             self.baseline_matches(credential, time, ip_text, &loc, &f);
@@ -677,6 +695,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             rules,
                             opts,
                             source,
+                            item: i,
                             source_rules: prefilter(source).unwrap_or(&no_rules),
                             core: rules.fields.core(source),
                             circleci_ids: &circleci_ids,
@@ -1057,6 +1076,7 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                 location: loc,
                 action,
                 user_agent: ua,
+                ..
             }) = &s.first_after
             else {
                 continue;
