@@ -866,8 +866,14 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     report.normalize();
     phases::mark("tail: normalized");
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
+    // No pair over the cap in all (the usual case): nothing to trim, and no map entry per
+    // finding on the serial tail.
+    let over_cap = per_pair.values().any(|&n| n > FINDINGS_PER_PAIR);
     let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     report.findings.retain(|f| {
+        if !over_cap {
+            return true;
+        }
         if f.detail.is_some() {
             return true;
         }
