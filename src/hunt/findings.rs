@@ -232,7 +232,7 @@ impl HuntReport {
             let stream = ahead::Stream::start(scope, &layout, threads);
             let groups = self.groups_with(threads);
             super::phases::mark("json: groups made");
-            self.write_doc(w, groups, stream)
+            self.write_doc(w, groups, stream, threads)
         })
     }
 
@@ -243,6 +243,7 @@ impl HuntReport {
         w: &mut dyn std::io::Write,
         groups: Vec<FindingGroup<'_>>,
         credentials: ahead::Stream<'_, '_>,
+        threads: usize,
     ) -> serde_json::Result<()> {
         #[derive(Serialize)]
         struct ByRule {
@@ -278,7 +279,9 @@ impl HuntReport {
         field(w, false, "stats", &self.stats)?;
         field(w, false, "by_rule", &by_rule)?;
         field(w, false, "summary", &Self::summary_of(&groups))?;
-        field(w, false, "groups", &groups)?;
+        w.write_all(b",\"groups\":")
+            .map_err(serde_json::Error::io)?;
+        write_groups(w, &groups, threads)?;
         w.write_all(b",\"credentials\":")
             .map_err(serde_json::Error::io)?;
         credentials.write(w)?;
@@ -891,6 +894,44 @@ impl HuntReport {
             md.push('\n');
         }
     }
+}
+
+/// The groups as a JSON array, as `serde_json` writes it; with `threads` (0: one per core) above
+/// one and many groups, the second half is rendered on a thread of its own meanwhile (a busy
+/// trail makes tens of thousands of groups, rendered on one core after the workers).
+fn write_groups(
+    w: &mut dyn std::io::Write,
+    groups: &[FindingGroup<'_>],
+    threads: usize,
+) -> serde_json::Result<()> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let render = |part: &[FindingGroup<'_>]| -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(part.len() * 512);
+        for (i, g) in part.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, g)?;
+        }
+        Ok(out)
+    };
+    if threads < 2 || groups.len() < 2048 {
+        return serde_json::to_writer(w, groups);
+    }
+    let (a, b) = groups.split_at(groups.len() / 2);
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| render(b));
+        (render(a), other.join())
+    });
+    let b = b.map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))?;
+    let (a, b) = (a?, b?);
+    [&b"["[..], &a, b",", &b, b"]"]
+        .iter()
+        .try_for_each(|part| w.write_all(part))
+        .map_err(serde_json::Error::io)
 }
 
 /// `t1098`, `t1098.001`: an ATT&CK technique id (tactics are words).
