@@ -156,6 +156,7 @@ pub struct HuntArgs {
 }
 
 pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
+    crate::hunt::phases::mark("cli: start");
     let mut rules = if args.no_builtin {
         RuleSet::default()
     } else {
@@ -317,8 +318,10 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         rt.block_on(remote::hunt(Arc::new(rules), opts, remotes, window, ctx))
     };
     let code = print_report(&args, &report, output);
+    crate::hunt::phases::mark("cli: report printed");
     // The process ends next: freeing every finding one by one was the last few percent of a hunt.
     std::mem::forget(report);
+    crate::hunt::phases::mark("cli: end");
     code
 }
 
@@ -402,10 +405,14 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
     match output {
         Output::Json => {
             let stdout = std::io::stdout();
-            let mut w = std::io::BufWriter::new(stdout.lock());
+            widen_pipe(&stdout);
+            // The findings come in windows of a few hundred KB, written through as they are;
+            // the buffer gathers the small fields around them.
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
             report
                 .write_json_with(&mut w, args.threads)
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
+            crate::hunt::phases::mark("cli: json rendered");
             std::io::Write::write_all(&mut w, b"\n")
                 .and_then(|()| std::io::Write::flush(&mut w))
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
@@ -442,6 +449,22 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
         _ if !report.incomplete.is_empty() => 1,
         _ => 0,
     })
+}
+
+/// Asks for a larger pipe when stdout is one (a JSON report of a busy trail is tens of MB): a
+/// 64 KiB pipe made the writer and its reader take turns every 64 KiB. Best effort: the kernel
+/// caps the size (`/proc/sys/fs/pipe-max-size`) and a file or terminal is left as it is.
+fn widen_pipe(stdout: &std::io::Stdout) {
+    use std::os::fd::AsRawFd;
+    let fd = stdout.as_raw_fd();
+    // SAFETY: fstat and fcntl on our own stdout descriptor, with a stat buffer we own; neither
+    // touches memory beyond it, and a failure changes nothing.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
+        }
+    }
 }
 
 /// The chart's path relative to the Markdown file's folder, with `/` separators, when the chart

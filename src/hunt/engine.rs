@@ -10,6 +10,7 @@ use super::bounded;
 use super::fields::Fields;
 use super::findings::{Finding, HuntReport, sort_findings};
 use super::pack::RuleSet;
+use super::phases;
 use super::remote::Page;
 use super::severity::{self, ActionBaseline};
 use super::sigma::correlation::{self, Burst};
@@ -124,10 +125,17 @@ pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
 #[derive(Debug, Clone)]
 struct FirstUse {
     time: DateTime<Utc>,
+    /// Where the record is in the run's inputs (input number, line, record): of several
+    /// records of the same second, the first in the inputs' order is named, whichever worker
+    /// read it — so the report is the same for any number of workers.
+    at: At,
     location: String,
     action: Option<Arc<str>>,
     user_agent: Option<Arc<str>>,
 }
+
+/// A record's place in the run's inputs: (input number, line, record index).
+type At = (usize, u64, u64);
 
 /// credential → address → what was seen.
 type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
@@ -196,10 +204,12 @@ impl Seen {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn observe(
         &mut self,
         after: bool,
         time: DateTime<Utc>,
+        item: usize,
         loc: &Loc<'_>,
         f: &Fields<'_>,
         core: &Core,
@@ -209,8 +219,11 @@ impl Seen {
         if !after {
             self.before = true;
         } else if self.first_after.as_ref().is_none_or(|u| time < u.time) {
+            // A worker reads its inputs in their order: of records of the same second, the
+            // first it read is first in (input, line, record), so `<` keeps it.
             self.first_after = Some(FirstUse {
                 time,
+                at: (item, loc.line, loc.index),
                 location: loc.to_string(),
                 action: first(f, &core.action).map(|a| strings.get(a)),
                 user_agent: first(f, &core.ua).map(|u| strings.get(u)),
@@ -222,7 +235,10 @@ impl Seen {
         self.before |= x.before;
         self.count += x.count;
         if let Some(fa) = x.first_after
-            && self.first_after.as_ref().is_none_or(|u| fa.time < u.time)
+            && self
+                .first_after
+                .as_ref()
+                .is_none_or(|u| (fa.time, fa.at) < (u.time, u.at))
         {
             self.first_after = Some(fa);
         }
@@ -249,6 +265,8 @@ struct Worker<'a> {
     rules: &'a RuleSet,
     opts: &'a HuntOptions,
     source: Source,
+    /// The input's number among the run's inputs (files in order, then pages as fetched).
+    item: usize,
     /// The source's rules, indexed so that a record meets only those it could match.
     source_rules: &'a Prefilter<'a>,
     core: &'a Core,
@@ -399,6 +417,7 @@ impl Worker<'_> {
         }
         let seen = correlation::Seen {
             source: self.source,
+            item: u32::try_from(self.item).unwrap_or(u32::MAX),
             time: time.timestamp(),
             loc,
             credential,
@@ -465,7 +484,7 @@ impl Sink for Worker<'_> {
                 None => self.seen.entry(c.to_string()).or_default(),
             };
             let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
-            s.observe(after, time, &loc, &f, core, &mut self.strings);
+            s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
         }
         if let Some(c) = credential {
             use chrono::Timelike;
@@ -495,7 +514,7 @@ impl Sink for Worker<'_> {
                     .entry(country.to_string())
                     .or_insert_with(|| Seen::new(self.source)),
             };
-            s.observe(after, time, &loc, &f, core, &mut self.strings);
+            s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
         }
         if !after {
             self.baseline_matches(credential, time, ip_text, &loc, &f);
@@ -603,6 +622,7 @@ pub fn run(rules: &RuleSet, opts: &HuntOptions) -> HuntReport {
 /// when the files are read and the feed is closed.
 pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFeed>) -> HuntReport {
     let started = std::time::Instant::now();
+    phases::mark("hunt: start");
     let mut files: Vec<(Source, PathBuf)> = Vec::new();
     let mut report = HuntReport {
         since: Some(opts.since),
@@ -675,6 +695,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             rules,
                             opts,
                             source,
+                            item: i,
                             source_rules: prefilter(source).unwrap_or(&no_rules),
                             core: rules.fields.core(source),
                             circleci_ids: &circleci_ids,
@@ -731,12 +752,14 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                         // sort then merges the workers' runs (see `HuntReport::normalize`).
                         sort_findings(&mut acc.findings);
                     }
+                    phases::mark("worker: done");
                     (acc, seen, countries, hours, per_pair, actions, corr)
                 })
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
+    phases::mark("tail: workers joined");
     // The workers' maps, merged after they finished. Addresses, countries and correlations
     // are merged (and their findings made, and the maps freed) on threads of their own beside
     // the rest: done in turn on one core, this tail kept a 2-worker run far from twice as fast.
@@ -766,6 +789,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
     }
+    phases::mark("tail: findings gathered");
     let parallel = threads > 1;
     let (per_pair, parts) = std::thread::scope(|scope| {
         let addresses = later(scope, parallel, move || {
@@ -833,15 +857,23 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         ];
         (per_pair, parts)
     });
+    phases::mark("tail: baselines, correlations, severities");
     // In the order they were made on one core: ties in the sort keep it.
     for part in parts {
         report.findings.extend(part.findings);
         report.notes.extend(part.notes);
     }
     report.normalize();
+    phases::mark("tail: normalized");
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
+    // No pair over the cap in all (the usual case): nothing to trim, and no map entry per
+    // finding on the serial tail.
+    let over_cap = per_pair.values().any(|&n| n > FINDINGS_PER_PAIR);
     let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
     report.findings.retain(|f| {
+        if !over_cap {
+            return true;
+        }
         if f.detail.is_some() {
             return true;
         }
@@ -876,6 +908,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         ));
     }
     report.stats.elapsed_ms = started.elapsed().as_millis();
+    phases::mark("tail: report ready");
     report
 }
 
@@ -1049,6 +1082,7 @@ fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
                 location: loc,
                 action,
                 user_agent: ua,
+                ..
             }) = &s.first_after
             else {
                 continue;

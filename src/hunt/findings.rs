@@ -103,6 +103,9 @@ pub struct HuntReport {
 /// once: sorting the findings themselves moved every one (a few hundred bytes) about log n
 /// times.
 pub fn sort_findings(findings: &mut Vec<Finding>) {
+    if findings.is_sorted_by(|a, b| Finding::order(a, b).is_le()) {
+        return;
+    }
     let mut order: Vec<usize> = (0..findings.len()).collect();
     order.sort_by(|&i, &j| Finding::order(&findings[i], &findings[j]));
     let mut slots: Vec<Option<Finding>> = std::mem::take(findings).into_iter().map(Some).collect();
@@ -158,6 +161,27 @@ impl HuntReport {
 
     /// Findings per credential (`None` last: records no credential could be attributed to).
     pub fn by_credential(&self) -> Vec<(Option<&str>, Vec<&Finding>)> {
+        let fs = &self.findings;
+        if fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
+            // Sorted by credential, as [`Self::normalize`] leaves them: the runs, taken in one
+            // pass (a map entry per finding was a few milliseconds of the run's serial tail).
+            let mut out: Vec<(Option<&str>, Vec<&Finding>)> = Vec::new();
+            let mut start = 0;
+            for i in 1..=fs.len() {
+                if i == fs.len() || fs[i].credential != fs[start].credential {
+                    out.push((
+                        fs[start].credential.as_deref(),
+                        fs[start..i].iter().collect(),
+                    ));
+                    start = i;
+                }
+            }
+            // `None` sorts first; it is listed last.
+            if out.first().is_some_and(|(c, _)| c.is_none()) {
+                out.rotate_left(1);
+            }
+            return out;
+        }
         let mut map: BTreeMap<(bool, Option<&str>), Vec<&Finding>> = BTreeMap::new();
         for f in &self.findings {
             let c = f.credential.as_deref();
@@ -168,7 +192,12 @@ impl HuntReport {
 
     /// Count of findings per rule title, most first.
     pub fn per_rule(&self) -> Vec<(String, Severity, usize)> {
-        let mut map: BTreeMap<(&str, Severity), usize> = BTreeMap::new();
+        // Hashed, then sorted once: the map is small, the findings many.
+        let mut map: std::collections::HashMap<
+            (&str, Severity),
+            usize,
+            foldhash::fast::RandomState,
+        > = Default::default();
         for f in &self.findings {
             *map.entry((&*f.rule, f.severity)).or_default() += 1;
         }
@@ -194,25 +223,27 @@ impl HuntReport {
         w: &mut dyn std::io::Write,
         threads: usize,
     ) -> serde_json::Result<()> {
+        super::phases::mark("json: start");
         let by_credential = self.by_credential();
-        let order: Vec<&Finding> = by_credential
-            .iter()
-            .flat_map(|(_, fs)| fs.iter().copied())
-            .collect();
+        let layout = ahead::Layout::new(&by_credential);
+        super::phases::mark("json: by credential");
         std::thread::scope(|scope| {
             // The helpers start on the findings while the groups are made here.
-            let stream = std::cell::RefCell::new(ahead::Stream::start(scope, &order, threads));
+            let stream = ahead::Stream::start(scope, &layout, threads);
             let groups = self.groups_with(threads);
-            self.write_doc(w, groups, &by_credential, &stream)
+            super::phases::mark("json: groups made");
+            self.write_doc(w, groups, stream, threads)
         })
     }
 
-    fn write_doc<'a>(
-        &'a self,
+    /// The document, compact, field by field in this order (what `serde_json` writes for a
+    /// struct of these fields): the `credentials` array comes rendered ahead, as text.
+    fn write_doc(
+        &self,
         w: &mut dyn std::io::Write,
-        groups: Vec<FindingGroup<'a>>,
-        by_credential: &[(Option<&'a str>, Vec<&'a Finding>)],
-        stream: &std::cell::RefCell<ahead::Stream>,
+        groups: Vec<FindingGroup<'_>>,
+        credentials: ahead::Stream<'_, '_>,
+        threads: usize,
     ) -> serde_json::Result<()> {
         #[derive(Serialize)]
         struct ByRule {
@@ -220,60 +251,50 @@ impl HuntReport {
             severity: Severity,
             count: usize,
         }
-        #[derive(Serialize)]
-        struct Group<'a, 'r> {
-            credential: Option<&'a str>,
-            count: usize,
-            findings: ahead::Take<'a, 'r>,
+        fn field<T: Serialize + ?Sized>(
+            w: &mut dyn std::io::Write,
+            first: bool,
+            name: &str,
+            value: &T,
+        ) -> serde_json::Result<()> {
+            let sep: &[u8] = if first { b"{\"" } else { b",\"" };
+            w.write_all(sep)
+                .and_then(|()| w.write_all(name.as_bytes()))
+                .and_then(|()| w.write_all(b"\":"))
+                .map_err(serde_json::Error::io)?;
+            serde_json::to_writer(w, value)
         }
-        #[derive(Serialize)]
-        struct Doc<'a, 'r> {
-            since: Option<DateTime<Utc>>,
-            highest: Option<Severity>,
-            total: usize,
-            stats: &'a Stats,
-            by_rule: Vec<ByRule>,
-            summary: Summary,
-            groups: Vec<FindingGroup<'a>>,
-            credentials: Vec<Group<'a, 'r>>,
-            problems: &'a [Problem],
-            #[serde(skip_serializing_if = "<[Problem]>::is_empty")]
-            incomplete: &'a [Problem],
-            rule_errors: &'a [RuleError],
-            notes: &'a [String],
+        let by_rule: Vec<ByRule> = self
+            .per_rule()
+            .into_iter()
+            .map(|(rule, severity, count)| ByRule {
+                rule,
+                severity,
+                count,
+            })
+            .collect();
+        field(w, true, "since", &self.since)?;
+        field(w, false, "highest", &self.highest())?;
+        field(w, false, "total", &self.findings.len())?;
+        field(w, false, "stats", &self.stats)?;
+        field(w, false, "by_rule", &by_rule)?;
+        field(w, false, "summary", &Self::summary_of(&groups))?;
+        w.write_all(b",\"groups\":")
+            .map_err(serde_json::Error::io)?;
+        write_groups(w, &groups, threads)?;
+        w.write_all(b",\"credentials\":")
+            .map_err(serde_json::Error::io)?;
+        credentials.write(w)?;
+        field(w, false, "problems", &self.problems)?;
+        // Left out when empty.
+        if !self.incomplete.is_empty() {
+            field(w, false, "incomplete", &self.incomplete)?;
         }
-        let doc = Doc {
-            since: self.since,
-            highest: self.highest(),
-            total: self.findings.len(),
-            stats: &self.stats,
-            by_rule: self
-                .per_rule()
-                .into_iter()
-                .map(|(rule, severity, count)| ByRule {
-                    rule,
-                    severity,
-                    count,
-                })
-                .collect(),
-            summary: Self::summary_of(&groups),
-            groups,
-            credentials: by_credential
-                .iter()
-                .map(|(credential, findings)| Group {
-                    credential: *credential,
-                    count: findings.len(),
-                    findings: ahead::Take::new(findings, stream),
-                })
-                .collect(),
-            problems: &self.problems,
-            incomplete: &self.incomplete,
-            rule_errors: &self.rule_errors,
-            notes: &self.notes,
-        };
+        field(w, false, "rule_errors", &self.rule_errors)?;
+        field(w, false, "notes", &self.notes)?;
         // Compact: a hunt over a busy trail lists every record, and indentation was a fifth of
         // the bytes (73 MB, now 59 MB in the bench); `jq .` pretty-prints for a person.
-        serde_json::to_writer(w, &doc)
+        w.write_all(b"}").map_err(serde_json::Error::io)
     }
 
     /// The human table: the summary, then the findings grouped (see [`Self::groups`]).
@@ -873,6 +894,44 @@ impl HuntReport {
             md.push('\n');
         }
     }
+}
+
+/// The groups as a JSON array, as `serde_json` writes it; with `threads` (0: one per core) above
+/// one and many groups, the second half is rendered on a thread of its own meanwhile (a busy
+/// trail makes tens of thousands of groups, rendered on one core after the workers).
+fn write_groups(
+    w: &mut dyn std::io::Write,
+    groups: &[FindingGroup<'_>],
+    threads: usize,
+) -> serde_json::Result<()> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let render = |part: &[FindingGroup<'_>]| -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(part.len() * 512);
+        for (i, g) in part.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, g)?;
+        }
+        Ok(out)
+    };
+    if threads < 2 || groups.len() < 2048 {
+        return serde_json::to_writer(w, groups);
+    }
+    let (a, b) = groups.split_at(groups.len() / 2);
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| render(b));
+        (render(a), other.join())
+    });
+    let b = b.map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))?;
+    let (a, b) = (a?, b?);
+    [&b"["[..], &a, b",", &b, b"]"]
+        .iter()
+        .try_for_each(|part| w.write_all(part))
+        .map_err(serde_json::Error::io)
 }
 
 /// `t1098`, `t1098.001`: an ATT&CK technique id (tactics are words).

@@ -12,7 +12,8 @@
 //! - [`engine`]: a hunt run — parallel over files, attribution, baselines, allow-lists,
 //! - [`severity`]: the action baseline per credential, and how it moves a finding's severity,
 //! - [`findings`]: findings, grouping, and their table / JSON / Markdown / timeline renderings,
-//! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG.
+//! - [`timeline_svg`]: the timeline chart of the findings per credential, as SVG,
+//! - [`phases`]: phase timestamps of a run on stderr (`REKEY_HUNT_PHASES=1`), for profiling.
 
 pub mod athena;
 pub mod bounded;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod fields;
 pub mod findings;
 pub mod pack;
+pub mod phases;
 pub mod remote;
 pub mod severity;
 pub mod sigma;

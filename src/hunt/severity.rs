@@ -97,46 +97,83 @@ pub fn apply(
         .map(|r| &*r.id)
         .collect();
     let since = since.format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let mut reasons: HashMap<String, Arc<str>> = HashMap::default();
-    let mut intern = |s: String| -> Arc<str> {
-        reasons
-            .entry(s)
-            .or_insert_with_key(|s| Arc::from(s.as_str()))
-            .clone()
+    // Findings repeat (credential, rule, action, level): each verdict is worked out (and its
+    // reason written) once, then shared. A reason written per finding was a format! per
+    // finding on the run's serial tail.
+    let mut verdicts: Vec<(Severity, Arc<str>)> = Vec::new();
+    let picks: Vec<usize> = {
+        type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Severity);
+        let mut index: HashMap<Key<'_>, usize> = HashMap::default();
+        findings
+            .iter()
+            .filter(|f| f.detail.is_none())
+            .map(|f| {
+                let key = (
+                    f.credential.as_deref(),
+                    &*f.rule_id,
+                    f.action.as_deref(),
+                    f.severity,
+                );
+                *index.entry(key).or_insert_with(|| {
+                    verdicts.push(verdict(f, &raise, baseline, records_before, &since));
+                    verdicts.len() - 1
+                })
+            })
+            .collect()
     };
-    for f in findings.iter_mut().filter(|f| f.detail.is_none()) {
-        let (Some(cred), Some(action)) = (f.credential.as_deref(), f.action.as_deref()) else {
-            f.severity_reason = intern(format!("rule level {}", f.severity));
-            continue;
-        };
-        let before = baseline.count(cred, &f.rule_id, action);
-        let history = records_before(cred);
-        if before > 0 {
-            f.severity_reason = intern(format!(
-                "lowered from {}: in the credential's baseline ({action} matched this rule {before} time(s) before {since})",
-                f.severity
-            ));
-            f.severity = Severity::Informational;
-        } else if raise.contains(&*f.rule_id) && history > 0 {
-            if f.severity < Severity::High {
-                f.severity_reason = intern(format!(
-                    "raised from {}: {action} first seen for the credential after {since} (none in its {history} earlier record(s))",
-                    f.severity
-                ));
-                f.severity = Severity::High;
-            } else {
-                f.severity_reason = intern(format!(
-                    "rule level {}; {action} first seen for the credential after {since}",
-                    f.severity
-                ));
-            }
-        } else if history == 0 {
-            f.severity_reason = intern(format!(
-                "rule level {}; no records of the credential before {since} to compare with",
-                f.severity
-            ));
-        } else {
-            f.severity_reason = intern(format!("rule level {}", f.severity));
+    let todo = findings.iter_mut().filter(|f| f.detail.is_none());
+    for (f, &v) in todo.zip(&picks) {
+        if let Some((severity, reason)) = verdicts.get(v) {
+            f.severity = *severity;
+            f.severity_reason = reason.clone();
         }
     }
+}
+
+/// A finding's severity and why, from its rule's level and the credential's baseline.
+fn verdict(
+    f: &Finding,
+    raise: &std::collections::HashSet<&str>,
+    baseline: &ActionBaseline,
+    records_before: &dyn Fn(&str) -> u64,
+    since: &str,
+) -> (Severity, Arc<str>) {
+    let level = f.severity;
+    let (Some(cred), Some(action)) = (f.credential.as_deref(), f.action.as_deref()) else {
+        return (level, format!("rule level {level}").into());
+    };
+    let before = baseline.count(cred, &f.rule_id, action);
+    let history = records_before(cred);
+    let (severity, reason) = if before > 0 {
+        (
+            Severity::Informational,
+            format!(
+                "lowered from {level}: in the credential's baseline ({action} matched this rule {before} time(s) before {since})"
+            ),
+        )
+    } else if raise.contains(&*f.rule_id) && history > 0 {
+        if level < Severity::High {
+            (
+                Severity::High,
+                format!(
+                    "raised from {level}: {action} first seen for the credential after {since} (none in its {history} earlier record(s))"
+                ),
+            )
+        } else {
+            (
+                level,
+                format!("rule level {level}; {action} first seen for the credential after {since}"),
+            )
+        }
+    } else if history == 0 {
+        (
+            level,
+            format!(
+                "rule level {level}; no records of the credential before {since} to compare with"
+            ),
+        )
+    } else {
+        (level, format!("rule level {level}"))
+    };
+    (severity, reason.into())
 }

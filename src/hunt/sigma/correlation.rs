@@ -370,6 +370,9 @@ struct Group {
     source: Option<Source>,
     credential: Option<Arc<str>>,
     source_ip: Option<Arc<str>>,
+    /// (input, line, record) of the record the credential and address above are from: the
+    /// first of the group in the inputs' order, whichever worker read it.
+    named_at: (u32, u32, u32),
     events: Vec<Event>,
 }
 
@@ -382,6 +385,9 @@ pub struct Store {
     value_ids: HashMap<Arc<str>, u32>,
     files: Vec<Arc<str>>,
     file_ids: HashMap<Arc<str>, u32>,
+    /// The input number of each file above: events of the same second are taken in the
+    /// inputs' order, whichever worker read them.
+    file_items: Vec<u32>,
     kept: usize,
     /// The file of the previous event: records of one file come one after another.
     last_file: Option<(Arc<str>, u32)>,
@@ -404,6 +410,8 @@ fn intern(list: &mut Vec<Arc<str>>, ids: &mut HashMap<Arc<str>, u32>, s: &str) -
 /// What a record brings to a correlation besides its matched fields.
 pub struct Seen<'a> {
     pub source: Source,
+    /// The input's number among the run's inputs (see [`Store::merge`]).
+    pub item: u32,
     pub time: i64,
     pub loc: &'a Loc<'a>,
     pub credential: Option<&'a str>,
@@ -442,6 +450,9 @@ impl Store {
             Some((name, id)) if **name == *seen.loc.file => *id,
             _ => {
                 let id = intern(&mut self.files, &mut self.file_ids, seen.loc.file);
+                if self.file_items.len() < self.files.len() {
+                    self.file_items.push(seen.item);
+                }
                 self.last_file = self.files.get(id as usize).cloned().map(|n| (n, id));
                 id
             }
@@ -451,18 +462,21 @@ impl Store {
             Some(g) => g,
             None => per.entry(self.key.clone().into_boxed_str()).or_default(),
         };
+        let line = u32::try_from(seen.loc.line).unwrap_or(u32::MAX);
+        let index = u32::try_from(seen.loc.index).unwrap_or(u32::MAX);
         if group.source.is_none() {
             group.source = Some(seen.source);
             group.credential = seen.credential.map(Arc::from);
             group.source_ip = seen.source_ip.map(Arc::from);
+            group.named_at = (seen.item, line, index);
         }
         group.events.push(Event {
             time: seen.time,
             value,
             slot: u32::try_from(slot).unwrap_or(u32::MAX),
             file,
-            line: u32::try_from(seen.loc.line).unwrap_or(u32::MAX),
-            index: u32::try_from(seen.loc.index).unwrap_or(u32::MAX),
+            line,
+            index,
         });
         self.kept += 1;
     }
@@ -476,7 +490,14 @@ impl Store {
         let fmap: Vec<u32> = other
             .files
             .iter()
-            .map(|v| intern(&mut self.files, &mut self.file_ids, v))
+            .zip(&other.file_items)
+            .map(|(v, &item)| {
+                let id = intern(&mut self.files, &mut self.file_ids, v);
+                if self.file_items.len() < self.files.len() {
+                    self.file_items.push(item);
+                }
+                id
+            })
             .collect();
         for (ci, n) in other.dropped {
             *self.dropped.entry(ci).or_default() += n;
@@ -492,14 +513,13 @@ impl Store {
                 match into.get_mut(&key) {
                     Some(x) => {
                         x.events.extend(g.events);
-                        if x.source.is_none() {
+                        // Named by its first record in the inputs' order, as one worker
+                        // reading every input in turn names it.
+                        if g.source.is_some() && (x.source.is_none() || g.named_at < x.named_at) {
                             x.source = g.source;
-                        }
-                        if x.credential.is_none() {
                             x.credential = g.credential;
-                        }
-                        if x.source_ip.is_none() {
                             x.source_ip = g.source_ip;
+                            x.named_at = g.named_at;
                         }
                     }
                     None => {
@@ -581,7 +601,13 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
         let names: Vec<Box<str>> = names.into_iter().cloned().collect();
         for key in names {
             let Some(g) = per.get_mut(&key) else { continue };
-            g.events.sort_unstable_by_key(|e| (e.time, e.file, e.index));
+            // Ties in time in the inputs' order (not the order files were interned in, which
+            // follows which worker read what).
+            let items = &store.file_items;
+            g.events.sort_unstable_by_key(|e| {
+                let item = items.get(e.file as usize).copied().unwrap_or(u32::MAX);
+                (e.time, item, e.line, e.index)
+            });
             let windows = fire(c, &g.events);
             let before = windows
                 .iter()
@@ -609,7 +635,10 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
                     *counts.entry(e.value).or_default() += 1;
                 }
                 let mut by: Vec<(u32, usize)> = counts.into_iter().collect();
-                by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                // Most frequent first, ties by the value itself: interned ids follow which
+                // worker saw a value first.
+                let text = |v: u32| store.values.get(v as usize);
+                by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| text(a.0).cmp(&text(b.0))));
                 let e0 = evs[0];
                 let file = store
                     .files
