@@ -454,6 +454,7 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
 /// Asks for a larger pipe when stdout is one (a JSON report of a busy trail is tens of MB): a
 /// 64 KiB pipe made the writer and its reader take turns every 64 KiB. Best effort: the kernel
 /// caps the size (`/proc/sys/fs/pipe-max-size`) and a file or terminal is left as it is.
+#[cfg(target_os = "linux")]
 fn widen_pipe(stdout: &std::io::Stdout) {
     use std::os::fd::AsRawFd;
     let fd = stdout.as_raw_fd();
@@ -466,6 +467,10 @@ fn widen_pipe(stdout: &std::io::Stdout) {
         }
     }
 }
+
+/// Pipe sizes are a Linux setting (`F_SETPIPE_SZ`); elsewhere the pipe stays as it is.
+#[cfg(not(target_os = "linux"))]
+fn widen_pipe(_stdout: &std::io::Stdout) {}
 
 /// The chart's path relative to the Markdown file's folder, with `/` separators, when the chart
 /// is in that folder or below it (a report is moved with the files beside it, not with others).
