@@ -523,7 +523,9 @@ fn condition(b: &[u8]) -> bool {
     match sigma::condition::parse(t, &names) {
         Ok(mut c) => {
             c.order_by(&|i| i as u32);
-            let _ = c.required(&|_| Some(vec!["x".into()]));
+            let _ = c.required(&|_| Some(vec![String::from("x")]), &|r: &[String]| {
+                r.len() as u64
+            });
             let _ = c.eval(&mut |i| i % 2 == 0);
             true
         }

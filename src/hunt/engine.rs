@@ -15,7 +15,7 @@ use super::remote::Page;
 use super::severity::{self, ActionBaseline};
 use super::sigma::correlation::{self, Burst};
 use super::sigma::{Prefilter, Rule};
-use super::source::{self, Core, Loc, Problem, Sink, Source, first};
+use super::source::{self, Core, Loc, Problem, Sink, Source, first, parse_time};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
 use std::collections::HashSet;
@@ -281,19 +281,6 @@ struct Worker<'a> {
     actions: ActionBaseline,
     /// Events of the correlations, per group.
     corr: correlation::Store,
-}
-
-fn parse_time(source: Source, s: &str) -> Option<DateTime<Utc>> {
-    if source == Source::GithubAudit && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        // GitHub's @timestamp: epoch milliseconds.
-        return s
-            .parse::<i64>()
-            .ok()
-            .and_then(DateTime::from_timestamp_millis);
-    }
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
 }
 
 impl Worker<'_> {

@@ -387,7 +387,17 @@ impl<'t> Scanner<'t> {
             return self.descend(node, out, depth, false);
         };
         if node.children.is_empty() {
-            self.skip()?;
+            if self.peek() == Some(b'"') {
+                // A string without escapes borrows its text as is: the scan has just seen
+                // that it holds none (`classify_raw` would search it again).
+                if !self.string()? {
+                    let inner = self.s.get(start + 1..self.i - 1).ok_or(Bail)?;
+                    set(out, id, FieldVal::Text(Cow::Borrowed(inner)));
+                    return Ok(());
+                }
+            } else {
+                self.skip()?;
+            }
         } else {
             // serde's path sets the whole value first, so elements of an array never do.
             let unset = matches!(out.get(id), Some(FieldVal::Missing));

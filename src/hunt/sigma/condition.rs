@@ -44,22 +44,27 @@ impl Cond {
         }
     }
 
-    /// The values one field must take for the condition to hold, given what each search
-    /// requires of it (`None`: the search does not constrain the field). A superset is fine:
-    /// it only decides which rules are evaluated at all.
-    pub fn required(&self, search: &dyn Fn(usize) -> Option<Vec<String>>) -> Option<Vec<String>> {
+    /// What the condition requires of a record, given what each search requires (`None`:
+    /// nothing usable): a list of alternatives, one of which every matching record meets. A
+    /// superset is fine: it only decides which rules are evaluated at all. `cost` ranks the
+    /// requirements an `and` may choose between (the cheapest is kept).
+    pub fn required<T>(
+        &self,
+        search: &dyn Fn(usize) -> Option<Vec<T>>,
+        cost: &dyn Fn(&[T]) -> u64,
+    ) -> Option<Vec<T>> {
         match self {
             Cond::Search(i) => search(*i),
-            // Any operand's requirement holds for the whole; the smallest filters best.
+            // Any operand's requirement holds for the whole; the cheapest filters best.
             Cond::And(v) => v
                 .iter()
-                .filter_map(|c| c.required(search))
-                .min_by_key(Vec::len),
+                .filter_map(|c| c.required(search, cost))
+                .min_by_key(|r| cost(r)),
             // Only when every operand is constrained: then their union.
             Cond::Or(v) => {
                 let mut out = Vec::new();
                 for c in v {
-                    out.extend(c.required(search)?);
+                    out.extend(c.required(search, cost)?);
                 }
                 Some(out)
             }

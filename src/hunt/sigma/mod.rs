@@ -21,7 +21,10 @@
 
 pub mod condition;
 pub mod correlation;
+pub mod dispatch;
 pub mod view;
+
+pub use dispatch::Prefilter;
 
 use super::Severity;
 use super::fields::{FieldId, FieldVal, Fields};
@@ -142,6 +145,10 @@ enum Seg {
 impl Rule {
     /// Whether the record's fields match the rule's detection.
     pub fn matches(&self, f: &Fields<'_>) -> bool {
+        // Most rules' condition is one search: no closure through the condition tree.
+        if let Cond::Search(i) = self.cond {
+            return self.searches.get(i).is_some_and(|s| s.matches(f));
+        }
         let mut eval = |i: usize| match self.searches.get(i) {
             Some(s) => s.matches(f),
             None => false,
@@ -151,123 +158,6 @@ impl Rule {
 
     pub fn search_names(&self) -> &[String] {
         &self.names
-    }
-
-    /// The values (ASCII-lowercased) `field` must equal for the detection to match, when it
-    /// requires one of a fixed list (`eventName: [CreateUser, …]`); `None` when it does not.
-    pub fn required_values(&self, field: FieldId) -> Option<Vec<String>> {
-        self.cond
-            .required(&|i| self.searches.get(i).and_then(|s| s.required(field)))
-    }
-
-    /// Every field the detection compares.
-    fn fields(&self) -> impl Iterator<Item = FieldId> + '_ {
-        self.searches.iter().flat_map(|s| {
-            let groups: &[Vec<FieldMatcher>] = match s {
-                Search::All(ms) => std::slice::from_ref(ms),
-                Search::Any(groups) => groups,
-            };
-            groups.iter().flatten().map(|m| m.field)
-        })
-    }
-}
-
-/// One source's rules, indexed on the field most of them require a fixed value of (for
-/// CloudTrail, `eventName`): a record is evaluated only against the rules that list its value
-/// and those that require none. Most records then skip most rules, at the cost of one lookup.
-#[derive(Debug, Default)]
-pub struct Prefilter<'r> {
-    rules: Vec<&'r Rule>,
-    key: Option<FieldId>,
-    /// Lowercased value → indices (ascending) of the rules that require it.
-    by_value: std::collections::HashMap<Box<[u8]>, Vec<usize>, foldhash::fast::RandomState>,
-    /// Indices (ascending) of the rules evaluated for every record.
-    always: Vec<usize>,
-    /// The longest indexed value: a longer one matches no indexed rule.
-    max_len: usize,
-}
-
-impl<'r> Prefilter<'r> {
-    pub fn new(rules: impl IntoIterator<Item = &'r Rule>) -> Prefilter<'r> {
-        let rules: Vec<&Rule> = rules.into_iter().collect();
-        // The key: the field that the most rules require a fixed value of.
-        let mut counts: std::collections::BTreeMap<FieldId, usize> = Default::default();
-        for r in &rules {
-            let mut fields: Vec<FieldId> = r.fields().collect();
-            fields.sort_unstable();
-            fields.dedup();
-            for f in fields {
-                if r.required_values(f).is_some() {
-                    *counts.entry(f).or_default() += 1;
-                }
-            }
-        }
-        let key = counts
-            .iter()
-            .max_by_key(|&(f, n)| (*n, std::cmp::Reverse(*f)))
-            .map(|(f, _)| *f);
-        let mut p = Prefilter {
-            key,
-            ..Default::default()
-        };
-        for (i, r) in rules.iter().enumerate() {
-            match key.and_then(|k| r.required_values(k)) {
-                Some(values) => {
-                    for v in values {
-                        p.max_len = p.max_len.max(v.len());
-                        let list = p.by_value.entry(v.into_bytes().into()).or_default();
-                        if list.last() != Some(&i) {
-                            list.push(i);
-                        }
-                    }
-                }
-                None => p.always.push(i),
-            }
-        }
-        p.rules = rules;
-        p
-    }
-
-    /// The rules that could match this record, in rule order.
-    pub fn candidates<'p>(&'p self, f: &Fields<'_>) -> impl Iterator<Item = &'r Rule> + 'p {
-        let hits = self
-            .key
-            .and_then(|k| f.get(k))
-            .and_then(FieldVal::as_str)
-            .and_then(|v| self.lookup(v))
-            .unwrap_or(&[]);
-        Merge(&self.always, hits).filter_map(|i| self.rules.get(i).copied())
-    }
-
-    fn lookup(&self, v: &str) -> Option<&[usize]> {
-        if v.len() > self.max_len {
-            return None;
-        }
-        // Lowercased on the stack: no allocation per record.
-        let mut buf = [0u8; 128];
-        let lower = buf.get_mut(..v.len())?;
-        lower.copy_from_slice(v.as_bytes());
-        lower.make_ascii_lowercase();
-        self.by_value.get(&*lower).map(Vec::as_slice)
-    }
-}
-
-/// Two ascending index lists, merged.
-struct Merge<'a>(&'a [usize], &'a [usize]);
-
-impl Iterator for Merge<'_> {
-    type Item = usize;
-    fn next(&mut self) -> Option<usize> {
-        let take_a = match (self.0.first(), self.1.first()) {
-            (Some(a), Some(b)) => a < b,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => return None,
-        };
-        let side = if take_a { &mut self.0 } else { &mut self.1 };
-        let (&i, rest) = side.split_first()?;
-        *side = rest;
-        Some(i)
     }
 }
 
@@ -281,26 +171,6 @@ impl Search {
                 .iter()
                 .map(|g| g.first().map(FieldMatcher::cost).unwrap_or(0))
                 .sum(),
-        }
-    }
-
-    /// What this search requires of `field` (see [`Rule::required_values`]).
-    fn required(&self, field: FieldId) -> Option<Vec<String>> {
-        let of_group = |ms: &[FieldMatcher]| {
-            ms.iter()
-                .filter(|m| m.field == field)
-                .filter_map(FieldMatcher::required)
-                .min_by_key(Vec::len)
-        };
-        match self {
-            Search::All(ms) => of_group(ms),
-            Search::Any(groups) => {
-                let mut out = Vec::new();
-                for g in groups {
-                    out.extend(of_group(g)?);
-                }
-                Some(out)
-            }
         }
     }
 
@@ -330,21 +200,6 @@ impl FieldMatcher {
                 Pattern::Regex(_) => 12,
             })
             .sum()
-    }
-
-    /// The values the field must equal (ASCII-lowercased) for this matcher to match, when its
-    /// patterns are exact values; a cased literal matches only its own lowercase form too.
-    fn required(&self) -> Option<Vec<String>> {
-        let exact = |p: &Pattern| match p {
-            Pattern::Exact(t) => Some(t.s.to_ascii_lowercase()),
-            _ => None,
-        };
-        if self.all {
-            // Equal to every value: any one of them is a requirement.
-            self.values.iter().find_map(exact).map(|v| vec![v])
-        } else {
-            self.values.iter().map(exact).collect()
-        }
     }
 
     fn matches(&self, f: &Fields<'_>) -> bool {
@@ -869,8 +724,6 @@ mod tests {
         assert!(!rule.matches(&f));
         f[name] = FieldVal::Text("DeleteUser".into());
         assert_eq!(pre.candidates(&f).count(), 0);
-        assert_eq!(rule.required_values(name).map(|v| v.len()), Some(2));
-        assert_eq!(rule.required_values(ua), None);
         assert!(!contains("Hello", "boto3", false));
         assert!(wildcard_match("selection_*", "selection_a"));
         assert!(!wildcard_match("filter*", "selection"));
