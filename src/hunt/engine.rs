@@ -146,6 +146,9 @@ type CountryMap = HashMap<String, HashMap<String, Seen>>;
 /// credential → hours of the day (UTC) it was used in.
 type HourMap = HashMap<String, Hours>;
 
+/// (credential, rule) → findings counted, for the cap per pair.
+type PairCounts = HashMap<(Option<Arc<str>>, Arc<str>), u64>;
+
 /// Findings kept per credential and rule; the rest are counted (see [`HuntReport::notes`]).
 pub const FINDINGS_PER_PAIR: u64 = 1000;
 
@@ -275,7 +278,7 @@ struct Worker<'a> {
     seen: SeenMap,
     countries: CountryMap,
     hours: HourMap,
-    per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64>,
+    per_pair: PairCounts,
     strings: Interner,
     /// What the rules matched per credential before the incident start.
     actions: ActionBaseline,
@@ -753,12 +756,16 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut seens = Vec::new();
     let mut country_maps = Vec::new();
     let mut stores = Vec::new();
-    let mut rest = Vec::new();
+    let mut hour_maps = Vec::new();
+    let mut pair_counts = Vec::new();
+    let mut action_baselines = Vec::new();
     for (r, s, cs, hs, pp, act, co) in results {
         seens.push(s);
         country_maps.push(cs);
         stores.push(co);
-        rest.push((hs, pp, act));
+        hour_maps.push(hs);
+        pair_counts.push(pp);
+        action_baselines.push(act);
         if report.findings.is_empty() {
             report.findings = r.findings;
         } else {
@@ -781,47 +788,36 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let (per_pair, parts) = std::thread::scope(|scope| {
         let addresses = later(scope, parallel, move || {
             let mut part = HuntReport::default();
-            baselines(&merge_all(seens), opts, &mut part);
+            baselines(&merged(seens, merge_seen), opts, &mut part);
             part
         });
         let countries = later(scope, parallel, move || {
             let mut part = HuntReport::default();
-            country_baselines(&merge_all(country_maps), &mut part);
+            country_baselines(&merged(country_maps, merge_seen), &mut part);
             part
         });
         let correlations = later(scope, parallel, move || {
-            let mut stores = stores.into_iter();
-            let mut corr = stores.next().unwrap_or_default();
-            for co in stores {
-                corr.merge(co);
-            }
+            let mut corr = merged(stores, correlation::Store::merge);
             let mut part = HuntReport::default();
             correlation_findings(rules, &mut corr, opts.since, &mut part);
             part
         });
-        let mut hours: HourMap = HashMap::default();
-        let mut per_pair: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
-        let mut actions = ActionBaseline::default();
-        for (i, (hs, pp, act)) in rest.into_iter().enumerate() {
-            if i == 0 {
-                // The first worker's maps are taken whole: merged into empty maps, each was
-                // rebuilt entry by entry on one core after the workers had finished.
-                (hours, per_pair, actions) = (hs, pp, act);
-                continue;
-            }
-            actions.merge(act);
+        let actions = merged(action_baselines, ActionBaseline::merge);
+        let per_pair = merged(pair_counts, |into: &mut PairCounts, pp| {
             for (k, n) in pp {
-                *per_pair.entry(k).or_default() += n;
+                *into.entry(k).or_default() += n;
             }
+        });
+        let hours = merged(hour_maps, |into: &mut HourMap, hs| {
             for (cred, x) in hs {
-                match hours.get_mut(&cred) {
+                match into.get_mut(&cred) {
                     Some(y) => y.merge(&x),
                     None => {
-                        hours.insert(cred, x);
+                        into.insert(cred, x);
                     }
                 }
             }
-        }
+        });
         let mut hour_part = HuntReport::default();
         hour_baselines(&hours, &mut hour_part);
         let records_before = |c: &str| -> u64 {
@@ -855,21 +851,19 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     // Workers each kept up to the cap: trim to it across them, and say what was left out.
     // No pair over the cap in all (the usual case): nothing to trim, and no map entry per
     // finding on the serial tail.
-    let over_cap = per_pair.values().any(|&n| n > FINDINGS_PER_PAIR);
-    let mut kept: HashMap<(Option<Arc<str>>, Arc<str>), u64> = HashMap::default();
-    report.findings.retain(|f| {
-        if !over_cap {
-            return true;
-        }
-        if f.detail.is_some() {
-            return true;
-        }
-        let n = kept
-            .entry((f.credential.clone(), f.rule_id.clone()))
-            .or_default();
-        *n += 1;
-        *n <= FINDINGS_PER_PAIR
-    });
+    if per_pair.values().any(|&n| n > FINDINGS_PER_PAIR) {
+        let mut kept = PairCounts::default();
+        report.findings.retain(|f| {
+            if f.detail.is_some() {
+                return true;
+            }
+            let n = kept
+                .entry((f.credential.clone(), f.rule_id.clone()))
+                .or_default();
+            *n += 1;
+            *n <= FINDINGS_PER_PAIR
+        });
+    }
     let mut capped: Vec<_> = per_pair
         .into_iter()
         .filter(|(_, n)| *n > FINDINGS_PER_PAIR)
@@ -927,15 +921,14 @@ impl<T> Later<'_, T> {
     }
 }
 
-/// The workers' credential → address (or country) → [`Seen`] maps as one: the first taken
-/// whole, the others merged into it.
-fn merge_all<K: Eq + std::hash::Hash>(
-    maps: Vec<HashMap<String, HashMap<K, Seen>>>,
-) -> HashMap<String, HashMap<K, Seen>> {
-    let mut maps = maps.into_iter();
-    let mut into = maps.next().unwrap_or_default();
-    for m in maps {
-        merge_seen(&mut into, m);
+/// The workers' parts as one: the first taken whole (merged into an empty one, each map was
+/// rebuilt entry by entry on one core after the workers had finished), the others merged
+/// into it.
+fn merged<T: Default>(parts: Vec<T>, mut merge: impl FnMut(&mut T, T)) -> T {
+    let mut parts = parts.into_iter();
+    let mut into = parts.next().unwrap_or_default();
+    for part in parts {
+        merge(&mut into, part);
     }
     into
 }
