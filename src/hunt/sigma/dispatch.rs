@@ -109,13 +109,7 @@ impl Rule {
         let mut fields: Vec<FieldId> = self
             .searches
             .iter()
-            .flat_map(|s| {
-                let groups: &[Vec<FieldMatcher>] = match s {
-                    Search::All(ms) => std::slice::from_ref(ms),
-                    Search::Any(groups) => groups,
-                };
-                groups.iter().flatten()
-            })
+            .flat_map(Search::matchers)
             .filter(|m| m.values.iter().any(|p| matches!(p, Pattern::Exact(_))))
             .map(|m| m.field)
             .collect();
@@ -438,11 +432,7 @@ mod tests {
         let mut words: Vec<String> = vec![String::new(), "x".into()];
         for r in &rules {
             for s in &r.searches {
-                let groups: &[Vec<FieldMatcher>] = match s {
-                    Search::All(ms) => std::slice::from_ref(ms),
-                    Search::Any(groups) => groups,
-                };
-                for p in groups.iter().flatten().flat_map(|m| &m.values) {
+                for p in s.matchers().flat_map(|m| &m.values) {
                     if let Pattern::Exact(t)
                     | Pattern::StartsWith(t)
                     | Pattern::EndsWith(t)

@@ -162,6 +162,15 @@ impl Rule {
 }
 
 impl Search {
+    /// Every matcher of the search, whatever its shape.
+    fn matchers(&self) -> impl Iterator<Item = &FieldMatcher> {
+        let groups: &[Vec<FieldMatcher>] = match self {
+            Search::All(ms) => std::slice::from_ref(ms),
+            Search::Any(groups) => groups,
+        };
+        groups.iter().flatten()
+    }
+
     /// The cost of deciding this search for a record that does not match: its cheapest
     /// required matcher, as matchers are sorted and stop at the first miss.
     fn cost(&self) -> u32 {
