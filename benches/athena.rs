@@ -20,6 +20,9 @@
 //! same records, written beforehand as JSON lines (each record whole: every column). Same
 //! rules, same threads, same records.
 //!
+//! Each side's wall time and CPU time (every thread's, the fetcher's included) are printed:
+//! the CPU ratio says what each side costs, the wall ratio how well it uses the cores.
+//!
 //! `cargo bench --bench athena` (REKEY_BENCH_ROWS=1000000; REKEY_BENCH_RUNS=3).
 
 use aws_sdk_athena::types::ResultSet;
@@ -33,6 +36,10 @@ use rekey::hunt::source::Source;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The binary's allocator, so that what is measured in process is what `rekey` does.
+#[global_allocator]
+static ALLOCATOR: rekey::Allocator = rekey::Allocator;
 
 const ROWS_PER_PAGE: usize = 1000;
 
@@ -118,28 +125,47 @@ fn main() {
         let mut via_rows = Vec::new();
         let mut building = Vec::new();
         let (mut f_found, mut r_found) = (0, 0);
+        let (mut f_cpu, mut r_cpu) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu());
             let r = engine::run(&rules, &opts);
             files.push(t.elapsed());
+            f_cpu.push(cpu() - c);
             f_found = r.findings.len();
-            let (r, built, took) = hunt_rows(&rules, &opts, &projection, &base, total);
+            let (r, built, took, cpu_took) = hunt_rows(&rules, &opts, &projection, &base, total);
             building.push(built);
             via_rows.push(took);
+            r_cpu.push(cpu_took);
             r_found = r.findings.len();
         }
         assert_eq!(f_found, r_found, "the same findings both ways");
         let (f, r) = (median(&mut files), median(&mut via_rows));
+        let (fc, rc) = (median(&mut f_cpu), median(&mut r_cpu));
         println!(
-            "{threads} worker(s): files {} ({:.0} rows/s), rows {} ({:.0} rows/s); rows/files time {:.2} (median of {runs}); {f_found} findings; the answers built in {} (untimed)",
+            "{threads} worker(s): files {} ({:.0} rows/s, {} CPU), rows {} ({:.0} rows/s, {} CPU); rows/files time {:.2}, CPU {:.2} (medians of {runs}); {f_found} findings; the answers built in {} (untimed)",
             ms(f),
             total as f64 / f.as_secs_f64(),
+            ms(fc),
             ms(r),
             total as f64 / r.as_secs_f64(),
+            ms(rc),
             r.as_secs_f64() / f.as_secs_f64(),
+            rc.as_secs_f64() / fc.as_secs_f64(),
             ms(median(&mut building))
         );
     }
+}
+
+/// CPU time this process has used (user and system, every thread): what a side costs, which
+/// a loaded machine does not change as it changes wall time.
+fn cpu() -> Duration {
+    // SAFETY: getrusage writes only into the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -237,17 +263,27 @@ fn pages<'a>(
 /// thread's heap, which then spent ~1.5 s per 1,000,000 rows coalescing them on its next
 /// large allocation — a cost of the bench's set-up, not of the client). Returns the report,
 /// the time the answers took to build (untimed) and the time from the start of the first
-/// conversion to the end of the hunt, fetcher joined.
+/// conversion to the end of the hunt, fetcher joined, and the CPU time spent in it.
 fn hunt_rows(
     rules: &RuleSet,
     opts: &HuntOptions,
     projection: &Projection,
     base: &[Vec<Option<String>>],
     total: usize,
-) -> (rekey::hunt::findings::HuntReport, Duration, Duration) {
+) -> (
+    rekey::hunt::findings::HuntReport,
+    Duration,
+    Duration,
+    Duration,
+) {
     let mut opts = opts.clone();
     opts.inputs.clear();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(
+        std::env::var("DEPTH")
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(8),
+    );
     let feed: PageFeed = std::sync::Mutex::new(rx);
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel::<()>();
@@ -275,10 +311,10 @@ fn hunt_rows(
         });
         let built = ready.recv().expect("the answers are built");
         let t = Instant::now();
-        clock = Some((built, t));
+        clock = Some((built, t, cpu()));
         go.send(()).expect("the fetcher waits");
         engine::run_with_pages(rules, &opts, Some(&feed))
     });
-    let (built, t) = clock.expect("the clock started");
-    (report, built, t.elapsed())
+    let (built, t, c) = clock.expect("the clock started");
+    (report, built, t.elapsed(), cpu() - c)
 }

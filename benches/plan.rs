@@ -22,6 +22,10 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The binary's allocator, so that what is measured in process is what `rekey` does.
+#[global_allocator]
+static ALLOCATOR: rekey::Allocator = rekey::Allocator;
+
 const PROJECTS: usize = 10_000;
 const VARS: usize = 30;
 const CONTEXTS: usize = 500;

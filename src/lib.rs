@@ -18,6 +18,17 @@
 //! - [`report`]: human tables.
 //! - [`cli`]: the command line, one module per subcommand (the binary only dispatches).
 
+/// The allocator of the `rekey` binary, and of the benches that stand for it: mimalloc, whose
+/// frees are a push on a per-page list. With glibc's malloc, a hunt over Athena's result rows
+/// spent about a third of its CPU freeing the answers' cell strings (free coalesces and
+/// consolidates; the fetching thread frees 20,000 per page), which made two workers slower than
+/// reading the same records from files (README, "Allocator"). The `mimalloc` feature (default)
+/// chooses it; without it, the system allocator (for heap profilers that hook malloc).
+#[cfg(feature = "mimalloc")]
+pub use mimalloc::MiMalloc as Allocator;
+#[cfg(not(feature = "mimalloc"))]
+pub use std::alloc::System as Allocator;
+
 pub mod circleci;
 pub mod classify;
 pub mod cli;

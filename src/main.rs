@@ -6,6 +6,9 @@ use clap::Parser;
 use rekey::cli::{self, Cli, Command};
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: rekey::Allocator = rekey::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
