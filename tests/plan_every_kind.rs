@@ -135,7 +135,7 @@ fn nothing_circleci_holds_is_dropped() {
     for p in &inv.projects {
         for k in &p.checkout_keys {
             let targeted = plan.targets.iter().any(|t| {
-                t.principal.project.as_deref().map(String::as_str) == Some(p.slug.as_str())
+                t.principal.project().map(|v| v.as_str()) == Some(p.slug.as_str())
                     && t.observed
                         .iter()
                         .any(|o| o.fingerprint.as_deref() == Some(&k.fingerprint))

@@ -7,8 +7,8 @@
 use super::{Draft, Output, place_token};
 use crate::inventory::{Inventory, Masked, Project};
 use crate::plan::{
-    Binding, Confidence, Finding, Located, Observed, Place, Principal, ProviderKind,
-    REVIEW_REQUIRED, SshKeyHooks, Target,
+    Binding, Confidence, Finding, Located, Observed, Place, Principal, PrincipalField,
+    ProviderKind, REVIEW_REQUIRED, SshKeyHooks, Target,
 };
 use std::collections::HashMap;
 
@@ -88,10 +88,8 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
                 });
                 continue;
             }
-            let principal = Principal {
-                project: Some(Located::new(project.slug.clone())),
-                ..Default::default()
-            };
+            let principal =
+                Principal::default().with(PrincipalField::Project, project.slug.clone());
             let mut t = target(
                 ProviderKind::CircleciCheckoutKey,
                 Confidence::High,
@@ -151,13 +149,10 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
             .iter()
             .map(|h| if h.is_empty() { "every host" } else { h })
             .collect();
-        let principal = Principal {
-            service: Some(Located::new(format!(
-                "SSH access to {}",
-                host_names.join(", ")
-            ))),
-            ..Default::default()
-        };
+        let principal = Principal::default().with(
+            PrincipalField::Service,
+            format!("SSH access to {}", host_names.join(", ")),
+        );
         let mut t = target(ProviderKind::CircleciSshKey, Confidence::High, principal);
         t.ssh_key = Some(Box::new(SshKeyHooks {
             install: Some(Located::new(vec![REVIEW_REQUIRED.to_string()])),
@@ -219,10 +214,8 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
         let Some(first) = projects.first() else {
             continue;
         };
-        let principal = Principal {
-            user: Some(Located::new(REVIEW_REQUIRED.to_string())),
-            ..Default::default()
-        };
+        let principal =
+            Principal::default().with(PrincipalField::User, REVIEW_REQUIRED.to_string());
         let mut t = target(ProviderKind::AwsIam, Confidence::Medium, principal);
         for p in &projects {
             t.bindings.push(Binding {

@@ -713,20 +713,11 @@ fn unlocate<T>(l: Located<T>) -> Located<T> {
     Located::new(l.value)
 }
 
-fn unlocate_principal(p: Principal) -> Principal {
-    Principal {
-        user: p.user.map(unlocate),
-        account_id: p.account_id.map(unlocate),
-        repository: p.repository.map(unlocate),
-        project: p.project.map(unlocate),
-        service_account: p.service_account.map(unlocate),
-        app_id: p.app_id.map(unlocate),
-        tenant_id: p.tenant_id.map(unlocate),
-        title: p.title.map(unlocate),
-        read_only: p.read_only,
-        key_id: p.key_id.map(unlocate),
-        service: p.service.map(unlocate),
+fn unlocate_principal(mut p: Principal) -> Principal {
+    for value in p.values_mut() {
+        value.pos = Pos::default();
     }
+    p
 }
 
 fn unlocate_exec(e: ExecCommands) -> ExecCommands {

@@ -9,6 +9,7 @@
 
 use super::Located;
 use super::model::*;
+use super::principal::{Principal, Written};
 use std::fmt::Write as _;
 
 /// Writes `s` as a scalar that reads back as exactly `s`, in block or flow context.
@@ -203,20 +204,12 @@ pub fn target(
 
 fn principal(out: &mut String, p: &Principal) {
     let mut f = Flow::open(out);
-    f.str("user", opt(&p.user));
-    f.str("account_id", opt(&p.account_id));
-    f.str("repository", opt(&p.repository));
-    f.str("project", opt(&p.project));
-    f.str("service_account", opt(&p.service_account));
-    f.str("app_id", opt(&p.app_id));
-    f.str("tenant_id", opt(&p.tenant_id));
-    f.str("title", opt(&p.title));
-    if let Some(read_only) = p.read_only {
-        f.key("read_only")
-            .push_str(if read_only { "true" } else { "false" });
+    for (name, value) in p.written() {
+        match value {
+            Written::Str(v) => f.str(name, Some(v.as_str())),
+            Written::Bool(b) => f.key(name).push_str(if b { "true" } else { "false" }),
+        }
     }
-    f.str("key_id", opt(&p.key_id));
-    f.str("service", opt(&p.service));
     f.close();
 }
 
@@ -343,7 +336,7 @@ pub fn inventory_error(out: &mut String, e: &crate::inventory::InventoryError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{fastload, load, write};
+    use crate::plan::{PrincipalField, fastload, load, write};
 
     const HOSTILE: &[&str] = &[
         "a: b",
@@ -424,8 +417,8 @@ mod tests {
         let l = |s: &str| Located::new(s.to_string());
         for (n, t) in plan.targets.iter_mut().enumerate() {
             t.id = l(&format!("{name}{n}"));
-            t.principal.user = Some(l(name));
-            t.principal.service = Some(l(name));
+            t.principal.set(PrincipalField::User, Some(l(name)));
+            t.principal.set(PrincipalField::Service, Some(l(name)));
             for b in &mut t.bindings {
                 if b.project.is_some() {
                     b.project = Some(l(name));

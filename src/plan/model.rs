@@ -7,6 +7,7 @@
 use super::compact::{Empty, FieldMap, Sparse, shrunk};
 use super::duration::PlanDuration;
 use super::located::Located;
+use super::principal::Principal;
 use crate::inventory::{InventoryError, InventorySource, Masked};
 use chrono::{DateTime, TimeZone, Utc};
 use schemars::JsonSchema;
@@ -485,83 +486,6 @@ impl Confidence {
             Confidence::Medium => "medium",
             Confidence::High => "high",
         }
-    }
-}
-
-/// The owner of a credential at its provider; which fields are needed depends on the provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Principal {
-    /// aws-iam: IAM user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<Located<String>>,
-    /// aws-iam: expected account id (checked against STS when set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<Located<String>>,
-    /// github-deploy-key: `owner/repo`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<Located<String>>,
-    /// circleci-checkout-key: project slug.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
-    /// gcp-sa-key: service account email.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account: Option<Located<String>>,
-    /// azure-app-secret: application (object) id of the app registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<Located<String>>,
-    /// azure-app-secret: directory (tenant) id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<Located<String>>,
-    /// github-deploy-key / azure-app-secret: title or display name of the new credential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<Located<String>>,
-    /// github-deploy-key: whether the key is read-only (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_only: Option<bool>,
-    /// The credential in use (an AWS access key id…), when the bindings cannot show it: context
-    /// variables have no value to compare, so with several keys rekey would not know which is old.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<Located<String>>,
-    /// exec / github-token: free text naming the owner (for the report).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<Located<String>>,
-}
-
-impl Principal {
-    /// The principal field of that name, if the name is known.
-    pub fn field(&self, name: &str) -> Option<&Option<Located<String>>> {
-        Some(match name {
-            "user" => &self.user,
-            "account_id" => &self.account_id,
-            "repository" => &self.repository,
-            "project" => &self.project,
-            "service_account" => &self.service_account,
-            "app_id" => &self.app_id,
-            "tenant_id" => &self.tenant_id,
-            "title" => &self.title,
-            "key_id" => &self.key_id,
-            "service" => &self.service,
-            _ => return None,
-        })
-    }
-
-    /// Every string field that is set, with its name.
-    pub fn set_fields(&self) -> impl Iterator<Item = (&'static str, &Located<String>)> {
-        [
-            "user",
-            "account_id",
-            "repository",
-            "project",
-            "service_account",
-            "app_id",
-            "tenant_id",
-            "title",
-            "key_id",
-            "service",
-        ]
-        .into_iter()
-        .filter_map(|name| self.field(name).and_then(|f| f.as_ref()).map(|v| (name, v)))
     }
 }
 

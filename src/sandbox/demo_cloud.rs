@@ -8,7 +8,9 @@ use super::Sandbox;
 use super::azure::AzureSandbox;
 use super::circleci::StoredVar;
 use super::gcp::GcpSandbox;
-use crate::plan::{Binding, Endpoints, ExecCommands, Located, Principal, ProviderKind, Target};
+use crate::plan::{
+    Binding, Endpoints, ExecCommands, Located, Principal, PrincipalField, ProviderKind, Target,
+};
 use crate::providers::Provider;
 use crate::providers::azure::AzureAppSecretProvider;
 use crate::providers::exec::ExecProvider;
@@ -191,10 +193,7 @@ impl CloudDemo {
         let mut exec = target(
             "npm-publish",
             ProviderKind::Exec,
-            Principal {
-                service: Some(Located::new("npm".into())),
-                ..Principal::default()
-            },
+            Principal::default().with(PrincipalField::Service, "npm"),
             binding("gh/acme/api", "value", "NPM_TOKEN"),
         );
         exec.exec = Some(Box::new(ExecCommands {
@@ -209,21 +208,17 @@ impl CloudDemo {
             target(
                 "gcp-ci-deployer",
                 ProviderKind::GcpSaKey,
-                Principal {
-                    service_account: Some(Located::new(self.service_account.clone())),
-                    ..Principal::default()
-                },
+                Principal::default()
+                    .with(PrincipalField::ServiceAccount, self.service_account.clone()),
                 binding("gh/acme/infra", "key_json", "GCLOUD_SERVICE_KEY"),
             ),
             target(
                 "azure-terraform",
                 ProviderKind::AzureAppSecret,
-                Principal {
-                    app_id: Some(Located::new(self.app_object.clone())),
-                    tenant_id: Some(Located::new(TENANT.into())),
-                    title: Some(Located::new("circleci".into())),
-                    ..Principal::default()
-                },
+                Principal::default()
+                    .with(PrincipalField::AppId, self.app_object.clone())
+                    .with(PrincipalField::TenantId, TENANT)
+                    .with(PrincipalField::Title, "circleci"),
                 binding("gh/acme/infra", "client_secret", "ARM_CLIENT_SECRET"),
             ),
             exec,

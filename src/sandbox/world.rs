@@ -221,7 +221,7 @@ impl PlanWorld {
             .targets
             .iter()
             .filter(|t| t.provider.value == ProviderKind::AwsIam)
-            .find_map(|t| t.principal.account_id.as_ref().map(|a| a.value.clone()))
+            .find_map(|t| t.principal.account_id().map(|a| a.value.clone()))
             .unwrap_or_else(|| DEFAULT_ACCOUNT.to_string());
         let mut b = Builder {
             plan,
@@ -459,7 +459,7 @@ impl Builder<'_> {
                 }
             }
             for slug in [
-                t.principal.project.as_ref(),
+                t.principal.project(),
                 t.policy.canary.as_ref().map(|c| &c.project),
             ]
             .into_iter()
@@ -548,7 +548,10 @@ impl Builder<'_> {
                 .add_user(&user, Access::None)
                 .map_err(|e| format!("aws-iam: {e}"))?;
         }
-        let key_id = match (&t.principal.key_id, self.observed_last4(t, "access_key_id")) {
+        let key_id = match (
+            t.principal.key_id(),
+            self.observed_last4(t, "access_key_id"),
+        ) {
             (Some(k), _) => k.value.clone(),
             (None, Some(last4)) => ending_in(&fake::aws_access_key_id(&mut self.rng), &last4),
             (None, None) => fake::aws_access_key_id(&mut self.rng),
@@ -971,10 +974,7 @@ fn required(t: &Target, field: &str) -> Result<String, String> {
 }
 
 fn optional(t: &Target, field: &str) -> Option<String> {
-    t.principal
-        .field(field)
-        .and_then(|v| v.as_ref())
-        .map(|v| v.value.clone())
+    t.principal.field(field).map(|v| v.value.clone())
 }
 
 /// Writes rekey's made-up token owner (the demo's) into `dir`, holding `value` as its one

@@ -175,7 +175,7 @@ pub(crate) async fn current_credential(
     {
         return Ok(Some((*one).clone()));
     }
-    if let Some(key_id) = &target.principal.key_id {
+    if let Some(key_id) = target.principal.key_id() {
         return creds
             .iter()
             .find(|c| c.id == key_id.as_str())
