@@ -191,7 +191,7 @@ fn fixture_every_variable_is_accounted_for_once() {
     {
         seen.push((
             f.place().map(|p| p.to_string()).unwrap_or_default(),
-            f.var.clone(),
+            f.var.to_string(),
         ));
     }
     let unique: BTreeSet<_> = seen.iter().cloned().collect();
@@ -269,7 +269,7 @@ fn fixture_target_details() {
     );
 
     // Encodings: GCLOUD_SERVICE_KEY by convention base64, unless its mask ends like JSON.
-    let key_json = Located::new("key_json".to_string());
+    let key_json = Located::new("key_json".into());
     let gcloud = target(&c, "gcp-gcloud-service-key");
     assert_eq!(
         gcloud.target.bindings[0]

@@ -8,7 +8,7 @@ use super::{Draft, Output, place_token};
 use crate::inventory::{Inventory, Masked, Project};
 use crate::plan::{
     Binding, Confidence, Finding, Located, Observed, Place, Principal, PrincipalField,
-    ProviderKind, REVIEW_REQUIRED, SshKeyHooks, Target,
+    ProviderKind, REVIEW_REQUIRED, SshKeyHooks, Target, Text,
 };
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ pub(crate) fn classify_keys(inv: &Inventory, out: &mut Output) {
 
 fn observed_key(slug: &str, fingerprint: &str) -> Observed {
     Observed {
-        project: Some(Located::new(slug.to_string())),
+        project: Some(Located::new(Text::new(slug))),
         context: None,
         var: None,
         masked: None,
@@ -68,7 +68,7 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
     for project in &inv.projects {
         if project.checkout_keys.is_empty() && !unread.contains(&project.slug.as_str()) {
             out.ignored.push(Finding {
-                project: Some(Located::new(project.slug.clone())),
+                project: Some(Located::new(Text::new(&project.slug))),
                 context: None,
                 var: "checkout key".into(),
                 reason: "the project has no checkout key: nothing to rotate (CircleCI checks it out through the GitHub App, or jobs cannot clone it; add one in Project Settings → SSH Keys if they need to)".into(),
@@ -77,14 +77,15 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
         for key in &project.checkout_keys {
             if key.key_type != DEPLOY_KEY {
                 out.ignored.push(Finding {
-                    project: Some(Located::new(project.slug.clone())),
+                    project: Some(Located::new(Text::new(&project.slug))),
                     context: None,
-                    var: format!("checkout key {}", key.fingerprint),
+                    var: format!("checkout key {}", key.fingerprint).into(),
                     reason: format!(
                         "{} checkout key: it is a key of a person's GitHub account, which rekey cannot mint; that person \
                          deletes it at GitHub (Settings → SSH keys) and adds a new user key in Project Settings → SSH Keys",
                         key.key_type
-                    ),
+                    )
+                    .into(),
                 });
                 continue;
             }
@@ -161,7 +162,7 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
         t.bindings = places
             .iter()
             .map(|(p, host)| Binding {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 context_id: None,
                 vars: Default::default(),
@@ -219,7 +220,7 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
         let mut t = target(ProviderKind::AwsIam, Confidence::Medium, principal);
         for p in &projects {
             t.bindings.push(Binding {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 context_id: None,
                 vars: Default::default(),
@@ -228,7 +229,7 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
                 ssh_hostname: None,
             });
             t.observed.push(Observed {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 var: None,
                 masked: Some(access.clone()),

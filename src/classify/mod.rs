@@ -289,7 +289,7 @@ mod tests {
             c.targets[0].target.bindings[0]
                 .project
                 .as_deref()
-                .map(String::as_str),
+                .map(|p| p.as_str()),
             Some("gh/a/api")
         );
     }

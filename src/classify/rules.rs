@@ -259,7 +259,8 @@ pub(crate) struct FieldRule {
 pub(crate) struct IgnoreRule {
     pub name: String,
     pub var: Regex,
-    pub reason: String,
+    /// Shared by every finding it explains (a clone counts a reference).
+    pub reason: crate::plan::Text,
 }
 
 #[derive(Debug, Clone)]
@@ -475,7 +476,7 @@ fn compile(file: RulesFile, origin: &str) -> Result<RuleSet, ClassifyError> {
         rules.push(Rule::Ignore(IgnoreRule {
             name: spec.name.value,
             var,
-            reason: spec.reason,
+            reason: spec.reason.into(),
         }));
     }
     let mut hints = Vec::with_capacity(file.hints.len());

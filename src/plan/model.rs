@@ -14,6 +14,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// A short string of the plan: inline up to 23 bytes (a slug, a variable name, a mask), shared
+/// when longer (a clone counts a reference). Most of a plan's strings are such, and allocated
+/// one by one they were millions of chunks at 190,000 targets.
+pub type Text = smol_str::SmolStr;
+
 /// The only `apiVersion` this build reads and writes.
 pub const API_VERSION: &str = "rekey/v1";
 /// The only `kind` of document `rekey` reads as a plan.
@@ -495,22 +500,22 @@ impl Confidence {
 pub struct Binding {
     /// Project slug; exactly one of `project` and `context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
+    pub project: Option<Located<Text>>,
     /// Context name; exactly one of `project` and `context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Located<String>>,
+    pub context: Option<Located<Text>>,
     /// Context id (the API addresses contexts by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context_id: Option<String>,
+    pub context_id: Option<Text>,
     /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID` (empty for
     /// bindings into project settings: `aws_keypair`, `ssh_hostname`).
     #[serde(default)]
     #[schemars(with = "BTreeMap<Located<String>, Located<String>>")]
-    pub vars: FieldMap<Located<String>, Located<String>>,
+    pub vars: FieldMap<Located<Text>, Located<Text>>,
     /// Credential field → how the value is written (default raw).
     #[serde(default, skip_serializing_if = "FieldMap::is_empty")]
     #[schemars(with = "BTreeMap<Located<String>, Located<Encoding>>")]
-    pub encoding: FieldMap<Located<String>, Located<Encoding>>,
+    pub encoding: FieldMap<Located<Text>, Located<Encoding>>,
     /// aws-iam: the project's legacy AWS key pair (Project Settings → AWS Permissions, written
     /// through API v1.1 settings) instead of variables; `vars` is then empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -545,8 +550,8 @@ impl std::fmt::Display for Place<'_> {
 }
 
 fn place_of<'a>(
-    project: &'a Option<Located<String>>,
-    context: &'a Option<Located<String>>,
+    project: &'a Option<Located<Text>>,
+    context: &'a Option<Located<Text>>,
 ) -> Option<Place<'a>> {
     match (project, context) {
         (Some(p), None) => Some(Place::Project(p.as_str())),
@@ -567,11 +572,11 @@ impl Binding {
 #[serde(deny_unknown_fields)]
 pub struct Observed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
+    pub project: Option<Located<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Located<String>>,
+    pub context: Option<Located<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub var: Option<String>,
+    pub var: Option<Text>,
     /// Project variables: CircleCI's mask (`xxxx` + last four).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<Masked>,
@@ -594,11 +599,11 @@ impl Observed {
 #[serde(deny_unknown_fields)]
 pub struct Finding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
+    pub project: Option<Located<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Located<String>>,
-    pub var: String,
-    pub reason: String,
+    pub context: Option<Located<Text>>,
+    pub var: Text,
+    pub reason: Text,
 }
 
 impl Finding {

@@ -386,8 +386,8 @@ impl Validator<'_> {
         }
     }
 
-    fn slug(&mut self, slug: &Located<String>, what: &str) {
-        if !is_project_slug(slug) {
+    fn slug<S: AsRef<str> + std::fmt::Display>(&mut self, slug: &Located<S>, what: &str) {
+        if !is_project_slug(slug.value.as_ref()) {
             let msg = format!(
                 "{what}: `{}` is not a project slug like gh/org/repo",
                 slug.value

@@ -165,12 +165,12 @@ impl CloudDemo {
     /// One reviewed target per provider, as a person would write them.
     pub fn targets(&self) -> Vec<Target> {
         let binding = |project: &str, field: &str, var: &str| Binding {
-            project: Some(Located::new(project.to_owned())),
+            project: Some(Located::new(project.into())),
             context: None,
             context_id: None,
             vars: crate::plan::compact::FieldMap::from([(
-                Located::new(field.to_owned()),
-                Located::new(var.to_owned()),
+                Located::new(field.into()),
+                Located::new(var.into()),
             )]),
             encoding: Default::default(),
             aws_keypair: false,

@@ -452,7 +452,7 @@ impl Builder<'_> {
                     Some(Place::Context(name)) => {
                         let entry = contexts.entry(name.to_string()).or_default();
                         if entry.is_none() {
-                            *entry = id;
+                            *entry = id.map(|id| id.to_string());
                         }
                     }
                     None => {}
@@ -519,7 +519,11 @@ impl Builder<'_> {
             .map(|b| {
                 b.vars
                     .keys()
-                    .filter_map(|f| fields.get(f.as_str()).map(|v| (f.value.clone(), v.clone())))
+                    .filter_map(|f| {
+                        fields
+                            .get(f.as_str())
+                            .map(|v| (f.value.to_string(), v.clone()))
+                    })
                     .collect()
             })
             .collect()
@@ -873,7 +877,7 @@ impl Builder<'_> {
                         } else {
                             fake::password(&mut self.rng)
                         };
-                        (f.value.clone(), v)
+                        (f.value.to_string(), v)
                     })
                     .collect()
             })
@@ -940,20 +944,20 @@ impl Builder<'_> {
                         .old_values
                         .push(Secret::new(stored.value.clone()));
                     self.world.secret_vars.push((
-                        b.project.as_ref().map(|p| p.value.clone()),
-                        b.context.as_ref().map(|c| c.value.clone()),
-                        var.value.clone(),
+                        b.project.as_ref().map(|p| p.value.to_string()),
+                        b.context.as_ref().map(|c| c.value.to_string()),
+                        var.value.to_string(),
                     ));
                 }
                 match b.place() {
                     Some(Place::Project(slug)) => {
                         if let Some(p) = self.circleci.project_by_slug_mut(slug) {
-                            p.env_vars.insert(var.value.clone(), stored);
+                            p.env_vars.insert(var.value.to_string(), stored);
                         }
                     }
                     Some(Place::Context(name)) => {
                         if let Some(c) = self.circleci.context_by_name_mut(name) {
-                            c.vars.insert(var.value.clone(), stored);
+                            c.vars.insert(var.value.to_string(), stored);
                         }
                     }
                     None => {}
