@@ -112,13 +112,13 @@ fn nothing_circleci_holds_is_dropped() {
     }
     for p in &inv.projects {
         for v in &p.env_vars {
-            let key = (Place::Project(&p.slug).to_string(), v.name.clone());
+            let key = (Place::Project(&p.slug).to_string(), v.name.to_string());
             assert!(accounted.contains(&key), "dropped: {key:?}");
         }
     }
     for c in &inv.contexts {
         for v in &c.variables {
-            let key = (Place::Context(&c.name).to_string(), v.name.clone());
+            let key = (Place::Context(&c.name).to_string(), v.name.to_string());
             assert!(accounted.contains(&key), "dropped: {key:?}");
         }
     }

@@ -180,7 +180,7 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
             .unwrap_or_default();
         out.drafts.push(Draft {
             target: t,
-            base: if host_words.is_empty() { "ssh-key".into() } else { format!("ssh-key-{host_words}") },
+            base: if host_words.is_empty() { "ssh-key".into() } else { format!("ssh-key-{host_words}").into() },
             distinct: !host_words.is_empty(),
             place_token: place_token(Place::Project(&first.slug)),
             rule: "circleci-ssh-key".into(),

@@ -714,11 +714,8 @@ fn unlocate<T>(l: Located<T>) -> Located<T> {
     Located::new(l.value)
 }
 
-fn unlocate_principal(mut p: Principal) -> Principal {
-    for value in p.values_mut() {
-        value.pos = Pos::default();
-    }
-    p
+fn unlocate_principal(p: Principal) -> Principal {
+    p.unlocated()
 }
 
 fn unlocate_exec(e: ExecCommands) -> ExecCommands {

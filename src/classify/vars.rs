@@ -697,10 +697,10 @@ fn draft(
             exec: exec.map(Box::new),
             ssh_key: None,
         },
-        base,
+        base: base.into(),
         distinct,
         place_token: place_tok,
-        rule: rule.name.clone(),
+        rule: Text::new(&rule.name),
         reason,
     }
 }

@@ -55,7 +55,8 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectVar {
-    pub name: String,
+    /// Inline up to 23 bytes (nearly every name): an inventory holds hundreds of thousands.
+    pub name: crate::plan::Text,
     /// CircleCI's mask, normalized to `xxxx` + the last four characters (see [`Masked`]).
     pub masked: Masked,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,7 +109,7 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContextVar {
-    pub name: String,
+    pub name: crate::plan::Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

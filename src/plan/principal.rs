@@ -3,8 +3,9 @@
 //!
 //! A principal has ten optional string fields, and a target sets one or two of them: as ten
 //! `Option<Located<String>>` it was 328 bytes of every target (about 60 MB of a 190,000-target
-//! plan), almost all of them `None`. Here it is a boxed slice of the fields that are set (none
-//! allocate nothing) plus `read_only`: 24 bytes.
+//! plan), almost all of them `None`. Here it is a shared slice of the fields that are set plus
+//! `read_only`: 24 bytes. Shared, because the planner gives every target of a rule the rule's
+//! principal (`user: REVIEW-REQUIRED`…): a clone counts a reference; `set` makes a new slice.
 //!
 //! The plan file, the JSON Schema and the error messages are those of [`PrincipalSpec`], the
 //! struct with one member per field that the YAML reader deserializes and converts.
@@ -14,6 +15,7 @@ use schemars::JsonSchema;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A string field of a [`Principal`], in the plan's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,7 +74,7 @@ impl PrincipalField {
 #[serde(from = "PrincipalSpec")]
 pub struct Principal {
     /// The string fields that are set, each once, in [`PrincipalField::ALL`] order.
-    fields: Box<[(PrincipalField, Located<String>)]>,
+    fields: Arc<[(PrincipalField, Located<String>)]>,
     /// github-deploy-key: whether the key is read-only (default true).
     pub read_only: Option<bool>,
 }
@@ -99,7 +101,7 @@ impl Principal {
 
     /// Sets (`Some`) or clears (`None`) a field.
     pub fn set(&mut self, field: PrincipalField, value: Option<Located<String>>) {
-        let mut fields = std::mem::take(&mut self.fields).into_vec();
+        let mut fields = self.fields.to_vec();
         let at = fields.partition_point(|(f, _)| *f < field);
         let present = fields.get(at).is_some_and(|(f, _)| *f == field);
         match (value, present) {
@@ -110,7 +112,7 @@ impl Principal {
             }
             (None, false) => {}
         }
-        self.fields = fields.into_boxed_slice();
+        self.fields = fields.into();
     }
 
     /// This principal with `field` set to `value` (made in memory: no source position).
@@ -158,9 +160,17 @@ impl Principal {
             .chain(tail.iter().map(string))
     }
 
-    /// Every set value, to change in place (e.g. to forget source positions).
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Located<String>> {
-        self.fields.iter_mut().map(|(_, value)| value)
+    /// The same principal without source positions (a copy of a rule file's values).
+    pub fn unlocated(&self) -> Self {
+        let fields: Vec<_> = self
+            .fields
+            .iter()
+            .map(|(f, value)| (*f, Located::new(value.value.clone())))
+            .collect();
+        Principal {
+            fields: fields.into(),
+            read_only: self.read_only,
+        }
     }
 }
 
@@ -270,7 +280,7 @@ impl From<PrincipalSpec> for Principal {
         let mut fields = Vec::with_capacity(set);
         fields.extend(all.into_iter().filter_map(|(f, v)| v.map(|v| (f, v))));
         Principal {
-            fields: fields.into_boxed_slice(),
+            fields: fields.into(),
             read_only: spec.read_only,
         }
     }
