@@ -191,7 +191,7 @@ fn fixture_every_variable_is_accounted_for_once() {
     {
         seen.push((
             f.place().map(|p| p.to_string()).unwrap_or_default(),
-            f.var.clone(),
+            f.var.to_string(),
         ));
     }
     let unique: BTreeSet<_> = seen.iter().cloned().collect();
@@ -210,7 +210,7 @@ fn fixture_target_details() {
         aws.reason,
         "AWS access key pair (AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY), same masked last four WXYZ in 2 projects"
     );
-    assert_eq!(aws.target.principal.user, review);
+    assert_eq!(aws.target.principal.user().cloned(), review);
     let observed: Vec<String> = aws
         .target
         .observed
@@ -269,7 +269,7 @@ fn fixture_target_details() {
     );
 
     // Encodings: GCLOUD_SERVICE_KEY by convention base64, unless its mask ends like JSON.
-    let key_json = Located::new("key_json".to_string());
+    let key_json = Located::new("key_json".into());
     let gcloud = target(&c, "gcp-gcloud-service-key");
     assert_eq!(
         gcloud.target.bindings[0]
@@ -278,7 +278,7 @@ fn fixture_target_details() {
             .map(|e| e.value),
         Some(Encoding::Base64)
     );
-    assert_eq!(gcloud.target.principal.service_account, review);
+    assert_eq!(gcloud.target.principal.service_account().cloned(), review);
     assert!(
         target(&c, "gcp-google-credentials").target.bindings[0]
             .encoding
@@ -293,25 +293,20 @@ fn fixture_target_details() {
     let azure = target(&c, "azure-arm");
     assert_eq!(
         (
-            azure.target.principal.app_id.clone(),
-            azure.target.principal.tenant_id.clone()
+            azure.target.principal.app_id().cloned(),
+            azure.target.principal.tenant_id().cloned()
         ),
         (review.clone(), review.clone())
     );
 
     let deploy = target(&c, "deploy-key-docs");
-    assert_eq!(deploy.target.principal.repository, review);
+    assert_eq!(deploy.target.principal.repository().cloned(), review);
     assert_eq!(deploy.target.confidence, Confidence::Medium);
 
     // Checkout keys: one target per key, no bindings, observed fingerprint.
     let checkout = target(&c, "circleci-checkout-key-api");
     assert_eq!(
-        checkout
-            .target
-            .principal
-            .project
-            .as_deref()
-            .map(String::as_str),
+        checkout.target.principal.project().map(|v| v.as_str()),
         Some("gh/acme/api")
     );
     assert!(checkout.target.bindings.is_empty());
@@ -385,7 +380,7 @@ fn fixture_target_details() {
             );
         }
         assert!(
-            cand.target.principal.service.is_some(),
+            cand.target.principal.service().is_some(),
             "{}",
             cand.target.id.as_str()
         );
@@ -394,9 +389,8 @@ fn fixture_target_details() {
         target(&c, "npm-token-api")
             .target
             .principal
-            .service
-            .as_deref()
-            .map(String::as_str),
+            .service()
+            .map(|v| v.as_str()),
         Some("npm")
     );
     let twilio = target(&c, "twilio-worker");
@@ -454,9 +448,8 @@ fn user_rules_take_precedence_and_replace_builtins() {
         target(&c, "registry-npm-token-api")
             .target
             .principal
-            .service
-            .as_deref()
-            .map(String::as_str),
+            .service()
+            .map(|v| v.as_str()),
         Some("Acme registry")
     );
 

@@ -17,7 +17,7 @@
 mod support;
 
 use base64::Engine as _;
-use rekey::plan::{Endpoints, Located, Principal, ProviderKind};
+use rekey::plan::{Endpoints, Located, Principal, PrincipalField, ProviderKind};
 use rekey::providers::azure::{AzureAppSecretProvider, AzureIdentity};
 use rekey::providers::gcp::{GcpAuth, GcpSaKeyProvider, ServiceAccountKey};
 use rekey::providers::{Minted, Provider};
@@ -278,10 +278,7 @@ targets:
         let gcp_target = target(
             "gcp",
             ProviderKind::GcpSaKey,
-            Principal {
-                service_account: Some(Located::new(self.sa.clone())),
-                ..Principal::default()
-            },
+            Principal::default().with(PrincipalField::ServiceAccount, self.sa.clone()),
         );
         gcp.verify(&gcp_target, &minted(&keys[0].0, "key_json", &new_gcp_json))
             .await
@@ -305,11 +302,9 @@ targets:
         let azure_target = target(
             "azure",
             ProviderKind::AzureAppSecret,
-            Principal {
-                app_id: Some(Located::new(self.app_object.clone())),
-                tenant_id: Some(Located::new(TENANT.to_owned())),
-                ..Principal::default()
-            },
+            Principal::default()
+                .with(PrincipalField::AppId, self.app_object.clone())
+                .with(PrincipalField::TenantId, TENANT.to_owned()),
         );
         let new = minted(&passwords[0], "client_secret", &new_azure_secret);
         azure.verify(&azure_target, &new).await.unwrap();

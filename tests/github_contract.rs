@@ -10,7 +10,7 @@
 //! test fails (as the AWS tests do without moto) rather than passing without checking.
 
 use rekey::github::GithubClient;
-use rekey::plan::{Located, Principal, ProviderKind, Target};
+use rekey::plan::{Located, Principal, PrincipalField, ProviderKind, Target};
 use rekey::providers::Provider;
 use rekey::providers::github::{
     GithubDeployKeyProvider, GithubTokenProvider, TokenInputs, ValueSource,
@@ -94,11 +94,12 @@ fn deploy_target(read_only: bool) -> Target {
         provider: Located::new(ProviderKind::GithubDeployKey),
         confidence: Default::default(),
         confirmed: true,
-        principal: Principal {
-            repository: Some(Located::new("acme/api".into())),
-            title: Some(Located::new("rekey contract".into())),
-            read_only: Some(read_only),
-            ..Principal::default()
+        principal: {
+            let mut p = Principal::default()
+                .with(PrincipalField::Repository, "acme/api")
+                .with(PrincipalField::Title, "rekey contract");
+            p.read_only = Some(read_only);
+            p
         },
         bindings: Vec::new(),
         observed: Vec::new(),

@@ -285,7 +285,7 @@ async fn an_api_echoing_the_written_secret_is_redacted_in_every_spelling() {
 
 #[tokio::test]
 async fn exec_stderr_never_repeats_what_the_mint_printed() {
-    use rekey::plan::{ExecCommands, Located, Principal, ProviderKind};
+    use rekey::plan::{ExecCommands, Located, Principal, PrincipalField, ProviderKind};
     use rekey::providers::Provider;
     let dir = tempfile::tempdir().unwrap();
     let value = "npm_minted-secret-value-with-\"quote\"-and-\\backslash-0123456789";
@@ -306,10 +306,7 @@ async fn exec_stderr_never_repeats_what_the_mint_printed() {
     let mut target = support::conformance::target(
         "npm",
         ProviderKind::Exec,
-        Principal {
-            service: Some(Located::new("npm".to_owned())),
-            ..Principal::default()
-        },
+        Principal::default().with(PrincipalField::Service, "npm"),
     );
     let sh = |op: &str| Located::new(vec!["sh".into(), script.display().to_string(), op.into()]);
     target.exec = Some(Box::new(ExecCommands {

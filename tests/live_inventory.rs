@@ -53,7 +53,7 @@ fn assert_matches_state(inventory: &Inventory, state: &CircleCiState) {
         for var in &project.env_vars {
             assert_eq!(
                 var.masked.as_str(),
-                mask(&stored.env_vars[&var.name].value),
+                mask(&stored.env_vars[var.name.as_str()].value),
                 "{} {}",
                 project.slug,
                 var.name

@@ -100,25 +100,25 @@ fn nothing_circleci_holds_is_dropped() {
         for b in &t.bindings {
             let place = b.place().map(|p| p.to_string()).unwrap_or_default();
             for var in b.vars.values() {
-                accounted.insert((place.clone(), var.value.clone()));
+                accounted.insert((place.clone(), var.value.to_string()));
             }
         }
     }
     for f in plan.ignored.iter().chain(&plan.unclassified) {
         accounted.insert((
             f.place().map(|p| p.to_string()).unwrap_or_default(),
-            f.var.clone(),
+            f.var.to_string(),
         ));
     }
     for p in &inv.projects {
         for v in &p.env_vars {
-            let key = (Place::Project(&p.slug).to_string(), v.name.clone());
+            let key = (Place::Project(&p.slug).to_string(), v.name.to_string());
             assert!(accounted.contains(&key), "dropped: {key:?}");
         }
     }
     for c in &inv.contexts {
         for v in &c.variables {
-            let key = (Place::Context(&c.name).to_string(), v.name.clone());
+            let key = (Place::Context(&c.name).to_string(), v.name.to_string());
             assert!(accounted.contains(&key), "dropped: {key:?}");
         }
     }
@@ -128,14 +128,14 @@ fn nothing_circleci_holds_is_dropped() {
     let text_of = |slug: &str| -> Vec<String> {
         plan.ignored
             .iter()
-            .filter(|f| f.project.as_deref().map(String::as_str) == Some(slug))
+            .filter(|f| f.project.as_deref().map(|p| p.as_str()) == Some(slug))
             .map(|f| format!("{} {}", f.var, f.reason))
             .collect()
     };
     for p in &inv.projects {
         for k in &p.checkout_keys {
             let targeted = plan.targets.iter().any(|t| {
-                t.principal.project.as_deref().map(String::as_str) == Some(p.slug.as_str())
+                t.principal.project().map(|v| v.as_str()) == Some(p.slug.as_str())
                     && t.observed
                         .iter()
                         .any(|o| o.fingerprint.as_deref() == Some(&k.fingerprint))
@@ -191,8 +191,8 @@ fn nothing_circleci_holds_is_dropped() {
                         .iter()
                         .any(|o| o.fingerprint.as_deref() == Some(&k.fingerprint))
                     && t.bindings.iter().any(|b| {
-                        b.project.as_deref().map(String::as_str) == Some(p.slug.as_str())
-                            && b.ssh_hostname.as_deref().map(String::as_str)
+                        b.project.as_deref().map(|p| p.as_str()) == Some(p.slug.as_str())
+                            && b.ssh_hostname.as_deref().map(|p| p.as_str())
                                 == Some(k.hostname.as_str())
                     })
             });
@@ -204,7 +204,7 @@ fn nothing_circleci_holds_is_dropped() {
     for p in inv.projects.iter().filter(|p| p.legacy_aws_keys.is_some()) {
         let bound = plan.targets.iter().any(|t| {
             t.bindings.iter().any(|b| {
-                b.aws_keypair && b.project.as_deref().map(String::as_str) == Some(p.slug.as_str())
+                b.aws_keypair && b.project.as_deref().map(|p| p.as_str()) == Some(p.slug.as_str())
             })
         });
         assert!(bound, "legacy AWS key pair of {} dropped", p.slug);

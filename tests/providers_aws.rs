@@ -9,7 +9,7 @@
 mod support;
 
 use async_trait::async_trait;
-use rekey::plan::{Located, Principal, ProviderKind, Target};
+use rekey::plan::{Located, Principal, PrincipalField, ProviderKind, Target};
 use rekey::providers::aws::{AwsIamProvider, DiscoveryMatch, match_last_four};
 use rekey::providers::wrappers::{FaultKind, Faulty, Operation};
 use rekey::providers::{CredentialStatus, Minted, Provider, ProviderError};
@@ -65,10 +65,7 @@ fn aws_target(user: &str) -> Target {
     target(
         &format!("aws-{user}"),
         ProviderKind::AwsIam,
-        Principal {
-            user: Some(Located::new(user.to_owned())),
-            ..Principal::default()
-        },
+        Principal::default().with(PrincipalField::User, user.to_owned()),
     )
 }
 
@@ -181,10 +178,16 @@ async fn verify_checks_the_account_when_the_plan_names_it() {
     let p = &h.provider;
     let m = p.mint(&t).await.unwrap();
 
-    t.principal.account_id = Some(Located::new(moto::ACCOUNT_ID.to_owned()));
+    t.principal.set(
+        PrincipalField::AccountId,
+        Some(Located::new(moto::ACCOUNT_ID.to_owned())),
+    );
     p.verify(&t, &m).await.unwrap();
 
-    t.principal.account_id = Some(Located::new("999999999999".to_owned()));
+    t.principal.set(
+        PrincipalField::AccountId,
+        Some(Located::new("999999999999".to_owned())),
+    );
     let err = p.verify(&t, &m).await.unwrap_err();
     assert!(matches!(err, ProviderError::Failed(_)), "{err:?}");
     assert!(
@@ -371,7 +374,7 @@ async fn a_target_without_a_user_is_refused_before_any_call() {
     // Points at a closed port: an attempted call would be Transient, not this error.
     let p = AwsIamProvider::new(&moto::config_with(&closed_port_url(), "AKIAX", "x").await);
     let mut t = aws_target("x");
-    t.principal.user = None;
+    t.principal.set(PrincipalField::User, None);
     for err in [
         p.inspect(&t).await.err(),
         p.mint(&t).await.err(),

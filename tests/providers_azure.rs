@@ -6,7 +6,9 @@
 mod support;
 
 use async_trait::async_trait;
-use rekey::plan::{Endpoints, Located, PlanDuration, Principal, ProviderKind, Target};
+use rekey::plan::{
+    Endpoints, Located, PlanDuration, Principal, PrincipalField, ProviderKind, Target,
+};
 use rekey::providers::azure::{AzureAppSecretProvider, AzureIdentity};
 use rekey::providers::{CredentialStatus, Provider, ProviderError};
 use rekey::sandbox::azure::AzureSandbox;
@@ -48,12 +50,10 @@ fn azure_target(object_id: &str) -> Target {
     target(
         &format!("azure-{object_id}"),
         ProviderKind::AzureAppSecret,
-        Principal {
-            app_id: Some(Located::new(object_id.to_owned())),
-            tenant_id: Some(Located::new(TENANT.to_owned())),
-            title: Some(Located::new("rekey-ci".to_owned())),
-            ..Principal::default()
-        },
+        Principal::default()
+            .with(PrincipalField::AppId, object_id.to_owned())
+            .with(PrincipalField::TenantId, TENANT.to_owned())
+            .with(PrincipalField::Title, "rekey-ci"),
     )
 }
 
@@ -202,7 +202,7 @@ async fn display_name_end_date_and_expiry() {
     let h = AzureHarness::start().await;
     let mut t = h.fresh_principal("dates").await;
     t.policy.max_age = Some(Located::new(PlanDuration::from_days(30)));
-    let object = t.principal.app_id.as_ref().unwrap().value.clone();
+    let object = t.principal.app_id().unwrap().value.clone();
     let m = h.provider.mint(&t).await.unwrap();
     let (name, end) = h
         .sandbox

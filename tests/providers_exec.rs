@@ -7,7 +7,9 @@
 mod support;
 
 use async_trait::async_trait;
-use rekey::plan::{ExecCommands, Located, PlanDuration, Principal, ProviderKind, Target};
+use rekey::plan::{
+    ExecCommands, Located, PlanDuration, Principal, PrincipalField, ProviderKind, Target,
+};
 use rekey::providers::exec::ExecProvider;
 use rekey::providers::{CredentialStatus, Provider, ProviderError};
 use std::path::{Path, PathBuf};
@@ -62,10 +64,7 @@ impl ExecHarness {
         let mut t = target(
             &format!("exec-{name}"),
             ProviderKind::Exec,
-            Principal {
-                service: Some(Located::new(name.to_owned())),
-                ..Principal::default()
-            },
+            Principal::default().with(PrincipalField::Service, name.to_owned()),
         );
         t.exec = Some(Box::new(ExecCommands {
             mint: self.command("mint", &[]),
@@ -291,7 +290,8 @@ async fn optional_commands() {
     exec.deactivate = None;
     assert!(!h.provider.capabilities_for(&t).deactivate);
     assert!(h.provider.inspect(&t).await.unwrap().credentials.is_empty());
-    t.principal.key_id = Some(Located::new("cred-old".into()));
+    t.principal
+        .set(PrincipalField::KeyId, Some(Located::new("cred-old".into())));
     let i = h.provider.inspect(&t).await.unwrap();
     assert_eq!(i.principal, "minimal");
     assert_eq!(i.credentials.len(), 1);

@@ -6,7 +6,7 @@
 mod support;
 
 use async_trait::async_trait;
-use rekey::plan::{Endpoints, Located, Principal, ProviderKind, Target};
+use rekey::plan::{Endpoints, Located, Principal, PrincipalField, ProviderKind, Target};
 use rekey::providers::gcp::{GcpAuth, GcpSaKeyProvider, ServiceAccountKey};
 use rekey::providers::{CredentialStatus, Minted, Provider, ProviderError};
 use rekey::sandbox::gcp::GcpSandbox;
@@ -51,10 +51,7 @@ fn gcp_target(email: &str) -> Target {
     target(
         &format!("gcp-{email}"),
         ProviderKind::GcpSaKey,
-        Principal {
-            service_account: Some(Located::new(email.to_owned())),
-            ..Principal::default()
-        },
+        Principal::default().with(PrincipalField::ServiceAccount, email.to_owned()),
     )
 }
 

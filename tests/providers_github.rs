@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rekey::circleci::CircleCiClient;
 use rekey::github::GithubClient;
 use rekey::http::RetryPolicy;
-use rekey::plan::{Located, Principal, ProviderKind, Target};
+use rekey::plan::{Located, Principal, PrincipalField, ProviderKind, Target};
 use rekey::providers::checkout_key::CheckoutKeyProvider;
 use rekey::providers::github::{
     FIELD_PRIVATE_KEY, GithubDeployKeyProvider, GithubTokenProvider, TokenInputs, UNKNOWN_TOKEN_ID,
@@ -51,10 +51,7 @@ fn repo_target(repo: &str) -> Target {
     target(
         &format!("dk-{}", repo.replace('/', "-")),
         ProviderKind::GithubDeployKey,
-        Principal {
-            repository: Some(Located::new(repo.to_owned())),
-            ..Principal::default()
-        },
+        Principal::default().with(PrincipalField::Repository, repo.to_owned()),
     )
 }
 
@@ -126,7 +123,10 @@ async fn deploy_key_conformance_missing_things() {
 async fn deploy_key_mint_registers_the_generated_public_key() {
     let h = GithubHarness::start().await;
     let mut t = h.fresh_principal("api").await;
-    t.principal.title = Some(Located::new("rekey rotation 2026-11".into()));
+    t.principal.set(
+        PrincipalField::Title,
+        Some(Located::new("rekey rotation 2026-11".into())),
+    );
     let m = h.provider.mint(&t).await.unwrap();
     let private = m.fields.get(FIELD_PRIVATE_KEY).unwrap();
     let key = ssh_key::PrivateKey::from_openssh(private.expose()).unwrap();
@@ -313,10 +313,7 @@ fn project_target(slug: &str) -> Target {
     target(
         &format!("ck-{}", slug.replace('/', "-")),
         ProviderKind::CircleciCheckoutKey,
-        Principal {
-            project: Some(Located::new(slug.to_owned())),
-            ..Principal::default()
-        },
+        Principal::default().with(PrincipalField::Project, slug.to_owned()),
     )
 }
 
@@ -493,7 +490,10 @@ async fn token_with_both_values_verifies_and_revokes_through_the_api() {
         p.verified_note(&t).as_deref(),
         Some("scopes: repo (the old token: repo, workflow)")
     );
-    t.principal.user = Some(Located::new("someone-else".into()));
+    t.principal.set(
+        PrincipalField::User,
+        Some(Located::new("someone-else".into())),
+    );
     let err = p.verify(&t, &m).await.unwrap_err();
     assert!(
         err.to_string()

@@ -39,7 +39,7 @@ fn ssh_target(id: &str, places: &[(&str, &str)], hooks: SshKeyHooks) -> Target {
     t.bindings = places
         .iter()
         .map(|(slug, host)| Binding {
-            project: Some(Located::new(slug.to_string())),
+            project: Some(Located::new((*slug).into())),
             context: None,
             context_id: None,
             vars: Default::default(),

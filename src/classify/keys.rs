@@ -7,8 +7,8 @@
 use super::{Draft, Output, place_token};
 use crate::inventory::{Inventory, Masked, Project};
 use crate::plan::{
-    Binding, Confidence, Finding, Located, Observed, Place, Principal, ProviderKind,
-    REVIEW_REQUIRED, SshKeyHooks, Target,
+    Binding, Confidence, Finding, Located, Observed, Place, Principal, PrincipalField,
+    ProviderKind, REVIEW_REQUIRED, SshKeyHooks, Target, Text,
 };
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ pub(crate) fn classify_keys(inv: &Inventory, out: &mut Output) {
 
 fn observed_key(slug: &str, fingerprint: &str) -> Observed {
     Observed {
-        project: Some(Located::new(slug.to_string())),
+        project: Some(Located::new(Text::new(slug))),
         context: None,
         var: None,
         masked: None,
@@ -68,7 +68,7 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
     for project in &inv.projects {
         if project.checkout_keys.is_empty() && !unread.contains(&project.slug.as_str()) {
             out.ignored.push(Finding {
-                project: Some(Located::new(project.slug.clone())),
+                project: Some(Located::new(Text::new(&project.slug))),
                 context: None,
                 var: "checkout key".into(),
                 reason: "the project has no checkout key: nothing to rotate (CircleCI checks it out through the GitHub App, or jobs cannot clone it; add one in Project Settings → SSH Keys if they need to)".into(),
@@ -77,21 +77,20 @@ fn checkout_keys(inv: &Inventory, out: &mut Output) {
         for key in &project.checkout_keys {
             if key.key_type != DEPLOY_KEY {
                 out.ignored.push(Finding {
-                    project: Some(Located::new(project.slug.clone())),
+                    project: Some(Located::new(Text::new(&project.slug))),
                     context: None,
-                    var: format!("checkout key {}", key.fingerprint),
+                    var: format!("checkout key {}", key.fingerprint).into(),
                     reason: format!(
                         "{} checkout key: it is a key of a person's GitHub account, which rekey cannot mint; that person \
                          deletes it at GitHub (Settings → SSH keys) and adds a new user key in Project Settings → SSH Keys",
                         key.key_type
-                    ),
+                    )
+                    .into(),
                 });
                 continue;
             }
-            let principal = Principal {
-                project: Some(Located::new(project.slug.clone())),
-                ..Default::default()
-            };
+            let principal =
+                Principal::default().with(PrincipalField::Project, project.slug.clone());
             let mut t = target(
                 ProviderKind::CircleciCheckoutKey,
                 Confidence::High,
@@ -151,13 +150,10 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
             .iter()
             .map(|h| if h.is_empty() { "every host" } else { h })
             .collect();
-        let principal = Principal {
-            service: Some(Located::new(format!(
-                "SSH access to {}",
-                host_names.join(", ")
-            ))),
-            ..Default::default()
-        };
+        let principal = Principal::default().with(
+            PrincipalField::Service,
+            format!("SSH access to {}", host_names.join(", ")),
+        );
         let mut t = target(ProviderKind::CircleciSshKey, Confidence::High, principal);
         t.ssh_key = Some(Box::new(SshKeyHooks {
             install: Some(Located::new(vec![REVIEW_REQUIRED.to_string()])),
@@ -166,7 +162,7 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
         t.bindings = places
             .iter()
             .map(|(p, host)| Binding {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 context_id: None,
                 vars: Default::default(),
@@ -184,7 +180,7 @@ fn ssh_keys(inv: &Inventory, out: &mut Output) {
             .unwrap_or_default();
         out.drafts.push(Draft {
             target: t,
-            base: if host_words.is_empty() { "ssh-key".into() } else { format!("ssh-key-{host_words}") },
+            base: if host_words.is_empty() { "ssh-key".into() } else { format!("ssh-key-{host_words}").into() },
             distinct: !host_words.is_empty(),
             place_token: place_token(Place::Project(&first.slug)),
             rule: "circleci-ssh-key".into(),
@@ -219,14 +215,12 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
         let Some(first) = projects.first() else {
             continue;
         };
-        let principal = Principal {
-            user: Some(Located::new(REVIEW_REQUIRED.to_string())),
-            ..Default::default()
-        };
+        let principal =
+            Principal::default().with(PrincipalField::User, REVIEW_REQUIRED.to_string());
         let mut t = target(ProviderKind::AwsIam, Confidence::Medium, principal);
         for p in &projects {
             t.bindings.push(Binding {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 context_id: None,
                 vars: Default::default(),
@@ -235,7 +229,7 @@ fn legacy_aws(inv: &Inventory, out: &mut Output) {
                 ssh_hostname: None,
             });
             t.observed.push(Observed {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 var: None,
                 masked: Some(access.clone()),

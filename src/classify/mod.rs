@@ -23,7 +23,7 @@ pub use keys::{LEGACY_AWS_ACCESS_KEY_ID, LEGACY_AWS_SECRET_ACCESS_KEY};
 pub use rules::{ClassifyError, RuleSet};
 
 use crate::inventory::Inventory;
-use crate::plan::{Finding, Located, Place, Target};
+use crate::plan::{Finding, Located, Place, Target, Text};
 use std::collections::HashSet;
 
 /// What classification found in an inventory.
@@ -42,7 +42,7 @@ pub struct Classification {
 pub struct Candidate {
     pub target: Target,
     /// Name of the rule (or built-in place kind, e.g. `circleci-checkout-key`) that matched.
-    pub rule: String,
+    pub rule: Text,
     /// One sentence for the plan comment: what the credential is and why its places were grouped.
     pub reason: String,
 }
@@ -101,21 +101,22 @@ pub(crate) struct Output {
 pub(crate) struct Draft {
     pub target: Target,
     /// The id's words from the rule and the credential's distinguishing name parts.
-    pub base: String,
+    pub base: Text,
     /// Whether `base` already tells this credential apart; if not, a place is appended.
     pub distinct: bool,
     /// Kebab-case name of the first place (last segment of a project slug, or context name).
-    pub place_token: String,
-    pub rule: String,
+    pub place_token: Text,
+    pub rule: Text,
     pub reason: String,
 }
 
 /// The words a place contributes to an id: `gh/acme/api` → `api`, context `AWS prod` → `aws-prod`.
-pub(crate) fn place_token(place: Place) -> String {
+pub(crate) fn place_token(place: Place) -> Text {
     match place {
         Place::Project(slug) => rules::kebab(slug.rsplit('/').next().unwrap_or(slug)),
         Place::Context(name) => rules::kebab(name),
     }
+    .into()
 }
 
 /// `base` followed by the place's words it does not already have: `aws` + `aws-prod` → `aws-prod`.
@@ -139,7 +140,7 @@ fn assign_ids(drafts: Vec<Draft>) -> Vec<Candidate> {
         .iter()
         .map(|d| {
             if d.distinct {
-                d.base.clone()
+                d.base.to_string()
             } else {
                 with_place(&d.base, &d.place_token)
             }
@@ -289,7 +290,7 @@ mod tests {
             c.targets[0].target.bindings[0]
                 .project
                 .as_deref()
-                .map(String::as_str),
+                .map(|p| p.as_str()),
             Some("gh/a/api")
         );
     }

@@ -259,7 +259,8 @@ pub(crate) struct FieldRule {
 pub(crate) struct IgnoreRule {
     pub name: String,
     pub var: Regex,
-    pub reason: String,
+    /// Shared by every finding it explains (a clone counts a reference).
+    pub reason: crate::plan::Text,
 }
 
 #[derive(Debug, Clone)]
@@ -475,7 +476,7 @@ fn compile(file: RulesFile, origin: &str) -> Result<RuleSet, ClassifyError> {
         rules.push(Rule::Ignore(IgnoreRule {
             name: spec.name.value,
             var,
-            reason: spec.reason,
+            reason: spec.reason.into(),
         }));
     }
     let mut hints = Vec::with_capacity(file.hints.len());
@@ -714,19 +715,7 @@ fn unlocate<T>(l: Located<T>) -> Located<T> {
 }
 
 fn unlocate_principal(p: Principal) -> Principal {
-    Principal {
-        user: p.user.map(unlocate),
-        account_id: p.account_id.map(unlocate),
-        repository: p.repository.map(unlocate),
-        project: p.project.map(unlocate),
-        service_account: p.service_account.map(unlocate),
-        app_id: p.app_id.map(unlocate),
-        tenant_id: p.tenant_id.map(unlocate),
-        title: p.title.map(unlocate),
-        read_only: p.read_only,
-        key_id: p.key_id.map(unlocate),
-        service: p.service.map(unlocate),
-    }
+    p.unlocated()
 }
 
 fn unlocate_exec(e: ExecCommands) -> ExecCommands {

@@ -95,7 +95,7 @@ pub fn synthetic_inventory(
         let push = |env: &mut Vec<ProjectVar>, name: String, masked: Masked| {
             if env.len() < vars {
                 env.push(ProjectVar {
-                    name,
+                    name: name.into(),
                     masked,
                     created_at: None,
                 });
@@ -227,7 +227,7 @@ pub fn synthetic_inventory(
         let push = |variables: &mut Vec<ContextVar>, name: String| {
             if variables.len() < ctx_vars {
                 variables.push(ContextVar {
-                    name,
+                    name: name.into(),
                     created_at: None,
                     updated_at: Some(updated),
                 });
@@ -329,7 +329,7 @@ pub fn realistic_inventory(
         let push = |env: &mut Vec<ProjectVar>, name: String, masked: Masked| {
             if env.len() < vars {
                 env.push(ProjectVar {
-                    name,
+                    name: name.into(),
                     masked,
                     created_at: None,
                 });
@@ -391,7 +391,7 @@ pub fn realistic_inventory(
         let push = |variables: &mut Vec<ContextVar>, name: String| {
             if variables.len() < ctx_vars {
                 variables.push(ContextVar {
-                    name,
+                    name: name.into(),
                     created_at: None,
                     updated_at: Some(updated),
                 });

@@ -17,7 +17,7 @@ use crate::inventory::{Context, Inventory, Masked, Project};
 use crate::plan::compact::FieldMap;
 use crate::plan::{
     Binding, Confidence, Encoding, ExecCommands, Finding, Located, Observed, ProviderKind,
-    REVIEW_REQUIRED, Target,
+    REVIEW_REQUIRED, Target, Text,
 };
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -190,15 +190,15 @@ impl<'i> PlaceRef<'i> {
             PlaceRef::Context(c) => &c.name,
         }
     }
-    fn finding(self, var: &str, reason: String) -> Finding {
+    fn finding(self, var: &str, reason: Text) -> Finding {
         let (project, context) = match self {
-            PlaceRef::Project(p) => (Some(Located::new(p.slug.clone())), None),
-            PlaceRef::Context(c) => (None, Some(Located::new(c.name.clone()))),
+            PlaceRef::Project(p) => (Some(Located::new(Text::new(&p.slug))), None),
+            PlaceRef::Context(c) => (None, Some(Located::new(Text::new(&c.name)))),
         };
         Finding {
             project,
             context,
-            var: var.to_string(),
+            var: Text::new(var),
             reason,
         }
     }
@@ -234,7 +234,7 @@ pub(crate) fn classify_vars(inv: &Inventory, rules: &RuleSet, out: &mut Output) 
     places.extend(contexts);
 
     let mut instances: Vec<Instance> = Vec::new();
-    let hint_reasons: Vec<String> = rules
+    let hint_reasons: Vec<Text> = rules
         .hints
         .iter()
         .map(|h| {
@@ -243,6 +243,7 @@ pub(crate) fn classify_vars(inv: &Inventory, rules: &RuleSet, out: &mut Output) 
                 h.label
             )
         })
+        .map(Text::from)
         .collect();
     // Buffers reused across places.
     let mut order: Vec<u32> = Vec::new();
@@ -371,7 +372,7 @@ pub(crate) fn classify_vars(inv: &Inventory, rules: &RuleSet, out: &mut Output) 
                 Fate::Ignored(r) => {
                     let reason = match rules.rules.get(r as usize) {
                         Some(Rule::Ignore(rule)) => rule.reason.clone(),
-                        _ => String::new(),
+                        _ => Text::default(),
                     };
                     out.ignored.push(place.finding(var, reason));
                 }
@@ -379,13 +380,14 @@ pub(crate) fn classify_vars(inv: &Inventory, rules: &RuleSet, out: &mut Output) 
                     let reason = match partial {
                         Some(p) => {
                             partial_reason(rules, &matcher.stems, p, var, |v| place.var(v as usize))
+                                .into()
                         }
                         None => match matcher.names[name_ids[vi] as usize]
                             .hint
                             .map(|h| h as usize)
                         {
                             Some(h) => hint_reasons.get(h).cloned().unwrap_or_default(),
-                            None => "no rule matched".to_string(),
+                            None => Text::new_static("no rule matched"),
                         },
                     };
                     out.unclassified.push(place.finding(var, reason));
@@ -552,28 +554,28 @@ fn draft(
             let Some((vi, _)) = slot else { continue };
             let var = place.var(*vi as usize);
             vars.insert(
-                Located::new(field.field.clone()),
-                Located::new(var.to_string()),
+                Located::new(Text::new(&field.field)),
+                Located::new(Text::new(var)),
             );
             if field.encoding != Encoding::Raw {
                 encoding.insert(
-                    Located::new(field.field.clone()),
+                    Located::new(Text::new(&field.field)),
                     Located::new(field.encoding),
                 );
             }
             observed.push(match place {
                 PlaceRef::Project(p) => Observed {
-                    project: Some(Located::new(p.slug.clone())),
+                    project: Some(Located::new(Text::new(&p.slug))),
                     context: None,
-                    var: Some(var.to_string()),
+                    var: Some(Text::new(var)),
                     masked: place.mask(*vi as usize).cloned(),
                     updated_at: None,
                     fingerprint: None,
                 },
                 PlaceRef::Context(c) => Observed {
                     project: None,
-                    context: Some(Located::new(c.name.clone())),
-                    var: Some(var.to_string()),
+                    context: Some(Located::new(Text::new(&c.name))),
+                    var: Some(Text::new(var)),
                     masked: None,
                     updated_at: c.variables.get(*vi as usize).and_then(|v| v.updated_at),
                     fingerprint: None,
@@ -582,7 +584,7 @@ fn draft(
         }
         bindings.push(match place {
             PlaceRef::Project(p) => Binding {
-                project: Some(Located::new(p.slug.clone())),
+                project: Some(Located::new(Text::new(&p.slug))),
                 context: None,
                 context_id: None,
                 vars,
@@ -594,8 +596,8 @@ fn draft(
                 in_contexts = true;
                 Binding {
                     project: None,
-                    context: Some(Located::new(c.name.clone())),
-                    context_id: Some(c.id.clone()),
+                    context: Some(Located::new(Text::new(&c.name))),
+                    context_id: Some(Text::new(&c.id)),
                     vars,
                     encoding,
                     aws_keypair: false,
@@ -622,7 +624,7 @@ fn draft(
         .iter()
         .filter_map(|f| {
             first_binding
-                .and_then(|b| b.vars.get(&Located::new(f.field.clone())))
+                .and_then(|b| b.vars.get(&Located::new(Text::new(&f.field))))
                 .map(|v| v.as_str())
         })
         .collect::<Vec<_>>();
@@ -633,7 +635,7 @@ fn draft(
         (n, _) if in_contexts => {
             let names: Vec<&str> = bindings
                 .iter()
-                .filter_map(|b| b.context.as_deref().map(String::as_str))
+                .filter_map(|b| b.context.as_deref().map(Text::as_str))
                 .collect();
             let shown = if n > 3 {
                 format!("{}, …", names[..3].join(", "))
@@ -695,10 +697,10 @@ fn draft(
             exec: exec.map(Box::new),
             ssh_key: None,
         },
-        base,
+        base: base.into(),
         distinct,
         place_token: place_tok,
-        rule: rule.name.clone(),
+        rule: Text::new(&rule.name),
         reason,
     }
 }

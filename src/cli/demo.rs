@@ -10,7 +10,7 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::engine::events::{Event, EventSink, PlainLines};
 use crate::engine::run::{ApplyOptions, Environment, RunReport};
 use crate::inventory::{self, Inventory};
-use crate::plan::{self, Plan, build::BuildOptions};
+use crate::plan::{self, Plan, PrincipalField, build::BuildOptions};
 use crate::sandbox::demo::{self, DemoWorld};
 use crate::sandbox::demo_cloud::CloudDemo;
 use std::path::Path;
@@ -151,7 +151,10 @@ fn review_aws(plan: &mut Plan, world: &DemoWorld) {
             .iter()
             .any(|b| b.context.as_ref().is_some_and(|c| c.as_str() == "aws-prod"));
         if in_context {
-            t.principal.user = Some(plan::Located::new("release-bot".into()));
+            t.principal.set(
+                PrincipalField::User,
+                Some(plan::Located::new("release-bot".into())),
+            );
             t.confirmed = true;
             println!(
                 "   reviewer: {} (context aws-prod) belongs to IAM user release-bot",
@@ -159,8 +162,7 @@ fn review_aws(plan: &mut Plan, world: &DemoWorld) {
             );
         }
         if t.principal
-            .user
-            .as_ref()
+            .user()
             .is_some_and(|u| u.as_str() == "prod-deployer")
         {
             t.policy.removable_keys = vec![plan::Located::new(world.removable_key.clone())];

@@ -76,7 +76,7 @@ pub fn values(binding: &Binding, minted: &Minted) -> Vec<(String, Secret)> {
                     Secret::new(base64::engine::general_purpose::STANDARD.encode(value.expose()))
                 }
             };
-            Some((var.value.clone(), encoded))
+            Some((var.value.to_string(), encoded))
         })
         .collect()
 }

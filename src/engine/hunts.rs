@@ -249,14 +249,14 @@ fn resolve(entry: &str, source: Source, target: &Target, keys: &[String]) -> Inp
         return Input::Path(PathBuf::from(entry));
     }
     let principal = &target.principal;
-    let value = |f: &Option<Located<String>>| f.as_ref().map(|v| v.value.clone());
+    let value = |f: Option<&Located<String>>| f.map(|v| v.value.clone());
     let remote = match source {
         Source::Cloudtrail if target.provider.value == ProviderKind::AwsIam => {
             Some(Remote::LookupEvents {
                 access_key_ids: keys.to_vec(),
             })
         }
-        Source::GcpLogging => value(&principal.service_account).and_then(|email| {
+        Source::GcpLogging => value(principal.service_account()).and_then(|email| {
             // name@PROJECT.iam.gserviceaccount.com
             let project = email.split('@').nth(1)?.split('.').next()?.to_string();
             Some(Remote::GcpProject {
@@ -269,12 +269,12 @@ fn resolve(entry: &str, source: Source, target: &Target, keys: &[String]) -> Inp
         // service-principal sign-ins are asked instead; the hunt narrows them to the secret's
         // key id (servicePrincipalCredentialKeyId).
         Source::AzureSignins => {
-            value(&principal.app_id).map(|_| Remote::AzureSignins { app_id: None })
+            value(principal.app_id()).map(|_| Remote::AzureSignins { app_id: None })
         }
-        Source::GithubAudit => value(&principal.repository)
+        Source::GithubAudit => value(principal.repository())
             .and_then(|r| r.split('/').next().map(str::to_string))
             .or_else(|| {
-                value(&principal.project).and_then(|p| p.split('/').nth(1).map(str::to_string))
+                value(principal.project()).and_then(|p| p.split('/').nth(1).map(str::to_string))
             })
             .map(|org| Remote::GithubOrg { org, phrase: None }),
         _ => None,

@@ -418,7 +418,7 @@ impl Mapper {
                 continue;
             }
             variables.push(ContextVar {
-                name: v.variable,
+                name: v.variable.into(),
                 created_at: v.created_at,
                 updated_at: v.updated_at,
             });
@@ -446,7 +446,7 @@ impl Mapper {
                 continue;
             }
             env_vars.push(ProjectVar {
-                name: v.name,
+                name: v.name.into(),
                 masked: Masked::new(&v.value),
                 created_at: None,
             });

@@ -268,7 +268,7 @@ async fn read_project(
         env_vars: env_vars
             .into_iter()
             .map(|v| ProjectVar {
-                name: v.name,
+                name: v.name.into(),
                 masked: Masked::new(v.value.as_str()),
                 created_at: v.created_at,
             })
@@ -330,7 +330,7 @@ async fn read_context(
             let mut variables: Vec<ContextVar> = vars
                 .into_iter()
                 .map(|v| ContextVar {
-                    name: v.variable,
+                    name: v.variable.into(),
                     created_at: v.created_at,
                     updated_at: v.updated_at,
                 })

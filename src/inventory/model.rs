@@ -55,7 +55,8 @@ pub struct Project {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectVar {
-    pub name: String,
+    /// Inline up to 23 bytes (nearly every name): an inventory holds hundreds of thousands.
+    pub name: crate::plan::Text,
     /// CircleCI's mask, normalized to `xxxx` + the last four characters (see [`Masked`]).
     pub masked: Masked,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,7 +109,7 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContextVar {
-    pub name: String,
+    pub name: crate::plan::Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,22 +145,23 @@ pub enum ErrorScope {
 #[derive(
     Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
-#[serde(from = "String", into = "String")]
+#[serde(from = "crate::plan::Text", into = "String")]
 #[schemars(
     with = "String",
     description = "A masked value: xxxx followed by the last four characters."
 )]
-pub struct Masked(String);
+// At most 20 bytes (`xxxx` and four characters of up to four bytes), so always inline in a
+// `Text`: 300,000 masks of an inventory (and the plans made from it) allocate nothing.
+pub struct Masked(crate::plan::Text);
 
 impl Masked {
     /// Normalizes CircleCI's mask (or any string) to `xxxx` + last four characters.
     pub fn new(raw: &str) -> Masked {
-        let tail: String = {
-            let chars: Vec<char> = raw.chars().collect();
-            let start = chars.len().saturating_sub(4);
-            chars[start..].iter().collect()
-        };
-        Masked(format!("xxxx{tail}"))
+        let start = raw.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+        let mut masked = smol_str::SmolStrBuilder::new();
+        masked.push_str("xxxx");
+        masked.push_str(&raw[start..]);
+        Masked(masked.finish())
     }
 
     /// The visible last four characters (fewer when the value was shorter).
@@ -178,9 +180,15 @@ impl From<String> for Masked {
     }
 }
 
+impl From<crate::plan::Text> for Masked {
+    fn from(raw: crate::plan::Text) -> Self {
+        Masked::new(&raw)
+    }
+}
+
 impl From<Masked> for String {
     fn from(m: Masked) -> Self {
-        m.0
+        m.0.into()
     }
 }
 

@@ -6,6 +6,7 @@
 use super::build::Draft;
 use super::located::Located;
 use super::model::{Place, ProviderKind, REVIEW_REQUIRED};
+use super::principal::PrincipalField;
 use crate::providers::aws::{DiscoveryMatch, match_last_four};
 
 /// What discovery concluded for one target.
@@ -26,8 +27,7 @@ pub fn fill_aws_users(draft: &mut Draft, listing: &[(String, Vec<String>)]) -> V
         }
         if target
             .principal
-            .user
-            .as_ref()
+            .user()
             .is_some_and(|u| u.as_str() != REVIEW_REQUIRED)
         {
             continue;
@@ -87,7 +87,9 @@ pub fn fill_aws_users(draft: &mut Draft, listing: &[(String, Vec<String>)]) -> V
             },
         };
         if let Some(user) = &resolution.user {
-            target.principal.user = Some(Located::new(user.clone()));
+            target
+                .principal
+                .set(PrincipalField::User, Some(Located::new(user.clone())));
         }
         let note = draft.notes.entry(id).or_default();
         if !note.is_empty() {
@@ -187,7 +189,7 @@ mod tests {
                         .iter()
                         .any(|b| b.project.as_ref().is_some_and(|p| p.contains(needle)))
                 })
-                .and_then(|t| t.principal.user.as_ref())
+                .and_then(|t| t.principal.user())
                 .map(|u| u.value.clone())
         };
         assert_eq!(user_of("api").as_deref(), Some("ci-deployer"));

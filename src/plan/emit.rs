@@ -9,6 +9,7 @@
 
 use super::Located;
 use super::model::*;
+use super::principal::{Principal, Written};
 use std::fmt::Write as _;
 
 /// Writes `s` as a scalar that reads back as exactly `s`, in block or flow context.
@@ -138,8 +139,8 @@ fn timestamp(out: &mut String, t: &chrono::DateTime<chrono::Utc>) {
     );
 }
 
-fn opt(v: &Option<Located<String>>) -> Option<&str> {
-    v.as_deref().map(String::as_str)
+fn opt<S: AsRef<str>>(v: &Option<Located<S>>) -> Option<&str> {
+    v.as_ref().map(|v| v.value.as_ref())
 }
 
 /// One target as an item of the top-level `targets:` list (two spaces in). `policy`, rare and
@@ -203,20 +204,12 @@ pub fn target(
 
 fn principal(out: &mut String, p: &Principal) {
     let mut f = Flow::open(out);
-    f.str("user", opt(&p.user));
-    f.str("account_id", opt(&p.account_id));
-    f.str("repository", opt(&p.repository));
-    f.str("project", opt(&p.project));
-    f.str("service_account", opt(&p.service_account));
-    f.str("app_id", opt(&p.app_id));
-    f.str("tenant_id", opt(&p.tenant_id));
-    f.str("title", opt(&p.title));
-    if let Some(read_only) = p.read_only {
-        f.key("read_only")
-            .push_str(if read_only { "true" } else { "false" });
+    for (name, value) in p.written() {
+        match value {
+            Written::Str(v) => f.str(name, Some(v.as_str())),
+            Written::Bool(b) => f.key(name).push_str(if b { "true" } else { "false" }),
+        }
     }
-    f.str("key_id", opt(&p.key_id));
-    f.str("service", opt(&p.service));
     f.close();
 }
 
@@ -343,7 +336,7 @@ pub fn inventory_error(out: &mut String, e: &crate::inventory::InventoryError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{fastload, load, write};
+    use crate::plan::{PrincipalField, fastload, load, write};
 
     const HOSTILE: &[&str] = &[
         "a: b",
@@ -422,21 +415,22 @@ mod tests {
     /// Puts `name` in every string the emitter writes.
     fn with_everywhere(mut plan: Plan, name: &str) -> Plan {
         let l = |s: &str| Located::new(s.to_string());
+        let t_ = |s: &str| Located::new(Text::new(s));
         for (n, t) in plan.targets.iter_mut().enumerate() {
             t.id = l(&format!("{name}{n}"));
-            t.principal.user = Some(l(name));
-            t.principal.service = Some(l(name));
+            t.principal.set(PrincipalField::User, Some(l(name)));
+            t.principal.set(PrincipalField::Service, Some(l(name)));
             for b in &mut t.bindings {
                 if b.project.is_some() {
-                    b.project = Some(l(name));
+                    b.project = Some(t_(name));
                 }
-                b.vars.insert(l(name), l(name));
+                b.vars.insert(t_(name), t_(name));
                 if b.context_id.is_some() {
-                    b.context_id = Some(name.to_string());
+                    b.context_id = Some(name.into());
                 }
             }
             for o in &mut t.observed {
-                o.var = Some(name.to_string());
+                o.var = Some(name.into());
                 o.fingerprint = o.fingerprint.as_ref().map(|_| name.to_string());
             }
             if let Some(e) = &mut t.exec {
@@ -444,10 +438,10 @@ mod tests {
             }
         }
         plan.unclassified.push(Finding {
-            project: Some(l(name)),
+            project: Some(t_(name)),
             context: None,
-            var: name.to_string(),
-            reason: name.to_string(),
+            var: name.into(),
+            reason: name.into(),
         });
         plan.errors.push(crate::inventory::InventoryError {
             scope: crate::inventory::ErrorScope::Context,

@@ -1,6 +1,7 @@
 //! Rotation plans: the reviewed artifact that `apply` executes exactly.
 //!
 //! - [`model`]: the types (and so the JSON Schema), in [`compact`] containers where it counts;
+//! - [`principal`]: a target's principal, stored as the fields it sets;
 //! - [`load`]: reading YAML with errors that name file, line and column;
 //! - [`fastload`]: the fast reader `load` tries first, for the subset plans are written in;
 //! - [`validate`]: the semantic checks serde cannot express;
@@ -21,6 +22,7 @@ pub mod fastload;
 pub mod load;
 pub mod located;
 pub mod model;
+pub mod principal;
 pub mod refresh;
 pub mod split;
 pub mod text;
@@ -30,6 +32,7 @@ pub mod write;
 pub use duration::PlanDuration;
 pub use located::{Located, Pos};
 pub use model::*;
+pub use principal::{Principal, PrincipalField};
 
 /// The plan's JSON Schema, as committed in `plans/rekey-plan.schema.json`.
 pub fn schema_json() -> String {

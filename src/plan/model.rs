@@ -7,11 +7,17 @@
 use super::compact::{Empty, FieldMap, Sparse, shrunk};
 use super::duration::PlanDuration;
 use super::located::Located;
+use super::principal::Principal;
 use crate::inventory::{InventoryError, InventorySource, Masked};
 use chrono::{DateTime, TimeZone, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// A short string of the plan: inline up to 23 bytes (a slug, a variable name, a mask), shared
+/// when longer (a clone counts a reference). Most of a plan's strings are such, and allocated
+/// one by one they were millions of chunks at 190,000 targets.
+pub type Text = smol_str::SmolStr;
 
 /// The only `apiVersion` this build reads and writes.
 pub const API_VERSION: &str = "rekey/v1";
@@ -488,105 +494,28 @@ impl Confidence {
     }
 }
 
-/// The owner of a credential at its provider; which fields are needed depends on the provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Principal {
-    /// aws-iam: IAM user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<Located<String>>,
-    /// aws-iam: expected account id (checked against STS when set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<Located<String>>,
-    /// github-deploy-key: `owner/repo`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repository: Option<Located<String>>,
-    /// circleci-checkout-key: project slug.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
-    /// gcp-sa-key: service account email.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service_account: Option<Located<String>>,
-    /// azure-app-secret: application (object) id of the app registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_id: Option<Located<String>>,
-    /// azure-app-secret: directory (tenant) id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<Located<String>>,
-    /// github-deploy-key / azure-app-secret: title or display name of the new credential.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<Located<String>>,
-    /// github-deploy-key: whether the key is read-only (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub read_only: Option<bool>,
-    /// The credential in use (an AWS access key id…), when the bindings cannot show it: context
-    /// variables have no value to compare, so with several keys rekey would not know which is old.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_id: Option<Located<String>>,
-    /// exec / github-token: free text naming the owner (for the report).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<Located<String>>,
-}
-
-impl Principal {
-    /// The principal field of that name, if the name is known.
-    pub fn field(&self, name: &str) -> Option<&Option<Located<String>>> {
-        Some(match name {
-            "user" => &self.user,
-            "account_id" => &self.account_id,
-            "repository" => &self.repository,
-            "project" => &self.project,
-            "service_account" => &self.service_account,
-            "app_id" => &self.app_id,
-            "tenant_id" => &self.tenant_id,
-            "title" => &self.title,
-            "key_id" => &self.key_id,
-            "service" => &self.service,
-            _ => return None,
-        })
-    }
-
-    /// Every string field that is set, with its name.
-    pub fn set_fields(&self) -> impl Iterator<Item = (&'static str, &Located<String>)> {
-        [
-            "user",
-            "account_id",
-            "repository",
-            "project",
-            "service_account",
-            "app_id",
-            "tenant_id",
-            "title",
-            "key_id",
-            "service",
-        ]
-        .into_iter()
-        .filter_map(|name| self.field(name).and_then(|f| f.as_ref()).map(|v| (name, v)))
-    }
-}
-
 /// One CircleCI place (project or context) and the variable that holds each credential field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     /// Project slug; exactly one of `project` and `context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
+    pub project: Option<Located<Text>>,
     /// Context name; exactly one of `project` and `context`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Located<String>>,
+    pub context: Option<Located<Text>>,
     /// Context id (the API addresses contexts by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context_id: Option<String>,
+    pub context_id: Option<Text>,
     /// Credential field → variable name, e.g. `access_key_id: AWS_ACCESS_KEY_ID` (empty for
     /// bindings into project settings: `aws_keypair`, `ssh_hostname`).
     #[serde(default)]
     #[schemars(with = "BTreeMap<Located<String>, Located<String>>")]
-    pub vars: FieldMap<Located<String>, Located<String>>,
+    pub vars: FieldMap<Located<Text>, Located<Text>>,
     /// Credential field → how the value is written (default raw).
     #[serde(default, skip_serializing_if = "FieldMap::is_empty")]
     #[schemars(with = "BTreeMap<Located<String>, Located<Encoding>>")]
-    pub encoding: FieldMap<Located<String>, Located<Encoding>>,
+    pub encoding: FieldMap<Located<Text>, Located<Encoding>>,
     /// aws-iam: the project's legacy AWS key pair (Project Settings → AWS Permissions, written
     /// through API v1.1 settings) instead of variables; `vars` is then empty.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -621,8 +550,8 @@ impl std::fmt::Display for Place<'_> {
 }
 
 fn place_of<'a>(
-    project: &'a Option<Located<String>>,
-    context: &'a Option<Located<String>>,
+    project: &'a Option<Located<Text>>,
+    context: &'a Option<Located<Text>>,
 ) -> Option<Place<'a>> {
     match (project, context) {
         (Some(p), None) => Some(Place::Project(p.as_str())),
@@ -643,11 +572,11 @@ impl Binding {
 #[serde(deny_unknown_fields)]
 pub struct Observed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
+    pub project: Option<Located<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Located<String>>,
+    pub context: Option<Located<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub var: Option<String>,
+    pub var: Option<Text>,
     /// Project variables: CircleCI's mask (`xxxx` + last four).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub masked: Option<Masked>,
@@ -670,11 +599,11 @@ impl Observed {
 #[serde(deny_unknown_fields)]
 pub struct Finding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub project: Option<Located<String>>,
+    pub project: Option<Located<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<Located<String>>,
-    pub var: String,
-    pub reason: String,
+    pub context: Option<Located<Text>>,
+    pub var: Text,
+    pub reason: Text,
 }
 
 impl Finding {

@@ -27,7 +27,7 @@ pub async fn refresh_observed(
                             .map_err(|e| format!("cannot read {slug}: {e}"))?;
                         masks.insert(slug.clone(), live);
                     }
-                    let live = masks.get(&slug).and_then(|m| m.get(&var)).cloned();
+                    let live = masks.get(&slug).and_then(|m| m.get(var.as_str())).cloned();
                     let seen = obs.masked.as_ref().map(|m| m.last_four().to_string());
                     if live != seen {
                         changes.push(format!(
@@ -62,7 +62,7 @@ pub async fn refresh_observed(
                         .map_err(|e| format!("context {name}: {e}"))?;
                     // Only the binding's own variables count, as the engine compares them.
                     let live = stamps
-                        .get(&var)
+                        .get(var.as_str())
                         .filter(|_| binding.vars.values().any(|v| v.as_str() == var))
                         .copied();
                     if live != obs.updated_at {

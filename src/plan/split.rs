@@ -104,7 +104,7 @@ fn group_of_target(target: &Target, by: SplitBy, teams: &Teams) -> String {
     if by == SplitBy::Provider {
         return target.provider.value.to_string();
     }
-    let project = target.principal.project.as_deref().map(String::as_str);
+    let project = target.principal.project().map(|v| v.as_str());
     let places = target
         .bindings
         .iter()

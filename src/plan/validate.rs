@@ -334,7 +334,7 @@ impl Validator<'_> {
     fn principal(&mut self, target: &Target) {
         let provider = target.provider.value;
         for required in provider.required_principal() {
-            match target.principal.field(required).and_then(|f| f.as_ref()) {
+            match target.principal.field(required) {
                 None => {
                     let msg = format!(
                         "target `{}`: provider {provider} needs `principal.{required}`",
@@ -366,7 +366,7 @@ impl Validator<'_> {
                 self.error(value.pos, msg).help = Some(help.into());
             }
         }
-        match (provider, &target.principal.repository) {
+        match (provider, target.principal.repository()) {
             (ProviderKind::GithubDeployKey, Some(repo))
                 if repo.as_str() != REVIEW_REQUIRED && !is_owner_repo(repo) =>
             {
@@ -378,7 +378,7 @@ impl Validator<'_> {
             }
             _ => {}
         }
-        if let Some(project) = &target.principal.project {
+        if let Some(project) = target.principal.project() {
             self.slug(
                 project,
                 &format!("target `{}`: principal.project", *target.id),
@@ -386,8 +386,8 @@ impl Validator<'_> {
         }
     }
 
-    fn slug(&mut self, slug: &Located<String>, what: &str) {
-        if !is_project_slug(slug) {
+    fn slug<S: AsRef<str> + std::fmt::Display>(&mut self, slug: &Located<S>, what: &str) {
+        if !is_project_slug(slug.value.as_ref()) {
             let msg = format!(
                 "{what}: `{}` is not a project slug like gh/org/repo",
                 slug.value

@@ -434,7 +434,7 @@ impl Provider for AwsIamProvider {
             }
         })?;
         let arn = identity.arn().unwrap_or_default();
-        let account = target.principal.account_id.as_deref().map(String::as_str);
+        let account = target.principal.account_id().map(|v| v.as_str());
         check_identity(arn, user, account).map_err(|why| {
             ProviderError::Failed(format!(
                 "aws-iam verify of {what}: STS says the key belongs to {arn}, {why}"
@@ -509,9 +509,8 @@ fn user_of(target: &Target) -> Result<&str, ProviderError> {
     }
     target
         .principal
-        .user
-        .as_deref()
-        .map(String::as_str)
+        .user()
+        .map(|v| v.as_str())
         .filter(|u| !u.is_empty())
         .ok_or_else(|| {
             ProviderError::Failed(format!(

@@ -399,8 +399,7 @@ impl Provider for AzureAppSecretProvider {
         let (app, _) = principal_of(target)?;
         let display_name = target
             .principal
-            .title
-            .as_ref()
+            .title()
             .map(|t| t.value.clone())
             .unwrap_or_else(|| format!("rekey {}", Utc::now().format("%Y-%m-%d")));
         // rekey's mark, so that an orphan sweep can tell this secret from a colleague's.
@@ -541,16 +540,16 @@ fn principal_of(target: &Target) -> Result<(&str, &str), ProviderError> {
             target.provider.as_str()
         )));
     }
-    fn get(v: &Option<crate::plan::Located<String>>) -> Option<&str> {
-        v.as_deref().map(String::as_str).filter(|s| {
+    fn get(v: Option<&crate::plan::Located<String>>) -> Option<&str> {
+        v.map(|v| v.as_str()).filter(|s| {
             !s.is_empty()
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
         })
     }
     match (
-        get(&target.principal.app_id),
-        get(&target.principal.tenant_id),
+        get(target.principal.app_id()),
+        get(target.principal.tenant_id()),
     ) {
         (Some(app), Some(tenant)) => Ok((app, tenant)),
         _ => Err(ProviderError::Failed(format!(

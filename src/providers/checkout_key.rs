@@ -61,9 +61,8 @@ fn project_of(target: &Target) -> Result<&str, ProviderError> {
     }
     target
         .principal
-        .project
-        .as_deref()
-        .map(String::as_str)
+        .project()
+        .map(|v| v.as_str())
         .filter(|p| !p.is_empty())
         .ok_or_else(|| {
             ProviderError::Failed(format!(

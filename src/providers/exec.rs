@@ -473,14 +473,13 @@ impl Provider for ExecProvider {
         // Without a command to ask, what the plan says: its principal and `key_id`.
         let principal = target
             .principal
-            .service
-            .as_ref()
+            .service()
             .map(|s| s.value.clone())
             .unwrap_or_else(|| target.id.value.clone());
         let planned: Vec<CredentialInfo> = target
             .principal
-            .key_id
-            .iter()
+            .key_id()
+            .into_iter()
             .map(|k| CredentialInfo {
                 label: None,
                 id: k.value.clone(),

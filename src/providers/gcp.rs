@@ -551,9 +551,8 @@ fn account_of(target: &Target) -> Result<&str, ProviderError> {
     }
     let email = target
         .principal
-        .service_account
-        .as_deref()
-        .map(String::as_str)
+        .service_account()
+        .map(|v| v.as_str())
         .unwrap_or_default();
     if email.is_empty() || !email.contains('@') || !email.chars().all(safe_char) {
         return Err(ProviderError::Failed(format!(

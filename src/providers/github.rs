@@ -93,9 +93,8 @@ fn repository_of(target: &Target) -> Result<(&str, &str), ProviderError> {
     }
     let repo = target
         .principal
-        .repository
-        .as_deref()
-        .map(String::as_str)
+        .repository()
+        .map(|v| v.as_str())
         .unwrap_or_default();
     match repo.split_once('/') {
         Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -264,8 +263,7 @@ impl Provider for GithubDeployKeyProvider {
         let what = format!("repository {owner}/{repo}");
         let title = target
             .principal
-            .title
-            .as_ref()
+            .title()
             .map(|t| t.value.clone())
             .unwrap_or_else(|| format!("rekey {}", Utc::now().format("%Y-%m-%d")));
         // rekey's mark, so that an orphan sweep can tell this key from a colleague's.
@@ -610,9 +608,8 @@ impl Provider for GithubTokenProvider {
         token_target(target)?;
         let named = target
             .principal
-            .user
-            .as_ref()
-            .or(target.principal.service.as_ref())
+            .user()
+            .or(target.principal.service())
             .map(|s| s.value.clone());
         let Some(old) = self.old_value(target).await? else {
             return Ok(Inspection {
@@ -717,7 +714,7 @@ impl Provider for GithubTokenProvider {
             "github-token: the new token works"
         );
         self.note_scopes(target, "new", scopes);
-        if let Some(user) = &target.principal.user
+        if let Some(user) = target.principal.user()
             && !user.as_str().eq_ignore_ascii_case(&login)
         {
             return Err(ProviderError::Failed(format!(

@@ -144,7 +144,7 @@ fn projects(target: &Target) -> String {
     let mut slugs: Vec<&str> = target
         .bindings
         .iter()
-        .filter_map(|b| b.project.as_deref().map(String::as_str))
+        .filter_map(|b| b.project.as_deref().map(|p| p.as_str()))
         .collect();
     slugs.dedup();
     slugs.join(", ")

@@ -8,7 +8,9 @@ use super::Sandbox;
 use super::azure::AzureSandbox;
 use super::circleci::StoredVar;
 use super::gcp::GcpSandbox;
-use crate::plan::{Binding, Endpoints, ExecCommands, Located, Principal, ProviderKind, Target};
+use crate::plan::{
+    Binding, Endpoints, ExecCommands, Located, Principal, PrincipalField, ProviderKind, Target,
+};
 use crate::providers::Provider;
 use crate::providers::azure::AzureAppSecretProvider;
 use crate::providers::exec::ExecProvider;
@@ -163,12 +165,12 @@ impl CloudDemo {
     /// One reviewed target per provider, as a person would write them.
     pub fn targets(&self) -> Vec<Target> {
         let binding = |project: &str, field: &str, var: &str| Binding {
-            project: Some(Located::new(project.to_owned())),
+            project: Some(Located::new(project.into())),
             context: None,
             context_id: None,
             vars: crate::plan::compact::FieldMap::from([(
-                Located::new(field.to_owned()),
-                Located::new(var.to_owned()),
+                Located::new(field.into()),
+                Located::new(var.into()),
             )]),
             encoding: Default::default(),
             aws_keypair: false,
@@ -191,10 +193,7 @@ impl CloudDemo {
         let mut exec = target(
             "npm-publish",
             ProviderKind::Exec,
-            Principal {
-                service: Some(Located::new("npm".into())),
-                ..Principal::default()
-            },
+            Principal::default().with(PrincipalField::Service, "npm"),
             binding("gh/acme/api", "value", "NPM_TOKEN"),
         );
         exec.exec = Some(Box::new(ExecCommands {
@@ -209,21 +208,17 @@ impl CloudDemo {
             target(
                 "gcp-ci-deployer",
                 ProviderKind::GcpSaKey,
-                Principal {
-                    service_account: Some(Located::new(self.service_account.clone())),
-                    ..Principal::default()
-                },
+                Principal::default()
+                    .with(PrincipalField::ServiceAccount, self.service_account.clone()),
                 binding("gh/acme/infra", "key_json", "GCLOUD_SERVICE_KEY"),
             ),
             target(
                 "azure-terraform",
                 ProviderKind::AzureAppSecret,
-                Principal {
-                    app_id: Some(Located::new(self.app_object.clone())),
-                    tenant_id: Some(Located::new(TENANT.into())),
-                    title: Some(Located::new("circleci".into())),
-                    ..Principal::default()
-                },
+                Principal::default()
+                    .with(PrincipalField::AppId, self.app_object.clone())
+                    .with(PrincipalField::TenantId, TENANT)
+                    .with(PrincipalField::Title, "circleci"),
                 binding("gh/acme/infra", "client_secret", "ARM_CLIENT_SECRET"),
             ),
             exec,

@@ -248,9 +248,11 @@ impl PlanWorld {
                     Some(Place::Context(name)) => {
                         let id = b
                             .context_id
-                            .clone()
+                            .as_ref()
+                            .map(|id| id.to_string())
                             .or_else(|| state.context_by_name(name).map(|c| c.id.clone()));
-                        let vars: Vec<String> = b.vars.values().map(|v| v.value.clone()).collect();
+                        let vars: Vec<String> =
+                            b.vars.values().map(|v| v.value.to_string()).collect();
                         if let Some(id) = id {
                             contexts.push((t.id.value.clone(), name.to_string(), id, vars));
                         }

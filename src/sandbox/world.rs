@@ -221,7 +221,7 @@ impl PlanWorld {
             .targets
             .iter()
             .filter(|t| t.provider.value == ProviderKind::AwsIam)
-            .find_map(|t| t.principal.account_id.as_ref().map(|a| a.value.clone()))
+            .find_map(|t| t.principal.account_id().map(|a| a.value.clone()))
             .unwrap_or_else(|| DEFAULT_ACCOUNT.to_string());
         let mut b = Builder {
             plan,
@@ -452,14 +452,14 @@ impl Builder<'_> {
                     Some(Place::Context(name)) => {
                         let entry = contexts.entry(name.to_string()).or_default();
                         if entry.is_none() {
-                            *entry = id;
+                            *entry = id.map(|id| id.to_string());
                         }
                     }
                     None => {}
                 }
             }
             for slug in [
-                t.principal.project.as_ref(),
+                t.principal.project(),
                 t.policy.canary.as_ref().map(|c| &c.project),
             ]
             .into_iter()
@@ -519,7 +519,11 @@ impl Builder<'_> {
             .map(|b| {
                 b.vars
                     .keys()
-                    .filter_map(|f| fields.get(f.as_str()).map(|v| (f.value.clone(), v.clone())))
+                    .filter_map(|f| {
+                        fields
+                            .get(f.as_str())
+                            .map(|v| (f.value.to_string(), v.clone()))
+                    })
                     .collect()
             })
             .collect()
@@ -548,7 +552,10 @@ impl Builder<'_> {
                 .add_user(&user, Access::None)
                 .map_err(|e| format!("aws-iam: {e}"))?;
         }
-        let key_id = match (&t.principal.key_id, self.observed_last4(t, "access_key_id")) {
+        let key_id = match (
+            t.principal.key_id(),
+            self.observed_last4(t, "access_key_id"),
+        ) {
             (Some(k), _) => k.value.clone(),
             (None, Some(last4)) => ending_in(&fake::aws_access_key_id(&mut self.rng), &last4),
             (None, None) => fake::aws_access_key_id(&mut self.rng),
@@ -870,7 +877,7 @@ impl Builder<'_> {
                         } else {
                             fake::password(&mut self.rng)
                         };
-                        (f.value.clone(), v)
+                        (f.value.to_string(), v)
                     })
                     .collect()
             })
@@ -937,20 +944,20 @@ impl Builder<'_> {
                         .old_values
                         .push(Secret::new(stored.value.clone()));
                     self.world.secret_vars.push((
-                        b.project.as_ref().map(|p| p.value.clone()),
-                        b.context.as_ref().map(|c| c.value.clone()),
-                        var.value.clone(),
+                        b.project.as_ref().map(|p| p.value.to_string()),
+                        b.context.as_ref().map(|c| c.value.to_string()),
+                        var.value.to_string(),
                     ));
                 }
                 match b.place() {
                     Some(Place::Project(slug)) => {
                         if let Some(p) = self.circleci.project_by_slug_mut(slug) {
-                            p.env_vars.insert(var.value.clone(), stored);
+                            p.env_vars.insert(var.value.to_string(), stored);
                         }
                     }
                     Some(Place::Context(name)) => {
                         if let Some(c) = self.circleci.context_by_name_mut(name) {
-                            c.vars.insert(var.value.clone(), stored);
+                            c.vars.insert(var.value.to_string(), stored);
                         }
                     }
                     None => {}
@@ -971,10 +978,7 @@ fn required(t: &Target, field: &str) -> Result<String, String> {
 }
 
 fn optional(t: &Target, field: &str) -> Option<String> {
-    t.principal
-        .field(field)
-        .and_then(|v| v.as_ref())
-        .map(|v| v.value.clone())
+    t.principal.field(field).map(|v| v.value.clone())
 }
 
 /// Writes rekey's made-up token owner (the demo's) into `dir`, holding `value` as its one

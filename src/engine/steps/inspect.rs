@@ -175,7 +175,7 @@ pub(crate) async fn current_credential(
     {
         return Ok(Some((*one).clone()));
     }
-    if let Some(key_id) = &target.principal.key_id {
+    if let Some(key_id) = target.principal.key_id() {
         return creds
             .iter()
             .find(|c| c.id == key_id.as_str())
@@ -227,7 +227,7 @@ pub(crate) async fn stale(
                         }
                     }
                 }
-                match project_cache.get(slug).and_then(|m| m.get(var)) {
+                match project_cache.get(slug).and_then(|m| m.get(var.as_str())) {
                     None => changes.push(format!("{var} is gone from project {slug}")),
                     Some(live) if live != masked.last_four() => changes.push(format!(
                         "{var} in project {slug} now ends with {live}, the plan saw {}",
