@@ -103,13 +103,26 @@ pub struct HuntReport {
 /// once: sorting the findings themselves moved every one (a few hundred bytes) about log n
 /// times.
 pub fn sort_findings(findings: &mut Vec<Finding>) {
+    if let Some(order) = findings_order(findings) {
+        *findings = permuted(std::mem::take(findings), &order);
+    }
+}
+
+/// Where each finding goes in [`Finding::order`] (a stable sort): `order[k]` is the index of
+/// the `k`th; `None` when they are in that order already.
+pub fn findings_order(findings: &[Finding]) -> Option<Vec<usize>> {
     if findings.is_sorted_by(|a, b| Finding::order(a, b).is_le()) {
-        return;
+        return None;
     }
     let mut order: Vec<usize> = (0..findings.len()).collect();
     order.sort_by(|&i, &j| Finding::order(&findings[i], &findings[j]));
-    let mut slots: Vec<Option<Finding>> = std::mem::take(findings).into_iter().map(Some).collect();
-    *findings = order.iter().filter_map(|&i| slots[i].take()).collect();
+    Some(order)
+}
+
+/// `items` in `order` (a permutation of their indices), each moved once.
+pub fn permuted<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order.iter().filter_map(|&i| slots[i].take()).collect()
 }
 
 impl Finding {
@@ -130,6 +143,7 @@ impl HuntReport {
         // Workers hand over their findings already in this order (see [`Finding::order`]):
         // the stable sort finds those runs and merges them, nearly linear on one core.
         sort_findings(&mut self.findings);
+        super::phases::mark("normalize: sorted");
         let keep: Vec<bool> = {
             // Keys are log contents (attacker-chosen): a randomly seeded hasher.
             // Sized once: grown by rehashing, it copied its table about log n times.
@@ -282,6 +296,7 @@ impl HuntReport {
         w.write_all(b",\"groups\":")
             .map_err(serde_json::Error::io)?;
         write_groups(w, &groups, threads)?;
+        super::phases::mark("json: groups written");
         w.write_all(b",\"credentials\":")
             .map_err(serde_json::Error::io)?;
         credentials.write(w)?;
