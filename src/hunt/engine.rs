@@ -8,7 +8,9 @@
 use super::Severity;
 use super::bounded;
 use super::fields::Fields;
-use super::findings::{Finding, HuntReport, findings_order, permuted};
+use super::findings::{
+    Finding, HuntReport, dedup_sorted, findings_order, merge_sorted, permuted, sort_findings,
+};
 use super::pack::RuleSet;
 use super::phases;
 use super::remote::Page;
@@ -795,7 +797,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut hour_maps = Vec::new();
     let mut pair_counts = Vec::new();
     let mut action_baselines = Vec::new();
-    let mut ats = Vec::new();
+    // Per worker: its findings (in the report's order when there are several) and where each is.
+    let mut lists: Vec<(Vec<Finding>, Vec<At>)> = Vec::new();
     for p in parts {
         seens.push(p.seen);
         country_maps.push(p.countries);
@@ -804,13 +807,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         pair_counts.push(p.per_pair);
         action_baselines.push(p.actions);
         let r = p.report;
-        if report.findings.is_empty() {
-            report.findings = r.findings;
-            ats = p.ats;
-        } else {
-            report.findings.extend(r.findings);
-            ats.extend(p.ats);
-        }
+        lists.push((r.findings, p.ats));
         report.problems.extend(r.problems);
         report.incomplete.extend(r.incomplete);
         let st = &mut report.stats;
@@ -825,7 +822,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     }
     phases::mark("tail: findings gathered");
     let parallel = threads > 1;
-    let (per_pair, parts) = std::thread::scope(|scope| {
+    let (per_pair, parts, findings) = std::thread::scope(|scope| {
         let addresses = later(scope, parallel, move || {
             let mut part = HuntReport::default();
             baselines(&merged(seens, merge_seen), opts, &mut part);
@@ -847,55 +844,78 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
             phases::mark("tail: correlations done");
             part
         });
-        let actions = merged(action_baselines, ActionBaseline::merge);
+        // What severities compare with: the credentials' actions and hours before the
+        // incident start.
+        let baseline = later(scope, parallel, move || {
+            let actions = merged(action_baselines, ActionBaseline::merge);
+            let hours = merged(hour_maps, |into: &mut HourMap, hs| {
+                for (cred, x) in hs {
+                    match into.get_mut(&cred) {
+                        Some(y) => y.merge(&x),
+                        None => {
+                            into.insert(cred, x);
+                        }
+                    }
+                }
+            });
+            let mut part = HuntReport::default();
+            hour_baselines(&hours, &mut part);
+            phases::mark("tail: actions and hours done");
+            (actions, hours, part)
+        });
+        // Meanwhile here: the workers' findings in the report's order, trimmed to the cap,
+        // without duplicates — then their severities, once the baseline is known.
         let per_pair = merged(pair_counts, |into: &mut PairCounts, pp| {
             for (k, n) in pp {
                 *into.entry(k).or_default() += n;
             }
         });
-        let hours = merged(hour_maps, |into: &mut HourMap, hs| {
-            for (cred, x) in hs {
-                match into.get_mut(&cred) {
-                    Some(y) => y.merge(&x),
-                    None => {
-                        into.insert(cred, x);
-                    }
-                }
-            }
-        });
-        phases::mark("tail: actions, pairs, hours merged");
-        let mut hour_part = HuntReport::default();
-        hour_baselines(&hours, &mut hour_part);
+        trim_to_cap(&mut lists, &per_pair);
+        // Each list sorted (one worker's is not yet), then merged in the workers' order: the
+        // order of a stable sort of them all, each finding moved once.
+        let mut findings = Vec::new();
+        for (mut list, _) in lists {
+            sort_findings(&mut list);
+            findings = merge_sorted(findings, list);
+        }
+        phases::mark("tail: findings sorted");
+        dedup_sorted(&mut findings);
+        phases::mark("tail: findings deduplicated");
+        let (actions, hours, hour_part) = baseline.get();
         let records_before = |c: &str| -> u64 {
             hours
                 .get(c)
                 .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
         };
-        severity::apply(
-            &mut report.findings,
+        severity::apply_on(
+            &mut findings,
+            threads,
             rules,
             &actions,
             &records_before,
             opts.since,
         );
         phases::mark("tail: severities applied");
+        // In the order they were made on one core: ties in the sort keep it.
         let parts = [
             addresses.get(),
             countries.get(),
             hour_part,
             correlations.get(),
         ];
-        (per_pair, parts)
+        (per_pair, parts, findings)
     });
     phases::mark("tail: baselines, correlations, severities");
-    trim_to_cap(&mut report.findings, &ats, &per_pair);
-    drop(ats);
-    // In the order they were made on one core: ties in the sort keep it.
+    // The checks' findings, merged in after the workers' ones (the order of a stable sort of
+    // all). Each carries a detail of its own kind (an address, a country, an hours' count, a
+    // burst; a worker's finding has none, or the old credential's), so none is a duplicate of
+    // a worker's finding (see [`dedup_sorted`]).
+    let mut more = Vec::new();
     for part in parts {
-        report.findings.extend(part.findings);
+        more.extend(part.findings);
         report.notes.extend(part.notes);
     }
-    report.normalize();
+    report.normalize_from(findings, more);
     phases::mark("tail: normalized");
     // Say what the cap left out.
     let mut capped: Vec<_> = per_pair
@@ -930,9 +950,9 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
 /// Workers each kept the first [`FINDINGS_PER_PAIR`] findings of a (credential, rule) pair in
 /// the order they read their inputs; of those, the run keeps the first in the inputs' order
 /// (input, line, record), as one worker reading every input in turn does — whichever worker
-/// read what. `ats` holds where each finding is. No pair over the cap (the usual case):
-/// nothing to do.
-fn trim_to_cap(findings: &mut Vec<Finding>, ats: &[At], per_pair: &PairCounts) {
+/// read what. Each worker's findings come with where each is. No pair over the cap (the usual
+/// case): nothing to do.
+fn trim_to_cap(lists: &mut [(Vec<Finding>, Vec<At>)], per_pair: &PairCounts) {
     type Pair<'a> = (Option<&'a str>, &'a str);
     let mut over: HashMap<Pair<'_>, Vec<At>> = per_pair
         .iter()
@@ -943,7 +963,7 @@ fn trim_to_cap(findings: &mut Vec<Finding>, ats: &[At], per_pair: &PairCounts) {
         return;
     }
     let capped = |f: &Finding| f.detail.is_none();
-    for (f, at) in findings.iter().zip(ats) {
+    for (f, at) in lists.iter().flat_map(|(fs, ats)| fs.iter().zip(ats)) {
         if capped(f)
             && let Some(v) = over.get_mut(&(f.credential.as_deref(), &*f.rule_id))
         {
@@ -963,18 +983,25 @@ fn trim_to_cap(findings: &mut Vec<Finding>, ats: &[At], per_pair: &PairCounts) {
     if last.is_empty() {
         return;
     }
-    let keep: Vec<bool> = findings
+    let keep: Vec<Vec<bool>> = lists
         .iter()
-        .zip(ats)
-        .map(|(f, at)| {
-            !capped(f)
-                || last
-                    .get(&(f.credential.as_deref(), &*f.rule_id))
-                    .is_none_or(|l| at <= l)
+        .map(|(findings, ats)| {
+            findings
+                .iter()
+                .zip(ats)
+                .map(|(f, at)| {
+                    !capped(f)
+                        || last
+                            .get(&(f.credential.as_deref(), &*f.rule_id))
+                            .is_none_or(|l| at <= l)
+                })
+                .collect()
         })
         .collect();
-    let mut keep = keep.into_iter();
-    findings.retain(|_| keep.next().unwrap_or(true));
+    for ((findings, _), keep) in lists.iter_mut().zip(keep) {
+        let mut keep = keep.into_iter();
+        findings.retain(|_| keep.next().unwrap_or(true));
+    }
 }
 
 /// A part of the run's tail: on a scoped thread when `parallel`, else done at once.

@@ -119,6 +119,53 @@ pub fn findings_order(findings: &[Finding]) -> Option<Vec<usize>> {
     Some(order)
 }
 
+/// Drops from findings in [`Finding::order`] those of a rule on a record (same rule, source,
+/// record id or location, detail) already listed before them.
+pub fn dedup_sorted(findings: &mut Vec<Finding>) {
+    let keep: Vec<bool> = {
+        // Keys are log contents (attacker-chosen): a randomly seeded hasher.
+        // Sized once: grown by rehashing, it copied its table about log n times.
+        let mut seen: std::collections::HashSet<_, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(findings.len(), Default::default());
+        findings
+            .iter()
+            .map(|f| {
+                seen.insert((
+                    &*f.rule_id,
+                    f.source,
+                    f.record_id.as_deref().unwrap_or(&f.location),
+                    f.detail.as_deref(),
+                ))
+            })
+            .collect()
+    };
+    if keep.iter().all(|&k| k) {
+        return;
+    }
+    let mut keep = keep.into_iter();
+    findings.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// Two lists in [`Finding::order`] as one, `a`'s first on ties (a stable sort of `a` then `b`).
+pub fn merge_sorted(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if Finding::order(y, x).is_lt() {
+            b.next()
+        } else {
+            a.next()
+        };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
+}
+
 /// `items` in `order` (a permutation of their indices), each moved once.
 pub fn permuted<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
     let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
@@ -144,28 +191,21 @@ impl HuntReport {
         // the stable sort finds those runs and merges them, nearly linear on one core.
         sort_findings(&mut self.findings);
         super::phases::mark("normalize: sorted");
-        let keep: Vec<bool> = {
-            // Keys are log contents (attacker-chosen): a randomly seeded hasher.
-            // Sized once: grown by rehashing, it copied its table about log n times.
-            let mut seen: std::collections::HashSet<_, foldhash::fast::RandomState> =
-                std::collections::HashSet::with_capacity_and_hasher(
-                    self.findings.len(),
-                    Default::default(),
-                );
-            self.findings
-                .iter()
-                .map(|f| {
-                    seen.insert((
-                        &*f.rule_id,
-                        f.source,
-                        f.record_id.as_deref().unwrap_or(&f.location),
-                        f.detail.as_deref(),
-                    ))
-                })
-                .collect()
-        };
-        let mut keep = keep.into_iter();
-        self.findings.retain(|_| keep.next().unwrap_or(true));
+        dedup_sorted(&mut self.findings);
+        self.sort_problems();
+    }
+
+    /// [`Self::normalize`] of `sorted` (in [`Finding::order`], no duplicates) and `more` (any
+    /// order, no finding a duplicate of one in `sorted`): `more` sorted and merged in, `sorted`
+    /// first on ties, as a stable sort of `sorted` then `more` orders them.
+    pub fn normalize_from(&mut self, sorted: Vec<Finding>, mut more: Vec<Finding>) {
+        sort_findings(&mut more);
+        dedup_sorted(&mut more);
+        self.findings = merge_sorted(sorted, more);
+        self.sort_problems();
+    }
+
+    fn sort_problems(&mut self) {
         self.problems.sort_by(|a, b| a.location.cmp(&b.location));
     }
 
