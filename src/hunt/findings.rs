@@ -642,6 +642,57 @@ fn group_order(a: &FindingGroup<'_>, b: &FindingGroup<'_>) -> std::cmp::Ordering
         .then(a.source_ip.cmp(&b.source_ip))
 }
 
+/// The sorted groups of `findings`; `by_credential`: they come in runs per credential, and the
+/// map of groups holds one credential's at a time (small, in cache, instead of every group).
+fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>> {
+    type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
+    // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
+    let mut map: std::collections::HashMap<Key<'_>, FindingGroup<'_>, foldhash::fast::RandomState> =
+        Default::default();
+    let mut out: Vec<FindingGroup<'_>> = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        if by_credential && i > 0 && findings[i - 1].credential != f.credential {
+            out.extend(map.drain().map(|(_, g)| g));
+        }
+        let key = (
+            f.credential.as_deref(),
+            &*f.rule_id,
+            f.action.as_deref(),
+            f.source_ip.as_deref(),
+        );
+        let g = map.entry(key).or_insert_with(|| FindingGroup {
+            credential: f.credential.as_deref(),
+            rule_id: &f.rule_id,
+            rule: &f.rule,
+            hunt: f.hunt.as_deref(),
+            severity: f.severity,
+            severity_reason: &f.severity_reason,
+            action: f.action.as_deref(),
+            source_ip: f.source_ip.as_deref(),
+            count: 0,
+            first: f.time,
+            last: f.time,
+            attack: f.attack.as_deref(),
+            location: &f.location,
+            detail: f.detail.as_deref(),
+        });
+        g.count += 1;
+        if f.severity > g.severity {
+            g.severity = f.severity;
+            g.severity_reason = &f.severity_reason;
+        }
+        if f.time < g.first {
+            g.first = f.time;
+            g.location = &f.location;
+            g.detail = f.detail.as_deref();
+        }
+        g.last = g.last.max(f.time);
+    }
+    out.extend(map.into_values());
+    out.sort_by(group_order);
+    out
+}
+
 /// What the summary at the top of every rendering says.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -655,27 +706,38 @@ impl HuntReport {
     /// The findings grouped per (credential, rule, action, source address), sorted by severity
     /// (highest first) then first time.
     pub fn groups(&self) -> Vec<FindingGroup<'_>> {
-        self.groups_part(None)
+        self.groups_with(1)
     }
 
     /// [`Self::groups`] on two threads when `threads` (0: one per core) allows and the
-    /// findings are many: each groups the credentials of one half (a group never spans
-    /// credentials) and sorts its groups, then the two sorted lists are merged. Grouping was
-    /// a twentieth of a hunt on the writer's thread, while the workers' cores sat idle.
+    /// findings are many: each groups the credentials of one half of the findings (a group
+    /// never spans credentials) and sorts its groups, then the two sorted lists are merged.
+    /// Grouping was a twentieth of a hunt on the writer's thread, while the workers' cores
+    /// sat idle.
     pub fn groups_with(&self, threads: usize) -> Vec<FindingGroup<'_>> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        if threads < 2 || self.findings.len() < 4096 {
-            return self.groups_part(None);
+        let fs = &self.findings[..];
+        if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
+            return groups_of(fs, false);
         }
+        if threads < 2 || fs.len() < 4096 {
+            return groups_of(fs, true);
+        }
+        // Cut between two credentials near the middle.
+        let mut cut = fs.len() / 2;
+        while cut < fs.len() && fs[cut].credential == fs[cut - 1].credential {
+            cut += 1;
+        }
+        let (a, b) = fs.split_at(cut);
         let (a, b) = std::thread::scope(|s| {
-            let other = s.spawn(|| self.groups_part(Some(1)));
-            (self.groups_part(Some(0)), other.join())
+            let other = s.spawn(|| groups_of(b, true));
+            (groups_of(a, true), other.join())
         });
         let Ok(b) = b else {
-            return self.groups_part(None);
+            return groups_of(fs, true);
         };
         let mut out = Vec::with_capacity(a.len() + b.len());
         let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
@@ -690,63 +752,6 @@ impl HuntReport {
         out.extend(a);
         out.extend(b);
         out
-    }
-
-    /// The sorted groups of the findings whose credential falls in `half` (by a fixed hash of
-    /// the credential; `None`: all).
-    fn groups_part(&self, half: Option<u64>) -> Vec<FindingGroup<'_>> {
-        type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
-        use std::hash::BuildHasher;
-        let split = foldhash::fast::FixedState::default();
-        // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
-        let mut map: std::collections::HashMap<
-            Key<'_>,
-            FindingGroup<'_>,
-            foldhash::fast::RandomState,
-        > = Default::default();
-        for f in &self.findings {
-            if let Some(h) = half
-                && split.hash_one(f.credential.as_deref()) & 1 != h
-            {
-                continue;
-            }
-            let key = (
-                f.credential.as_deref(),
-                &*f.rule_id,
-                f.action.as_deref(),
-                f.source_ip.as_deref(),
-            );
-            let g = map.entry(key).or_insert_with(|| FindingGroup {
-                credential: f.credential.as_deref(),
-                rule_id: &f.rule_id,
-                rule: &f.rule,
-                hunt: f.hunt.as_deref(),
-                severity: f.severity,
-                severity_reason: &f.severity_reason,
-                action: f.action.as_deref(),
-                source_ip: f.source_ip.as_deref(),
-                count: 0,
-                first: f.time,
-                last: f.time,
-                attack: f.attack.as_deref(),
-                location: &f.location,
-                detail: f.detail.as_deref(),
-            });
-            g.count += 1;
-            if f.severity > g.severity {
-                g.severity = f.severity;
-                g.severity_reason = &f.severity_reason;
-            }
-            if f.time < g.first {
-                g.first = f.time;
-                g.location = &f.location;
-                g.detail = f.detail.as_deref();
-            }
-            g.last = g.last.max(f.time);
-        }
-        let mut v: Vec<FindingGroup<'_>> = map.into_values().collect();
-        v.sort_by(group_order);
-        v
     }
 
     /// Who has high findings, and which ATT&CK tactics and techniques were seen.
