@@ -865,11 +865,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         });
         // Meanwhile here: the workers' findings in the report's order, trimmed to the cap,
         // without duplicates — then their severities, once the baseline is known.
-        let per_pair = merged(pair_counts, |into: &mut PairCounts, pp| {
-            for (k, n) in pp {
-                *into.entry(k).or_default() += n;
-            }
-        });
+        let per_pair = over_cap(pair_counts);
         trim_to_cap(&mut lists, &per_pair);
         // Each list sorted (one worker's is not yet), then merged in the workers' order: the
         // order of a stable sort of them all, each finding moved once.
@@ -945,6 +941,26 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     report.stats.elapsed_ms = started.elapsed().as_millis();
     phases::mark("tail: report ready");
     report
+}
+
+/// The (credential, rule) pairs over the cap in all, with their counts. When no worker's
+/// largest count, summed over the workers, is past the cap (the usual case), no pair is: the
+/// maps (an entry per pair) are not merged.
+fn over_cap(pair_counts: Vec<PairCounts>) -> PairCounts {
+    let most: u64 = pair_counts
+        .iter()
+        .map(|pp| pp.values().copied().max().unwrap_or(0))
+        .sum();
+    if most <= FINDINGS_PER_PAIR {
+        return PairCounts::default();
+    }
+    let mut all = merged(pair_counts, |into: &mut PairCounts, pp| {
+        for (k, n) in pp {
+            *into.entry(k).or_default() += n;
+        }
+    });
+    all.retain(|_, n| *n > FINDINGS_PER_PAIR);
+    all
 }
 
 /// Workers each kept the first [`FINDINGS_PER_PAIR`] findings of a (credential, rule) pair in

@@ -763,13 +763,20 @@ impl HuntReport {
     fn summary_of(groups: &[FindingGroup<'_>]) -> Summary {
         let mut high: BTreeMap<&str, usize> = BTreeMap::new();
         let mut tactics: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        // A rule's label and tactics follow from its title and tags: worked out once per
+        // (rule, tags), not per group (tens of thousands on a busy trail, on the writer's
+        // thread).
+        let mut labelled: std::collections::HashSet<
+            (&str, Option<&str>),
+            foldhash::fast::RandomState,
+        > = Default::default();
         for g in groups {
             if g.severity >= Severity::High {
                 *high
                     .entry(g.credential.unwrap_or("(unattributed)"))
                     .or_default() += 1;
             }
-            if g.severity == Severity::Informational {
+            if g.severity == Severity::Informational || !labelled.insert((g.rule, g.attack)) {
                 continue;
             }
             let tags: Vec<&str> = g

@@ -10,9 +10,15 @@
 //! to the output in one write. Windows travel through bounded channels: memory holds a few
 //! windows per helper, never the whole report. With no helpers the writer renders the same
 //! windows itself, so the bytes never depend on the thread count.
+//!
+//! A finding is written field by field as `serde_json` writes it, its shared strings (rule,
+//! reason, user agent, credential: one allocation per distinct value, see the hunt's interner)
+//! escaped once per thread and copied after that: escaping them again for every finding was
+//! most of the rendering.
 
 use super::Finding;
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 
 /// Findings per window.
@@ -48,7 +54,7 @@ impl<'a> Layout<'a> {
 
     /// Renders window `k` into `out`: `[{"credential":…,"count":…,"findings":[` … `]},{…`;
     /// the writer closes the last entry and the array.
-    fn render(&self, k: usize, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn render(&self, k: usize, out: &mut Vec<u8>, texts: &mut Texts) -> serde_json::Result<()> {
         let start = k * WINDOW;
         let end = (start + WINDOW).min(self.order.len());
         // The first entry starting in the window or after it.
@@ -69,10 +75,108 @@ impl<'a> Layout<'a> {
             } else {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, self.order[i])?;
+            write_finding(out, self.order[i], texts)?;
         }
         Ok(())
     }
+}
+
+/// Escaped JSON text of the strings findings share, by the address of their one allocation
+/// (valid while the report is borrowed, as it is for the whole rendering).
+#[derive(Default)]
+pub(super) struct Texts {
+    at: std::collections::HashMap<usize, (usize, usize), foldhash::fast::RandomState>,
+    text: Vec<u8>,
+}
+
+/// Escaped text kept per thread; past it, the cache starts over (memory stays bounded whatever
+/// the strings).
+const TEXTS_BYTES: usize = 8 << 20;
+
+impl Texts {
+    /// Appends `s` as a JSON string.
+    fn put(&mut self, out: &mut Vec<u8>, s: &Arc<str>) -> serde_json::Result<()> {
+        let key = Arc::as_ptr(s).cast::<u8>() as usize;
+        let (start, end) = match self.at.get(&key) {
+            Some(&range) => range,
+            None => {
+                if self.text.len() > TEXTS_BYTES {
+                    self.at.clear();
+                    self.text.clear();
+                }
+                let start = self.text.len();
+                serde_json::to_writer(&mut self.text, &**s)?;
+                self.at.insert(key, (start, self.text.len()));
+                (start, self.text.len())
+            }
+        };
+        out.extend_from_slice(&self.text[start..end]);
+        Ok(())
+    }
+
+    /// Appends `s` as a JSON string, or `null`.
+    fn put_opt(&mut self, out: &mut Vec<u8>, s: &Option<Arc<str>>) -> serde_json::Result<()> {
+        match s {
+            Some(s) => self.put(out, s),
+            None => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One finding as `serde_json` writes [`Finding`] (compact, its fields in order, the optional
+/// ones left out when absent), the shared strings from `texts`.
+pub(super) fn write_finding(
+    out: &mut Vec<u8>,
+    f: &Finding,
+    texts: &mut Texts,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"rule_id\":");
+    texts.put(out, &f.rule_id)?;
+    out.extend_from_slice(b",\"rule\":");
+    texts.put(out, &f.rule)?;
+    if let Some(hunt) = &f.hunt {
+        out.extend_from_slice(b",\"hunt\":");
+        texts.put(out, hunt)?;
+    }
+    out.extend_from_slice(b",\"severity\":");
+    serde_json::to_writer(&mut *out, &f.severity)?;
+    out.extend_from_slice(b",\"severity_reason\":");
+    texts.put(out, &f.severity_reason)?;
+    if let Some(attack) = &f.attack {
+        out.extend_from_slice(b",\"attack\":");
+        texts.put(out, attack)?;
+    }
+    out.extend_from_slice(b",\"source\":");
+    serde_json::to_writer(&mut *out, &f.source)?;
+    out.extend_from_slice(b",\"credential\":");
+    texts.put_opt(out, &f.credential)?;
+    out.extend_from_slice(b",\"principal\":");
+    texts.put_opt(out, &f.principal)?;
+    out.extend_from_slice(b",\"time\":");
+    super::time(&f.time, &mut serde_json::Serializer::new(&mut *out))?;
+    out.extend_from_slice(b",\"action\":");
+    texts.put_opt(out, &f.action)?;
+    out.extend_from_slice(b",\"source_ip\":");
+    texts.put_opt(out, &f.source_ip)?;
+    out.extend_from_slice(b",\"user_agent\":");
+    texts.put_opt(out, &f.user_agent)?;
+    out.extend_from_slice(b",\"error\":");
+    texts.put_opt(out, &f.error)?;
+    out.extend_from_slice(b",\"location\":");
+    serde_json::to_writer(&mut *out, &f.location)?;
+    if let Some(id) = &f.record_id {
+        out.extend_from_slice(b",\"record_id\":");
+        serde_json::to_writer(&mut *out, id)?;
+    }
+    if let Some(detail) = &f.detail {
+        out.extend_from_slice(b",\"detail\":");
+        serde_json::to_writer(&mut *out, detail)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 /// The rendered windows, in the order they are written.
@@ -111,10 +215,11 @@ impl<'l, 'a> Stream<'l, 'a> {
             let (give_back, returned) = channel::<Vec<u8>>();
             stream.helpers.push((rx, give_back));
             scope.spawn(move || {
+                let mut texts = Texts::default();
                 for w in (k..layout.windows()).step_by(threads) {
                     let mut out = returned.try_recv().unwrap_or_default();
                     out.clear();
-                    let rendered = layout.render(w, &mut out).map(|()| out);
+                    let rendered = layout.render(w, &mut out, &mut texts).map(|()| out);
                     // The writer stopped (an error): nothing more to render.
                     if tx.send(rendered).is_err() {
                         return;
@@ -131,6 +236,7 @@ impl<'l, 'a> Stream<'l, 'a> {
         let io = serde_json::Error::io;
         w.write_all(b"[").map_err(io)?;
         let mut own = Vec::new();
+        let mut texts = Texts::default();
         for k in 0..self.layout.windows() {
             match self.helpers.get(k % self.helpers.len().max(1)) {
                 Some((rx, give_back)) => {
@@ -143,7 +249,7 @@ impl<'l, 'a> Stream<'l, 'a> {
                 }
                 None => {
                     own.clear();
-                    self.layout.render(k, &mut own)?;
+                    self.layout.render(k, &mut own, &mut texts)?;
                     w.write_all(&own).map_err(io)?;
                 }
             }
@@ -218,6 +324,26 @@ mod tests {
         let one = write(1);
         for threads in [2, 3, 8] {
             assert!(write(threads) == one, "{threads} threads");
+        }
+        // Each finding the same bytes as serde writes it, absent fields and odd strings included.
+        let mut texts = super::Texts::default();
+        let mut bare = finding(7, base);
+        bare.hunt = None;
+        bare.principal = Some("a\\b\"c\u{7f}\u{2028}\u{1b}".into());
+        bare.error = Some("\t\r\u{0}".into());
+        bare.record_id = None;
+        bare.detail = Some("why \"here\"".into());
+        bare.attack = Some("attack.persistence".into());
+        for f in report.findings.iter().chain([&bare]) {
+            let mut mine = Vec::new();
+            super::write_finding(&mut mine, f, &mut texts).unwrap();
+            let serde = serde_json::to_vec(f).unwrap();
+            assert!(
+                mine == serde,
+                "{} vs {}",
+                String::from_utf8_lossy(&mine),
+                String::from_utf8_lossy(&serde)
+            );
         }
         let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
         // The entries as serde writes them, whatever window their findings fell in.
