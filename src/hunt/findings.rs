@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod ahead;
+mod json;
 
 /// One suspicious record (or, for baseline checks, the first record of a suspicious pattern).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -977,16 +978,21 @@ fn write_groups(
     };
     let render = |part: &[FindingGroup<'_>]| -> serde_json::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(part.len() * 512);
+        let mut texts = json::Texts::default();
         for (i, g) in part.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut out, g)?;
+            json::write_group(&mut out, g, &mut texts)?;
         }
         Ok(out)
     };
     if threads < 2 || groups.len() < 2048 {
-        return serde_json::to_writer(w, groups);
+        let all = render(groups)?;
+        return [&b"["[..], &all, b"]"]
+            .iter()
+            .try_for_each(|part| w.write_all(part))
+            .map_err(serde_json::Error::io);
     }
     let (a, b) = groups.split_at(groups.len() / 2);
     let (a, b) = std::thread::scope(|s| {

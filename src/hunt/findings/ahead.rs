@@ -10,15 +10,11 @@
 //! to the output in one write. Windows travel through bounded channels: memory holds a few
 //! windows per helper, never the whole report. With no helpers the writer renders the same
 //! windows itself, so the bytes never depend on the thread count.
-//!
-//! A finding is written field by field as `serde_json` writes it, its shared strings (rule,
-//! reason, user agent, credential: one allocation per distinct value, see the hunt's interner)
-//! escaped once per thread and copied after that: escaping them again for every finding was
-//! most of the rendering.
+//! Each finding is written by [`super::json`], its shared strings escaped once per thread.
 
 use super::Finding;
+use super::json::{Texts, write_finding};
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 
 /// Findings per window.
@@ -79,104 +75,6 @@ impl<'a> Layout<'a> {
         }
         Ok(())
     }
-}
-
-/// Escaped JSON text of the strings findings share, by the address of their one allocation
-/// (valid while the report is borrowed, as it is for the whole rendering).
-#[derive(Default)]
-pub(super) struct Texts {
-    at: std::collections::HashMap<usize, (usize, usize), foldhash::fast::RandomState>,
-    text: Vec<u8>,
-}
-
-/// Escaped text kept per thread; past it, the cache starts over (memory stays bounded whatever
-/// the strings).
-const TEXTS_BYTES: usize = 8 << 20;
-
-impl Texts {
-    /// Appends `s` as a JSON string.
-    fn put(&mut self, out: &mut Vec<u8>, s: &Arc<str>) -> serde_json::Result<()> {
-        let key = Arc::as_ptr(s).cast::<u8>() as usize;
-        let (start, end) = match self.at.get(&key) {
-            Some(&range) => range,
-            None => {
-                if self.text.len() > TEXTS_BYTES {
-                    self.at.clear();
-                    self.text.clear();
-                }
-                let start = self.text.len();
-                serde_json::to_writer(&mut self.text, &**s)?;
-                self.at.insert(key, (start, self.text.len()));
-                (start, self.text.len())
-            }
-        };
-        out.extend_from_slice(&self.text[start..end]);
-        Ok(())
-    }
-
-    /// Appends `s` as a JSON string, or `null`.
-    fn put_opt(&mut self, out: &mut Vec<u8>, s: &Option<Arc<str>>) -> serde_json::Result<()> {
-        match s {
-            Some(s) => self.put(out, s),
-            None => {
-                out.extend_from_slice(b"null");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// One finding as `serde_json` writes [`Finding`] (compact, its fields in order, the optional
-/// ones left out when absent), the shared strings from `texts`.
-pub(super) fn write_finding(
-    out: &mut Vec<u8>,
-    f: &Finding,
-    texts: &mut Texts,
-) -> serde_json::Result<()> {
-    out.extend_from_slice(b"{\"rule_id\":");
-    texts.put(out, &f.rule_id)?;
-    out.extend_from_slice(b",\"rule\":");
-    texts.put(out, &f.rule)?;
-    if let Some(hunt) = &f.hunt {
-        out.extend_from_slice(b",\"hunt\":");
-        texts.put(out, hunt)?;
-    }
-    out.extend_from_slice(b",\"severity\":");
-    serde_json::to_writer(&mut *out, &f.severity)?;
-    out.extend_from_slice(b",\"severity_reason\":");
-    texts.put(out, &f.severity_reason)?;
-    if let Some(attack) = &f.attack {
-        out.extend_from_slice(b",\"attack\":");
-        texts.put(out, attack)?;
-    }
-    out.extend_from_slice(b",\"source\":");
-    serde_json::to_writer(&mut *out, &f.source)?;
-    out.extend_from_slice(b",\"credential\":");
-    texts.put_opt(out, &f.credential)?;
-    out.extend_from_slice(b",\"principal\":");
-    texts.put_opt(out, &f.principal)?;
-    out.extend_from_slice(b",\"time\":");
-    super::time(&f.time, &mut serde_json::Serializer::new(&mut *out))?;
-    out.extend_from_slice(b",\"action\":");
-    texts.put_opt(out, &f.action)?;
-    out.extend_from_slice(b",\"source_ip\":");
-    texts.put_opt(out, &f.source_ip)?;
-    out.extend_from_slice(b",\"user_agent\":");
-    texts.put_opt(out, &f.user_agent)?;
-    out.extend_from_slice(b",\"error\":");
-    texts.put_opt(out, &f.error)?;
-    out.extend_from_slice(b",\"location\":");
-    serde_json::to_writer(&mut *out, &f.location)?;
-    if let Some(id) = &f.record_id {
-        out.extend_from_slice(b",\"record_id\":");
-        serde_json::to_writer(&mut *out, id)?;
-    }
-    if let Some(detail) = &f.detail {
-        out.extend_from_slice(b",\"detail\":");
-        serde_json::to_writer(&mut *out, detail)?;
-    }
-    out.push(b'}');
-    Ok(())
 }
 
 /// The rendered windows, in the order they are written.
@@ -326,7 +224,7 @@ mod tests {
             assert!(write(threads) == one, "{threads} threads");
         }
         // Each finding the same bytes as serde writes it, absent fields and odd strings included.
-        let mut texts = super::Texts::default();
+        let mut texts = super::super::json::Texts::default();
         let mut bare = finding(7, base);
         bare.hunt = None;
         bare.principal = Some("a\\b\"c\u{7f}\u{2028}\u{1b}".into());
@@ -336,7 +234,7 @@ mod tests {
         bare.attack = Some("attack.persistence".into());
         for f in report.findings.iter().chain([&bare]) {
             let mut mine = Vec::new();
-            super::write_finding(&mut mine, f, &mut texts).unwrap();
+            super::super::json::write_finding(&mut mine, f, &mut texts).unwrap();
             let serde = serde_json::to_vec(f).unwrap();
             assert!(
                 mine == serde,
