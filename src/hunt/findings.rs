@@ -202,7 +202,19 @@ impl HuntReport {
     pub fn normalize_from(&mut self, sorted: Vec<Finding>, mut more: Vec<Finding>) {
         sort_findings(&mut more);
         dedup_sorted(&mut more);
-        self.findings = merge_sorted(sorted, more);
+        if more.len() <= 8 {
+            // A few: each put in its place (after its equals, as the stable sort puts it)
+            // instead of every finding moved into a new list.
+            self.findings = sorted;
+            for f in more {
+                let at = self
+                    .findings
+                    .partition_point(|x| Finding::order(x, &f).is_le());
+                self.findings.insert(at, f);
+            }
+        } else {
+            self.findings = merge_sorted(sorted, more);
+        }
         self.sort_problems();
     }
 
