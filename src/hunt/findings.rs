@@ -149,13 +149,18 @@ pub fn dedup_sorted(findings: &mut Vec<Finding>) {
 
 /// Two lists in [`Finding::order`] as one, `a`'s first on ties (a stable sort of `a` then `b`).
 pub fn merge_sorted(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
+    merge_runs(a, b, Finding::order)
+}
+
+/// Two lists sorted by `order` as one, `a`'s first on ties; each item moved once.
+fn merge_runs<T>(a: Vec<T>, b: Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
     if b.is_empty() {
         return a;
     }
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        let next = if Finding::order(y, x).is_lt() {
+        let next = if order(y, x).is_lt() {
             b.next()
         } else {
             a.next()
@@ -752,19 +757,7 @@ impl HuntReport {
         let Ok(b) = b else {
             return groups_of(fs, true);
         };
-        let mut out = Vec::with_capacity(a.len() + b.len());
-        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            let next = if group_order(y, x).is_lt() {
-                b.next()
-            } else {
-                a.next()
-            };
-            out.extend(next);
-        }
-        out.extend(a);
-        out.extend(b);
-        out
+        merge_runs(a, b, group_order)
     }
 
     /// Who has high findings, and which ATT&CK tactics and techniques were seen.

@@ -53,6 +53,84 @@ impl Texts {
     }
 }
 
+/// A JSON object written field by field: `{"name":value,…}`.
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    texts: &'o mut Texts,
+    empty: bool,
+}
+
+impl<'o> Object<'o> {
+    fn new(out: &'o mut Vec<u8>, texts: &'o mut Texts) -> Object<'o> {
+        Object {
+            out,
+            texts,
+            empty: true,
+        }
+    }
+
+    fn key(&mut self, name: &str) {
+        self.out.push(if self.empty { b'{' } else { b',' });
+        self.empty = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A shared string (see [`Texts`]), `null` when absent.
+    fn shared(&mut self, name: &str, s: Option<&str>) -> serde_json::Result<&mut Self> {
+        self.key(name);
+        self.texts.put_opt(self.out, s)?;
+        Ok(self)
+    }
+
+    /// A shared string, the field left out when absent.
+    fn shared_if(&mut self, name: &str, s: Option<&str>) -> serde_json::Result<&mut Self> {
+        match s {
+            Some(s) => self.shared(name, Some(s)),
+            None => Ok(self),
+        }
+    }
+
+    /// Any value, as `serde_json` writes it.
+    fn value<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        v: &T,
+    ) -> serde_json::Result<&mut Self> {
+        self.key(name);
+        serde_json::to_writer(&mut *self.out, v)?;
+        Ok(self)
+    }
+
+    /// A value left out when absent.
+    fn value_if<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        v: Option<&T>,
+    ) -> serde_json::Result<&mut Self> {
+        match v {
+            Some(v) => self.value(name, v),
+            None => Ok(self),
+        }
+    }
+
+    fn time(
+        &mut self,
+        name: &str,
+        t: &chrono::DateTime<chrono::Utc>,
+    ) -> serde_json::Result<&mut Self> {
+        self.key(name);
+        super::time(t, &mut serde_json::Serializer::new(&mut *self.out))?;
+        Ok(self)
+    }
+
+    fn end(&mut self) -> serde_json::Result<()> {
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
 /// One finding as `serde_json` writes [`Finding`] (compact, its fields in order, the optional
 /// ones left out when absent), the shared strings from `texts`.
 pub(super) fn write_finding(
@@ -60,50 +138,25 @@ pub(super) fn write_finding(
     f: &Finding,
     texts: &mut Texts,
 ) -> serde_json::Result<()> {
-    out.extend_from_slice(b"{\"rule_id\":");
-    texts.put(out, &f.rule_id)?;
-    out.extend_from_slice(b",\"rule\":");
-    texts.put(out, &f.rule)?;
-    if let Some(hunt) = &f.hunt {
-        out.extend_from_slice(b",\"hunt\":");
-        texts.put(out, hunt)?;
-    }
-    out.extend_from_slice(b",\"severity\":");
-    serde_json::to_writer(&mut *out, &f.severity)?;
-    out.extend_from_slice(b",\"severity_reason\":");
-    texts.put(out, &f.severity_reason)?;
-    if let Some(attack) = &f.attack {
-        out.extend_from_slice(b",\"attack\":");
-        texts.put(out, attack)?;
-    }
-    out.extend_from_slice(b",\"source\":");
-    serde_json::to_writer(&mut *out, &f.source)?;
-    out.extend_from_slice(b",\"credential\":");
-    texts.put_opt(out, f.credential.as_deref())?;
-    out.extend_from_slice(b",\"principal\":");
-    texts.put_opt(out, f.principal.as_deref())?;
-    out.extend_from_slice(b",\"time\":");
-    super::time(&f.time, &mut serde_json::Serializer::new(&mut *out))?;
-    out.extend_from_slice(b",\"action\":");
-    texts.put_opt(out, f.action.as_deref())?;
-    out.extend_from_slice(b",\"source_ip\":");
-    texts.put_opt(out, f.source_ip.as_deref())?;
-    out.extend_from_slice(b",\"user_agent\":");
-    texts.put_opt(out, f.user_agent.as_deref())?;
-    out.extend_from_slice(b",\"error\":");
-    texts.put_opt(out, f.error.as_deref())?;
-    out.extend_from_slice(b",\"location\":");
-    serde_json::to_writer(&mut *out, &f.location)?;
-    if let Some(id) = &f.record_id {
-        out.extend_from_slice(b",\"record_id\":");
-        serde_json::to_writer(&mut *out, id)?;
-    }
-    if let Some(detail) = &f.detail {
-        out.extend_from_slice(b",\"detail\":");
-        serde_json::to_writer(&mut *out, detail)?;
-    }
-    out.push(b'}');
-    Ok(())
+    Object::new(out, texts)
+        .shared("rule_id", Some(&f.rule_id))?
+        .shared("rule", Some(&f.rule))?
+        .shared_if("hunt", f.hunt.as_deref())?
+        .value("severity", &f.severity)?
+        .shared("severity_reason", Some(&f.severity_reason))?
+        .shared_if("attack", f.attack.as_deref())?
+        .value("source", &f.source)?
+        .shared("credential", f.credential.as_deref())?
+        .shared("principal", f.principal.as_deref())?
+        .time("time", &f.time)?
+        .shared("action", f.action.as_deref())?
+        .shared("source_ip", f.source_ip.as_deref())?
+        .shared("user_agent", f.user_agent.as_deref())?
+        .shared("error", f.error.as_deref())?
+        .value("location", &f.location)?
+        .value_if("record_id", f.record_id.as_ref())?
+        .value_if("detail", f.detail.as_ref())?
+        .end()
 }
 
 /// One group as `serde_json` writes [`FindingGroup`], the shared strings from `texts`.
@@ -112,42 +165,22 @@ pub(super) fn write_group(
     g: &FindingGroup<'_>,
     texts: &mut Texts,
 ) -> serde_json::Result<()> {
-    out.extend_from_slice(b"{\"credential\":");
-    texts.put_opt(out, g.credential)?;
-    out.extend_from_slice(b",\"rule_id\":");
-    texts.put(out, g.rule_id)?;
-    out.extend_from_slice(b",\"rule\":");
-    texts.put(out, g.rule)?;
-    if let Some(hunt) = g.hunt {
-        out.extend_from_slice(b",\"hunt\":");
-        texts.put(out, hunt)?;
-    }
-    out.extend_from_slice(b",\"severity\":");
-    serde_json::to_writer(&mut *out, &g.severity)?;
-    out.extend_from_slice(b",\"severity_reason\":");
-    texts.put(out, g.severity_reason)?;
-    out.extend_from_slice(b",\"action\":");
-    texts.put_opt(out, g.action)?;
-    out.extend_from_slice(b",\"source_ip\":");
-    texts.put_opt(out, g.source_ip)?;
-    out.extend_from_slice(b",\"count\":");
-    serde_json::to_writer(&mut *out, &g.count)?;
-    out.extend_from_slice(b",\"first\":");
-    super::time(&g.first, &mut serde_json::Serializer::new(&mut *out))?;
-    out.extend_from_slice(b",\"last\":");
-    super::time(&g.last, &mut serde_json::Serializer::new(&mut *out))?;
-    if let Some(attack) = g.attack {
-        out.extend_from_slice(b",\"attack\":");
-        texts.put(out, attack)?;
-    }
-    out.extend_from_slice(b",\"location\":");
-    serde_json::to_writer(&mut *out, g.location)?;
-    if let Some(detail) = g.detail {
-        out.extend_from_slice(b",\"detail\":");
-        serde_json::to_writer(&mut *out, detail)?;
-    }
-    out.push(b'}');
-    Ok(())
+    Object::new(out, texts)
+        .shared("credential", g.credential)?
+        .shared("rule_id", Some(g.rule_id))?
+        .shared("rule", Some(g.rule))?
+        .shared_if("hunt", g.hunt)?
+        .value("severity", &g.severity)?
+        .shared("severity_reason", Some(g.severity_reason))?
+        .shared("action", g.action)?
+        .shared("source_ip", g.source_ip)?
+        .value("count", &g.count)?
+        .time("first", &g.first)?
+        .time("last", &g.last)?
+        .shared_if("attack", g.attack)?
+        .value("location", g.location)?
+        .value_if("detail", g.detail)?
+        .end()
 }
 
 #[cfg(test)]
