@@ -157,6 +157,9 @@ fn merge_runs<T>(a: Vec<T>, b: Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Order
     if b.is_empty() {
         return a;
     }
+    if a.is_empty() {
+        return b;
+    }
     let mut out = Vec::with_capacity(a.len() + b.len());
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
