@@ -984,28 +984,33 @@ fn write_groups(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let render = |part: &[FindingGroup<'_>]| -> serde_json::Result<Vec<u8>> {
+    let render = |part: &[FindingGroup<'_>], texts: &mut json::Texts| {
         let mut out = Vec::with_capacity(part.len() * 512);
-        let mut texts = json::Texts::default();
         for (i, g) in part.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            json::write_group(&mut out, g, &mut texts)?;
+            json::write_group(&mut out, g, texts)?;
         }
-        Ok(out)
+        serde_json::Result::Ok(out)
     };
     if threads < 2 || groups.len() < 2048 {
-        let all = render(groups)?;
-        return [&b"["[..], &all, b"]"]
-            .iter()
-            .try_for_each(|part| w.write_all(part))
-            .map_err(serde_json::Error::io);
+        // Written through a chunk at a time: the whole array held at once was a peak of its own.
+        w.write_all(b"[").map_err(serde_json::Error::io)?;
+        let mut texts = json::Texts::default();
+        for (i, chunk) in groups.chunks(512).enumerate() {
+            if i > 0 {
+                w.write_all(b",").map_err(serde_json::Error::io)?;
+            }
+            w.write_all(&render(chunk, &mut texts)?)
+                .map_err(serde_json::Error::io)?;
+        }
+        return w.write_all(b"]").map_err(serde_json::Error::io);
     }
     let (a, b) = groups.split_at(groups.len() / 2);
     let (a, b) = std::thread::scope(|s| {
-        let other = s.spawn(|| render(b));
-        (render(a), other.join())
+        let other = s.spawn(|| render(b, &mut json::Texts::default()));
+        (render(a, &mut json::Texts::default()), other.join())
     });
     let b = b.map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))?;
     let (a, b) = (a?, b?);
