@@ -984,3 +984,92 @@ fn one_worker_and_several_report_the_same_findings() {
         );
     }
 }
+
+/// Past the cap of findings per (credential, rule), the findings listed are the first in the
+/// inputs' order (input, line, record), whatever the number of workers: here the first input
+/// holds the latest records, so keeping the earliest in time (what the merged, time-sorted
+/// report kept before) listed another set with several workers than with one.
+#[test]
+fn the_cap_keeps_the_first_findings_in_the_inputs_order_for_any_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "AKIACAPTEST000000001";
+    let per_file = 600;
+    // a.json: 15:00 on, b.json: 14:00 on, c.json: 13:00 on (input order is name order).
+    for (name, hour) in [("a.json", 15), ("b.json", 14), ("c.json", 13)] {
+        let records: Vec<serde_json::Value> = (0..per_file)
+            .map(|i| {
+                serde_json::json!({
+                    "eventVersion": "1.08",
+                    "eventTime": format!("2023-07-10T{hour}:{:02}:{:02}Z", i / 60, i % 60),
+                    "eventSource": "ec2.amazonaws.com",
+                    "eventName": "RunInstances",
+                    "awsRegion": "us-east-1",
+                    "sourceIPAddress": "203.0.113.5",
+                    "userAgent": "aws-cli/2.13.0",
+                    "errorCode": "Client.UnauthorizedOperation",
+                    "errorMessage": "You are not authorized to perform this operation.",
+                    "userIdentity": {"type": "IAMUser", "accessKeyId": key,
+                        "arn": "arn:aws:iam::123456789012:user/ci"},
+                    "eventID": format!("{name}-{i}"),
+                })
+            })
+            .collect();
+        std::fs::write(
+            dir.path().join(name),
+            serde_json::to_vec(&serde_json::json!({ "Records": records })).unwrap(),
+        )
+        .unwrap();
+    }
+    let rules = RuleSet::builtin();
+    let run = |threads| {
+        let opts = HuntOptions {
+            inputs: vec![(Source::Cloudtrail, dir.path().to_path_buf())],
+            since: since("2023-07-10T12:00:00Z"),
+            threads,
+            ..Default::default()
+        };
+        let mut r = engine::run(&rules, &opts);
+        r.stats.elapsed_ms = 0;
+        r
+    };
+    let denied = "08b4cd79-8f1a-4daf-b1ab-e69ab92a6359";
+    let listed = |r: &HuntReport| -> BTreeSet<String> {
+        r.findings
+            .iter()
+            .filter(|f| &*f.rule_id == denied)
+            .filter_map(|f| f.record_id.clone())
+            .collect()
+    };
+    let one = run(1);
+    // All of a.json, then b.json's first 400 records.
+    let want: BTreeSet<String> = (0..per_file)
+        .map(|i| format!("a.json-{i}"))
+        .chain((0..1000 - per_file).map(|i| format!("b.json-{i}")))
+        .collect();
+    assert_eq!(listed(&one), want);
+    assert!(
+        one.notes.iter().any(|n| n
+            == &format!("800 finding(s) of rule {denied} for {key} not listed (first 1000 kept)")),
+        "{:?}",
+        one.notes
+    );
+    let json = |r: &HuntReport| {
+        let mut out = Vec::new();
+        r.write_json(&mut out).unwrap();
+        out
+    };
+    let one_json = json(&one);
+    for threads in [2, 3] {
+        let several = run(threads);
+        let got = listed(&several);
+        let from = |file: &str| got.iter().filter(|id| id.starts_with(file)).count();
+        assert!(
+            got == want,
+            "{threads} workers listed {} of a.json, {} of b.json, {} of c.json",
+            from("a.json"),
+            from("b.json"),
+            from("c.json")
+        );
+        assert!(json(&several) == one_json, "{threads} workers");
+    }
+}

@@ -8,7 +8,9 @@
 use super::Severity;
 use super::bounded;
 use super::fields::Fields;
-use super::findings::{Finding, HuntReport, sort_findings};
+use super::findings::{
+    Finding, HuntReport, dedup_sorted, findings_order, merge_sorted, permuted, sort_findings,
+};
 use super::pack::RuleSet;
 use super::phases;
 use super::remote::Page;
@@ -284,9 +286,85 @@ struct Worker<'a> {
     actions: ActionBaseline,
     /// Events of the correlations, per group.
     corr: correlation::Store,
+    /// Where each of `report.findings` is in the inputs, in the same order: past the cap the
+    /// first findings in the inputs' order are kept, whichever worker read them.
+    ats: Vec<At>,
 }
 
-impl Worker<'_> {
+/// What one worker gathered over all the inputs it read.
+struct Part {
+    report: HuntReport,
+    seen: SeenMap,
+    countries: CountryMap,
+    hours: HourMap,
+    per_pair: PairCounts,
+    actions: ActionBaseline,
+    corr: correlation::Store,
+    ats: Vec<At>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(
+        rules: &'a RuleSet,
+        opts: &'a HuntOptions,
+        no_rules: &'a Prefilter<'a>,
+        circleci_ids: &'a Mutex<HashSet<String>>,
+    ) -> Worker<'a> {
+        Worker {
+            rules,
+            opts,
+            source: Source::Cloudtrail,
+            item: 0,
+            source_rules: no_rules,
+            core: rules.fields.core(Source::Cloudtrail),
+            circleci_ids,
+            report: HuntReport::default(),
+            seen: HashMap::default(),
+            countries: HashMap::default(),
+            hours: HashMap::default(),
+            per_pair: HashMap::default(),
+            strings: Interner::default(),
+            actions: ActionBaseline::default(),
+            corr: correlation::Store::default(),
+            ats: Vec::new(),
+        }
+    }
+
+    /// The next input: its source and number (see [`Self::item`]).
+    fn start(&mut self, source: Source, item: usize, source_rules: &'a Prefilter<'a>) {
+        self.source = source;
+        self.item = item;
+        self.source_rules = source_rules;
+        self.core = self.rules.fields.core(source);
+    }
+
+    /// What the worker gathered; its findings sorted when `sorted` (see
+    /// [`HuntReport::normalize`]), their places in the inputs moved with them.
+    fn finish(self, sorted: bool) -> Part {
+        let mut report = self.report;
+        let mut ats = self.ats;
+        if sorted && let Some(order) = findings_order(&report.findings) {
+            report.findings = permuted(std::mem::take(&mut report.findings), &order);
+            ats = permuted(ats, &order);
+        }
+        Part {
+            report,
+            seen: self.seen,
+            countries: self.countries,
+            hours: self.hours,
+            per_pair: self.per_pair,
+            actions: self.actions,
+            corr: self.corr,
+            ats,
+        }
+    }
+
+    /// Keeps a finding of the record at `loc`.
+    fn push(&mut self, loc: &Loc<'_>, finding: Finding) {
+        self.report.findings.push(finding);
+        self.ats.push((self.item, loc.line, loc.index));
+    }
+
     fn in_scope(&self, credential: Option<&str>, principal: Option<&str>) -> bool {
         if self.opts.credentials.is_empty() {
             return true;
@@ -334,7 +412,7 @@ impl Worker<'_> {
             Some(d) => format!("disabled at {}", d.to_rfc3339()),
             None => "the owner cannot disable it: used after the rotation started".into(),
         };
-        self.report.findings.push(Finding {
+        let finding = Finding {
             rule_id: rule_id.into(),
             rule: rule.into(),
             hunt: Some("old-credential-used".into()),
@@ -356,7 +434,8 @@ impl Worker<'_> {
             location: loc.to_string(),
             record_id: first(f, &core.id).map(str::to_string),
             detail: Some(detail),
-        });
+        };
+        self.push(loc, finding);
     }
 }
 
@@ -545,7 +624,7 @@ impl Sink for Worker<'_> {
             if *n > FINDINGS_PER_PAIR {
                 continue;
             }
-            self.report.findings.push(Finding {
+            let finding = Finding {
                 rule_id: rule.id.clone(),
                 rule: rule.title.clone(),
                 hunt: rule.hunt.clone(),
@@ -564,7 +643,8 @@ impl Sink for Worker<'_> {
                 location: loc.to_string(),
                 record_id: first(&f, &core.id).map(str::to_string),
                 detail: None,
-            });
+            };
+            self.push(&loc, finding);
         }
     }
 
@@ -649,27 +729,11 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let no_rules = Prefilter::default();
     let next = AtomicUsize::new(0);
     let circleci_ids = Mutex::new(HashSet::new());
-    #[allow(clippy::type_complexity)]
-    let results: Vec<(
-        HuntReport,
-        SeenMap,
-        CountryMap,
-        HourMap,
-        HashMap<(Option<Arc<str>>, Arc<str>), u64>,
-        ActionBaseline,
-        correlation::Store,
-    )> = std::thread::scope(|scope| {
+    let parts: Vec<Part> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut acc = HuntReport::default();
-                    let mut seen: SeenMap = HashMap::default();
-                    let mut countries: CountryMap = HashMap::default();
-                    let mut hours: HourMap = HashMap::default();
-                    let mut per_pair = HashMap::default();
-                    let mut actions = ActionBaseline::default();
-                    let mut corr = correlation::Store::default();
-                    let mut strings = Interner::default();
+                    let mut w = Worker::new(rules, opts, &no_rules, &circleci_ids);
                     loop {
                         // Files first, then pages as the fetchers deliver them.
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -681,23 +745,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                             },
                         };
                         let source = item.source();
-                        let mut w = Worker {
-                            rules,
-                            opts,
-                            source,
-                            item: i,
-                            source_rules: prefilter(source).unwrap_or(&no_rules),
-                            core: rules.fields.core(source),
-                            circleci_ids: &circleci_ids,
-                            report: std::mem::take(&mut acc),
-                            seen: std::mem::take(&mut seen),
-                            countries: std::mem::take(&mut countries),
-                            hours: std::mem::take(&mut hours),
-                            per_pair: std::mem::take(&mut per_pair),
-                            actions: std::mem::take(&mut actions),
-                            corr: std::mem::take(&mut corr),
-                            strings: std::mem::take(&mut strings),
-                        };
+                        w.start(source, i, prefilter(source).unwrap_or(&no_rules));
                         let set = rules.fields.set(source);
                         let (name, result) = match item {
                             Item::File(_, path) => {
@@ -728,22 +776,12 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                                 message,
                             });
                         }
-                        acc = w.report;
-                        seen = w.seen;
-                        countries = w.countries;
-                        hours = w.hours;
-                        per_pair = w.per_pair;
-                        actions = w.actions;
-                        corr = w.corr;
-                        strings = w.strings;
                     }
-                    if threads > 1 {
-                        // In the report's order already, on this worker's core: the tail's
-                        // sort then merges the workers' runs (see `HuntReport::normalize`).
-                        sort_findings(&mut acc.findings);
-                    }
+                    // In the report's order already, on this worker's core: the tail's sort
+                    // then merges the workers' runs (see `HuntReport::normalize`).
+                    let part = w.finish(threads > 1);
                     phases::mark("worker: done");
-                    (acc, seen, countries, hours, per_pair, actions, corr)
+                    part
                 })
             })
             .collect();
@@ -759,18 +797,17 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut hour_maps = Vec::new();
     let mut pair_counts = Vec::new();
     let mut action_baselines = Vec::new();
-    for (r, s, cs, hs, pp, act, co) in results {
-        seens.push(s);
-        country_maps.push(cs);
-        stores.push(co);
-        hour_maps.push(hs);
-        pair_counts.push(pp);
-        action_baselines.push(act);
-        if report.findings.is_empty() {
-            report.findings = r.findings;
-        } else {
-            report.findings.extend(r.findings);
-        }
+    // Per worker: its findings (in the report's order when there are several) and where each is.
+    let mut lists: Vec<(Vec<Finding>, Vec<At>)> = Vec::new();
+    for p in parts {
+        seens.push(p.seen);
+        country_maps.push(p.countries);
+        stores.push(p.corr);
+        hour_maps.push(p.hours);
+        pair_counts.push(p.per_pair);
+        action_baselines.push(p.actions);
+        let r = p.report;
+        lists.push((r.findings, p.ats));
         report.problems.extend(r.problems);
         report.incomplete.extend(r.incomplete);
         let st = &mut report.stats;
@@ -785,85 +822,98 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     }
     phases::mark("tail: findings gathered");
     let parallel = threads > 1;
-    let (per_pair, parts) = std::thread::scope(|scope| {
+    let (per_pair, parts, findings) = std::thread::scope(|scope| {
         let addresses = later(scope, parallel, move || {
             let mut part = HuntReport::default();
             baselines(&merged(seens, merge_seen), opts, &mut part);
+            phases::mark("tail: addresses done");
             part
         });
         let countries = later(scope, parallel, move || {
             let mut part = HuntReport::default();
             country_baselines(&merged(country_maps, merge_seen), &mut part);
+            phases::mark("tail: countries done");
             part
         });
         let correlations = later(scope, parallel, move || {
             let mut corr = merged(stores, correlation::Store::merge);
+            phases::mark("tail: correlations merged");
             let mut part = HuntReport::default();
             correlation_findings(rules, &mut corr, opts.since, &mut part);
+            drop(corr);
+            phases::mark("tail: correlations done");
             part
         });
-        let actions = merged(action_baselines, ActionBaseline::merge);
-        let per_pair = merged(pair_counts, |into: &mut PairCounts, pp| {
-            for (k, n) in pp {
-                *into.entry(k).or_default() += n;
-            }
-        });
-        let hours = merged(hour_maps, |into: &mut HourMap, hs| {
-            for (cred, x) in hs {
-                match into.get_mut(&cred) {
-                    Some(y) => y.merge(&x),
-                    None => {
-                        into.insert(cred, x);
+        // What severities compare with: the credentials' actions and hours before the
+        // incident start.
+        let baseline = later(scope, parallel, move || {
+            let actions = merged(action_baselines, ActionBaseline::merge);
+            let hours = merged(hour_maps, |into: &mut HourMap, hs| {
+                for (cred, x) in hs {
+                    match into.get_mut(&cred) {
+                        Some(y) => y.merge(&x),
+                        None => {
+                            into.insert(cred, x);
+                        }
                     }
                 }
-            }
+            });
+            let mut part = HuntReport::default();
+            hour_baselines(&hours, &mut part);
+            phases::mark("tail: actions and hours done");
+            (actions, hours, part)
         });
-        let mut hour_part = HuntReport::default();
-        hour_baselines(&hours, &mut hour_part);
+        // Meanwhile here: the workers' findings in the report's order, trimmed to the cap,
+        // without duplicates — then their severities, once the baseline is known.
+        let per_pair = over_cap(pair_counts);
+        trim_to_cap(&mut lists, &per_pair);
+        // Each list sorted (one worker's is not yet), then merged in the workers' order: the
+        // order of a stable sort of them all, each finding moved once.
+        let mut findings = Vec::new();
+        for (mut list, _) in lists {
+            sort_findings(&mut list);
+            findings = merge_sorted(findings, list);
+        }
+        phases::mark("tail: findings sorted");
+        dedup_sorted(&mut findings);
+        phases::mark("tail: findings deduplicated");
+        let (actions, hours, hour_part) = baseline.get();
         let records_before = |c: &str| -> u64 {
             hours
                 .get(c)
                 .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
         };
-        severity::apply(
-            &mut report.findings,
+        severity::apply_on(
+            &mut findings,
+            threads,
             rules,
             &actions,
             &records_before,
             opts.since,
         );
+        phases::mark("tail: severities applied");
+        // In the order they were made on one core: ties in the sort keep it.
         let parts = [
             addresses.get(),
             countries.get(),
             hour_part,
             correlations.get(),
         ];
-        (per_pair, parts)
+        (per_pair, parts, findings)
     });
     phases::mark("tail: baselines, correlations, severities");
-    // In the order they were made on one core: ties in the sort keep it.
+    // The checks' findings, merged in after the workers' ones (the order of a stable sort of
+    // all). Each carries a detail of its own kind (an address, a country, an hours' count, a
+    // burst; a worker's finding has none, or the old credential's), so none is a duplicate of
+    // a worker's finding (see [`dedup_sorted`]).
+    let mut more = Vec::new();
     for part in parts {
-        report.findings.extend(part.findings);
+        more.extend(part.findings);
         report.notes.extend(part.notes);
     }
-    report.normalize();
+    report.normalize_from(findings, more);
     phases::mark("tail: normalized");
-    // Workers each kept up to the cap: trim to it across them, and say what was left out.
-    // No pair over the cap in all (the usual case): nothing to trim, and no map entry per
-    // finding on the serial tail.
-    if per_pair.values().any(|&n| n > FINDINGS_PER_PAIR) {
-        let mut kept = PairCounts::default();
-        report.findings.retain(|f| {
-            if f.detail.is_some() {
-                return true;
-            }
-            let n = kept
-                .entry((f.credential.clone(), f.rule_id.clone()))
-                .or_default();
-            *n += 1;
-            *n <= FINDINGS_PER_PAIR
-        });
-    }
+    // Say what the cap left out.
     let mut capped: Vec<_> = per_pair
         .into_iter()
         .filter(|(_, n)| *n > FINDINGS_PER_PAIR)
@@ -891,6 +941,83 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     report.stats.elapsed_ms = started.elapsed().as_millis();
     phases::mark("tail: report ready");
     report
+}
+
+/// The (credential, rule) pairs over the cap in all, with their counts. When no worker's
+/// largest count, summed over the workers, is past the cap (the usual case), no pair is: the
+/// maps (an entry per pair) are not merged.
+fn over_cap(pair_counts: Vec<PairCounts>) -> PairCounts {
+    let most: u64 = pair_counts
+        .iter()
+        .map(|pp| pp.values().copied().max().unwrap_or(0))
+        .sum();
+    if most <= FINDINGS_PER_PAIR {
+        return PairCounts::default();
+    }
+    let mut all = merged(pair_counts, |into: &mut PairCounts, pp| {
+        for (k, n) in pp {
+            *into.entry(k).or_default() += n;
+        }
+    });
+    all.retain(|_, n| *n > FINDINGS_PER_PAIR);
+    all
+}
+
+/// Workers each kept the first [`FINDINGS_PER_PAIR`] findings of a (credential, rule) pair in
+/// the order they read their inputs; of those, the run keeps the first in the inputs' order
+/// (input, line, record), as one worker reading every input in turn does — whichever worker
+/// read what. Each worker's findings come with where each is. No pair over the cap (the usual
+/// case): nothing to do.
+fn trim_to_cap(lists: &mut [(Vec<Finding>, Vec<At>)], per_pair: &PairCounts) {
+    type Pair<'a> = (Option<&'a str>, &'a str);
+    let mut over: HashMap<Pair<'_>, Vec<At>> = per_pair
+        .iter()
+        .filter(|(_, n)| **n > FINDINGS_PER_PAIR)
+        .map(|((c, r), _)| ((c.as_deref(), &**r), Vec::new()))
+        .collect();
+    if over.is_empty() {
+        return;
+    }
+    let capped = |f: &Finding| f.detail.is_none();
+    for (f, at) in lists.iter().flat_map(|(fs, ats)| fs.iter().zip(ats)) {
+        if capped(f)
+            && let Some(v) = over.get_mut(&(f.credential.as_deref(), &*f.rule_id))
+        {
+            v.push(*at);
+        }
+    }
+    let cap = FINDINGS_PER_PAIR as usize;
+    // The place of the last finding kept, per pair that has more than the cap here.
+    let last: HashMap<Pair<'_>, At> = over
+        .into_iter()
+        .filter(|(_, v)| v.len() > cap)
+        .map(|(k, mut v)| {
+            let (_, nth, _) = v.select_nth_unstable(cap - 1);
+            (k, *nth)
+        })
+        .collect();
+    if last.is_empty() {
+        return;
+    }
+    let keep: Vec<Vec<bool>> = lists
+        .iter()
+        .map(|(findings, ats)| {
+            findings
+                .iter()
+                .zip(ats)
+                .map(|(f, at)| {
+                    !capped(f)
+                        || last
+                            .get(&(f.credential.as_deref(), &*f.rule_id))
+                            .is_none_or(|l| at <= l)
+                })
+                .collect()
+        })
+        .collect();
+    for ((findings, _), keep) in lists.iter_mut().zip(keep) {
+        let mut keep = keep.into_iter();
+        findings.retain(|_| keep.next().unwrap_or(true));
+    }
 }
 
 /// A part of the run's tail: on a scoped thread when `parallel`, else done at once.

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod ahead;
+mod json;
 
 /// One suspicious record (or, for baseline checks, the first record of a suspicious pattern).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,13 +104,81 @@ pub struct HuntReport {
 /// once: sorting the findings themselves moved every one (a few hundred bytes) about log n
 /// times.
 pub fn sort_findings(findings: &mut Vec<Finding>) {
+    if let Some(order) = findings_order(findings) {
+        *findings = permuted(std::mem::take(findings), &order);
+    }
+}
+
+/// Where each finding goes in [`Finding::order`] (a stable sort): `order[k]` is the index of
+/// the `k`th; `None` when they are in that order already.
+pub fn findings_order(findings: &[Finding]) -> Option<Vec<usize>> {
     if findings.is_sorted_by(|a, b| Finding::order(a, b).is_le()) {
-        return;
+        return None;
     }
     let mut order: Vec<usize> = (0..findings.len()).collect();
     order.sort_by(|&i, &j| Finding::order(&findings[i], &findings[j]));
-    let mut slots: Vec<Option<Finding>> = std::mem::take(findings).into_iter().map(Some).collect();
-    *findings = order.iter().filter_map(|&i| slots[i].take()).collect();
+    Some(order)
+}
+
+/// Drops from findings in [`Finding::order`] those of a rule on a record (same rule, source,
+/// record id or location, detail) already listed before them.
+pub fn dedup_sorted(findings: &mut Vec<Finding>) {
+    let keep: Vec<bool> = {
+        // Keys are log contents (attacker-chosen): a randomly seeded hasher.
+        // Sized once: grown by rehashing, it copied its table about log n times.
+        let mut seen: std::collections::HashSet<_, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(findings.len(), Default::default());
+        findings
+            .iter()
+            .map(|f| {
+                seen.insert((
+                    &*f.rule_id,
+                    f.source,
+                    f.record_id.as_deref().unwrap_or(&f.location),
+                    f.detail.as_deref(),
+                ))
+            })
+            .collect()
+    };
+    if keep.iter().all(|&k| k) {
+        return;
+    }
+    let mut keep = keep.into_iter();
+    findings.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// Two lists in [`Finding::order`] as one, `a`'s first on ties (a stable sort of `a` then `b`).
+pub fn merge_sorted(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
+    merge_runs(a, b, Finding::order)
+}
+
+/// Two lists sorted by `order` as one, `a`'s first on ties; each item moved once.
+fn merge_runs<T>(a: Vec<T>, b: Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if order(y, x).is_lt() {
+            b.next()
+        } else {
+            a.next()
+        };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
+}
+
+/// `items` in `order` (a permutation of their indices), each moved once.
+pub fn permuted<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    order.iter().filter_map(|&i| slots[i].take()).collect()
 }
 
 impl Finding {
@@ -130,28 +199,34 @@ impl HuntReport {
         // Workers hand over their findings already in this order (see [`Finding::order`]):
         // the stable sort finds those runs and merges them, nearly linear on one core.
         sort_findings(&mut self.findings);
-        let keep: Vec<bool> = {
-            // Keys are log contents (attacker-chosen): a randomly seeded hasher.
-            // Sized once: grown by rehashing, it copied its table about log n times.
-            let mut seen: std::collections::HashSet<_, foldhash::fast::RandomState> =
-                std::collections::HashSet::with_capacity_and_hasher(
-                    self.findings.len(),
-                    Default::default(),
-                );
-            self.findings
-                .iter()
-                .map(|f| {
-                    seen.insert((
-                        &*f.rule_id,
-                        f.source,
-                        f.record_id.as_deref().unwrap_or(&f.location),
-                        f.detail.as_deref(),
-                    ))
-                })
-                .collect()
-        };
-        let mut keep = keep.into_iter();
-        self.findings.retain(|_| keep.next().unwrap_or(true));
+        super::phases::mark("normalize: sorted");
+        dedup_sorted(&mut self.findings);
+        self.sort_problems();
+    }
+
+    /// [`Self::normalize`] of `sorted` (in [`Finding::order`], no duplicates) and `more` (any
+    /// order, no finding a duplicate of one in `sorted`): `more` sorted and merged in, `sorted`
+    /// first on ties, as a stable sort of `sorted` then `more` orders them.
+    pub fn normalize_from(&mut self, sorted: Vec<Finding>, mut more: Vec<Finding>) {
+        sort_findings(&mut more);
+        dedup_sorted(&mut more);
+        if more.len() <= 8 {
+            // A few: each put in its place (after its equals, as the stable sort puts it)
+            // instead of every finding moved into a new list.
+            self.findings = sorted;
+            for f in more {
+                let at = self
+                    .findings
+                    .partition_point(|x| Finding::order(x, &f).is_le());
+                self.findings.insert(at, f);
+            }
+        } else {
+            self.findings = merge_sorted(sorted, more);
+        }
+        self.sort_problems();
+    }
+
+    fn sort_problems(&mut self) {
         self.problems.sort_by(|a, b| a.location.cmp(&b.location));
     }
 
@@ -282,6 +357,7 @@ impl HuntReport {
         w.write_all(b",\"groups\":")
             .map_err(serde_json::Error::io)?;
         write_groups(w, &groups, threads)?;
+        super::phases::mark("json: groups written");
         w.write_all(b",\"credentials\":")
             .map_err(serde_json::Error::io)?;
         credentials.write(w)?;
@@ -587,6 +663,57 @@ fn group_order(a: &FindingGroup<'_>, b: &FindingGroup<'_>) -> std::cmp::Ordering
         .then(a.source_ip.cmp(&b.source_ip))
 }
 
+/// The sorted groups of `findings`; `by_credential`: they come in runs per credential, and the
+/// map of groups holds one credential's at a time (small, in cache, instead of every group).
+fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>> {
+    type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
+    // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
+    let mut map: std::collections::HashMap<Key<'_>, FindingGroup<'_>, foldhash::fast::RandomState> =
+        Default::default();
+    let mut out: Vec<FindingGroup<'_>> = Vec::new();
+    for (i, f) in findings.iter().enumerate() {
+        if by_credential && i > 0 && findings[i - 1].credential != f.credential {
+            out.extend(map.drain().map(|(_, g)| g));
+        }
+        let key = (
+            f.credential.as_deref(),
+            &*f.rule_id,
+            f.action.as_deref(),
+            f.source_ip.as_deref(),
+        );
+        let g = map.entry(key).or_insert_with(|| FindingGroup {
+            credential: f.credential.as_deref(),
+            rule_id: &f.rule_id,
+            rule: &f.rule,
+            hunt: f.hunt.as_deref(),
+            severity: f.severity,
+            severity_reason: &f.severity_reason,
+            action: f.action.as_deref(),
+            source_ip: f.source_ip.as_deref(),
+            count: 0,
+            first: f.time,
+            last: f.time,
+            attack: f.attack.as_deref(),
+            location: &f.location,
+            detail: f.detail.as_deref(),
+        });
+        g.count += 1;
+        if f.severity > g.severity {
+            g.severity = f.severity;
+            g.severity_reason = &f.severity_reason;
+        }
+        if f.time < g.first {
+            g.first = f.time;
+            g.location = &f.location;
+            g.detail = f.detail.as_deref();
+        }
+        g.last = g.last.max(f.time);
+    }
+    out.extend(map.into_values());
+    out.sort_by(group_order);
+    out
+}
+
 /// What the summary at the top of every rendering says.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -600,98 +727,40 @@ impl HuntReport {
     /// The findings grouped per (credential, rule, action, source address), sorted by severity
     /// (highest first) then first time.
     pub fn groups(&self) -> Vec<FindingGroup<'_>> {
-        self.groups_part(None)
+        self.groups_with(1)
     }
 
     /// [`Self::groups`] on two threads when `threads` (0: one per core) allows and the
-    /// findings are many: each groups the credentials of one half (a group never spans
-    /// credentials) and sorts its groups, then the two sorted lists are merged. Grouping was
-    /// a twentieth of a hunt on the writer's thread, while the workers' cores sat idle.
+    /// findings are many: each groups the credentials of one half of the findings (a group
+    /// never spans credentials) and sorts its groups, then the two sorted lists are merged.
+    /// Grouping was a twentieth of a hunt on the writer's thread, while the workers' cores
+    /// sat idle.
     pub fn groups_with(&self, threads: usize) -> Vec<FindingGroup<'_>> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        if threads < 2 || self.findings.len() < 4096 {
-            return self.groups_part(None);
+        let fs = &self.findings[..];
+        if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
+            return groups_of(fs, false);
         }
+        if threads < 2 || fs.len() < 4096 {
+            return groups_of(fs, true);
+        }
+        // Cut between two credentials near the middle.
+        let mut cut = fs.len() / 2;
+        while cut < fs.len() && fs[cut].credential == fs[cut - 1].credential {
+            cut += 1;
+        }
+        let (a, b) = fs.split_at(cut);
         let (a, b) = std::thread::scope(|s| {
-            let other = s.spawn(|| self.groups_part(Some(1)));
-            (self.groups_part(Some(0)), other.join())
+            let other = s.spawn(|| groups_of(b, true));
+            (groups_of(a, true), other.join())
         });
         let Ok(b) = b else {
-            return self.groups_part(None);
+            return groups_of(fs, true);
         };
-        let mut out = Vec::with_capacity(a.len() + b.len());
-        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            let next = if group_order(y, x).is_lt() {
-                b.next()
-            } else {
-                a.next()
-            };
-            out.extend(next);
-        }
-        out.extend(a);
-        out.extend(b);
-        out
-    }
-
-    /// The sorted groups of the findings whose credential falls in `half` (by a fixed hash of
-    /// the credential; `None`: all).
-    fn groups_part(&self, half: Option<u64>) -> Vec<FindingGroup<'_>> {
-        type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
-        use std::hash::BuildHasher;
-        let split = foldhash::fast::FixedState::default();
-        // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
-        let mut map: std::collections::HashMap<
-            Key<'_>,
-            FindingGroup<'_>,
-            foldhash::fast::RandomState,
-        > = Default::default();
-        for f in &self.findings {
-            if let Some(h) = half
-                && split.hash_one(f.credential.as_deref()) & 1 != h
-            {
-                continue;
-            }
-            let key = (
-                f.credential.as_deref(),
-                &*f.rule_id,
-                f.action.as_deref(),
-                f.source_ip.as_deref(),
-            );
-            let g = map.entry(key).or_insert_with(|| FindingGroup {
-                credential: f.credential.as_deref(),
-                rule_id: &f.rule_id,
-                rule: &f.rule,
-                hunt: f.hunt.as_deref(),
-                severity: f.severity,
-                severity_reason: &f.severity_reason,
-                action: f.action.as_deref(),
-                source_ip: f.source_ip.as_deref(),
-                count: 0,
-                first: f.time,
-                last: f.time,
-                attack: f.attack.as_deref(),
-                location: &f.location,
-                detail: f.detail.as_deref(),
-            });
-            g.count += 1;
-            if f.severity > g.severity {
-                g.severity = f.severity;
-                g.severity_reason = &f.severity_reason;
-            }
-            if f.time < g.first {
-                g.first = f.time;
-                g.location = &f.location;
-                g.detail = f.detail.as_deref();
-            }
-            g.last = g.last.max(f.time);
-        }
-        let mut v: Vec<FindingGroup<'_>> = map.into_values().collect();
-        v.sort_by(group_order);
-        v
+        merge_runs(a, b, group_order)
     }
 
     /// Who has high findings, and which ATT&CK tactics and techniques were seen.
@@ -703,13 +772,20 @@ impl HuntReport {
     fn summary_of(groups: &[FindingGroup<'_>]) -> Summary {
         let mut high: BTreeMap<&str, usize> = BTreeMap::new();
         let mut tactics: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        // A rule's label and tactics follow from its title and tags: worked out once per
+        // (rule, tags), not per group (tens of thousands on a busy trail, on the writer's
+        // thread).
+        let mut labelled: std::collections::HashSet<
+            (&str, Option<&str>),
+            foldhash::fast::RandomState,
+        > = Default::default();
         for g in groups {
             if g.severity >= Severity::High {
                 *high
                     .entry(g.credential.unwrap_or("(unattributed)"))
                     .or_default() += 1;
             }
-            if g.severity == Severity::Informational {
+            if g.severity == Severity::Informational || !labelled.insert((g.rule, g.attack)) {
                 continue;
             }
             let tags: Vec<&str> = g
@@ -908,23 +984,33 @@ fn write_groups(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let render = |part: &[FindingGroup<'_>]| -> serde_json::Result<Vec<u8>> {
+    let render = |part: &[FindingGroup<'_>], texts: &mut json::Texts| {
         let mut out = Vec::with_capacity(part.len() * 512);
         for (i, g) in part.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut out, g)?;
+            json::write_group(&mut out, g, texts)?;
         }
-        Ok(out)
+        serde_json::Result::Ok(out)
     };
     if threads < 2 || groups.len() < 2048 {
-        return serde_json::to_writer(w, groups);
+        // Written through a chunk at a time: the whole array held at once was a peak of its own.
+        w.write_all(b"[").map_err(serde_json::Error::io)?;
+        let mut texts = json::Texts::default();
+        for (i, chunk) in groups.chunks(512).enumerate() {
+            if i > 0 {
+                w.write_all(b",").map_err(serde_json::Error::io)?;
+            }
+            w.write_all(&render(chunk, &mut texts)?)
+                .map_err(serde_json::Error::io)?;
+        }
+        return w.write_all(b"]").map_err(serde_json::Error::io);
     }
     let (a, b) = groups.split_at(groups.len() / 2);
     let (a, b) = std::thread::scope(|s| {
-        let other = s.spawn(|| render(b));
-        (render(a), other.join())
+        let other = s.spawn(|| render(b, &mut json::Texts::default()));
+        (render(a, &mut json::Texts::default()), other.join())
     });
     let b = b.map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))?;
     let (a, b) = (a?, b?);

@@ -87,7 +87,44 @@ pub fn apply(
     findings: &mut [Finding],
     rules: &RuleSet,
     baseline: &ActionBaseline,
-    records_before: &dyn Fn(&str) -> u64,
+    records_before: &(dyn Fn(&str) -> u64 + Sync),
+    since: DateTime<Utc>,
+) {
+    apply_on(findings, 1, rules, baseline, records_before, since);
+}
+
+/// [`apply`] on `threads` threads, each setting a contiguous share of the findings (a verdict
+/// depends on the finding alone: any share gives the same severities). On the run's tail,
+/// after the workers: one core did it while the other waited.
+pub fn apply_on(
+    findings: &mut [Finding],
+    threads: usize,
+    rules: &RuleSet,
+    baseline: &ActionBaseline,
+    records_before: &(dyn Fn(&str) -> u64 + Sync),
+    since: DateTime<Utc>,
+) {
+    let share = findings.len().div_ceil(threads.max(1)).max(1);
+    if threads < 2 || findings.len() < 4096 {
+        return apply_one(findings, rules, baseline, records_before, since);
+    }
+    std::thread::scope(|scope| {
+        let mut chunks = findings.chunks_mut(share);
+        let mine = chunks.next();
+        for chunk in chunks {
+            scope.spawn(move || apply_one(chunk, rules, baseline, records_before, since));
+        }
+        if let Some(chunk) = mine {
+            apply_one(chunk, rules, baseline, records_before, since);
+        }
+    });
+}
+
+fn apply_one(
+    findings: &mut [Finding],
+    rules: &RuleSet,
+    baseline: &ActionBaseline,
+    records_before: &(dyn Fn(&str) -> u64 + Sync),
     since: DateTime<Utc>,
 ) {
     let raise: std::collections::HashSet<&str> = rules
@@ -135,7 +172,7 @@ fn verdict(
     f: &Finding,
     raise: &std::collections::HashSet<&str>,
     baseline: &ActionBaseline,
-    records_before: &dyn Fn(&str) -> u64,
+    records_before: &(dyn Fn(&str) -> u64 + Sync),
     since: &str,
 ) -> (Severity, Arc<str>) {
     let level = f.severity;

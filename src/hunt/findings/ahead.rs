@@ -10,8 +10,10 @@
 //! to the output in one write. Windows travel through bounded channels: memory holds a few
 //! windows per helper, never the whole report. With no helpers the writer renders the same
 //! windows itself, so the bytes never depend on the thread count.
+//! Each finding is written by [`super::json`], its shared strings escaped once per thread.
 
 use super::Finding;
+use super::json::{Texts, write_finding};
 use std::io::Write;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 
@@ -48,7 +50,7 @@ impl<'a> Layout<'a> {
 
     /// Renders window `k` into `out`: `[{"credential":…,"count":…,"findings":[` … `]},{…`;
     /// the writer closes the last entry and the array.
-    fn render(&self, k: usize, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    fn render(&self, k: usize, out: &mut Vec<u8>, texts: &mut Texts) -> serde_json::Result<()> {
         let start = k * WINDOW;
         let end = (start + WINDOW).min(self.order.len());
         // The first entry starting in the window or after it.
@@ -69,7 +71,7 @@ impl<'a> Layout<'a> {
             } else {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut *out, self.order[i])?;
+            write_finding(out, self.order[i], texts)?;
         }
         Ok(())
     }
@@ -111,10 +113,11 @@ impl<'l, 'a> Stream<'l, 'a> {
             let (give_back, returned) = channel::<Vec<u8>>();
             stream.helpers.push((rx, give_back));
             scope.spawn(move || {
+                let mut texts = Texts::default();
                 for w in (k..layout.windows()).step_by(threads) {
                     let mut out = returned.try_recv().unwrap_or_default();
                     out.clear();
-                    let rendered = layout.render(w, &mut out).map(|()| out);
+                    let rendered = layout.render(w, &mut out, &mut texts).map(|()| out);
                     // The writer stopped (an error): nothing more to render.
                     if tx.send(rendered).is_err() {
                         return;
@@ -131,6 +134,7 @@ impl<'l, 'a> Stream<'l, 'a> {
         let io = serde_json::Error::io;
         w.write_all(b"[").map_err(io)?;
         let mut own = Vec::new();
+        let mut texts = Texts::default();
         for k in 0..self.layout.windows() {
             match self.helpers.get(k % self.helpers.len().max(1)) {
                 Some((rx, give_back)) => {
@@ -143,7 +147,7 @@ impl<'l, 'a> Stream<'l, 'a> {
                 }
                 None => {
                     own.clear();
-                    self.layout.render(k, &mut own)?;
+                    self.layout.render(k, &mut own, &mut texts)?;
                     w.write_all(&own).map_err(io)?;
                 }
             }
@@ -218,6 +222,26 @@ mod tests {
         let one = write(1);
         for threads in [2, 3, 8] {
             assert!(write(threads) == one, "{threads} threads");
+        }
+        // Each finding the same bytes as serde writes it, absent fields and odd strings included.
+        let mut texts = super::super::json::Texts::default();
+        let mut bare = finding(7, base);
+        bare.hunt = None;
+        bare.principal = Some("a\\b\"c\u{7f}\u{2028}\u{1b}".into());
+        bare.error = Some("\t\r\u{0}".into());
+        bare.record_id = None;
+        bare.detail = Some("why \"here\"".into());
+        bare.attack = Some("attack.persistence".into());
+        for f in report.findings.iter().chain([&bare]) {
+            let mut mine = Vec::new();
+            super::super::json::write_finding(&mut mine, f, &mut texts).unwrap();
+            let serde = serde_json::to_vec(f).unwrap();
+            assert!(
+                mine == serde,
+                "{} vs {}",
+                String::from_utf8_lossy(&mine),
+                String::from_utf8_lossy(&serde)
+            );
         }
         let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
         // The entries as serde writes them, whatever window their findings fell in.

@@ -596,11 +596,10 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
         let Some(per) = store.groups.get_mut(&ci) else {
             continue;
         };
-        let mut names: Vec<&Box<str>> = per.keys().collect();
-        names.sort();
-        let names: Vec<Box<str>> = names.into_iter().cloned().collect();
-        for key in names {
-            let Some(g) = per.get_mut(&key) else { continue };
+        // In the order of their keys (taken, not copied: a busy trail has a group per key).
+        let mut groups: Vec<(&Box<str>, &mut Group)> = per.iter_mut().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, g) in groups {
             // Ties in time in the inputs' order (not the order files were interned in, which
             // follows which worker read what).
             let items = &store.file_items;
@@ -613,6 +612,9 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
                 .iter()
                 .filter(|w| g.events[w.1].time < since)
                 .count();
+            if before == windows.len() {
+                continue;
+            }
             let group: Vec<(String, String)> = c
                 .spec
                 .group_by
