@@ -277,6 +277,8 @@ fn dry_run_shows_everything_and_changes_nothing() {
         format!("project gh/acme/api: AWS_ACCESS_KEY_ID: xxxx{last4}"),
         format!("project gh/acme/web: AWS_ACCESS_KEY_ID: xxxx{last4}"),
         "context aws-prod: AWS_ACCESS_KEY_ID: updated".to_string(),
+        // The totals a reviewer of a large plan reads first.
+        "\nSummary of 1 target(s): 1 would rotate, 0 would skip\n".to_string(),
     ] {
         assert!(text.contains(&needle), "dry run lacks {needle:?}:\n{text}");
     }
@@ -358,6 +360,13 @@ fn dry_run_marks_the_step_that_would_fail() {
     );
     out.expect_code(1, "dry run that would fail");
     assert!(out.stdout.contains("WOULD FAIL"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "Summary of 1 target(s): 0 would rotate, 0 would skip, 1 WOULD FAIL\nWould fail: "
+        ),
+        "{}",
+        out.stdout
+    );
     let capacity = out
         .stdout
         .lines()

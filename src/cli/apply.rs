@@ -442,7 +442,7 @@ fn dry_run(
             out.rendered(&text);
         },
     );
-    out.finish()
+    out.finish(&tally)
         .map_err(|e| Failure::runtime(format!("cannot write the dry run: {e}")))?;
     Ok(if args.detailed_exitcode {
         tally.detailed_exit_code()
@@ -495,12 +495,21 @@ impl<W: std::io::Write> PreviewWriter<W> {
         }
     }
 
-    fn finish(mut self) -> std::io::Result<W> {
+    /// Ends the output with what the targets added up to.
+    fn finish(mut self, totals: &crate::engine::dryrun::Tally) -> std::io::Result<W> {
         self.written?;
         match self.output {
-            Output::Json if self.first => writeln!(self.out, "]\n}}")?,
-            Output::Json => writeln!(self.out, "\n  ]\n}}")?,
-            Output::Table => {}
+            Output::Json => {
+                // As the whole preview's pretty JSON has it: after `targets`, two spaces in.
+                let totals = serde_json::to_string_pretty(&json!(totals))
+                    .unwrap_or_default()
+                    .replace('\n', "\n  ");
+                let end = if self.first { "]" } else { "\n  ]" };
+                writeln!(self.out, "{end},\n  \"totals\": {totals}\n}}")?
+            }
+            Output::Table => self
+                .out
+                .write_all(crate::escape::terminal(&totals.render()).as_bytes())?,
         }
         self.out.flush()?;
         Ok(self.out)
@@ -614,6 +623,7 @@ pub fn render_preview(preview: &crate::engine::dryrun::Preview) -> String {
     for t in &preview.targets {
         render_target_preview(&mut out, t);
     }
+    out.push_str(&preview.totals.render());
     out
 }
 
@@ -713,16 +723,24 @@ mod tests {
     #[test]
     fn a_streamed_dry_run_prints_what_the_whole_preview_printed() {
         for n in 0..3 {
-            let preview = Preview {
+            let mut preview = Preview {
                 plan: "p \"1\"".into(),
                 targets: (0..n)
-                    .map(|i| target(&format!("t{i}"), Action::Blocked("why".into())))
+                    .map(|i| {
+                        let mut t = target(&format!("t{i}"), Action::Blocked("why".into()));
+                        if i % 2 == 1 {
+                            t.provider = "aws-iam".into();
+                        }
+                        t
+                    })
                     .collect(),
+                totals: Default::default(),
             };
+            preview.totals = preview.tally();
             for output in [Output::Json, Output::Table] {
                 let mut out = PreviewWriter::start(Vec::new(), output, &preview.plan);
                 preview.targets.iter().for_each(|t| out.target(t));
-                let streamed = String::from_utf8(out.finish().unwrap()).unwrap();
+                let streamed = String::from_utf8(out.finish(&preview.totals).unwrap()).unwrap();
                 let whole = match output {
                     Output::Json => format!(
                         "{}\n",

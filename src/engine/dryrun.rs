@@ -24,6 +24,8 @@ const PREVIEW_CONCURRENCY: usize = 32;
 pub struct Preview {
     pub plan: String,
     pub targets: Vec<TargetPreview>,
+    /// What the targets add up to ([`Preview::tally`] when they were previewed).
+    pub totals: Tally,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,38 +79,117 @@ pub struct PlannedStep {
 impl Preview {
     /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 a target would fail.
     pub fn detailed_exit_code(&self) -> u8 {
+        self.tally().detailed_exit_code()
+    }
+
+    /// What the targets add up to.
+    pub fn tally(&self) -> Tally {
         let mut tally = Tally::default();
         self.targets.iter().for_each(|t| tally.add(t));
-        tally.detailed_exit_code()
+        tally
     }
 }
 
-/// What previewed targets add up to, counted as they stream by ([`preview_each`]).
-#[derive(Debug, Clone, Copy, Default)]
+/// Targets by what `apply` would do with them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub rotate: usize,
+    pub skip: usize,
+    pub fail: usize,
+}
+
+impl Counts {
+    fn add(&mut self, action: &Action) {
+        match action {
+            Action::Rotate => self.rotate += 1,
+            Action::Skip(_) => self.skip += 1,
+            Action::Blocked(_) => self.fail += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Counts) {
+        self.rotate += other.rotate;
+        self.skip += other.skip;
+        self.fail += other.fail;
+    }
+}
+
+/// Targets that would fail named in a dry run's summary; the rest are counted.
+const FAILING_NAMED: usize = 20;
+
+/// What previewed targets add up to, counted as they stream by ([`preview_each`]): the
+/// summary a reviewer of 190,000 targets reads first (Terraform's "Plan: 3 to add").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
-    blocked: bool,
-    rotate: bool,
+    #[serde(flatten)]
+    pub all: Counts,
+    pub by_provider: std::collections::BTreeMap<String, Counts>,
+    /// The first targets that would fail, in the plan's order.
+    pub failing: Vec<String>,
 }
 
 impl Tally {
     pub fn add(&mut self, target: &TargetPreview) {
-        self.blocked |= matches!(target.action, Action::Blocked(_));
-        self.rotate |= target.action == Action::Rotate;
+        self.all.add(&target.action);
+        match self.by_provider.get_mut(target.provider.as_str()) {
+            Some(counts) => counts.add(&target.action),
+            None => {
+                let mut counts = Counts::default();
+                counts.add(&target.action);
+                self.by_provider.insert(target.provider.clone(), counts);
+            }
+        }
+        if matches!(target.action, Action::Blocked(_)) && self.failing.len() < FAILING_NAMED {
+            self.failing.push(target.id.clone());
+        }
     }
 
-    /// Adds what another tally counted.
-    pub fn merge(&mut self, other: Tally) {
-        self.blocked |= other.blocked;
-        self.rotate |= other.rotate;
+    /// Adds what a tally of later targets counted.
+    pub fn merge(&mut self, later: Tally) {
+        self.all.merge(later.all);
+        for (provider, counts) in later.by_provider {
+            self.by_provider.entry(provider).or_default().merge(counts);
+        }
+        let room = FAILING_NAMED.saturating_sub(self.failing.len());
+        self.failing.extend(later.failing.into_iter().take(room));
     }
 
     /// As [`Preview::detailed_exit_code`].
     pub fn detailed_exit_code(&self) -> u8 {
-        match (self.blocked, self.rotate) {
+        match (self.all.fail > 0, self.all.rotate > 0) {
             (true, _) => 1,
             (false, true) => 2,
             (false, false) => 0,
         }
+    }
+
+    /// The summary under a dry run's targets: totals, then each provider's, then the first
+    /// targets that would fail.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let line = |c: &Counts| {
+            let mut text = format!("{} would rotate, {} would skip", c.rotate, c.skip);
+            if c.fail > 0 {
+                let _ = write!(text, ", {} WOULD FAIL", c.fail);
+            }
+            text
+        };
+        let total = self.all.rotate + self.all.skip + self.all.fail;
+        let mut out = format!("\nSummary of {total} target(s): {}\n", line(&self.all));
+        if self.by_provider.len() > 1 {
+            for (provider, counts) in &self.by_provider {
+                let _ = writeln!(out, "  {provider}: {}", line(counts));
+            }
+        }
+        if !self.failing.is_empty() {
+            let more = self.all.fail - self.failing.len();
+            let _ = write!(out, "Would fail: {}", self.failing.join(", "));
+            if more > 0 {
+                let _ = write!(out, " and {more} more");
+            }
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -137,10 +218,13 @@ pub async fn preview_with_history(
         targets.push(t)
     })
     .await;
-    Preview {
+    let mut preview = Preview {
         plan: plan.metadata.name.value.clone(),
         targets,
-    }
+        totals: Tally::default(),
+    };
+    preview.totals = preview.tally();
+    preview
 }
 
 /// [`preview_with_history`], handing each target's preview to `each` in the plan's order as

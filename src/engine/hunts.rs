@@ -39,7 +39,7 @@ pub struct PhaseResult {
     pub report: HuntReport,
     /// Hunts that ran.
     pub ran: Vec<String>,
-    /// Hunts skipped, with why (no source for this target).
+    /// Hunts skipped, one entry per reason: `a, b (no hunts.sources.cloudtrail)`.
     pub skipped: Vec<String>,
     /// Sources that could not be read (a missing export, an API that failed).
     pub unread: Vec<String>,
@@ -309,6 +309,7 @@ fn select<'p>(plan: &'p Plan, target: &'p Target, names: &[String]) -> Selection
         ran: Vec::new(),
         skipped: Vec::new(),
     };
+    let mut skipped: Vec<(&str, String)> = Vec::new();
     for name in names {
         let source = hunt_source(name).or(own);
         // CircleCI's audit log concerns every target; a provider's own log only its targets
@@ -319,24 +320,43 @@ fn select<'p>(plan: &'p Plan, target: &'p Target, names: &[String]) -> Selection
         {
             continue;
         }
-        match source {
+        let why = match source {
             Some(s) if !entries(sources, s).is_empty() => {
                 if !sel.wanted.contains(&s) {
                     sel.wanted.push(s);
                 }
                 sel.ran.push(name.clone());
+                continue;
             }
-            Some(s) => sel.skipped.push(format!(
-                "{name} (no hunts.sources.{} for it)",
-                s.name().replace('-', "_")
-            )),
-            None => sel.skipped.push(format!(
-                "{name} ({} keeps no audit log rekey reads)",
-                target.provider.value
-            )),
+            Some(s) => format!("no hunts.sources.{}", s.name().replace('-', "_")),
+            None => format!("{} keeps no audit log rekey reads", target.provider.value),
+        };
+        skipped.push((name.as_str(), why));
+    }
+    sel.skipped = group_by_reason(&skipped);
+    sel
+}
+
+/// `a, b (why); c (other)`: hunts skipped for one reason said once (a dry run prints this for
+/// each of 190,000 targets), reasons in the order they first came.
+fn group_by_reason(skipped: &[(&str, String)]) -> Vec<String> {
+    let mut reasons: Vec<&str> = Vec::new();
+    for (_, why) in skipped {
+        if !reasons.contains(&why.as_str()) {
+            reasons.push(why);
         }
     }
-    sel
+    reasons
+        .into_iter()
+        .map(|why| {
+            let names: Vec<&str> = skipped
+                .iter()
+                .filter(|(_, w)| w == why)
+                .map(|(n, _)| *n)
+                .collect();
+            format!("{} ({why})", names.join(", "))
+        })
+        .collect()
 }
 
 /// What a phase would do, for the dry run: the hunts and their sources, and the ones skipped.
@@ -714,6 +734,31 @@ mod tests {
             ),
             Input::Remote(Remote::AzureActivity { .. })
         ));
+    }
+
+    #[test]
+    fn hunts_skipped_for_one_reason_are_named_together_in_first_seen_order() {
+        let plan = crate::plan::load::parse(
+            "p.yaml",
+            "apiVersion: rekey/v1
+kind: RotationPlan
+metadata: {name: t}
+hunts:
+  pre: [circleci-persistence, aws-recon, circleci-logins, aws-denied]
+targets:
+  - id: one
+    provider: aws-iam
+    principal: {user: a}
+",
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            describe(&plan, &plan.targets[0], When::Pre).as_deref(),
+            Some(
+                "skip circleci-persistence, circleci-logins (no hunts.sources.circleci_audit); \
+                 aws-recon, aws-denied (no hunts.sources.cloudtrail)"
+            )
+        );
     }
 }
 
