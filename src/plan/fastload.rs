@@ -379,6 +379,16 @@ fn is_indicator(c: u8) -> bool {
 
 /// Declines text holding anything YAML does not let stand unescaped (or may read as a break).
 fn check_printable(text: &str) -> Res<()> {
+    // Every scalar and comment of a plan passes here (10% of reading a 125 MB plan byte by
+    // byte): eight bytes at a time first, for the common text of printable ASCII alone.
+    let (words, tail) = text.as_bytes().as_chunks::<8>();
+    if words
+        .iter()
+        .all(|w| printable_ascii_word(u64::from_le_bytes(*w)))
+        && tail.iter().all(|&c| (0x20..0x7f).contains(&c))
+    {
+        return Ok(());
+    }
     let ok = text.bytes().all(|c| c >= 0x20 && c != 0x7f || c == b'\t')
         && (text.is_ascii()
             || text.chars().all(|c| {
@@ -394,6 +404,19 @@ fn check_printable(text: &str) -> Res<()> {
                 )
             }));
     if ok { Ok(()) } else { Err(Decline) }
+}
+
+/// Whether all eight bytes of `w` are printable ASCII (0x20 to 0x7e). Exact, not a filter:
+/// `(x - 0x01..) & !x & 0x80..` is non-zero exactly when some byte of `x` is zero, and
+/// likewise `(w - 0x20..) & !w & 0x80..` when some byte is below 0x20 (Bit Twiddling Hacks,
+/// "haszero" and "hasless", n ≤ 128).
+fn printable_ascii_word(w: u64) -> bool {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let del = w ^ (ONES * 0x7f);
+    let has_del = del.wrapping_sub(ONES) & !del & HIGH;
+    (w & HIGH) | below_space | has_del == 0
 }
 
 /// The value of a one-line double-quoted scalar's body.
@@ -1093,6 +1116,35 @@ mod tests {
 
     fn fast(text: &str) -> Res<Plan> {
         from_str::<Plan>(text)
+    }
+
+    /// The word-at-a-time test agrees with the byte-wise one for every byte value at every
+    /// place in a word, and beside every other byte value (borrows cross byte boundaries).
+    #[test]
+    fn the_word_test_of_printable_ascii_is_exact() {
+        let printable = |b: u8| (0x20..0x7f).contains(&b);
+        for place in 0..8 {
+            for b in 0..=255u8 {
+                for other in [b' ', b'~', 0x00, 0x1f, 0x7f, 0x80, 0xff, b] {
+                    let mut word = [b'a'; 8];
+                    word[place] = b;
+                    word[(place + 1) % 8] = other;
+                    assert_eq!(
+                        printable_ascii_word(u64::from_le_bytes(word)),
+                        word.iter().all(|&c| printable(c)),
+                        "{word:?}"
+                    );
+                }
+            }
+        }
+        // And check_printable still declines what it declined, wherever it sits.
+        for bad in ["\u{7f}", "\u{1b}", "\u{85}", "\u{2028}", "\u{feff}", "\r"] {
+            for at in 0..20 {
+                let text = format!("{}{bad}{}", "x".repeat(at), "y".repeat(20 - at));
+                assert!(check_printable(&text).is_err(), "{text:?}");
+            }
+        }
+        assert!(check_printable("tab\tand é and plain text of some length").is_ok());
     }
 
     /// The fast reader agrees with serde-saphyr on `text`, or declines it; whether it read it.
