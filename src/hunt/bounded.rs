@@ -147,13 +147,13 @@ impl<'r> Lines<'r> {
         self.buf
     }
 
-    /// The bytes of a range handed out by [`Self::next`] or [`Self::rest`].
+    /// The bytes of a range handed out by [`Self::next_line`] or [`Self::rest`].
     pub fn get(&self, range: std::ops::Range<usize>) -> &[u8] {
         &self.buf[range]
     }
 
     /// The next line (its `\n` included when there is one), `None` at the end of the input.
-    pub fn next(&mut self) -> io::Result<Option<std::ops::Range<usize>>> {
+    pub fn next_line(&mut self) -> io::Result<Option<std::ops::Range<usize>>> {
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
                 let line = self.start..self.scanned + i + 1;
@@ -284,9 +284,9 @@ mod tests {
     fn lines_are_bounded() {
         let mut r = &b"ab\ncdefgh\nij"[..];
         let mut lines = Lines::new(&mut r, Vec::new(), 5);
-        let first = lines.next().unwrap().unwrap();
+        let first = lines.next_line().unwrap().unwrap();
         assert_eq!(lines.get(first), b"ab\n");
-        let e = lines.next().unwrap_err();
+        let e = lines.next_line().unwrap_err();
         assert_eq!(over_limit(&e), Some(OverLimit::Record));
         assert!(lines.into_buffer().len() <= 6);
     }
@@ -317,7 +317,7 @@ mod tests {
             let mut r = Trickle(&text, step);
             let mut lines = Lines::new(&mut r, std::mem::take(&mut kept), 700);
             let mut got = Vec::new();
-            while let Some(l) = lines.next().unwrap() {
+            while let Some(l) = lines.next_line().unwrap() {
                 got.push(lines.get(l).to_vec());
             }
             assert_eq!(got, want, "reads of {step}");
@@ -327,12 +327,12 @@ mod tests {
         // The rest of the input after the first line, as one document, bounded too.
         let mut r = Trickle(b"[\n1,\n2]\n", 2);
         let mut lines = Lines::new(&mut r, Vec::new(), 64);
-        let first = lines.next().unwrap().unwrap();
+        let first = lines.next_line().unwrap().unwrap();
         let all = lines.rest(first).unwrap();
         assert_eq!(lines.get(all), b"[\n1,\n2]\n");
         let mut r = Trickle(b"[\n1,\n2]\n", 2);
         let mut lines = Lines::new(&mut r, Vec::new(), 6);
-        let first = lines.next().unwrap().unwrap();
+        let first = lines.next_line().unwrap().unwrap();
         let e = lines.rest(first).unwrap_err();
         assert_eq!(over_limit(&e), Some(OverLimit::Record));
     }

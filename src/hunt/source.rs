@@ -521,7 +521,7 @@ fn read_json_lines(
     let mut line_no = 0u64;
     let mut index = 0u64;
     let mut first = true;
-    while let Some(range) = lines.next()? {
+    while let Some(range) = lines.next_line()? {
         line_no += 1;
         let Ok(text) = std::str::from_utf8(lines.get(range.clone())) else {
             sink.problem(Problem {
