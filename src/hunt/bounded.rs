@@ -128,9 +128,9 @@ impl<'r> Lines<'r> {
     /// Lines of `reader` of at most `max` bytes, read into `buf` (a buffer kept from a
     /// previous input: its contents are dropped, its memory reused).
     pub fn new(reader: &'r mut dyn Read, mut buf: Vec<u8>, max: usize) -> Lines<'r> {
-        // Its memory is reused as is: only what is read into it is ever handed out.
-        let cap = buf.capacity().min(max + 1);
-        buf.resize(cap, 0);
+        // Its initialized part is reused as is (only what is read into it is ever handed out);
+        // the rest of its capacity is initialized as reads need it (see [`Self::fill`]).
+        buf.truncate(max + 1);
         Lines {
             reader,
             buf,
@@ -208,8 +208,10 @@ impl<'r> Lines<'r> {
             self.scanned -= self.start;
             self.start = 0;
         }
+        // Initialized one chunk ahead of the data only: the capacity grows by doubling, but
+        // zero-filling all of it touched (and kept resident) up to twice the largest line.
         if self.buf.len() - self.end < CHUNK && self.buf.len() <= self.max {
-            let len = (self.buf.len() * 2).max(self.end + CHUNK).min(self.max + 1);
+            let len = (self.end + CHUNK).min(self.max + 1);
             self.buf.resize(len, 0);
         }
         // Never past `max + 1` bytes of one line: one more than a line may hold proves it over.
