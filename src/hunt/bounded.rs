@@ -18,7 +18,7 @@
 //! twice that while it grows) stays well under the 256 MB a hunt may use. 1 GiB decompressed
 //! is more than ten times any real delivery file and costs a worker about a second.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 
 /// The largest record (line, document, CSV row or API page), in bytes.
 pub const MAX_RECORD: usize = 64 << 20;
@@ -98,78 +98,138 @@ impl<R: Read> Read for Capped<R> {
     }
 }
 
-/// What [`read_line`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    /// The end of the input (nothing read).
-    End,
-    /// A line (its `\n` included when there was one) in the buffer.
-    Read,
+/// The lines of an input, read straight into one buffer and handed out as ranges of it.
+///
+/// Why not `BufRead::read_line`-style copying: a CloudTrail delivery is one line of megabytes,
+/// and copying every byte from the reader's buffer into a line buffer (with a `memchr` per
+/// chunk) was a few percent of a hunt. Here the reader fills this buffer directly (a
+/// `BufReader` passes large reads through), and only the unfinished tail of a buffer is moved
+/// to its front before the next read.
+///
+/// Bounds: a line (its `\n` included) of more than `max` bytes is [`OverLimit::Record`], and
+/// the buffer never grows past `max + 1` bytes whatever the input.
+pub struct Lines<'r> {
+    reader: &'r mut dyn Read,
+    /// Zero-filled once as it grows and kept initialized: `buf[start..end]` is read and not yet
+    /// handed out.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Where the search for the next `\n` resumes (the bytes before it hold none).
+    scanned: usize,
+    eof: bool,
+    max: usize,
 }
 
-/// Reads one line into `buf` (cleared first), at most `max` bytes: a longer line is
-/// [`OverLimit::Record`]. Grows `buf` to no more than `max + 1` bytes whatever the input.
-pub fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    buf.clear();
-    loop {
-        let chunk = match reader.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(if buf.is_empty() {
-                Line::End
-            } else {
-                Line::Read
-            });
-        }
-        let (take, done) = match memchr::memchr(b'\n', chunk) {
-            Some(i) => (i + 1, true),
-            None => (chunk.len(), false),
-        };
-        if buf.len() + take > max {
-            return Err(OverLimit::Record.into());
-        }
-        grow(buf, take, max);
-        buf.extend_from_slice(&chunk[..take]);
-        reader.consume(take);
-        if done {
-            return Ok(Line::Read);
+/// Bytes asked of the reader at least per read, so that a `BufReader` passes the read through.
+const CHUNK: usize = 512 * 1024;
+
+impl<'r> Lines<'r> {
+    /// Lines of `reader` of at most `max` bytes, read into `buf` (a buffer kept from a
+    /// previous input: its contents are dropped, its memory reused).
+    pub fn new(reader: &'r mut dyn Read, mut buf: Vec<u8>, max: usize) -> Lines<'r> {
+        // Its initialized part is reused as is (only what is read into it is ever handed out);
+        // the rest of its capacity is initialized as reads need it (see [`Self::fill`]).
+        buf.truncate(max + 1);
+        Lines {
+            reader,
+            buf,
+            start: 0,
+            end: 0,
+            scanned: 0,
+            eof: false,
+            max,
         }
     }
-}
 
-/// Reads the rest of the input onto `buf`, which may hold at most `max` bytes in all.
-pub fn read_rest(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<()> {
-    loop {
-        let chunk = match reader.fill_buf() {
-            Ok(c) => c,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(());
+    /// The buffer, for the next input.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The bytes of a range handed out by [`Self::next_line`] or [`Self::rest`].
+    pub fn get(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// The next line (its `\n` included when there is one), `None` at the end of the input.
+    pub fn next_line(&mut self) -> io::Result<Option<std::ops::Range<usize>>> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {
+                let line = self.start..self.scanned + i + 1;
+                if line.len() > self.max {
+                    return Err(OverLimit::Record.into());
+                }
+                self.start = line.end;
+                self.scanned = line.end;
+                return Ok(Some(line));
+            }
+            self.scanned = self.end;
+            if self.end - self.start > self.max {
+                return Err(OverLimit::Record.into());
+            }
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let line = self.start..self.end;
+                self.start = self.end;
+                return Ok(Some(line));
+            }
+            self.fill()?;
         }
-        let take = chunk.len();
-        if buf.len() + take > max {
+    }
+
+    /// Everything from the start of the line last handed out to the end of the input, as one
+    /// range (a document spread over lines), at most `max` bytes in all.
+    pub fn rest(&mut self, line: std::ops::Range<usize>) -> io::Result<std::ops::Range<usize>> {
+        self.start = line.start;
+        while !self.eof {
+            if self.end - self.start > self.max {
+                return Err(OverLimit::Record.into());
+            }
+            self.fill()?;
+        }
+        if self.end - self.start > self.max {
             return Err(OverLimit::Record.into());
         }
-        grow(buf, take, max);
-        buf.extend_from_slice(chunk);
-        reader.consume(take);
+        let all = self.start..self.end;
+        self.start = self.end;
+        self.scanned = self.end;
+        Ok(all)
     }
-}
 
-/// Makes room for `more` bytes, doubling as `Vec` does but never past `max`: the buffer of a
-/// record just under the bound must not cost twice the bound.
-fn grow(buf: &mut Vec<u8>, more: usize, max: usize) {
-    let need = buf.len() + more;
-    if need > buf.capacity() {
-        let target = need
-            .max(buf.capacity().saturating_mul(2))
-            .min(max.max(need));
-        buf.reserve_exact(target - buf.len());
+    /// Reads once more: the unfinished tail moved to the front first, the buffer grown (up to
+    /// `max + 1` bytes) when full.
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        // Initialized one chunk ahead of the data only: the capacity grows by doubling, but
+        // zero-filling all of it touched (and kept resident) up to twice the largest line.
+        if self.buf.len() - self.end < CHUNK && self.buf.len() <= self.max {
+            let len = (self.end + CHUNK).min(self.max + 1);
+            self.buf.resize(len, 0);
+        }
+        // Never past `max + 1` bytes of one line: one more than a line may hold proves it over.
+        let room = (self.max + 1 - self.end).min(self.buf.len() - self.end);
+        loop {
+            match self.reader.read(&mut self.buf[self.end..self.end + room]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -224,13 +284,59 @@ mod tests {
 
     #[test]
     fn lines_are_bounded() {
-        let mut r = io::BufReader::with_capacity(4, &b"ab\ncdefgh\nij"[..]);
-        let mut buf = Vec::new();
-        assert_eq!(read_line(&mut r, &mut buf, 5).unwrap(), Line::Read);
-        assert_eq!(buf, b"ab\n");
-        let e = read_line(&mut r, &mut buf, 5).unwrap_err();
+        let mut r = &b"ab\ncdefgh\nij"[..];
+        let mut lines = Lines::new(&mut r, Vec::new(), 5);
+        let first = lines.next_line().unwrap().unwrap();
+        assert_eq!(lines.get(first), b"ab\n");
+        let e = lines.next_line().unwrap_err();
         assert_eq!(over_limit(&e), Some(OverLimit::Record));
-        assert!(buf.capacity() <= 8);
+        assert!(lines.into_buffer().len() <= 6);
+    }
+
+    /// Lines of any length across reads of any size, a last line without `\n`, lines exactly
+    /// at the bound, and a buffer kept from a longer input: each line whole and in order.
+    #[test]
+    fn lines_come_whole_across_reads() {
+        /// A reader that returns at most `n` bytes per read.
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut text = Vec::new();
+        for i in 0..300usize {
+            text.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, (i * 7919) % 700));
+            text.push(b'\n');
+        }
+        text.extend_from_slice(b"last");
+        let want: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+        let mut kept = vec![9u8; 4096];
+        for step in [1, 3, 64, 1000, 1 << 20] {
+            let mut r = Trickle(&text, step);
+            let mut lines = Lines::new(&mut r, std::mem::take(&mut kept), 700);
+            let mut got = Vec::new();
+            while let Some(l) = lines.next_line().unwrap() {
+                got.push(lines.get(l).to_vec());
+            }
+            assert_eq!(got, want, "reads of {step}");
+            kept = lines.into_buffer();
+            assert!(kept.len() <= 701);
+        }
+        // The rest of the input after the first line, as one document, bounded too.
+        let mut r = Trickle(b"[\n1,\n2]\n", 2);
+        let mut lines = Lines::new(&mut r, Vec::new(), 64);
+        let first = lines.next_line().unwrap().unwrap();
+        let all = lines.rest(first).unwrap();
+        assert_eq!(lines.get(all), b"[\n1,\n2]\n");
+        let mut r = Trickle(b"[\n1,\n2]\n", 2);
+        let mut lines = Lines::new(&mut r, Vec::new(), 6);
+        let first = lines.next_line().unwrap().unwrap();
+        let e = lines.rest(first).unwrap_err();
+        assert_eq!(over_limit(&e), Some(OverLimit::Record));
     }
 
     #[test]

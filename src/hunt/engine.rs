@@ -282,6 +282,8 @@ struct Worker<'a> {
     hours: HourMap,
     per_pair: PairCounts,
     strings: Interner,
+    /// Every finding's reason until [`severity`] sets it: interned once, not per finding.
+    rule_level: Arc<str>,
     /// What the rules matched per credential before the incident start.
     actions: ActionBaseline,
     /// Events of the correlations, per group.
@@ -324,6 +326,7 @@ impl<'a> Worker<'a> {
             hours: HashMap::default(),
             per_pair: HashMap::default(),
             strings: Interner::default(),
+            rule_level: Arc::from("rule level"),
             actions: ActionBaseline::default(),
             corr: correlation::Store::default(),
             ats: Vec::new(),
@@ -593,6 +596,9 @@ impl Sink for Worker<'_> {
         if let (Some(rotation), Some(c)) = (&self.opts.rotation, credential) {
             self.rotation_checks(rotation, c, time, ip_text, &loc, &f);
         }
+        // The record's credential, interned once for all the findings it makes (a lookup per
+        // finding was a hash and a comparison of the key each time).
+        let mut interned: Option<Option<Arc<str>>> = None;
         for rule in self.source_rules.candidates(&f) {
             if !rule.matches(&f) {
                 continue;
@@ -616,9 +622,12 @@ impl Sink for Worker<'_> {
             }
             // Memory follows what is distinct, not the input: past the cap a (credential, rule)
             // pair is only counted.
+            let cred = interned
+                .get_or_insert_with(|| credential.map(|c| self.strings.get(c)))
+                .clone();
             let n = self
                 .per_pair
-                .entry((credential.map(|c| self.strings.get(c)), rule.id.clone()))
+                .entry((cred.clone(), rule.id.clone()))
                 .or_default();
             *n += 1;
             if *n > FINDINGS_PER_PAIR {
@@ -630,10 +639,10 @@ impl Sink for Worker<'_> {
                 hunt: rule.hunt.clone(),
                 severity: rule.level,
                 // Set by `severity::apply` once the baseline is known.
-                severity_reason: self.strings.get("rule level"),
+                severity_reason: self.rule_level.clone(),
                 attack: rule.attack.clone(),
                 source: self.source,
-                credential: credential.map(|c| self.strings.get(c)),
+                credential: cred,
                 principal: principal.map(|p| self.strings.get(p)),
                 time,
                 action: first(&f, &core.action).map(|a| self.strings.get(a)),

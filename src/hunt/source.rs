@@ -487,7 +487,7 @@ pub fn read_from(
 fn read_json(
     source: Source,
     name: &str,
-    reader: Box<dyn BufRead + '_>,
+    mut reader: Box<dyn BufRead + '_>,
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -498,10 +498,14 @@ fn read_json(
     thread_local! {
         static LINE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let mut line = LINE.with(std::cell::Cell::take);
-    let result = read_json_lines(source, name, reader, set, sink, &mut line);
+    let mut lines = bounded::Lines::new(
+        &mut reader,
+        LINE.with(std::cell::Cell::take),
+        bounded::MAX_RECORD,
+    );
+    let result = read_json_lines(source, name, &mut lines, set, sink);
+    let line = lines.into_buffer();
     if line.capacity() <= KEEP {
-        line.clear();
         LINE.with(|l| l.set(line));
     }
     result
@@ -510,20 +514,16 @@ fn read_json(
 fn read_json_lines(
     source: Source,
     name: &str,
-    mut reader: Box<dyn BufRead + '_>,
+    lines: &mut bounded::Lines<'_>,
     set: &FieldSet,
     sink: &mut dyn Sink,
-    line: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     let mut line_no = 0u64;
     let mut index = 0u64;
     let mut first = true;
-    loop {
-        if bounded::read_line(&mut reader, line, bounded::MAX_RECORD)? == bounded::Line::End {
-            return Ok(());
-        }
+    while let Some(range) = lines.next_line()? {
         line_no += 1;
-        let Ok(text) = std::str::from_utf8(line) else {
+        let Ok(text) = std::str::from_utf8(lines.get(range.clone())) else {
             sink.problem(Problem {
                 location: format!("{name}:{line_no}"),
                 message: "not UTF-8 text; line skipped".into(),
@@ -543,20 +543,16 @@ fn read_json_lines(
             // (A whole value never ends its first line with an opening bracket or a comma; the
             // check must stay cheap: a CloudTrail delivery is one multi-megabyte line.)
             if trimmed.ends_with('[') || trimmed.ends_with(',') || trimmed.ends_with('{') {
-                let mut doc = std::mem::take(line);
-                bounded::read_rest(&mut reader, &mut doc, bounded::MAX_RECORD)?;
-                let doc = match String::from_utf8(doc) {
-                    Ok(d) => d,
-                    Err(_) => {
-                        sink.problem(Problem {
-                            location: name.to_string(),
-                            message: "not UTF-8 text".into(),
-                        });
-                        return Ok(());
-                    }
+                let all = lines.rest(range)?;
+                let Ok(doc) = std::str::from_utf8(lines.get(all)) else {
+                    sink.problem(Problem {
+                        location: name.to_string(),
+                        message: "not UTF-8 text".into(),
+                    });
+                    return Ok(());
                 };
                 let offset = line_no - 1;
-                parse_doc(source, name, &doc, offset, 0, &mut index, set, sink);
+                parse_doc(source, name, doc, offset, 0, &mut index, set, sink);
                 return Ok(());
             }
         }
@@ -564,6 +560,7 @@ fn read_json_lines(
             source, name, trimmed, line_no, line_no, &mut index, set, sink,
         );
     }
+    Ok(())
 }
 
 /// Parses one JSON text (a line or a whole document) holding records, a wrapper of records, or

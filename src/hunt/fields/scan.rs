@@ -88,10 +88,44 @@ const ONES: u64 = u64::MAX / 255;
 const HIGH: u64 = ONES * 0x80;
 
 /// The position of the first byte at or after `i` that ends a run of plain string bytes: `"`,
-/// `\` or a control character (< 0x20); `b.len()` if none. Eight bytes at a time: for each
-/// test the lowest flagged byte is exact (borrows only run upward), so the lowest of the three
-/// is the first such byte.
-fn plain_end(b: &[u8], mut i: usize) -> usize {
+/// `\` or a control character (< 0x20); `b.len()` if none. Sixteen bytes at a time with SSE2
+/// (part of every x86-64): string scanning was the largest part of parsing a record, and the
+/// eight-byte words of [`plain_end_words`] took twice the steps on typical values (ARNs, user
+/// agents, ids of 20 to 60 bytes).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn plain_end(b: &[u8], mut i: usize) -> usize {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    while let Some(chunk) = b.get(i..i + 16) {
+        // SAFETY: SSE2 is part of the x86-64 baseline, enabled for every build of this
+        // target; `chunk` is 16 readable bytes, and the load has no alignment requirement.
+        let m = unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let esc = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // A control character: max(byte, 0x1f) is 0x1f (unsigned).
+            let below = _mm_set1_epi8(0x1f);
+            let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, below), below);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, esc), ctrl)) as u32
+        };
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    plain_end_words(b, i)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn plain_end(b: &[u8], i: usize) -> usize {
+    plain_end_words(b, i)
+}
+
+/// [`plain_end`] eight bytes at a time: for each test the lowest flagged byte is exact
+/// (borrows only run upward), so the lowest of the three is the first such byte.
+fn plain_end_words(b: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
@@ -466,6 +500,32 @@ mod tests {
     use super::super::Extracted;
     use super::*;
     use serde::de::DeserializeSeed;
+
+    /// The first byte ending a plain run, as a byte-by-byte search finds it: from every start,
+    /// with the stopping byte at every place of a 16- or 8-byte step and in the tail, among
+    /// bytes on both sides of each test (0x1f and 0x20, 0x7f, high bytes, quote, backslash).
+    #[test]
+    fn plain_end_finds_the_first_stopping_byte() {
+        let reference = |b: &[u8], i: usize| {
+            (i..b.len())
+                .find(|&j| b[j] == b'"' || b[j] == b'\\' || b[j] < 0x20)
+                .unwrap_or(b.len())
+        };
+        let fill = [b'a', 0x20, 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'];
+        for stop in [b'"', b'\\', 0x00, 0x1f, 0x0a] {
+            for len in 0..48 {
+                for at in 0..=len {
+                    let mut b: Vec<u8> = (0..len).map(|k| fill[k % fill.len()]).collect();
+                    if at < len {
+                        b[at] = stop;
+                    }
+                    for i in 0..=len {
+                        assert_eq!(plain_end(&b, i), reference(&b, i), "{b:?} from {i}");
+                    }
+                }
+            }
+        }
+    }
 
     fn set() -> FieldSet {
         let mut set = FieldSet::default();

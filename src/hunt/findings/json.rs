@@ -6,6 +6,22 @@
 //! trail's report.
 
 use super::{Finding, FindingGroup};
+use crate::hunt::fields::scan::plain_end;
+
+/// Appends `s` as a JSON string, as `serde_json` writes it: quoted as is when nothing in it
+/// needs an escape (serde escapes exactly `"`, `\` and control characters, the bytes
+/// [`plain_end`] stops at), which is nearly always (locations, record ids), sixteen bytes per
+/// step instead of serde's table lookup per byte.
+fn put_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    if plain_end(s.as_bytes(), 0) == s.len() {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return Ok(());
+    }
+    serde_json::to_writer(out, s)
+}
 
 /// Escaped JSON text of the strings findings share, by the address of their one allocation
 /// (valid while the report is borrowed, as it is for the whole rendering).
@@ -32,7 +48,7 @@ impl Texts {
                     self.text.clear();
                 }
                 let start = self.text.len();
-                serde_json::to_writer(&mut self.text, s)?;
+                put_str(&mut self.text, s)?;
                 self.at.insert(key, (start, self.text.len()));
                 (start, self.text.len())
             }
@@ -92,6 +108,21 @@ impl<'o> Object<'o> {
         }
     }
 
+    /// A string of its own (not shared), as `serde_json` writes it.
+    fn text(&mut self, name: &str, s: &str) -> serde_json::Result<&mut Self> {
+        self.key(name);
+        put_str(self.out, s)?;
+        Ok(self)
+    }
+
+    /// A string of its own, the field left out when absent.
+    fn text_if(&mut self, name: &str, s: Option<&str>) -> serde_json::Result<&mut Self> {
+        match s {
+            Some(s) => self.text(name, s),
+            None => Ok(self),
+        }
+    }
+
     /// Any value, as `serde_json` writes it.
     fn value<T: serde::Serialize + ?Sized>(
         &mut self,
@@ -101,18 +132,6 @@ impl<'o> Object<'o> {
         self.key(name);
         serde_json::to_writer(&mut *self.out, v)?;
         Ok(self)
-    }
-
-    /// A value left out when absent.
-    fn value_if<T: serde::Serialize + ?Sized>(
-        &mut self,
-        name: &str,
-        v: Option<&T>,
-    ) -> serde_json::Result<&mut Self> {
-        match v {
-            Some(v) => self.value(name, v),
-            None => Ok(self),
-        }
     }
 
     fn time(
@@ -153,9 +172,9 @@ pub(super) fn write_finding(
         .shared("source_ip", f.source_ip.as_deref())?
         .shared("user_agent", f.user_agent.as_deref())?
         .shared("error", f.error.as_deref())?
-        .value("location", &f.location)?
-        .value_if("record_id", f.record_id.as_ref())?
-        .value_if("detail", f.detail.as_ref())?
+        .text("location", &f.location)?
+        .text_if("record_id", f.record_id.as_deref())?
+        .text_if("detail", f.detail.as_deref())?
         .end()
 }
 
@@ -178,8 +197,8 @@ pub(super) fn write_group(
         .time("first", &g.first)?
         .time("last", &g.last)?
         .shared_if("attack", g.attack)?
-        .value("location", g.location)?
-        .value_if("detail", g.detail)?
+        .text("location", g.location)?
+        .text_if("detail", g.detail)?
         .end()
 }
 
