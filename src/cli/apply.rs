@@ -723,9 +723,9 @@ mod tests {
     #[test]
     fn a_streamed_dry_run_prints_what_the_whole_preview_printed() {
         for n in 0..3 {
-            let mut preview = Preview {
-                plan: "p \"1\"".into(),
-                targets: (0..n)
+            let preview = Preview::new(
+                "p \"1\"".into(),
+                (0..n)
                     .map(|i| {
                         let mut t = target(&format!("t{i}"), Action::Blocked("why".into()));
                         if i % 2 == 1 {
@@ -734,9 +734,7 @@ mod tests {
                         t
                     })
                     .collect(),
-                totals: Default::default(),
-            };
-            preview.totals = preview.tally();
+            );
             for output in [Output::Json, Output::Table] {
                 let mut out = PreviewWriter::start(Vec::new(), output, &preview.plan);
                 preview.targets.iter().for_each(|t| out.target(t));

@@ -24,7 +24,7 @@ const PREVIEW_CONCURRENCY: usize = 32;
 pub struct Preview {
     pub plan: String,
     pub targets: Vec<TargetPreview>,
-    /// What the targets add up to ([`Preview::tally`] when they were previewed).
+    /// What the targets add up to ([`Preview::new`] counts them).
     pub totals: Tally,
 }
 
@@ -77,16 +77,20 @@ pub struct PlannedStep {
 }
 
 impl Preview {
-    /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 a target would fail.
-    pub fn detailed_exit_code(&self) -> u8 {
-        self.tally().detailed_exit_code()
+    /// The preview of `plan`'s targets, with what they add up to.
+    pub fn new(plan: String, targets: Vec<TargetPreview>) -> Preview {
+        let mut totals = Tally::default();
+        targets.iter().for_each(|t| totals.add(t));
+        Preview {
+            plan,
+            targets,
+            totals,
+        }
     }
 
-    /// What the targets add up to.
-    pub fn tally(&self) -> Tally {
-        let mut tally = Tally::default();
-        self.targets.iter().for_each(|t| tally.add(t));
-        tally
+    /// Terraform's `-detailed-exitcode`: 0 nothing to do, 2 changes pending, 1 a target would fail.
+    pub fn detailed_exit_code(&self) -> u8 {
+        self.totals.detailed_exit_code()
     }
 }
 
@@ -218,13 +222,7 @@ pub async fn preview_with_history(
         targets.push(t)
     })
     .await;
-    let mut preview = Preview {
-        plan: plan.metadata.name.value.clone(),
-        targets,
-        totals: Tally::default(),
-    };
-    preview.totals = preview.tally();
-    preview
+    Preview::new(plan.metadata.name.value.clone(), targets)
 }
 
 /// [`preview_with_history`], handing each target's preview to `each` in the plan's order as
