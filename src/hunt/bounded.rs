@@ -211,7 +211,12 @@ impl<'r> Lines<'r> {
         // Initialized one chunk ahead of the data only: the capacity grows by doubling, but
         // zero-filling all of it touched (and kept resident) up to twice the largest line.
         if self.buf.len() - self.end < CHUNK && self.buf.len() <= self.max {
-            let len = (self.end + CHUNK).min(self.max + 1);
+            let mut len = (self.end + CHUNK).min(self.max + 1);
+            // The capacity left is filled before the buffer grows: one sized for the input
+            // (see `source::read_json`) never grows, nor is copied.
+            if len > self.buf.capacity() && self.buf.capacity() > self.end {
+                len = self.buf.capacity();
+            }
             self.buf.resize(len, 0);
         }
         // Never past `max + 1` bytes of one line: one more than a line may hold proves it over.
@@ -282,6 +287,17 @@ impl<R: Read> Read for RecordBudget<R> {
 mod tests {
     use super::*;
 
+    /// A reader that returns at most `n` bytes per read.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
     fn lines_are_bounded() {
         let mut r = &b"ab\ncdefgh\nij"[..];
@@ -297,16 +313,6 @@ mod tests {
     /// at the bound, and a buffer kept from a longer input: each line whole and in order.
     #[test]
     fn lines_come_whole_across_reads() {
-        /// A reader that returns at most `n` bytes per read.
-        struct Trickle<'a>(&'a [u8], usize);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let n = self.1.min(buf.len()).min(self.0.len());
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut text = Vec::new();
         for i in 0..300usize {
             text.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, (i * 7919) % 700));
@@ -337,6 +343,28 @@ mod tests {
         let first = lines.next_line().unwrap().unwrap();
         let e = lines.rest(first).unwrap_err();
         assert_eq!(over_limit(&e), Some(OverLimit::Record));
+    }
+
+    /// A buffer with room for the whole input is filled, never grown (no copy, no second
+    /// allocation), whatever the size of the reads; one with less room grows as before.
+    #[test]
+    fn a_buffer_sized_for_the_input_never_grows() {
+        let text: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for step in [1 << 20, 777_777, usize::MAX] {
+            let mut r = Trickle(&text, step);
+            let buf = Vec::with_capacity(text.len() + 1);
+            let at = buf.as_ptr();
+            let mut lines = Lines::new(&mut r, buf, 4 << 20);
+            let line = lines.next_line().unwrap().unwrap();
+            assert_eq!(lines.get(line), &text[..]);
+            assert!(lines.next_line().unwrap().is_none());
+            let buf = lines.into_buffer();
+            assert_eq!((buf.as_ptr(), buf.capacity()), (at, text.len() + 1), "reads of {step}");
+        }
+        let mut r = Trickle(&text, 1 << 20);
+        let mut lines = Lines::new(&mut r, Vec::with_capacity(1000), 4 << 20);
+        let line = lines.next_line().unwrap().unwrap();
+        assert_eq!(lines.get(line), &text[..]);
     }
 
     #[test]

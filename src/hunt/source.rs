@@ -360,6 +360,18 @@ pub struct Loc<'a> {
     pub index: u64,
 }
 
+impl Loc<'_> {
+    /// The location as text, as [`fmt::Display`] writes it, in one allocation: every finding
+    /// keeps one, and a `String` grown by the formatter was four reallocations each.
+    pub fn text(&self) -> String {
+        use fmt::Write as _;
+        // The path, two numbers of up to 20 digits and the words around them.
+        let mut out = String::with_capacity(self.file.len() + 56);
+        let _ = write!(out, "{self}");
+        out
+    }
+}
+
 impl fmt::Display for Loc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.line > 0 {
@@ -460,7 +472,8 @@ pub fn read_file(
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let file = std::fs::File::open(path)?;
-    read_from(source, &path.display().to_string(), file, set, sink)
+    let size = file.metadata().map_or(0, |m| m.len());
+    read_sized(source, &path.display().to_string(), file, size, set, sink)
 }
 
 /// Reads every record of one input — a file, or a page fetched from an API (see
@@ -469,6 +482,19 @@ pub fn read_from(
     source: Source,
     name: &str,
     input: impl Read,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+) -> std::io::Result<()> {
+    read_sized(source, name, input, 0, set, sink)
+}
+
+/// [`read_from`] with the input's size in bytes when known (0: unknown), a hint only: the
+/// line buffer is sized for it at once.
+fn read_sized(
+    source: Source,
+    name: &str,
+    input: impl Read,
+    size: u64,
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -481,13 +507,14 @@ pub fn read_from(
     if is_csv {
         return read_csv(name, reader, set, sink);
     }
-    read_json(source, name, reader, set, sink)
+    read_json(source, name, reader, size, set, sink)
 }
 
 fn read_json(
     source: Source,
     name: &str,
     mut reader: Box<dyn BufRead + '_>,
+    size: u64,
     set: &FieldSet,
     sink: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -498,11 +525,18 @@ fn read_json(
     thread_local! {
         static LINE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     }
-    let mut lines = bounded::Lines::new(
-        &mut reader,
-        LINE.with(std::cell::Cell::take),
-        bounded::MAX_RECORD,
-    );
+    let mut line = LINE.with(std::cell::Cell::take);
+    // Sized for the whole input at once (a delivery is one line), up to what is kept: grown
+    // by doubling from empty, the buffer was copied and first touched twice over.
+    let want = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1)
+        .min(KEEP);
+    if line.capacity() < want {
+        // What it holds is never handed out again: a fresh buffer, nothing copied.
+        line = Vec::with_capacity(want);
+    }
+    let mut lines = bounded::Lines::new(&mut reader, line, bounded::MAX_RECORD);
     let result = read_json_lines(source, name, &mut lines, set, sink);
     let line = lines.into_buffer();
     if line.capacity() <= KEEP {
