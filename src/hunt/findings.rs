@@ -103,9 +103,9 @@ pub struct HuntReport {
 /// Sorts findings in [`Finding::order`] through an order of indices, then moves each finding
 /// once: sorting the findings themselves moved every one (a few hundred bytes) about log n
 /// times.
-pub fn sort_findings(findings: &mut Vec<Finding>) {
+pub fn sort_findings(findings: &mut [Finding]) {
     if let Some(order) = findings_order(findings) {
-        *findings = permuted(std::mem::take(findings), &order);
+        apply_order(order, |a, b| findings.swap(a, b));
     }
 }
 
@@ -175,10 +175,24 @@ fn merge_runs<T>(a: Vec<T>, b: Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Order
     out
 }
 
-/// `items` in `order` (a permutation of their indices), each moved once.
-pub fn permuted<T>(items: Vec<T>, order: &[usize]) -> Vec<T> {
-    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
-    order.iter().filter_map(|&i| slots[i].take()).collect()
+/// Puts items in `order` (a permutation of their indices: `order[k]` is the index of the
+/// `k`th) in place, through `swap(a, b)` of the items at `a` and `b`: each cycle of the
+/// permutation followed once, an item moved by one swap. In place because a second buffer of
+/// findings (a few hundred bytes each) was as many fresh pages, each a page fault.
+pub fn apply_order(mut order: Vec<usize>, mut swap: impl FnMut(usize, usize)) {
+    for start in 0..order.len() {
+        let mut at = start;
+        // Done positions point at themselves: a cycle is followed from its first position only.
+        while order[at] != at {
+            let from = order[at];
+            order[at] = at;
+            if from == start {
+                break;
+            }
+            swap(at, from);
+            at = from;
+        }
+    }
 }
 
 impl Finding {
@@ -984,40 +998,61 @@ fn write_groups(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let render = |part: &[FindingGroup<'_>], texts: &mut json::Texts| {
-        let mut out = Vec::with_capacity(part.len() * 512);
-        for (i, g) in part.iter().enumerate() {
+    // Chunks of groups rendered into buffers of their own (one buffer for a half of the array
+    // outgrew its guessed size and was copied whole).
+    const CHUNK: usize = 512;
+    let render = |chunk: &[FindingGroup<'_>], out: &mut Vec<u8>, texts: &mut json::Texts| {
+        out.clear();
+        for (i, g) in chunk.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            json::write_group(&mut out, g, texts)?;
+            json::write_group(out, g, texts)?;
         }
-        serde_json::Result::Ok(out)
+        serde_json::Result::Ok(())
     };
-    if threads < 2 || groups.len() < 2048 {
-        // Written through a chunk at a time: the whole array held at once was a peak of its own.
-        w.write_all(b"[").map_err(serde_json::Error::io)?;
+    // The first half written through here a chunk at a time, in one reused buffer (the
+    // whole array held at once was a peak of its own); the second half, when there are
+    // threads to spare, rendered meanwhile beside it.
+    let (a, b) = if threads < 2 || groups.len() < 2048 {
+        (groups, &groups[groups.len()..])
+    } else {
+        groups.split_at(groups.len() / 2)
+    };
+    let render_all = |part: &[FindingGroup<'_>]| {
         let mut texts = json::Texts::default();
-        for (i, chunk) in groups.chunks(512).enumerate() {
+        part.chunks(CHUNK)
+            .map(|chunk| {
+                let mut out = Vec::new();
+                render(chunk, &mut out, &mut texts).map(|()| out)
+            })
+            .collect::<serde_json::Result<Vec<Vec<u8>>>>()
+    };
+    std::thread::scope(|s| {
+        let other = (!b.is_empty()).then(|| s.spawn(|| render_all(b)));
+        let io = serde_json::Error::io;
+        w.write_all(b"[").map_err(io)?;
+        let mut texts = json::Texts::default();
+        let mut out = Vec::new();
+        for (i, chunk) in a.chunks(CHUNK).enumerate() {
             if i > 0 {
-                w.write_all(b",").map_err(serde_json::Error::io)?;
+                w.write_all(b",").map_err(io)?;
             }
-            w.write_all(&render(chunk, &mut texts)?)
-                .map_err(serde_json::Error::io)?;
+            render(chunk, &mut out, &mut texts)?;
+            w.write_all(&out).map_err(io)?;
         }
-        return w.write_all(b"]").map_err(serde_json::Error::io);
-    }
-    let (a, b) = groups.split_at(groups.len() / 2);
-    let (a, b) = std::thread::scope(|s| {
-        let other = s.spawn(|| render(b, &mut json::Texts::default()));
-        (render(a, &mut json::Texts::default()), other.join())
-    });
-    let b = b.map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))?;
-    let (a, b) = (a?, b?);
-    [&b"["[..], &a, b",", &b, b"]"]
-        .iter()
-        .try_for_each(|part| w.write_all(part))
-        .map_err(serde_json::Error::io)
+        let rest = match other {
+            Some(h) => h
+                .join()
+                .map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))??,
+            None => Vec::new(),
+        };
+        for chunk in rest {
+            w.write_all(b",").map_err(io)?;
+            w.write_all(&chunk).map_err(io)?;
+        }
+        w.write_all(b"]").map_err(io)
+    })
 }
 
 /// `t1098`, `t1098.001`: an ATT&CK technique id (tactics are words).
@@ -1025,4 +1060,99 @@ fn is_technique(tag: &str) -> bool {
     tag.len() > 1
         && tag.starts_with('t')
         && tag[1..].bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Finding, HuntReport, apply_order};
+    use crate::hunt::Severity;
+    use crate::hunt::source::Source;
+    use chrono::{TimeZone, Utc};
+
+    /// Every permutation of a few items, and long random ones with long cycles: the same
+    /// order as gathering the items by index.
+    #[test]
+    fn apply_order_puts_items_in_order_in_place() {
+        fn check(order: &[usize]) {
+            let mut items: Vec<usize> = (100..100 + order.len()).collect();
+            let want: Vec<usize> = order.iter().map(|&i| items[i]).collect();
+            apply_order(order.to_vec(), |a, b| items.swap(a, b));
+            assert_eq!(items, want, "{order:?}");
+        }
+        fn permutations(n: usize, prefix: &mut Vec<usize>, each: &mut dyn FnMut(&[usize])) {
+            if prefix.len() == n {
+                return each(prefix);
+            }
+            for i in 0..n {
+                if !prefix.contains(&i) {
+                    prefix.push(i);
+                    permutations(n, prefix, each);
+                    prefix.pop();
+                }
+            }
+        }
+        for n in 0..=6 {
+            permutations(n, &mut Vec::new(), &mut |p| check(p));
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for n in [100, 1000, 4096] {
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                order.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            check(&order);
+        }
+    }
+
+    /// More groups than one thread renders alone (each finding its own address): the same
+    /// bytes for any number of rendering threads.
+    #[test]
+    fn many_groups_are_written_the_same_by_any_number_of_threads() {
+        let base = Utc.with_ymd_and_hms(2023, 7, 10, 11, 42, 36).unwrap();
+        let findings: Vec<Finding> = (0..5000)
+            .map(|i| Finding {
+                rule_id: format!("rule-{}", i % 3).into(),
+                rule: "A \"quoted\" rule".into(),
+                hunt: None,
+                severity: [Severity::Low, Severity::High][i % 2],
+                severity_reason: "rule level".into(),
+                attack: None,
+                source: Source::Cloudtrail,
+                credential: Some(format!("AKIA{:04}", i % 7).into()),
+                principal: None,
+                time: base + chrono::Duration::seconds(i as i64),
+                action: Some("ListUsers".into()),
+                source_ip: Some(format!("198.51.{}.{}", i / 250, i % 250).into()),
+                user_agent: None,
+                error: None,
+                location: format!("f.json (record {i})"),
+                record_id: None,
+                detail: None,
+            })
+            .collect();
+        let mut report = HuntReport {
+            findings,
+            ..Default::default()
+        };
+        report.normalize();
+        let write = |threads| {
+            let mut out = Vec::new();
+            report.write_json_with(&mut out, threads).unwrap();
+            out
+        };
+        let one = write(1);
+        let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
+        let groups = doc["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), 5000);
+        assert_eq!(
+            serde_json::to_value(report.groups()).unwrap(),
+            doc["groups"]
+        );
+        for threads in [2, 3] {
+            assert!(write(threads) == one, "{threads} threads");
+        }
+    }
 }
