@@ -5,11 +5,13 @@
 //!
 //! Records before `since` are never findings: they are the baseline of what was normal.
 
+mod credentials;
+
 use super::Severity;
 use super::bounded;
 use super::fields::Fields;
 use super::findings::{
-    Finding, HuntReport, dedup_sorted, findings_order, merge_sorted, permuted, sort_findings,
+    Finding, HuntReport, apply_order, dedup_sorted, findings_order, merge_sorted, sort_findings,
 };
 use super::pack::RuleSet;
 use super::phases;
@@ -20,6 +22,7 @@ use super::sigma::{Prefilter, Rule};
 use super::source::{self, Core, Loc, Problem, Sink, Source, first, parse_time};
 use chrono::{DateTime, TimeZone, Utc};
 use ipnet::IpNet;
+use credentials::{Credentials, PairCounts};
 use std::collections::HashSet;
 
 /// Maps consulted for every record (credential → state): a fast, randomly seeded hasher
@@ -123,132 +126,14 @@ pub fn parse_cidr(t: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("`{t}` is not a CIDR or an IP address"))
 }
 
-/// The first use of a credential from an address after the incident start.
-#[derive(Debug, Clone)]
-struct FirstUse {
-    time: DateTime<Utc>,
-    /// Where the record is in the run's inputs (input number, line, record): of several
-    /// records of the same second, the first in the inputs' order is named, whichever worker
-    /// read it — so the report is the same for any number of workers.
-    at: At,
-    location: String,
-    action: Option<Arc<str>>,
-    user_agent: Option<Arc<str>>,
-}
-
 /// A record's place in the run's inputs: (input number, line, record index).
 type At = (usize, u64, u64);
-
-/// credential → address → what was seen.
-type SeenMap = HashMap<String, HashMap<IpAddr, Seen>>;
-
-/// credential → country → what was seen.
-type CountryMap = HashMap<String, HashMap<String, Seen>>;
-
-/// credential → hours of the day (UTC) it was used in.
-type HourMap = HashMap<String, Hours>;
-
-/// (credential, rule) → findings counted, for the cap per pair.
-type PairCounts = HashMap<(Option<Arc<str>>, Arc<str>), u64>;
 
 /// Findings kept per credential and rule; the rest are counted (see [`HuntReport::notes`]).
 pub const FINDINGS_PER_PAIR: u64 = 1000;
 
 /// Problems kept per run; the rest are counted.
 pub const MAX_PROBLEMS: usize = 10_000;
-
-/// Below this many records before the incident start, a credential's hours say nothing.
-const MIN_HOURS_BASELINE: u32 = 20;
-
-/// Hours of the day a credential was used in, kept small (every credential has one): counts
-/// and the first time after the incident start per hour, no record locations.
-#[derive(Debug, Clone)]
-struct Hours {
-    source: Source,
-    before: [u32; 24],
-    /// Unix seconds of the first use after the incident start at that hour; `i64::MAX`: none.
-    first_after: [i64; 24],
-    after: [u32; 24],
-}
-
-impl Hours {
-    fn new(source: Source) -> Hours {
-        Hours {
-            source,
-            before: [0; 24],
-            first_after: [i64::MAX; 24],
-            after: [0; 24],
-        }
-    }
-
-    fn merge(&mut self, x: &Hours) {
-        for h in 0..24 {
-            self.before[h] = self.before[h].saturating_add(x.before[h]);
-            self.after[h] = self.after[h].saturating_add(x.after[h]);
-            self.first_after[h] = self.first_after[h].min(x.first_after[h]);
-        }
-    }
-}
-
-/// Where and when a credential was seen from one address (or country).
-#[derive(Debug, Clone)]
-struct Seen {
-    source: Source,
-    before: bool,
-    first_after: Option<FirstUse>,
-    count: u64,
-}
-
-impl Seen {
-    fn new(source: Source) -> Seen {
-        Seen {
-            source,
-            before: false,
-            first_after: None,
-            count: 0,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn observe(
-        &mut self,
-        after: bool,
-        time: DateTime<Utc>,
-        item: usize,
-        loc: &Loc<'_>,
-        f: &Fields<'_>,
-        core: &Core,
-        strings: &mut Interner,
-    ) {
-        self.count += 1;
-        if !after {
-            self.before = true;
-        } else if self.first_after.as_ref().is_none_or(|u| time < u.time) {
-            // A worker reads its inputs in their order: of records of the same second, the
-            // first it read is first in (input, line, record), so `<` keeps it.
-            self.first_after = Some(FirstUse {
-                time,
-                at: (item, loc.line, loc.index),
-                location: loc.to_string(),
-                action: first(f, &core.action).map(|a| strings.get(a)),
-                user_agent: first(f, &core.ua).map(|u| strings.get(u)),
-            });
-        }
-    }
-
-    fn merge(&mut self, x: Seen) {
-        self.before |= x.before;
-        self.count += x.count;
-        if let Some(fa) = x.first_after
-            && self
-                .first_after
-                .as_ref()
-                .is_none_or(|u| (fa.time, fa.at) < (u.time, u.at))
-        {
-            self.first_after = Some(fa);
-        }
-    }
-}
 
 /// One copy of each repeated value (user agents, key ids, event names) per worker: findings
 /// of one credential share them.
@@ -277,10 +162,9 @@ struct Worker<'a> {
     core: &'a Core,
     circleci_ids: &'a Mutex<HashSet<String>>,
     report: HuntReport,
-    seen: SeenMap,
-    countries: CountryMap,
-    hours: HourMap,
-    per_pair: PairCounts,
+    creds: Credentials,
+    /// The most findings of one (credential, rule) pair (see [`over_cap`]).
+    most: u64,
     strings: Interner,
     /// Every finding's reason until [`severity`] sets it: interned once, not per finding.
     rule_level: Arc<str>,
@@ -296,10 +180,8 @@ struct Worker<'a> {
 /// What one worker gathered over all the inputs it read.
 struct Part {
     report: HuntReport,
-    seen: SeenMap,
-    countries: CountryMap,
-    hours: HourMap,
-    per_pair: PairCounts,
+    creds: Credentials,
+    most: u64,
     actions: ActionBaseline,
     corr: correlation::Store,
     ats: Vec<At>,
@@ -321,10 +203,8 @@ impl<'a> Worker<'a> {
             core: rules.fields.core(Source::Cloudtrail),
             circleci_ids,
             report: HuntReport::default(),
-            seen: HashMap::default(),
-            countries: HashMap::default(),
-            hours: HashMap::default(),
-            per_pair: HashMap::default(),
+            creds: Credentials::default(),
+            most: 0,
             strings: Interner::default(),
             rule_level: Arc::from("rule level"),
             actions: ActionBaseline::default(),
@@ -347,15 +227,16 @@ impl<'a> Worker<'a> {
         let mut report = self.report;
         let mut ats = self.ats;
         if sorted && let Some(order) = findings_order(&report.findings) {
-            report.findings = permuted(std::mem::take(&mut report.findings), &order);
-            ats = permuted(ats, &order);
+            let findings = &mut report.findings;
+            apply_order(order, |a, b| {
+                findings.swap(a, b);
+                ats.swap(a, b);
+            });
         }
         Part {
             report,
-            seen: self.seen,
-            countries: self.countries,
-            hours: self.hours,
-            per_pair: self.per_pair,
+            creds: self.creds,
+            most: self.most,
             actions: self.actions,
             corr: self.corr,
             ats,
@@ -434,7 +315,7 @@ impl Worker<'_> {
             source_ip: ip_text.map(|i| self.strings.get(i)),
             user_agent: first(f, &core.ua).map(|u| self.strings.get(u)),
             error: error.map(|e| self.strings.get(e)),
-            location: loc.to_string(),
+            location: loc.text(),
             record_id: first(f, &core.id).map(str::to_string),
             detail: Some(detail),
         };
@@ -523,7 +404,7 @@ impl Sink for Worker<'_> {
         }
         let Some(time) = first(&f, &core.time).and_then(|t| parse_time(self.source, t)) else {
             self.problem(Problem {
-                location: loc.to_string(),
+                location: loc.text(),
                 message: format!(
                     "no usable time in `{}`; skipped",
                     core.time
@@ -550,43 +431,19 @@ impl Sink for Worker<'_> {
         // address would: they are not addresses and never make a baseline finding.
         let ip = ip_text.and_then(|t| t.parse::<IpAddr>().ok());
         let after = time >= self.opts.since;
-        if let (Some(c), Some(ip)) = (credential, ip) {
-            let per = match self.seen.get_mut(c) {
-                Some(p) => p,
-                None => self.seen.entry(c.to_string()).or_default(),
-            };
-            let s = per.entry(ip).or_insert_with(|| Seen::new(self.source));
-            s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
-        }
-        if let Some(c) = credential {
-            use chrono::Timelike;
-            let h = time.hour() as usize % 24;
-            let per = match self.hours.get_mut(c) {
-                Some(p) => p,
-                None => self
-                    .hours
-                    .entry(c.to_string())
-                    .or_insert_with(|| Hours::new(self.source)),
-            };
-            if after {
-                per.after[h] = per.after[h].saturating_add(1);
-                per.first_after[h] = per.first_after[h].min(time.timestamp());
-            } else {
-                per.before[h] = per.before[h].saturating_add(1);
+        // The credential's state, found once for everything the record adds to it.
+        let cred_id = credential.map(|c| self.creds.id(c, self.source));
+        if let Some(id) = cred_id {
+            let state = self.creds.state(id);
+            if let Some(ip) = ip {
+                let s = state.addresses.seen(ip, self.source);
+                s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
             }
-        }
-        if let (Some(c), Some(country)) = (credential, first(&f, &core.country)) {
-            let per = match self.countries.get_mut(c) {
-                Some(p) => p,
-                None => self.countries.entry(c.to_string()).or_default(),
-            };
-            let s = match per.get_mut(country) {
-                Some(s) => s,
-                None => per
-                    .entry(country.to_string())
-                    .or_insert_with(|| Seen::new(self.source)),
-            };
-            s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
+            state.hours.observe(after, time);
+            if let Some(country) = first(&f, &core.country) {
+                let s = state.country(country, self.source);
+                s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
+            }
         }
         if !after {
             self.baseline_matches(credential, time, ip_text, &loc, &f);
@@ -596,9 +453,6 @@ impl Sink for Worker<'_> {
         if let (Some(rotation), Some(c)) = (&self.opts.rotation, credential) {
             self.rotation_checks(rotation, c, time, ip_text, &loc, &f);
         }
-        // The record's credential, interned once for all the findings it makes (a lookup per
-        // finding was a hash and a comparison of the key each time).
-        let mut interned: Option<Option<Arc<str>>> = None;
         for rule in self.source_rules.candidates(&f) {
             if !rule.matches(&f) {
                 continue;
@@ -622,15 +476,16 @@ impl Sink for Worker<'_> {
             }
             // Memory follows what is distinct, not the input: past the cap a (credential, rule)
             // pair is only counted.
-            let cred = interned
-                .get_or_insert_with(|| credential.map(|c| self.strings.get(c)))
-                .clone();
-            let n = self
-                .per_pair
-                .entry((cred.clone(), rule.id.clone()))
-                .or_default();
-            *n += 1;
-            if *n > FINDINGS_PER_PAIR {
+            let (cred, counts) = match cred_id {
+                Some(id) => {
+                    let state = self.creds.state(id);
+                    (Some(state.name.clone()), &mut state.per_rule)
+                }
+                None => (None, &mut self.creds.unattributed),
+            };
+            let n = counts.add(&rule.id);
+            self.most = self.most.max(n);
+            if n > FINDINGS_PER_PAIR {
                 continue;
             }
             let finding = Finding {
@@ -649,7 +504,7 @@ impl Sink for Worker<'_> {
                 source_ip: ip_text.map(|i| self.strings.get(i)),
                 user_agent: first(&f, &core.ua).map(|u| self.strings.get(u)),
                 error: first(&f, &core.error).map(|e| self.strings.get(e)),
-                location: loc.to_string(),
+                location: loc.text(),
                 record_id: first(&f, &core.id).map(str::to_string),
                 detail: None,
             };
@@ -800,20 +655,16 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     // The workers' maps, merged after they finished. Addresses, countries and correlations
     // are merged (and their findings made, and the maps freed) on threads of their own beside
     // the rest: done in turn on one core, this tail kept a 2-worker run far from twice as fast.
-    let mut seens = Vec::new();
-    let mut country_maps = Vec::new();
+    let mut cred_parts = Vec::new();
+    let mut most = 0u64;
     let mut stores = Vec::new();
-    let mut hour_maps = Vec::new();
-    let mut pair_counts = Vec::new();
     let mut action_baselines = Vec::new();
     // Per worker: its findings (in the report's order when there are several) and where each is.
     let mut lists: Vec<(Vec<Finding>, Vec<At>)> = Vec::new();
     for p in parts {
-        seens.push(p.seen);
-        country_maps.push(p.countries);
+        cred_parts.push(p.creds);
+        most += p.most;
         stores.push(p.corr);
-        hour_maps.push(p.hours);
-        pair_counts.push(p.per_pair);
         action_baselines.push(p.actions);
         let r = p.report;
         lists.push((r.findings, p.ats));
@@ -829,20 +680,27 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         st.after_until += r.stats.after_until;
         st.duplicates += r.stats.duplicates;
     }
+    // When no worker's largest count, summed over the workers, is past the cap (the usual
+    // case), no pair is: the counts are not summed.
+    let per_pair = if most > FINDINGS_PER_PAIR {
+        credentials::over_cap(&cred_parts, FINDINGS_PER_PAIR)
+    } else {
+        PairCounts::default()
+    };
     phases::mark("tail: findings gathered");
     let parallel = threads > 1;
-    let (per_pair, parts, findings) = std::thread::scope(|scope| {
-        let addresses = later(scope, parallel, move || {
+    let (parts, findings) = std::thread::scope(|scope| {
+        // What the credentials' addresses, countries and hours show; their hours before the
+        // incident start are also what severities compare with.
+        let credentials = later(scope, parallel, move || {
+            let creds = merged(cred_parts, Credentials::merge);
+            phases::mark("tail: credentials merged");
             let mut part = HuntReport::default();
-            baselines(&merged(seens, merge_seen), opts, &mut part);
-            phases::mark("tail: addresses done");
-            part
-        });
-        let countries = later(scope, parallel, move || {
-            let mut part = HuntReport::default();
-            country_baselines(&merged(country_maps, merge_seen), &mut part);
-            phases::mark("tail: countries done");
-            part
+            credentials::baselines(&creds, opts, &mut part);
+            credentials::country_baselines(&creds, &mut part);
+            credentials::hour_baselines(&creds, &mut part);
+            phases::mark("tail: credentials done");
+            (creds, part)
         });
         let correlations = later(scope, parallel, move || {
             let mut corr = merged(stores, correlation::Store::merge);
@@ -853,28 +711,14 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
             phases::mark("tail: correlations done");
             part
         });
-        // What severities compare with: the credentials' actions and hours before the
-        // incident start.
-        let baseline = later(scope, parallel, move || {
+        // What severities compare with: the credentials' actions before the incident start.
+        let actions = later(scope, parallel, move || {
             let actions = merged(action_baselines, ActionBaseline::merge);
-            let hours = merged(hour_maps, |into: &mut HourMap, hs| {
-                for (cred, x) in hs {
-                    match into.get_mut(&cred) {
-                        Some(y) => y.merge(&x),
-                        None => {
-                            into.insert(cred, x);
-                        }
-                    }
-                }
-            });
-            let mut part = HuntReport::default();
-            hour_baselines(&hours, &mut part);
-            phases::mark("tail: actions and hours done");
-            (actions, hours, part)
+            phases::mark("tail: actions done");
+            actions
         });
         // Meanwhile here: the workers' findings in the report's order, trimmed to the cap,
         // without duplicates — then their severities, once the baseline is known.
-        let per_pair = over_cap(pair_counts);
         trim_to_cap(&mut lists, &per_pair);
         // Each list sorted (one worker's is not yet), then merged in the workers' order: the
         // order of a stable sort of them all, each finding moved once.
@@ -886,11 +730,12 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         phases::mark("tail: findings sorted");
         dedup_sorted(&mut findings);
         phases::mark("tail: findings deduplicated");
-        let (actions, hours, hour_part) = baseline.get();
+        let actions = actions.get();
+        let (creds, cred_part) = credentials.get();
         let records_before = |c: &str| -> u64 {
-            hours
+            creds
                 .get(c)
-                .map_or(0, |h| h.before.iter().map(|&n| u64::from(n)).sum())
+                .map_or(0, |s| s.hours.before.iter().map(|&n| u64::from(n)).sum())
         };
         severity::apply_on(
             &mut findings,
@@ -902,13 +747,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         );
         phases::mark("tail: severities applied");
         // In the order they were made on one core: ties in the sort keep it.
-        let parts = [
-            addresses.get(),
-            countries.get(),
-            hour_part,
-            correlations.get(),
-        ];
-        (per_pair, parts, findings)
+        let parts = [cred_part, correlations.get()];
+        (parts, findings)
     });
     phases::mark("tail: baselines, correlations, severities");
     // The checks' findings, merged in after the workers' ones (the order of a stable sort of
@@ -950,26 +790,6 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     report.stats.elapsed_ms = started.elapsed().as_millis();
     phases::mark("tail: report ready");
     report
-}
-
-/// The (credential, rule) pairs over the cap in all, with their counts. When no worker's
-/// largest count, summed over the workers, is past the cap (the usual case), no pair is: the
-/// maps (an entry per pair) are not merged.
-fn over_cap(pair_counts: Vec<PairCounts>) -> PairCounts {
-    let most: u64 = pair_counts
-        .iter()
-        .map(|pp| pp.values().copied().max().unwrap_or(0))
-        .sum();
-    if most <= FINDINGS_PER_PAIR {
-        return PairCounts::default();
-    }
-    let mut all = merged(pair_counts, |into: &mut PairCounts, pp| {
-        for (k, n) in pp {
-            *into.entry(k).or_default() += n;
-        }
-    });
-    all.retain(|_, n| *n > FINDINGS_PER_PAIR);
-    all
 }
 
 /// Workers each kept the first [`FINDINGS_PER_PAIR`] findings of a (credential, rule) pair in
@@ -1067,219 +887,6 @@ fn merged<T: Default>(parts: Vec<T>, mut merge: impl FnMut(&mut T, T)) -> T {
         merge(&mut into, part);
     }
     into
-}
-
-/// Merges one worker's credential → address (or country) → [`Seen`] map into the run's.
-fn merge_seen<K: Eq + std::hash::Hash>(
-    into: &mut HashMap<String, HashMap<K, Seen>>,
-    from: HashMap<String, HashMap<K, Seen>>,
-) {
-    for (cred, per) in from {
-        let into = into.entry(cred).or_default();
-        for (k, x) in per {
-            match into.get_mut(&k) {
-                None => {
-                    into.insert(k, x);
-                }
-                Some(y) => y.merge(x),
-            }
-        }
-    }
-}
-
-/// A country first seen for a credential after the incident start, when it has a baseline.
-fn country_baselines(countries: &CountryMap, report: &mut HuntReport) {
-    for (cred, per) in countries {
-        if !per.values().any(|s| s.before) {
-            continue;
-        }
-        for (country, s) in per {
-            let Some(first) = &s.first_after else {
-                continue;
-            };
-            if s.before {
-                continue;
-            }
-            report.findings.push(Finding {
-                rule_id: "rekey-new-country".into(),
-                rule: "Country first seen for the credential after the incident start".into(),
-                hunt: Some("new-source-address".into()),
-                severity: Severity::Medium,
-                severity_reason:
-                    "country baseline: a country the credential was not used from before".into(),
-                attack: Some("attack.initial-access,attack.t1078.004".into()),
-                source: s.source,
-                credential: Some(cred.as_str().into()),
-                principal: None,
-                time: first.time,
-                action: first.action.clone(),
-                source_ip: None,
-                user_agent: first.user_agent.clone(),
-                error: None,
-                location: first.location.clone(),
-                record_id: None,
-                detail: Some(format!("country {country} ({} uses)", s.count)),
-            });
-        }
-    }
-}
-
-/// Use at an hour of the day (UTC) never seen for a credential before the incident start, when
-/// the credential has enough history for its hours to mean something.
-fn hour_baselines(hours: &HourMap, report: &mut HuntReport) {
-    for (cred, h) in hours {
-        if h.before.iter().sum::<u32>() < MIN_HOURS_BASELINE {
-            continue;
-        }
-        for (hour, &first) in h.first_after.iter().enumerate() {
-            let Some(first) = DateTime::from_timestamp(first, 0).filter(|_| first != i64::MAX)
-            else {
-                continue;
-            };
-            if h.before[hour] > 0 {
-                continue;
-            }
-            let usual: Vec<String> = (0..24)
-                .filter(|&i| h.before[i] > 0)
-                .map(|i| format!("{i:02}h"))
-                .collect();
-            report.findings.push(Finding {
-                rule_id: "rekey-unusual-hour".into(),
-                rule: "Credential used at an hour not seen before the incident start".into(),
-                hunt: Some("new-source-address".into()),
-                severity: Severity::Low,
-                severity_reason: "hour baseline: an hour the credential was not used at before"
-                    .into(),
-                attack: None,
-                source: h.source,
-                credential: Some(cred.as_str().into()),
-                principal: None,
-                time: first,
-                action: None,
-                source_ip: None,
-                user_agent: None,
-                error: None,
-                location: format!("the credential's records at {}", first.to_rfc3339()),
-                record_id: None,
-                detail: Some(format!(
-                    "{} use(s) at {hour:02}h UTC; before: {}",
-                    h.after[hour],
-                    usual.join(" ")
-                )),
-            });
-        }
-    }
-}
-
-/// The network an address belongs to for the baseline: its /24 (IPv4) or /48 (IPv6).
-fn network(ip: IpAddr) -> IpNet {
-    let prefix = if ip.is_ipv4() { 24 } else { 48 };
-    IpNet::new(ip, prefix)
-        .map(|n| n.trunc())
-        .unwrap_or_else(|_| IpNet::from(ip))
-}
-
-fn baselines(seen: &SeenMap, opts: &HuntOptions, report: &mut HuntReport) {
-    let allowed = |ip: &IpAddr| opts.allow.iter().any(|n| n.contains(ip));
-    let mut without = 0usize;
-    for (cred, per) in seen {
-        let known: HashSet<IpNet> = per
-            .iter()
-            .filter(|(_, s)| s.before)
-            .map(|(ip, _)| network(*ip))
-            .collect();
-        let has_baseline = !known.is_empty();
-        if !has_baseline {
-            without += 1;
-        }
-        for (ip, s) in per {
-            let Some(FirstUse {
-                time,
-                location: loc,
-                action,
-                user_agent: ua,
-                ..
-            }) = &s.first_after
-            else {
-                continue;
-            };
-            if allowed(ip) {
-                continue;
-            }
-            let mut push =
-                |rule_id: &str, rule: &str, hunt: &str, severity, reason: &str, detail: String| {
-                    report.findings.push(Finding {
-                        rule_id: rule_id.into(),
-                        rule: rule.into(),
-                        hunt: Some(hunt.into()),
-                        severity,
-                        severity_reason: reason.into(),
-                        attack: Some("attack.initial-access,attack.t1078.004".into()),
-                        source: s.source,
-                        credential: Some(cred.as_str().into()),
-                        principal: None,
-                        time: time.to_owned(),
-                        action: action.clone(),
-                        source_ip: Some(ip.to_string().into()),
-                        user_agent: ua.clone(),
-                        error: None,
-                        location: loc.clone(),
-                        record_id: None,
-                        detail: Some(detail),
-                    })
-                };
-            // After a rotation only the new credential must stay inside the allow-list; a
-            // standalone hunt holds every credential to it.
-            let held_to_list = match &opts.rotation {
-                Some(r) => r.new.iter().any(|n| names_credential(cred, n)),
-                None => true,
-            };
-            if !opts.allow.is_empty() && held_to_list {
-                push(
-                    "rekey-outside-allowlist",
-                    "Credential used from outside the allow-list",
-                    "new-credential-outside-allowlist",
-                    Severity::High,
-                    "allow-list: every use must come from an allowed CIDR",
-                    format!("{ip} is in no allowed CIDR ({} uses)", s.count),
-                );
-            }
-            if has_baseline && !s.before {
-                let net = network(*ip);
-                let (severity, what) = if known.contains(&net) {
-                    (
-                        Severity::Low,
-                        format!("new address {ip} in the known network {net}"),
-                    )
-                } else {
-                    (
-                        Severity::Medium,
-                        format!(
-                            "new address {ip}, network {net} never seen before the incident start"
-                        ),
-                    )
-                };
-                push(
-                    "rekey-new-source-address",
-                    "Address first seen for the credential after the incident start",
-                    "new-source-address",
-                    severity,
-                    if severity == Severity::Low {
-                        "address baseline: a new address inside a network seen before"
-                    } else {
-                        "address baseline: a network not seen before the incident start"
-                    },
-                    format!("{what} ({} uses)", s.count),
-                );
-            }
-        }
-    }
-    if without > 0 {
-        report.notes.push(format!(
-            "{without} credential(s) have no records before {} in these inputs: no address baseline for them",
-            opts.since.to_rfc3339()
-        ));
-    }
 }
 
 /// The correlations' bursts as findings: one per burst, its severity lowered when the same

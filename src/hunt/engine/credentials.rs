@@ -1,0 +1,556 @@
+//! What a hunt keeps per credential, found with one lookup of its name per record: the hours
+//! of the day and the addresses and countries it was used from, before and after the incident
+//! start, and how many findings each rule made for it (for the cap per pair); then, once the
+//! workers' keeps are merged, the checks made from them: new addresses, new countries, unusual
+//! hours.
+//!
+//! Why one place: a record was looked up in a map per keep (addresses, hours, and the
+//! interner for its findings), each a hash and a comparison of the credential's name, and every
+//! new credential's address map was an allocation of its own.
+
+use super::{At, HashMap, HuntOptions, Interner, names_credential};
+use crate::hunt::Severity;
+use crate::hunt::fields::Fields;
+use crate::hunt::findings::{Finding, HuntReport};
+use crate::hunt::source::{Core, Loc, Source, first};
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Below this many records before the incident start, a credential's hours say nothing.
+const MIN_HOURS_BASELINE: u32 = 20;
+
+/// The first use of a credential from an address after the incident start.
+#[derive(Debug, Clone)]
+pub(super) struct FirstUse {
+    pub(super) time: DateTime<Utc>,
+    /// Where the record is in the run's inputs (input number, line, record): of several
+    /// records of the same second, the first in the inputs' order is named, whichever worker
+    /// read it — so the report is the same for any number of workers.
+    pub(super) at: At,
+    pub(super) location: String,
+    pub(super) action: Option<Arc<str>>,
+    pub(super) user_agent: Option<Arc<str>>,
+}
+
+/// Hours of the day a credential was used in, kept small (every credential has one): counts
+/// and the first time after the incident start per hour, no record locations.
+#[derive(Debug, Clone)]
+pub(super) struct Hours {
+    source: Source,
+    pub(super) before: [u32; 24],
+    /// Unix seconds of the first use after the incident start at that hour; `i64::MAX`: none.
+    first_after: [i64; 24],
+    after: [u32; 24],
+}
+
+impl Hours {
+    fn new(source: Source) -> Hours {
+        Hours {
+            source,
+            before: [0; 24],
+            first_after: [i64::MAX; 24],
+            after: [0; 24],
+        }
+    }
+
+    /// A use at `time`, before the incident start or `after` it.
+    pub(super) fn observe(&mut self, after: bool, time: DateTime<Utc>) {
+        use chrono::Timelike;
+        let h = time.hour() as usize % 24;
+        if after {
+            self.after[h] = self.after[h].saturating_add(1);
+            self.first_after[h] = self.first_after[h].min(time.timestamp());
+        } else {
+            self.before[h] = self.before[h].saturating_add(1);
+        }
+    }
+
+    fn merge(&mut self, x: &Hours) {
+        for h in 0..24 {
+            self.before[h] = self.before[h].saturating_add(x.before[h]);
+            self.after[h] = self.after[h].saturating_add(x.after[h]);
+            self.first_after[h] = self.first_after[h].min(x.first_after[h]);
+        }
+    }
+}
+
+/// Where and when a credential was seen from one address (or country).
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    source: Source,
+    before: bool,
+    first_after: Option<FirstUse>,
+    count: u64,
+}
+
+impl Seen {
+    fn new(source: Source) -> Seen {
+        Seen {
+            source,
+            before: false,
+            first_after: None,
+            count: 0,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn observe(
+        &mut self,
+        after: bool,
+        time: DateTime<Utc>,
+        item: usize,
+        loc: &Loc<'_>,
+        f: &Fields<'_>,
+        core: &Core,
+        strings: &mut Interner,
+    ) {
+        self.count += 1;
+        if !after {
+            self.before = true;
+        } else if self.first_after.as_ref().is_none_or(|u| time < u.time) {
+            // A worker reads its inputs in their order: of records of the same second, the
+            // first it read is first in (input, line, record), so `<` keeps it.
+            self.first_after = Some(FirstUse {
+                time,
+                at: (item, loc.line, loc.index),
+                location: loc.text(),
+                action: first(f, &core.action).map(|a| strings.get(a)),
+                user_agent: first(f, &core.ua).map(|u| strings.get(u)),
+            });
+        }
+    }
+
+    fn merge(&mut self, x: Seen) {
+        self.before |= x.before;
+        self.count += x.count;
+        if let Some(fa) = x.first_after
+            && self
+                .first_after
+                .as_ref()
+                .is_none_or(|u| (fa.time, fa.at) < (u.time, u.at))
+        {
+            self.first_after = Some(fa);
+        }
+    }
+}
+
+/// A credential's addresses: nearly always one or two, so the first is kept inline and the
+/// others in a map made when a second one appears.
+#[derive(Debug, Default)]
+pub(super) struct Addresses {
+    first: Option<(IpAddr, Seen)>,
+    more: HashMap<IpAddr, Seen>,
+}
+
+impl Addresses {
+    /// What was seen from `ip`, new (first seen in `source`) when nothing was yet.
+    pub(super) fn seen(&mut self, ip: IpAddr, source: Source) -> &mut Seen {
+        if self.first.is_none() {
+            return &mut self.first.insert((ip, Seen::new(source))).1;
+        }
+        if let Some((first, s)) = &mut self.first
+            && *first == ip
+        {
+            return s;
+        }
+        self.more.entry(ip).or_insert_with(|| Seen::new(source))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Seen)> {
+        self.first.iter().map(|(ip, s)| (ip, s)).chain(&self.more)
+    }
+
+    fn merge(&mut self, other: Addresses) {
+        for (ip, x) in other.first.into_iter().chain(other.more) {
+            match &mut self.first {
+                None => self.first = Some((ip, x)),
+                Some((first, s)) if *first == ip => s.merge(x),
+                Some(_) => match self.more.get_mut(&ip) {
+                    Some(s) => s.merge(x),
+                    None => {
+                        self.more.insert(ip, x);
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Findings counted per rule, for the cap per (credential, rule) pair. Keyed by the address of
+/// the rule's id (one number to hash, not its text): rules loaded with the same id text are
+/// counted apart here and summed by text in [`over_cap`].
+#[derive(Debug, Default)]
+pub(super) struct RuleCounts(HashMap<usize, (Arc<str>, u64)>);
+
+impl RuleCounts {
+    /// One more finding of `rule_id`: how many there are now.
+    pub(super) fn add(&mut self, rule_id: &Arc<str>) -> u64 {
+        let (_, n) = self
+            .0
+            .entry(Arc::as_ptr(rule_id) as *const u8 as usize)
+            .or_insert_with(|| (rule_id.clone(), 0));
+        *n += 1;
+        *n
+    }
+
+    fn merge(&mut self, other: RuleCounts) {
+        for (key, (id, n)) in other.0 {
+            self.0.entry(key).or_insert((id, 0)).1 += n;
+        }
+    }
+}
+
+/// Everything a worker keeps about one credential.
+#[derive(Debug)]
+pub(super) struct CredState {
+    /// Its name, shared by its findings.
+    pub(super) name: Arc<str>,
+    pub(super) hours: Hours,
+    pub(super) addresses: Addresses,
+    /// Rare (only some sources name a country): empty, it allocates nothing.
+    pub(super) countries: HashMap<String, Seen>,
+    pub(super) per_rule: RuleCounts,
+}
+
+impl CredState {
+    /// What was seen from `country`, new (first seen in `source`) when nothing was yet.
+    pub(super) fn country(&mut self, country: &str, source: Source) -> &mut Seen {
+        // Looked up by reference first: a name is copied only for a new country.
+        if !self.countries.contains_key(country) {
+            self.countries
+                .insert(country.to_string(), Seen::new(source));
+        }
+        self.countries
+            .get_mut(country)
+            .expect("inserted above when absent")
+    }
+
+    fn merge(&mut self, other: CredState) {
+        self.hours.merge(&other.hours);
+        self.addresses.merge(other.addresses);
+        for (country, x) in other.countries {
+            match self.countries.get_mut(&country) {
+                Some(s) => s.merge(x),
+                None => {
+                    self.countries.insert(country, x);
+                }
+            }
+        }
+        self.per_rule.merge(other.per_rule);
+    }
+}
+
+/// Credential states in chunks of a fixed capacity: a state is a few hundred bytes, and one
+/// vector grown by doubling copied them all, and first touched twice their memory, as new
+/// credentials kept coming.
+#[derive(Default)]
+struct States {
+    chunks: Vec<Vec<CredState>>,
+    len: usize,
+}
+
+/// States per chunk.
+const CHUNK: usize = 1024;
+
+impl States {
+    /// Adds a state: its number.
+    fn push(&mut self, state: CredState) -> usize {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            last.push(state);
+        }
+        self.len += 1;
+        self.len - 1
+    }
+
+    fn get(&self, i: usize) -> &CredState {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn get_mut(&mut self, i: usize) -> &mut CredState {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &CredState> {
+        self.chunks.iter().flatten()
+    }
+}
+
+/// The (credential, rule id) pairs past the cap, with their counts.
+pub(super) type PairCounts = HashMap<(Option<Arc<str>>, Arc<str>), u64>;
+
+/// The credentials of a worker (then of the run, merged), each found by its name.
+#[derive(Default)]
+pub(super) struct Credentials {
+    index: HashMap<Arc<str>, usize>,
+    states: States,
+    /// Findings per rule of records that name no credential.
+    pub(super) unattributed: RuleCounts,
+}
+
+impl Credentials {
+    /// The number of `name`'s state, made (first seen in `source`) when new.
+    pub(super) fn id(&mut self, name: &str, source: Source) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let i = self.states.push(CredState {
+            name: name.clone(),
+            hours: Hours::new(source),
+            addresses: Addresses::default(),
+            countries: HashMap::default(),
+            per_rule: RuleCounts::default(),
+        });
+        self.index.insert(name, i);
+        i
+    }
+
+    /// The state numbered `id` by [`Self::id`].
+    pub(super) fn state(&mut self, id: usize) -> &mut CredState {
+        self.states.get_mut(id)
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<&CredState> {
+        self.index.get(name).map(|&i| self.states.get(i))
+    }
+
+    /// Another worker's credentials merged into these.
+    pub(super) fn merge(&mut self, other: Credentials) {
+        for s in other.states.chunks.into_iter().flatten() {
+            match self.index.get(&*s.name) {
+                Some(&i) => self.states.get_mut(i).merge(s),
+                None => {
+                    let name = s.name.clone();
+                    let i = self.states.push(s);
+                    self.index.insert(name, i);
+                }
+            }
+        }
+        self.unattributed.merge(other.unattributed);
+    }
+}
+
+/// A country first seen for a credential after the incident start, when it has a baseline.
+pub(super) fn country_baselines(creds: &Credentials, report: &mut HuntReport) {
+    for (cred, per) in creds.states.iter().map(|s| (&s.name, &s.countries)) {
+        if !per.values().any(|s| s.before) {
+            continue;
+        }
+        for (country, s) in per {
+            let Some(first) = &s.first_after else {
+                continue;
+            };
+            if s.before {
+                continue;
+            }
+            report.findings.push(Finding {
+                rule_id: "rekey-new-country".into(),
+                rule: "Country first seen for the credential after the incident start".into(),
+                hunt: Some("new-source-address".into()),
+                severity: Severity::Medium,
+                severity_reason:
+                    "country baseline: a country the credential was not used from before".into(),
+                attack: Some("attack.initial-access,attack.t1078.004".into()),
+                source: s.source,
+                credential: Some(cred.clone()),
+                principal: None,
+                time: first.time,
+                action: first.action.clone(),
+                source_ip: None,
+                user_agent: first.user_agent.clone(),
+                error: None,
+                location: first.location.clone(),
+                record_id: None,
+                detail: Some(format!("country {country} ({} uses)", s.count)),
+            });
+        }
+    }
+}
+
+/// Use at an hour of the day (UTC) never seen for a credential before the incident start, when
+/// the credential has enough history for its hours to mean something.
+pub(super) fn hour_baselines(creds: &Credentials, report: &mut HuntReport) {
+    for (cred, h) in creds.states.iter().map(|s| (&s.name, &s.hours)) {
+        if h.before.iter().sum::<u32>() < MIN_HOURS_BASELINE {
+            continue;
+        }
+        for (hour, &first) in h.first_after.iter().enumerate() {
+            let Some(first) = DateTime::from_timestamp(first, 0).filter(|_| first != i64::MAX)
+            else {
+                continue;
+            };
+            if h.before[hour] > 0 {
+                continue;
+            }
+            let usual: Vec<String> = (0..24)
+                .filter(|&i| h.before[i] > 0)
+                .map(|i| format!("{i:02}h"))
+                .collect();
+            report.findings.push(Finding {
+                rule_id: "rekey-unusual-hour".into(),
+                rule: "Credential used at an hour not seen before the incident start".into(),
+                hunt: Some("new-source-address".into()),
+                severity: Severity::Low,
+                severity_reason: "hour baseline: an hour the credential was not used at before"
+                    .into(),
+                attack: None,
+                source: h.source,
+                credential: Some(cred.clone()),
+                principal: None,
+                time: first,
+                action: None,
+                source_ip: None,
+                user_agent: None,
+                error: None,
+                location: format!("the credential's records at {}", first.to_rfc3339()),
+                record_id: None,
+                detail: Some(format!(
+                    "{} use(s) at {hour:02}h UTC; before: {}",
+                    h.after[hour],
+                    usual.join(" ")
+                )),
+            });
+        }
+    }
+}
+
+/// The network an address belongs to for the baseline: its /24 (IPv4) or /48 (IPv6).
+fn network(ip: IpAddr) -> IpNet {
+    let prefix = if ip.is_ipv4() { 24 } else { 48 };
+    IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| IpNet::from(ip))
+}
+
+/// New addresses of a credential after the incident start (against its networks before it),
+/// and uses from outside the allow-list.
+pub(super) fn baselines(creds: &Credentials, opts: &HuntOptions, report: &mut HuntReport) {
+    let allowed = |ip: &IpAddr| opts.allow.iter().any(|n| n.contains(ip));
+    let mut without = 0usize;
+    // Credentials used from no address (service names only) have no address baseline to miss.
+    for (cred, per) in creds.states.iter().filter(|s| !s.addresses.is_empty()).map(|s| (&s.name, &s.addresses)) {
+        let known: HashSet<IpNet> = per
+            .iter()
+            .filter(|(_, s)| s.before)
+            .map(|(ip, _)| network(*ip))
+            .collect();
+        let has_baseline = !known.is_empty();
+        if !has_baseline {
+            without += 1;
+        }
+        for (ip, s) in per.iter() {
+            let Some(FirstUse {
+                time,
+                location: loc,
+                action,
+                user_agent: ua,
+                ..
+            }) = &s.first_after
+            else {
+                continue;
+            };
+            if allowed(ip) {
+                continue;
+            }
+            let mut push =
+                |rule_id: &str, rule: &str, hunt: &str, severity, reason: &str, detail: String| {
+                    report.findings.push(Finding {
+                        rule_id: rule_id.into(),
+                        rule: rule.into(),
+                        hunt: Some(hunt.into()),
+                        severity,
+                        severity_reason: reason.into(),
+                        attack: Some("attack.initial-access,attack.t1078.004".into()),
+                        source: s.source,
+                        credential: Some(cred.clone()),
+                        principal: None,
+                        time: time.to_owned(),
+                        action: action.clone(),
+                        source_ip: Some(ip.to_string().into()),
+                        user_agent: ua.clone(),
+                        error: None,
+                        location: loc.clone(),
+                        record_id: None,
+                        detail: Some(detail),
+                    })
+                };
+            // After a rotation only the new credential must stay inside the allow-list; a
+            // standalone hunt holds every credential to it.
+            let held_to_list = match &opts.rotation {
+                Some(r) => r.new.iter().any(|n| names_credential(cred, n)),
+                None => true,
+            };
+            if !opts.allow.is_empty() && held_to_list {
+                push(
+                    "rekey-outside-allowlist",
+                    "Credential used from outside the allow-list",
+                    "new-credential-outside-allowlist",
+                    Severity::High,
+                    "allow-list: every use must come from an allowed CIDR",
+                    format!("{ip} is in no allowed CIDR ({} uses)", s.count),
+                );
+            }
+            if has_baseline && !s.before {
+                let net = network(*ip);
+                let (severity, what) = if known.contains(&net) {
+                    (
+                        Severity::Low,
+                        format!("new address {ip} in the known network {net}"),
+                    )
+                } else {
+                    (
+                        Severity::Medium,
+                        format!(
+                            "new address {ip}, network {net} never seen before the incident start"
+                        ),
+                    )
+                };
+                push(
+                    "rekey-new-source-address",
+                    "Address first seen for the credential after the incident start",
+                    "new-source-address",
+                    severity,
+                    if severity == Severity::Low {
+                        "address baseline: a new address inside a network seen before"
+                    } else {
+                        "address baseline: a network not seen before the incident start"
+                    },
+                    format!("{what} ({} uses)", s.count),
+                );
+            }
+        }
+    }
+    if without > 0 {
+        report.notes.push(format!(
+            "{without} credential(s) have no records before {} in these inputs: no address baseline for them",
+            opts.since.to_rfc3339()
+        ));
+    }
+}
+
+/// The (credential, rule id) pairs with more than `cap` findings over all the workers'
+/// credentials, with their counts.
+pub(super) fn over_cap(workers: &[Credentials], cap: u64) -> PairCounts {
+    let mut all = PairCounts::default();
+    for w in workers {
+        let named = w.states.iter().map(|s| (Some(&s.name), &s.per_rule));
+        for (cred, counts) in named.chain([(None, &w.unattributed)]) {
+            // Summed by the id's text (see [`RuleCounts`]).
+            for (id, n) in counts.0.values() {
+                *all.entry((cred.cloned(), id.clone())).or_default() += n;
+            }
+        }
+    }
+    all.retain(|_, n| *n > cap);
+    all
+}
