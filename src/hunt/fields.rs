@@ -70,7 +70,9 @@ struct Node {
     by_len: Vec<(usize, usize)>,
     /// The children's keys in quotes (`"userName"`): a value captured whole is descended into
     /// (parsed a second time) only when its text holds one of them, see [`Node::may_hold`].
-    quoted: Option<aho_corasick::AhoCorasick>,
+    /// Built on first use: rebuilt after each child added while rules load, the automata were
+    /// most of the start of a hunt (quadratic in the children).
+    quoted: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>>,
 }
 
 /// The first 8 bytes of `key`, zero-padded, as one word.
@@ -118,18 +120,20 @@ impl Node {
         if memchr::memchr(b'\\', raw.as_bytes()).is_some() {
             return true;
         }
-        match &self.quoted {
+        let quoted = self.quoted.get_or_init(|| {
+            // A failure to build (never for a few short keys) leaves `None`: always descend.
+            aho_corasick::AhoCorasick::new(self.children.iter().map(|(k, _)| format!("\"{k}\"")))
+                .ok()
+        });
+        match quoted {
             Some(ac) => ac.is_match(raw),
             None => true,
         }
     }
 
-    /// Rebuilds `heads`, `by_len` and `quoted` after a child was added.
+    /// Rebuilds `heads` and `by_len` after a child was added, and forgets `quoted`.
     fn range_by_len(&mut self) {
-        // A failure to build (never for a few short keys) leaves `None`: always descend.
-        self.quoted =
-            aho_corasick::AhoCorasick::new(self.children.iter().map(|(k, _)| format!("\"{k}\"")))
-                .ok();
+        self.quoted = std::sync::OnceLock::new();
         self.heads = self
             .children
             .iter()

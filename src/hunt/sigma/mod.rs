@@ -115,8 +115,9 @@ struct Needles {
     /// The needles themselves, for [`view`] (SQL compilation).
     words: Vec<String>,
     packed: Option<aho_corasick::packed::Searcher>,
-    /// When Teddy is not available on this CPU.
-    ac: aho_corasick::AhoCorasick,
+    /// When Teddy is not available on this CPU (only then built: a DFA per rule field was
+    /// most of loading the rules).
+    ac: Option<aho_corasick::AhoCorasick>,
 }
 
 /// How a `fieldref` compares the two fields.
@@ -267,9 +268,14 @@ impl Pattern {
 
 /// Whether `s`, ASCII-lowercased, holds one of the (lowercase) needles.
 fn any_of(n: &Needles, s: &str) -> bool {
-    let find = |lower: &[u8]| match &n.packed {
-        Some(p) => p.find(lower).is_some(),
-        None => n.ac.is_match(lower),
+    let find = |lower: &[u8]| match (&n.packed, &n.ac) {
+        (Some(p), _) => p.find(lower).is_some(),
+        (None, Some(ac)) => ac.is_match(lower),
+        // Neither could be built: each needle in turn.
+        (None, None) => n
+            .words
+            .iter()
+            .any(|w| memchr::memmem::find(lower, w.as_bytes()).is_some()),
     };
     // On the stack: no allocation per record for values of usual length.
     let mut buf = [0u8; 512];
@@ -672,17 +678,19 @@ fn compile_map(
                 })
                 .collect();
             // Needles are lowercase (not `cased`); values are lowercased when matched.
-            if let Ok(ac) = aho_corasick::AhoCorasick::builder()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&needles)
-            {
-                let packed = aho_corasick::packed::Config::new()
-                    .builder()
-                    .extend(&needles)
-                    .build();
-                let words = needles.iter().map(|n| n.to_string()).collect();
-                patterns = vec![Pattern::AnyOf(Box::new(Needles { words, packed, ac }))];
-            }
+            let packed = aho_corasick::packed::Config::new()
+                .builder()
+                .extend(&needles)
+                .build();
+            let ac = match packed {
+                Some(_) => None,
+                None => aho_corasick::AhoCorasick::builder()
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                    .build(&needles)
+                    .ok(),
+            };
+            let words = needles.iter().map(|n| n.to_string()).collect();
+            patterns = vec![Pattern::AnyOf(Box::new(Needles { words, packed, ac }))];
         }
         out.push(FieldMatcher {
             field,
