@@ -557,7 +557,7 @@ fn read_json_lines(
     let mut first = true;
     while let Some(range) = lines.next_line()? {
         line_no += 1;
-        let Ok(text) = std::str::from_utf8(lines.get(range.clone())) else {
+        let Ok(text) = simdutf8::basic::from_utf8(lines.get(range.clone())) else {
             sink.problem(Problem {
                 location: format!("{name}:{line_no}"),
                 message: "not UTF-8 text; line skipped".into(),
@@ -578,7 +578,7 @@ fn read_json_lines(
             // check must stay cheap: a CloudTrail delivery is one multi-megabyte line.)
             if trimmed.ends_with('[') || trimmed.ends_with(',') || trimmed.ends_with('{') {
                 let all = lines.rest(range)?;
-                let Ok(doc) = std::str::from_utf8(lines.get(all)) else {
+                let Ok(doc) = simdutf8::basic::from_utf8(lines.get(all)) else {
                     sink.problem(Problem {
                         location: name.to_string(),
                         message: "not UTF-8 text".into(),
