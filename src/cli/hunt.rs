@@ -408,7 +408,7 @@ fn print_report(args: &HuntArgs, report: &HuntReport, output: Output) -> Result<
             widen_pipe(&stdout);
             // The findings come in windows of a few hundred KB, written through as they are;
             // the buffer gathers the small fields around them.
-            let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let mut w = std::io::BufWriter::with_capacity(1 << 16, report_out(&stdout));
             report
                 .write_json_with(&mut w, args.threads)
                 .map_err(|e| Failure::runtime(format!("cannot write the findings: {e}")))?;
@@ -466,6 +466,25 @@ fn widen_pipe(stdout: &std::io::Stdout) {
             libc::fcntl(fd, libc::F_SETPIPE_SZ, 1 << 20);
         }
     }
+}
+
+/// Standard output for a report of tens of MB: on Unix a duplicate of its descriptor, written
+/// to directly; elsewhere, or when it cannot be duplicated, the standard handle. Why: the
+/// handle is line-buffered, and searched every window of findings written for a newline, on
+/// the one thread that writes.
+fn report_out(stdout: &std::io::Stdout) -> Box<dyn std::io::Write + '_> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        // Whatever went through the handle first goes out first.
+        let flushed = std::io::Write::flush(&mut stdout.lock());
+        if flushed.is_ok()
+            && let Ok(fd) = stdout.as_fd().try_clone_to_owned()
+        {
+            return Box::new(std::fs::File::from(fd));
+        }
+    }
+    Box::new(stdout.lock())
 }
 
 /// Pipe sizes are a Linux setting (`F_SETPIPE_SZ`); elsewhere the pipe stays as it is.
