@@ -389,8 +389,9 @@ pub struct Store {
     /// inputs' order, whichever worker read them.
     file_items: Vec<u32>,
     kept: usize,
-    /// The file of the previous event: records of one file come one after another.
-    last_file: Option<(Arc<str>, u32)>,
+    /// The input (its number) and file id of the previous event: records of one input come
+    /// one after another.
+    last_file: Option<(u32, u32)>,
     /// Matches past [`MAX_EVENTS`], per correlation.
     pub dropped: HashMap<usize, u64>,
     key: String,
@@ -446,14 +447,15 @@ impl Store {
             None => seen.action,
         };
         let value = intern(&mut self.values, &mut self.value_ids, value.unwrap_or(""));
-        let file = match &self.last_file {
-            Some((name, id)) if **name == *seen.loc.file => *id,
+        let file = match self.last_file {
+            // One input, one name: its number is compared, not its name's bytes.
+            Some((item, id)) if item == seen.item => id,
             _ => {
                 let id = intern(&mut self.files, &mut self.file_ids, seen.loc.file);
                 if self.file_items.len() < self.files.len() {
                     self.file_items.push(seen.item);
                 }
-                self.last_file = self.files.get(id as usize).cloned().map(|n| (n, id));
+                self.last_file = Some((seen.item, id));
                 id
             }
         };
