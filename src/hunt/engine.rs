@@ -699,8 +699,11 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
             credentials::baselines(&creds, opts, &mut part);
             credentials::country_baselines(&creds, &mut part);
             credentials::hour_baselines(&creds, &mut part);
+            let before = creds.records_before();
+            // Freed here, beside the sort, not on the thread that goes on to write the report.
+            drop(creds);
             phases::mark("tail: credentials done");
-            (creds, part)
+            (before, part)
         });
         let correlations = later(scope, parallel, move || {
             let mut corr = merged(stores, correlation::Store::merge);
@@ -731,12 +734,8 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         dedup_sorted(&mut findings);
         phases::mark("tail: findings deduplicated");
         let actions = actions.get();
-        let (creds, cred_part) = credentials.get();
-        let records_before = |c: &str| -> u64 {
-            creds
-                .get(c)
-                .map_or(0, |s| s.hours.before.iter().map(|&n| u64::from(n)).sum())
-        };
+        let (before, cred_part) = credentials.get();
+        let records_before = |c: &str| -> u64 { before.get(c).copied().unwrap_or(0) };
         severity::apply_on(
             &mut findings,
             threads,

@@ -148,19 +148,30 @@ pub fn dedup_sorted(findings: &mut Vec<Finding>) {
 }
 
 /// Two lists in [`Finding::order`] as one, `a`'s first on ties (a stable sort of `a` then `b`).
+/// With room for [`FEW`] more: the checks' findings, inserted in place afterwards (see
+/// [`HuntReport::normalize_from`]), then need no second list of them all.
 pub fn merge_sorted(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
-    merge_runs(a, b, Finding::order)
+    merge_runs(a, b, FEW, Finding::order)
 }
 
-/// Two lists sorted by `order` as one, `a`'s first on ties; each item moved once.
-fn merge_runs<T>(a: Vec<T>, b: Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+/// So few findings to add to many that each is inserted in its place.
+const FEW: usize = 8;
+
+/// Two lists sorted by `order` as one, `a`'s first on ties; each item moved once. A new list
+/// has room for `spare` more.
+fn merge_runs<T>(
+    a: Vec<T>,
+    b: Vec<T>,
+    spare: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
     if b.is_empty() {
         return a;
     }
     if a.is_empty() {
         return b;
     }
-    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut out = Vec::with_capacity(a.len() + b.len() + spare);
     let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
     while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
         let next = if order(y, x).is_lt() {
@@ -224,7 +235,7 @@ impl HuntReport {
     pub fn normalize_from(&mut self, sorted: Vec<Finding>, mut more: Vec<Finding>) {
         sort_findings(&mut more);
         dedup_sorted(&mut more);
-        if more.len() <= 8 {
+        if more.len() <= FEW {
             // A few: each put in its place (after its equals, as the stable sort puts it)
             // instead of every finding moved into a new list.
             self.findings = sorted;
@@ -774,7 +785,7 @@ impl HuntReport {
         let Ok(b) = b else {
             return groups_of(fs, true);
         };
-        merge_runs(a, b, group_order)
+        merge_runs(a, b, 0, group_order)
     }
 
     /// Who has high findings, and which ATT&CK tactics and techniques were seen.

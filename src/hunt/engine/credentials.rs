@@ -272,10 +272,6 @@ impl States {
         self.len - 1
     }
 
-    fn get(&self, i: usize) -> &CredState {
-        &self.chunks[i / CHUNK][i % CHUNK]
-    }
-
     fn get_mut(&mut self, i: usize) -> &mut CredState {
         &mut self.chunks[i / CHUNK][i % CHUNK]
     }
@@ -320,8 +316,14 @@ impl Credentials {
         self.states.get_mut(id)
     }
 
-    pub(super) fn get(&self, name: &str) -> Option<&CredState> {
-        self.index.get(name).map(|&i| self.states.get(i))
+    /// The records before the incident start per credential, for those that have any: what
+    /// severities compare with.
+    pub(super) fn records_before(&self) -> HashMap<Arc<str>, u64> {
+        self.states
+            .iter()
+            .map(|s| (s.name.clone(), s.hours.before.iter().map(|&n| u64::from(n)).sum()))
+            .filter(|&(_, n)| n > 0)
+            .collect()
     }
 
     /// Another worker's credentials merged into these.
