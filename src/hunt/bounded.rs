@@ -359,7 +359,11 @@ mod tests {
             assert_eq!(lines.get(line), &text[..]);
             assert!(lines.next_line().unwrap().is_none());
             let buf = lines.into_buffer();
-            assert_eq!((buf.as_ptr(), buf.capacity()), (at, text.len() + 1), "reads of {step}");
+            assert_eq!(
+                (buf.as_ptr(), buf.capacity()),
+                (at, text.len() + 1),
+                "reads of {step}"
+            );
         }
         let mut r = Trickle(&text, 1 << 20);
         let mut lines = Lines::new(&mut r, Vec::with_capacity(1000), 4 << 20);

@@ -21,8 +21,8 @@ use super::sigma::correlation::{self, Burst};
 use super::sigma::{Prefilter, Rule};
 use super::source::{self, Core, Loc, Problem, Sink, Source, first, parse_time};
 use chrono::{DateTime, TimeZone, Utc};
-use ipnet::IpNet;
 use credentials::{Credentials, PairCounts};
+use ipnet::IpNet;
 use std::collections::HashSet;
 
 /// Maps consulted for every record (credential → state): a fast, randomly seeded hasher

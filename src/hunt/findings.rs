@@ -892,7 +892,10 @@ impl HuntReport {
                 .take(HIGH_CREDENTIALS_NAMED)
                 .map(|(c, n)| format!("{c} ({n} group(s))"))
                 .collect();
-            let more = s.high_credentials.len().saturating_sub(HIGH_CREDENTIALS_NAMED);
+            let more = s
+                .high_credentials
+                .len()
+                .saturating_sub(HIGH_CREDENTIALS_NAMED);
             let more = match more {
                 0 => String::new(),
                 n => format!(", and {n} more credential(s) (all in --output json)"),
@@ -911,7 +914,9 @@ impl HuntReport {
     }
 
     /// [`Self::groups_by_credential`] of groups already made.
-    fn by_credential_of(groups: Vec<FindingGroup<'_>>) -> Vec<(Option<&str>, Vec<FindingGroup<'_>>)> {
+    fn by_credential_of(
+        groups: Vec<FindingGroup<'_>>,
+    ) -> Vec<(Option<&str>, Vec<FindingGroup<'_>>)> {
         let mut per: Vec<(Option<&str>, Vec<FindingGroup<'_>>)> = Vec::new();
         // Each credential's place in `per`: a search of `per` per group was quadratic (3,616
         // credentials and 29,429 groups: 0.2 s of a table on one core).

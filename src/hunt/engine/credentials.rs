@@ -262,7 +262,7 @@ const CHUNK: usize = 1024;
 impl States {
     /// Adds a state: its number.
     fn push(&mut self, state: CredState) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(last) = self.chunks.last_mut() {
@@ -321,7 +321,12 @@ impl Credentials {
     pub(super) fn records_before(&self) -> HashMap<Arc<str>, u64> {
         self.states
             .iter()
-            .map(|s| (s.name.clone(), s.hours.before.iter().map(|&n| u64::from(n)).sum()))
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    s.hours.before.iter().map(|&n| u64::from(n)).sum(),
+                )
+            })
             .filter(|&(_, n)| n > 0)
             .collect()
     }
@@ -440,7 +445,12 @@ pub(super) fn baselines(creds: &Credentials, opts: &HuntOptions, report: &mut Hu
     let allowed = |ip: &IpAddr| opts.allow.iter().any(|n| n.contains(ip));
     let mut without = 0usize;
     // Credentials used from no address (service names only) have no address baseline to miss.
-    for (cred, per) in creds.states.iter().filter(|s| !s.addresses.is_empty()).map(|s| (&s.name, &s.addresses)) {
+    for (cred, per) in creds
+        .states
+        .iter()
+        .filter(|s| !s.addresses.is_empty())
+        .map(|s| (&s.name, &s.addresses))
+    {
         let known: HashSet<IpNet> = per
             .iter()
             .filter(|(_, s)| s.before)
