@@ -181,6 +181,9 @@ struct Worker<'a> {
 struct Part {
     report: HuntReport,
     creds: Credentials,
+    /// Records before the incident start per credential that has any, for the severities:
+    /// summed over the workers, they need not wait for the credentials' merge.
+    before: HashMap<Arc<str>, u64>,
     most: u64,
     actions: ActionBaseline,
     corr: correlation::Store,
@@ -235,6 +238,7 @@ impl<'a> Worker<'a> {
         }
         Part {
             report,
+            before: self.creds.records_before(),
             creds: self.creds,
             most: self.most,
             actions: self.actions,
@@ -656,6 +660,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     // are merged (and their findings made, and the maps freed) on threads of their own beside
     // the rest: done in turn on one core, this tail kept a 2-worker run far from twice as fast.
     let mut cred_parts = Vec::new();
+    let mut before: HashMap<Arc<str>, u64> = HashMap::default();
     let mut most = 0u64;
     let mut stores = Vec::new();
     let mut action_baselines = Vec::new();
@@ -663,6 +668,9 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut lists: Vec<(Vec<Finding>, Vec<At>)> = Vec::new();
     for p in parts {
         cred_parts.push(p.creds);
+        for (cred, n) in p.before {
+            *before.entry(cred).or_default() += n;
+        }
         most += p.most;
         stores.push(p.corr);
         action_baselines.push(p.actions);
@@ -690,8 +698,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     phases::mark("tail: findings gathered");
     let parallel = threads > 1;
     let (parts, findings) = std::thread::scope(|scope| {
-        // What the credentials' addresses, countries and hours show; their hours before the
-        // incident start are also what severities compare with.
+        // What the credentials' addresses, countries and hours show.
         let credentials = later(scope, parallel, move || {
             let creds = merged(cred_parts, Credentials::merge);
             phases::mark("tail: credentials merged");
@@ -699,11 +706,10 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
             credentials::baselines(&creds, opts, &mut part);
             credentials::country_baselines(&creds, &mut part);
             credentials::hour_baselines(&creds, &mut part);
-            let before = creds.records_before();
             // Freed here, beside the sort, not on the thread that goes on to write the report.
             drop(creds);
             phases::mark("tail: credentials done");
-            (before, part)
+            part
         });
         let correlations = later(scope, parallel, move || {
             let mut corr = merged(stores, correlation::Store::merge);
@@ -734,7 +740,6 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         dedup_sorted(&mut findings);
         phases::mark("tail: findings deduplicated");
         let actions = actions.get();
-        let (before, cred_part) = credentials.get();
         let records_before = |c: &str| -> u64 { before.get(c).copied().unwrap_or(0) };
         severity::apply_on(
             &mut findings,
@@ -746,7 +751,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         );
         phases::mark("tail: severities applied");
         // In the order they were made on one core: ties in the sort keep it.
-        let parts = [cred_part, correlations.get()];
+        let parts = [credentials.get(), correlations.get()];
         (parts, findings)
     });
     phases::mark("tail: baselines, correlations, severities");
