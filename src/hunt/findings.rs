@@ -1129,7 +1129,54 @@ mod tests {
     use super::{Finding, HuntReport, apply_order};
     use crate::hunt::Severity;
     use crate::hunt::source::Source;
-    use chrono::{TimeZone, Utc};
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// A report of these findings, in the report's order.
+    pub(super) fn normalized(findings: Vec<Finding>) -> HuntReport {
+        let mut report = HuntReport {
+            findings,
+            ..Default::default()
+        };
+        report.normalize();
+        report
+    }
+
+    /// The JSON document of `report`, rendered by `threads` threads.
+    pub(super) fn json_of(report: &HuntReport, threads: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        report.write_json_with(&mut out, threads).unwrap();
+        out
+    }
+
+    /// A finding of CloudTrail's `ListUsers` with the fields that group it; the others plain.
+    fn listed(
+        rule: usize,
+        severity: Severity,
+        credential: String,
+        time: DateTime<Utc>,
+        source_ip: String,
+        location: String,
+    ) -> Finding {
+        Finding {
+            rule_id: format!("rule-{rule}").into(),
+            rule: format!("A \"quoted\" rule {rule}").into(),
+            hunt: None,
+            severity,
+            severity_reason: "rule level".into(),
+            attack: Some("attack.discovery".into()),
+            source: Source::Cloudtrail,
+            credential: Some(credential.into()),
+            principal: None,
+            time,
+            action: Some("ListUsers".into()),
+            source_ip: Some(source_ip.into()),
+            user_agent: None,
+            error: None,
+            location,
+            record_id: None,
+            detail: None,
+        }
+    }
 
     /// Every permutation of a few items, and long random ones with long cycles: the same
     /// order as gathering the items by index.
@@ -1197,31 +1244,18 @@ mod tests {
         let base = Utc.with_ymd_and_hms(2023, 7, 10, 11, 42, 36).unwrap();
         let findings: Vec<Finding> = (0..30)
             .flat_map(|c| (0..=(c % 3)).map(move |r| (c, r)))
-            .map(|(c, r)| Finding {
-                rule_id: format!("rule-{r}").into(),
-                rule: format!("Rule {r}").into(),
-                hunt: None,
-                severity: Severity::High,
-                severity_reason: "rule level".into(),
-                attack: Some("attack.discovery".into()),
-                source: Source::Cloudtrail,
-                credential: Some(format!("AKIA{c:04}").into()),
-                principal: None,
-                time: base + chrono::Duration::seconds(c * 10 + r),
-                action: Some("ListUsers".into()),
-                source_ip: Some("198.51.100.7".into()),
-                user_agent: None,
-                error: None,
-                location: format!("f.json (record {c}-{r})"),
-                record_id: None,
-                detail: None,
+            .map(|(c, r)| {
+                listed(
+                    r as usize,
+                    Severity::High,
+                    format!("AKIA{c:04}"),
+                    base + chrono::Duration::seconds(c * 10 + r),
+                    "198.51.100.7".into(),
+                    format!("f.json (record {c}-{r})"),
+                )
             })
             .collect();
-        let mut report = HuntReport {
-            findings,
-            ..Default::default()
-        };
-        report.normalize();
+        let report = normalized(findings);
         let table = report.to_table();
         let line = table.lines().next().unwrap();
         assert!(line.starts_with("High findings for: "), "{line}");
@@ -1245,37 +1279,19 @@ mod tests {
     fn many_groups_are_written_the_same_by_any_number_of_threads() {
         let base = Utc.with_ymd_and_hms(2023, 7, 10, 11, 42, 36).unwrap();
         let findings: Vec<Finding> = (0..5000)
-            .map(|i| Finding {
-                rule_id: format!("rule-{}", i % 3).into(),
-                rule: "A \"quoted\" rule".into(),
-                hunt: None,
-                severity: [Severity::Low, Severity::High][i % 2],
-                severity_reason: "rule level".into(),
-                attack: None,
-                source: Source::Cloudtrail,
-                credential: Some(format!("AKIA{:04}", i % 7).into()),
-                principal: None,
-                time: base + chrono::Duration::seconds(i as i64),
-                action: Some("ListUsers".into()),
-                source_ip: Some(format!("198.51.{}.{}", i / 250, i % 250).into()),
-                user_agent: None,
-                error: None,
-                location: format!("f.json (record {i})"),
-                record_id: None,
-                detail: None,
+            .map(|i| {
+                listed(
+                    i % 3,
+                    [Severity::Low, Severity::High][i % 2],
+                    format!("AKIA{:04}", i % 7),
+                    base + chrono::Duration::seconds(i as i64),
+                    format!("198.51.{}.{}", i / 250, i % 250),
+                    format!("f.json (record {i})"),
+                )
             })
             .collect();
-        let mut report = HuntReport {
-            findings,
-            ..Default::default()
-        };
-        report.normalize();
-        let write = |threads| {
-            let mut out = Vec::new();
-            report.write_json_with(&mut out, threads).unwrap();
-            out
-        };
-        let one = write(1);
+        let report = normalized(findings);
+        let one = json_of(&report, 1);
         let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
         let groups = doc["groups"].as_array().unwrap();
         assert_eq!(groups.len(), 5000);
@@ -1284,7 +1300,7 @@ mod tests {
             doc["groups"]
         );
         for threads in [2, 3] {
-            assert!(write(threads) == one, "{threads} threads");
+            assert!(json_of(&report, threads) == one, "{threads} threads");
         }
     }
 }

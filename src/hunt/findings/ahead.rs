@@ -161,7 +161,7 @@ impl<'l, 'a> Stream<'l, 'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Finding, HuntReport};
+    use super::super::Finding;
     use crate::hunt::Severity;
     use crate::hunt::source::Source;
     use chrono::{DateTime, TimeZone, Utc};
@@ -209,19 +209,13 @@ mod tests {
                 finding(i, t)
             })
             .collect();
-        let mut report = HuntReport {
-            findings,
-            ..Default::default()
-        };
-        report.normalize();
-        let write = |threads| {
-            let mut out = Vec::new();
-            report.write_json_with(&mut out, threads).unwrap();
-            out
-        };
-        let one = write(1);
+        let report = super::super::tests::normalized(findings);
+        let one = super::super::tests::json_of(&report, 1);
         for threads in [2, 3, 8] {
-            assert!(write(threads) == one, "{threads} threads");
+            assert!(
+                super::super::tests::json_of(&report, threads) == one,
+                "{threads} threads"
+            );
         }
         // Each finding the same bytes as serde writes it, absent fields and odd strings included.
         let mut texts = super::super::json::Texts::default();
