@@ -532,7 +532,8 @@ fn read_json(
         .unwrap_or(usize::MAX)
         .saturating_add(1)
         .min(KEEP);
-    if line.capacity() < want {
+    // Size 0 is unknown (a page, a pipe): the buffer grows as before.
+    if size > 0 && line.capacity() < want {
         // What it holds is never handed out again: a fresh buffer, nothing copied.
         line = Vec::with_capacity(want);
     }
