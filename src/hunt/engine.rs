@@ -445,8 +445,10 @@ impl Sink for Worker<'_> {
             }
             state.hours.observe(after, time);
             if let Some(country) = first(&f, &core.country) {
-                let s = state.country(country, self.source);
-                s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
+                let strings = &mut self.strings;
+                state.country(country, self.source, |s| {
+                    s.observe(after, time, self.item, &loc, &f, core, strings);
+                });
             }
         }
         if !after {

@@ -220,16 +220,22 @@ pub(super) struct CredState {
 }
 
 impl CredState {
-    /// What was seen from `country`, new (first seen in `source`) when nothing was yet.
-    pub(super) fn country(&mut self, country: &str, source: Source) -> &mut Seen {
-        // Looked up by reference first: a name is copied only for a new country.
-        if !self.countries.contains_key(country) {
-            self.countries
-                .insert(country.to_string(), Seen::new(source));
+    /// Applies `observe` to what was seen from `country`: new (first seen in `source`) when
+    /// nothing was yet, its name then copied once.
+    pub(super) fn country(
+        &mut self,
+        country: &str,
+        source: Source,
+        observe: impl FnOnce(&mut Seen),
+    ) {
+        match self.countries.get_mut(country) {
+            Some(s) => observe(s),
+            None => {
+                let mut s = Seen::new(source);
+                observe(&mut s);
+                self.countries.insert(country.to_string(), s);
+            }
         }
-        self.countries
-            .get_mut(country)
-            .expect("inserted above when absent")
     }
 
     fn merge(&mut self, other: CredState) {
