@@ -135,8 +135,8 @@ pub const FINDINGS_PER_PAIR: u64 = 1000;
 /// Problems kept per run; the rest are counted.
 pub const MAX_PROBLEMS: usize = 10_000;
 
-/// One copy of each repeated value (user agents, key ids, event names) per worker: findings
-/// of one credential share them.
+/// One copy of each repeated value (user agents, principals, event names) per worker: findings
+/// of one credential share them (its name is its state's, see [`credentials`]).
 #[derive(Default)]
 struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
 
@@ -269,7 +269,7 @@ impl Worker<'_> {
     fn rotation_checks(
         &mut self,
         rotation: &Rotation,
-        credential: &str,
+        credential: &Arc<str>,
         time: DateTime<Utc>,
         ip_text: Option<&str>,
         loc: &Loc<'_>,
@@ -312,7 +312,7 @@ impl Worker<'_> {
             }),
             attack: Some(self.strings.get("attack.initial-access,attack.t1078.004")),
             source: self.source,
-            credential: Some(self.strings.get(credential)),
+            credential: Some(credential.clone()),
             principal: first(f, &core.principal).map(|p| self.strings.get(p)),
             time,
             action: first(f, &core.action).map(|a| self.strings.get(a)),
@@ -456,8 +456,10 @@ impl Sink for Worker<'_> {
             return;
         }
         self.report.stats.in_window += 1;
-        if let (Some(rotation), Some(c)) = (&self.opts.rotation, credential) {
-            self.rotation_checks(rotation, c, time, ip_text, &loc, &f);
+        if let (Some(rotation), Some(id)) = (&self.opts.rotation, cred_id) {
+            // The credential's one name, shared with its other findings.
+            let credential = self.creds.state(id).name.clone();
+            self.rotation_checks(rotation, &credential, time, ip_text, &loc, &f);
         }
         for rule in self.source_rules.candidates(&f) {
             if !rule.matches(&f) {
