@@ -611,7 +611,10 @@ fn opt_text<S: serde::Serializer>(t: &Option<Arc<str>>, s: S) -> Result<S::Ok, S
 fn time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     use chrono::Timelike;
     match whole_seconds(t) {
-        Some(text) if t.nanosecond() == 0 => s.serialize_str(&text),
+        Some(b) if t.nanosecond() == 0 => match std::str::from_utf8(&b) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => t.serialize(s),
+        },
         _ => t.serialize(s),
     }
 }
@@ -619,15 +622,19 @@ fn time<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error
 /// A time to the second as `%Y-%m-%dT%H:%M:%SZ` writes it (any fraction left out), for the
 /// tables' cells (two per group).
 fn stamp(t: &DateTime<Utc>) -> String {
-    whole_seconds(t).unwrap_or_else(|| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+    match whole_seconds(t).map(|b| String::from_utf8(b.to_vec())) {
+        Some(Ok(text)) => text,
+        _ => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }
 }
 
 /// `%Y-%m-%dT%H:%M:%SZ` of a time in years 0 to 9999, digit by digit: chrono's formatting
-/// machinery was a sixth of rendering a finding. `None` for other years.
-fn whole_seconds(t: &DateTime<Utc>) -> Option<String> {
+/// machinery was a sixth of rendering a finding. On the stack: the JSON writer renders one
+/// per finding and group. `None` for other years and for a leap second (chrono writes `60`).
+fn whole_seconds(t: &DateTime<Utc>) -> Option<[u8; 20]> {
     use chrono::{Datelike, Timelike};
     let year = t.year();
-    if !(0..=9999).contains(&year) {
+    if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
         return None;
     }
     let mut b = *b"0000-00-00T00:00:00Z";
@@ -645,7 +652,7 @@ fn whole_seconds(t: &DateTime<Utc>) -> Option<String> {
             v /= 10;
         }
     }
-    String::from_utf8(b.to_vec()).ok()
+    Some(b)
 }
 
 /// A cell's text shown literally (user agents, actions and messages are the attacker's).
@@ -1230,6 +1237,11 @@ mod tests {
             Utc.with_ymd_and_hms(7, 1, 2, 3, 4, 5).unwrap(),
             Utc.with_ymd_and_hms(0, 12, 31, 23, 59, 59).unwrap(),
             Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).unwrap(),
+            // A leap second.
+            chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+                .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+                .unwrap()
+                .and_utc(),
         ];
         for t in times {
             assert_eq!(super::stamp(&t), t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
