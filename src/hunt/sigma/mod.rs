@@ -22,6 +22,7 @@
 pub mod condition;
 pub mod correlation;
 pub mod dispatch;
+mod re;
 pub mod view;
 
 pub use dispatch::Prefilter;
@@ -99,8 +100,8 @@ enum Pattern {
     /// A value with `*` or `?` inside: compiled to a regex, linear in the value's length
     /// whatever the pattern (a backtracking matcher takes minutes on `a*a*a*a*a*a*b` against
     /// an attacker's 400-character user agent).
-    Wildcard(regex::Regex),
-    Regex(regex::Regex),
+    Wildcard(re::Re),
+    Regex(re::Re),
     Cidr(ipnet::IpNet),
     FieldRef(FieldId, RefKind),
     /// Any of several case-insensitive substrings (an automaton of the lowercase needles).
@@ -334,17 +335,18 @@ fn contains(hay: &str, needle: &str, cased: bool) -> bool {
 const REGEX_SIZE_LIMIT: usize = 2 << 20;
 
 /// Builds a regex with the size bounds every rule's pattern gets.
-fn bounded_regex(pattern: &str) -> Result<regex::Regex, String> {
+fn bounded_regex(pattern: &str) -> Result<re::Re, String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_SIZE_LIMIT)
         .build()
+        .map(re::Re::new)
         .map_err(|e| format!("bad regex: {e}"))
 }
 
 /// Sigma wildcards as a regex: `*` any run, `?` one character, literals escaped; anchored at
 /// both ends except where the pattern starts or ends with `*` (a search is then faster).
-fn wildcard_regex(segs: &[Seg], cased: bool) -> Result<regex::Regex, String> {
+fn wildcard_regex(segs: &[Seg], cased: bool) -> Result<re::Re, String> {
     let mut re = String::from(if cased { "(?s)" } else { "(?si)" });
     let body = match segs {
         [Seg::Star, rest @ ..] => rest,
