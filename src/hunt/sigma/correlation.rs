@@ -379,8 +379,9 @@ struct Group {
 /// The events one worker gathered for every correlation, grouped; merged across workers.
 #[derive(Debug, Default)]
 pub struct Store {
-    /// correlation index → group key → group.
-    groups: HashMap<usize, HashMap<Box<str>, Group>>,
+    /// Per correlation (by index, as far as one was observed): group key → group. A vector,
+    /// not a map: every matched record of a busy trail comes here.
+    groups: Vec<HashMap<Box<str>, Group>>,
     values: Vec<Arc<str>>,
     value_ids: HashMap<Arc<str>, u32>,
     files: Vec<Arc<str>>,
@@ -459,7 +460,10 @@ impl Store {
                 id
             }
         };
-        let per = self.groups.entry(ci).or_default();
+        if self.groups.len() <= ci {
+            self.groups.resize_with(ci + 1, HashMap::default);
+        }
+        let per = &mut self.groups[ci];
         let group = match per.get_mut(self.key.as_str()) {
             Some(g) => g,
             None => per.entry(self.key.clone().into_boxed_str()).or_default(),
@@ -504,8 +508,11 @@ impl Store {
         for (ci, n) in other.dropped {
             *self.dropped.entry(ci).or_default() += n;
         }
-        for (ci, per) in other.groups {
-            let into = self.groups.entry(ci).or_default();
+        if self.groups.len() < other.groups.len() {
+            self.groups
+                .resize_with(other.groups.len(), HashMap::default);
+        }
+        for (per, into) in other.groups.into_iter().zip(&mut self.groups) {
             for (key, mut g) in per {
                 for e in &mut g.events {
                     e.value = vmap.get(e.value as usize).copied().unwrap_or(e.value);
@@ -589,13 +596,8 @@ fn span_text(secs: i64) -> String {
 /// baseline of their group and are returned only as counts on the later bursts.
 pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> Vec<Burst> {
     let mut out = Vec::new();
-    let mut keys: Vec<usize> = store.groups.keys().copied().collect();
-    keys.sort_unstable();
-    for ci in keys {
+    for (ci, per) in store.groups.iter_mut().enumerate() {
         let Some(c) = correlations.get(ci) else {
-            continue;
-        };
-        let Some(per) = store.groups.get_mut(&ci) else {
             continue;
         };
         // In the order of their keys (taken, not copied: a busy trail has a group per key).
