@@ -123,26 +123,67 @@ pub fn findings_order(findings: &[Finding]) -> Option<Vec<usize>> {
 /// Drops from findings in [`Finding::order`] those of a rule on a record (same rule, source,
 /// record id or location, detail) already listed before them.
 pub fn dedup_sorted(findings: &mut Vec<Finding>) {
-    let keep: Vec<bool> = {
-        // Keys are log contents (attacker-chosen): a randomly seeded hasher.
-        // Sized once: grown by rehashing, it copied its table about log n times.
-        let mut seen: std::collections::HashSet<_, foldhash::fast::RandomState> =
-            std::collections::HashSet::with_capacity_and_hasher(findings.len(), Default::default());
-        findings
-            .iter()
-            .map(|f| {
-                seen.insert((
-                    &*f.rule_id,
-                    f.source,
-                    f.record_id.as_deref().unwrap_or(&f.location),
-                    f.detail.as_deref(),
-                ))
-            })
-            .collect()
-    };
+    // Keys are log contents (attacker-chosen): a randomly seeded hasher. Each key is hashed
+    // once to 64 bits; the table holds those and the first finding of each (16 bytes an
+    // entry, not the key's four strings: a table of a busy trail's keys missed the cache on
+    // every insert), and a finding whose hash was seen is compared in full with that one.
+    use std::hash::BuildHasher;
+    let state = foldhash::fast::RandomState::default();
+    dedup_hashed(findings, |k| state.hash_one(k));
+}
+
+/// [`dedup_sorted`] with the keys hashed by `hash`.
+fn dedup_hashed(
+    findings: &mut Vec<Finding>,
+    hash: impl Fn((&str, Source, &str, Option<&str>)) -> u64,
+) {
+    let mut first: std::collections::HashMap<u64, usize, foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(findings.len(), Default::default());
+    let mut keep = Vec::with_capacity(findings.len());
+    for (i, f) in findings.iter().enumerate() {
+        let k = dedup_key(f);
+        match first.entry(hash(k)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+                keep.push(true);
+            }
+            // The same key: a duplicate.
+            std::collections::hash_map::Entry::Occupied(o)
+                if dedup_key(&findings[*o.get()]) == k =>
+            {
+                keep.push(false);
+            }
+            // Two keys of one 64-bit hash (never seen in practice): the keys themselves decide.
+            std::collections::hash_map::Entry::Occupied(_) => {
+                return dedup_by_keys(findings);
+            }
+        }
+    }
     if keep.iter().all(|&k| k) {
         return;
     }
+    let mut keep = keep.into_iter();
+    findings.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// What makes two findings one: the rule, the source, the record (its id, else where it is)
+/// and the detail.
+fn dedup_key(f: &Finding) -> (&str, Source, &str, Option<&str>) {
+    (
+        &f.rule_id,
+        f.source,
+        f.record_id.as_deref().unwrap_or(&f.location),
+        f.detail.as_deref(),
+    )
+}
+
+/// [`dedup_sorted`] with a set of the keys themselves.
+fn dedup_by_keys(findings: &mut Vec<Finding>) {
+    let keep: Vec<bool> = {
+        let mut seen: std::collections::HashSet<_, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(findings.len(), Default::default());
+        findings.iter().map(|f| seen.insert(dedup_key(f))).collect()
+    };
     let mut keep = keep.into_iter();
     findings.retain(|_| keep.next().unwrap_or(true));
 }
@@ -1183,6 +1224,66 @@ mod tests {
             record_id: None,
             detail: None,
         }
+    }
+
+    /// Duplicates (same rule, source, record, detail) go, the first kept, whether the keys'
+    /// hashes are distinct, all equal (every finding compared in full), or the real ones.
+    #[test]
+    fn duplicates_go_whatever_the_hashes() {
+        let base = Utc.with_ymd_and_hms(2023, 7, 10, 11, 42, 36).unwrap();
+        let findings: Vec<Finding> = (0..400)
+            .map(|i| {
+                let mut f = listed(
+                    i % 3,
+                    Severity::Low,
+                    format!("AKIA{}", i % 5),
+                    base,
+                    "198.51.100.7".into(),
+                    format!("f.json (record {})", i % 150),
+                );
+                f.detail = (i % 7 == 0).then(|| "why".into());
+                f.record_id = (i % 11 == 0).then(|| format!("id-{}", i % 22));
+                f
+            })
+            .collect();
+        let names = |v: &[Finding]| -> Vec<(String, String, Option<String>)> {
+            v.iter()
+                .map(|f| {
+                    (
+                        f.rule_id.to_string(),
+                        f.location.clone(),
+                        f.detail.as_deref().map(str::to_string),
+                    )
+                })
+                .collect()
+        };
+        let mut by_keys = findings.clone();
+        super::dedup_by_keys(&mut by_keys);
+        assert!(
+            by_keys.len() < findings.len() && by_keys.len() > 100,
+            "{}",
+            by_keys.len()
+        );
+        let mut real = findings.clone();
+        super::dedup_sorted(&mut real);
+        assert_eq!(names(&real), names(&by_keys));
+        let mut colliding = findings.clone();
+        super::dedup_hashed(&mut colliding, |_| 7);
+        assert_eq!(names(&colliding), names(&by_keys));
+        let mut counted = findings;
+        let distinct = std::cell::RefCell::new(Vec::new());
+        super::dedup_hashed(&mut counted, |k| {
+            let mut d = distinct.borrow_mut();
+            let key = format!("{k:?}");
+            match d.iter().position(|x| *x == key) {
+                Some(i) => i as u64,
+                None => {
+                    d.push(key);
+                    d.len() as u64 - 1
+                }
+            }
+        });
+        assert_eq!(names(&counted), names(&by_keys));
     }
 
     /// Every permutation of a few items, and long random ones with long cycles: the same
