@@ -386,6 +386,21 @@ impl HuntReport {
         credentials: ahead::Stream<'_, '_>,
         threads: usize,
     ) -> serde_json::Result<()> {
+        // The groups' second half rendered from now on, beside what comes before them.
+        std::thread::scope(|scope| {
+            let array = GroupsArray::start(scope, &groups, threads);
+            self.write_fields(w, &groups, array, credentials)
+        })
+    }
+
+    /// [`Self::write_doc`]'s fields, in order.
+    fn write_fields(
+        &self,
+        w: &mut dyn std::io::Write,
+        groups: &[FindingGroup<'_>],
+        array: GroupsArray<'_, '_>,
+        credentials: ahead::Stream<'_, '_>,
+    ) -> serde_json::Result<()> {
         #[derive(Serialize)]
         struct ByRule {
             rule: String,
@@ -419,10 +434,10 @@ impl HuntReport {
         field(w, false, "total", &self.findings.len())?;
         field(w, false, "stats", &self.stats)?;
         field(w, false, "by_rule", &by_rule)?;
-        field(w, false, "summary", &Self::summary_of(&groups))?;
+        field(w, false, "summary", &Self::summary_of(groups))?;
         w.write_all(b",\"groups\":")
             .map_err(serde_json::Error::io)?;
-        write_groups(w, &groups, threads)?;
+        array.write(w)?;
         super::phases::mark("json: groups written");
         w.write_all(b",\"credentials\":")
             .map_err(serde_json::Error::io)?;
@@ -1096,62 +1111,80 @@ impl HuntReport {
     }
 }
 
-/// The groups as a JSON array, as `serde_json` writes it; with `threads` (0: one per core) above
-/// one and many groups, the second half is rendered on a thread of its own meanwhile (a busy
-/// trail makes tens of thousands of groups, rendered on one core after the workers).
-fn write_groups(
-    w: &mut dyn std::io::Write,
-    groups: &[FindingGroup<'_>],
-    threads: usize,
+/// Groups rendered into buffers of their own, a chunk at a time (one buffer for a half of the
+/// array outgrew its guessed size and was copied whole).
+const GROUP_CHUNK: usize = 512;
+
+fn render_groups(
+    chunk: &[FindingGroup<'_>],
+    out: &mut Vec<u8>,
+    texts: &mut json::Texts,
 ) -> serde_json::Result<()> {
-    let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    // Chunks of groups rendered into buffers of their own (one buffer for a half of the array
-    // outgrew its guessed size and was copied whole).
-    const CHUNK: usize = 512;
-    let render = |chunk: &[FindingGroup<'_>], out: &mut Vec<u8>, texts: &mut json::Texts| {
-        out.clear();
-        for (i, g) in chunk.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json::write_group(out, g, texts)?;
+    out.clear();
+    for (i, g) in chunk.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        serde_json::Result::Ok(())
-    };
-    // The first half written through here a chunk at a time, in one reused buffer (the
-    // whole array held at once was a peak of its own); the second half, when there are
-    // threads to spare, rendered meanwhile beside it.
-    let (a, b) = if threads < 2 || groups.len() < 2048 {
-        (groups, &groups[groups.len()..])
-    } else {
-        groups.split_at(groups.len() / 2)
-    };
-    let render_all = |part: &[FindingGroup<'_>]| {
-        let mut texts = json::Texts::default();
-        part.chunks(CHUNK)
-            .map(|chunk| {
-                let mut out = Vec::new();
-                render(chunk, &mut out, &mut texts).map(|()| out)
-            })
-            .collect::<serde_json::Result<Vec<Vec<u8>>>>()
-    };
-    std::thread::scope(|s| {
-        let other = (!b.is_empty()).then(|| s.spawn(|| render_all(b)));
+        json::write_group(out, g, texts)?;
+    }
+    Ok(())
+}
+
+/// The `groups` array: the first half written by the writer a chunk at a time, in one reused
+/// buffer (the whole array held at once was a peak of its own); the second half, when there
+/// are threads to spare, rendered beside it from [`GroupsArray::start`] on — before the
+/// summary and counts that precede the array are worked out, which kept the other core idle.
+struct GroupsArray<'s, 'a> {
+    first: &'s [FindingGroup<'a>],
+    second: Option<std::thread::ScopedJoinHandle<'s, serde_json::Result<Vec<Vec<u8>>>>>,
+}
+
+impl<'s, 'a> GroupsArray<'s, 'a> {
+    fn start(
+        scope: &'s std::thread::Scope<'s, '_>,
+        groups: &'s [FindingGroup<'a>],
+        threads: usize,
+    ) -> GroupsArray<'s, 'a> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if threads < 2 || groups.len() < 2048 {
+            return GroupsArray {
+                first: groups,
+                second: None,
+            };
+        }
+        let (first, second) = groups.split_at(groups.len() / 2);
+        let second = scope.spawn(move || {
+            let mut texts = json::Texts::default();
+            second
+                .chunks(GROUP_CHUNK)
+                .map(|chunk| {
+                    let mut out = Vec::new();
+                    render_groups(chunk, &mut out, &mut texts).map(|()| out)
+                })
+                .collect()
+        });
+        GroupsArray {
+            first,
+            second: Some(second),
+        }
+    }
+
+    fn write(self, w: &mut dyn std::io::Write) -> serde_json::Result<()> {
         let io = serde_json::Error::io;
         w.write_all(b"[").map_err(io)?;
         let mut texts = json::Texts::default();
         let mut out = Vec::new();
-        for (i, chunk) in a.chunks(CHUNK).enumerate() {
+        for (i, chunk) in self.first.chunks(GROUP_CHUNK).enumerate() {
             if i > 0 {
                 w.write_all(b",").map_err(io)?;
             }
-            render(chunk, &mut out, &mut texts)?;
+            render_groups(chunk, &mut out, &mut texts)?;
             w.write_all(&out).map_err(io)?;
         }
-        let rest = match other {
+        let rest = match self.second {
             Some(h) => h
                 .join()
                 .map_err(|_| serde::ser::Error::custom("a rendering thread stopped early"))??,
@@ -1162,7 +1195,7 @@ fn write_groups(
             w.write_all(&chunk).map_err(io)?;
         }
         w.write_all(b"]").map_err(io)
-    })
+    }
 }
 
 /// `t1098`, `t1098.001`: an ATT&CK technique id (tactics are words).
