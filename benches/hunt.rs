@@ -297,10 +297,12 @@ fn run(mut c: Command) -> (Measure, Vec<u8>) {
         .expect("run child");
     // The head of the output is kept (the counts read from it are there); the rest is read
     // through one reused buffer and dropped. Gathered whole, rekey's 59 MB report grew a
-    // vector here (copies, page faults) on the same two cores as the child being timed.
+    // vector here (copies, page faults) on the same two cores as the child being timed. The
+    // buffer holds a pipeful (rekey widens its stdout pipe to 1 MiB): one read per pipeful,
+    // not sixteen.
     let mut out = Vec::new();
     if let Some(mut so) = child.stdout.take() {
-        let mut buf = vec![0u8; 1 << 16];
+        let mut buf = vec![0u8; 1 << 20];
         loop {
             match std::io::Read::read(&mut so, &mut buf) {
                 Ok(0) => break,
