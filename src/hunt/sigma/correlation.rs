@@ -596,6 +596,7 @@ fn span_text(secs: i64) -> String {
 /// baseline of their group and are returned only as counts on the later bursts.
 pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> Vec<Burst> {
     let mut out = Vec::new();
+    let (mut values, mut slots) = (Counts::default(), Counts::default());
     for (ci, per) in store.groups.iter_mut().enumerate() {
         let Some(c) = correlations.get(ci) else {
             continue;
@@ -611,7 +612,7 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
                 let item = items.get(e.file as usize).copied().unwrap_or(u32::MAX);
                 (e.time, item, e.line, e.index)
             });
-            let windows = fire(c, &g.events);
+            let windows = fire_counting(c, &g.events, &mut values, &mut slots);
             let before = windows
                 .iter()
                 .filter(|w| g.events[w.1].time < since)
@@ -683,7 +684,52 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
 
 /// The bursts of one group's sorted events: (first index, last index, strongest measure), the
 /// windows where the condition held merged when they overlap.
+#[cfg(test)]
 fn fire(c: &Correlation, events: &[Event]) -> Vec<(usize, usize, u64)> {
+    fire_counting(c, events, &mut Counts::default(), &mut Counts::default())
+}
+
+/// How many of a window's events carry each id (an interned value, or a rule's slot), and how
+/// many ids are present: counters by index, where a map hashed every event in and out of the
+/// window. Kept from group to group and left all zero after each (see [`fire_counting`]), so
+/// its size follows the largest id, once.
+#[derive(Default)]
+struct Counts {
+    n: Vec<u32>,
+    present: usize,
+}
+
+impl Counts {
+    fn add(&mut self, id: u32) {
+        let i = id as usize;
+        if i >= self.n.len() {
+            self.n.resize(i + 1, 0);
+        }
+        if self.n[i] == 0 {
+            self.present += 1;
+        }
+        self.n[i] += 1;
+    }
+
+    fn remove(&mut self, id: u32) {
+        if let Some(n) = self.n.get_mut(id as usize)
+            && *n > 0
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.present -= 1;
+            }
+        }
+    }
+}
+
+/// [`fire`] with the counters to use (all zero, and so again on return).
+fn fire_counting(
+    c: &Correlation,
+    events: &[Event],
+    values: &mut Counts,
+    slots: &mut Counts,
+) -> Vec<(usize, usize, u64)> {
     let span = c.spec.timespan_secs;
     let needed_rules = c.rules.len() as u64;
     let holds = |n: u64| {
@@ -694,28 +740,20 @@ fn fire(c: &Correlation, events: &[Event]) -> Vec<(usize, usize, u64)> {
         }
     };
     let mut bursts: Vec<(usize, usize, u64)> = Vec::new();
-    let mut values: HashMap<u32, u32> = HashMap::default();
-    let mut slots: HashMap<u32, u32> = HashMap::default();
     let mut left = 0;
     for (right, e) in events.iter().enumerate() {
-        *values.entry(e.value).or_default() += 1;
-        *slots.entry(e.slot).or_default() += 1;
+        values.add(e.value);
+        slots.add(e.slot);
         while events[left].time < e.time - span {
             let old = events[left];
-            for (m, k) in [(&mut values, old.value), (&mut slots, old.slot)] {
-                if let Some(n) = m.get_mut(&k) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.remove(&k);
-                    }
-                }
-            }
+            values.remove(old.value);
+            slots.remove(old.slot);
             left += 1;
         }
         let measure = match c.spec.kind {
             Kind::EventCount => (right - left + 1) as u64,
-            Kind::ValueCount => values.len() as u64,
-            Kind::Temporal => slots.len() as u64,
+            Kind::ValueCount => values.present as u64,
+            Kind::Temporal => slots.present as u64,
             Kind::TemporalOrdered => ordered(&events[left..=right], c.rules.len()),
         };
         if !holds(measure) {
@@ -728,6 +766,11 @@ fn fire(c: &Correlation, events: &[Event]) -> Vec<(usize, usize, u64)> {
             }
             _ => bursts.push((left, right, measure)),
         }
+    }
+    // The window's events out again: the counters are all zero for the next group.
+    for e in events.get(left..).unwrap_or_default() {
+        values.remove(e.value);
+        slots.remove(e.slot);
     }
     bursts
 }
@@ -825,6 +868,44 @@ mod tests {
         let c = corr(Kind::TemporalOrdered, 2, Threshold::default(), 60);
         assert_eq!(fire(&c, &[ev(0, 0, 1), ev(5, 0, 0)]), vec![]);
         assert_eq!(fire(&c, &[ev(0, 0, 0), ev(5, 0, 1)]), vec![(0, 1, 2)]);
+    }
+
+    /// Counters kept from group to group give every group what fresh ones give: they are all
+    /// zero again after each group, whatever its window held at its end.
+    #[test]
+    fn counters_kept_across_groups_start_each_group_at_zero() {
+        let gte = |n| Threshold {
+            gte: Some(n),
+            ..Default::default()
+        };
+        let groups: Vec<Vec<Event>> = (0..40u32)
+            .map(|g| {
+                (0..(g % 9) as i64 + 1)
+                    .map(|i| {
+                        ev(
+                            i * (7 + g as i64 % 5),
+                            (g * 7 + i as u32) % 11,
+                            (i as u32) % 3,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        for kind in [
+            Kind::EventCount,
+            Kind::ValueCount,
+            Kind::Temporal,
+            Kind::TemporalOrdered,
+        ] {
+            let c = corr(kind, 3, gte(3), 20);
+            let (mut values, mut slots) = (Counts::default(), Counts::default());
+            for evs in &groups {
+                let kept = fire_counting(&c, evs, &mut values, &mut slots);
+                assert_eq!(kept, fire(&c, evs), "{kind:?} {evs:?}");
+                assert_eq!((values.present, slots.present), (0, 0));
+                assert!(values.n.iter().chain(&slots.n).all(|&n| n == 0));
+            }
+        }
     }
 
     #[test]
