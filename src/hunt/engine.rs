@@ -582,13 +582,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         }
     }
     report.stats.files = files.len();
-    let threads = match opts.threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
-    }
-    .min(if pages.is_some() {
+    let threads = super::threads_or_cores(opts.threads).min(if pages.is_some() {
         usize::MAX
     } else {
         files.len().max(1)

@@ -841,10 +841,7 @@ impl HuntReport {
     /// Grouping was a twentieth of a hunt on the writer's thread, while the workers' cores
     /// sat idle.
     pub fn groups_with(&self, threads: usize) -> Vec<FindingGroup<'_>> {
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let threads = crate::hunt::threads_or_cores(threads);
         let fs = &self.findings[..];
         if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
             return groups_of(fs, false);
@@ -1145,10 +1142,7 @@ impl<'s, 'a> GroupsArray<'s, 'a> {
         groups: &'s [FindingGroup<'a>],
         threads: usize,
     ) -> GroupsArray<'s, 'a> {
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let threads = crate::hunt::threads_or_cores(threads);
         if threads < 2 || groups.len() < 2048 {
             return GroupsArray {
                 first: groups,

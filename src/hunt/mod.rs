@@ -194,6 +194,14 @@ pub const CATALOGUE: &[HuntInfo] = &[
     },
 ];
 
+/// The threads a `--threads` value means (workers, renderers): 0 is one per core.
+pub fn threads_or_cores(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// The hunt of that name, if rekey knows it.
 pub fn find(name: &str) -> Option<&'static HuntInfo> {
     CATALOGUE.iter().find(|h| h.name == name)

@@ -97,10 +97,7 @@ impl<'l, 'a> Stream<'l, 'a> {
     where
         'l: 'scope,
     {
-        let threads = match threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let threads = crate::hunt::threads_or_cores(threads);
         let mut stream = Stream {
             layout,
             helpers: Vec::new(),
