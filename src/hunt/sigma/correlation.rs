@@ -682,8 +682,7 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
     out
 }
 
-/// The bursts of one group's sorted events: (first index, last index, strongest measure), the
-/// windows where the condition held merged when they overlap.
+/// [`fire_counting`] with counters of its own.
 #[cfg(test)]
 fn fire(c: &Correlation, events: &[Event]) -> Vec<(usize, usize, u64)> {
     fire_counting(c, events, &mut Counts::default(), &mut Counts::default())
@@ -723,7 +722,9 @@ impl Counts {
     }
 }
 
-/// [`fire`] with the counters to use (all zero, and so again on return).
+/// The bursts of one group's sorted events: (first index, last index, strongest measure), the
+/// windows where the condition held merged when they overlap. `values` and `slots` are the
+/// counters to use: all zero, and so again on return.
 fn fire_counting(
     c: &Correlation,
     events: &[Event],
