@@ -141,6 +141,9 @@ fn dedup_hashed(
         std::collections::HashMap::with_capacity_and_hasher(findings.len(), Default::default());
     let mut keep = Vec::with_capacity(findings.len());
     for (i, f) in findings.iter().enumerate() {
+        if let Some(ahead) = findings.get(i + json::PREFETCH_AHEAD) {
+            json::prefetch(dedup_key(ahead).2);
+        }
         let k = dedup_key(f);
         match first.entry(hash(k)) {
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -1121,6 +1124,9 @@ fn render_groups(
     for (i, g) in chunk.iter().enumerate() {
         if i > 0 {
             out.push(b',');
+        }
+        if let Some(ahead) = chunk.get(i + json::PREFETCH_AHEAD) {
+            json::prefetch(ahead.location);
         }
         json::write_group(out, g, texts)?;
     }

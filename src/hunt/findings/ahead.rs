@@ -13,7 +13,7 @@
 //! Each finding is written by [`super::json`], its shared strings escaped once per thread.
 
 use super::Finding;
-use super::json::{Texts, write_finding};
+use super::json::{PREFETCH_AHEAD, Texts, prefetch, write_finding};
 use std::io::Write;
 use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 
@@ -70,6 +70,10 @@ impl<'a> Layout<'a> {
                 next += 1;
             } else {
                 out.push(b',');
+            }
+            if let Some(ahead) = self.order.get(i + PREFETCH_AHEAD) {
+                prefetch(&ahead.location);
+                prefetch(ahead.record_id.as_deref().unwrap_or(""));
             }
             write_finding(out, self.order[i], texts)?;
         }
