@@ -17,6 +17,7 @@ use crate::hunt::Severity;
 use crate::hunt::fields::{FieldId, Fields};
 use crate::hunt::source::{FieldSets, Loc, Source, first};
 use serde_json::Value;
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -365,15 +366,24 @@ struct Event {
     index: u32,
 }
 
+/// A group's events, and who and where it is. Small (32 bytes), the naming behind a pointer:
+/// every event finds its group in a map of these, and entries three times the size were a
+/// cache miss apart each.
 #[derive(Debug, Default)]
 struct Group {
-    source: Option<Source>,
+    named: Option<Box<Naming>>,
+    events: Vec<Event>,
+}
+
+/// Who a group is and where from: set by its first record, read when its bursts are reported.
+#[derive(Debug)]
+struct Naming {
+    source: Source,
     credential: Option<Arc<str>>,
     source_ip: Option<Arc<str>>,
     /// (input, line, record) of the record the credential and address above are from: the
     /// first of the group in the inputs' order, whichever worker read it.
-    named_at: (u32, u32, u32),
-    events: Vec<Event>,
+    at: (u32, u32, u32),
 }
 
 /// The events one worker gathered for every correlation, grouped; merged across workers.
@@ -381,11 +391,13 @@ struct Group {
 pub struct Store {
     /// Per correlation (by index, as far as one was observed): group key → group. A vector,
     /// not a map: every matched record of a busy trail comes here.
-    groups: Vec<HashMap<Box<str>, Group>>,
+    /// Keys and values inline up to 23 bytes (a credential, an action): a string behind a
+    /// pointer was a cache miss of its own per event.
+    groups: Vec<HashMap<SmolStr, Group>>,
     values: Vec<Arc<str>>,
-    value_ids: HashMap<Arc<str>, u32>,
+    value_ids: HashMap<SmolStr, u32>,
     files: Vec<Arc<str>>,
-    file_ids: HashMap<Arc<str>, u32>,
+    file_ids: HashMap<SmolStr, u32>,
     /// The input number of each file above: events of the same second are taken in the
     /// inputs' order, whichever worker read them.
     file_items: Vec<u32>,
@@ -398,14 +410,13 @@ pub struct Store {
     key: String,
 }
 
-fn intern(list: &mut Vec<Arc<str>>, ids: &mut HashMap<Arc<str>, u32>, s: &str) -> u32 {
+fn intern(list: &mut Vec<Arc<str>>, ids: &mut HashMap<SmolStr, u32>, s: &str) -> u32 {
     if let Some(&i) = ids.get(s) {
         return i;
     }
     let i = u32::try_from(list.len()).unwrap_or(u32::MAX);
-    let a: Arc<str> = Arc::from(s);
-    list.push(a.clone());
-    ids.insert(a, i);
+    list.push(Arc::from(s));
+    ids.insert(SmolStr::new(s), i);
     i
 }
 
@@ -436,13 +447,20 @@ impl Store {
             *self.dropped.entry(ci).or_default() += 1;
             return;
         }
-        self.key.clear();
-        for (n, &g) in s.group.iter().enumerate() {
-            if n > 0 {
-                self.key.push('\u{1f}');
+        let key: &str = match s.group.as_slice() {
+            // One field (the usual: the credential): its value is the key as it stands.
+            &[g] => first(f, &[g]).unwrap_or(""),
+            fields => {
+                self.key.clear();
+                for (n, &g) in fields.iter().enumerate() {
+                    if n > 0 {
+                        self.key.push('\u{1f}');
+                    }
+                    self.key.push_str(first(f, &[g]).unwrap_or(""));
+                }
+                &self.key
             }
-            self.key.push_str(first(f, &[g]).unwrap_or(""));
-        }
+        };
         let value = match s.value {
             Some(v) => first(f, &[v]),
             None => seen.action,
@@ -464,17 +482,19 @@ impl Store {
             self.groups.resize_with(ci + 1, HashMap::default);
         }
         let per = &mut self.groups[ci];
-        let group = match per.get_mut(self.key.as_str()) {
+        let group = match per.get_mut(key) {
             Some(g) => g,
-            None => per.entry(self.key.clone().into_boxed_str()).or_default(),
+            None => per.entry(SmolStr::new(key)).or_default(),
         };
         let line = u32::try_from(seen.loc.line).unwrap_or(u32::MAX);
         let index = u32::try_from(seen.loc.index).unwrap_or(u32::MAX);
-        if group.source.is_none() {
-            group.source = Some(seen.source);
-            group.credential = seen.credential.map(Arc::from);
-            group.source_ip = seen.source_ip.map(Arc::from);
-            group.named_at = (seen.item, line, index);
+        if group.named.is_none() {
+            group.named = Some(Box::new(Naming {
+                source: seen.source,
+                credential: seen.credential.map(Arc::from),
+                source_ip: seen.source_ip.map(Arc::from),
+                at: (seen.item, line, index),
+            }));
         }
         group.events.push(Event {
             time: seen.time,
@@ -524,11 +544,10 @@ impl Store {
                         x.events.extend(g.events);
                         // Named by its first record in the inputs' order, as one worker
                         // reading every input in turn names it.
-                        if g.source.is_some() && (x.source.is_none() || g.named_at < x.named_at) {
-                            x.source = g.source;
-                            x.credential = g.credential;
-                            x.source_ip = g.source_ip;
-                            x.named_at = g.named_at;
+                        if let Some(n) = g.named
+                            && x.named.as_ref().is_none_or(|m| n.at < m.at)
+                        {
+                            x.named = Some(n);
                         }
                     }
                     None => {
@@ -602,7 +621,7 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
             continue;
         };
         // In the order of their keys (taken, not copied: a busy trail has a group per key).
-        let mut groups: Vec<(&Box<str>, &mut Group)> = per.iter_mut().collect();
+        let mut groups: Vec<(&SmolStr, &mut Group)> = per.iter_mut().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, g) in groups {
             // Ties in time in the inputs' order (not the order files were interned in, which
@@ -659,10 +678,10 @@ pub fn evaluate(correlations: &[Correlation], store: &mut Store, since: i64) -> 
                 };
                 out.push(Burst {
                     correlation: ci,
-                    source: g.source.unwrap_or(Source::Cloudtrail),
+                    source: g.named.as_ref().map_or(Source::Cloudtrail, |n| n.source),
                     group: group.clone(),
-                    credential: g.credential.clone(),
-                    source_ip: g.source_ip.clone(),
+                    credential: g.named.as_ref().and_then(|n| n.credential.clone()),
+                    source_ip: g.named.as_ref().and_then(|n| n.source_ip.clone()),
                     first: e0.time,
                     last: evs[evs.len() - 1].time,
                     events: evs.len(),
@@ -794,6 +813,12 @@ fn ordered(window: &[Event], n: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event finds its group among these: what its doc says of its size.
+    #[test]
+    fn a_group_entry_stays_small() {
+        assert!(std::mem::size_of::<Group>() <= 32);
+    }
 
     fn ev(time: i64, value: u32, slot: u32) -> Event {
         Event {
