@@ -451,10 +451,10 @@ struct Matcher<'h> {
 }
 
 impl Sink for Matcher<'_> {
-    fn record(&mut self, _: Loc<'_>, f: Fields<'_>) {
+    fn record(&mut self, _: Loc<'_>, f: &Fields<'_>) {
         self.records += 1;
-        for rule in self.pre.candidates(&f) {
-            let _ = rule.matches(&f);
+        for rule in self.pre.candidates(f) {
+            let _ = rule.matches(f);
         }
     }
     fn problem(&mut self, p: Problem) {
@@ -504,8 +504,8 @@ fn sigma_rule(b: &[u8]) -> bool {
     for s in samples {
         struct One<'r>(&'r sigma::Rule);
         impl Sink for One<'_> {
-            fn record(&mut self, _: Loc<'_>, f: Fields<'_>) {
-                let _ = self.0.matches(&f);
+            fn record(&mut self, _: Loc<'_>, f: &Fields<'_>) {
+                let _ = self.0.matches(f);
             }
             fn problem(&mut self, _: Problem) {}
         }

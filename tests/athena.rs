@@ -187,9 +187,9 @@ struct Matches<'r> {
 }
 
 impl Sink for Matches<'_> {
-    fn record(&mut self, _: Loc<'_>, f: Fields<'_>) {
-        let id = source::first(&f, &self.id).unwrap_or("").to_string();
-        let m = self.rules.iter().map(|r| r.matches(&f)).collect();
+    fn record(&mut self, _: Loc<'_>, f: &Fields<'_>) {
+        let id = source::first(f, &self.id).unwrap_or("").to_string();
+        let m = self.rules.iter().map(|r| r.matches(f)).collect();
         self.out.push((id, m));
     }
     fn problem(&mut self, p: Problem) {

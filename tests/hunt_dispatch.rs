@@ -23,19 +23,19 @@ struct Compare<'r> {
 }
 
 impl Sink for Compare<'_> {
-    fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+    fn record(&mut self, loc: Loc<'_>, f: &Fields<'_>) {
         self.records += 1;
         let all: Vec<&str> = self
             .rules
             .iter()
-            .filter(|r| r.matches(&f))
+            .filter(|r| r.matches(f))
             .map(|r| &*r.id)
             .collect();
-        let candidates: Vec<&Rule> = self.pre.candidates(&f).collect();
+        let candidates: Vec<&Rule> = self.pre.candidates(f).collect();
         self.evaluated += candidates.len();
         let dispatched: Vec<&str> = candidates
             .into_iter()
-            .filter(|r| r.matches(&f))
+            .filter(|r| r.matches(f))
             .map(|r| &*r.id)
             .collect();
         assert_eq!(

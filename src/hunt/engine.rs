@@ -140,6 +140,26 @@ pub const MAX_PROBLEMS: usize = 10_000;
 #[derive(Default)]
 struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
 
+/// A rule's strings as one worker's findings share them (see [`Worker::rule_texts`]).
+#[derive(Clone)]
+struct RuleTexts {
+    id: Arc<str>,
+    title: Arc<str>,
+    hunt: Option<Arc<str>>,
+    attack: Option<Arc<str>>,
+}
+
+impl RuleTexts {
+    fn of(rule: &Rule, strings: &mut Interner) -> RuleTexts {
+        RuleTexts {
+            id: strings.get(&rule.id),
+            title: strings.get(&rule.title),
+            hunt: rule.hunt.as_deref().map(|h| strings.get(h)),
+            attack: rule.attack.as_deref().map(|a| strings.get(a)),
+        }
+    }
+}
+
 impl Interner {
     fn get(&mut self, s: &str) -> Arc<str> {
         if let Some(a) = self.0.get(s) {
@@ -168,6 +188,11 @@ struct Worker<'a> {
     strings: Interner,
     /// Every finding's reason until [`severity`] sets it: interned once, not per finding.
     rule_level: Arc<str>,
+    /// The strings findings take from each rule of `source_rules` (by its position there),
+    /// this worker's own copies: a rule's own are shared by every worker, and counting their
+    /// references from two cores at once moved their cache line between the cores for
+    /// every finding.
+    rule_texts: Vec<Option<RuleTexts>>,
     /// What the rules matched per credential before the incident start.
     actions: ActionBaseline,
     /// Events of the correlations, per group.
@@ -210,6 +235,7 @@ impl<'a> Worker<'a> {
             most: 0,
             strings: Interner::default(),
             rule_level: Arc::from("rule level"),
+            rule_texts: Vec::new(),
             actions: ActionBaseline::default(),
             corr: correlation::Store::default(),
             ats: Vec::new(),
@@ -220,6 +246,10 @@ impl<'a> Worker<'a> {
     fn start(&mut self, source: Source, item: usize, source_rules: &'a Prefilter<'a>) {
         self.source = source;
         self.item = item;
+        if !std::ptr::eq(self.source_rules, source_rules) {
+            // Positions are among another source's rules now.
+            self.rule_texts.clear();
+        }
         self.source_rules = source_rules;
         self.core = self.rules.fields.core(source);
     }
@@ -390,11 +420,11 @@ impl Worker<'_> {
 }
 
 impl Sink for Worker<'_> {
-    fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+    fn record(&mut self, loc: Loc<'_>, f: &Fields<'_>) {
         self.report.stats.records += 1;
         let core = self.core;
         if self.source == Source::CircleciAudit
-            && let Some(id) = first(&f, &core.id)
+            && let Some(id) = first(f, &core.id)
         {
             // CircleCI's export may repeat an event; its id is unique per event.
             let fresh = match self.circleci_ids.lock() {
@@ -406,7 +436,7 @@ impl Sink for Worker<'_> {
                 return;
             }
         }
-        let Some(time) = first(&f, &core.time).and_then(|t| parse_time(self.source, t)) else {
+        let Some(time) = first(f, &core.time).and_then(|t| parse_time(self.source, t)) else {
             self.problem(Problem {
                 location: loc.text(),
                 message: format!(
@@ -424,13 +454,13 @@ impl Sink for Worker<'_> {
             self.report.stats.after_until += 1;
             return;
         }
-        let credential = first(&f, &core.credential);
-        let principal = first(&f, &core.principal);
+        let credential = first(f, &core.credential);
+        let principal = first(f, &core.principal);
         if !self.in_scope(credential, principal) {
             self.report.stats.out_of_scope += 1;
             return;
         }
-        let ip_text = first(&f, &core.ip);
+        let ip_text = first(f, &core.ip);
         // Service names such as "AWS Internal" or "secretsmanager.amazonaws.com" stand where an
         // address would: they are not addresses and never make a baseline finding.
         let ip = ip_text.and_then(|t| t.parse::<IpAddr>().ok());
@@ -441,28 +471,32 @@ impl Sink for Worker<'_> {
             let state = self.creds.state(id);
             if let Some(ip) = ip {
                 let s = state.addresses.seen(ip, self.source);
-                s.observe(after, time, self.item, &loc, &f, core, &mut self.strings);
+                s.observe(after, time, self.item, &loc, f, core, &mut self.strings);
             }
             state.hours.observe(after, time);
-            if let Some(country) = first(&f, &core.country) {
+            if let Some(country) = first(f, &core.country) {
                 let strings = &mut self.strings;
                 state.country(country, self.source, |s| {
-                    s.observe(after, time, self.item, &loc, &f, core, strings);
+                    s.observe(after, time, self.item, &loc, f, core, strings);
                 });
             }
         }
         if !after {
-            self.baseline_matches(credential, time, ip_text, &loc, &f);
+            self.baseline_matches(credential, time, ip_text, &loc, f);
             return;
         }
         self.report.stats.in_window += 1;
         if let (Some(rotation), Some(id)) = (&self.opts.rotation, cred_id) {
             // The credential's one name, shared with its other findings.
             let credential = self.creds.state(id).name.clone();
-            self.rotation_checks(rotation, &credential, time, ip_text, &loc, &f);
+            self.rotation_checks(rotation, &credential, time, ip_text, &loc, f);
         }
-        for rule in self.source_rules.candidates(&f) {
-            if !rule.matches(&f) {
+        // This record's first finding, once made: the record's strings (interned, its location
+        // and id) are the same for every rule it matches, and are copied from it after that.
+        let mut first_finding: Option<usize> = None;
+        let mut candidates = self.source_rules.candidates(f);
+        while let Some((at, rule)) = candidates.next_positioned() {
+            if !rule.matches(f) {
                 continue;
             }
             if rule.expected_actor_filter
@@ -475,9 +509,9 @@ impl Sink for Worker<'_> {
                 time,
                 credential,
                 ip_text,
-                first(&f, &core.action),
+                first(f, &core.action),
                 &loc,
-                &f,
+                f,
             );
             if rule.correlation_only {
                 continue;
@@ -496,26 +530,56 @@ impl Sink for Worker<'_> {
             if n > FINDINGS_PER_PAIR {
                 continue;
             }
-            let finding = Finding {
-                rule_id: rule.id.clone(),
-                rule: rule.title.clone(),
-                hunt: rule.hunt.clone(),
-                severity: rule.level,
-                // Set by `severity::apply` once the baseline is known.
-                severity_reason: self.rule_level.clone(),
-                attack: rule.attack.clone(),
-                source: self.source,
-                credential: cred,
-                principal: principal.map(|p| self.strings.get(p)),
-                time,
-                action: first(&f, &core.action).map(|a| self.strings.get(a)),
-                source_ip: ip_text.map(|i| self.strings.get(i)),
-                user_agent: first(&f, &core.ua).map(|u| self.strings.get(u)),
-                error: first(&f, &core.error).map(|e| self.strings.get(e)),
-                location: loc.text(),
-                record_id: first(&f, &core.id).map(str::to_string),
-                detail: None,
+            if self.rule_texts.len() <= at {
+                self.rule_texts
+                    .resize(self.source_rules.len().max(at + 1), None);
+            }
+            let texts = match &mut self.rule_texts[at] {
+                Some(t) => t.clone(),
+                empty => empty.insert(RuleTexts::of(rule, &mut self.strings)).clone(),
             };
+            let finding = match first_finding.and_then(|i| self.report.findings.get(i)) {
+                Some(same) => Finding {
+                    rule_id: texts.id,
+                    rule: texts.title,
+                    hunt: texts.hunt,
+                    severity: rule.level,
+                    severity_reason: self.rule_level.clone(),
+                    attack: texts.attack,
+                    source: self.source,
+                    credential: cred,
+                    principal: same.principal.clone(),
+                    time,
+                    action: same.action.clone(),
+                    source_ip: same.source_ip.clone(),
+                    user_agent: same.user_agent.clone(),
+                    error: same.error.clone(),
+                    location: same.location.clone(),
+                    record_id: same.record_id.clone(),
+                    detail: None,
+                },
+                None => Finding {
+                    rule_id: texts.id,
+                    rule: texts.title,
+                    hunt: texts.hunt,
+                    severity: rule.level,
+                    // Set by `severity::apply` once the baseline is known.
+                    severity_reason: self.rule_level.clone(),
+                    attack: texts.attack,
+                    source: self.source,
+                    credential: cred,
+                    principal: principal.map(|p| self.strings.get(p)),
+                    time,
+                    action: first(f, &core.action).map(|a| self.strings.get(a)),
+                    source_ip: ip_text.map(|i| self.strings.get(i)),
+                    user_agent: first(f, &core.ua).map(|u| self.strings.get(u)),
+                    error: first(f, &core.error).map(|e| self.strings.get(e)),
+                    location: loc.text(),
+                    record_id: first(f, &core.id).map(str::to_string),
+                    detail: None,
+                },
+            };
+            first_finding.get_or_insert(self.report.findings.len());
             self.push(&loc, finding);
         }
     }

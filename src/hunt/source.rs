@@ -391,7 +391,7 @@ pub struct Problem {
 
 /// Receives every record read, with its location.
 pub trait Sink {
-    fn record(&mut self, loc: Loc<'_>, fields: Fields<'_>);
+    fn record(&mut self, loc: Loc<'_>, fields: &Fields<'_>);
     fn problem(&mut self, problem: Problem);
 }
 
@@ -534,8 +534,10 @@ fn read_json(
         .min(KEEP);
     // Size 0 is unknown (a page, a pipe): the buffer grows as before.
     if size > 0 && line.capacity() < want {
-        // What it holds is never handed out again: a fresh buffer, nothing copied.
-        line = Vec::with_capacity(want);
+        // What it holds is never handed out again: a fresh buffer, nothing copied. With an
+        // eighth to spare: a trail's deliveries differ by a few bytes, and a buffer made to
+        // measure was made again (its memory faulted in afresh) for every larger one.
+        line = Vec::with_capacity(want.saturating_add(want / 8).min(KEEP));
     }
     let mut lines = bounded::Lines::new(&mut reader, line, bounded::MAX_RECORD);
     let result = read_json_lines(source, name, &mut lines, set, sink);
@@ -682,7 +684,7 @@ struct Skip<'s> {
 }
 
 impl Sink for Skip<'_> {
-    fn record(&mut self, loc: Loc<'_>, fields: Fields<'_>) {
+    fn record(&mut self, loc: Loc<'_>, fields: &Fields<'_>) {
         if self.records > 0 {
             self.records -= 1;
         } else {
@@ -777,7 +779,7 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_> {
                     line,
                     index: *index,
                 },
-                fields,
+                &fields,
             );
         }
         Ok(())
@@ -903,7 +905,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
             };
             let mut inner = serde_json::Deserializer::from_str(&text);
             match self.set.seed().deserialize(&mut inner) {
-                Ok(Extracted::Record(f)) => self.sink.record(loc, f),
+                Ok(Extracted::Record(f)) => self.sink.record(loc, &f),
                 Ok(Extracted::NotAnObject(kind)) => self.sink.problem(Problem {
                     location: loc.to_string(),
                     message: format!("CloudTrailEvent is {kind}, not a record; skipped"),
@@ -916,7 +918,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed<'_, '_> {
             return Ok(());
         }
         match self.set.seed().deserialize(d)? {
-            Extracted::Record(f) => self.sink.record(loc, f),
+            Extracted::Record(f) => self.sink.record(loc, &f),
             Extracted::NotAnObject(kind) => self.sink.problem(Problem {
                 location: loc.to_string(),
                 message: format!("expected a record (a JSON object), found {kind}; skipped"),
@@ -1023,7 +1025,7 @@ fn read_csv(
             .seed()
             .deserialize(&mut serde_json::Deserializer::from_str(&json))
         {
-            Ok(Extracted::Record(f)) => sink.record(loc, f),
+            Ok(Extracted::Record(f)) => sink.record(loc, &f),
             _ => sink.problem(Problem {
                 location: loc.to_string(),
                 message: "row could not be read as a record; skipped".into(),
@@ -1100,7 +1102,7 @@ mod tests {
     }
 
     impl Sink for Seen {
-        fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+        fn record(&mut self, loc: Loc<'_>, f: &Fields<'_>) {
             let name = f.first().and_then(|v| v.as_str()).map(str::to_string);
             self.records.push((loc.index, name));
         }

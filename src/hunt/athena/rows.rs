@@ -290,7 +290,7 @@ pub fn read(name: &str, rows: &Rows, set: &FieldSet, sink: &mut dyn Sink) -> std
                 line: n,
                 index: n,
             },
-            fields,
+            &fields,
         );
     }
     Ok(())
@@ -638,7 +638,7 @@ mod tests {
     /// The records a page hands over, as text.
     struct Keep(Vec<String>);
     impl Sink for Keep {
-        fn record(&mut self, loc: Loc<'_>, f: Fields<'_>) {
+        fn record(&mut self, loc: Loc<'_>, f: &Fields<'_>) {
             self.0.push(format!("{loc} {f:?}"));
         }
         fn problem(&mut self, p: crate::hunt::source::Problem) {

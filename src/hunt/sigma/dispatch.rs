@@ -158,6 +158,15 @@ fn or_into(acc: &mut [u64], m: &[u64]) {
 }
 
 impl<'r> Prefilter<'r> {
+    /// How many rules it holds.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     pub fn new(rules: impl IntoIterator<Item = &'r Rule>) -> Prefilter<'r> {
         let rules: Vec<&Rule> = rules.into_iter().collect();
         let words = rules.len().div_ceil(64);
@@ -265,15 +274,7 @@ fn lookup<'m>(
     map: &'m HashMap<Box<[u8]>, Mask, foldhash::fast::RandomState>,
     v: &[u8],
 ) -> Option<&'m Mask> {
-    let mut buf = [0u8; 128];
-    match buf.get_mut(..v.len()) {
-        Some(lower) => {
-            lower.copy_from_slice(v);
-            lower.make_ascii_lowercase();
-            map.get(&*lower)
-        }
-        None => map.get(&*v.to_ascii_lowercase()),
-    }
+    super::with_lowercase(v, &mut [0u8; 128], |lower| map.get(lower))
 }
 
 /// A mask being built for one record, inline for up to 256 rules.
@@ -309,20 +310,29 @@ pub struct Candidates<'p, 'r> {
     word: usize,
 }
 
-impl<'r> Iterator for Candidates<'_, 'r> {
-    type Item = &'r Rule;
-
-    fn next(&mut self) -> Option<&'r Rule> {
+impl<'r> Candidates<'_, 'r> {
+    /// The next candidate and its position among the prefilter's rules (below
+    /// [`Prefilter::len`]): what a caller keeps per rule is found by it, not by a lookup.
+    pub fn next_positioned(&mut self) -> Option<(usize, &'r Rule)> {
         let words = self.bits.as_mut();
         while let Some(w) = words.get_mut(self.word) {
             if *w != 0 {
                 let bit = w.trailing_zeros() as usize;
                 *w &= *w - 1;
-                return self.rules.get(self.word * 64 + bit).copied();
+                let at = self.word * 64 + bit;
+                return self.rules.get(at).map(|&r| (at, r));
             }
             self.word += 1;
         }
         None
+    }
+}
+
+impl<'r> Iterator for Candidates<'_, 'r> {
+    type Item = &'r Rule;
+
+    fn next(&mut self) -> Option<&'r Rule> {
+        self.next_positioned().map(|(_, r)| r)
     }
 }
 

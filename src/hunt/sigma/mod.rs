@@ -279,14 +279,22 @@ fn any_of(n: &Needles, s: &str) -> bool {
             .any(|w| memchr::memmem::find(lower, w.as_bytes()).is_some()),
     };
     // On the stack: no allocation per record for values of usual length.
-    let mut buf = [0u8; 512];
+    with_lowercase(s.as_bytes(), &mut [0u8; 512], find)
+}
+
+/// `s` ASCII-lowercased, in `buf` when it fits (else in a copy of its own), handed to `then`.
+/// Lowered as it is copied, in one pass: a copy followed by a pass over the copy read back
+/// bytes just stored in other widths, and those stalled loads were most of matching a user
+/// agent against a list.
+fn with_lowercase<R>(s: &[u8], buf: &mut [u8], then: impl FnOnce(&[u8]) -> R) -> R {
     match buf.get_mut(..s.len()) {
         Some(lower) => {
-            lower.copy_from_slice(s.as_bytes());
-            lower.make_ascii_lowercase();
-            find(lower)
+            for (to, &from) in lower.iter_mut().zip(s) {
+                *to = from.to_ascii_lowercase();
+            }
+            then(lower)
         }
-        None => find(s.to_ascii_lowercase().as_bytes()),
+        None => then(&s.to_ascii_lowercase()),
     }
 }
 
@@ -319,15 +327,7 @@ fn contains(hay: &str, needle: &str, cased: bool) -> bool {
     }
     let find = |lower: &[u8]| memchr::memmem::find(lower, needle.as_bytes()).is_some();
     // On the stack: no allocation per record for values of usual length.
-    let mut buf = [0u8; 512];
-    match buf.get_mut(..hay.len()) {
-        Some(lower) => {
-            lower.copy_from_slice(hay.as_bytes());
-            lower.make_ascii_lowercase();
-            find(lower)
-        }
-        None => find(hay.to_ascii_lowercase().as_bytes()),
-    }
+    with_lowercase(hay.as_bytes(), &mut [0u8; 512], find)
 }
 
 /// The most memory one compiled regex (a `|re` value or a wildcard pattern) may take; a rule
