@@ -140,6 +140,32 @@ pub const MAX_PROBLEMS: usize = 10_000;
 #[derive(Default)]
 struct Interner(HashSet<Arc<str>, foldhash::fast::RandomState>);
 
+/// A finding's fields that come from its record: the same for every rule the record matches,
+/// made for its first finding and copied from it for the others.
+struct FromRecord {
+    principal: Option<Arc<str>>,
+    action: Option<Arc<str>>,
+    source_ip: Option<Arc<str>>,
+    user_agent: Option<Arc<str>>,
+    error: Option<Arc<str>>,
+    location: String,
+    record_id: Option<String>,
+}
+
+impl FromRecord {
+    fn copied_from(f: &Finding) -> FromRecord {
+        FromRecord {
+            principal: f.principal.clone(),
+            action: f.action.clone(),
+            source_ip: f.source_ip.clone(),
+            user_agent: f.user_agent.clone(),
+            error: f.error.clone(),
+            location: f.location.clone(),
+            record_id: f.record_id.clone(),
+        }
+    }
+}
+
 /// A rule's strings as one worker's findings share them (see [`Worker::rule_texts`]).
 #[derive(Clone)]
 struct RuleTexts {
@@ -538,46 +564,37 @@ impl Sink for Worker<'_> {
                 Some(t) => t.clone(),
                 empty => empty.insert(RuleTexts::of(rule, &mut self.strings)).clone(),
             };
-            let finding = match first_finding.and_then(|i| self.report.findings.get(i)) {
-                Some(same) => Finding {
-                    rule_id: texts.id,
-                    rule: texts.title,
-                    hunt: texts.hunt,
-                    severity: rule.level,
-                    severity_reason: self.rule_level.clone(),
-                    attack: texts.attack,
-                    source: self.source,
-                    credential: cred,
-                    principal: same.principal.clone(),
-                    time,
-                    action: same.action.clone(),
-                    source_ip: same.source_ip.clone(),
-                    user_agent: same.user_agent.clone(),
-                    error: same.error.clone(),
-                    location: same.location.clone(),
-                    record_id: same.record_id.clone(),
-                    detail: None,
-                },
-                None => Finding {
-                    rule_id: texts.id,
-                    rule: texts.title,
-                    hunt: texts.hunt,
-                    severity: rule.level,
-                    // Set by `severity::apply` once the baseline is known.
-                    severity_reason: self.rule_level.clone(),
-                    attack: texts.attack,
-                    source: self.source,
-                    credential: cred,
+            let from_record = match first_finding.and_then(|i| self.report.findings.get(i)) {
+                Some(same) => FromRecord::copied_from(same),
+                None => FromRecord {
                     principal: principal.map(|p| self.strings.get(p)),
-                    time,
                     action: first(f, &core.action).map(|a| self.strings.get(a)),
                     source_ip: ip_text.map(|i| self.strings.get(i)),
                     user_agent: first(f, &core.ua).map(|u| self.strings.get(u)),
                     error: first(f, &core.error).map(|e| self.strings.get(e)),
                     location: loc.text(),
                     record_id: first(f, &core.id).map(str::to_string),
-                    detail: None,
                 },
+            };
+            let finding = Finding {
+                rule_id: texts.id,
+                rule: texts.title,
+                hunt: texts.hunt,
+                severity: rule.level,
+                // Set by `severity::apply` once the baseline is known.
+                severity_reason: self.rule_level.clone(),
+                attack: texts.attack,
+                source: self.source,
+                credential: cred,
+                principal: from_record.principal,
+                time,
+                action: from_record.action,
+                source_ip: from_record.source_ip,
+                user_agent: from_record.user_agent,
+                error: from_record.error,
+                location: from_record.location,
+                record_id: from_record.record_id,
+                detail: None,
             };
             first_finding.get_or_insert(self.report.findings.len());
             self.push(&loc, finding);
