@@ -22,10 +22,10 @@ use std::sync::Arc;
 /// Below this many records before the incident start, a credential's hours say nothing.
 const MIN_HOURS_BASELINE: u32 = 20;
 
-/// The first use of a credential from an address after the incident start.
+/// The first use of a credential from an address after the incident start (its time is kept
+/// beside it, see [`Seen`]).
 #[derive(Debug, Clone)]
 pub(super) struct FirstUse {
-    pub(super) time: DateTime<Utc>,
     /// Where the record is in the run's inputs (input number, line, record): of several
     /// records of the same second, the first in the inputs' order is named, whichever worker
     /// read it — so the report is the same for any number of workers.
@@ -78,15 +78,14 @@ impl Hours {
 }
 
 /// Where and when a credential was seen from one address (or country). Small (40 bytes), the
-/// first use behind a pointer and its time beside it: every record finds its address's entry
-/// in a map of these, and entries three times the size were a cache miss apart each.
+/// first use behind a pointer and its time beside it (what every later record compares with):
+/// every record finds its address's entry in a map of these, and entries three times the size
+/// were a cache miss apart each.
 #[derive(Debug, Clone)]
 pub(super) struct Seen {
     source: Source,
     before: bool,
-    /// `first_after`'s time: what every later record compares with.
-    first_time: Option<DateTime<Utc>>,
-    first_after: Option<Box<FirstUse>>,
+    first_after: Option<(DateTime<Utc>, Box<FirstUse>)>,
     count: u64,
 }
 
@@ -95,16 +94,9 @@ impl Seen {
         Seen {
             source,
             before: false,
-            first_time: None,
             first_after: None,
             count: 0,
         }
-    }
-
-    /// The first use after the incident start, and when it was.
-    fn set_first(&mut self, first: Box<FirstUse>) {
-        self.first_time = Some(first.time);
-        self.first_after = Some(first);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -121,29 +113,29 @@ impl Seen {
         self.count += 1;
         if !after {
             self.before = true;
-        } else if self.first_time.is_none_or(|t| time < t) {
+        } else if self.first_after.as_ref().is_none_or(|(t, _)| time < *t) {
             // A worker reads its inputs in their order: of records of the same second, the
             // first it read is first in (input, line, record), so `<` keeps it.
-            self.set_first(Box::new(FirstUse {
-                time,
+            let first_use = FirstUse {
                 at: (item, loc.line, loc.index),
                 location: loc.text(),
                 action: first(f, &core.action).map(|a| strings.get(a)),
                 user_agent: first(f, &core.ua).map(|u| strings.get(u)),
-            }));
+            };
+            self.first_after = Some((time, Box::new(first_use)));
         }
     }
 
     fn merge(&mut self, x: Seen) {
         self.before |= x.before;
         self.count += x.count;
-        if let Some(fa) = x.first_after
+        if let Some((time, fa)) = x.first_after
             && self
                 .first_after
                 .as_ref()
-                .is_none_or(|u| (fa.time, fa.at) < (u.time, u.at))
+                .is_none_or(|(t, u)| (time, fa.at) < (*t, u.at))
         {
-            self.set_first(fa);
+            self.first_after = Some((time, fa));
         }
     }
 }
@@ -373,7 +365,7 @@ pub(super) fn country_baselines(creds: &Credentials, report: &mut HuntReport) {
             continue;
         }
         for (country, s) in per {
-            let Some(first) = &s.first_after else {
+            let Some((time, first)) = &s.first_after else {
                 continue;
             };
             if s.before {
@@ -390,7 +382,7 @@ pub(super) fn country_baselines(creds: &Credentials, report: &mut HuntReport) {
                 source: s.source,
                 credential: Some(cred.clone()),
                 principal: None,
-                time: first.time,
+                time: *time,
                 action: first.action.clone(),
                 source_ip: None,
                 user_agent: first.user_agent.clone(),
@@ -480,13 +472,15 @@ pub(super) fn baselines(creds: &Credentials, opts: &HuntOptions, report: &mut Hu
             without += 1;
         }
         for (ip, s) in per.iter() {
-            let Some(FirstUse {
+            let Some((
                 time,
-                location: loc,
-                action,
-                user_agent: ua,
-                ..
-            }) = s.first_after.as_deref()
+                FirstUse {
+                    location: loc,
+                    action,
+                    user_agent: ua,
+                    ..
+                },
+            )) = s.first_after.as_ref().map(|(t, u)| (*t, &**u))
             else {
                 continue;
             };
