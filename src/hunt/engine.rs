@@ -9,9 +9,10 @@ mod credentials;
 
 use super::Severity;
 use super::bounded;
+use super::chunked::Chunked;
 use super::fields::Fields;
 use super::findings::{
-    Finding, HuntReport, apply_order, dedup_sorted, findings_order, merge_sorted, sort_findings,
+    Finding, HuntReport, apply_order, dedup_sorted, merge_sorted_lists, order_of,
 };
 use super::pack::RuleSet;
 use super::phases;
@@ -223,8 +224,10 @@ struct Worker<'a> {
     actions: ActionBaseline,
     /// Events of the correlations, per group.
     corr: correlation::Store,
-    /// Where each of `report.findings` is in the inputs, in the same order: past the cap the
-    /// first findings in the inputs' order are kept, whichever worker read them.
+    /// The findings made (`report` keeps the rest: problems, counts).
+    findings: Chunked<Finding>,
+    /// Where each of `findings` is in the inputs, in the same order: past the cap the first
+    /// findings in the inputs' order are kept, whichever worker read them.
     ats: Vec<At>,
 }
 
@@ -238,6 +241,7 @@ struct Part {
     most: u64,
     actions: ActionBaseline,
     corr: correlation::Store,
+    findings: Chunked<Finding>,
     ats: Vec<At>,
 }
 
@@ -264,6 +268,7 @@ impl<'a> Worker<'a> {
             rule_texts: Vec::new(),
             actions: ActionBaseline::default(),
             corr: correlation::Store::default(),
+            findings: Chunked::default(),
             ats: Vec::new(),
         }
     }
@@ -283,29 +288,26 @@ impl<'a> Worker<'a> {
     /// What the worker gathered; its findings sorted when `sorted` (see
     /// [`HuntReport::normalize`]), their places in the inputs moved with them.
     fn finish(self, sorted: bool) -> Part {
-        let mut report = self.report;
+        let mut findings = self.findings;
         let mut ats = self.ats;
-        if sorted && let Some(order) = findings_order(&report.findings) {
-            let findings = &mut report.findings;
-            apply_order(order, |a, b| {
-                findings.swap(a, b);
-                ats.swap(a, b);
-            });
+        if sorted {
+            sort_chunked(&mut findings, |a, b| ats.swap(a, b));
         }
         Part {
-            report,
+            report: self.report,
             before: self.creds.records_before(),
             creds: self.creds,
             most: self.most,
             actions: self.actions,
             corr: self.corr,
+            findings,
             ats,
         }
     }
 
     /// Keeps a finding of the record at `loc`.
     fn push(&mut self, loc: &Loc<'_>, finding: Finding) {
-        self.report.findings.push(finding);
+        self.findings.push(finding);
         self.ats.push((self.item, loc.line, loc.index));
     }
 
@@ -564,7 +566,7 @@ impl Sink for Worker<'_> {
                 Some(t) => t.clone(),
                 empty => empty.insert(RuleTexts::of(rule, &mut self.strings)).clone(),
             };
-            let from_record = match first_finding.and_then(|i| self.report.findings.get(i)) {
+            let from_record = match first_finding.and_then(|i| self.findings.get(i)) {
                 Some(same) => FromRecord::copied_from(same),
                 None => FromRecord {
                     principal: principal.map(|p| self.strings.get(p)),
@@ -596,7 +598,7 @@ impl Sink for Worker<'_> {
                 record_id: from_record.record_id,
                 detail: None,
             };
-            first_finding.get_or_insert(self.report.findings.len());
+            first_finding.get_or_insert(self.findings.len());
             self.push(&loc, finding);
         }
     }
@@ -744,7 +746,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     let mut stores = Vec::new();
     let mut action_baselines = Vec::new();
     // Per worker: its findings (in the report's order when there are several) and where each is.
-    let mut lists: Vec<(Vec<Finding>, Vec<At>)> = Vec::new();
+    let mut lists: Vec<(Chunked<Finding>, Vec<At>)> = Vec::new();
     for p in parts {
         cred_parts.push(p.creds);
         for (cred, n) in p.before {
@@ -754,7 +756,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         stores.push(p.corr);
         action_baselines.push(p.actions);
         let r = p.report;
-        lists.push((r.findings, p.ats));
+        lists.push((p.findings, p.ats));
         report.problems.extend(r.problems);
         report.incomplete.extend(r.incomplete);
         let st = &mut report.stats;
@@ -810,11 +812,15 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         trim_to_cap(&mut lists, &per_pair);
         // Each list sorted (one worker's is not yet), then merged in the workers' order: the
         // order of a stable sort of them all, each finding moved once.
-        let mut findings = Vec::new();
-        for (mut list, _) in lists {
-            sort_findings(&mut list);
-            findings = merge_sorted(findings, list);
-        }
+        let len = lists.iter().map(|(list, _)| list.len()).sum();
+        let sorted: Vec<_> = lists
+            .into_iter()
+            .map(|(mut list, _)| {
+                sort_chunked(&mut list, |_, _| {});
+                list.into_iter()
+            })
+            .collect();
+        let mut findings = merge_sorted_lists(sorted, len);
         phases::mark("tail: findings sorted");
         dedup_sorted(&mut findings);
         phases::mark("tail: findings deduplicated");
@@ -880,7 +886,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
 /// (input, line, record), as one worker reading every input in turn does — whichever worker
 /// read what. Each worker's findings come with where each is. No pair over the cap (the usual
 /// case): nothing to do.
-fn trim_to_cap(lists: &mut [(Vec<Finding>, Vec<At>)], per_pair: &PairCounts) {
+fn trim_to_cap(lists: &mut [(Chunked<Finding>, Vec<At>)], per_pair: &PairCounts) {
     type Pair<'a> = (Option<&'a str>, &'a str);
     let mut over: HashMap<Pair<'_>, Vec<At>> = per_pair
         .iter()
@@ -929,6 +935,17 @@ fn trim_to_cap(lists: &mut [(Vec<Finding>, Vec<At>)], per_pair: &PairCounts) {
     for ((findings, _), keep) in lists.iter_mut().zip(keep) {
         let mut keep = keep.into_iter();
         findings.retain(|_| keep.next().unwrap_or(true));
+    }
+}
+
+/// Sorts a worker's findings in [`Finding::order`] (stably), each moved once; `also` swaps
+/// what goes with them.
+fn sort_chunked(findings: &mut Chunked<Finding>, mut also: impl FnMut(usize, usize)) {
+    if let Some(order) = order_of(findings.len(), |i| &findings[i]) {
+        apply_order(order, |a, b| {
+            findings.swap(a, b);
+            also(a, b);
+        });
     }
 }
 

@@ -104,19 +104,20 @@ pub struct HuntReport {
 /// once: sorting the findings themselves moved every one (a few hundred bytes) about log n
 /// times.
 pub fn sort_findings(findings: &mut [Finding]) {
-    if let Some(order) = findings_order(findings) {
+    if let Some(order) = order_of(findings.len(), |i| &findings[i]) {
         apply_order(order, |a, b| findings.swap(a, b));
     }
 }
 
-/// Where each finding goes in [`Finding::order`] (a stable sort): `order[k]` is the index of
-/// the `k`th; `None` when they are in that order already.
-pub fn findings_order(findings: &[Finding]) -> Option<Vec<usize>> {
-    if findings.is_sorted_by(|a, b| Finding::order(a, b).is_le()) {
+/// Where each of `len` findings, the `i`th at `at(i)` (a slice, or chunks of one), goes in
+/// [`Finding::order`] (a stable sort): `order[k]` is the index of the `k`th; `None` when they
+/// are in that order already.
+pub(crate) fn order_of<'f>(len: usize, at: impl Fn(usize) -> &'f Finding) -> Option<Vec<usize>> {
+    if (1..len).all(|i| Finding::order(at(i - 1), at(i)).is_le()) {
         return None;
     }
-    let mut order: Vec<usize> = (0..findings.len()).collect();
-    order.sort_by(|&i, &j| Finding::order(&findings[i], &findings[j]));
+    let mut order: Vec<usize> = (0..len).collect();
+    order.sort_by(|&i, &j| Finding::order(at(i), at(j)));
     Some(order)
 }
 
@@ -198,6 +199,13 @@ pub fn merge_sorted(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
     merge_runs(a, b, FEW, Finding::order)
 }
 
+/// Sorted lists of findings (`len` in all) as one, in [`Finding::order`]: an earlier list's
+/// first on ties (a stable sort of them in turn), each finding moved once, with room for
+/// [`FEW`] more (see [`merge_sorted`]).
+pub fn merge_sorted_lists<I: Iterator<Item = Finding>>(lists: Vec<I>, len: usize) -> Vec<Finding> {
+    merge_lists(lists, len, FEW, Finding::order)
+}
+
 /// So few findings to add to many that each is inserted in its place.
 const FEW: usize = 8;
 
@@ -215,19 +223,34 @@ fn merge_runs<T>(
     if a.is_empty() {
         return b;
     }
-    let mut out = Vec::with_capacity(a.len() + b.len() + spare);
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        let next = if order(y, x).is_lt() {
-            b.next()
-        } else {
-            a.next()
-        };
-        out.extend(next);
+    let len = a.len() + b.len();
+    merge_lists(vec![a.into_iter(), b.into_iter()], len, spare, order)
+}
+
+/// Lists sorted by `order` (`len` items in all) as one, with room for `spare` more; on ties,
+/// an earlier list's first (a stable sort of them in turn); each item moved once.
+fn merge_lists<T, I: Iterator<Item = T>>(
+    mut lists: Vec<I>,
+    len: usize,
+    spare: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(len + spare);
+    let mut heads: Vec<Option<T>> = lists.iter_mut().map(Iterator::next).collect();
+    loop {
+        // The first list whose head no later head precedes (a few lists: one per worker).
+        let mut least: Option<usize> = None;
+        for (k, head) in heads.iter().enumerate() {
+            if let Some(x) = head
+                && least.is_none_or(|l| heads[l].as_ref().is_some_and(|y| order(x, y).is_lt()))
+            {
+                least = Some(k);
+            }
+        }
+        let Some(k) = least else { return out };
+        let next = lists[k].next();
+        out.extend(std::mem::replace(&mut heads[k], next));
     }
-    out.extend(a);
-    out.extend(b);
-    out
 }
 
 /// Puts items in `order` (a permutation of their indices: `order[k]` is the index of the
@@ -814,7 +837,9 @@ fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>>
         g.last = g.last.max(f.time);
     }
     out.extend(map.into_values());
-    out.sort_by(group_order);
+    // Keys are unique and the order total: the same order as a stable sort, without a second
+    // buffer of groups (fresh pages, each a page fault).
+    out.sort_unstable_by(group_order);
     out
 }
 

@@ -17,6 +17,7 @@
 
 pub mod athena;
 pub mod bounded;
+pub(crate) mod chunked;
 pub mod engine;
 pub mod fields;
 pub mod findings;

@@ -10,6 +10,7 @@
 
 use super::{At, HashMap, HuntOptions, Interner, names_credential};
 use crate::hunt::Severity;
+use crate::hunt::chunked::Chunked;
 use crate::hunt::fields::Fields;
 use crate::hunt::findings::{Finding, HuntReport};
 use crate::hunt::source::{Core, Loc, Source, first};
@@ -256,40 +257,6 @@ impl CredState {
     }
 }
 
-/// Credential states in chunks of a fixed capacity: a state is a few hundred bytes, and one
-/// vector grown by doubling copied them all, and first touched twice their memory, as new
-/// credentials kept coming.
-#[derive(Default)]
-struct States {
-    chunks: Vec<Vec<CredState>>,
-    len: usize,
-}
-
-/// States per chunk.
-const CHUNK: usize = 1024;
-
-impl States {
-    /// Adds a state: its number.
-    fn push(&mut self, state: CredState) -> usize {
-        if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
-        if let Some(last) = self.chunks.last_mut() {
-            last.push(state);
-        }
-        self.len += 1;
-        self.len - 1
-    }
-
-    fn get_mut(&mut self, i: usize) -> &mut CredState {
-        &mut self.chunks[i / CHUNK][i % CHUNK]
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &CredState> {
-        self.chunks.iter().flatten()
-    }
-}
-
 /// The (credential, rule id) pairs past the cap, with their counts.
 pub(super) type PairCounts = HashMap<(Option<Arc<str>>, Arc<str>), u64>;
 
@@ -299,7 +266,8 @@ pub(super) struct Credentials {
     /// Names inline (up to 23 bytes: every access key id): every record is looked up here,
     /// and a name behind a pointer was a cache miss of its own per record.
     index: HashMap<smol_str::SmolStr, usize>,
-    states: States,
+    /// Each a few hundred bytes, as many as the credentials seen.
+    states: Chunked<CredState>,
     /// Findings per rule of records that name no credential.
     pub(super) unattributed: RuleCounts,
 }
@@ -324,7 +292,7 @@ impl Credentials {
 
     /// The state numbered `id` by [`Self::id`].
     pub(super) fn state(&mut self, id: usize) -> &mut CredState {
-        self.states.get_mut(id)
+        &mut self.states[id]
     }
 
     /// The records before the incident start per credential, for those that have any: what
@@ -344,9 +312,9 @@ impl Credentials {
 
     /// Another worker's credentials merged into these.
     pub(super) fn merge(&mut self, other: Credentials) {
-        for s in other.states.chunks.into_iter().flatten() {
+        for s in other.states {
             match self.index.get(&*s.name) {
-                Some(&i) => self.states.get_mut(i).merge(s),
+                Some(&i) => self.states[i].merge(s),
                 None => {
                     let name = smol_str::SmolStr::new(&*s.name);
                     let i = self.states.push(s);
