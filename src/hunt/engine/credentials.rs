@@ -17,11 +17,12 @@ use crate::hunt::source::{Core, Loc, Source, first};
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use std::collections::HashSet;
+use std::collections::hash_map::Entry;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Below this many records before the incident start, a credential's hours say nothing.
-const MIN_HOURS_BASELINE: u32 = 20;
+const MIN_HOURS_BASELINE: u64 = 20;
 
 /// The first use of a credential from an address after the incident start (its time is kept
 /// beside it, see [`Seen`]).
@@ -36,12 +37,16 @@ pub(super) struct FirstUse {
     pub(super) user_agent: Option<Arc<str>>,
 }
 
-/// Hours of the day a credential was used in, kept small (every credential has one): counts
-/// and the first time after the incident start per hour, no record locations.
+/// Hours of the day a credential was used in, kept small (every credential has one, and
+/// every record reads it): before the incident start, how many uses and at which hours (all
+/// a baseline asks); after it, per hour the uses and the first time. No record locations.
 #[derive(Debug, Clone)]
 pub(super) struct Hours {
     source: Source,
-    pub(super) before: [u32; 24],
+    /// Bit `h`: a use before the incident start at hour `h`.
+    before_hours: u32,
+    /// Uses before the incident start, at any hour.
+    before: u64,
     /// Unix seconds of the first use after the incident start at that hour; `i64::MAX`: none.
     first_after: [i64; 24],
     after: [u32; 24],
@@ -51,7 +56,8 @@ impl Hours {
     fn new(source: Source) -> Hours {
         Hours {
             source,
-            before: [0; 24],
+            before_hours: 0,
+            before: 0,
             first_after: [i64::MAX; 24],
             after: [0; 24],
         }
@@ -65,13 +71,20 @@ impl Hours {
             self.after[h] = self.after[h].saturating_add(1);
             self.first_after[h] = self.first_after[h].min(time.timestamp());
         } else {
-            self.before[h] = self.before[h].saturating_add(1);
+            self.before_hours |= 1 << h;
+            self.before = self.before.saturating_add(1);
         }
     }
 
+    /// Whether the credential was used at hour `h` before the incident start.
+    fn used_before_at(&self, h: usize) -> bool {
+        self.before_hours & (1 << h) != 0
+    }
+
     fn merge(&mut self, x: &Hours) {
+        self.before_hours |= x.before_hours;
+        self.before = self.before.saturating_add(x.before);
         for h in 0..24 {
-            self.before[h] = self.before[h].saturating_add(x.before[h]);
             self.after[h] = self.after[h].saturating_add(x.after[h]);
             self.first_after[h] = self.first_after[h].min(x.first_after[h]);
         }
@@ -146,7 +159,7 @@ impl Seen {
 #[derive(Debug, Default)]
 pub(super) struct Addresses {
     first: Option<(IpAddr, Seen)>,
-    more: HashMap<IpAddr, Seen>,
+    more: RareMap<IpAddr, Seen>,
 }
 
 impl Addresses {
@@ -160,7 +173,10 @@ impl Addresses {
         {
             return s;
         }
-        self.more.entry(ip).or_insert_with(|| Seen::new(source))
+        self.more
+            .made()
+            .entry(ip)
+            .or_insert_with(|| Seen::new(source))
     }
 
     fn is_empty(&self) -> bool {
@@ -168,7 +184,10 @@ impl Addresses {
     }
 
     fn iter(&self) -> impl Iterator<Item = (&IpAddr, &Seen)> {
-        self.first.iter().map(|(ip, s)| (ip, s)).chain(&self.more)
+        self.first
+            .iter()
+            .map(|(ip, s)| (ip, s))
+            .chain(self.more.iter())
     }
 
     fn merge(&mut self, other: Addresses) {
@@ -176,14 +195,54 @@ impl Addresses {
             match &mut self.first {
                 None => self.first = Some((ip, x)),
                 Some((first, s)) if *first == ip => s.merge(x),
-                Some(_) => match self.more.get_mut(&ip) {
-                    Some(s) => s.merge(x),
-                    None => {
-                        self.more.insert(ip, x);
+                Some(_) => match self.more.made().entry(ip) {
+                    Entry::Occupied(mut s) => s.get_mut().merge(x),
+                    Entry::Vacant(v) => {
+                        v.insert(x);
                     }
                 },
             }
         }
+    }
+}
+
+/// A map most credentials never fill (a second address, countries): nothing but an empty
+/// pointer until its first entry. Every credential has its state, and an empty map was 40
+/// bytes of it.
+#[derive(Debug)]
+pub(super) struct RareMap<K, V>(Option<Box<HashMap<K, V>>>);
+
+impl<K, V> Default for RareMap<K, V> {
+    fn default() -> Self {
+        RareMap(None)
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> RareMap<K, V> {
+    /// The map, made when there is none yet.
+    fn made(&mut self) -> &mut HashMap<K, V> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    fn get_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.as_mut()?.get_mut(k)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+}
+
+impl<K, V> IntoIterator for RareMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = std::iter::Flatten<std::option::IntoIter<HashMap<K, V>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.map(|m| *m).into_iter().flatten()
     }
 }
 
@@ -219,7 +278,7 @@ pub(super) struct CredState {
     pub(super) hours: Hours,
     pub(super) addresses: Addresses,
     /// Rare (only some sources name a country): empty, it allocates nothing.
-    pub(super) countries: HashMap<String, Seen>,
+    pub(super) countries: RareMap<String, Seen>,
     pub(super) per_rule: RuleCounts,
 }
 
@@ -237,7 +296,7 @@ impl CredState {
             None => {
                 let mut s = Seen::new(source);
                 observe(&mut s);
-                self.countries.insert(country.to_string(), s);
+                self.countries.made().insert(country.to_string(), s);
             }
         }
     }
@@ -246,10 +305,10 @@ impl CredState {
         self.hours.merge(&other.hours);
         self.addresses.merge(other.addresses);
         for (country, x) in other.countries {
-            match self.countries.get_mut(&country) {
-                Some(s) => s.merge(x),
-                None => {
-                    self.countries.insert(country, x);
+            match self.countries.made().entry(country) {
+                Entry::Occupied(mut s) => s.get_mut().merge(x),
+                Entry::Vacant(v) => {
+                    v.insert(x);
                 }
             }
         }
@@ -283,7 +342,7 @@ impl Credentials {
             name: name.clone(),
             hours: Hours::new(source),
             addresses: Addresses::default(),
-            countries: HashMap::default(),
+            countries: RareMap::default(),
             per_rule: RuleCounts::default(),
         });
         self.index.insert(smol_str::SmolStr::new(&*name), i);
@@ -300,12 +359,7 @@ impl Credentials {
     pub(super) fn records_before(&self) -> HashMap<Arc<str>, u64> {
         self.states
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.hours.before.iter().map(|&n| u64::from(n)).sum(),
-                )
-            })
+            .map(|s| (s.name.clone(), s.hours.before))
             .filter(|&(_, n)| n > 0)
             .collect()
     }
@@ -329,10 +383,10 @@ impl Credentials {
 /// A country first seen for a credential after the incident start, when it has a baseline.
 pub(super) fn country_baselines(creds: &Credentials, report: &mut HuntReport) {
     for (cred, per) in creds.states.iter().map(|s| (&s.name, &s.countries)) {
-        if !per.values().any(|s| s.before) {
+        if !per.iter().any(|(_, s)| s.before) {
             continue;
         }
-        for (country, s) in per {
+        for (country, s) in per.iter() {
             let Some((time, first)) = &s.first_after else {
                 continue;
             };
@@ -367,7 +421,7 @@ pub(super) fn country_baselines(creds: &Credentials, report: &mut HuntReport) {
 /// the credential has enough history for its hours to mean something.
 pub(super) fn hour_baselines(creds: &Credentials, report: &mut HuntReport) {
     for (cred, h) in creds.states.iter().map(|s| (&s.name, &s.hours)) {
-        if h.before.iter().sum::<u32>() < MIN_HOURS_BASELINE {
+        if h.before < MIN_HOURS_BASELINE {
             continue;
         }
         for (hour, &first) in h.first_after.iter().enumerate() {
@@ -375,11 +429,11 @@ pub(super) fn hour_baselines(creds: &Credentials, report: &mut HuntReport) {
             else {
                 continue;
             };
-            if h.before[hour] > 0 {
+            if h.used_before_at(hour) {
                 continue;
             }
             let usual: Vec<String> = (0..24)
-                .filter(|&i| h.before[i] > 0)
+                .filter(|&i| h.used_before_at(i))
                 .map(|i| format!("{i:02}h"))
                 .collect();
             report.findings.push(Finding {
@@ -550,7 +604,7 @@ pub(super) fn over_cap(workers: &[Credentials], cap: u64) -> PairCounts {
 
 #[cfg(test)]
 mod tests {
-    use super::Seen;
+    use super::{CredState, Seen};
 
     /// Every record finds its address's entry among these: what its doc says of its size.
     #[test]
@@ -560,5 +614,13 @@ mod tests {
             "{}",
             std::mem::size_of::<Seen>()
         );
+    }
+
+    /// Every credential has a state, every record reads its own: 592 bytes before the hours
+    /// before the incident start were kept as a count and a mask and the rare maps boxed.
+    #[test]
+    fn a_credential_state_stays_small() {
+        let size = std::mem::size_of::<CredState>();
+        assert!(size <= 440, "{size}");
     }
 }
