@@ -206,9 +206,8 @@ impl Addresses {
     }
 }
 
-/// A map most credentials never fill (a second address, countries): nothing but an empty
-/// pointer until its first entry. Every credential has its state, and an empty map was 40
-/// bytes of it.
+/// A map most credentials never fill (a second address, countries): a null pointer until its
+/// first entry. Every credential has its state, and an empty map was 40 bytes of it.
 #[derive(Debug)]
 pub(super) struct RareMap<K, V>(Option<Box<HashMap<K, V>>>);
 
@@ -277,7 +276,7 @@ pub(super) struct CredState {
     pub(super) name: Arc<str>,
     pub(super) hours: Hours,
     pub(super) addresses: Addresses,
-    /// Rare (only some sources name a country): empty, it allocates nothing.
+    /// Rare (only some sources name a country).
     pub(super) countries: RareMap<String, Seen>,
     pub(super) per_rule: RuleCounts,
 }
