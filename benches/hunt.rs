@@ -3,9 +3,10 @@
 //! `rekey hunt` with the built-in pack plus every SigmaHQ CloudTrail rule — one worker (per-core
 //! figure) and all cores — against `jq` and a plain Python `json` script applying an equivalent
 //! filter, and on `.json.gz` against `zcat` alone. Peak memory is the child's maximum RSS.
-//! Every measurement runs several times (min and median shown), timed by wall-clock and by the
-//! child's user+sys CPU time: on a machine shared with other work, CPU time per byte is the
-//! steadier per-core figure.
+//! Every measurement runs several times (min and median shown), the kinds in turn (one run of
+//! each per round, so that a drift in the machine's speed reaches them all alike), timed by
+//! wall-clock and by the child's user+sys CPU time: on a machine shared with other work, CPU
+//! time per byte is the steadier per-core figure.
 //!
 //! `cargo bench --bench hunt` (REKEY_BENCH_MB=1024 by default; REKEY_BENCH_DIR keeps the
 //! generated files between runs; REKEY_BENCH_RUNS=3 runs per measurement;
@@ -122,7 +123,51 @@ fn main() {
         .collect();
     let gz_files = list(&gz);
 
-    let (r1, out1) = repeat(runs, || hunt(&plain, "1"));
+    // Every measurement once per round, in turn: this machine's speed drifts by 10-35% within
+    // minutes (the host's memory), and runs taken one kind after the other put the drift into
+    // the ratios. Taken in turn, each round's python / rekey ratio compares runs seconds apart.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jq_filter = format!(
+        ".Records[] | select((.eventName as $e | {recon} | index($e)) or (.errorCode as $c | {denied} | index($c)) or ((.userAgent // \"\" | ascii_downcase) as $u | {agents} | any(. as $a | $u | contains($a)))) | .eventID",
+        recon = serde_json::to_string(RECON).unwrap_or_default(),
+        denied = serde_json::to_string(DENIED).unwrap_or_default(),
+        agents = serde_json::to_string(AGENTS).unwrap_or_default(),
+    );
+    let py = format!(
+        "import json,sys\nR=set({recon});D=set({denied});A={agents}\nn=0\nfor p in sys.argv[1:]:\n  with open(p) as f:\n    for r in json.load(f)['Records']:\n      u=(r.get('userAgent') or '').lower()\n      if r.get('eventName') in R or r.get('errorCode') in D or any(a in u for a in A): n+=1\nprint(n)\n",
+        recon = serde_json::to_string(RECON).unwrap_or_default(),
+        denied = serde_json::to_string(DENIED).unwrap_or_default(),
+        agents = serde_json::to_string(AGENTS).unwrap_or_default(),
+    );
+    let mut kinds: Vec<Box<dyn Fn() -> Command + '_>> = vec![
+        Box::new(|| hunt(&plain, "1")),
+        // As a user runs it: one worker per core (`--threads 0`).
+        Box::new(|| hunt(&plain, "0")),
+        Box::new(|| hunt(&gz, "1")),
+    ];
+    if !only_rekey {
+        kinds.push(Box::new(|| {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(format!(
+                "cat {} | zcat > /dev/null",
+                gz.join("*.json.gz").display()
+            ));
+            c
+        }));
+        kinds.push(Box::new(|| {
+            let mut c = Command::new("jq");
+            c.arg("-r").arg(&jq_filter).args(&files);
+            c
+        }));
+        kinds.push(Box::new(|| {
+            let mut c = Command::new("python3");
+            c.arg("-c").arg(&py).args(&files);
+            c
+        }));
+    }
+    let mut measured = in_turn(runs, &kinds).into_iter();
+    let mut next = || measured.next().unwrap_or((Runs(Vec::new()), Vec::new()));
+    let (r1, out1) = next();
     // The count, from the report's head (see [`KEEP_OUTPUT`]): `total` is its third field,
     // the first of that name.
     let findings = {
@@ -140,11 +185,9 @@ fn main() {
         ),
         bytes,
     );
-    // As a user runs it: one worker per core (`--threads 0`).
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (r2, _) = repeat(runs, || hunt(&plain, "0"));
+    let (r2, _) = next();
     r2.print(&format!("rekey hunt, all workers ({cores})"), bytes);
-    let (rg, _) = repeat(runs, || hunt(&gz, "1"));
+    let (rg, _) = next();
     rg.print(
         &format!("rekey hunt .json.gz, 1 worker ({} files)", gz_files.len()),
         bytes,
@@ -152,26 +195,9 @@ fn main() {
     if only_rekey {
         return;
     }
-    let (rz, _) = repeat(runs, || {
-        let mut c = Command::new("sh");
-        c.arg("-c").arg(format!(
-            "cat {} | zcat > /dev/null",
-            gz.join("*.json.gz").display()
-        ));
-        c
-    });
+    let (rz, _) = next();
     rz.print("zcat alone (cat | zcat, both counted)", bytes);
-    let jq_filter = format!(
-        ".Records[] | select((.eventName as $e | {recon} | index($e)) or (.errorCode as $c | {denied} | index($c)) or ((.userAgent // \"\" | ascii_downcase) as $u | {agents} | any(. as $a | $u | contains($a)))) | .eventID",
-        recon = serde_json::to_string(RECON).unwrap_or_default(),
-        denied = serde_json::to_string(DENIED).unwrap_or_default(),
-        agents = serde_json::to_string(AGENTS).unwrap_or_default(),
-    );
-    let (rj, outj) = repeat(runs, || {
-        let mut c = Command::new("jq");
-        c.arg("-r").arg(&jq_filter).args(&files);
-        c
-    });
+    let (rj, outj) = next();
     rj.print(
         &format!(
             "jq, equivalent filter ({} matches)",
@@ -180,17 +206,7 @@ fn main() {
         bytes,
     );
     drop(outj);
-    let py = format!(
-        "import json,sys\nR=set({recon});D=set({denied});A={agents}\nn=0\nfor p in sys.argv[1:]:\n  with open(p) as f:\n    for r in json.load(f)['Records']:\n      u=(r.get('userAgent') or '').lower()\n      if r.get('eventName') in R or r.get('errorCode') in D or any(a in u for a in A): n+=1\nprint(n)\n",
-        recon = serde_json::to_string(RECON).unwrap_or_default(),
-        denied = serde_json::to_string(DENIED).unwrap_or_default(),
-        agents = serde_json::to_string(AGENTS).unwrap_or_default(),
-    );
-    let (rp, outp) = repeat(runs, || {
-        let mut c = Command::new("python3");
-        c.arg("-c").arg(&py).args(&files);
-        c
-    });
+    let (rp, outp) = next();
     rp.print(
         &format!(
             "python json script ({} matches)",
@@ -208,6 +224,11 @@ fn main() {
     };
     ratio("python / rekey 1 worker", &rp, &r1);
     ratio("python / rekey all workers", &rp, &r2);
+    let (low, median, high) = rp.paired(&r2);
+    println!(
+        "  python / rekey all workers, per round: wall median {median:.2}x ({low:.2}x to {high:.2}x over {} rounds)",
+        r2.0.len()
+    );
     ratio("jq / rekey 1 worker", &rj, &r1);
     ratio("rekey .json.gz 1 worker / zcat", &rg, &rz);
 }
@@ -252,6 +273,19 @@ impl Runs {
         self.cpu().1
     }
 
+    /// Per round, this wall time over `other`'s (runs taken in turn): lowest, median, highest.
+    fn paired(&self, other: &Runs) -> (f64, f64, f64) {
+        let ratios: Vec<f64> = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| a.wall / b.wall)
+            .collect();
+        let high = ratios.iter().copied().fold(0.0, f64::max);
+        let (low, median) = min_median(ratios);
+        (low, median, high)
+    }
+
     /// One line: times, and throughput over `bytes` by wall-clock and per CPU-second (the
     /// per-core figure that other load on the machine does not distort much).
     fn print(&self, what: &str, bytes: u64) {
@@ -271,18 +305,23 @@ impl Runs {
     }
 }
 
-/// Runs `runs` children made by `make`; the last one's stdout is returned.
-fn repeat(runs: usize, make: impl Fn() -> Command) -> (Runs, Vec<u8>) {
-    let mut out = Vec::new();
-    let mut all = Vec::new();
+/// `runs` rounds, each running one child of every kind in turn; per kind, its runs and its
+/// last child's stdout.
+fn in_turn(runs: usize, kinds: &[Box<dyn Fn() -> Command + '_>]) -> Vec<(Runs, Vec<u8>)> {
+    let mut measured: Vec<(Runs, Vec<u8>)> = kinds
+        .iter()
+        .map(|_| (Runs(Vec::new()), Vec::new()))
+        .collect();
     for _ in 0..runs {
-        // Freed before the next spawn: a forked child's peak RSS starts from its parent's.
-        drop(std::mem::take(&mut out));
-        let (m, o) = run(make());
-        all.push(m);
-        out = o;
+        for (make, (all, out)) in kinds.iter().zip(&mut measured) {
+            // Freed before the next spawn: a forked child's peak RSS starts from its parent's.
+            drop(std::mem::take(out));
+            let (m, o) = run(make());
+            all.0.push(m);
+            *out = o;
+        }
     }
-    (Runs(all), out)
+    measured
 }
 
 /// Runs a child to completion: wall time, its CPU time and peak RSS (from wait4), stdout.
