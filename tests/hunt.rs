@@ -1073,3 +1073,74 @@ fn the_cap_keeps_the_first_findings_in_the_inputs_order_for_any_worker_count() {
         assert!(json(&several) == one_json, "{threads} workers");
     }
 }
+
+/// `RuleSet::load` (the third-party files parsed on a second thread) gives the set that the
+/// built-in pack followed by `add_path` per directory gives: the same rules in the same order,
+/// the same errors, a correlation resolved by a rule in a later file; an unlistable directory
+/// is the error, with its path.
+#[test]
+fn rules_loaded_in_parallel_are_the_rules_loaded_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "a_burst.yml",
+        "title: Burst\ncorrelation:\n  type: event_count\n  rules: [listing]\n  group-by: [userIdentity.accessKeyId]\n  timespan: 10m\n  condition: {gte: 3}\n",
+    );
+    write(
+        "b_listing.yml",
+        "title: Listing\nname: listing\nlogsource: {product: aws, service: cloudtrail}\ndetection:\n  sel: {eventName|startswith: List}\n  condition: sel\nlevel: low\n",
+    );
+    write("c_broken.yml", "title: [unclosed\n");
+    write(
+        "deeper/d.yaml",
+        "title: Deeper\nlogsource: {product: aws, service: cloudtrail}\ndetection:\n  sel: {eventName: GetUser}\n  condition: sel\n",
+    );
+    write("notes.txt", "not a rule");
+    let mut dirs = vec![dir.path().to_path_buf()];
+    dirs.extend(dataset("sigma-aws-cloudtrail"));
+    for builtin in [true, false] {
+        let mut in_turn = if builtin {
+            RuleSet::builtin()
+        } else {
+            RuleSet::default()
+        };
+        for d in &dirs {
+            in_turn.add_path(d).unwrap();
+        }
+        let loaded = RuleSet::load(builtin, &dirs).unwrap();
+        let ids = |s: &RuleSet| s.rules.iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
+        let errors = |s: &RuleSet| {
+            s.all_errors()
+                .into_iter()
+                .map(|e| (e.origin, e.reason))
+                .collect::<Vec<_>>()
+        };
+        let correlations = |s: &RuleSet| {
+            s.correlations
+                .iter()
+                .map(|c| (c.spec.title.clone(), c.rules.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&loaded), ids(&in_turn));
+        assert_eq!(errors(&loaded), errors(&in_turn));
+        assert_eq!(correlations(&loaded), correlations(&in_turn));
+        assert!(
+            errors(&loaded)
+                .iter()
+                .any(|(o, r)| o.ends_with("c_broken.yml") && r.starts_with("not YAML")),
+            "{:?}",
+            errors(&loaded)
+        );
+        assert!(correlations(&loaded).iter().any(|(t, _)| &**t == "Burst"));
+        assert!(loaded.rules.iter().any(|r| r.title.as_ref() == "Deeper"));
+    }
+    let missing = dir.path().join("nowhere");
+    let Err((path, _)) = RuleSet::load(true, &[dir.path().to_path_buf(), missing.clone()]) else {
+        panic!("a directory that does not exist loaded");
+    };
+    assert_eq!(path, missing);
+}

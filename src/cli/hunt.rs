@@ -157,16 +157,8 @@ pub struct HuntArgs {
 
 pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     crate::hunt::phases::mark("cli: start");
-    let mut rules = if args.no_builtin {
-        RuleSet::default()
-    } else {
-        RuleSet::builtin()
-    };
-    for dir in &args.rules {
-        rules
-            .add_path(dir)
-            .map_err(|e| Failure::input(format!("cannot read rules {}: {e}", dir.display())))?;
-    }
+    let rules = RuleSet::load(!args.no_builtin, &args.rules)
+        .map_err(|(dir, e)| Failure::input(format!("cannot read rules {}: {e}", dir.display())))?;
     if args.list {
         return list(&rules, output);
     }

@@ -5,7 +5,7 @@
 use super::sigma::correlation::{self, Correlation, Resolved, Spec};
 use super::sigma::{self, Rule, RuleError};
 use super::source::{FieldSets, Source};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The built-in pack: file name and text. Each rule names its catalogue hunt with a
 /// `rekey.hunt.NAME` tag.
@@ -242,6 +242,34 @@ pub const BUILTIN: &[(&str, &str)] = &[
 /// gigabytes is refused, not read into memory.
 pub const MAX_RULE_BYTES: u64 = 1 << 20;
 
+/// The rule files below `dir` (`.yml`/`.yaml`, sorted), or `dir` itself when it is a file.
+fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    if dir.is_file() {
+        files.push(dir.to_path_buf());
+        return Ok(files);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The YAML documents of one rule file (several when separated by `---`), or why it is not
+/// YAML.
+fn parse_yaml(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    serde_saphyr::from_str_multiple(text).map_err(|e| format!("not YAML: {e}"))
+}
+
 /// The text of one rule file, bounded by [`MAX_RULE_BYTES`].
 fn read_rule(path: &Path) -> Result<String, String> {
     use std::io::Read;
@@ -284,12 +312,17 @@ impl RuleSet {
     /// Adds the rules and correlations of one YAML file (one document or several separated
     /// by `---`); what cannot be used becomes an error entry.
     pub fn add_text(&mut self, origin: &str, text: &str) {
-        let docs: Vec<serde_json::Value> = match serde_saphyr::from_str_multiple(text) {
+        self.add_parsed(origin, parse_yaml(text));
+    }
+
+    /// Adds the documents of one file as [`parse_yaml`] read them (or its error).
+    fn add_parsed(&mut self, origin: &str, parsed: Result<Vec<serde_json::Value>, String>) {
+        let docs = match parsed {
             Ok(d) => d,
-            Err(e) => {
+            Err(reason) => {
                 self.errors.push(RuleError {
                     origin: origin.to_string(),
-                    reason: format!("not YAML: {e}"),
+                    reason,
                 });
                 return;
             }
@@ -381,31 +414,57 @@ impl RuleSet {
 
     /// Adds every `.yml`/`.yaml` file below `dir` (or `dir` itself when it is a file).
     pub fn add_path(&mut self, dir: &Path) -> std::io::Result<usize> {
-        let mut files = Vec::new();
-        if dir.is_file() {
-            files.push(dir.to_path_buf());
-        } else {
-            let mut stack = vec![dir.to_path_buf()];
-            while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d)? {
-                    let p = e?.path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-                        files.push(p);
-                    }
-                }
-            }
-        }
-        files.sort();
+        let files = rule_files(dir)?;
         for f in &files {
-            let origin = f.display().to_string();
-            match read_rule(f) {
-                Ok(text) => self.add_text(&origin, &text),
-                Err(reason) => self.errors.push(RuleError { origin, reason }),
-            }
+            self.add_parsed(
+                &f.display().to_string(),
+                read_rule(f).and_then(|t| parse_yaml(&t)),
+            );
         }
         Ok(files.len())
+    }
+
+    /// The built-in pack (when `builtin`) and then every rule file below each of `dirs`: the
+    /// rules, errors and correlations of [`Self::builtin`] followed by [`Self::add_path`] for
+    /// each directory, in that order. The third-party files are read and parsed from YAML on
+    /// a second thread while the pack is compiled here: loading the rules was most of a hunt's
+    /// start, on one core. A directory that cannot be listed is the error, with its path.
+    pub fn load(builtin: bool, dirs: &[PathBuf]) -> Result<RuleSet, (PathBuf, std::io::Error)> {
+        let mut files = Vec::new();
+        for dir in dirs {
+            files.extend(rule_files(dir).map_err(|e| (dir.clone(), e))?);
+        }
+        let parse = |f: &PathBuf| {
+            (
+                f.display().to_string(),
+                read_rule(f).and_then(|t| parse_yaml(&t)),
+            )
+        };
+        let (mut set, parsed) = std::thread::scope(|scope| {
+            // (YAML nests at most 64 levels deep, see `serde_saphyr::Budget`: a helper's
+            // stack holds any file.)
+            let parsing = (!files.is_empty())
+                .then(|| {
+                    std::thread::Builder::new()
+                        .spawn_scoped(scope, || files.iter().map(parse).collect::<Vec<_>>())
+                        .ok()
+                })
+                .flatten();
+            let set = if builtin {
+                RuleSet::builtin()
+            } else {
+                RuleSet::default()
+            };
+            // A thread that could not run (or panicked) leaves the parsing to this one.
+            let parsed = parsing
+                .and_then(|h| h.join().ok())
+                .unwrap_or_else(|| files.iter().map(parse).collect());
+            (set, parsed)
+        });
+        for (origin, docs) in parsed {
+            set.add_parsed(&origin, docs);
+        }
+        Ok(set)
     }
 
     pub fn for_source(&self, source: Source) -> impl Iterator<Item = &Rule> {
