@@ -397,7 +397,7 @@ impl HuntReport {
         std::thread::scope(|scope| {
             // The helpers start on the findings while the groups are made here.
             let stream = ahead::Stream::start(scope, &layout, threads);
-            let groups = self.groups_with(threads);
+            let groups = self.group_runs(threads);
             super::phases::mark("json: groups made");
             self.write_doc(w, groups, stream, threads)
         })
@@ -408,7 +408,7 @@ impl HuntReport {
     fn write_doc(
         &self,
         w: &mut dyn std::io::Write,
-        groups: Vec<FindingGroup<'_>>,
+        groups: GroupRuns<'_>,
         credentials: ahead::Stream<'_, '_>,
         threads: usize,
     ) -> serde_json::Result<()> {
@@ -423,7 +423,7 @@ impl HuntReport {
     fn write_fields(
         &self,
         w: &mut dyn std::io::Write,
-        groups: &[FindingGroup<'_>],
+        groups: &GroupRuns<'_>,
         array: GroupsArray<'_, '_>,
         credentials: ahead::Stream<'_, '_>,
     ) -> serde_json::Result<()> {
@@ -460,7 +460,13 @@ impl HuntReport {
         field(w, false, "total", &self.findings.len())?;
         field(w, false, "stats", &self.stats)?;
         field(w, false, "by_rule", &by_rule)?;
-        field(w, false, "summary", &Self::summary_of(groups))?;
+        // Whatever the groups' order: it counts and collects into sorted maps.
+        field(
+            w,
+            false,
+            "summary",
+            &Self::summary_of(groups.0.iter().chain(&groups.1)),
+        )?;
         w.write_all(b",\"groups\":")
             .map_err(serde_json::Error::io)?;
         array.write(w)?;
@@ -797,7 +803,9 @@ fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>>
     // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
     let mut map: std::collections::HashMap<Key<'_>, FindingGroup<'_>, foldhash::fast::RandomState> =
         Default::default();
-    let mut out: Vec<FindingGroup<'_>> = Vec::new();
+    // Room for the most groups there can be (one per finding) at once: grown by doubling, the
+    // list was copied and faulted in afresh each time; the room never used is never touched.
+    let mut out: Vec<FindingGroup<'_>> = Vec::with_capacity(findings.len());
     for (i, f) in findings.iter().enumerate() {
         if by_credential && i > 0 && findings[i - 1].credential != f.credential {
             out.extend(map.drain().map(|(_, g)| g));
@@ -864,18 +872,24 @@ impl HuntReport {
     }
 
     /// [`Self::groups`] on two threads when `threads` (0: one per core) allows and the
-    /// findings are many: each groups the credentials of one half of the findings (a group
-    /// never spans credentials) and sorts its groups, then the two sorted lists are merged.
-    /// Grouping was a twentieth of a hunt on the writer's thread, while the workers' cores
-    /// sat idle.
+    /// findings are many (see [`Self::group_runs`]).
     pub fn groups_with(&self, threads: usize) -> Vec<FindingGroup<'_>> {
+        let GroupRuns(a, b) = self.group_runs(threads);
+        merge_runs(a, b, 0, group_order)
+    }
+
+    /// The groups as two sorted lists, made on two threads when `threads` (0: one per core)
+    /// allows and the findings are many: each groups the credentials of one half of the
+    /// findings (a group never spans credentials) and sorts its groups. Grouping was a
+    /// twentieth of a hunt on the writer's thread, while the workers' cores sat idle.
+    fn group_runs(&self, threads: usize) -> GroupRuns<'_> {
         let threads = crate::hunt::threads_or_cores(threads);
         let fs = &self.findings[..];
         if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
-            return groups_of(fs, false);
+            return GroupRuns(groups_of(fs, false), Vec::new());
         }
         if threads < 2 || fs.len() < 4096 {
-            return groups_of(fs, true);
+            return GroupRuns(groups_of(fs, true), Vec::new());
         }
         // Cut between two credentials near the middle.
         let mut cut = fs.len() / 2;
@@ -887,10 +901,10 @@ impl HuntReport {
             let other = s.spawn(|| groups_of(b, true));
             (groups_of(a, true), other.join())
         });
-        let Ok(b) = b else {
-            return groups_of(fs, true);
-        };
-        merge_runs(a, b, 0, group_order)
+        match b {
+            Ok(b) => GroupRuns(a, b),
+            Err(_) => GroupRuns(groups_of(fs, true), Vec::new()),
+        }
     }
 
     /// Who has high findings, and which ATT&CK tactics and techniques were seen.
@@ -899,7 +913,7 @@ impl HuntReport {
     }
 
     /// The summary of these groups (computed once per rendering: grouping is not free).
-    fn summary_of(groups: &[FindingGroup<'_>]) -> Summary {
+    fn summary_of<'g, 'a: 'g>(groups: impl IntoIterator<Item = &'g FindingGroup<'a>>) -> Summary {
         let mut high: BTreeMap<&str, usize> = BTreeMap::new();
         let mut tactics: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
         // A rule's label and tactics follow from its title and tags: worked out once per
@@ -1141,7 +1155,7 @@ impl HuntReport {
 const GROUP_CHUNK: usize = 512;
 
 fn render_groups(
-    chunk: &[FindingGroup<'_>],
+    chunk: &[&FindingGroup<'_>],
     out: &mut Vec<u8>,
     texts: &mut json::Texts,
 ) -> serde_json::Result<()> {
@@ -1158,41 +1172,110 @@ fn render_groups(
     Ok(())
 }
 
+/// The groups as two lists, each sorted by [`group_order`] (the groups of two halves of the
+/// findings, see [`HuntReport::group_runs`]), read in their merged order where the report
+/// writes them: merged into a third list first, they were a copy of every group into fresh
+/// memory on the writer's thread.
+struct GroupRuns<'a>(Vec<FindingGroup<'a>>, Vec<FindingGroup<'a>>);
+
+/// Sorted `a` and `b` read as one sorted list, `a`'s first on ties (as [`merge_runs`] puts
+/// them).
+fn merged<'s, T>(
+    a: &'s [T],
+    b: &'s [T],
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> impl Iterator<Item = &'s T> {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if order(y, x).is_lt() => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+/// How many of the first `k` items of `merged(a, b, order)` come from `a` (the rest come from
+/// `b`): a binary search, nothing merged.
+fn from_first<T>(
+    a: &[T],
+    b: &[T],
+    k: usize,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> usize {
+    let k = k.min(a.len() + b.len());
+    let (mut lo, mut hi) = (k.saturating_sub(b.len()), k.min(a.len()));
+    while lo < hi {
+        let i = lo + (hi - lo) / 2;
+        // With `i` from `a`, `k - i` (at least 1) from `b`: `a[i]` comes before `b[k - i - 1]`
+        // (ties: `a`'s first), so more come from `a`.
+        if order(&b[k - i - 1], &a[i]).is_ge() {
+            lo = i + 1;
+        } else {
+            hi = i;
+        }
+    }
+    lo
+}
+
 /// The `groups` array: the first half written by the writer a chunk at a time, in one reused
 /// buffer (the whole array held at once was a peak of its own); the second half, when there
 /// are threads to spare, rendered beside it from [`GroupsArray::start`] on — before the
 /// summary and counts that precede the array are worked out, which kept the other core idle.
+/// Each half is read from the two sorted lists in merged order (see [`GroupRuns`]).
 struct GroupsArray<'s, 'a> {
-    first: &'s [FindingGroup<'a>],
+    first: (&'s [FindingGroup<'a>], &'s [FindingGroup<'a>]),
     second: Option<std::thread::ScopedJoinHandle<'s, serde_json::Result<Vec<Vec<u8>>>>>,
+}
+
+/// Renders the groups of `a` and `b` in merged order, a chunk of [`GROUP_CHUNK`] into each
+/// buffer `each` is given.
+fn render_merged(
+    (a, b): (&[FindingGroup<'_>], &[FindingGroup<'_>]),
+    texts: &mut json::Texts,
+    mut each: impl FnMut(&mut Vec<u8>, &[&FindingGroup<'_>], &mut json::Texts) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    let mut all = merged(a, b, group_order);
+    let mut chunk: Vec<&FindingGroup<'_>> = Vec::with_capacity(GROUP_CHUNK);
+    let mut out = Vec::new();
+    loop {
+        chunk.clear();
+        chunk.extend(all.by_ref().take(GROUP_CHUNK));
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        each(&mut out, &chunk, texts)?;
+    }
 }
 
 impl<'s, 'a> GroupsArray<'s, 'a> {
     fn start(
         scope: &'s std::thread::Scope<'s, '_>,
-        groups: &'s [FindingGroup<'a>],
+        groups: &'s GroupRuns<'a>,
         threads: usize,
     ) -> GroupsArray<'s, 'a> {
         let threads = crate::hunt::threads_or_cores(threads);
-        if threads < 2 || groups.len() < 2048 {
+        let (a, b) = (&groups.0[..], &groups.1[..]);
+        let n = a.len() + b.len();
+        if threads < 2 || n < 2048 {
             return GroupsArray {
-                first: groups,
+                first: (a, b),
                 second: None,
             };
         }
-        let (first, second) = groups.split_at(groups.len() / 2);
+        let i = from_first(a, b, n / 2, group_order);
+        let j = n / 2 - i;
         let second = scope.spawn(move || {
             let mut texts = json::Texts::default();
-            second
-                .chunks(GROUP_CHUNK)
-                .map(|chunk| {
-                    let mut out = Vec::new();
-                    render_groups(chunk, &mut out, &mut texts).map(|()| out)
-                })
-                .collect()
+            let mut chunks = Vec::new();
+            render_merged((&a[i..], &b[j..]), &mut texts, |_, chunk, texts| {
+                let mut out = Vec::new();
+                render_groups(chunk, &mut out, texts)?;
+                chunks.push(out);
+                Ok(())
+            })?;
+            Ok(chunks)
         });
         GroupsArray {
-            first,
+            first: (&a[..i], &b[..j]),
             second: Some(second),
         }
     }
@@ -1201,14 +1284,14 @@ impl<'s, 'a> GroupsArray<'s, 'a> {
         let io = serde_json::Error::io;
         w.write_all(b"[").map_err(io)?;
         let mut texts = json::Texts::default();
-        let mut out = Vec::new();
-        for (i, chunk) in self.first.chunks(GROUP_CHUNK).enumerate() {
-            if i > 0 {
+        let mut started = false;
+        render_merged(self.first, &mut texts, |out, chunk, texts| {
+            if std::mem::replace(&mut started, true) {
                 w.write_all(b",").map_err(io)?;
             }
-            render_groups(chunk, &mut out, &mut texts)?;
-            w.write_all(&out).map_err(io)?;
-        }
+            render_groups(chunk, out, texts)?;
+            w.write_all(out).map_err(io)
+        })?;
         let rest = match self.second {
             Some(h) => h
                 .join()
@@ -1232,7 +1315,7 @@ fn is_technique(tag: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Finding, HuntReport, apply_order};
+    use super::{Finding, HuntReport, apply_order, from_first, merge_runs, merged};
     use crate::hunt::Severity;
     use crate::hunt::source::Source;
     use chrono::{DateTime, TimeZone, Utc};
@@ -1472,6 +1555,44 @@ mod tests {
         );
         for threads in [2, 3] {
             assert!(json_of(&report, threads) == one, "{threads} threads");
+        }
+    }
+
+    /// Two sorted lists read in merged order give what merging them gives (ties: the first
+    /// list's first), and any prefix of that order is split between them as counted.
+    #[test]
+    fn sorted_lists_read_merged_and_split_at_any_point() {
+        // (key, list, position): ordered by key only, so equal keys are ties.
+        let cases: Vec<(Vec<u32>, Vec<u32>)> = vec![
+            (vec![], vec![]),
+            (vec![1, 2, 3], vec![]),
+            (vec![], vec![1, 2, 3]),
+            (vec![1, 3, 5, 7], vec![2, 4, 6, 8]),
+            (vec![1, 1, 2, 2, 9], vec![1, 2, 2, 3]),
+            (vec![5, 5, 5], vec![5, 5]),
+            (vec![10, 20], vec![1, 2, 3, 4, 5, 30]),
+        ];
+        for (a, b) in cases {
+            let a: Vec<(u32, u8, usize)> =
+                a.into_iter().enumerate().map(|(i, k)| (k, 0, i)).collect();
+            let b: Vec<(u32, u8, usize)> =
+                b.into_iter().enumerate().map(|(i, k)| (k, 1, i)).collect();
+            let order = |x: &(u32, u8, usize), y: &(u32, u8, usize)| x.0.cmp(&y.0);
+            let want = merge_runs(a.clone(), b.clone(), 0, order);
+            let read: Vec<_> = merged(&a, &b, order).copied().collect();
+            assert_eq!(read, want, "{a:?} {b:?}");
+            for k in 0..=want.len() + 1 {
+                let i = from_first(&a, &b, k, order);
+                let taken = k.min(want.len());
+                assert_eq!(
+                    i,
+                    want[..taken].iter().filter(|x| x.1 == 0).count(),
+                    "k {k}: {a:?} {b:?}"
+                );
+                let mut halves: Vec<_> = merged(&a[..i], &b[..taken - i], order).copied().collect();
+                halves.extend(merged(&a[i..], &b[taken - i..], order).copied());
+                assert_eq!(halves, want, "k {k}");
+            }
         }
     }
 }
