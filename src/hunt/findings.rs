@@ -782,25 +782,46 @@ pub struct FindingGroup<'a> {
     pub location: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
+    /// Where its credential comes among the report's credentials in their order (`None`
+    /// first, then by name): equal for equal credentials, in the same order as their names.
+    /// Sorting tens of thousands of groups compared names on every tie of severity and time (a
+    /// string compare, its first load a cache miss); this is one compare of integers.
+    #[serde(skip)]
+    credential_rank: usize,
 }
 
 /// The order of groups: severity (highest first), first time, then the group's key (a total
-/// order: keys are unique).
+/// order: keys are unique), its credential compared by [`FindingGroup::credential_rank`].
 fn group_order(a: &FindingGroup<'_>, b: &FindingGroup<'_>) -> std::cmp::Ordering {
     b.severity
         .cmp(&a.severity)
         .then(a.first.cmp(&b.first))
-        .then(a.credential.cmp(&b.credential))
-        .then(a.rule_id.cmp(b.rule_id))
-        .then(a.action.cmp(&b.action))
-        .then(a.source_ip.cmp(&b.source_ip))
+        .then(a.credential_rank.cmp(&b.credential_rank))
+        .then_with(|| {
+            a.rule_id
+                .cmp(b.rule_id)
+                .then(a.action.cmp(&b.action))
+                .then(a.source_ip.cmp(&b.source_ip))
+        })
 }
 
-/// The sorted groups of `findings`; `by_credential`: they come in runs per credential, and the
-/// map of groups holds one credential's at a time (small, in cache, instead of every group).
-fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>> {
+/// The sorted groups of `findings`; `by_credential`: they come in runs per credential (the
+/// report's order), and the map of groups holds one credential's at a time (small, in cache,
+/// instead of every group). `first` is the position of `findings[0]` among the report's
+/// findings: a credential's rank is the position of its first finding there (see
+/// [`FindingGroup::credential_rank`]), the same whichever part of them is grouped.
+fn groups_of(findings: &[Finding], by_credential: bool, first: usize) -> Vec<FindingGroup<'_>> {
     type Key<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
-    // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
+    // Out of order (never for a normalized report): the ranks from the credentials sorted.
+    let names: Vec<Option<&str>> = if by_credential {
+        Vec::new()
+    } else {
+        let mut names: Vec<_> = findings.iter().map(|f| f.credential.as_deref()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    };
+    let mut run_start = 0;
     let mut map: std::collections::HashMap<Key<'_>, FindingGroup<'_>, foldhash::fast::RandomState> =
         Default::default();
     // Room for the most groups there can be (one per finding) at once: grown by doubling, the
@@ -809,6 +830,7 @@ fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>>
     for (i, f) in findings.iter().enumerate() {
         if by_credential && i > 0 && findings[i - 1].credential != f.credential {
             out.extend(map.drain().map(|(_, g)| g));
+            run_start = i;
         }
         let key = (
             f.credential.as_deref(),
@@ -831,6 +853,11 @@ fn groups_of(findings: &[Finding], by_credential: bool) -> Vec<FindingGroup<'_>>
             attack: f.attack.as_deref(),
             location: &f.location,
             detail: f.detail.as_deref(),
+            credential_rank: if by_credential {
+                first + run_start
+            } else {
+                names.partition_point(|&n| n < f.credential.as_deref())
+            },
         });
         g.count += 1;
         if f.severity > g.severity {
@@ -886,10 +913,10 @@ impl HuntReport {
         let threads = crate::hunt::threads_or_cores(threads);
         let fs = &self.findings[..];
         if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
-            return GroupRuns(groups_of(fs, false), Vec::new());
+            return GroupRuns(groups_of(fs, false, 0), Vec::new());
         }
         if threads < 2 || fs.len() < 4096 {
-            return GroupRuns(groups_of(fs, true), Vec::new());
+            return GroupRuns(groups_of(fs, true, 0), Vec::new());
         }
         // Cut between two credentials near the middle.
         let mut cut = fs.len() / 2;
@@ -898,12 +925,12 @@ impl HuntReport {
         }
         let (a, b) = fs.split_at(cut);
         let (a, b) = std::thread::scope(|s| {
-            let other = s.spawn(|| groups_of(b, true));
-            (groups_of(a, true), other.join())
+            let other = s.spawn(|| groups_of(b, true, cut));
+            (groups_of(a, true, 0), other.join())
         });
         match b {
             Ok(b) => GroupRuns(a, b),
-            Err(_) => GroupRuns(groups_of(fs, true), Vec::new()),
+            Err(_) => GroupRuns(groups_of(fs, true, 0), Vec::new()),
         }
     }
 
@@ -1365,6 +1392,75 @@ mod tests {
             record_id: None,
             detail: None,
         }
+    }
+
+    /// Groups sort by severity, first time, then credential, rule, action and address by
+    /// name (the credentials compared by rank), on one thread or two, from findings in the
+    /// report's order or in any order.
+    #[test]
+    fn groups_sort_by_their_key_by_name_whatever_the_path() {
+        let base = Utc.with_ymd_and_hms(2023, 7, 10, 11, 42, 36).unwrap();
+        let findings: Vec<Finding> = (0..6000)
+            .map(|i| {
+                let mut f = listed(
+                    i % 3,
+                    [Severity::Low, Severity::High][i % 2],
+                    format!("AKIA{}", (i * 7919) % 211),
+                    base + chrono::Duration::seconds((i % 4) as i64),
+                    format!("198.51.100.{}", i % 5),
+                    format!("f.json (record {i})"),
+                );
+                if i % 13 == 0 {
+                    f.credential = None;
+                }
+                f
+            })
+            .collect();
+        let by_name = |a: &super::FindingGroup<'_>, b: &super::FindingGroup<'_>| {
+            (
+                b.severity,
+                a.first,
+                a.credential,
+                a.rule_id,
+                a.action,
+                a.source_ip,
+            )
+                .cmp(&(
+                    a.severity,
+                    b.first,
+                    b.credential,
+                    b.rule_id,
+                    b.action,
+                    b.source_ip,
+                ))
+        };
+        let key = |g: &super::FindingGroup<'_>| {
+            (
+                g.severity,
+                g.first,
+                g.credential.map(str::to_string),
+                g.rule_id.to_string(),
+                g.source_ip.map(str::to_string),
+                g.count,
+            )
+        };
+        let report = normalized(findings.clone());
+        let mut want = super::groups_of(&report.findings, true, 0);
+        want.sort_by(by_name);
+        let want: Vec<_> = want.iter().map(key).collect();
+        assert!(want.len() > 1000, "{}", want.len());
+        for threads in [1, 2] {
+            let got: Vec<_> = report.groups_with(threads).iter().map(key).collect();
+            assert!(got == want, "{threads} thread(s)");
+        }
+        let mut shuffled = findings;
+        shuffled.reverse();
+        shuffled.swap(0, 2999);
+        let got: Vec<_> = super::groups_of(&shuffled, false, 0)
+            .iter()
+            .map(key)
+            .collect();
+        assert!(got == want, "findings out of order");
     }
 
     /// Duplicates (same rule, source, record, detail) go, the first kept, whether the keys'
