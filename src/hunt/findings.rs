@@ -328,33 +328,7 @@ impl HuntReport {
 
     /// Findings per credential (`None` last: records no credential could be attributed to).
     pub fn by_credential(&self) -> Vec<(Option<&str>, Vec<&Finding>)> {
-        let fs = &self.findings;
-        if fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
-            // Sorted by credential, as [`Self::normalize`] leaves them: the runs, taken in one
-            // pass (a map entry per finding was a few milliseconds of the run's serial tail).
-            let mut out: Vec<(Option<&str>, Vec<&Finding>)> = Vec::new();
-            let mut start = 0;
-            for i in 1..=fs.len() {
-                if i == fs.len() || fs[i].credential != fs[start].credential {
-                    out.push((
-                        fs[start].credential.as_deref(),
-                        fs[start..i].iter().collect(),
-                    ));
-                    start = i;
-                }
-            }
-            // `None` sorts first; it is listed last.
-            if out.first().is_some_and(|(c, _)| c.is_none()) {
-                out.rotate_left(1);
-            }
-            return out;
-        }
-        let mut map: BTreeMap<(bool, Option<&str>), Vec<&Finding>> = BTreeMap::new();
-        for f in &self.findings {
-            let c = f.credential.as_deref();
-            map.entry((c.is_none(), c)).or_default().push(f);
-        }
-        map.into_iter().map(|((_, c), v)| (c, v)).collect()
+        by_credential_of(&self.findings)
     }
 
     /// Count of findings per rule title, most first.
@@ -391,8 +365,7 @@ impl HuntReport {
         threads: usize,
     ) -> serde_json::Result<()> {
         super::phases::mark("json: start");
-        let by_credential = self.by_credential();
-        let layout = ahead::Layout::new(&by_credential);
+        let layout = ahead::Layout::of(&self.findings);
         super::phases::mark("json: by credential");
         std::thread::scope(|scope| {
             // The helpers start on the findings while the groups are made here.
@@ -788,6 +761,45 @@ pub struct FindingGroup<'a> {
     /// string compare, its first load a cache miss); this is one compare of integers.
     #[serde(skip)]
     credential_rank: usize,
+}
+
+/// [`HuntReport::by_credential`] of these findings.
+fn by_credential_of(fs: &[Finding]) -> Vec<(Option<&str>, Vec<&Finding>)> {
+    if let Some(runs) = credential_runs(fs) {
+        return runs
+            .into_iter()
+            .map(|(c, r)| (c, fs[r].iter().collect()))
+            .collect();
+    }
+    let mut map: BTreeMap<(bool, Option<&str>), Vec<&Finding>> = BTreeMap::new();
+    for f in fs {
+        let c = f.credential.as_deref();
+        map.entry((c.is_none(), c)).or_default().push(f);
+    }
+    map.into_iter().map(|((_, c), v)| (c, v)).collect()
+}
+
+/// The runs of findings per credential, in the order [`HuntReport::by_credential`] lists them
+/// (`None` last), when the findings are sorted by credential (as [`HuntReport::normalize`]
+/// leaves them): taken in one pass, no map entry per finding (a few milliseconds of the run's
+/// serial tail). `None` when they are not.
+fn credential_runs(fs: &[Finding]) -> Option<Vec<(Option<&str>, std::ops::Range<usize>)>> {
+    if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=fs.len() {
+        if i == fs.len() || fs[i].credential != fs[start].credential {
+            out.push((fs[start].credential.as_deref(), start..i));
+            start = i;
+        }
+    }
+    // `None` sorts first; it is listed last.
+    if out.first().is_some_and(|(c, _)| c.is_none()) {
+        out.rotate_left(1);
+    }
+    Some(out)
 }
 
 /// The order of groups: severity (highest first), first time, then the group's key (a total

@@ -455,15 +455,18 @@ impl RuleSet {
             } else {
                 RuleSet::default()
             };
+            super::phases::mark("rules: built-in pack compiled");
             // A thread that could not run (or panicked) leaves the parsing to this one.
             let parsed = parsing
                 .and_then(|h| h.join().ok())
                 .unwrap_or_else(|| files.iter().map(parse).collect());
+            super::phases::mark("rules: third-party files parsed");
             (set, parsed)
         });
         for (origin, docs) in parsed {
             set.add_parsed(&origin, docs);
         }
+        super::phases::mark("rules: third-party rules compiled");
         Ok(set)
     }
 

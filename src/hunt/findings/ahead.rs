@@ -34,7 +34,22 @@ pub(super) struct Layout<'a> {
 }
 
 impl<'a> Layout<'a> {
-    pub(super) fn new(by_credential: &[(Option<&'a str>, Vec<&'a Finding>)]) -> Layout<'a> {
+    /// The report's findings per credential, as [`super::HuntReport::by_credential`] lists
+    /// them; from their runs when they are sorted (no list per credential made first).
+    pub(super) fn of(findings: &'a [Finding]) -> Layout<'a> {
+        let Some(runs) = super::credential_runs(findings) else {
+            return Layout::new(&super::by_credential_of(findings));
+        };
+        let mut order = Vec::with_capacity(findings.len());
+        let mut entries = Vec::with_capacity(runs.len());
+        for (credential, run) in runs {
+            entries.push((credential, order.len()));
+            order.extend(&findings[run]);
+        }
+        Layout { order, entries }
+    }
+
+    fn new(by_credential: &[(Option<&'a str>, Vec<&'a Finding>)]) -> Layout<'a> {
         let mut order = Vec::with_capacity(by_credential.iter().map(|(_, f)| f.len()).sum());
         let mut entries = Vec::with_capacity(by_credential.len());
         for (credential, findings) in by_credential.iter().filter(|(_, f)| !f.is_empty()) {
@@ -187,6 +202,34 @@ mod tests {
             record_id: Some(format!("id-{i}")),
             detail: None,
         }
+    }
+
+    /// Findings not in the report's order (a report never normalized) are listed per
+    /// credential as `by_credential` lists them, `None` last.
+    #[test]
+    fn findings_out_of_order_are_listed_per_credential() {
+        let base = Utc.with_ymd_and_hms(2023, 7, 10, 11, 42, 36).unwrap();
+        let mut findings: Vec<Finding> = (0..3000)
+            .map(|i| finding(i, base + chrono::Duration::seconds(i as i64)))
+            .collect();
+        findings.reverse();
+        let report = super::super::HuntReport {
+            findings,
+            ..Default::default()
+        };
+        assert!(super::super::credential_runs(&report.findings).is_none());
+        let doc: serde_json::Value =
+            serde_json::from_slice(&super::super::tests::json_of(&report, 2)).unwrap();
+        let want: Vec<serde_json::Value> = report
+            .by_credential()
+            .iter()
+            .map(
+                |(c, fs)| serde_json::json!({ "credential": c, "count": fs.len(), "findings": fs }),
+            )
+            .collect();
+        assert_eq!(doc["credentials"], serde_json::Value::Array(want));
+        let last = doc["credentials"].as_array().unwrap().last().unwrap();
+        assert!(last["credential"].is_null());
     }
 
     /// Rendered ahead by helpers or by the writer itself, the document is the same bytes, and
