@@ -426,47 +426,55 @@ impl RuleSet {
 
     /// The built-in pack (when `builtin`) and then every rule file below each of `dirs`: the
     /// rules, errors and correlations of [`Self::builtin`] followed by [`Self::add_path`] for
-    /// each directory, in that order. The third-party files are read and parsed from YAML on
-    /// a second thread while the pack is compiled here: loading the rules was most of a hunt's
-    /// start, on one core. A directory that cannot be listed is the error, with its path.
+    /// each directory, in that order. The files are read and parsed from YAML on a second
+    /// thread, each handed over as it is parsed and compiled here meanwhile (compiling
+    /// registers the fields every rule reads: one thread): loading the rules was most of a
+    /// hunt's start, on one core. A directory that cannot be listed is the error, with its
+    /// path.
     pub fn load(builtin: bool, dirs: &[PathBuf]) -> Result<RuleSet, (PathBuf, std::io::Error)> {
         let mut files = Vec::new();
         for dir in dirs {
             files.extend(rule_files(dir).map_err(|e| (dir.clone(), e))?);
         }
-        let parse = |f: &PathBuf| {
-            (
-                f.display().to_string(),
-                read_rule(f).and_then(|t| parse_yaml(&t)),
-            )
+        let pack = if builtin { BUILTIN } else { &[] };
+        let count = pack.len() + files.len();
+        // The `i`th file in the order they are added: its origin and its documents.
+        let parse = |i: usize| match pack.get(i) {
+            Some((name, text)) => (format!("builtin:{name}"), parse_yaml(text)),
+            None => {
+                let f = &files[i - pack.len()];
+                (
+                    f.display().to_string(),
+                    read_rule(f).and_then(|t| parse_yaml(&t)),
+                )
+            }
         };
-        let (mut set, parsed) = std::thread::scope(|scope| {
+        let mut set = RuleSet::default();
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
             // (YAML nests at most 64 levels deep, see `serde_saphyr::Budget`: a helper's
             // stack holds any file.)
-            let parsing = (!files.is_empty())
-                .then(|| {
-                    std::thread::Builder::new()
-                        .spawn_scoped(scope, || files.iter().map(parse).collect::<Vec<_>>())
-                        .ok()
-                })
-                .flatten();
-            let set = if builtin {
-                RuleSet::builtin()
-            } else {
-                RuleSet::default()
-            };
-            super::phases::mark("rules: built-in pack compiled");
-            // A thread that could not run (or panicked) leaves the parsing to this one.
-            let parsed = parsing
-                .and_then(|h| h.join().ok())
-                .unwrap_or_else(|| files.iter().map(parse).collect());
-            super::phases::mark("rules: third-party files parsed");
-            (set, parsed)
+            let parsing = std::thread::Builder::new().spawn_scoped(scope, move || {
+                for i in 0..count {
+                    if tx.send(parse(i)).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut added = 0;
+            if parsing.is_ok() {
+                for (origin, docs) in rx {
+                    set.add_parsed(&origin, docs);
+                    added += 1;
+                }
+            }
+            // A helper that could not start (or stopped early) leaves the rest to this thread.
+            for i in added..count {
+                let (origin, docs) = parse(i);
+                set.add_parsed(&origin, docs);
+            }
         });
-        for (origin, docs) in parsed {
-            set.add_parsed(&origin, docs);
-        }
-        super::phases::mark("rules: third-party rules compiled");
+        super::phases::mark("rules: loaded");
         Ok(set)
     }
 
