@@ -834,6 +834,7 @@ fn groups_of(findings: &[Finding], by_credential: bool, first: usize) -> Vec<Fin
         names
     };
     let mut run_start = 0;
+    // Keys are log contents (attacker-chosen): a randomly seeded hasher, faster than SipHash.
     let mut map: std::collections::HashMap<Key<'_>, FindingGroup<'_>, foldhash::fast::RandomState> =
         Default::default();
     // Room for the most groups there can be (one per finding) at once: grown by doubling, the

@@ -204,6 +204,18 @@ mod tests {
         }
     }
 
+    /// The `credentials` array as serde writes the entries of `by_credential`.
+    fn entries(report: &super::super::HuntReport) -> serde_json::Value {
+        let entries: Vec<serde_json::Value> = report
+            .by_credential()
+            .iter()
+            .map(
+                |(c, fs)| serde_json::json!({ "credential": c, "count": fs.len(), "findings": fs }),
+            )
+            .collect();
+        serde_json::Value::Array(entries)
+    }
+
     /// Findings not in the report's order (a report never normalized) are listed per
     /// credential as `by_credential` lists them, `None` last.
     #[test]
@@ -220,14 +232,7 @@ mod tests {
         assert!(super::super::credential_runs(&report.findings).is_none());
         let doc: serde_json::Value =
             serde_json::from_slice(&super::super::tests::json_of(&report, 2)).unwrap();
-        let want: Vec<serde_json::Value> = report
-            .by_credential()
-            .iter()
-            .map(
-                |(c, fs)| serde_json::json!({ "credential": c, "count": fs.len(), "findings": fs }),
-            )
-            .collect();
-        assert_eq!(doc["credentials"], serde_json::Value::Array(want));
+        assert_eq!(doc["credentials"], entries(&report));
         let last = doc["credentials"].as_array().unwrap().last().unwrap();
         assert!(last["credential"].is_null());
     }
@@ -283,14 +288,7 @@ mod tests {
         }
         let doc: serde_json::Value = serde_json::from_slice(&one).unwrap();
         // The entries as serde writes them, whatever window their findings fell in.
-        let want: Vec<serde_json::Value> = report
-            .by_credential()
-            .iter()
-            .map(
-                |(c, fs)| serde_json::json!({ "credential": c, "count": fs.len(), "findings": fs }),
-            )
-            .collect();
-        assert_eq!(doc["credentials"], serde_json::Value::Array(want));
+        assert_eq!(doc["credentials"], entries(&report));
         assert_eq!(doc["total"], 5000);
         let listed: std::collections::HashMap<&str, &serde_json::Value> = doc["credentials"]
             .as_array()
