@@ -230,14 +230,23 @@ fn merge_runs<T>(
 /// Lists sorted by `order` (`len` items in all) as one, with room for `spare` more; on ties,
 /// an earlier list's first (a stable sort of them in turn); each item moved once.
 fn merge_lists<T, I: Iterator<Item = T>>(
-    mut lists: Vec<I>,
+    lists: Vec<I>,
     len: usize,
     spare: usize,
     order: impl Fn(&T, &T) -> std::cmp::Ordering,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(len + spare);
+    out.extend(merging(lists, order));
+    out
+}
+
+/// Lists sorted by `order`, read as one sorted list; on ties, an earlier list's first.
+fn merging<T, I: Iterator<Item = T>>(
+    mut lists: Vec<I>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> impl Iterator<Item = T> {
     let mut heads: Vec<Option<T>> = lists.iter_mut().map(Iterator::next).collect();
-    loop {
+    std::iter::from_fn(move || {
         // The first list whose head no later head precedes (a few lists: one per worker).
         let mut least: Option<usize> = None;
         for (k, head) in heads.iter().enumerate() {
@@ -247,10 +256,10 @@ fn merge_lists<T, I: Iterator<Item = T>>(
                 least = Some(k);
             }
         }
-        let Some(k) = least else { return out };
+        let k = least?;
         let next = lists[k].next();
-        out.extend(std::mem::replace(&mut heads[k], next));
-    }
+        std::mem::replace(&mut heads[k], next)
+    })
 }
 
 /// Puts items in `order` (a permutation of their indices: `order[k]` is the index of the
@@ -779,12 +788,18 @@ fn by_credential_of(fs: &[Finding]) -> Vec<(Option<&str>, Vec<&Finding>)> {
     map.into_iter().map(|((_, c), v)| (c, v)).collect()
 }
 
+/// Whether the findings come in runs per credential, in the credentials' order (as
+/// [`HuntReport::normalize`] leaves them).
+fn sorted_by_credential(fs: &[Finding]) -> bool {
+    fs.windows(2).all(|w| w[0].credential <= w[1].credential)
+}
+
 /// The runs of findings per credential, in the order [`HuntReport::by_credential`] lists them
 /// (`None` last), when the findings are sorted by credential (as [`HuntReport::normalize`]
 /// leaves them): taken in one pass, no map entry per finding (a few milliseconds of the run's
 /// serial tail). `None` when they are not.
 fn credential_runs(fs: &[Finding]) -> Option<Vec<(Option<&str>, std::ops::Range<usize>)>> {
-    if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
+    if !sorted_by_credential(fs) {
         return None;
     }
     let mut out = Vec::new();
@@ -925,7 +940,7 @@ impl HuntReport {
     fn group_runs(&self, threads: usize) -> GroupRuns<'_> {
         let threads = crate::hunt::threads_or_cores(threads);
         let fs = &self.findings[..];
-        if !fs.windows(2).all(|w| w[0].credential <= w[1].credential) {
+        if !sorted_by_credential(fs) {
             return GroupRuns(groups_of(fs, false, 0), Vec::new());
         }
         if threads < 2 || fs.len() < 4096 {
@@ -1225,12 +1240,7 @@ fn merged<'s, T>(
     b: &'s [T],
     order: impl Fn(&T, &T) -> std::cmp::Ordering,
 ) -> impl Iterator<Item = &'s T> {
-    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(x), Some(y)) if order(y, x).is_lt() => b.next(),
-        (Some(_), _) => a.next(),
-        (None, _) => b.next(),
-    })
+    merging(vec![a.iter(), b.iter()], move |x: &&T, y: &&T| order(x, y))
 }
 
 /// How many of the first `k` items of `merged(a, b, order)` come from `a` (the rest come from
