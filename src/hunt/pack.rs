@@ -270,6 +270,21 @@ fn parse_yaml(text: &str) -> Result<Vec<serde_json::Value>, String> {
     serde_saphyr::from_str_multiple(text).map_err(|e| format!("not YAML: {e}"))
 }
 
+/// One file of the built-in pack: its origin in errors and its documents.
+fn parsed_pack_file(
+    (name, text): &(&str, &str),
+) -> (String, Result<Vec<serde_json::Value>, String>) {
+    (format!("builtin:{name}"), parse_yaml(text))
+}
+
+/// One rule file read from disk: its origin (the path) and its documents.
+fn parsed_rule_file(path: &Path) -> (String, Result<Vec<serde_json::Value>, String>) {
+    (
+        path.display().to_string(),
+        read_rule(path).and_then(|t| parse_yaml(&t)),
+    )
+}
+
 /// The text of one rule file, bounded by [`MAX_RULE_BYTES`].
 fn read_rule(path: &Path) -> Result<String, String> {
     use std::io::Read;
@@ -303,8 +318,9 @@ impl RuleSet {
     /// Only the built-in pack.
     pub fn builtin() -> RuleSet {
         let mut set = RuleSet::default();
-        for (name, text) in BUILTIN {
-            set.add_text(&format!("builtin:{name}"), text);
+        for file in BUILTIN {
+            let (origin, docs) = parsed_pack_file(file);
+            set.add_parsed(&origin, docs);
         }
         set
     }
@@ -416,10 +432,8 @@ impl RuleSet {
     pub fn add_path(&mut self, dir: &Path) -> std::io::Result<usize> {
         let files = rule_files(dir)?;
         for f in &files {
-            self.add_parsed(
-                &f.display().to_string(),
-                read_rule(f).and_then(|t| parse_yaml(&t)),
-            );
+            let (origin, docs) = parsed_rule_file(f);
+            self.add_parsed(&origin, docs);
         }
         Ok(files.len())
     }
@@ -440,14 +454,8 @@ impl RuleSet {
         let count = pack.len() + files.len();
         // The `i`th file in the order they are added: its origin and its documents.
         let parse = |i: usize| match pack.get(i) {
-            Some((name, text)) => (format!("builtin:{name}"), parse_yaml(text)),
-            None => {
-                let f = &files[i - pack.len()];
-                (
-                    f.display().to_string(),
-                    read_rule(f).and_then(|t| parse_yaml(&t)),
-                )
-            }
+            Some(file) => parsed_pack_file(file),
+            None => parsed_rule_file(&files[i - pack.len()]),
         };
         let mut set = RuleSet::default();
         std::thread::scope(|scope| {
