@@ -670,6 +670,9 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
     } else {
         files.len().max(1)
     });
+    // With several workers each sorts its own findings on its core (the tail merges the
+    // runs); one worker's are sorted in the tail, where nothing runs beside it anyway.
+    let workers_sort = threads > 1;
     let prefilters: Vec<(Source, Prefilter)> = source::ALL_SOURCES
         .iter()
         .map(|&s| (s, Prefilter::new(rules.for_source(s))))
@@ -728,7 +731,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
                     }
                     // In the report's order already, on this worker's core: the tail's sort
                     // then merges the workers' runs (see `HuntReport::normalize`).
-                    let part = w.finish(threads > 1);
+                    let part = w.finish(workers_sort);
                     phases::mark("worker: done");
                     part
                 })
@@ -810,13 +813,17 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
         // Meanwhile here: the workers' findings in the report's order, trimmed to the cap,
         // without duplicates — then their severities, once the baseline is known.
         trim_to_cap(&mut lists, &per_pair);
-        // Each list sorted (one worker's is not yet), then merged in the workers' order: the
-        // order of a stable sort of them all, each finding moved once.
+        // Each list sorted (here, unless its worker did: checking an order the workers made
+        // compared every pair of neighbours again), then merged in the workers' order: the
+        // order of a stable sort of them all, each finding moved once. (Trimming to the cap
+        // keeps the order.)
         let len = lists.iter().map(|(list, _)| list.len()).sum();
         let sorted: Vec<_> = lists
             .into_iter()
             .map(|(mut list, _)| {
-                sort_chunked(&mut list, |_, _| {});
+                if !workers_sort {
+                    sort_chunked(&mut list, |_, _| {});
+                }
                 list.into_iter()
             })
             .collect();
