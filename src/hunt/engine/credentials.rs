@@ -627,7 +627,46 @@ pub(super) fn over_cap(workers: &[Credentials], cap: u64) -> PairCounts {
 
 #[cfg(test)]
 mod tests {
-    use super::{CredState, HourUse, Seen};
+    use super::{CredState, Credentials, HourUse, Seen, Source};
+    use chrono::TimeZone;
+
+    /// Each name has one state, whatever the index's growth and whatever its length (inline
+    /// or not), and keeps it when another worker's credentials are merged in, its hours summed.
+    #[test]
+    fn a_name_has_one_state_in_a_worker_and_after_a_merge() {
+        let names: Vec<String> = (0..5000)
+            .map(|i| match i % 2 {
+                0 => format!("AKIA{i:016}"),
+                _ => format!("arn:aws:iam::123456789012:user/a-longer-name-{i}"),
+            })
+            .collect();
+        let mut a = Credentials::default();
+        let ids: Vec<usize> = names.iter().map(|n| a.id(n, Source::Cloudtrail)).collect();
+        let expected: Vec<usize> = (0..names.len()).collect();
+        assert_eq!(ids, expected);
+        for (n, &id) in names.iter().zip(&ids) {
+            assert_eq!(a.id(n, Source::Cloudtrail), id);
+            assert_eq!(&*a.state(id).name, n.as_str());
+        }
+        let t = chrono::Utc.with_ymd_and_hms(2023, 1, 5, 10, 30, 0).unwrap();
+        a.state(ids[7]).hours.observe(true, t);
+        let mut b = Credentials::default();
+        let new = b.id("AKIA-only-in-the-other-worker", Source::Cloudtrail);
+        let seven = b.id(&names[7], Source::Cloudtrail);
+        b.state(new).hours.observe(true, t);
+        b.state(seven).hours.observe(true, t);
+        b.state(seven)
+            .hours
+            .observe(true, t - chrono::Duration::minutes(5));
+        a.merge(b);
+        assert_eq!(a.id(&names[7], Source::Cloudtrail), ids[7]);
+        let hour = a.state(ids[7]).hours.after[10];
+        assert_eq!(({ hour.count }, { hour.first }), (3, t.timestamp() - 300));
+        let merged_new = a.id("AKIA-only-in-the-other-worker", Source::Cloudtrail);
+        assert_eq!(merged_new, names.len());
+        assert_eq!({ a.state(merged_new).hours.after[10].count }, 1);
+        assert_eq!(a.id("AKIA-never-seen", Source::Cloudtrail), names.len() + 1);
+    }
 
     /// Every record finds its address's entry among these: what its doc says of its size.
     #[test]
