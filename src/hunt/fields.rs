@@ -360,13 +360,16 @@ impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
     }
 }
 
-fn set<'de>(out: &mut Fields<'de>, id: FieldId, val: FieldVal<'de>) {
+/// Sets field `id` unless the record already has it: whether it did.
+fn set<'de>(out: &mut Fields<'de>, id: FieldId, val: FieldVal<'de>) -> bool {
     // Inside arrays the first element that has the field wins.
     if let Some(slot) = out.get_mut(id)
         && matches!(slot, FieldVal::Missing)
     {
         *slot = val;
+        return true;
     }
+    false
 }
 
 /// A raw JSON value turned into a [`FieldVal`], borrowing when the string has no escapes.
