@@ -40,6 +40,8 @@ pub(super) struct FirstUse {
 /// Hours of the day a credential was used in, kept small (every credential has one, and
 /// every record reads it): before the incident start, how many uses and at which hours (all
 /// a baseline asks); after it, per hour the uses and the first time. No record locations.
+/// In this order (`repr(C)`): the few numbers first, next to the address's entry in
+/// [`CredState`], then the hours.
 #[derive(Debug, Clone)]
 #[repr(C)]
 pub(super) struct Hours {
@@ -292,7 +294,8 @@ impl RuleCounts {
 
 /// Everything a worker keeps about one credential. In this order (`repr(C)`): what every
 /// record reads first — its address's entry, then its hours — so that a record's visit touches
-/// the state's first cache line and its hour's, not lines the compiler's order scattered.
+/// the lines at the state's start and its hour's line, not lines the compiler's order
+/// scattered.
 #[derive(Debug)]
 #[repr(C)]
 pub(super) struct CredState {
