@@ -4,15 +4,18 @@
 //!
 //! Memory: JSON lines and CSV are read one record at a time. A single JSON document (a CloudTrail
 //! delivery `{"Records":[…]}`, a GitHub API page, a Graph `value` page) is read whole because
-//! its records borrow from the buffer. Every record and document is bounded, and so is what a
+//! its records borrow from the buffer — but for a file's first line holding a wrapper document,
+//! read in parts as its records arrive ([`parts`]). Every record and document is bounded, and so is what a
 //! gzip file may decompress to ([`super::bounded`]): memory follows the bound, not the input,
 //! and an input over a bound ends with an error the hunt reports as not wholly read.
+
+mod parts;
 
 use super::bounded;
 use super::fields::{Extracted, FieldId, FieldSet, Fields, Key, scan};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -351,8 +354,8 @@ impl FieldSets {
     }
 }
 
-/// Where a record is: the file, its line (0 inside a single JSON document) and its 1-based
-/// number among the file's records.
+/// Where a record is: the file, its line (0 inside a JSON document spread over lines, but for
+/// the records wholly on its first line) and its 1-based number among the file's records.
 #[derive(Debug, Clone, Copy)]
 pub struct Loc<'a> {
     pub file: &'a str,
@@ -473,7 +476,41 @@ pub fn read_file(
 ) -> std::io::Result<()> {
     let file = std::fs::File::open(path)?;
     let size = file.metadata().map_or(0, |m| m.len());
-    read_sized(source, &path.display().to_string(), file, size, set, sink)
+    let name = path.display().to_string();
+    read_rereadable(source, &name, file, size, set, sink, parts::PART)
+}
+
+/// [`read_sized`] for an input that can be read again from its start (a file): when it is
+/// larger than a part, a wrapper document on its first line is read in parts of `part` bytes
+/// (see [`parts`]); where that stops, the whole line's path reads the input again, skipping
+/// the records already handed over.
+fn read_rereadable(
+    source: Source,
+    name: &str,
+    mut input: impl Read + Seek,
+    size: u64,
+    set: &FieldSet,
+    sink: &mut dyn Sink,
+    part: usize,
+) -> std::io::Result<()> {
+    // Within the record bound, a line the whole path would refuse is never read in parts.
+    let by_parts = size > part as u64
+        && size <= bounded::MAX_RECORD as u64
+        && !source.wrapper_keys().is_empty();
+    if by_parts {
+        match parts::read(source, name, &mut input, set, sink, part)? {
+            parts::Outcome::Whole => return Ok(()),
+            parts::Outcome::Handed(records) => {
+                input.seek(SeekFrom::Start(0))?;
+                let mut sink = Skip {
+                    inner: sink,
+                    records,
+                };
+                return read_sized(source, name, input, size, set, &mut sink);
+            }
+        }
+    }
+    read_sized(source, name, input, size, set, sink)
 }
 
 /// Reads every record of one input — a file, or a page fetched from an API (see
@@ -560,13 +597,22 @@ fn read_json_lines(
     let mut first = true;
     while let Some(range) = lines.next_line()? {
         line_no += 1;
-        let Ok(text) = simdutf8::basic::from_utf8(lines.get(range.clone())) else {
-            sink.problem(Problem {
-                location: format!("{name}:{line_no}"),
-                message: "not UTF-8 text; line skipped".into(),
-            });
-            first = false;
-            continue;
+        let bytes = lines.get(range.clone());
+        let (text, cut) = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => (text, false),
+            Err(_) => {
+                // The records before the first byte that is not UTF-8 are read (as a reader
+                // in parts reads them, see `parts`), the rest of the line is skipped.
+                let valid = simdutf8::compat::from_utf8(bytes)
+                    .map_or_else(|e| e.valid_up_to(), |t| t.len());
+                sink.problem(Problem {
+                    location: format!("{name}:{line_no}:{}", valid + 1),
+                    message: "not UTF-8 text; the rest of the line skipped".into(),
+                });
+                first = false;
+                let prefix = bytes.get(..valid).unwrap_or_default();
+                (std::str::from_utf8(prefix).unwrap_or_default(), true)
+            }
         };
         let trimmed = text.trim();
         if trimmed.is_empty() {
@@ -588,13 +634,12 @@ fn read_json_lines(
                     });
                     return Ok(());
                 };
-                let offset = line_no - 1;
-                parse_doc(source, name, doc, offset, 0, &mut index, set, sink);
+                parse_doc(source, name, doc, line_no, 0, false, &mut index, set, sink);
                 return Ok(());
             }
         }
         parse_doc(
-            source, name, trimmed, line_no, line_no, &mut index, set, sink,
+            source, name, trimmed, line_no, line_no, cut, &mut index, set, sink,
         );
     }
     Ok(())
@@ -602,7 +647,9 @@ fn read_json_lines(
 
 /// Parses one JSON text (a line or a whole document) holding records, a wrapper of records, or
 /// an array of records. `first_line` is the text's first line in the file (for error positions);
-/// `loc_line` is the line reported for its records (0 when they span lines).
+/// `loc_line` is the line reported for its records (0 when they span lines). `cut`: the text
+/// is a line's start, cut where bytes that are not UTF-8 begin (reported already): its
+/// unexpected end is not reported again.
 #[allow(clippy::too_many_arguments)]
 fn parse_doc(
     source: Source,
@@ -610,6 +657,7 @@ fn parse_doc(
     text: &str,
     first_line: u64,
     loc_line: u64,
+    cut: bool,
     index: &mut u64,
     set: &FieldSet,
     sink: &mut dyn Sink,
@@ -619,13 +667,24 @@ fn parse_doc(
     // path already handed over (it accepts nothing serde refuses, see `fields::scan`).
     let first_index = *index;
     let mut handed = 0u64;
-    let fast = scan::scan_doc(text, set, source.wrapper_keys(), &mut |fields| {
+    // A document spread over lines: its records wholly on its first line are located there,
+    // as a reader in parts (see `parts`) locates them before it sees the line's end.
+    let first_line_end = if loc_line == 0 {
+        memchr::memchr(b'\n', text.as_bytes())
+    } else {
+        None
+    };
+    let fast = scan::scan_doc(text, set, source.wrapper_keys(), &mut |fields, end| {
         *index += 1;
         handed += 1;
+        let line = match first_line_end {
+            Some(newline) if end <= newline => first_line,
+            _ => loc_line,
+        };
         sink.record(
             Loc {
                 file: name,
-                line: loc_line,
+                line,
                 index: *index,
             },
             fields,
@@ -653,12 +712,10 @@ fn parse_doc(
         },
     )
     .and_then(|()| de.end());
-    if let Err(e) = result {
-        let line = if first_line == 0 {
-            e.line() as u64
-        } else {
-            first_line + e.line() as u64 - 1
-        };
+    if let Err(e) = result
+        && !(cut && e.is_eof())
+    {
+        let line = first_line + e.line() as u64 - 1;
         let loc = if loc_line > 0 {
             format!("{name}:{loc_line}:{}", e.column())
         } else {
@@ -1095,9 +1152,10 @@ mod tests {
         assert!(direct > 5_000, "{direct}");
     }
 
-    #[derive(Default)]
+    #[derive(Default, Debug, PartialEq)]
     struct Seen {
         records: Vec<(u64, Option<String>)>,
+        locations: Vec<String>,
         problems: Vec<Problem>,
     }
 
@@ -1105,6 +1163,7 @@ mod tests {
         fn record(&mut self, loc: Loc<'_>, f: &Fields<'_>) {
             let name = f.first().and_then(|v| v.as_str()).map(str::to_string);
             self.records.push((loc.index, name));
+            self.locations.push(loc.text());
         }
         fn problem(&mut self, problem: Problem) {
             self.problems.push(problem);
@@ -1112,18 +1171,154 @@ mod tests {
     }
 
     fn read(text: &str) -> Seen {
+        read_whole(text.as_bytes())
+    }
+
+    fn fields() -> FieldSet {
         let mut set = FieldSet::default();
         set.intern("eventName");
+        set.intern("n.v");
+        set
+    }
+
+    /// Read as an input that cannot be read again (a page): its lines whole.
+    fn read_whole(bytes: &[u8]) -> Seen {
         let mut seen = Seen::default();
-        read_from(
+        read_from(Source::Cloudtrail, "t.json", bytes, &fields(), &mut seen).unwrap();
+        seen
+    }
+
+    /// Read as a file is: in parts of `part` bytes when larger.
+    fn read_in_parts(bytes: &[u8], part: usize) -> Seen {
+        let mut seen = Seen::default();
+        let input = std::io::Cursor::new(bytes);
+        let size = bytes.len() as u64;
+        read_rereadable(
             Source::Cloudtrail,
             "t.json",
-            text.as_bytes(),
-            &set,
+            input,
+            size,
+            &fields(),
             &mut seen,
+            part,
         )
         .unwrap();
         seen
+    }
+
+    /// Bytes that are not UTF-8 end their line, not the records before them: those are read,
+    /// and one problem names the first such byte. A document spread over lines after blank
+    /// lines: its faults are located on the file's lines, its records on its first line there.
+    #[test]
+    fn bytes_not_utf8_end_the_line_and_faults_are_located_on_the_files_lines() {
+        let seen = read_whole(b"{\"Records\":[{\"eventName\":\"A\"},{\"eventName\":\"B\xff\"}]}\n{\"eventName\":\"C\"}");
+        // (The cut record has its number, as a malformed one has.)
+        assert_eq!(
+            seen.records,
+            vec![(1, Some("A".into())), (3, Some("C".into()))]
+        );
+        assert_eq!(
+            seen.problems,
+            vec![Problem {
+                location: "t.json:1:46".into(),
+                message: "not UTF-8 text; the rest of the line skipped".into(),
+            }]
+        );
+        let seen = read("\n\n{\"Records\":[{\"eventName\":\"A\"},\n{\"eventName\":tru}]}");
+        assert_eq!(seen.locations, vec!["t.json:3 (record 1)".to_string()]);
+        assert_eq!(seen.problems.len(), 1, "{:?}", seen.problems);
+        assert!(
+            seen.problems[0].location.starts_with("t.json:4:"),
+            "{:?}",
+            seen.problems
+        );
+    }
+
+    /// Deliveries, well formed and not: records of every size with escapes and characters of
+    /// two to four bytes (cut by parts anywhere), faults of every kind at every place, other
+    /// shapes of document, more lines after the first, bytes that are not UTF-8, newlines in
+    /// the middle: read in parts of any size, a file hands over the same records with the same
+    /// locations, and the same problems, as its lines read whole.
+    #[test]
+    fn a_file_read_in_parts_reads_as_its_lines_read_whole() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let pieces = ["a", "é", "☃", "😀", "\\\"", "\\\\", "\\u00e9", " ", "x1"];
+        let record = |i: usize, next: &mut dyn FnMut(usize) -> usize| {
+            let pad: String = (0..next(120)).map(|_| pieces[next(pieces.len())]).collect();
+            format!(
+                r#"{{"eventName":"E{i}","n":{{"v":[{i},"w{i}"],"u":null}},"pad":"{pad}","t":true}}"#
+            )
+        };
+        let mut docs: Vec<Vec<u8>> = Vec::new();
+        for round in 0..60 {
+            let n = 1 + next(12);
+            let records: Vec<String> = (0..n).map(|i| record(i, &mut next)).collect();
+            let body = records.join(",");
+            let shapes = [
+                format!(r#"{{"Records":[{body}]}}"#),
+                format!(r#"  {{ "Records" : [ {body} ] }}  "#),
+                format!(r#"{{"Rec\u006frds":[{body}]}}"#),
+                format!(r#"{{"Records":[{body}],"more":1}}"#),
+                format!(r#"{{"x":1,"Records":[{body}]}}"#),
+                format!(r#"{{"Records":[{body},]}}"#),
+                format!(r#"{{"Records":[{body},5]}}"#),
+                format!(r#"{{"Records":[{body}]}}"#).replacen("true", "tru", 1 + next(2)),
+                format!(r#"{{"Events":[{body}]}}"#),
+                r#"{"Records":[]}"#.to_string(),
+                "{}".to_string(),
+                format!(r#"{{"Records":5,"x":[{body}]}}"#),
+                format!("[{body}]"),
+            ];
+            let doc = &shapes[round % shapes.len()];
+            let tails = [
+                "",
+                "\n",
+                "\r\n",
+                "\n\n \n",
+                "\n{\"Records\":[{\"eventName\":\"L2\"}]}\n",
+                " x",
+                "\u{3000}",
+                "\n\u{3000}\n",
+            ];
+            let mut bytes = doc.clone().into_bytes();
+            bytes.extend_from_slice(tails[next(tails.len())].as_bytes());
+            docs.push(bytes.clone());
+            // The same cut short, with a byte that is not UTF-8, with a newline, at any place.
+            let at = next(bytes.len() + 1);
+            docs.push(bytes[..at].to_vec());
+            for insert in [&b"\xff"[..], b"\n", b"\xe2\x98"] {
+                let mut b = bytes.clone();
+                let at = next(b.len() + 1);
+                b.splice(at..at, insert.iter().copied());
+                docs.push(b);
+            }
+        }
+        // A document spread over lines, records on its first line.
+        docs.push(b"{\"Records\":[{\"eventName\":\"A\"},{\"eventName\":\"B\"},\n{\"eventName\":\"C\"}]}\n".to_vec());
+        docs.push(
+            b"\n\n{\"Records\":[\n{\"eventName\":\"A\"},\n{\"eventName\":\"B\"}\n]}".to_vec(),
+        );
+        let mut parted = 0;
+        for doc in &docs {
+            let whole = read_whole(doc);
+            for part in [1, 2, 3, 7, 16, 61, 256, 1 << 20] {
+                let parts = read_in_parts(doc, part);
+                assert_eq!(
+                    parts,
+                    whole,
+                    "parts of {part} bytes: {}",
+                    String::from_utf8_lossy(doc)
+                );
+                parted += usize::from(doc.len() > part);
+            }
+        }
+        assert!(parted > 1500, "{parted}");
     }
 
     /// Where the fast path stops inside a document, serde reads it again: the records before

@@ -26,12 +26,13 @@ type Scan<T> = Result<T, Bail>;
 pub const MAX_DEPTH: u32 = 64;
 
 /// Reads `text` — one record, a wrapper object whose `wrappers` key holds an array of
-/// records, or an array of records — calling `record` with each record's fields in order.
+/// records, or an array of records — calling `record` with each record's fields in order and
+/// where the record ends in `text`.
 pub fn scan_doc<'t>(
     text: &'t str,
     set: &FieldSet,
     wrappers: &[&str],
-    record: &mut dyn FnMut(&Fields<'t>),
+    record: &mut dyn FnMut(&Fields<'t>, usize),
 ) -> Scan<()> {
     let mut s = Scanner {
         s: text,
@@ -69,7 +70,7 @@ pub fn scan_doc<'t>(
                 }
             }
             if !wrapped {
-                record(&fields);
+                record(&fields, s.i);
             }
         }
         Some(b'[') => s.records(set, 1, record)?,
@@ -77,6 +78,120 @@ pub fn scan_doc<'t>(
     }
     s.ws();
     if s.i == s.b.len() { Ok(()) } else { Err(Bail) }
+}
+
+/// Where a wrapper document read in parts (see [`scan_part`]) stands between two parts: at a
+/// boundary between its tokens, before what the name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Part {
+    /// Before the document: `{`, the wrapper's key, `:`, `[`.
+    #[default]
+    Start,
+    /// Before an element of the records' array (or, for the first, its closing `]`).
+    Element { first: bool },
+    /// After an element: `,` or `]`.
+    AfterElement,
+    /// After the array: the document's `}`.
+    AfterArray,
+    /// After the document: whitespace only.
+    Done,
+}
+
+/// A wrapper prefix (`{"Records":[`) longer than this is not waited for: the document is read
+/// whole instead.
+const PART_START_MAX: usize = 64 << 10;
+
+/// Reads the next part of a document whose first key is one of `wrappers` and holds an array of
+/// records (a CloudTrail delivery), `text` starting where the last part's scan stopped, `at`
+/// where that left the document; hands each whole record's fields to `record`. Returns how
+/// much of `text` it read: up to the last boundary it reached, `at` updated to it.
+///
+/// `last`: nothing follows `text`. Before it, a fault may be the text's end cutting a value
+/// short: the scan stops at the last boundary and the caller brings more text. At the last
+/// part it is a [`Bail`], as is any document of another shape (its first key not a wrapper,
+/// members after the array, anything after the document): the caller reads the whole text
+/// through [`scan_doc`] and serde, skipping the records already handed over. The records and
+/// fields handed over are [`scan_doc`]'s for the same text, whatever the parts.
+pub fn scan_part<'t>(
+    text: &'t str,
+    last: bool,
+    at: &mut Part,
+    set: &FieldSet,
+    wrappers: &[&str],
+    record: &mut dyn FnMut(&Fields<'t>),
+) -> Scan<usize> {
+    let mut s = Scanner {
+        s: text,
+        b: text.as_bytes(),
+        i: 0,
+        set_ids: Vec::new(),
+    };
+    let mut fields = set.empty();
+    loop {
+        let boundary = s.i;
+        let short = if last { Err(Bail) } else { Ok(boundary) };
+        s.ws();
+        let Some(c) = s.peek() else {
+            // The end of the text at a boundary: the document goes on in the next part, or,
+            // at the last, it is whole only when done.
+            return if *at == Part::Done || !last {
+                Ok(s.i)
+            } else {
+                Err(Bail)
+            };
+        };
+        match *at {
+            Part::Start => match s.part_start(wrappers) {
+                Ok(true) => *at = Part::Element { first: true },
+                Ok(false) => return Err(Bail),
+                Err(Bail) if text.len() < PART_START_MAX => return short,
+                Err(Bail) => return Err(Bail),
+            },
+            Part::Element { first } => {
+                if first && c == b']' {
+                    s.i += 1;
+                    *at = Part::AfterArray;
+                    continue;
+                }
+                if c != b'{' {
+                    // Not a record: serde's path reports it.
+                    return Err(Bail);
+                }
+                // Depth as in `scan_doc`: the wrapper object, its array, the record.
+                let scanned = s.object(&set.root, &mut fields, 3);
+                if scanned.is_ok() {
+                    record(&fields);
+                }
+                for id in s.set_ids.drain(..) {
+                    if let Some(slot) = fields.get_mut(id) {
+                        *slot = FieldVal::Missing;
+                    }
+                }
+                if scanned.is_err() {
+                    return short;
+                }
+                *at = Part::AfterElement;
+            }
+            Part::AfterElement => {
+                s.i += 1;
+                *at = match c {
+                    b',' => Part::Element { first: false },
+                    b']' => Part::AfterArray,
+                    _ => return Err(Bail),
+                };
+            }
+            Part::AfterArray => {
+                // Members after the array (`,`) are read by the whole document's path.
+                if c != b'}' {
+                    return Err(Bail);
+                }
+                s.i += 1;
+                *at = Part::Done;
+            }
+            // Anything after the document.
+            Part::Done => return Err(Bail),
+        }
+    }
 }
 
 struct Scanner<'t> {
@@ -156,6 +271,26 @@ fn plain_end_words(b: &[u8], mut i: usize) -> usize {
 }
 
 impl<'t> Scanner<'t> {
+    /// A wrapper document's start, `{"Records":[`: `true` when read, `false` when the document
+    /// is of another shape (its first key not one of `wrappers`, or LookupEvents' `Events`,
+    /// whose records are text: serde's path), a [`Bail`] when the text ends or is malformed
+    /// first.
+    fn part_start(&mut self, wrappers: &[&str]) -> Scan<bool> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            return Ok(false);
+        }
+        let key = self.key()?;
+        if key == "Events" || !wrappers.contains(&key.as_ref()) {
+            return Ok(false);
+        }
+        self.colon()?;
+        self.ws();
+        self.eat(b'[')?;
+        Ok(true)
+    }
+
     /// Sets field `id` unless the record already has it ([`set`]), noting it for
     /// [`Self::records`].
     fn set(&mut self, out: &mut Fields<'t>, id: FieldId, val: FieldVal<'t>) {
@@ -371,7 +506,7 @@ impl<'t> Scanner<'t> {
         &mut self,
         set: &FieldSet,
         depth: u32,
-        record: &mut dyn FnMut(&Fields<'t>),
+        record: &mut dyn FnMut(&Fields<'t>, usize),
     ) -> Scan<()> {
         self.ws();
         self.eat(b'[')?;
@@ -390,7 +525,7 @@ impl<'t> Scanner<'t> {
                 return Err(Bail);
             }
             self.object(&set.root, &mut fields, depth + 1)?;
-            record(&fields);
+            record(&fields, self.i);
             for id in self.set_ids.drain(..) {
                 if let Some(slot) = fields.get_mut(id) {
                     *slot = FieldVal::Missing;
@@ -576,7 +711,7 @@ mod tests {
 
     fn by_scan<'t>(set: &FieldSet, text: &'t str) -> Scan<Vec<Fields<'t>>> {
         let mut out = Vec::new();
-        scan_doc(text, set, &[], &mut |f| out.push(f.clone()))?;
+        scan_doc(text, set, &[], &mut |f, _| out.push(f.clone()))?;
         Ok(out)
     }
 
