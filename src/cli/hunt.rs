@@ -169,7 +169,11 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
     args.endpoint_policy
         .check_environment()
         .map_err(Failure::input)?;
-    let mut opts = HuntOptions::default();
+    let mut opts = HuntOptions {
+        // The report is printed and the process ends (see `print_report`'s caller).
+        process_ends_after: true,
+        ..HuntOptions::default()
+    };
     let mut endpoints = remote::Endpoints::default();
     if let Some(plan_path) = &args.plan {
         let (_, plan) =

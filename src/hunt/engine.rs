@@ -55,6 +55,11 @@ pub struct HuntOptions {
     /// Set when the hunt runs after a rotation: the old and new credentials, and when the old
     /// one was disabled.
     pub rotation: Option<Rotation>,
+    /// The process ends once the report is written (the command line): the tail leaves the
+    /// maps it is done with (credentials, correlations) to the process's end instead of freeing
+    /// them entry by entry beside the work the report still waits for (2% of a hunt's CPU).
+    /// Never set where hunts run one after another in one process.
+    pub process_ends_after: bool,
 }
 
 /// The credentials of one rotation, for the checks of a post-rotation hunt: the old credential
@@ -103,6 +108,7 @@ impl Default for HuntOptions {
             threads: 0,
             until: None,
             rotation: None,
+            process_ends_after: false,
         }
     }
 }
@@ -791,7 +797,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
             credentials::country_baselines(&creds, &mut part);
             credentials::hour_baselines(&creds, &mut part);
             // Freed here, beside the sort, not on the thread that goes on to write the report.
-            drop(creds);
+            release(creds, opts.process_ends_after);
             phases::mark("tail: credentials done");
             part
         });
@@ -800,7 +806,7 @@ pub fn run_with_pages(rules: &RuleSet, opts: &HuntOptions, pages: Option<&PageFe
             phases::mark("tail: correlations merged");
             let mut part = HuntReport::default();
             correlation_findings(rules, &mut corr, opts.since, &mut part);
-            drop(corr);
+            release(corr, opts.process_ends_after);
             phases::mark("tail: correlations done");
             part
         });
@@ -953,6 +959,16 @@ fn sort_chunked(findings: &mut Chunked<Finding>, mut also: impl FnMut(usize, usi
             findings.swap(a, b);
             also(a, b);
         });
+    }
+}
+
+/// Frees what the tail is done with, or leaves it to the process's end when that comes next
+/// (see [`HuntOptions::process_ends_after`]).
+fn release<T>(done_with: T, process_ends_after: bool) {
+    if process_ends_after {
+        std::mem::forget(done_with);
+    } else {
+        drop(done_with);
     }
 }
 
