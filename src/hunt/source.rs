@@ -2,12 +2,12 @@
 //! (its Sigma `logsource`, the community-to-raw field mapping, the fields that say who, when and
 //! from where), and the streaming readers that turn files into records with their location.
 //!
-//! Memory: JSON lines and CSV are read one record at a time. A single JSON document (a CloudTrail
-//! delivery `{"Records":[…]}`, a GitHub API page, a Graph `value` page) is read whole because
-//! its records borrow from the buffer — but for a file's first line holding a wrapper document,
-//! read in parts as its records arrive ([`parts`]). Every record and document is bounded, and so is what a
-//! gzip file may decompress to ([`super::bounded`]): memory follows the bound, not the input,
-//! and an input over a bound ends with an error the hunt reports as not wholly read.
+//! Memory: JSON lines and CSV are read one record at a time. A single JSON document (a GitHub
+//! API page, a Graph `value` page) is read whole because its records borrow from the buffer;
+//! a file whose first line is a wrapper document (a CloudTrail delivery `{"Records":[…]}`) is
+//! read in parts as its records arrive ([`parts`]). Every record and document is bounded, and
+//! so is what a gzip file may decompress to ([`super::bounded`]): memory follows the bound, not
+//! the input, and an input over a bound ends with an error the hunt reports as not wholly read.
 
 mod parts;
 
