@@ -480,10 +480,10 @@ pub fn read_file(
     read_rereadable(source, &name, file, size, set, sink, parts::PART)
 }
 
-/// [`read_sized`] for an input that can be read again from its start (a file): when it is
-/// larger than a part, a wrapper document on its first line is read in parts of `part` bytes
-/// (see [`parts`]); where that stops, the whole line's path reads the input again, skipping
-/// the records already handed over.
+/// [`read_sized`] for an input that can be read again from its start (a file, gzip or not):
+/// when it is larger than a part, a wrapper document on its first line is read in parts of
+/// `part` bytes (see [`parts`]); where that stops, the whole line's path reads the input again,
+/// skipping the records already handed over.
 fn read_rereadable(
     source: Source,
     name: &str,
@@ -498,7 +498,16 @@ fn read_rereadable(
         && size <= bounded::MAX_RECORD as u64
         && !source.wrapper_keys().is_empty();
     if by_parts {
-        match parts::read(source, name, &mut input, set, sink, part)? {
+        // A `.json.gz` delivery is read in parts as it is decompressed.
+        let outcome = parts::read(
+            source,
+            name,
+            &mut decompressing(&mut input)?,
+            set,
+            sink,
+            part,
+        )?;
+        match outcome {
             parts::Outcome::Whole => return Ok(()),
             parts::Outcome::Handed(records) => {
                 input.seek(SeekFrom::Start(0))?;
@@ -1305,7 +1314,7 @@ mod tests {
             b"\n\n{\"Records\":[\n{\"eventName\":\"A\"},\n{\"eventName\":\"B\"}\n]}".to_vec(),
         );
         let mut parted = 0;
-        for doc in &docs {
+        for (i, doc) in docs.iter().enumerate() {
             let whole = read_whole(doc);
             for part in [1, 2, 3, 7, 16, 61, 256, 1 << 20] {
                 let parts = read_in_parts(doc, part);
@@ -1316,6 +1325,17 @@ mod tests {
                     String::from_utf8_lossy(doc)
                 );
                 parted += usize::from(doc.len() > part);
+            }
+            // Gzip, read in parts as it is decompressed: as its lines read whole.
+            if i % 3 == 0 {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                std::io::Write::write_all(&mut gz, doc).unwrap();
+                let gz = gz.finish().unwrap();
+                for part in [1, 7, 61] {
+                    let parts = read_in_parts(&gz, part);
+                    assert_eq!(parts, whole, "gzip, parts of {part} bytes");
+                    parted += usize::from(gz.len() > part);
+                }
             }
         }
         assert!(parted > 1500, "{parted}");

@@ -1,6 +1,7 @@
 //! A log file whose first line is a wrapper document of records (a CloudTrail delivery: one line
-//! of megabytes) read in parts of a few hundred KB, each part's records scanned as it arrives
-//! ([`scan::scan_part`]), instead of the whole line read into one buffer and scanned after.
+//! of megabytes, gzip or not) read in parts of a few hundred KB, each part's records scanned as
+//! it arrives ([`scan::scan_part`]), instead of the whole line read into one buffer and scanned
+//! after.
 //!
 //! Why: a part is still in the core's cache when it is scanned (the kernel has just written it
 //! there), where a whole line of megabytes had left it before the scan came back to its start;
@@ -184,11 +185,17 @@ impl Parts<'_> {
     }
 
     /// Whether everything after the first line is JSON whitespace (lines the whole path skips
-    /// as blank), read to the input's end.
+    /// as blank, none over the record bound), read to the input's end.
     fn rest_is_blank(&mut self) -> io::Result<bool> {
-        let blank = |b: &[u8]| b.iter().all(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
         let Some(newline) = self.newline else {
             return Ok(true);
+        };
+        let mut line = 0usize;
+        let mut blank = |b: &[u8]| {
+            b.iter().all(|&c| {
+                line = if c == b'\n' { 0 } else { line + 1 };
+                matches!(c, b' ' | b'\t' | b'\n' | b'\r') && line <= bounded::MAX_RECORD
+            })
         };
         if !blank(&self.buf[newline..self.end]) {
             return Ok(false);
@@ -246,8 +253,9 @@ mod tests {
         (outcome, count.0, kept)
     }
 
-    /// A delivery of 3 MB read in parts: wholly, in a buffer of one part; a record larger than
-    /// a part widens it; where the parts stop, they say how many records they handed over.
+    /// A delivery of 3 MB read in parts, gzip or not: wholly, in a buffer of one part; a record
+    /// larger than a part widens it; where the parts stop, they say how many records they
+    /// handed over.
     #[test]
     fn a_delivery_is_read_in_parts_of_bounded_size() {
         let record =
@@ -256,6 +264,24 @@ mod tests {
         let doc = format!("{{\"Records\":[{}]}}\n", body.join(","));
         assert!(doc.len() > 2_500_000);
         assert_eq!(read_parts(&doc, PART), (Outcome::Whole, 10_000, PART));
+        // The same gzipped, read in parts as it is decompressed.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+        io::Write::write_all(&mut gz, doc.as_bytes()).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let mut set = FieldSet::default();
+        set.intern("eventName");
+        let mut count = Count::default();
+        let mut input = super::super::decompressing(&gz[..]).expect("gzip");
+        let outcome = read(
+            Source::Cloudtrail,
+            "t.json.gz",
+            &mut input,
+            &set,
+            &mut count,
+            PART,
+        )
+        .expect("read");
+        assert_eq!((outcome, count.0), (Outcome::Whole, 10_000));
         // A record of 1 MB among small ones.
         let doc = format!(
             "{{\"Records\":[{},{},{}]}}",
