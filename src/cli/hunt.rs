@@ -170,7 +170,8 @@ pub fn run(args: HuntArgs, output: Output) -> Result<u8, Failure> {
         .check_environment()
         .map_err(Failure::input)?;
     let mut opts = HuntOptions {
-        // The report is printed and the process ends (see `print_report`'s caller).
+        // This process ends once the report is printed (the report too is left to its end,
+        // below).
         process_ends_after: true,
         ..HuntOptions::default()
     };

@@ -58,7 +58,8 @@ pub struct HuntOptions {
     /// The process ends once the report is written (the command line): the tail leaves the
     /// maps it is done with (credentials, correlations) to the process's end instead of freeing
     /// them entry by entry beside the work the report still waits for (2% of a hunt's CPU).
-    /// Never set where hunts run one after another in one process.
+    /// They hold log contents and counts, no secret: nothing to zeroize. Never set where hunts
+    /// run one after another in one process.
     pub process_ends_after: bool,
 }
 
