@@ -162,11 +162,7 @@ pub fn scan_part<'t>(
                 if scanned.is_ok() {
                     record(&fields);
                 }
-                for id in s.set_ids.drain(..) {
-                    if let Some(slot) = fields.get_mut(id) {
-                        *slot = FieldVal::Missing;
-                    }
-                }
+                s.empty_set_fields(&mut fields);
                 if scanned.is_err() {
                     return short;
                 }
@@ -291,8 +287,17 @@ impl<'t> Scanner<'t> {
         Ok(true)
     }
 
+    /// Empties the fields the record just read set, for the next record in the same vector.
+    fn empty_set_fields(&mut self, fields: &mut Fields<'t>) {
+        for id in self.set_ids.drain(..) {
+            if let Some(slot) = fields.get_mut(id) {
+                *slot = FieldVal::Missing;
+            }
+        }
+    }
+
     /// Sets field `id` unless the record already has it ([`set`]), noting it for
-    /// [`Self::records`].
+    /// [`Self::empty_set_fields`].
     fn set(&mut self, out: &mut Fields<'t>, id: FieldId, val: FieldVal<'t>) {
         if set(out, id, val) {
             self.set_ids.push(id);
@@ -526,11 +531,7 @@ impl<'t> Scanner<'t> {
             }
             self.object(&set.root, &mut fields, depth + 1)?;
             record(&fields, self.i);
-            for id in self.set_ids.drain(..) {
-                if let Some(slot) = fields.get_mut(id) {
-                    *slot = FieldVal::Missing;
-                }
-            }
+            self.empty_set_fields(&mut fields);
             if self.next_member(b']')? {
                 return Ok(());
             }
